@@ -1,0 +1,1 @@
+"""Bandit: a DEX arbitrage pipeline built on mycelium-mono."""

@@ -1,0 +1,1 @@
+"""Flexible mode: the asyncio MessageBus, ServiceRuntime, hybrid backlog, latency tracking."""

@@ -1,0 +1,1 @@
+"""Transports carry messages between processes; in-process delivery is the bus's own job."""

@@ -1,0 +1,1 @@
+"""The compile-time path: routing module → parse → resolve → check → generate → cache → load."""

@@ -1,0 +1,62 @@
+"""What users write in a routing module: ``@routing_config`` and ``route(...)``.
+
+With the import hook installed, the hook rewrites the decorated class before the module runs,
+so these functions never see it. Without the hook, :func:`routing_config` builds the very
+same bus at run time (no cache): pickling, ``spawn`` children and frozen apps keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+__all__ = ["Route", "route", "routing_config"]
+
+C = TypeVar("C", bound=type)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A split route: ``sync`` handlers run inline, ``background`` ones on the event loop."""
+
+    sync: tuple[type, ...]
+    background: tuple[type, ...]
+
+
+def route(*, sync: Sequence[type] = (), background: Sequence[type] = ()) -> Route:
+    """Split one message type's handlers into a sync critical path and a background path.
+
+    The generated bus gets ``emit_<m>_sync(msg)`` (inline calls), ``async emit_<m>_async(msg)``
+    (the background handlers, sync or ``async def``) and ``emit_<m>(msg)``, which runs the sync
+    path and queues the background path on the bus's backlog.
+    """
+    return Route(tuple(sync), tuple(background))
+
+
+@overload
+def routing_config(cls: C, /) -> C: ...
+@overload
+def routing_config(*, inline: bool | None = None) -> Callable[[C], C]: ...
+def routing_config(cls: Any = None, /, *, inline: bool | None = None) -> Any:
+    """Turn a routing class into a generated ``MonolithBus``.
+
+    The class body maps message class names to handler class lists::
+
+        @routing_config
+        class MonolithBus:
+            V2Swap = [ArbitrageDetector, RiskManager, MetricsCollector]
+            OrderExecution = route(sync=[AuditLogger], background=[DatabaseLogger])
+
+    ``inline=True`` inlines handler bodies where that keeps their meaning; ``None`` takes the
+    library default.
+    """
+
+    def build(target: C) -> C:
+        from mycelium_mono.routing.runtime_build import build_at_runtime
+
+        return build_at_runtime(target, inline=inline)  # type: ignore[return-value]
+
+    if cls is None:
+        return build
+    return build(cls)
