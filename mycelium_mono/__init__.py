@@ -1,3 +1,57 @@
-"""mycelium-mono: message passing as cheap as a direct function call."""
+"""mycelium-mono: message passing between decoupled services as cheap as a direct call.
+
+Public names only; everything else lives in private-by-convention submodules.
+"""
+
+from mycelium_mono.handlers import MessageHandler, NotAttachedError, handles
+from mycelium_mono.messages import (
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    U128,
+    U256,
+    Address,
+    Bool,
+    Bytes,
+    Bytes32,
+    MessageError,
+    message,
+)
+from mycelium_mono.routing.declare import Route, route, routing_config
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "F32",
+    "F64",
+    "I8",
+    "I16",
+    "I32",
+    "I64",
+    "U8",
+    "U16",
+    "U32",
+    "U64",
+    "U128",
+    "U256",
+    "Address",
+    "Bool",
+    "Bytes",
+    "Bytes32",
+    "MessageError",
+    "MessageHandler",
+    "NotAttachedError",
+    "Route",
+    "__version__",
+    "handles",
+    "message",
+    "route",
+    "routing_config",
+]

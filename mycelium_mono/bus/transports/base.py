@@ -53,8 +53,16 @@ class Transport(ABC):
         """Send without awaiting; under back-pressure the transport's policy decides."""
 
     @abstractmethod
-    async def subscribe(self, message_type: type[Any]) -> None:
-        """Declare interest in ``message_type`` from peers (idempotent)."""
+    def subscribe(self, message_type: type[Any]) -> None:
+        """Declare interest in ``message_type`` from peers (idempotent, does not wait).
+
+        ``MessageBus.subscribe`` is synchronous, so this is too: register the interest now
+        where the engine allows it, or schedule it and make :meth:`ready` wait for it.
+        """
+
+    async def ready(self) -> None:
+        """Wait until every interest declared so far is in effect at the engine."""
+        return None
 
     async def connect_to(self, address: str) -> None:
         """Connect to a peer's address (transports without peers refuse)."""
@@ -80,7 +88,7 @@ class NullTransport(Transport):
     def publish_nowait(self, msg: Any) -> None:
         return None
 
-    async def subscribe(self, message_type: type[Any]) -> None:
+    def subscribe(self, message_type: type[Any]) -> None:
         return None
 
     async def close(self) -> None:
