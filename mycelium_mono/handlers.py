@@ -81,7 +81,7 @@ def handled_messages(cls: type[Any]) -> dict[type[Any], HandlerMethod]:
     found: dict[type[Any], HandlerMethod] = {}
     generic = _generic_message(cls)
     if generic is not None and callable(getattr(cls, "handle", None)):
-        found[generic] = HandlerMethod(generic, "handle", _is_async(getattr(cls, "handle")))
+        found[generic] = HandlerMethod(generic, "handle", _is_async(cls.handle))
     seen: set[str] = set()
     for klass in cls.__mro__:
         for name, member in vars(klass).items():

@@ -20,17 +20,30 @@ and registered in :mod:`linecache` so a traceback shows the line that raised.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import linecache
 import re
 import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Protocol, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Protocol,
+    Self,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
-from typing_extensions import Self, dataclass_transform
+from typing_extensions import dataclass_transform
 
 __all__ = [
+    "F32",
+    "F64",
     "I8",
     "I16",
     "I32",
@@ -45,8 +58,6 @@ __all__ = [
     "Bool",
     "Bytes",
     "Bytes32",
-    "F32",
-    "F64",
     "FieldSpec",
     "Message",
     "MessageError",
@@ -155,7 +166,7 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def snake_case(name: str) -> str:
-    """``V2Swap`` → ``v2_swap``, ``HTTPServer`` → ``http_server``, ``AuditLogger`` → ``audit_logger``."""
+    """``V2Swap`` → ``v2_swap``, ``HTTPServer`` → ``http_server``."""
     return _CAMEL_BOUNDARY.sub("_", name).lower()
 
 
@@ -202,7 +213,7 @@ def _collect_fields(cls: type[Any]) -> tuple[tuple[str, FieldSpec], ...]:
         hints = get_type_hints(cls, globalns=vars(module) if module else None, include_extras=True)
     except Exception as exc:  # NameError and friends from a bad annotation
         raise MessageError(f"{cls.__qualname__}: cannot resolve field annotations: {exc}") from exc
-    own = cls.__dict__.get("__annotations__", {})
+    own = inspect.get_annotations(cls)
     fields: list[tuple[str, FieldSpec]] = []
     for name in own:
         hint = hints[name]
