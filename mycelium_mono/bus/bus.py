@@ -1,0 +1,655 @@
+"""The asyncio message bus: typed publish/subscribe with bounded, policy-driven queues.
+
+Delivery inside one process is the bus's own job. ``publish`` appends the message to the
+deque of every local subscriber of ``type(msg)`` and hands it to the transport for remote
+peers; what the transport receives from peers is fanned out locally the same way.
+
+Performance shape (issue 3): there is no task and no ``asyncio.Queue`` per message. Each
+subscriber is a ``collections.deque`` plus at most one waiter future. A consumer parked in
+``recv()`` is woken once, then drains everything queued without another wake-up: a task
+wake-up per message costs ~3.7 µs on the build machines, a drained deque ~0.34 µs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from mycelium_mono.bus.policy import OverflowPolicy, check_policy
+from mycelium_mono.bus.transports.base import NullTransport, Transport
+
+__all__ = [
+    "BusClosedError",
+    "BusStats",
+    "MessageBus",
+    "Publisher",
+    "QueueOverflowError",
+    "Subscriber",
+    "SubscriberStats",
+    "SubscriptionClosed",
+]
+
+M = TypeVar("M")
+
+DEFAULT_MAXSIZE = 10_000
+
+
+class SubscriptionClosed(Exception):
+    """``recv()`` on a subscription that is closed and has nothing left queued."""
+
+
+class BusClosedError(RuntimeError):
+    """An operation that needs a running bus was attempted after ``close()``."""
+
+
+class QueueOverflowError(RuntimeError):
+    """A ``policy="raise"`` subscriber was full; the message was not queued for it.
+
+    The message was still delivered to every other subscriber that had room, so a retry
+    would duplicate it for them; ``subscribers`` names the ones that refused it.
+    """
+
+    def __init__(self, message_type: type[Any], subscribers: list[Subscriber[Any]]) -> None:
+        self.message_type = message_type
+        self.subscribers = subscribers
+        names = ", ".join(s.name for s in subscribers)
+        bound = subscribers[0].maxsize if subscribers else 0
+        super().__init__(
+            f"{message_type.__name__} was not queued for full subscriber(s) {names} "
+            f"(maxsize={bound}, policy='raise')\n"
+            "help: the consumer is slower than the publisher; raise maxsize, consume in "
+            "batches with recv_batch(), or subscribe with policy='block' (back-pressure) or "
+            "'drop_oldest' (keep the newest)"
+        )
+
+
+@dataclass(frozen=True)
+class SubscriberStats:
+    """A snapshot of one subscription's counters."""
+
+    name: str
+    policy: str
+    maxsize: int
+    queued: int
+    delivered: int
+    dropped: int
+    rejected: int
+    overfilled: int
+    blocked: int
+    high_water: int
+
+
+@dataclass(frozen=True)
+class BusStats:
+    """A snapshot of the bus's counters; drops include subscriptions already closed."""
+
+    published: int
+    unrouted: int
+    received_remote: int
+    delivered: int
+    dropped: int
+    rejected: int
+    overfilled: int
+    blocked: int
+    subscribers: int
+
+
+class _Topic:
+    """The live subscribers of one message type; publishers hold it, so they see new ones."""
+
+    __slots__ = ("message_type", "subscribers")
+
+    def __init__(self, message_type: type[Any]) -> None:
+        self.message_type = message_type
+        self.subscribers: tuple[Subscriber[Any], ...] = ()
+
+
+class Subscriber(Generic[M]):
+    """One consumer's bounded queue of messages of one (or several) types.
+
+    ``await recv()`` returns the next message, ``async for msg in sub`` iterates until the
+    subscription is closed and drained, ``await recv_batch()`` returns everything queued at
+    once (the cheapest way to consume), ``recv_nowait()``/``drain()`` never wait.
+    """
+
+    __slots__ = (
+        "_blocked",
+        "_bus",
+        "_closed",
+        "_delivered",
+        "_dropped",
+        "_high_water",
+        "_overfilled",
+        "_queue",
+        "_rejected",
+        "_space_waiters",
+        "_waiter",
+        "maxsize",
+        "message_types",
+        "name",
+        "policy",
+    )
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        message_types: tuple[type[Any], ...],
+        maxsize: int,
+        policy: OverflowPolicy,
+        name: str,
+    ) -> None:
+        self._bus = bus
+        self.message_types = message_types
+        self.maxsize = maxsize
+        self.policy = policy
+        self.name = name
+        self._queue: deque[M] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._space_waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+        self._delivered = 0
+        self._dropped = 0
+        self._rejected = 0
+        self._overfilled = 0
+        self._blocked = 0
+        self._high_water = 0
+
+    # -- consuming ---------------------------------------------------------------------
+
+    async def recv(self) -> M:
+        """The next message; waits if none is queued.
+
+        Raises :class:`SubscriptionClosed` once the subscription is closed and drained.
+        """
+        queue = self._queue
+        if not queue and not await self._wait_for_messages():
+            raise SubscriptionClosed(
+                f"subscription {self.name} is closed and drained\n"
+                "help: use `async for msg in sub` to stop cleanly at the end"
+            )
+        msg = queue.popleft()
+        self._delivered += 1
+        if self._space_waiters:
+            self._wake_space_waiters()
+        return msg
+
+    def __aiter__(self) -> AsyncIterator[M]:
+        return self
+
+    async def __anext__(self) -> M:
+        # Same body as recv() rather than a call to it: one coroutine per message, not two.
+        queue = self._queue
+        if not queue and not await self._wait_for_messages():
+            raise StopAsyncIteration
+        msg = queue.popleft()
+        self._delivered += 1
+        if self._space_waiters:
+            self._wake_space_waiters()
+        return msg
+
+    async def recv_batch(self) -> list[M]:
+        """Everything queued (at least one message); waits if nothing is.
+
+        Raises :class:`SubscriptionClosed` once the subscription is closed and drained.
+        """
+        if not self._queue and not await self._wait_for_messages():
+            raise SubscriptionClosed(f"subscription {self.name} is closed and drained")
+        return self.drain()
+
+    def recv_nowait(self) -> M:
+        """The next queued message; raises :class:`asyncio.QueueEmpty` if there is none."""
+        if not self._queue:
+            raise asyncio.QueueEmpty(f"subscription {self.name} has nothing queued")
+        msg = self._queue.popleft()
+        self._delivered += 1
+        if self._space_waiters:
+            self._wake_space_waiters()
+        return msg
+
+    def drain(self) -> list[M]:
+        """Remove and return everything queued now (possibly nothing); never waits."""
+        batch = list(self._queue)
+        self._queue.clear()
+        self._delivered += len(batch)
+        if self._space_waiters:
+            self._wake_space_waiters()
+        return batch
+
+    async def wait(self) -> bool:
+        """Wait until something is queued; ``False`` if closed and drained instead."""
+        return bool(self._queue) or await self._wait_for_messages()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (queued messages can still be received)."""
+        return self._closed
+
+    @property
+    def idle(self) -> bool:
+        """True while a consumer is parked in ``recv()`` on an empty queue."""
+        return not self._queue and self._waiter is not None and not self._waiter.done()
+
+    def close(self) -> None:
+        """Stop receiving new messages; what is already queued can still be received."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bus._retire(self)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._wake_space_waiters()
+
+    @property
+    def stats(self) -> SubscriberStats:
+        """A snapshot of this subscription's counters."""
+        return SubscriberStats(
+            name=self.name,
+            policy=self.policy,
+            maxsize=self.maxsize,
+            queued=len(self._queue),
+            delivered=self._delivered,
+            dropped=self._dropped,
+            rejected=self._rejected,
+            overfilled=self._overfilled,
+            blocked=self._blocked,
+            high_water=max(self._high_water, len(self._queue)),
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Subscriber {self.name} {state} queued={len(self._queue)}/{self.maxsize}>"
+
+    # -- internals used by publishers and the bus --------------------------------------
+
+    async def _wait_for_messages(self) -> bool:
+        """Park until a message is queued (True) or the subscription closes empty (False)."""
+        queue = self._queue
+        while not queue:
+            if self._closed:
+                return False
+            bus = self._bus
+            if not bus._started and not bus._closed:
+                await bus.start()
+                continue
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+        return True
+
+    async def _wait_for_space(self) -> None:
+        """Park a "block" publisher until this queue is below its bound or closed."""
+        self._blocked += 1
+        self._high_water = max(self._high_water, len(self._queue))
+        loop = asyncio.get_running_loop()
+        while len(self._queue) >= self.maxsize and not self._closed:
+            waiter = loop.create_future()
+            self._space_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._space_waiters:
+                    self._space_waiters.remove(waiter)
+
+    def _wake_space_waiters(self) -> None:
+        waiters, self._space_waiters = self._space_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _overflow_nowait(self, msg: M) -> bool:
+        """Apply the policy for a full queue when the caller cannot wait.
+
+        Returns False if the message was refused (policy "raise"). Under "block" the
+        message is queued past the bound and counted as ``overfilled``: a caller that
+        cannot await must not lose it, and back-pressure resumes at its next awaiting
+        publish (see :meth:`Publisher.publish_nowait`).
+        """
+        policy = self.policy
+        if policy == "drop_oldest":
+            self._queue.popleft()
+            self._dropped += 1
+        elif policy == "raise":
+            self._rejected += 1
+            return False
+        else:
+            self._overfilled += 1
+            self._high_water = max(self._high_water, len(self._queue) + 1)
+        self._queue.append(msg)
+        self._wake()
+        return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+def _fan_out_nowait(subscribers: tuple[Subscriber[Any], ...], msg: Any) -> None:
+    """Queue ``msg`` for every subscriber without waiting; raise if a "raise" one was full.
+
+    The common case (room in the queue) is written inline: a method call per subscriber
+    would add ~70 ns each to the hot path.
+    """
+    refused: list[Subscriber[Any]] | None = None
+    for sub in subscribers:
+        queue = sub._queue
+        if len(queue) < sub.maxsize:
+            queue.append(msg)
+            waiter = sub._waiter
+            if waiter is not None:
+                sub._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif not sub._overflow_nowait(msg):
+            refused = [sub] if refused is None else [*refused, sub]
+    if refused is not None:
+        raise QueueOverflowError(type(msg), refused)
+
+
+class Publisher(Generic[M]):
+    """Publishes messages of one type; messages from one publisher arrive in order."""
+
+    __slots__ = ("_bus", "_topic", "message_type")
+
+    def __init__(self, bus: MessageBus, topic: _Topic) -> None:
+        self._bus = bus
+        self._topic = topic
+        self.message_type: type[M] = topic.message_type
+
+    async def publish(self, msg: M) -> None:
+        """Deliver ``msg`` to every local subscriber and hand it to the transport.
+
+        A full "block" subscriber makes this wait for space (nothing is lost); a full
+        "drop_oldest" one drops its oldest message; a full "raise" one makes this raise
+        :class:`QueueOverflowError` after the others got the message.
+        """
+        if type(msg) is not self.message_type:
+            raise self._wrong_type(msg)
+        bus = self._bus
+        if not bus._started:
+            await bus.start()
+        subscribers = self._topic.subscribers
+        bus._published += 1
+        if not subscribers:
+            bus._unrouted += 1
+        refused: list[Subscriber[Any]] | None = None
+        for sub in subscribers:
+            queue = sub._queue
+            if len(queue) >= sub.maxsize:
+                if sub.policy == "block":
+                    await sub._wait_for_space()
+                    if sub._closed:
+                        continue
+                elif not sub._overflow_nowait(msg):
+                    refused = [sub] if refused is None else [*refused, sub]
+                    continue
+                else:
+                    continue
+            queue.append(msg)
+            waiter = sub._waiter
+            if waiter is not None:
+                sub._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+        if bus._remote:
+            await bus._transport.publish(msg)
+        if refused is not None:
+            raise QueueOverflowError(type(msg), refused)
+
+    def publish_nowait(self, msg: M) -> None:
+        """Deliver ``msg`` without ever waiting.
+
+        Under "block" a full subscriber gets the message past its bound (counted as
+        ``overfilled``): this call cannot wait, and "block" promises nothing is lost.
+        Back-pressure comes back at the next awaiting :meth:`publish` or
+        :meth:`wait_for_space`.
+        """
+        if type(msg) is not self.message_type:
+            raise self._wrong_type(msg)
+        bus = self._bus
+        subscribers = self._topic.subscribers
+        bus._published += 1
+        if not subscribers:
+            bus._unrouted += 1
+        # The fan-out of _fan_out_nowait, inlined: the extra call costs ~15% here.
+        refused: list[Subscriber[Any]] | None = None
+        for sub in subscribers:
+            queue = sub._queue
+            if len(queue) < sub.maxsize:
+                queue.append(msg)
+                waiter = sub._waiter
+                if waiter is not None:
+                    sub._waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
+            elif not sub._overflow_nowait(msg):
+                refused = [sub] if refused is None else [*refused, sub]
+        if bus._remote:
+            if not bus._started:
+                raise bus._not_started("publish_nowait")
+            bus._transport.publish_nowait(msg)
+        if refused is not None:
+            raise QueueOverflowError(type(msg), refused)
+
+    async def wait_for_space(self) -> None:
+        """Wait until every "block" subscriber of this type is below its bound."""
+        for sub in self._topic.subscribers:
+            if sub.policy == "block" and len(sub._queue) >= sub.maxsize:
+                await sub._wait_for_space()
+
+    def _wrong_type(self, msg: object) -> TypeError:
+        return TypeError(
+            f"publisher for {self.message_type.__name__} was given a "
+            f"{type(msg).__name__}\n"
+            f"help: use bus.publisher({type(msg).__name__}) for that message type"
+        )
+
+    def __repr__(self) -> str:
+        return f"<Publisher {self.message_type.__name__}>"
+
+
+class MessageBus:
+    """Typed asyncio publish/subscribe, in one process or across processes.
+
+    ``MessageBus()`` delivers inside this process only; :meth:`with_tcp` and
+    :meth:`with_nats` add a transport that carries messages to and from peers.
+    """
+
+    def __init__(self, transport: Transport | None = None) -> None:
+        self._transport: Transport = transport if transport is not None else NullTransport()
+        # The in-process bus skips the transport call entirely (one branch, no coroutine).
+        self._remote = not isinstance(self._transport, NullTransport)
+        self._topics: dict[type[Any], _Topic] = {}
+        self._subscribers: list[Subscriber[Any]] = []
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._closed = False
+        self._sub_count = 0
+        self._published = 0
+        self._unrouted = 0
+        self._received_remote = 0
+        # Closed subscriptions stay listed: their queued messages can still be received,
+        # and their drops must stay in the bus totals.
+        self._retired: list[Subscriber[Any]] = []
+
+    @classmethod
+    def with_tcp(cls, address: str, **options: Any) -> MessageBus:
+        """A bus whose peers are reached over ZeroMQ (brokerless); needs the ``[tcp]`` extra."""
+        from mycelium_mono.bus.transports.zmq import ZmqTransport
+
+        return cls(ZmqTransport(address, **options))
+
+    @classmethod
+    def with_nats(cls, url: str, **options: Any) -> MessageBus:
+        """A bus whose peers are reached through a NATS server; needs the ``[nats]`` extra."""
+        from mycelium_mono.bus.transports.nats import NatsTransport
+
+        return cls(NatsTransport(url, **options))
+
+    @property
+    def transport(self) -> Transport:
+        """The transport carrying messages to peers (:class:`NullTransport` in-process)."""
+        return self._transport
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the transport (idempotent); the first awaiting operation calls it for you."""
+        if self._started:
+            return
+        if self._closed:
+            raise BusClosedError(
+                "this MessageBus is closed\nhelp: create a new MessageBus to publish again"
+            )
+        async with self._start_lock:
+            if not self._started:
+                await self._transport.start(self._deliver)
+                await self._transport.ready()
+                self._started = True
+
+    async def ready(self) -> None:
+        """Wait until every subscription declared so far is in effect at the transport."""
+        await self.start()
+        await self._transport.ready()
+
+    async def connect_to(self, address: str) -> None:
+        """Connect to a peer bus at ``address`` (transports with peers only)."""
+        await self.start()
+        await self._transport.connect_to(address)
+
+    async def close(self) -> None:
+        """Close the transport and every subscription (queued messages stay receivable)."""
+        if self._closed:
+            return
+        self._closed = True
+        for sub in list(self._subscribers):
+            sub.close()
+        if self._started:
+            self._started = False
+            await self._transport.close()
+
+    async def __aenter__(self) -> MessageBus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- publish / subscribe ---------------------------------------------------------------
+
+    def publisher(self, message_type: type[M]) -> Publisher[M]:
+        """A publisher of ``message_type``; each one keeps its own messages in order."""
+        return Publisher(self, self._topic(message_type))
+
+    def subscribe(
+        self,
+        message_type: type[M],
+        *,
+        maxsize: int = DEFAULT_MAXSIZE,
+        policy: OverflowPolicy = "block",
+        name: str | None = None,
+    ) -> Subscriber[M]:
+        """A new subscription to ``message_type`` with its own bounded queue."""
+        return self.subscribe_many((message_type,), maxsize=maxsize, policy=policy, name=name)
+
+    def subscribe_many(
+        self,
+        message_types: Iterable[type[Any]],
+        *,
+        maxsize: int = DEFAULT_MAXSIZE,
+        policy: OverflowPolicy = "block",
+        name: str | None = None,
+    ) -> Subscriber[Any]:
+        """One queue receiving several types, in the order they were published."""
+        types = tuple(dict.fromkeys(message_types))
+        label = name or "+".join(t.__name__ for t in types)
+        check_policy(policy, maxsize, where=f"subscribe({label})")
+        if self._closed:
+            raise BusClosedError(f"subscribe({label}) on a closed MessageBus")
+        self._sub_count += 1
+        unique = f"{label}#{self._sub_count}"
+        sub: Subscriber[Any] = Subscriber(self, types, maxsize, policy, unique)
+        for message_type in types:
+            topic = self._topic(message_type)
+            topic.subscribers = (*topic.subscribers, sub)
+            self._transport.subscribe(message_type)
+        self._subscribers.append(sub)
+        return sub
+
+    @property
+    def stats(self) -> BusStats:
+        """A snapshot of the bus's counters, summed over live and closed subscriptions."""
+        every = [s.stats for s in (*self._subscribers, *self._retired)]
+        return BusStats(
+            published=self._published,
+            unrouted=self._unrouted,
+            received_remote=self._received_remote,
+            delivered=sum(s.delivered for s in every),
+            dropped=sum(s.dropped for s in every),
+            rejected=sum(s.rejected for s in every),
+            overfilled=sum(s.overfilled for s in every),
+            blocked=sum(s.blocked for s in every),
+            subscribers=len(self._subscribers),
+        )
+
+    def subscribers(self) -> list[Subscriber[Any]]:
+        """The live subscriptions (a copy)."""
+        return list(self._subscribers)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _topic(self, message_type: type[Any]) -> _Topic:
+        if not isinstance(message_type, type):
+            raise TypeError(
+                f"expected a message class, got {message_type!r}\n"
+                "help: pass the class itself, e.g. bus.subscribe(V2Swap)"
+            )
+        topic = self._topics.get(message_type)
+        if topic is None:
+            topic = self._topics[message_type] = _Topic(message_type)
+        return topic
+
+    def _deliver(self, msg: Any) -> None:
+        """Fan a message received from a peer out to local subscribers (never waits)."""
+        self._received_remote += 1
+        topic = self._topics.get(type(msg))
+        if topic is None or not topic.subscribers:
+            self._unrouted += 1
+            return
+        # A "raise" subscriber refusing a remote message has nobody to raise to here; the
+        # refusal is already counted in that subscriber's `rejected`.
+        with contextlib.suppress(QueueOverflowError):
+            _fan_out_nowait(topic.subscribers, msg)
+
+    def _retire(self, sub: Subscriber[Any]) -> None:
+        """Unlink a closed subscription; keep its counters for the bus totals."""
+        for message_type in sub.message_types:
+            topic = self._topics.get(message_type)
+            if topic is not None:
+                topic.subscribers = tuple(s for s in topic.subscribers if s is not sub)
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+            self._retired.append(sub)
+
+    def _not_started(self, operation: str) -> RuntimeError:
+        if self._closed:
+            return BusClosedError(f"{operation}() on a closed MessageBus")
+        return RuntimeError(
+            f"{operation}() before the bus's transport was started\n"
+            "help: `await bus.start()` (or use `async with bus:`) before publishing "
+            "without awaiting"
+        )
