@@ -1,0 +1,369 @@
+"""The frame every distributed transport sends: prefix, fixed header, the message's layout.
+
+A ZeroMQ frame is one message part::
+
+    b"market_data.19\\x00"  +  header (30 bytes)  +  msg.to_bytes()
+     └ prefix: topic, type id, NUL ┘
+
+- The **prefix** is what ZeroMQ's prefix filtering matches. It is the NATS subject of the
+  type (``<topic>.<type_id>``) plus a NUL, so a subscription to one type can never match
+  another (``x.1\\0`` is not a prefix of ``x.19\\0``), and ``b"market_data."`` subscribes a
+  whole topic. NATS carries the subject itself, so its payload is the *body* (header +
+  layout) without the prefix.
+- The **header** is one :class:`struct.Struct` (little-endian): magic ``b"MY"``, version,
+  flags, type id, the layout :attr:`FINGERPRINT` of the sender's class, the publisher id
+  (random per transport instance, so a restarted peer is a new publisher) and a sequence
+  number per (publisher, type id) starting at 1. Per type, not per publisher, because a
+  subscriber filters by type and must not see the types it skipped as gaps.
+- The **payload** is ``msg.to_bytes()``; its length must equal the class's ``SIZE``.
+
+Decoding never raises on bad input: :func:`decode_frame` / :func:`decode_body` return a
+:class:`Decoded` or a :class:`Dropped` with a :class:`DropReason`. :class:`Inbound` counts
+every drop in :class:`TransportStats`, logs a fingerprint mismatch (two peers define a type
+id differently) once per publisher and type, and tracks sequence numbers. Nothing is ever
+unpickled: the only decoder is the message class's own fixed-layout ``_decode``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+import struct
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from mycelium_mono.bus.transports.base import TransportStats
+from mycelium_mono.messages import message_class
+
+__all__ = [
+    "FLAG_ACK",
+    "HEADER",
+    "MAGIC",
+    "MAX_FRAME",
+    "MAX_PREFIX",
+    "VERSION",
+    "Decoded",
+    "DropReason",
+    "Dropped",
+    "FingerprintMismatch",
+    "Inbound",
+    "Outbound",
+    "SequenceTracker",
+    "WireType",
+    "decode_body",
+    "decode_frame",
+    "parse_prefix",
+    "wire_type",
+]
+
+log = logging.getLogger("mycelium_mono.transport")
+
+MAGIC = b"MY"
+VERSION = 1
+HEADER = struct.Struct("<2sBBHQQQ")
+"""magic, version, flags, type id, fingerprint, publisher id, sequence number."""
+
+FLAG_ACK = 0x01
+"""A subscription acknowledgement: no payload; the sender's fingerprint for the type, or 0."""
+
+MAX_PREFIX = 256
+"""Longest accepted prefix (topic, dot, type id, NUL)."""
+
+MAX_FRAME = 1 << 16
+"""Frames longer than this are dropped as oversize before anything else is looked at."""
+
+
+class DropReason(enum.StrEnum):
+    """Why a frame was not delivered."""
+
+    TRUNCATED = "truncated"
+    OVERSIZE = "oversize"
+    BAD_PREFIX = "bad_prefix"
+    BAD_MAGIC = "bad_magic"
+    BAD_VERSION = "bad_version"
+    UNKNOWN_TYPE = "unknown_type"
+    FINGERPRINT_MISMATCH = "fingerprint_mismatch"
+    WRONG_LENGTH = "wrong_length"
+
+
+_MALFORMED = frozenset(
+    {
+        DropReason.TRUNCATED,
+        DropReason.OVERSIZE,
+        DropReason.BAD_PREFIX,
+        DropReason.BAD_MAGIC,
+        DropReason.BAD_VERSION,
+        DropReason.WRONG_LENGTH,
+    }
+)
+
+
+class Decoded(NamedTuple):
+    """A frame that passed every check (a NamedTuple: this is the per-message hot path)."""
+
+    message: Any
+    """The decoded message, or ``None`` for a subscription acknowledgement."""
+    type_id: int
+    publisher: int
+    sequence: int
+    fingerprint: int
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A frame that was not delivered, and why. Fields after ``reason`` are 0 when unknown."""
+
+    reason: DropReason
+    type_id: int = 0
+    publisher: int = 0
+    fingerprint: int = 0
+
+
+@dataclass(frozen=True)
+class WireType:
+    """How one message class appears on the wire."""
+
+    cls: type[Any]
+    type_id: int
+    subject: str
+    prefix: bytes
+    fingerprint: int
+    size: int
+
+
+_WIRE_TYPES: dict[type[Any], WireType] = {}
+
+
+def wire_type(cls: type[Any]) -> WireType:
+    """The wire description of a ``@message`` class (cached per class object)."""
+    found = _WIRE_TYPES.get(cls)
+    if found is None:
+        subject = f"{cls.TOPIC}.{cls.TYPE_ID}"
+        found = WireType(
+            cls, cls.TYPE_ID, subject, subject.encode() + b"\0", cls.FINGERPRINT, cls.SIZE
+        )
+        _WIRE_TYPES[cls] = found
+    return found
+
+
+def parse_prefix(prefix: bytes) -> tuple[str, int] | None:
+    """``b"market_data.19\\0"`` → ``("market_data", 19)``; ``None`` if it names no one type."""
+    if not prefix.endswith(b"\0"):
+        return None
+    topic, dot, digits = prefix[:-1].rpartition(b".")
+    if not dot or not digits.isdigit() or len(digits) > 5:
+        return None
+    type_id = int(digits)
+    if type_id > 0xFFFF:
+        return None
+    try:
+        return topic.decode(), type_id
+    except UnicodeDecodeError:
+        return None
+
+
+def decode_frame(frame: bytes, max_frame: int = MAX_FRAME) -> Decoded | Dropped:
+    """Decode a ZeroMQ frame (prefix + body). Never raises on bad input."""
+    if len(frame) > max_frame:
+        return Dropped(DropReason.OVERSIZE)
+    end = frame.find(b"\0", 0, MAX_PREFIX)
+    if end < 0:
+        return Dropped(DropReason.BAD_PREFIX)
+    return _decode(frame, end + 1, frame[: end + 1])
+
+
+def decode_body(
+    body: bytes, subject: str | None = None, max_frame: int = MAX_FRAME
+) -> Decoded | Dropped:
+    """Decode a NATS payload (header + layout); ``subject`` is checked when given."""
+    if len(body) > max_frame:
+        return Dropped(DropReason.OVERSIZE)
+    expected = None if subject is None else subject.encode() + b"\0"
+    return _decode(body, 0, expected)
+
+
+def _decode(buf: bytes, offset: int, prefix: bytes | None) -> Decoded | Dropped:
+    start = offset + HEADER.size
+    if len(buf) < start:
+        return Dropped(DropReason.TRUNCATED)
+    magic, version, flags, type_id, fingerprint, publisher, seq = HEADER.unpack_from(buf, offset)
+    if magic != MAGIC:
+        return Dropped(DropReason.BAD_MAGIC)
+    if version != VERSION:
+        return Dropped(DropReason.BAD_VERSION)
+    cls = message_class(type_id)
+    if cls is None:
+        return Dropped(DropReason.UNKNOWN_TYPE, type_id, publisher, fingerprint)
+    wt = _WIRE_TYPES.get(cls) or wire_type(cls)
+    if prefix is not None and prefix != wt.prefix:
+        return Dropped(DropReason.BAD_PREFIX, type_id, publisher, fingerprint)
+    if flags & FLAG_ACK:
+        # An acknowledgement from a peer that does not define the type carries 0: no conflict.
+        if fingerprint not in (0, wt.fingerprint):
+            return Dropped(DropReason.FINGERPRINT_MISMATCH, type_id, publisher, fingerprint)
+        if len(buf) != start:
+            return Dropped(DropReason.WRONG_LENGTH, type_id, publisher, fingerprint)
+        return Decoded(None, type_id, publisher, seq, fingerprint)
+    if fingerprint != wt.fingerprint:
+        return Dropped(DropReason.FINGERPRINT_MISMATCH, type_id, publisher, fingerprint)
+    if len(buf) - start != wt.size:
+        return Dropped(DropReason.WRONG_LENGTH, type_id, publisher, fingerprint)
+    return Decoded(cls._decode(buf[start:]), type_id, publisher, seq, fingerprint)
+
+
+class Outbound:
+    """Encodes this process's messages: one publisher id, a sequence number per type."""
+
+    def __init__(self, publisher: int | None = None) -> None:
+        # 63 random bits: a restarted process is a new publisher to every peer.
+        self.publisher = publisher if publisher is not None else secrets.randbits(63) | 1
+        self._sequences: dict[int, int] = {}
+
+    def _next(self, type_id: int) -> int:
+        seq = self._sequences.get(type_id, 0) + 1
+        self._sequences[type_id] = seq
+        return seq
+
+    def body(self, msg: Any) -> bytes:
+        """Header + layout (NATS payload)."""
+        wt = _WIRE_TYPES.get(type(msg)) or wire_type(type(msg))
+        header = HEADER.pack(
+            MAGIC, VERSION, 0, wt.type_id, wt.fingerprint, self.publisher, self._next(wt.type_id)
+        )
+        payload: bytes = msg.to_bytes()
+        return header + payload
+
+    def frame(self, msg: Any) -> bytes:
+        """Prefix + header + layout (ZeroMQ frame)."""
+        wt = _WIRE_TYPES.get(type(msg)) or wire_type(type(msg))
+        header = HEADER.pack(
+            MAGIC, VERSION, 0, wt.type_id, wt.fingerprint, self.publisher, self._next(wt.type_id)
+        )
+        payload: bytes = msg.to_bytes()
+        return wt.prefix + header + payload
+
+    def ack(self, prefix: bytes, type_id: int) -> bytes:
+        """Acknowledge a subscription to ``prefix``, with this side's fingerprint for the type."""
+        cls = message_class(type_id)
+        fingerprint = 0 if cls is None else cls.FINGERPRINT
+        return prefix + HEADER.pack(
+            MAGIC, VERSION, FLAG_ACK, type_id, fingerprint, self.publisher, 0
+        )
+
+
+class SequenceTracker:
+    """Per (publisher, type id) sequence numbers: counts gaps, duplicates and restarts.
+
+    A new publisher id is a new peer (or a restarted one: ids are random per process). A
+    publisher whose sequence goes back to 1 restarted its counters. Any other number at or
+    below the last one seen is a duplicate (JetStream redelivery) and is rejected.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[int, int], int] = {}
+        self.publishers: set[int] = set()
+        self.gaps = 0
+        self.missed = 0
+        self.duplicates = 0
+        self.restarts = 0
+
+    def observe(self, publisher: int, type_id: int, seq: int) -> bool:
+        """Record ``seq``; False means a duplicate the caller must not deliver."""
+        key = (publisher, type_id)
+        last = self._last.get(key)
+        if last is not None and seq == last + 1:
+            self._last[key] = seq
+            return True
+        return self._unusual(key, last, seq)
+
+    def _unusual(self, key: tuple[int, int], last: int | None, seq: int) -> bool:
+        if last is None:
+            # A new publisher (or we joined mid-stream: what came before was never ours).
+            self.publishers.add(key[0])
+        elif seq == 1:
+            self.restarts += 1
+        elif seq <= last:
+            self.duplicates += 1
+            return False
+        else:
+            self.gaps += 1
+            self.missed += seq - last - 1
+        self._last[key] = seq
+        return True
+
+
+@dataclass(frozen=True)
+class FingerprintMismatch:
+    """A peer's definition of a type id differs from ours."""
+
+    type_id: int
+    type_name: str
+    local: int
+    remote: int
+    publisher: int
+
+    def describe(self) -> str:
+        return (
+            f"peer {self.publisher:016x} sends type id {self.type_id} ({self.type_name}) with "
+            f"layout fingerprint {self.remote:016x}, but this process defines it as "
+            f"{self.local:016x}; its frames are dropped\n"
+            "help: both sides must import the same message definition (same class name, "
+            "field names, field types and order) for this type id"
+        )
+
+
+class Inbound:
+    """Counts drops and tracks sequences for one transport's received frames."""
+
+    def __init__(self, stats: TransportStats) -> None:
+        self.stats = stats
+        self.tracker = SequenceTracker()
+        self.mismatches: dict[tuple[int, int], FingerprintMismatch] = {}
+
+    def accept(self, decoded: Decoded) -> bool:
+        """True if ``decoded`` is new and in sequence enough to deliver (not a duplicate)."""
+        ok = self.tracker.observe(decoded.publisher, decoded.type_id, decoded.sequence)
+        if not ok:
+            self._bump("duplicates")
+        return ok
+
+    def sync_stats(self) -> None:
+        """Copy tracker counters into ``stats`` (cheap; called after each drained batch)."""
+        t = self.tracker
+        self.stats.sequence_gaps = t.gaps
+        extra = self.stats.extra
+        extra["messages_missed"] = t.missed
+        extra["publisher_restarts"] = t.restarts
+        extra["publishers_seen"] = len(t.publishers)
+
+    def drop(self, dropped: Dropped) -> None:
+        """Count ``dropped``; log a fingerprint mismatch once per publisher and type."""
+        reason = dropped.reason
+        if reason in _MALFORMED:
+            self.stats.dropped_malformed += 1
+        elif reason is DropReason.UNKNOWN_TYPE:
+            self.stats.dropped_unknown_type += 1
+        self._bump(f"drop_{reason.value}")
+        if reason is DropReason.FINGERPRINT_MISMATCH:
+            self._mismatch(dropped)
+
+    def _mismatch(self, dropped: Dropped) -> None:
+        key = (dropped.publisher, dropped.type_id)
+        if key in self.mismatches:
+            return
+        cls = message_class(dropped.type_id)
+        found = FingerprintMismatch(
+            dropped.type_id,
+            "?" if cls is None else f"{cls.__module__}.{cls.__qualname__}",
+            0 if cls is None else cls.FINGERPRINT,
+            dropped.fingerprint,
+            dropped.publisher,
+        )
+        self.mismatches[key] = found
+        self.stats.extra["incompatible_peers"] = len(self.mismatches)
+        log.error("%s", found.describe())
+
+    def _bump(self, key: str) -> None:
+        extra = self.stats.extra
+        extra[key] = extra.get(key, 0) + 1
