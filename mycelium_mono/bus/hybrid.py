@@ -1,0 +1,254 @@
+"""The background half of a hybrid route: ``route(sync=[...], background=[...])``.
+
+The generated ``MonolithBus`` runs ``emit_<m>_sync(msg)`` inline, then calls
+``self.background.submit(self.emit_<m>_async, msg)``. :class:`BackgroundBacklog` queues that
+call and one long-lived worker task on the running event loop awaits the queued calls in
+order — one task for the backlog, never a task per message (a task wake-up per message
+costs ~3.7 µs on the build machines; draining a deque costs ~0.34 µs).
+
+The caller is synchronous and runs on the event loop thread, so it can never wait for the
+worker. Under ``policy="block"`` a full backlog therefore takes the call past its bound
+(counted as ``overfilled``): "block" promises nothing is lost, and raising would turn it into
+"raise". Back-pressure is one await away for producers that can await:
+``await backlog.wait_for_space()`` between messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mycelium_mono.bus.policy import OverflowPolicy, check_policy
+
+__all__ = [
+    "BackgroundBacklog",
+    "BacklogClosedError",
+    "BacklogFull",
+    "BacklogStats",
+    "NoEventLoopError",
+    "default_backlog",
+]
+
+logger = logging.getLogger("mycelium_mono.hybrid")
+
+M = TypeVar("M")
+ErrorCallback = Callable[[BaseException], object]
+
+
+class BacklogFull(RuntimeError):
+    """``submit`` on a full ``policy="raise"`` backlog; the call was not queued."""
+
+
+class BacklogClosedError(RuntimeError):
+    """``submit`` after :meth:`BackgroundBacklog.close`."""
+
+
+class NoEventLoopError(RuntimeError):
+    """``submit`` was called from code that is not running inside an asyncio event loop."""
+
+
+@dataclass(frozen=True)
+class BacklogStats:
+    """A snapshot of the backlog's counters (``failed`` calls are also ``completed``)."""
+
+    submitted: int
+    completed: int
+    failed: int
+    dropped: int
+    overfilled: int
+    queued: int
+
+
+class BackgroundBacklog:
+    """A bounded queue of background calls, run in order by one worker task."""
+
+    def __init__(
+        self,
+        maxsize: int = 10_000,
+        policy: OverflowPolicy = "block",
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        check_policy(policy, maxsize, where="BackgroundBacklog")
+        self.maxsize = maxsize
+        self.policy = policy
+        self.on_error = on_error
+        self._queue: deque[tuple[Callable[[Any], Awaitable[None]], Any]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._progress: list[tuple[int, asyncio.Future[None]]] = []
+        self._space_waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+        self._submitted = 0
+        self._completed = 0
+        self._failed = 0
+        self._dropped = 0
+        self._overfilled = 0
+
+    def submit(self, fn: Callable[[M], Awaitable[None]], msg: M) -> None:
+        """Queue ``await fn(msg)`` to run in the background; never blocks the caller."""
+        if self._closed:
+            raise BacklogClosedError(
+                f"submit({_name(fn)}) after the backlog was closed\n"
+                "help: close the backlog only after the last emit"
+            )
+        loop = _running_loop(fn)
+        queue = self._queue
+        if len(queue) >= self.maxsize:
+            self._make_room(fn)
+        queue.append((fn, msg))
+        self._submitted += 1
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
+        elif self._loop is not loop or self._worker is None:
+            self._start_worker(loop)
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far has run (or been dropped)."""
+        target = self._submitted
+        if self._finished() >= target:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._progress.append((target, fut))
+        await fut
+
+    async def wait_for_space(self) -> None:
+        """Wait until the backlog is below its bound (back-pressure for awaiting producers)."""
+        while len(self._queue) >= self.maxsize:
+            fut = asyncio.get_running_loop().create_future()
+            self._space_waiters.append(fut)
+            await fut
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Refuse new calls, run what is queued (up to ``timeout`` s), stop the worker."""
+        self._closed = True
+        try:
+            await asyncio.wait_for(self.drain(), timeout)
+        except TimeoutError:
+            logger.warning("background backlog closed with %d calls not run", len(self._queue))
+        worker, self._worker = self._worker, None
+        if worker is not None and not worker.done():
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+
+    @property
+    def stats(self) -> BacklogStats:
+        """A snapshot of the counters."""
+        return BacklogStats(
+            submitted=self._submitted,
+            completed=self._completed,
+            failed=self._failed,
+            dropped=self._dropped,
+            overfilled=self._overfilled,
+            queued=len(self._queue),
+        )
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _make_room(self, fn: Callable[..., Any]) -> None:
+        """Apply the overflow policy to a full backlog (see the module docstring)."""
+        if self.policy == "drop_oldest":
+            self._queue.popleft()
+            self._dropped += 1
+            self._notify_progress()
+            return
+        if self.policy == "raise":
+            raise BacklogFull(
+                f"background backlog is full ({self.maxsize} calls) while submitting "
+                f"{_name(fn)}\n"
+                "help: the background handlers are slower than the sync path; raise maxsize, "
+                "await backlog.wait_for_space() in the producer, or use policy='drop_oldest'"
+            )
+        self._overfilled += 1
+
+    def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        old = self._worker
+        if old is not None and not old.done() and not old.get_loop().is_closed():
+            # A different loop is running us now (e.g. a second asyncio.run): the old
+            # worker can no longer be woken from here.
+            old.cancel()
+        self._loop = loop
+        self._wakeup = None
+        self._worker = loop.create_task(self._work(), name="mycelium-background-backlog")
+
+    async def _work(self) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            while not queue:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+            fn, msg = queue.popleft()
+            if self._space_waiters:
+                self._wake_space_waiters()
+            try:
+                await fn(msg)
+            except Exception as exc:
+                self._failed += 1
+                self._report(exc)
+            self._completed += 1
+            if self._progress:
+                self._notify_progress()
+
+    def _report(self, exc: Exception) -> None:
+        if self.on_error is None:
+            logger.error("background handler failed", exc_info=exc)
+            return
+        try:
+            self.on_error(exc)
+        except Exception as callback_exc:
+            logger.error("on_error callback raised while reporting %r", exc, exc_info=callback_exc)
+
+    def _finished(self) -> int:
+        return self._completed + self._dropped
+
+    def _notify_progress(self) -> None:
+        finished = self._finished()
+        keep = []
+        for target, fut in self._progress:
+            if finished >= target:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((target, fut))
+        self._progress = keep
+
+    def _wake_space_waiters(self) -> None:
+        waiters, self._space_waiters = self._space_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+def default_backlog() -> BackgroundBacklog:
+    """A new backlog with the defaults (10,000 calls, "block", errors logged)."""
+    return BackgroundBacklog()
+
+
+def _running_loop(fn: Callable[..., Any]) -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        name = _name(fn)
+        sync_name = name.removesuffix("_async") + "_sync" if name.endswith("_async") else None
+        hint = f"call {sync_name}(msg) for the sync handlers only" if sync_name else ""
+        raise NoEventLoopError(
+            f"background handlers ({name}) need a running asyncio event loop, and there is "
+            "none in this thread\n"
+            f"help: {hint + ', or ' if hint else ''}run the caller inside asyncio "
+            "(asyncio.run(main()) with the emits inside main)"
+        ) from None
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn))))
