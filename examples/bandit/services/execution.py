@@ -1,0 +1,94 @@
+"""ExecutionService: paper execution against the signal's pool snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bandit.protocol import OrderExecution, OrderRequest, OrderStatus
+from bandit.services.risk import expected_fill
+from bandit.tokens import usd_e6
+from mycelium_mono import MessageHandler
+
+__all__ = ["ExecutionConfig", "ExecutionService"]
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """``report_path``: after each fill is handed downstream, its order id is appended here
+    (flushed), which is what a crash test compares the audit log against."""
+
+    report_path: Path | None = None
+
+
+class ExecutionService(MessageHandler[OrderRequest]):
+    """Fills approved orders on paper and emits one :class:`OrderExecution` per request.
+
+    Rejected requests pass through as ``REJECTED`` executions so the audit trail holds every
+    decision in one stream of one message type.
+    """
+
+    def __init__(self, config: ExecutionConfig | None = None) -> None:
+        self.config = config or ExecutionConfig()
+        self.filled = 0
+        self.rejected = 0
+        self.pnl_usd_e6 = 0
+        self._report: IO[str] | None = None
+        if self.config.report_path is not None:
+            self._report = open(self.config.report_path, "a", encoding="ascii")  # noqa: SIM115
+
+    def handle(self, req: OrderRequest) -> None:
+        if req.approved:
+            execution = self.fill(req)
+            self.filled += 1
+            self.pnl_usd_e6 += execution.pnl_usd_e6
+        else:
+            execution = self._rejection(req)
+            self.rejected += 1
+        self.emit(execution)
+        if self._report is not None and req.approved:
+            # Reported only after emit returned: in monolith mode the audit line is written.
+            self._report.write(f"{req.order_id}\n")
+            self._report.flush()
+
+    def fill(self, req: OrderRequest) -> OrderExecution:
+        """The paper fill: both legs with the pair contract's math on the snapshot."""
+        out = expected_fill(req)
+        pnl = out - req.amount_in - req.gas_cost
+        return OrderExecution(
+            order_id=req.order_id,
+            source_seq=req.source_seq,
+            timestamp_ns=req.timestamp_ns,
+            status=int(OrderStatus.FILLED),
+            reason=req.reason,
+            buy_pool=req.buy_pool,
+            sell_pool=req.sell_pool,
+            token_in=req.token_in,
+            amount_in=req.amount_in,
+            amount_out=out,
+            gas_cost=req.gas_cost,
+            pnl_usd_e6=usd_e6(req.token_in, pnl),
+        )
+
+    def _rejection(self, req: OrderRequest) -> OrderExecution:
+        return OrderExecution(
+            order_id=req.order_id,
+            source_seq=req.source_seq,
+            timestamp_ns=req.timestamp_ns,
+            status=int(OrderStatus.REJECTED),
+            reason=req.reason,
+            buy_pool=req.buy_pool,
+            sell_pool=req.sell_pool,
+            token_in=req.token_in,
+            amount_in=req.amount_in,
+            amount_out=0,
+            gas_cost=0,
+            pnl_usd_e6=0,
+        )
+
+    def close(self) -> None:
+        """Close the report file."""
+        if self._report is not None:
+            self._report.close()
+            self._report = None
