@@ -325,7 +325,7 @@ class Inbound:
         """True if ``decoded`` is new and in sequence enough to deliver (not a duplicate)."""
         ok = self.tracker.observe(decoded.publisher, decoded.type_id, decoded.sequence)
         if not ok:
-            self._bump("duplicates")
+            self.count("duplicates")
         return ok
 
     def sync_stats(self) -> None:
@@ -344,7 +344,7 @@ class Inbound:
             self.stats.dropped_malformed += 1
         elif reason is DropReason.UNKNOWN_TYPE:
             self.stats.dropped_unknown_type += 1
-        self._bump(f"drop_{reason.value}")
+        self.count(f"drop_{reason.value}")
         if reason is DropReason.FINGERPRINT_MISMATCH:
             self._mismatch(dropped)
 
@@ -364,6 +364,7 @@ class Inbound:
         self.stats.extra["incompatible_peers"] = len(self.mismatches)
         log.error("%s", found.describe())
 
-    def _bump(self, key: str) -> None:
+    def count(self, key: str) -> None:
+        """Add one to ``stats.extra[key]``."""
         extra = self.stats.extra
         extra[key] = extra.get(key, 0) + 1

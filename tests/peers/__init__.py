@@ -1,0 +1,1 @@
+"""Peer processes for the distributed tests: run as ``python -m peers.<name>`` with ``tests/`` on the path."""
