@@ -1,1 +1,48 @@
-"""Flexible mode: the asyncio MessageBus, ServiceRuntime, hybrid backlog, latency tracking."""
+"""Flexible mode: the asyncio MessageBus, ServiceRuntime, hybrid backlog, latency tracking.
+
+``latency`` imports the optional ``hdrhistogram`` only when a tracker is created.
+"""
+
+from mycelium_mono.bus.bus import (
+    BusClosedError,
+    BusStats,
+    MessageBus,
+    Publisher,
+    QueueOverflowError,
+    Subscriber,
+    SubscriberStats,
+    SubscriptionClosed,
+)
+from mycelium_mono.bus.hybrid import (
+    BackgroundBacklog,
+    BacklogFull,
+    BacklogStats,
+    NoEventLoopError,
+    default_backlog,
+)
+from mycelium_mono.bus.latency import LatencyReport, LatencyTracker
+from mycelium_mono.bus.policy import OverflowPolicy
+from mycelium_mono.bus.runtime import RunningService, ServiceContext, ServiceRuntime, service
+
+__all__ = [
+    "BackgroundBacklog",
+    "BacklogFull",
+    "BacklogStats",
+    "BusClosedError",
+    "BusStats",
+    "LatencyReport",
+    "LatencyTracker",
+    "MessageBus",
+    "NoEventLoopError",
+    "OverflowPolicy",
+    "Publisher",
+    "QueueOverflowError",
+    "RunningService",
+    "ServiceContext",
+    "ServiceRuntime",
+    "Subscriber",
+    "SubscriberStats",
+    "SubscriptionClosed",
+    "default_backlog",
+    "service",
+]
