@@ -3,6 +3,16 @@
 Public names only; everything else lives in private-by-convention submodules.
 """
 
+from mycelium_mono.bus import (
+    BackgroundBacklog,
+    LatencyTracker,
+    MessageBus,
+    QueueOverflowError,
+    ServiceContext,
+    ServiceRuntime,
+    SubscriptionClosed,
+    service,
+)
 from mycelium_mono.handlers import MessageHandler, NotAttachedError, handles
 from mycelium_mono.messages import (
     F32,
@@ -42,16 +52,24 @@ __all__ = [
     "U128",
     "U256",
     "Address",
+    "BackgroundBacklog",
     "Bool",
     "Bytes",
     "Bytes32",
+    "LatencyTracker",
+    "MessageBus",
     "MessageError",
     "MessageHandler",
     "NotAttachedError",
+    "QueueOverflowError",
     "Route",
+    "ServiceContext",
+    "ServiceRuntime",
+    "SubscriptionClosed",
     "__version__",
     "handles",
     "message",
     "route",
     "routing_config",
+    "service",
 ]
