@@ -286,7 +286,8 @@ def _build_class(
         FINGERPRINT=_fingerprint(cls.__name__, fields),
         _STRUCT=layout,
     )
-    new_cls = type(cls)(cls.__name__, cls.__bases__, namespace)
+    metaclass: Any = type(cls)
+    new_cls: type[Any] = metaclass(cls.__name__, cls.__bases__, namespace)
     new_cls.__qualname__ = cls.__qualname__
     for method_name, method in _generate_methods(new_cls, fields, layout).items():
         setattr(new_cls, method_name, method)

@@ -7,6 +7,7 @@ same bus at run time (no cache): pickling, ``spawn`` children and frozen apps ke
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
@@ -52,10 +53,14 @@ def routing_config(cls: Any = None, /, *, inline: bool | None = None) -> Any:
     library default.
     """
 
+    # The frame that runs the class statement: names in the routing table mean what they
+    # mean there (a routing class inside a test function routes that function's classes).
+    frame = sys._getframe(1)
+
     def build(target: C) -> C:
         from mycelium_mono.routing.runtime_build import build_at_runtime
 
-        return build_at_runtime(target, inline=inline)  # type: ignore[return-value]
+        return build_at_runtime(target, inline=inline, frame=frame)  # type: ignore[return-value]
 
     if cls is None:
         return build

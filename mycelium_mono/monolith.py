@@ -1,0 +1,118 @@
+"""What a generated ``MonolithBus`` calls at run time.
+
+Generated classes subclass :class:`GeneratedBus` and reach this module as
+``_mycelium_monolith``. Nothing here runs on the fast path of an emit unless a handler
+raised: the base class holds the cold paths (construction, failures, the generic ``emit``,
+the background backlog, pickling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from mycelium_mono.handlers import attach_emitter
+
+__all__ = ["ErrorCallback", "GeneratedBus", "failed", "wrong_service"]
+
+ErrorCallback = Callable[[Exception, str, Any], None]
+"""``on_error(exc, "risk_manager.handle", msg)``: called once per failed handler."""
+
+
+class GeneratedBus:
+    """Base of every generated bus: the parts that are the same for all of them."""
+
+    __slots__ = ("__weakref__", "_background", "_dispatch", "_on_error")
+
+    __mycelium_services__: ClassVar[dict[str, type]] = {}
+    __mycelium_origin__: ClassVar[str] = "import hook"
+    """``"import hook"`` if the module was rewritten at import, ``"runtime"`` if built by the
+    decorator at run time (no hook installed): ``mycelium-mono doctor`` reports it."""
+
+    _dispatch: dict[type, Callable[[Any], None]]
+    _on_error: ErrorCallback | None
+    _background: Any
+
+    def _setup(
+        self,
+        on_error: ErrorCallback | None,
+        background: Any,
+        dispatch: dict[type, Callable[[Any], None]],
+    ) -> None:
+        self._on_error = on_error
+        self._background = background
+        self._dispatch = dispatch
+        for name in self.__mycelium_services__:
+            attach_emitter(getattr(self, name), self.emit)
+
+    def emit(self, msg: Any) -> None:
+        """Deliver ``msg`` to its routed handlers (one dict lookup, then the ``emit_*`` method)."""
+        try:
+            emit = self._dispatch[type(msg)]
+        except KeyError:
+            raise self._no_route(msg) from None
+        emit(msg)
+
+    @property
+    def background(self) -> Any:
+        """The backlog that runs background handlers of ``route(...)`` entries on the loop."""
+        if self._background is None:
+            # Imported here so a bus without background routes never loads asyncio machinery.
+            from mycelium_mono.bus.hybrid import default_backlog
+
+            self._background = default_backlog()
+        return self._background
+
+    def _no_route(self, msg: Any) -> TypeError:
+        routed = ", ".join(sorted(t.__name__ for t in self._dispatch)) or "nothing"
+        return TypeError(
+            f"{type(self).__name__} has no route for {type(msg).__name__}\n"
+            f"note: it routes {routed}\n"
+            f"help: add `{type(msg).__name__} = [...]` to the routing class"
+        )
+
+    def _raise_failures(self, method: str, msg: Any, errors: list[tuple[str, Exception]]) -> None:
+        if self._on_error is not None:
+            for where, exc in errors:
+                self._on_error(exc, where, msg)
+            return
+        names = ", ".join(where for where, _ in errors)
+        raise ExceptionGroup(
+            f"{type(self).__name__}.{method}: {len(errors)} handler(s) failed ({names})",
+            [exc for _, exc in errors],
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        services = tuple(getattr(self, name) for name in self.__mycelium_services__)
+        return (_rebuild, (type(self), services, self._on_error))
+
+    def __repr__(self) -> str:
+        services = ", ".join(
+            f"{name}={type(getattr(self, name)).__name__}(...)"
+            for name in self.__mycelium_services__
+        )
+        return f"{type(self).__name__}({services})"
+
+
+def _rebuild(cls: type[GeneratedBus], services: tuple[Any, ...], on_error: Any) -> GeneratedBus:
+    return cls(*services, on_error=on_error)  # type: ignore[call-arg]
+
+
+def failed(
+    errors: list[tuple[str, Exception]] | None, exc: Exception, bus: GeneratedBus, where: str
+) -> list[tuple[str, Exception]]:
+    """Record that handler ``where`` raised ``exc``; the emit goes on with the next handler."""
+    exc.add_note(f"raised in {type(bus).__name__} by {where}")
+    if errors is None:
+        return [(where, exc)]
+    errors.append((where, exc))
+    return errors
+
+
+def wrong_service(bus: GeneratedBus, name: str, expected: type, got: object) -> TypeError:
+    """The error for ``MonolithBus(risk_manager=<not a RiskManager>)``."""
+    return TypeError(
+        f"{type(bus).__name__}() argument {name!r} must be a {expected.__qualname__} instance, "
+        f"got {type(got).__qualname__}\n"
+        f"help: pass {name}={expected.__name__}(...)"
+    )

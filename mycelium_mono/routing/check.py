@@ -1,0 +1,200 @@
+"""Stage 3: a parsed routing class + a scope → a resolved table, or diagnostics.
+
+Every problem is collected; nothing stops at the first one. The resolved table is what the
+generator consumes: distinct handlers in first-appearance order (the constructor's parameter
+order) and, per message, the method each handler receives it with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mycelium_mono.messages import snake_case
+from mycelium_mono.routing.errors import Diagnostic, Span
+from mycelium_mono.routing.parse import NameRef, RouteEntry, RoutingClass
+from mycelium_mono.routing.resolve import (
+    HandlerInfo,
+    MessageInfo,
+    MethodInfo,
+    Scope,
+    Unresolved,
+)
+
+__all__ = ["HandlerCall", "ResolvedRoute", "ResolvedTable", "check_class"]
+
+
+@dataclass(frozen=True)
+class HandlerCall:
+    """One handler receiving one message: ``self.<handler.attr>.<method.method>(msg)``."""
+
+    handler: HandlerInfo
+    method: MethodInfo
+    ref: NameRef
+
+
+@dataclass(frozen=True)
+class ResolvedRoute:
+    message: MessageInfo
+    ref: NameRef
+    sync: tuple[HandlerCall, ...]
+    background: tuple[HandlerCall, ...]
+    split: bool
+    span: Span
+
+    @property
+    def emit_name(self) -> str:
+        return f"emit_{snake_case(self.message.name)}"
+
+    @property
+    def message_expr(self) -> str:
+        return self.ref.text
+
+
+@dataclass(frozen=True)
+class ResolvedTable:
+    """A routing class, checked and ready to generate."""
+
+    name: str
+    span: Span
+    lineno: int
+    inline: bool | None
+    handlers: tuple[tuple[HandlerInfo, NameRef], ...]
+    """Distinct handler classes in first-appearance order, with the ref that introduced each."""
+    routes: tuple[ResolvedRoute, ...]
+
+
+RESERVED_ATTRS = frozenset({"emit", "background", "on_error"})
+"""Names of the generated bus's own members; a handler attribute may not shadow them."""
+
+
+class _Checker:
+    def __init__(self, routing: RoutingClass, scope: Scope, filename: str) -> None:
+        self.routing = routing
+        self.scope = scope
+        self.filename = filename
+        self.problems: list[Diagnostic] = []
+        self.handlers: dict[str, tuple[HandlerInfo, NameRef]] = {}
+        self.attrs: dict[str, HandlerInfo] = {}
+        self.routed: dict[str, RouteEntry] = {}
+
+    def error(self, code: str, message: str, span: Span, help: str | None = None,
+              note: str | None = None) -> None:
+        self.problems.append(Diagnostic(code, message, self.filename, span, help, note))
+
+    def run(self) -> ResolvedTable:
+        routes = []
+        for entry in self.routing.entries:
+            route = self.check_entry(entry)
+            if route is not None:
+                routes.append(route)
+        return ResolvedTable(self.routing.name, self.routing.span, self.routing.lineno,
+                             self.routing.inline, tuple(self.handlers.values()), tuple(routes))
+
+    def check_entry(self, entry: RouteEntry) -> ResolvedRoute | None:
+        message = self.check_message(entry)
+        seen: dict[str, NameRef] = {}
+        sync = self.check_handlers(entry.sync, message, seen, background=False)
+        background = self.check_handlers(entry.background, message, seen, background=True)
+        if message is None:
+            return None
+        return ResolvedRoute(message, entry.message, sync, background, entry.split, entry.span)
+
+    def check_message(self, entry: RouteEntry) -> MessageInfo | None:
+        ref = entry.message
+        symbol = self.scope.resolve(ref.text)
+        if isinstance(symbol, Unresolved):
+            self.error(symbol.code, symbol.reason, ref.span,
+                       f"the name on the left is the message class; {symbol.help}")
+            return None
+        info = self.scope.message_info(symbol)
+        if info is None:
+            self.error("E0003", f"`{ref.text}` is not a message class", ref.span,
+                       f"decorate {ref.text} with @message(type_id=..., topic=...), or route "
+                       "the message class it was meant to be")
+            return None
+        first = self.routed.get(info.key)
+        if first is not None:
+            self.error("E0006", f"{info.name} is routed twice", ref.span,
+                       "merge the two lines into one list (or one route(...))",
+                       note=f"first routed on line {first.span.lineno}")
+            return None
+        self.routed[info.key] = entry
+        return info
+
+    def check_handlers(self, refs: tuple[NameRef, ...], message: MessageInfo | None,
+                       seen: dict[str, NameRef], *, background: bool) -> tuple[HandlerCall, ...]:
+        calls = []
+        for ref in refs:
+            handler = self.check_handler(ref)
+            if handler is None:
+                continue
+            if handler.key in seen:
+                self.error("E0005", f"{handler.name} is listed twice for the same message",
+                           ref.span, "remove the second one: each handler receives a message once",
+                           note=f"first listed at column {seen[handler.key].span.col_offset + 1}")
+                continue
+            seen[handler.key] = ref
+            if message is None:
+                continue
+            method = self.check_method(handler, message, ref, background=background)
+            if method is not None:
+                calls.append(HandlerCall(handler, method, ref))
+        return tuple(calls)
+
+    def check_handler(self, ref: NameRef) -> HandlerInfo | None:
+        symbol = self.scope.resolve(ref.text)
+        if isinstance(symbol, Unresolved):
+            self.error(symbol.code, symbol.reason, ref.span, symbol.help)
+            return None
+        info = self.scope.handler_info(symbol)
+        if info is None:
+            shown = type(symbol).__name__
+            self.error("E0008", f"`{ref.text}` is not a handler class (it is a {shown})",
+                       ref.span, "route handler classes; the bus is constructed with instances")
+            return None
+        return self.register(info, ref)
+
+    def register(self, info: HandlerInfo, ref: NameRef) -> HandlerInfo | None:
+        if info.key in self.handlers:
+            return self.handlers[info.key][0]
+        if info.attr in RESERVED_ATTRS or info.attr.startswith(("emit_", "_")):
+            self.error("E0011", f"handler class {info.name} would be stored as `{info.attr}`, "
+                       "which the generated bus uses itself", ref.span,
+                       "rename the handler class")
+            return None
+        clash = self.attrs.get(info.attr)
+        if clash is not None:
+            self.error("E0011", f"two handler classes would both be called `{info.attr}`",
+                       ref.span, f"rename one of {clash.key} and {info.key}: the bus takes one "
+                       "keyword argument per handler class, named after the class")
+            return None
+        self.attrs[info.attr] = info
+        self.handlers[info.key] = (info, ref)
+        return info
+
+    def check_method(self, handler: HandlerInfo, message: MessageInfo, ref: NameRef, *,
+                     background: bool) -> MethodInfo | None:
+        method = handler.method_for(message.key)
+        if method is None:
+            handled = ", ".join(handler.handled_names()) or "nothing"
+            self.error("E0001", f"{handler.name} does not handle {message.name}", ref.span,
+                       f"add a method decorated with @handles({message.name}) to {handler.name}, "
+                       f"or subclass MessageHandler[{message.name}]",
+                       note=f"{handler.name} handles: {handled}")
+            return None
+        if method.is_async and not background:
+            self.error("E0004", f"{handler.name}.{method.method} is async, but "
+                       f"{message.name}'s sync path calls handlers inline", ref.span,
+                       f"route it in the background: {message.name} = route(sync=[...], "
+                       f"background=[{handler.name}])")
+            return None
+        return method
+
+
+def check_class(
+    routing: RoutingClass, scope: Scope, filename: str
+) -> tuple[ResolvedTable, list[Diagnostic]]:
+    """Resolve and check one routing class; the table is only usable if there are no problems."""
+    checker = _Checker(routing, scope, filename)
+    table = checker.run()
+    return table, checker.problems

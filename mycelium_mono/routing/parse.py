@@ -1,0 +1,244 @@
+"""Stage 1: a routing module's AST → routing tables (frozen dataclasses with source spans).
+
+This stage only reads syntax. It finds top-level classes decorated with ``@routing_config``
+and turns each ``Message = [Handler, ...]`` or ``Message = route(sync=[...], background=[...])``
+statement into a :class:`RouteEntry`. What the names *mean* is the resolver's job.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from mycelium_mono.routing.errors import Diagnostic, Span
+
+__all__ = ["NameRef", "ParseResult", "RouteEntry", "RoutingClass", "parse_class", "parse_module"]
+
+DECORATOR = "routing_config"
+ROUTE = "route"
+
+_BODY_HELP = (
+    "a routing class may only contain `Message = [Handler, ...]` or "
+    "`Message = route(sync=[...], background=[...])` lines (and a docstring)"
+)
+
+
+@dataclass(frozen=True)
+class NameRef:
+    """A name or dotted name as written in the routing module (``services.RiskManager``)."""
+
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """One line of a routing class: a message and its handlers."""
+
+    message: NameRef
+    sync: tuple[NameRef, ...]
+    background: tuple[NameRef, ...]
+    split: bool
+    """Written with ``route(...)``: the bus gets ``emit_<m>_sync`` / ``emit_<m>_async`` too."""
+    span: Span
+
+
+@dataclass(frozen=True)
+class RoutingClass:
+    """A ``@routing_config`` class as written."""
+
+    name: str
+    span: Span
+    """The class name in ``class MonolithBus:``."""
+    inline: bool | None
+    entries: tuple[RouteEntry, ...]
+    lineno: int
+    """Line of the ``class`` statement (decorators excluded), to find the node again."""
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    classes: tuple[RoutingClass, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def is_routing_decorator(node: ast.expr) -> bool:
+    """``@routing_config``, ``@routing_config(...)``, ``@mycelium_mono.routing_config(...)``."""
+    target = node.func if isinstance(node, ast.Call) else node
+    if isinstance(target, ast.Name):
+        return target.id == DECORATOR
+    return isinstance(target, ast.Attribute) and target.attr == DECORATOR
+
+
+def routing_decorator(node: ast.ClassDef) -> ast.expr | None:
+    return next((d for d in node.decorator_list if is_routing_decorator(d)), None)
+
+
+def parse_module(tree: ast.Module, filename: str) -> ParseResult:
+    """Every top-level ``@routing_config`` class in ``tree``."""
+    classes: list[RoutingClass] = []
+    diagnostics: list[Diagnostic] = []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and routing_decorator(node) is not None:
+            parsed, problems = parse_class(node, filename)
+            classes.append(parsed)
+            diagnostics.extend(problems)
+    return ParseResult(tuple(classes), tuple(diagnostics))
+
+
+def parse_class(node: ast.ClassDef, filename: str) -> tuple[RoutingClass, list[Diagnostic]]:
+    """One routing class; problems are collected, never raised."""
+    problems: list[Diagnostic] = []
+    decorator = routing_decorator(node)
+    inline = _inline_option(decorator, filename, problems) if decorator is not None else None
+    for base in [*node.bases, *node.keywords]:
+        problems.append(
+            Diagnostic(
+                "E0007",
+                f"routing class {node.name} cannot have bases or keywords",
+                filename,
+                Span.of(base),
+                help=f"remove them: the generated {node.name} has its own base class",
+            )
+        )
+    entries = []
+    for stmt in node.body:
+        entry = _parse_statement(stmt, filename, problems)
+        if entry is not None:
+            entries.append(entry)
+    span = _class_name_span(node)
+    return RoutingClass(node.name, span, inline, tuple(entries), node.lineno), problems
+
+
+def _class_name_span(node: ast.ClassDef) -> Span:
+    # ast gives the span of the whole statement; the caret belongs under the name.
+    col = node.col_offset + len("class ")
+    return Span(node.lineno, col, node.lineno, col + len(node.name))
+
+
+def _inline_option(decorator: ast.expr, filename: str, problems: list[Diagnostic]) -> bool | None:
+    if not isinstance(decorator, ast.Call):
+        return None
+    inline: bool | None = None
+    for arg in decorator.args:
+        problems.append(
+            Diagnostic("E0009", "routing_config takes keyword options only", filename,
+                       Span.of(arg), help="write @routing_config(inline=True)")
+        )
+    for kw in decorator.keywords:
+        if kw.arg != "inline":
+            problems.append(
+                Diagnostic("E0009", f"unknown routing_config option {kw.arg!r}", filename,
+                           Span.of(kw), help="the only option is inline=True or inline=False")
+            )
+        elif isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, bool | None):
+            inline = kw.value.value
+        else:
+            problems.append(
+                Diagnostic("E0009", "inline= must be the literal True, False or None", filename,
+                           Span.of(kw.value),
+                           help="the option is read before the module runs, so it cannot be "
+                           "computed")
+            )
+    return inline
+
+
+def _parse_statement(
+    stmt: ast.stmt, filename: str, problems: list[Diagnostic]
+) -> RouteEntry | None:
+    if _is_docstring_or_pass(stmt):
+        return None
+    if not (
+        isinstance(stmt, ast.Assign)
+        and len(stmt.targets) == 1
+        and isinstance(stmt.targets[0], ast.Name)
+    ):
+        problems.append(
+            Diagnostic("E0007", "unsupported statement in a routing class", filename,
+                       Span.of(stmt), help=_BODY_HELP)
+        )
+        return None
+    message = NameRef(stmt.targets[0].id, Span.of(stmt.targets[0]))
+    value = stmt.value
+    if _is_route_call(value):
+        assert isinstance(value, ast.Call)
+        sync, background = _parse_route_call(value, filename, problems)
+        return RouteEntry(message, sync, background, True, Span.of(stmt))
+    if isinstance(value, ast.List | ast.Tuple):
+        return RouteEntry(message, _refs(value, filename, problems), (), False, Span.of(stmt))
+    problems.append(
+        Diagnostic("E0007", f"the handlers of {message.text} must be a list of classes",
+                   filename, Span.of(value), help=_BODY_HELP)
+    )
+    return None
+
+
+def _is_docstring_or_pass(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.Pass):
+        return True
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(
+        stmt.value.value, str
+    )
+
+
+def _is_route_call(node: ast.expr) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id == ROUTE) or (
+        isinstance(func, ast.Attribute) and func.attr == ROUTE
+    )
+
+
+def _parse_route_call(
+    call: ast.Call, filename: str, problems: list[Diagnostic]
+) -> tuple[tuple[NameRef, ...], tuple[NameRef, ...]]:
+    lists: dict[str, tuple[NameRef, ...]] = {"sync": (), "background": ()}
+    for arg in call.args:
+        problems.append(
+            Diagnostic("E0007", "route() takes keyword arguments only", filename, Span.of(arg),
+                       help="write route(sync=[...], background=[...])")
+        )
+    for kw in call.keywords:
+        if kw.arg not in lists:
+            problems.append(
+                Diagnostic("E0007", f"route() has no argument {kw.arg!r}", filename,
+                           Span.of(kw), help="write route(sync=[...], background=[...])")
+            )
+        elif isinstance(kw.value, ast.List | ast.Tuple):
+            lists[kw.arg] = _refs(kw.value, filename, problems)
+        else:
+            problems.append(
+                Diagnostic("E0007", f"route({kw.arg}=...) must be a list of classes", filename,
+                           Span.of(kw.value), help="write the handler classes in [...]")
+            )
+    return lists["sync"], lists["background"]
+
+
+def _refs(
+    node: ast.List | ast.Tuple, filename: str, problems: list[Diagnostic]
+) -> tuple[NameRef, ...]:
+    refs = []
+    for element in node.elts:
+        text = dotted_name(element)
+        if text is None:
+            problems.append(
+                Diagnostic("E0007", "expected a handler class name", filename, Span.of(element),
+                           help="list handler classes by name, e.g. [RiskManager, "
+                           "services.AuditLogger]")
+            )
+        else:
+            refs.append(NameRef(text, Span.of(element)))
+    return tuple(refs)
+
+
+def dotted_name(node: ast.expr) -> str | None:
+    """``a.b.C`` for a chain of attribute accesses on a name, else None."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))

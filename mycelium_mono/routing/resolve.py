@@ -1,0 +1,431 @@
+"""Stage 2: what the names in a routing table mean.
+
+Two scopes answer "what is ``RiskManager``?":
+
+- :class:`StaticScope` (the import hook) reads the routing module's top-level statements
+  *before the module runs*. Imported names are resolved by importing the module they come
+  from (the routing module would import it a moment later anyway) and looking at the live
+  class; classes defined in the routing module itself are read from their AST. Every file it
+  looks at is recorded: it becomes part of the cache key.
+- :class:`LiveScope` (``@routing_config`` without the hook) looks names up in the module's
+  namespace at the moment the decorator runs.
+
+Both produce the same :class:`MessageInfo` / :class:`HandlerInfo`, so the same code is
+generated either way.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import importlib
+import importlib.util
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mycelium_mono.handlers import MessageHandler, handled_messages
+from mycelium_mono.messages import is_message_class, snake_case
+from mycelium_mono.routing.parse import dotted_name
+
+__all__ = [
+    "HandlerInfo",
+    "LiveScope",
+    "LocalClass",
+    "MessageInfo",
+    "MethodInfo",
+    "Scope",
+    "StaticScope",
+    "Unresolved",
+]
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """A message class a route names."""
+
+    key: str
+    """``module.QualName``: identity across the live and the static view."""
+    name: str
+    type_id: int | None
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    method: str
+    is_async: bool
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    """A handler class: which method receives which message (by message key)."""
+
+    key: str
+    name: str
+    methods: tuple[tuple[str, str, MethodInfo], ...]
+    """``(message key, message name, method)`` for every message type the class receives."""
+    live: type | None = field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def attr(self) -> str:
+        """The constructor keyword and attribute name: ``RiskManager`` → ``risk_manager``."""
+        return snake_case(self.name)
+
+    def method_for(self, message_key: str) -> MethodInfo | None:
+        return next((m for key, _, m in self.methods if key == message_key), None)
+
+    def handled_names(self) -> list[str]:
+        return [name for _, name, _ in self.methods]
+
+
+@dataclass(frozen=True)
+class LocalClass:
+    """A class defined in the routing module itself, seen before the module runs."""
+
+    node: ast.ClassDef
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    reason: str
+    help: str
+    code: str = "E0002"
+
+
+Symbol = Any  # a live object, a LocalClass or an Unresolved
+
+
+def message_key(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class Scope:
+    """Resolves dotted names and describes what they name."""
+
+    module_name: str
+
+    def resolve(self, text: str) -> Symbol:
+        raise NotImplementedError
+
+    def message_info(self, symbol: Symbol) -> MessageInfo | None:
+        if isinstance(symbol, LocalClass):
+            return None
+        if is_message_class(symbol):
+            return MessageInfo(message_key(symbol), symbol.__name__, symbol.TYPE_ID)
+        return None
+
+    def handler_info(self, symbol: Symbol) -> HandlerInfo | None:
+        if isinstance(symbol, type):
+            return live_handler_info(symbol)
+        return None
+
+
+def live_handler_info(cls: type) -> HandlerInfo:
+    methods = tuple(
+        (message_key(msg), msg.__name__, MethodInfo(m.method, m.is_async))
+        for msg, m in handled_messages(cls).items()
+    )
+    return HandlerInfo(message_key(cls), cls.__name__, methods, live=cls)
+
+
+def _getattr_chain(obj: Any, parts: list[str], text: str) -> Symbol:
+    for part in parts:
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            submodule = _import_submodule(obj, part)
+            if submodule is None:
+                return Unresolved(f"`{text}` does not exist: no attribute {part!r}",
+                                  "check the spelling, and that the class is defined there")
+            obj = submodule
+    return obj
+
+
+def _import_submodule(obj: Any, part: str) -> Any:
+    if not isinstance(obj, type(sys)):
+        return None
+    try:
+        return importlib.import_module(f"{obj.__name__}.{part}")
+    except ImportError:
+        return None
+
+
+class LiveScope(Scope):
+    """Names as the running module sees them (the no-hook path)."""
+
+    def __init__(self, namespace: Mapping[str, Any], module_name: str) -> None:
+        self.namespace = namespace
+        self.module_name = module_name
+
+    def resolve(self, text: str) -> Symbol:
+        head, *rest = text.split(".")
+        if head in self.namespace:
+            obj = self.namespace[head]
+        elif hasattr(builtins, head):
+            obj = getattr(builtins, head)
+        else:
+            return Unresolved(f"unknown name `{head}`",
+                              f"import {head} or define it before the routing class")
+        return _getattr_chain(obj, rest, text)
+
+
+@dataclass(frozen=True)
+class _Import:
+    module: str
+    attr: str | None  # None: the binding is the module itself
+
+
+class StaticScope(Scope):
+    """Names as the routing module *will* see them, read from its AST before it runs."""
+
+    def __init__(self, tree: ast.Module, module_name: str, filename: str, before_line: int):
+        self.module_name = module_name
+        self.package = _package_of(module_name, filename)
+        self.bindings: dict[str, object] = {}
+        self.star_modules: list[str] = []
+        self.imported_files: dict[str, str] = {}
+        for stmt in tree.body:
+            if stmt.lineno >= before_line:
+                break
+            self._bind(stmt)
+
+    # -- the symbol table -------------------------------------------------------------------
+
+    def _bind(self, stmt: ast.stmt) -> None:
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                if alias.asname:
+                    self.bindings[alias.asname] = _Import(alias.name, None)
+                else:
+                    top = alias.name.partition(".")[0]
+                    self.bindings[top] = _Import(top, None)
+        elif isinstance(stmt, ast.ImportFrom):
+            module = self._absolute(stmt.module or "", stmt.level)
+            for alias in stmt.names:
+                if alias.name == "*":
+                    self.star_modules.append(module)
+                else:
+                    self.bindings[alias.asname or alias.name] = _Import(module, alias.name)
+        elif isinstance(stmt, ast.ClassDef):
+            self.bindings[stmt.name] = LocalClass(stmt)
+        elif isinstance(stmt, ast.If | ast.Try | ast.With):
+            # `try: from fast import X / except ImportError: from slow import X`: the last
+            # binding wins, as it would for the branch that usually runs last.
+            for child in _child_statements(stmt):
+                self._bind(child)
+        else:
+            for name in _bound_names(stmt):
+                self.bindings[name] = stmt
+
+    def _absolute(self, module: str, level: int) -> str:
+        if level == 0:
+            return module
+        try:
+            return importlib.util.resolve_name("." * level + module, self.package)
+        except (ImportError, ValueError):
+            return module
+
+    # -- resolution -------------------------------------------------------------------------
+
+    def resolve(self, text: str) -> Symbol:
+        head, *rest = text.split(".")
+        binding = self.bindings.get(head)
+        if isinstance(binding, LocalClass):
+            if rest:
+                return Unresolved(f"`{text}` is an attribute of a class, not a class",
+                                  "name the handler class itself")
+            return binding
+        if isinstance(binding, _Import):
+            obj = self._import(binding)
+            return obj if isinstance(obj, Unresolved) else _getattr_chain(obj, rest, text)
+        if binding is not None:
+            return Unresolved(
+                f"`{head}` is computed when the module runs, so it cannot be routed",
+                "import the class, or define it with a class statement at the top level",
+            )
+        return self._resolve_unbound(head, rest, text)
+
+    def _resolve_unbound(self, head: str, rest: list[str], text: str) -> Symbol:
+        for module in self.star_modules:
+            obj = self._import(_Import(module, head))
+            if not isinstance(obj, Unresolved):
+                return _getattr_chain(obj, rest, text)
+        if hasattr(builtins, head):
+            return _getattr_chain(getattr(builtins, head), rest, text)
+        return Unresolved(f"unknown name `{head}`",
+                          f"import {head} (or define it) above the routing class")
+
+    def _import(self, binding: _Import) -> Symbol:
+        try:
+            module = importlib.import_module(binding.module)
+        except ImportError as exc:
+            return Unresolved(f"cannot import {binding.module!r}: {exc}",
+                              "check the module name and that its package is importable",
+                              code="E0012")
+        self._record(module)
+        if binding.attr is None:
+            return module
+        if hasattr(module, binding.attr):
+            obj = getattr(module, binding.attr)
+        else:
+            obj = _import_submodule(module, binding.attr)
+            if obj is None:
+                return Unresolved(
+                    f"cannot import name {binding.attr!r} from {binding.module!r}",
+                    f"check that {binding.module} defines {binding.attr}", code="E0012")
+        if isinstance(obj, type(sys)):
+            self._record(obj)
+        return obj
+
+    def _record(self, module: Any) -> None:
+        path = getattr(module, "__file__", None)
+        if path and module.__name__ not in self.imported_files:
+            self.imported_files[module.__name__] = path
+
+    def record_class(self, cls: type) -> None:
+        """Remember the files defining ``cls`` and its bases: the rewrite depends on them."""
+        for klass in cls.__mro__:
+            top = klass.__module__.partition(".")[0]
+            # The standard library and this library are covered by the interpreter and
+            # library versions in the cache key; hashing them would only slow the check.
+            if top in sys.stdlib_module_names or top in ("builtins", "mycelium_mono"):
+                continue
+            module = sys.modules.get(klass.__module__)
+            if module is not None:
+                self._record(module)
+
+    # -- classes defined in the routing module --------------------------------------------------
+
+    def message_info(self, symbol: Symbol) -> MessageInfo | None:
+        if isinstance(symbol, LocalClass):
+            if not any(_decorator_named(d, "message") for d in symbol.node.decorator_list):
+                return None
+            return MessageInfo(self._local_key(symbol), symbol.node.name,
+                               _literal_type_id(symbol.node))
+        if isinstance(symbol, type):
+            self.record_class(symbol)
+        return super().message_info(symbol)
+
+    def handler_info(self, symbol: Symbol) -> HandlerInfo | None:
+        if isinstance(symbol, LocalClass):
+            methods = self._local_methods(symbol.node, set())
+            return HandlerInfo(self._local_key(symbol), symbol.node.name,
+                               tuple((k, n, m) for k, (n, m) in methods.items()))
+        if isinstance(symbol, type):
+            self.record_class(symbol)
+        return super().handler_info(symbol)
+
+    def _local_key(self, symbol: LocalClass) -> str:
+        return f"{self.module_name}.{symbol.node.name}"
+
+    def _local_methods(
+        self, node: ast.ClassDef, seen: set[str]
+    ) -> dict[str, tuple[str, MethodInfo]]:
+        """message key → (message name, method), bases first so the class's own win."""
+        seen.add(node.name)
+        found: dict[str, tuple[str, MethodInfo]] = {}
+        generic: MessageInfo | None = None
+        for base in node.bases:
+            base_generic, inherited = self._base_methods(base, seen)
+            generic = generic or base_generic
+            found.update(inherited)
+        for stmt in node.body:
+            if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            is_async = isinstance(stmt, ast.AsyncFunctionDef)
+            if stmt.name == "handle" and generic is not None:
+                found[generic.key] = (generic.name, MethodInfo("handle", is_async))
+            for info in self._handles_targets(stmt):
+                found[info.key] = (info.name, MethodInfo(stmt.name, is_async))
+        return found
+
+    def _base_methods(
+        self, base: ast.expr, seen: set[str]
+    ) -> tuple[MessageInfo | None, dict[str, tuple[str, MethodInfo]]]:
+        if isinstance(base, ast.Subscript):
+            origin = self._resolve_expr(base.value)
+            if origin is MessageHandler:
+                return self._message_of_expr(base.slice), {}
+            return None, {}
+        symbol = self._resolve_expr(base)
+        if isinstance(symbol, LocalClass) and symbol.node.name not in seen:
+            generic = self._local_generic(symbol.node, seen)
+            return generic, self._local_methods(symbol.node, seen)
+        if isinstance(symbol, type):
+            info = self.handler_info(symbol)
+            if info is not None:
+                return None, {k: (n, m) for k, n, m in info.methods}
+        return None, {}
+
+    def _local_generic(self, node: ast.ClassDef, seen: set[str]) -> MessageInfo | None:
+        for base in node.bases:
+            if isinstance(base, ast.Subscript) and self._resolve_expr(base.value) is MessageHandler:
+                return self._message_of_expr(base.slice)
+        return None
+
+    def _handles_targets(self, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[MessageInfo]:
+        targets = []
+        for dec in fn.decorator_list:
+            if isinstance(dec, ast.Call) and _decorator_named(dec, "handles") and dec.args:
+                info = self._message_of_expr(dec.args[0])
+                if info is not None:
+                    targets.append(info)
+        return targets
+
+    def _message_of_expr(self, node: ast.expr) -> MessageInfo | None:
+        symbol = self._resolve_expr(node)
+        return None if isinstance(symbol, Unresolved) else self.message_info(symbol)
+
+    def _resolve_expr(self, node: ast.expr) -> Symbol:
+        text = dotted_name(node)
+        return Unresolved("not a name", "") if text is None else self.resolve(text)
+
+
+def _package_of(module_name: str, filename: str) -> str:
+    if filename.endswith("__init__.py"):
+        return module_name
+    return module_name.rpartition(".")[0]
+
+
+def _decorator_named(node: ast.expr, name: str) -> bool:
+    target = node.func if isinstance(node, ast.Call) else node
+    return (isinstance(target, ast.Name) and target.id == name) or (
+        isinstance(target, ast.Attribute) and target.attr == name
+    )
+
+
+def _literal_type_id(node: ast.ClassDef) -> int | None:
+    for dec in node.decorator_list:
+        if isinstance(dec, ast.Call) and _decorator_named(dec, "message"):
+            for kw in dec.keywords:
+                if kw.arg == "type_id" and isinstance(kw.value, ast.Constant):
+                    value = kw.value.value
+                    return value if isinstance(value, int) else None
+    return None
+
+
+def _child_statements(stmt: ast.If | ast.Try | ast.With) -> list[ast.stmt]:
+    children = list(stmt.body)
+    if isinstance(stmt, ast.If | ast.Try):
+        children += stmt.orelse
+    if isinstance(stmt, ast.Try):
+        for handler in stmt.handlers:
+            children += handler.body
+        children += stmt.finalbody
+    return children
+
+
+def _bound_names(stmt: ast.stmt) -> list[str]:
+    """Names a top-level statement other than import/class binds (assignments, defs, ...)."""
+    names: list[str] = []
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+        return [stmt.name]
+    targets: list[ast.expr] = []
+    if isinstance(stmt, ast.Assign):
+        targets = list(stmt.targets)
+    elif isinstance(stmt, ast.AnnAssign | ast.AugAssign):
+        targets = [stmt.target]
+    for target in targets:
+        names.extend(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names

@@ -1,0 +1,147 @@
+"""The no-hook path: ``@routing_config`` builds the generated bus when the class statement runs.
+
+Same stages, same generated code as the import hook; only the scope differs (names are looked
+up in the namespace the class statement ran in) and nothing is cached. When the class's
+source cannot be read (a frozen app, code from ``exec``), the table is read from the class's
+attributes instead and the generated code is shown from its own ``linecache`` entry.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import sys
+import textwrap
+from types import FrameType
+from typing import Any
+
+from mycelium_mono.routing.declare import Route
+from mycelium_mono.routing.errors import UNKNOWN_SPAN, RoutingError
+from mycelium_mono.routing.generate import GeneratedClass, support_import
+from mycelium_mono.routing.parse import NameRef, RouteEntry, RoutingClass, parse_class
+from mycelium_mono.routing.pipeline import (
+    RewriteOptions,
+    build_tables,
+    generated_filename,
+    register_generated_source,
+)
+from mycelium_mono.routing.resolve import LiveScope
+
+__all__ = ["build_at_runtime"]
+
+
+def build_at_runtime(cls: type, *, inline: bool | None, frame: FrameType | None) -> type:
+    """Generate, compile and return the bus class for the routing class ``cls``."""
+    namespace = _namespace(cls, frame)
+    parsed = _parse_from_source(cls)
+    if parsed is None:
+        routing, filename, source = _table_from_attributes(cls, inline, namespace), None, None
+    else:
+        routing, filename, source = parsed
+    if inline is not None:
+        routing = RoutingClass(routing.name, routing.span, inline, routing.entries, routing.lineno)
+    scope = LiveScope(namespace, cls.__module__)
+    shown_name = filename or generated_filename(f"{cls.__module__}.{cls.__qualname__}")
+    generated, problems = build_tables([(routing, scope)], shown_name, RewriteOptions())
+    if problems:
+        raise RoutingError(problems, source)
+    return _compile(cls, generated[0], namespace, filename)
+
+
+def _namespace(cls: type, frame: FrameType | None) -> dict[str, Any]:
+    module = sys.modules.get(cls.__module__)
+    if frame is None:
+        return dict(vars(module)) if module else {}
+    if frame.f_locals is frame.f_globals:
+        return frame.f_globals  # module level: resolve live, exactly as the hook's code does
+    return {**frame.f_globals, **frame.f_locals}
+
+
+def _parse_from_source(cls: type) -> tuple[RoutingClass, str, str] | None:
+    try:
+        filename = inspect.getsourcefile(cls)
+        lines, first = inspect.getsourcelines(cls)
+    except (OSError, TypeError):
+        return None
+    if filename is None:
+        return None
+    text = "".join(lines)
+    dedented = textwrap.dedent(text)
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    try:
+        tree = ast.parse(dedented)
+    except SyntaxError:
+        return None
+    node = tree.body[0]
+    if not isinstance(node, ast.ClassDef):
+        return None
+    ast.increment_lineno(tree, first - 1)
+    if indent:
+        for child in ast.walk(tree):
+            if "col_offset" in child._attributes:
+                child.col_offset += indent  # type: ignore[attr-defined]
+                child.end_col_offset += indent  # type: ignore[attr-defined]
+    routing, problems = parse_class(node, filename)
+    if problems:
+        raise RoutingError(problems, _whole_file(filename))
+    return routing, filename, _whole_file(filename)
+
+
+def _whole_file(filename: str) -> str:
+    import linecache
+
+    return "".join(linecache.getlines(filename))
+
+
+def _table_from_attributes(
+    cls: type, inline: bool | None, namespace: dict[str, Any]
+) -> RoutingClass:
+    entries = []
+    for key, value in vars(cls).items():
+        if key.startswith("__"):
+            continue
+        if isinstance(value, Route):
+            sync, background, split = value.sync, value.background, True
+        elif isinstance(value, list | tuple):
+            sync, background, split = tuple(value), (), False
+        else:
+            continue
+        entries.append(
+            RouteEntry(NameRef(key, UNKNOWN_SPAN), _refs(sync, namespace),
+                       _refs(background, namespace), split, UNKNOWN_SPAN)
+        )
+    return RoutingClass(cls.__name__, UNKNOWN_SPAN, inline, tuple(entries), 0)
+
+
+def _refs(handlers: tuple[Any, ...], namespace: dict[str, Any]) -> tuple[NameRef, ...]:
+    refs = []
+    for index, handler in enumerate(handlers):
+        name = getattr(handler, "__name__", None)
+        if not isinstance(name, str) or namespace.get(name, handler) is not handler:
+            name = f"_mycelium_handler_{id(handler):x}_{index}"
+        namespace.setdefault(name, handler)
+        refs.append(NameRef(name, UNKNOWN_SPAN))
+    return tuple(refs)
+
+
+def _compile(
+    cls: type, generated: GeneratedClass, namespace: dict[str, Any], filename: str | None
+) -> type:
+    module = ast.Module(body=[support_import(), generated.node], type_ignores=[])
+    ast.fix_missing_locations(module)
+    source = ast.unparse(module) + "\n"
+    registered = register_generated_source(f"{cls.__module__}.{cls.__qualname__}", source)
+    if filename is None:
+        # No routing source to point at: compile the generated text itself, so tracebacks
+        # show the generated lines from linecache.
+        code = compile(source, registered, "exec", dont_inherit=True)
+    else:
+        code = compile(module, filename, "exec", dont_inherit=True)
+    exec(code, namespace)
+    built: type = namespace[generated.name]
+    built.__module__ = cls.__module__
+    built.__qualname__ = cls.__qualname__
+    built.__mycelium_origin__ = "runtime"  # type: ignore[attr-defined]
+    built.__mycelium_source__ = registered  # type: ignore[attr-defined]
+    return built
+
