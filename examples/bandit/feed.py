@@ -167,7 +167,7 @@ class GeneratorParams:
     # One whale swap (1.5-5 % of a pool's reserve) every ~`whale_every` swaps: the injected
     # mispricings. Noise swaps move 0.01-0.25 %; a competing arbitrage bot closes gaps.
     whale_every: int = 600
-    competitor_every: int = 4
+    competitor_every: int = 3
     start_ns: int = 1_700_000_000_000_000_000
     start_block: int = 50_000_000
 

@@ -18,7 +18,7 @@ class DetectorConfig:
 
     max_input_usd_e6: int = 50_000_000_000
     gas_cost_usd_e6: int = 500_000
-    min_profit_usd_e6: int = 1_000_000
+    min_profit_usd_e6: int = 5_000_000
     deadline_blocks: int = 2
 
 

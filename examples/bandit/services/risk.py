@@ -20,9 +20,9 @@ class RiskConfig:
     halt lasts until :meth:`RiskManager.reset_halt` is called.
     """
 
-    max_position_usd_e6: int = 40_000_000_000
+    max_position_usd_e6: int = 25_000_000_000
     max_exposure_usd_e6: int = 60_000_000_000
-    max_drawdown_usd_e6: int = 500_000_000
+    max_drawdown_usd_e6: int = 150_000_000
     halt_cooldown_ns: int = 600_000_000_000
 
 
