@@ -3,6 +3,9 @@
 Public names only; everything else lives in private-by-convention submodules.
 """
 
+# Defined before the imports below: the routing pipeline reads it while they run.
+__version__ = "0.1.0"
+
 from mycelium_mono.bus import (
     BackgroundBacklog,
     LatencyTracker,
@@ -35,8 +38,8 @@ from mycelium_mono.messages import (
     message,
 )
 from mycelium_mono.routing.declare import Route, route, routing_config
-
-__version__ = "0.1.0"
+from mycelium_mono.routing.errors import RoutingError
+from mycelium_mono.routing.hook import ImportHookManager, install_import_hook
 
 __all__ = [
     "F32",
@@ -56,6 +59,7 @@ __all__ = [
     "Bool",
     "Bytes",
     "Bytes32",
+    "ImportHookManager",
     "LatencyTracker",
     "MessageBus",
     "MessageError",
@@ -63,11 +67,13 @@ __all__ = [
     "NotAttachedError",
     "QueueOverflowError",
     "Route",
+    "RoutingError",
     "ServiceContext",
     "ServiceRuntime",
     "SubscriptionClosed",
     "__version__",
     "handles",
+    "install_import_hook",
     "message",
     "route",
     "routing_config",
