@@ -41,6 +41,7 @@ from mycelium_mono.bus.transports.base import Deliver, Transport, TransportStats
 from mycelium_mono.bus.transports.wire import (
     MAX_FRAME,
     Decoded,
+    Dropped,
     Inbound,
     Outbound,
     parse_prefix,
@@ -544,8 +545,8 @@ class ZmqTransport(Transport):
 
     def _handle(self, frame: bytes, deliver: Deliver) -> None:
         result = _decode_frame(frame, self.max_frame)
-        if type(result) is not Decoded:
-            self._in.drop(result)  # type: ignore[arg-type]
+        if isinstance(result, Dropped):
+            self._in.drop(result)
             return
         if result.message is None:
             self._on_ack(frame, result)
