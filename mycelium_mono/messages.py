@@ -198,8 +198,12 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
     if not isinstance(type_id, int) or not 0 <= type_id <= 0xFFFF:
         raise MessageError(f"type_id must be an int in 0..65535, got {type_id!r}")
 
+    # Annotations may name things local to the defining function (with postponed evaluation
+    # they are strings), so resolve them where the class statement runs.
+    caller_locals = dict(sys._getframe(1).f_locals)
+
     def wrap(cls: type[T]) -> type[T]:
-        fields = _collect_fields(cls)
+        fields = _collect_fields(cls, caller_locals)
         new_cls = _build_class(cls, fields, type_id, topic or snake_case(cls.__name__))
         _register(new_cls)
         return new_cls
@@ -207,10 +211,14 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
     return wrap
 
 
-def _collect_fields(cls: type[Any]) -> tuple[tuple[str, FieldSpec], ...]:
+def _collect_fields(
+    cls: type[Any], localns: dict[str, Any]
+) -> tuple[tuple[str, FieldSpec], ...]:
     module = sys.modules.get(cls.__module__)
     try:
-        hints = get_type_hints(cls, globalns=vars(module) if module else None, include_extras=True)
+        hints = get_type_hints(
+            cls, globalns=vars(module) if module else None, localns=localns, include_extras=True
+        )
     except Exception as exc:  # NameError and friends from a bad annotation
         raise MessageError(f"{cls.__qualname__}: cannot resolve field annotations: {exc}") from exc
     own = inspect.get_annotations(cls)
