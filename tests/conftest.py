@@ -108,7 +108,9 @@ class MonolithBus:
     Order = [Audit]
 """
 
-HYBRID_ROUTING = ROUTING.replace("Order = [Audit]", "Order = route(sync=[Audit], background=[Database])")
+HYBRID_ROUTING = ROUTING.replace(
+    "Order = [Audit]", "Order = route(sync=[Audit], background=[Database])"
+)
 
 LoadPackage = Callable[..., ModuleType]
 
