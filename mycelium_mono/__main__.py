@@ -1,0 +1,223 @@
+"""``python -m mycelium_mono run``: run a script or module with the import hook installed.
+
+::
+
+    python -m mycelium_mono run [--packages a,b] script.py [args...]
+    python -m mycelium_mono run [--packages a,b] -m package.module [args...]
+
+The packages whose routing modules are rewritten come from ``--packages``, else the
+``MYCELIUM_PACKAGES`` environment variable (comma-separated), else a default: for ``-m`` the
+module's top-level package; for a script, the top-level package containing it, or else every
+package directory next to it.
+
+``multiprocessing`` children get the hook too. ``fork`` children inherit it. ``spawn`` and
+``forkserver`` children start a fresh interpreter whose first step is re-running the parent's
+main module (as ``__mp_main__``); ``run`` points that step at this file, which installs the hook
+from ``MYCELIUM_PACKAGES`` and then runs the real main module exactly as ``multiprocessing``
+would have. Plain subprocesses get the hook by being started with ``python -m mycelium_mono run``
+themselves (``MYCELIUM_PACKAGES`` is already in their environment).
+
+Any other command (``check``, ``show``, ``doctor``, ...) is passed to ``mycelium-mono``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import runpy
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PACKAGES_ENV = "MYCELIUM_PACKAGES"
+_MAIN_ENV = "MYCELIUM_RUN_MAIN"
+"""``path:<script>`` or ``module:<name>``: what a spawned child must run as ``__mp_main__``."""
+
+_BOOTSTRAP = os.path.abspath(__file__)
+"""This file; spawned children run it first (``__file__`` is overwritten there, see the end)."""
+
+USAGE = """\
+usage: python -m mycelium_mono run [--packages PKG[,PKG...]] script.py [args...]
+       python -m mycelium_mono run [--packages PKG[,PKG...]] -m module [args...]"""
+
+
+class UsageError(Exception):
+    """The command line cannot be understood; the message says what to type instead."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What ``run`` was asked to do."""
+
+    target: str
+    is_module: bool
+    args: tuple[str, ...]
+    packages: tuple[str, ...] | None
+    """From ``--packages``; ``None`` means: environment variable, then the default."""
+
+
+def parse_run_args(argv: Sequence[str]) -> RunRequest:
+    """Parse the arguments after ``run``; everything after the target belongs to the target."""
+    packages: list[str] | None = None
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--packages" or arg.startswith("--packages="):
+            value, index = _option_value(argv, index, "--packages")
+            packages = (packages or []) + _split_names(value)
+        elif arg == "-m":
+            module, index = _option_value(argv, index, "-m")
+            return RunRequest(module, True, tuple(argv[index:]), _frozen(packages))
+        elif arg.startswith("-"):
+            raise UsageError(f"run: unknown option {arg!r}\n{USAGE}")
+        else:
+            return RunRequest(arg, False, tuple(argv[index + 1 :]), _frozen(packages))
+    raise UsageError(f"run: nothing to run\n{USAGE}")
+
+
+def _option_value(argv: Sequence[str], index: int, name: str) -> tuple[str, int]:
+    arg = argv[index]
+    if arg.startswith(f"{name}="):
+        return arg.partition("=")[2], index + 1
+    if index + 1 >= len(argv):
+        raise UsageError(f"run: {name} needs a value\n{USAGE}")
+    return argv[index + 1], index + 2
+
+
+def _split_names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _frozen(packages: list[str] | None) -> tuple[str, ...] | None:
+    return None if packages is None else tuple(packages)
+
+
+def resolve_packages(request: RunRequest, environ: Mapping[str, str]) -> list[str]:
+    """``--packages``, else ``MYCELIUM_PACKAGES``, else the default for the target."""
+    if request.packages:
+        return list(request.packages)
+    from_env = _split_names(environ.get(PACKAGES_ENV, ""))
+    if from_env:
+        return from_env
+    if request.is_module:
+        return [request.target.partition(".")[0]]
+    found = default_script_packages(request.target)
+    if not found:
+        raise UsageError(
+            f"run: found no package to rewrite for {request.target}\n"
+            "help: say which packages hold routing modules: --packages myapp "
+            f"(or set {PACKAGES_ENV}=myapp)"
+        )
+    return found
+
+
+def default_script_packages(script: str) -> list[str]:
+    """The top-level package containing ``script``, or every package directory beside it."""
+    directory = os.path.dirname(os.path.abspath(script))
+    if _is_package(directory):
+        while _is_package(os.path.dirname(directory)):
+            directory = os.path.dirname(directory)
+        return [os.path.basename(directory)]
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [
+        name
+        for name in entries
+        if name.isidentifier() and _is_package(os.path.join(directory, name))
+    ]
+
+
+def _is_package(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, "__init__.py"))
+
+
+def run(request: RunRequest, packages: Sequence[str]) -> None:
+    """Install the hook, prepare `multiprocessing` children, run the target as ``__main__``."""
+    from mycelium_mono.routing.hook import install_import_hook
+
+    os.environ[PACKAGES_ENV] = ",".join(packages)
+    os.environ[_MAIN_ENV] = f"{'module' if request.is_module else 'path'}:{request.target}"
+    install_import_hook(packages)
+    _point_spawned_children_here()
+    if request.is_module:
+        sys.argv = [request.target, *request.args]  # run_module puts the file path in argv[0]
+        runpy.run_module(request.target, run_name="__main__", alter_sys=True)
+    else:
+        script = os.path.abspath(request.target)
+        sys.argv = [request.target, *request.args]
+        sys.path[0] = os.path.dirname(script)  # what `python script.py` would have put there
+        runpy.run_path(script, run_name="__main__")
+
+
+def _point_spawned_children_here() -> None:
+    import multiprocessing.spawn as spawn
+
+    original = spawn.get_preparation_data
+    if getattr(original, "_mycelium", False):
+        return
+
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = original(name)
+        # The child re-runs this file as __mp_main__ (see _spawned_child_main) instead of the
+        # real main module, which that function then runs itself, with the hook installed.
+        data.pop("init_main_from_name", None)
+        data["init_main_from_path"] = _BOOTSTRAP
+        return data
+
+    get_preparation_data._mycelium = True  # type: ignore[attr-defined]
+    spawn.get_preparation_data = get_preparation_data
+
+
+def _spawned_child_main() -> dict[str, Any]:
+    """In a spawned child: install the hook, then run the parent's main as ``__mp_main__``."""
+    from mycelium_mono.routing.hook import install_import_hook
+
+    packages = _split_names(os.environ.get(PACKAGES_ENV, ""))
+    if packages:
+        install_import_hook(packages)
+    _point_spawned_children_here()  # grandchildren too
+    kind, _, target = os.environ.get(_MAIN_ENV, "").partition(":")
+    if kind == "path":
+        return runpy.run_path(target, run_name="__mp_main__")
+    if kind == "module" and target != "__main__" and not target.endswith(".__main__"):
+        # multiprocessing itself skips re-running a package's __main__: it must not start again.
+        return runpy.run_module(target, run_name="__mp_main__", alter_sys=True)
+    return {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m mycelium_mono``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help"}:
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] != "run":
+        return _other_command(args)
+    try:
+        request = parse_run_args(args[1:])
+        packages = resolve_packages(request, os.environ)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run(request, packages)
+    return 0
+
+
+def _other_command(args: list[str]) -> int:
+    try:
+        cli = importlib.import_module("mycelium_mono.cli")
+    except ImportError:
+        print(f"error: unknown command {args[0]!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    sys.argv = ["mycelium-mono", *args]
+    result = cli.main()
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+elif __name__ == "__mp_main__":
+    globals().update(_spawned_child_main())
