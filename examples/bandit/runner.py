@@ -1,0 +1,337 @@
+"""Running the pipeline in each deployment mode, with the same service instances' code.
+
+- ``monolith``: :class:`bandit.routing.MonolithBus`, straight-line calls, no event loop.
+- ``inproc``: a :class:`MessageBus` with every service spawned on a ``ServiceRuntime``.
+- ``hybrid``: :class:`bandit.routing.HybridBus` — the critical path inline, database and
+  metrics on the background backlog.
+- ``distributed``: two OS processes over ZeroMQ — ``adapters`` (the feed) and
+  ``strategies`` (everything else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bandit._mycelium import LatencyTracker, MessageBus, ServiceRuntime
+from bandit.config import BanditConfig
+from bandit.protocol import V2Swap
+from bandit.services import (
+    ArbitrageDetector,
+    AuditLogger,
+    DatabaseLogger,
+    ExecutionService,
+    MetricsCollector,
+    PolygonAdapter,
+    RiskManager,
+)
+
+__all__ = ["MODES", "Pipeline", "Summary", "build_pipeline", "run_mode"]
+
+MODES = ("monolith", "inproc", "hybrid", "distributed")
+
+
+@dataclass
+class Pipeline:
+    """One instance of every service, built from the configuration."""
+
+    adapter: PolygonAdapter
+    detector: ArbitrageDetector
+    risk: RiskManager
+    execution: ExecutionService
+    audit: AuditLogger
+    database: DatabaseLogger
+    metrics: MetricsCollector
+
+    def handlers(self) -> list[object]:
+        """The services that receive messages, downstream first: each one's subscriptions
+        exist before anything upstream can publish to it."""
+        return [self.audit, self.database, self.metrics, self.execution, self.risk,
+                self.detector]
+
+    def close(self) -> None:
+        """Flush and close files, connections and the metrics endpoint."""
+        self.execution.close()
+        self.audit.close()
+        self.database.close()
+        self.metrics.close()
+
+
+def fresh_outputs(cfg: BanditConfig) -> None:
+    """Start a run with an empty audit log and database file (each run is one trail)."""
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    paths = [cfg.audit.path]
+    if cfg.execution.report_path is not None:
+        paths.append(cfg.execution.report_path)
+    db = cfg.database.sqlite_path
+    if db is not None and cfg.database.postgres_dsn is None:
+        paths += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def build_pipeline(cfg: BanditConfig) -> Pipeline:
+    """Every service, configured."""
+    return Pipeline(
+        adapter=PolygonAdapter(cfg.adapter),
+        detector=ArbitrageDetector(cfg.detector),
+        risk=RiskManager(cfg.risk),
+        execution=ExecutionService(cfg.execution),
+        audit=AuditLogger(cfg.audit),
+        database=DatabaseLogger(cfg.database),
+        metrics=MetricsCollector(cfg.metrics),
+    )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run did; printed at the end, compared across modes by the tests."""
+
+    mode: str
+    swaps: int
+    signals: int
+    filled: int
+    rejected: int
+    pnl_usd_e6: int
+    halts: int
+    latency_what: str
+    latency_p50_ns: int
+    latency_p99_ns: int
+    elapsed_s: float
+
+    def render(self) -> str:
+        rate = self.swaps / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return "\n".join([
+            f"bandit {self.mode}: {self.swaps} swaps in {self.elapsed_s:.2f} s "
+            f"({rate:,.0f} swaps/s)",
+            f"  signals {self.signals}, orders filled {self.filled}, rejected {self.rejected}, "
+            f"risk halts {self.halts}",
+            f"  paper PnL {self.pnl_usd_e6 / 1e6:+,.2f} USD",
+            f"  {self.latency_what}: p50 {self.latency_p50_ns / 1e3:.1f} µs, "
+            f"p99 {self.latency_p99_ns / 1e3:.1f} µs",
+        ])
+
+
+def _summary(mode: str, p: Pipeline, tracker: Any, what: str, elapsed: float) -> Summary:
+    report = tracker.report()
+    state = p.risk.state()
+    return Summary(mode, p.detector.swaps_seen, p.detector.signals_emitted, p.execution.filled,
+                   p.execution.rejected, p.execution.pnl_usd_e6, state.halts, what,
+                   int(report.p50), int(report.p99), elapsed)
+
+
+def _progress(swaps: Iterable[V2Swap], cfg: BanditConfig, total: int | None) -> Iterable[V2Swap]:
+    if not (cfg.progress and sys.stderr.isatty()):
+        return swaps
+    from tqdm import tqdm  # the [bandit] extra; only for interactive runs
+
+    return tqdm(swaps, total=total, unit="swap", desc="replay", leave=False)
+
+
+def _timed(swaps: Iterable[V2Swap], tracker: Any, metrics: MetricsCollector) -> Iterator[V2Swap]:
+    """Yields each swap; the time until the next is requested is that swap's dispatch."""
+    clock = time.perf_counter_ns
+    for swap in swaps:
+        start = clock()
+        yield swap
+        took = clock() - start
+        tracker.record(took)
+        metrics.observe("dispatch", took / 1e9)
+
+
+# --------------------------------------------------------------------------- monolith
+
+
+def run_monolith(cfg: BanditConfig) -> Summary:
+    """Replay through the generated MonolithBus (live sources run until Ctrl-C)."""
+    from bandit.routing import MonolithBus
+
+    fresh_outputs(cfg)
+    p = build_pipeline(cfg)
+    bus = MonolithBus(arbitrage_detector=p.detector, metrics_collector=p.metrics,
+                      risk_manager=p.risk, database_logger=p.database,
+                      execution_service=p.execution, audit_logger=p.audit)
+    tracker = LatencyTracker()
+    start = time.perf_counter()
+    try:
+        if cfg.adapter.source == "replay":
+            emit = bus.emit_v2_swap
+            swaps = _progress(p.adapter.swaps(), cfg, p.adapter.expected_swaps())
+            for swap in _timed(swaps, tracker, p.metrics):
+                emit(swap)
+        else:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_live_monolith(p, bus, tracker))
+    finally:
+        p.close()
+    return _summary("monolith", p, tracker, "per-swap dispatch through the whole chain",
+                    time.perf_counter() - start)
+
+
+async def _live_monolith(p: Pipeline, bus: Any, tracker: Any) -> None:
+    if p.metrics.config.http_port is not None:
+        p.metrics.serve()
+    clock = time.perf_counter_ns
+    async for swap in p.adapter.stream():
+        start = clock()
+        bus.emit_v2_swap(swap)
+        tracker.record(clock() - start)
+
+
+# --------------------------------------------------------------------------- hybrid
+
+
+async def run_hybrid(cfg: BanditConfig) -> Summary:
+    """Critical path inline on HybridBus; database and metrics on the background backlog."""
+    from bandit.routing import HybridBus
+
+    fresh_outputs(cfg)
+    p = build_pipeline(cfg)
+    bus = HybridBus(arbitrage_detector=p.detector, risk_manager=p.risk,
+                    database_logger=p.database, execution_service=p.execution,
+                    audit_logger=p.audit, metrics_collector=p.metrics)
+    tracker = LatencyTracker()
+    start = time.perf_counter()
+    try:
+        emit = bus.emit_v2_swap
+        swaps = _progress(p.adapter.stream(), cfg, p.adapter.expected_swaps())
+        clock = time.perf_counter_ns
+        n = 0
+        async for swap in swaps:  # type: ignore[union-attr]
+            t0 = clock()
+            emit(swap)
+            tracker.record(clock() - t0)
+            n += 1
+            if n % 256 == 0:
+                # Let the backlog's worker run; back-pressure if it fell behind.
+                await bus.background.wait_for_space()
+                await asyncio.sleep(0)
+        await bus.background.drain()
+    finally:
+        p.close()
+    return _summary("hybrid", p, tracker, "per-swap sync dispatch (background excluded)",
+                    time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- in-process bus
+
+
+class _TimedAdapter:
+    """The adapter's ``run`` with each publish timed (what ``ctx.emit`` costs per swap)."""
+
+    def __init__(self, adapter: PolygonAdapter, tracker: Any) -> None:
+        self.adapter, self.tracker = adapter, tracker
+
+    async def run(self, ctx: Any) -> None:
+        clock = time.perf_counter_ns
+        emit = ctx.emit
+        async for swap in self.adapter.stream():
+            start = clock()
+            await emit(swap)
+            self.tracker.record(clock() - start)
+
+
+async def run_inproc(cfg: BanditConfig) -> Summary:
+    """Every service on one in-process MessageBus, each consuming its own queue."""
+    fresh_outputs(cfg)
+    p = build_pipeline(cfg)
+    tracker = LatencyTracker()
+    start = time.perf_counter()
+    runtime = ServiceRuntime(MessageBus())
+    try:
+        if cfg.metrics.http_port is not None:
+            p.metrics.serve()
+        for svc in p.handlers():
+            await runtime.spawn_service(svc)
+        source = await runtime.spawn_service(_TimedAdapter(p.adapter, tracker),
+                                             name="PolygonAdapter")
+        assert source.task is not None
+        await source.task
+        if source.failure is not None:
+            raise source.failure
+        await runtime.shutdown()
+    finally:
+        await runtime.shutdown()
+        p.close()
+    return _summary("inproc", p, tracker, "per-swap publish on the bus",
+                    time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+async def run_adapters_node(cfg: BanditConfig, *, subscribers: int = 1,
+                            wait_s: float = 60.0) -> int:
+    """The feed's process: publish every swap to the strategies node over ZeroMQ."""
+    adapter = PolygonAdapter(cfg.adapter)
+    # A long linger: the replay is published faster than the peer consumes it, and what is
+    # still queued when we close must reach it.
+    bus = MessageBus.with_tcp(cfg.adapters_address, linger_ms=60_000)
+    runtime = ServiceRuntime(bus)
+    try:
+        await bus.start()
+        await bus.transport.wait_for_subscribers(subscribers, V2Swap, timeout=wait_s)
+        running = await runtime.spawn_service(adapter, name="PolygonAdapter")
+        assert running.task is not None
+        await running.task
+        if running.failure is not None:
+            raise running.failure
+    finally:
+        await runtime.shutdown(timeout=wait_s)
+    return adapter.emitted
+
+
+async def run_strategies_node(cfg: BanditConfig, *, wait_s: float = 300.0) -> Summary:
+    """Detector, risk, execution, audit, database and metrics, fed from the adapters node."""
+    fresh_outputs(cfg)
+    p = build_pipeline(cfg)
+    expected = p.adapter.expected_swaps()
+    runtime = ServiceRuntime(MessageBus.with_tcp(cfg.strategies_address))
+    start = time.perf_counter()
+    try:
+        if cfg.metrics.http_port is not None:
+            p.metrics.serve()
+        for svc in p.handlers():
+            await runtime.spawn_service(svc)
+        await runtime.bus.connect_to(cfg.adapters_address)
+        await runtime.bus.ready()
+        if expected is None:
+            await runtime.wait_for_shutdown()
+        else:
+            await _wait_for_swaps(p.detector, expected, wait_s)
+            start = min(start, time.perf_counter())
+    finally:
+        await runtime.shutdown()
+        p.close()
+    tracker = LatencyTracker()  # this node emits no swaps; its dispatch is the bus's
+    tracker.record(1)
+    return _summary("distributed", p, tracker, "(dispatch is measured on the adapters node)",
+                    time.perf_counter() - start)
+
+
+async def _wait_for_swaps(detector: ArbitrageDetector, expected: int, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while detector.swaps_seen < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"strategies node saw {detector.swaps_seen} of {expected} swaps in {wait_s}s\n"
+                "help: is `python -m bandit distributed --node adapters` running with the "
+                "same config?"
+            )
+        await asyncio.sleep(0.02)
+
+
+def run_mode(mode: str, cfg: BanditConfig) -> Summary:
+    """Run one single-process mode to completion."""
+    if mode == "monolith":
+        return run_monolith(cfg)
+    if mode == "inproc":
+        return asyncio.run(run_inproc(cfg))
+    if mode == "hybrid":
+        return asyncio.run(run_hybrid(cfg))
+    raise ValueError(f"unknown mode {mode!r}\nhelp: one of {', '.join(MODES)}")
