@@ -102,13 +102,16 @@ class BackgroundBacklog:
             self._make_room(fn)
         queue.append((fn, msg))
         self._submitted += 1
-        wakeup = self._wakeup
-        if wakeup is not None:
-            self._wakeup = None
-            if not wakeup.done():
-                wakeup.set_result(None)
-        elif self._loop is not loop or self._worker is None:
-            self._start_worker(loop)
+        if self._loop is loop:
+            wakeup = self._wakeup
+            if wakeup is not None:
+                self._wakeup = None
+                if not wakeup.done():
+                    wakeup.set_result(None)
+                    return
+            if self._worker is not None and not self._worker.done():
+                return
+        self._start_worker(loop)
 
     async def drain(self) -> None:
         """Wait until everything submitted so far has run (or been dropped)."""
