@@ -1,0 +1,100 @@
+"""LatencyTracker: percentiles from an HdrHistogram, sampling, a readable report."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mycelium_mono import LatencyTracker
+from mycelium_mono.bus import LatencyReport
+
+
+def test_report_gives_count_avg_and_percentiles_in_ns() -> None:
+    tracker = LatencyTracker()
+    for ns in range(1, 1001):  # 1..1000 ns, uniform
+        tracker.record(ns)
+    report = tracker.report()
+    assert report.count == 1000
+    assert report.avg == pytest.approx(500.5, rel=0.01)
+    assert report.p50 == pytest.approx(500, abs=2)
+    assert report.p99 == pytest.approx(990, abs=2)
+    assert report.p999 == pytest.approx(999, abs=2)
+    assert report.max == pytest.approx(1000, abs=2)
+
+
+def test_a_single_outlier_shows_in_max_and_p999_not_in_p50() -> None:
+    tracker = LatencyTracker()
+    for _ in range(999):
+        tracker.record(100)
+    tracker.record(5_000_000)
+    report = tracker.report()
+    assert report.p50 == 100
+    assert report.max == pytest.approx(5_000_000, rel=0.001)
+
+
+def test_the_report_is_frozen_and_reads_in_human_units() -> None:
+    tracker = LatencyTracker()
+    tracker.record(250)
+    tracker.record(1_500)
+    tracker.record(2_000_000)
+    report = tracker.report()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.count = 0  # type: ignore[misc]
+    text = str(report)
+    assert text.startswith("3 samples: avg ")
+    assert "p50 1.50 µs" in text
+    assert "max 2.00 ms" in text
+
+
+def test_time_returns_the_result_and_records_every_call_by_default() -> None:
+    tracker = LatencyTracker()
+    results = [tracker.time(pow, 2, n) for n in range(10)]
+    assert results == [2**n for n in range(10)]
+    assert tracker.report().count == 10
+
+
+def test_sample_every_times_one_call_in_n() -> None:
+    tracker = LatencyTracker(sample_every=10)
+    for n in range(100):
+        tracker.time(abs, -n)
+    for _ in range(50):
+        with tracker.measure():
+            pass
+    assert tracker.report().count == 15
+
+
+def test_record_is_never_sampled() -> None:
+    tracker = LatencyTracker(sample_every=100)
+    for _ in range(7):
+        tracker.record(10)
+    assert tracker.report().count == 7
+
+
+def test_measure_records_even_when_the_block_raises() -> None:
+    tracker = LatencyTracker()
+    with pytest.raises(ZeroDivisionError), tracker.measure():
+        _ = 1 / 0
+    assert tracker.report().count == 1
+
+
+def test_an_empty_tracker_reports_zeros_and_reset_forgets() -> None:
+    tracker = LatencyTracker()
+    assert tracker.report() == LatencyReport(0, 0.0, 0, 0, 0, 0)
+    tracker.record(42)
+    tracker.reset()
+    assert tracker.report().count == 0
+
+
+def test_durations_beyond_the_range_are_counted_not_lost_silently() -> None:
+    tracker = LatencyTracker()
+    tracker.record(10**12)  # 1000 s
+    report = tracker.report()
+    assert report.count == 0
+    assert report.out_of_range == 1
+    assert "above 60 s" in str(report)
+
+
+def test_a_bad_sample_rate_is_refused_with_help() -> None:
+    with pytest.raises(ValueError, match="help:"):
+        LatencyTracker(sample_every=0)
