@@ -1,0 +1,268 @@
+"""Emit one message to 3 trivial handlers: the generated monolith bus against the alternatives.
+
+Every row delivers the same :class:`BenchSwap` messages to the same three handlers
+(``self.n += 1``). The reference row is the three ``h.handle(m)`` calls written by hand at the
+call site; the others are our generated ``emit_bench_swap`` (built by the import hook, call and
+inline mode), the generic ``bus.emit(m)``, a dict-and-loop dispatcher, and the signal/event
+libraries people reach for: psygnal, blinker, pypubsub, pyee, zope.event.
+
+Each benchmark call emits a batch of ``BATCH`` messages from a loop written at the call site and
+the table reports time per emit (``extra_info["ops"]``). Timing one emit per call would add
+pytest-benchmark's own per-call overhead (a function call through its runner, ~50 ns here) to
+every row and squeeze all the ratios towards 1. After timing, each row checks that all three
+handlers received every message, so a dispatcher that silently dropped a receiver (a dead weak
+reference, a wrong topic) fails instead of looking fast.
+
+Run: ``python benchmarks/report.py -k bench_emit``
+(or ``python -m pytest benchmarks/bench_emit.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import blinker
+import psygnal
+import pyee
+import pytest
+import zope.event
+from mycelium_bench.handlers import Detector, Metrics, Risk
+from mycelium_bench.messages import BenchSwap
+from mycelium_bench.routing import CallBus
+from mycelium_bench.routing_inline import InlineBus
+from pubsub import pub
+
+from mycelium_mono.routing.generate import CallNote
+from mycelium_mono.routing.hook import Outcome, import_records
+
+GROUP = "emit to 3 handlers"
+BATCH = 1_000
+"""Messages per benchmark call; the table divides by it (``extra_info["ops"]``)."""
+
+HAND_WRITTEN = "hand-written `h.handle(m)` x3"
+GENERATED = "generated `bus.emit_bench_swap(m)` (inline=False)"
+
+pytestmark = pytest.mark.benchmark(group=GROUP)
+
+Handlers = tuple[Detector, Risk, Metrics]
+Run = Callable[[Sequence[BenchSwap]], None]
+
+MESSAGES: tuple[BenchSwap, ...] = tuple(
+    BenchSwap(pool=bytes([i % 256]) * 20, amount_in=10**18 + i, timestamp_ns=i)
+    for i in range(BATCH)
+)
+
+
+@pytest.fixture
+def handlers() -> Handlers:
+    return Detector(), Risk(), Metrics()
+
+
+def measure(benchmark: Any, run: Run, handlers: Handlers, label: str, **extra: Any) -> None:
+    """Time ``run(MESSAGES)``, label the row, then check every handler saw every message."""
+    benchmark.extra_info.update(label=label, ops=BATCH, **extra)
+    benchmark(run, MESSAGES)
+    counts = [h.n for h in handlers]
+    assert counts[0] >= BATCH and counts[0] % BATCH == 0, (
+        f"{label}: the first handler saw {counts[0]} messages, not a multiple of {BATCH}"
+    )
+    assert counts == [counts[0]] * 3, f"{label}: handlers saw different counts {counts}"
+
+
+def test_hand_written(benchmark: Any, handlers: Handlers) -> None:
+    h1, h2, h3 = handlers
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            h1.handle(m)
+            h2.handle(m)
+            h3.handle(m)
+
+    measure(benchmark, run, handlers, HAND_WRITTEN, reference=True)
+
+
+def test_generated_call_mode(benchmark: Any, handlers: Handlers) -> None:
+    bus = _hook_built(CallBus, handlers)
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            bus.emit_bench_swap(m)
+
+    measure(
+        benchmark, run, handlers, GENERATED,
+        bar={"vs": HAND_WRITTEN, "at_most": 1.4},
+        note=_call_modes(CallBus),
+    )
+
+
+def test_generated_inline_mode(benchmark: Any, handlers: Handlers) -> None:
+    bus = _hook_built(InlineBus, handlers)
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            bus.emit_bench_swap(m)
+
+    measure(
+        benchmark, run, handlers, "generated `bus.emit_bench_swap(m)` (inline=True)",
+        bar={"vs": HAND_WRITTEN, "at_most": 0.6},
+        note=_call_modes(InlineBus),
+    )
+
+
+def test_generated_generic_emit(benchmark: Any, handlers: Handlers) -> None:
+    bus = _hook_built(CallBus, handlers)
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            bus.emit(m)
+
+    measure(benchmark, run, handlers, "generated generic `bus.emit(m)` (one dict lookup)")
+
+
+def test_dict_and_loop(benchmark: Any, handlers: Handlers) -> None:
+    routes: dict[type, list[Callable[[Any], None]]] = {BenchSwap: [h.handle for h in handlers]}
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            for h in routes[type(m)]:
+                h(m)
+
+    measure(benchmark, run, handlers, "dict-and-loop `for h in routes[type(m)]: h(m)`")
+
+
+class SwapEvents:
+    swap = psygnal.Signal(BenchSwap)
+
+
+@pytest.fixture
+def psygnal_swap(handlers: Handlers) -> psygnal.SignalInstance:
+    signal = SwapEvents().swap
+    for h in handlers:
+        signal.connect(h.handle)
+    return signal
+
+
+def test_psygnal_emit(
+    benchmark: Any, handlers: Handlers, psygnal_swap: psygnal.SignalInstance
+) -> None:
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            psygnal_swap.emit(m)
+
+    measure(benchmark, run, handlers, f"psygnal {psygnal.__version__} `emit`")
+
+
+def test_psygnal_emit_fast(
+    benchmark: Any, handlers: Handlers, psygnal_swap: psygnal.SignalInstance
+) -> None:
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            psygnal_swap.emit_fast(m)
+
+    measure(
+        benchmark, run, handlers, f"psygnal {psygnal.__version__} `emit_fast`",
+        bar={"vs": GENERATED, "at_least": 3.0},
+        note="compiled with mypyc" if psygnal._compiled else "pure Python build",
+    )
+
+
+def test_blinker_send(benchmark: Any, handlers: Handlers) -> None:
+    signal = blinker.Signal()
+    for h in handlers:
+        signal.connect(h.handle)  # weak references; `handlers` keeps the instances alive
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            signal.send(m)
+
+    measure(
+        benchmark, run, handlers, f"blinker {_version('blinker')} `send`",
+        bar={"vs": GENERATED, "at_least": 15.0},
+    )
+
+
+@pytest.fixture
+def pubsub_topic(handlers: Handlers) -> Iterator[str]:
+    topic = "mycelium_bench_swap"
+    for h in handlers:
+        pub.subscribe(h.handle, topic)
+    yield topic
+    pub.unsubAll(topic)
+
+
+def test_pypubsub_send_message(benchmark: Any, handlers: Handlers, pubsub_topic: str) -> None:
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            pub.sendMessage(pubsub_topic, msg=m)
+
+    measure(benchmark, run, handlers, f"pypubsub {_version('pypubsub')} `pub.sendMessage`")
+
+
+def test_pyee_emit(benchmark: Any, handlers: Handlers) -> None:
+    emitter = pyee.EventEmitter()
+    for h in handlers:
+        emitter.on("bench_swap", h.handle)
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            emitter.emit("bench_swap", m)
+
+    measure(benchmark, run, handlers, f"pyee {_version('pyee')} `EventEmitter.emit`")
+
+
+@pytest.fixture
+def zope_subscribers(handlers: Handlers) -> Iterator[None]:
+    # zope.event has one process-wide subscriber list: take it over, give it back.
+    saved = list(zope.event.subscribers)
+    zope.event.subscribers[:] = [h.handle for h in handlers]
+    yield
+    zope.event.subscribers[:] = saved
+
+
+@pytest.mark.usefixtures("zope_subscribers")
+def test_zope_event_notify(benchmark: Any, handlers: Handlers) -> None:
+    notify = zope.event.notify
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for m in msgs:
+            notify(m)
+
+    measure(benchmark, run, handlers, f"zope.event {_version('zope.event')} `notify`")
+
+
+def _hook_built(bus_class: type[Any], handlers: Handlers) -> Any:
+    """A bus of ``bus_class``, after checking the import hook (not the runtime path) built it."""
+    module = bus_class.__module__
+    record = import_records().get(module)
+    assert bus_class.__mycelium_origin__ == "import hook", (
+        f"{module}.{bus_class.__name__} was built at run time, not by the import hook\n"
+        "help: run the benchmarks through `python benchmarks/report.py` or "
+        "`python -m pytest benchmarks`, so benchmarks/conftest.py installs the hook first"
+    )
+    assert record is not None and record.outcome in (Outcome.REWRITTEN, Outcome.CACHE_HIT), (
+        f"the import hook has no record of rewriting {module}: {record}"
+    )
+    return bus_class(*handlers)
+
+
+def _call_modes(bus_class: type[Any]) -> str:
+    """What the generator did with each handler call of ``bus_class``, from its own notes."""
+    from mycelium_mono.routing.pipeline import rewrite_module
+
+    module = sys.modules[bus_class.__module__]
+    path = module.__file__
+    assert path is not None
+    with open(path, "rb") as file:
+        notes: tuple[CallNote, ...] = rewrite_module(file.read(), path, module.__name__).notes
+    modes = sorted({f"{note.mode} ({note.reason})" for note in notes})
+    calls = sum(note.mode == "call" for note in notes)
+    return f"{len(notes) - calls}/{len(notes)} handler bodies inlined: {'; '.join(modes)}"
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import version
+
+    return version(distribution)
+
