@@ -1,1 +1,4 @@
-"""Peer processes for the distributed tests: run as ``python -m peers.<name>`` with ``tests/`` on the path."""
+"""Peer processes for the distributed tests.
+
+Run as ``python -m peers.<name>`` with ``tests/`` on ``PYTHONPATH``.
+"""

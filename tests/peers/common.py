@@ -1,0 +1,82 @@
+"""What every peer process shares: building a transport from argv, and the line protocol."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from mycelium_mono.bus.transports.base import Transport
+
+
+def add_transport_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=["zmq", "nats"], required=True)
+    parser.add_argument("--bind", default="127.0.0.1:0", help="zmq: where this peer's XPUB binds")
+    parser.add_argument("--connect", action="append", default=[], help="zmq: peers to connect to")
+    parser.add_argument("--url", default="nats://127.0.0.1:4222")
+    parser.add_argument("--jetstream", action="store_true")
+    parser.add_argument("--stream", default="MYCELIUM")
+    parser.add_argument("--durable", default=None)
+    parser.add_argument("--hwm", type=int, default=100_000)
+    parser.add_argument("--lossy", action="store_true")
+    parser.add_argument("--pending-limit", type=int, default=512 * 1024)
+
+
+def transport_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """(address, options) as ``MessageBus.with_tcp`` / ``with_nats`` take them."""
+    if args.engine == "zmq":
+        return args.bind, {"hwm": args.hwm, "lossless": not args.lossy}
+    return args.url, {
+        "jetstream": args.jetstream,
+        "stream": args.stream,
+        "durable": args.durable,
+        "pending_limit": args.pending_limit,
+    }
+
+
+def make_transport(args: argparse.Namespace) -> Transport:
+    address, options = transport_options(args)
+    if args.engine == "zmq":
+        from mycelium_mono.bus.transports.zmq import ZmqTransport
+
+        return ZmqTransport(address, **options)
+    from mycelium_mono.bus.transports.nats import NatsTransport
+
+    return NatsTransport(address, **options)
+
+
+def say(word: str, payload: Any = "") -> None:
+    """One protocol line on stdout (dicts go as JSON)."""
+    text = json.dumps(payload) if isinstance(payload, dict) else str(payload)
+    print(f"{word} {text}".rstrip(), flush=True)
+
+
+async def read_line() -> str:
+    """The next line from the test on stdin ('' at end of input)."""
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    return line.strip()
+
+
+async def wait_for(word: str) -> str:
+    """Read stdin until a line starting with ``word``; return the rest."""
+    while True:
+        line = await read_line()
+        if not line:
+            raise SystemExit(f"stdin closed while waiting for {word!r}")
+        if line.startswith(word):
+            return line[len(word) :].strip()
+
+
+def stats_dict(transport: Transport) -> dict[str, Any]:
+    s = transport.stats
+    return {
+        "sent": s.sent,
+        "received": s.received,
+        "dropped_malformed": s.dropped_malformed,
+        "dropped_unknown_type": s.dropped_unknown_type,
+        "dropped_overflow": s.dropped_overflow,
+        "sequence_gaps": s.sequence_gaps,
+        **s.extra,
+    }
