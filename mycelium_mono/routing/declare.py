@@ -23,23 +23,31 @@ class Route:
 
     sync: tuple[type, ...]
     background: tuple[type, ...]
+    malformed: bool = False
 
 
-def route(*, sync: Sequence[type] = (), background: Sequence[type] = ()) -> Route:
+def route(*args: Any, sync: Sequence[type] = (), background: Sequence[type] = (),
+          **unknown: Any) -> Route:
     """Split one message type's handlers into a sync critical path and a background path.
 
     The generated bus gets ``emit_<m>_sync(msg)`` (inline calls), ``async emit_<m>_async(msg)``
     (the background handlers, sync or ``async def``) and ``emit_<m>(msg)``, which runs the sync
     path and queues the background path on the bus's backlog.
     """
-    return Route(tuple(sync), tuple(background))
+    # Never raise here: this runs in the class body, before the decorator can report the
+    # mistake as a RoutingError with a caret. The checker validates what was given.
+    return Route(_as_tuple(sync), _as_tuple(background), malformed=bool(args or unknown))
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 
 @overload
 def routing_config(cls: C, /) -> C: ...
 @overload
 def routing_config(*, inline: bool | None = None) -> Callable[[C], C]: ...
-def routing_config(cls: Any = None, /, *, inline: bool | None = None) -> Any:
+def routing_config(cls: Any = None, /, *args: Any, inline: Any = None, **unknown: Any) -> Any:
     """Turn a routing class into a generated ``MonolithBus``.
 
     The class body maps message class names to handler class lists::
@@ -52,16 +60,20 @@ def routing_config(cls: Any = None, /, *, inline: bool | None = None) -> Any:
     ``inline=True`` inlines handler bodies where that keeps their meaning; ``None`` takes the
     library default.
     """
-
     # The frame that runs the class statement: names in the routing table mean what they
     # mean there (a routing class inside a test function routes that function's classes).
     frame = sys._getframe(1)
+    # Bad options are not a TypeError here: they are reported like every other routing
+    # mistake (E0009, with a caret), by the same checker the import hook uses.
+    bad_options = bool(args or unknown) or (cls is not None and not isinstance(cls, type))
 
     def build(target: C) -> C:
         from mycelium_mono.routing.runtime_build import build_at_runtime
 
-        return build_at_runtime(target, inline=inline, frame=frame)  # type: ignore[return-value]
+        return build_at_runtime(  # type: ignore[return-value]
+            target, inline=inline, frame=frame, bad_options=bad_options
+        )
 
-    if cls is None:
+    if cls is None or bad_options:
         return build
     return build(cls)

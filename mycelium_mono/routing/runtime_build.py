@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from mycelium_mono.routing.declare import Route
-from mycelium_mono.routing.errors import UNKNOWN_SPAN, RoutingError
+from mycelium_mono.routing.errors import UNKNOWN_SPAN, Diagnostic, RoutingError
 from mycelium_mono.routing.generate import GeneratedClass, support_import
 from mycelium_mono.routing.parse import NameRef, RouteEntry, RoutingClass, parse_class
 from mycelium_mono.routing.pipeline import (
@@ -30,22 +30,33 @@ from mycelium_mono.routing.resolve import LiveScope
 __all__ = ["build_at_runtime"]
 
 
-def build_at_runtime(cls: type, *, inline: bool | None, frame: FrameType | None) -> type:
+def build_at_runtime(
+    cls: type, *, inline: Any, frame: FrameType | None, bad_options: bool = False
+) -> type:
     """Generate, compile and return the bus class for the routing class ``cls``."""
     namespace = _namespace(cls, frame)
-    parsed = _parse_from_source(cls)
+    parsed = _parse_from_source(cls)  # reports bad options with a caret when it can
+    parse_problems: list[Diagnostic] = []
     if parsed is None:
+        _check_options(cls, inline, bad_options)
         routing, filename, source = _table_from_attributes(cls, inline, namespace), None, None
     else:
-        routing, filename, source = parsed
-    if inline is not None:
-        routing = RoutingClass(routing.name, routing.span, inline, routing.entries, routing.lineno)
+        routing, filename, source, parse_problems = parsed
     scope = LiveScope(namespace, cls.__module__)
     shown_name = filename or generated_filename(f"{cls.__module__}.{cls.__qualname__}")
     generated, problems = build_tables([(routing, scope)], shown_name, RewriteOptions())
-    if problems:
-        raise RoutingError(problems, source)
+    if parse_problems or problems:
+        raise RoutingError([*parse_problems, *problems], source)
     return _compile(cls, generated[0], namespace, filename)
+
+
+def _check_options(cls: type, inline: Any, bad: bool, what: str = "routing_config options") -> None:
+    if bad or not (inline is None or isinstance(inline, bool)):
+        where = generated_filename(f"{cls.__module__}.{cls.__qualname__}")
+        raise RoutingError([Diagnostic(
+            "E0009", f"bad {what}", where, UNKNOWN_SPAN,
+            help="write @routing_config(inline=True|False) and route(sync=[...], "
+            "background=[...])")])
 
 
 def _namespace(cls: type, frame: FrameType | None) -> dict[str, Any]:
@@ -57,7 +68,7 @@ def _namespace(cls: type, frame: FrameType | None) -> dict[str, Any]:
     return {**frame.f_globals, **frame.f_locals}
 
 
-def _parse_from_source(cls: type) -> tuple[RoutingClass, str, str] | None:
+def _parse_from_source(cls: type) -> tuple[RoutingClass, str, str, list[Diagnostic]] | None:
     try:
         filename = inspect.getsourcefile(cls)
         lines, first = inspect.getsourcelines(cls)
@@ -82,9 +93,7 @@ def _parse_from_source(cls: type) -> tuple[RoutingClass, str, str] | None:
                 child.col_offset += indent  # type: ignore[attr-defined]
                 child.end_col_offset += indent  # type: ignore[attr-defined]
     routing, problems = parse_class(node, filename)
-    if problems:
-        raise RoutingError(problems, _whole_file(filename))
-    return routing, filename, _whole_file(filename)
+    return routing, filename, _whole_file(filename), problems
 
 
 def _whole_file(filename: str) -> str:
@@ -101,6 +110,8 @@ def _table_from_attributes(
         if key.startswith("__"):
             continue
         if isinstance(value, Route):
+            if value.malformed:
+                _check_options(cls, None, True, what="route() arguments")
             sync, background, split = value.sync, value.background, True
         elif isinstance(value, list | tuple):
             sync, background, split = tuple(value), (), False
