@@ -1,0 +1,344 @@
+"""Run every ``benchmarks/bench_*.py`` in one pytest-benchmark run; print the ratio tables.
+
+    python benchmarks/report.py               # everything (what `make bench` runs)
+    python benchmarks/report.py --quick       # fewer rounds: a smoke run, noisier ratios
+    python benchmarks/report.py -k emit       # only benchmarks matching a pytest -k expression
+    python benchmarks/report.py --json out.json       # keep pytest-benchmark's raw results
+    python benchmarks/report.py --from-json out.json  # render a saved run, run nothing
+    python benchmarks/report.py -- -x         # anything after `--` goes to pytest
+
+Absolute times on a shared 2-core machine move by tens of percent between runs; ratios between
+rows measured side by side in one run are what we compare (DESIGN section 5). So each
+pytest-benchmark ``group`` becomes one Markdown table whose last column is every row's mean
+divided by the mean of the group's reference row, and rows that declare a bar (a target ratio
+against another row) are checked in a list below the tables. pytest's own output goes to
+stderr, the Markdown to stdout: ``python benchmarks/report.py > table.md`` gives a clean file
+to paste into the README. The ``extra_info`` keys a benchmark can set are in
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+QUICK_OPTIONS = ("--benchmark-max-time=0.05", "--benchmark-min-rounds=3")
+"""``--quick``: about 50 ms per benchmark instead of pytest-benchmark's default 1 s."""
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A target ratio: ``mean(row) / mean(vs)`` at most (or at least) ``limit``."""
+
+    vs: str
+    limit: float
+    at_most: bool
+
+    def describe(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.limit:g}{TIMES}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One benchmark of the run, its time already divided by the operations per call."""
+
+    group: str
+    name: str
+    label: str
+    mean: float
+    """Seconds per operation."""
+    reference: bool
+    bar: Bar | None
+    note: str
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    rows: tuple[Row, ...]
+    """Fastest first."""
+    reference: Row
+    warning: str
+
+
+@dataclass(frozen=True)
+class BarCheck:
+    row: Row
+    bar: Bar
+    vs: Row | None
+    ratio: float | None
+
+    @property
+    def met(self) -> bool:
+        if self.ratio is None:
+            return False
+        return self.ratio <= self.bar.limit if self.bar.at_most else self.ratio >= self.bar.limit
+
+
+class ReportError(Exception):
+    """The run's results cannot be turned into a table (the message says why and what to do)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.from_json:
+        return render_saved(Path(args.from_json), command="")
+    if args.json:
+        return run_and_render(args, Path(args.json))
+    with tempfile.TemporaryDirectory(prefix="mycelium-bench-") as tmp:
+        return run_and_render(args, Path(tmp) / "benchmarks.json")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Run all benchmarks/bench_*.py in one pytest-benchmark run and print "
+        "Markdown ratio tables (each row's mean relative to its group's reference row)."
+    )
+    parser.add_argument("-k", metavar="EXPR", help="only benchmarks matching a pytest -k expr")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--json", metavar="PATH", help="keep pytest-benchmark's JSON here")
+    parser.add_argument(
+        "--from-json", metavar="PATH", help="render a saved pytest-benchmark JSON, run nothing"
+    )
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after `--`")
+    return parser.parse_args(argv)
+
+
+def pytest_command(args: argparse.Namespace, json_path: Path) -> list[str]:
+    command = [
+        sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", "-q",
+        f"--benchmark-json={json_path}",
+    ]
+    if args.k:
+        command += ["-k", args.k]
+    if args.quick:
+        command += QUICK_OPTIONS
+    return command + list(args.pytest_args)
+
+
+def run_and_render(args: argparse.Namespace, json_path: Path) -> int:
+    command = pytest_command(args, json_path)
+    # pytest's progress and pytest-benchmark's own tables go to stderr; stdout is the Markdown.
+    status = subprocess.run(command, cwd=ROOT, stdout=sys.stderr, check=False).returncode
+    shown = " ".join(["python benchmarks/report.py", *sys.argv[1:]])
+    if not json_path.exists():
+        print(
+            f"error: pytest exited with status {status} and wrote no results to {json_path}\n"
+            "help: read the pytest output above; `python -m pytest benchmarks -x` reruns it",
+            file=sys.stderr,
+        )
+        return status or 1
+    rendered = render_saved(json_path, command=shown)
+    if status != 0:
+        print(
+            f"warning: pytest exited with status {status}: the tables above miss the benchmarks "
+            "that failed or were not collected (see the pytest output on stderr)",
+            file=sys.stderr,
+        )
+        return status
+    return rendered
+
+
+def render_saved(json_path: Path, *, command: str) -> int:
+    try:
+        data = json.loads(json_path.read_text())
+        rows = [row_from(bench) for bench in data.get("benchmarks", [])]
+        if not rows:
+            raise ReportError(
+                f"{json_path} holds no benchmark results\n"
+                "help: check the -k expression, or that benchmark files are named bench_*.py"
+            )
+        print(render(group_rows(rows), data, command))
+    except OSError as exc:
+        print(
+            f"error: cannot read benchmark results {json_path}: {exc.strerror}\n"
+            "help: pass the file an earlier `report.py --json PATH` run wrote",
+            file=sys.stderr,
+        )
+        return 1
+    except (ValueError, ReportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def row_from(bench: dict[str, Any]) -> Row:
+    """A table row from one entry of pytest-benchmark's JSON ``benchmarks`` list."""
+    extra: dict[str, Any] = bench.get("extra_info") or {}
+    name = str(bench["name"])
+    ops = extra.get("ops", 1)
+    if not isinstance(ops, int) or ops < 1:
+        raise ReportError(
+            f"benchmark {name}: extra_info['ops'] must be a positive int, got {ops!r}\n"
+            "help: set it to the number of operations one benchmark call performs"
+        )
+    return Row(
+        group=str(bench.get("group") or _file_of(bench)),
+        name=name,
+        label=str(extra.get("label") or name),
+        mean=float(bench["stats"]["mean"]) / ops,
+        reference=extra.get("reference") is True,
+        bar=_bar_from(extra.get("bar"), name),
+        note=str(extra.get("note") or ""),
+    )
+
+
+def _file_of(bench: dict[str, Any]) -> str:
+    # A benchmark with no group gets one per file, so its rows still compare with neighbours.
+    return str(bench.get("fullname", "")).partition("::")[0] or "ungrouped"
+
+
+def _bar_from(raw: Any, name: str) -> Bar | None:
+    if raw is None:
+        return None
+    limits = {key: raw.get(key) for key in ("at_most", "at_least")} if isinstance(raw, dict) else {}
+    given = [(key, value) for key, value in limits.items() if value is not None]
+    if not isinstance(raw, dict) or not isinstance(raw.get("vs"), str) or len(given) != 1:
+        raise ReportError(
+            f"benchmark {name}: extra_info['bar'] is {raw!r}\n"
+            "help: write {'vs': '<label or name of a row>', 'at_most': 1.4} "
+            "(or 'at_least': 3.0), exactly one limit"
+        )
+    key, value = given[0]
+    if not isinstance(value, int | float):
+        raise ReportError(f"benchmark {name}: extra_info['bar'][{key!r}] must be a number")
+    return Bar(raw["vs"], float(value), at_most=key == "at_most")
+
+
+def group_rows(rows: Sequence[Row]) -> list[Group]:
+    """Rows by group, in the order groups first appear in the run."""
+    by_group: dict[str, list[Row]] = {}
+    for row in rows:
+        by_group.setdefault(row.group, []).append(row)
+    return [_group(name, members) for name, members in by_group.items()]
+
+
+def _group(name: str, rows: list[Row]) -> Group:
+    marked = [row for row in rows if row.reference]
+    warning = ""
+    if not marked:
+        warning = "no row marked as reference; ratios are against the first row run"
+    elif len(marked) > 1:
+        warning = f"{len(marked)} rows marked as reference; ratios are against the first"
+    reference = marked[0] if marked else rows[0]
+    return Group(name, tuple(sorted(rows, key=lambda row: row.mean)), reference, warning)
+
+
+def render(groups: Sequence[Group], data: dict[str, Any], command: str) -> str:
+    lines = [_provenance(data, command), ""]
+    for group in groups:
+        lines += _render_group(group)
+    checks = check_bars(groups)
+    if checks:
+        lines += _render_bars(checks)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _provenance(data: dict[str, Any], command: str) -> str:
+    machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {})
+    cpus = cpu.get("count")
+    commit = data.get("commit_info", {})
+    revision = str(commit.get("id") or "")[:10]
+    dirty = " (uncommitted changes)" if commit.get("dirty") else ""
+    parts = [
+        f"{machine.get('python_implementation', 'Python')} {machine.get('python_version', '?')}",
+        f"{machine.get('system', '?')} {machine.get('machine', '')}".strip(),
+        f"{cpus} CPUs" if cpus else "",
+        cpu.get("brand_raw", ""),
+        f"commit {revision}{dirty}" if revision else "",
+        _when(data),
+    ]
+    ran = f"`{command}`" if command else "a saved run"
+    return f"_{ran}: {', '.join(part for part in parts if part)}._"
+
+
+def _when(data: dict[str, Any]) -> str:
+    started = str(data.get("datetime") or "")  # ISO 8601 in UTC: 2026-11-24T23:41:50.36+00:00
+    return f"{started[:19].replace('T', ' ')} UTC" if started else ""
+
+
+def _render_group(group: Group) -> list[str]:
+    with_notes = any(row.note for row in group.rows)
+    header = f"| | time per op (mean) | {TIMES} reference |" + (" note |" if with_notes else "")
+    rule = "|---|---:|---:|" + ("---|" if with_notes else "")
+    lines = [f"### {group.name}", ""]
+    if group.warning:
+        lines += [f"_{group.warning}._", ""]
+    lines += [header, rule]
+    for row in group.rows:
+        label = _cell(row.label) + (" **(reference)**" if row is group.reference else "")
+        cells = [label, format_time(row.mean), f"{row.mean / group.reference.mean:.2f}"]
+        if with_notes:
+            cells.append(_cell(row.note))
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def check_bars(groups: Sequence[Group]) -> list[BarCheck]:
+    """Every declared bar, with the measured ratio (``None`` if its ``vs`` row did not run)."""
+    checks = []
+    for group in groups:
+        for row in group.rows:
+            if row.bar is None:
+                continue
+            vs = _find(row.bar.vs, group, groups)
+            ratio = row.mean / vs.mean if vs is not None else None
+            checks.append(BarCheck(row, row.bar, vs, ratio))
+    return checks
+
+
+def _find(key: str, group: Group, groups: Sequence[Group]) -> Row | None:
+    # The same group first: labels like "generated emit" may repeat across groups.
+    for candidates in (group.rows, [row for other in groups for row in other.rows]):
+        for row in candidates:
+            if key in (row.label, row.name):
+                return row
+    return None
+
+
+def _render_bars(checks: Sequence[BarCheck]) -> list[str]:
+    lines = ["### Bars (DESIGN section 5)", "", "| ratio | measured | bar | |"]
+    lines.append("|---|---:|---:|---|")
+    for check in checks:
+        what = f"{_cell(check.row.label)} ÷ {_cell(check.bar.vs)}"
+        if check.ratio is None:
+            measured, verdict = "—", f"not measured: no row `{_cell(check.bar.vs)}` in this run"
+        else:
+            measured, verdict = f"{check.ratio:.2f}{TIMES}", "met" if check.met else "**missed**"
+        lines.append(f"| {what} | {measured} | {check.bar.describe()} | {verdict} |")
+    return [*lines, ""]
+
+
+def format_time(seconds: float) -> str:
+    """``1.234e-07`` → ``123 ns``; three significant digits from ns to s."""
+    for unit, scale in (("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3)):
+        if seconds < scale * 1000:
+            return f"{_three_digits(seconds / scale)} {unit}"
+    return f"{_three_digits(seconds)} s"
+
+
+def _three_digits(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
