@@ -58,6 +58,8 @@ log = logging.getLogger("mycelium_mono.transport.zmq")
 _DRAIN_BATCH = 2048
 # A guard while frames wait for POLLOUT: the FD wake-up is what normally resumes them.
 _POLL_GUARD_S = 0.01
+# The authenticator matches this exactly (pyzmq has no wildcard for callback providers).
+_ZAP_DOMAIN = "mycelium"
 
 
 @dataclass(frozen=True)
@@ -210,11 +212,19 @@ class ZmqTransport(Transport):
             return
         self._loop = asyncio.get_running_loop()
         self._deliver = deliver
-        self._ctx = zmq.Context()
-        if self.curve is not None:
-            self._start_authenticator(self._ctx, self.curve)
-        self._xpub = self._make_xpub(self._ctx)
-        self._sub = self._make_sub(self._ctx)
+        ctx: zmq.Context[Any] = zmq.Context()
+        try:
+            if self.curve is not None:
+                self._start_authenticator(ctx, self.curve)
+            self._xpub = self._make_xpub(ctx)
+        except BaseException:
+            if self._auth is not None:
+                self._auth.stop()
+                self._auth = None
+            ctx.destroy(linger=0)
+            raise
+        self._ctx = ctx
+        self._sub = self._make_sub(ctx)
         for prefix in self._prefixes:
             self._sub.setsockopt(zmq.SUBSCRIBE, prefix)
         self._loop.add_reader(self._xpub.FD, self._service_xpub)
@@ -223,7 +233,9 @@ class ZmqTransport(Transport):
     def _start_authenticator(self, ctx: zmq.Context[Any], curve: CurveConfig) -> None:
         self._auth = zmq.auth.thread.ThreadAuthenticator(ctx, log=log)
         self._auth.start()
-        self._auth.configure_curve_callback("*", _AllowList(curve.allowed_clients, self.stats))
+        self._auth.configure_curve_callback(
+            _ZAP_DOMAIN, _AllowList(curve.allowed_clients, self.stats)
+        )
 
     def _common_options(self, sock: zmq.Socket[Any]) -> None:
         sock.setsockopt(zmq.LINGER, self.linger_ms)
@@ -243,7 +255,7 @@ class ZmqTransport(Transport):
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.keys.public)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self.curve.keys.secret)
-            sock.setsockopt(zmq.ZAP_DOMAIN, b"mycelium")
+            sock.setsockopt(zmq.ZAP_DOMAIN, _ZAP_DOMAIN.encode())
         try:
             sock.bind(self.bind_address)
         except zmq.ZMQError as exc:
@@ -326,7 +338,7 @@ class ZmqTransport(Transport):
         Raises :class:`TimeoutError` naming the types still unacknowledged.
         """
         limit = self.ready_timeout_s if timeout is None else timeout
-        await self._wait_until(self._all_acked, limit, self._ready_timeout_message)
+        await self._wait_until(self._all_acked, limit, lambda: self._ready_timeout_message(limit))
 
     def _all_acked(self) -> bool:
         if self._in.mismatches:
@@ -336,14 +348,14 @@ class ZmqTransport(Transport):
         need = len(self.peers)
         return all(len(self._acks[p]) >= need for p in self._prefixes)
 
-    def _ready_timeout_message(self) -> str:
+    def _ready_timeout_message(self, limit: float) -> str:
         need = len(self.peers)
         missing = sorted(
             p.rstrip(b"\0").decode() for p in self._prefixes if len(self._acks[p]) < need
         )
         return (
             f"ZeroMQ peers {self.peers} did not acknowledge subscriptions {missing} within "
-            f"{self.ready_timeout_s}s\n"
+            f"{limit}s\n"
             "help: is every peer running and bound at that address? with CURVE, is this "
             "peer's public key on their allow-list?"
         )
@@ -560,6 +572,7 @@ class ZmqTransport(Transport):
                 log.exception("delivering %r from a ZeroMQ peer raised", result.message)
 
     def _on_ack(self, frame: bytes, ack: Decoded) -> None:
+        self._in.count("acks_received")
         prefix = frame[: frame.index(b"\0") + 1]
         acked = self._acks.get(prefix)
         if acked is not None and ack.publisher not in acked:

@@ -1,0 +1,390 @@
+"""ZmqTransport on real sockets in one process: delivery, handshake, policies, CURVE, fuzz."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from peers.messages import Fill, Quote, Tick, tick
+
+from mycelium_mono.bus import MessageBus
+from mycelium_mono.bus.transports.wire import HEADER, Outbound, wire_type
+from mycelium_mono.bus.transports.zmq import (
+    CurveConfig,
+    CurveKeyPair,
+    ZmqTransport,
+    endpoint_of,
+)
+
+pytestmark = pytest.mark.network
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (bounded) for something another socket will make true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+class Pair:
+    """A publishing transport and a subscribing one, connected and acknowledged."""
+
+    def __init__(self, pub: ZmqTransport, sub: ZmqTransport) -> None:
+        self.pub, self.sub = pub, sub
+        self.got: list[Any] = []
+
+
+async def connected_pair(**pub_options: Any) -> Pair:
+    pub = ZmqTransport("127.0.0.1:0", **pub_options)
+    sub = ZmqTransport("127.0.0.1:0")
+    pair = Pair(pub, sub)
+    await pub.start(lambda m: None)
+    await sub.start(pair.got.append)
+    sub.subscribe(Tick)
+    await sub.connect_to(pub.address)
+    await sub.ready()
+    return pair
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    p = await connected_pair()
+    try:
+        yield p
+    finally:
+        await p.pub.close()
+        await p.sub.close()
+
+
+async def test_messages_arrive_in_order(pair: Pair) -> None:
+    for seq in range(1, 1001):
+        await pair.pub.publish(tick(seq))
+    await until(lambda: len(pair.got) == 1000)
+    assert pair.got == [tick(seq) for seq in range(1, 1001)]
+    assert pair.pub.stats.sent == 1000
+    assert pair.sub.stats.received == 1000
+    assert pair.sub.stats.sequence_gaps == 0
+
+
+async def test_first_message_after_ready_is_not_lost_to_a_slow_joiner(pair: Pair) -> None:
+    # ready() returned only after the publisher acknowledged the subscription: no sleep needed.
+    pair.pub.publish_nowait(tick(1))
+    await until(lambda: len(pair.got) == 1)
+    assert pair.got == [tick(1)]
+
+
+async def test_unsubscribed_types_are_filtered_by_the_engine(pair: Pair) -> None:
+    await pair.pub.publish(Quote(seq=1, price=1.0))
+    await pair.pub.publish(tick(1))
+    await until(lambda: len(pair.got) == 1)
+    assert pair.got == [tick(1)]
+    assert pair.sub.stats.dropped_unknown_type == 0
+
+
+async def test_a_new_subscription_is_acknowledged_again(pair: Pair) -> None:
+    pair.sub.subscribe(Fill)
+    await pair.sub.ready()
+    pair.pub.publish_nowait(Fill(seq=1, qty=3))
+    await until(lambda: len(pair.got) == 1)
+    assert pair.got == [Fill(seq=1, qty=3)]
+
+
+async def test_publisher_can_wait_for_subscribers(pair: Pair) -> None:
+    await pair.pub.wait_for_subscribers(1, Tick, timeout=5)
+    third = ZmqTransport("127.0.0.1:0")
+    await third.start(lambda m: None)
+    try:
+        third.subscribe(Tick)
+        await third.connect_to(pair.pub.address)
+        await pair.pub.wait_for_subscribers(2, Tick, timeout=5)
+        assert pair.pub.subscriber_count(wire_type(Tick).prefix) == 2
+    finally:
+        await third.close()
+
+
+async def test_ready_names_the_missing_peer_when_nobody_answers() -> None:
+    from conftest_distributed import free_port
+
+    lonely = ZmqTransport("127.0.0.1:0")
+    await lonely.start(lambda m: None)
+    try:
+        lonely.subscribe(Tick)
+        await lonely.connect_to(f"127.0.0.1:{free_port()}")
+        with pytest.raises(TimeoutError, match=r"dist_test\.4001[\s\S]*help:"):
+            await lonely.ready(timeout=0.3)
+    finally:
+        await lonely.close()
+
+
+def test_public_addresses_are_refused_unless_allowed() -> None:
+    with pytest.raises(ValueError, match="allow_public=True"):
+        ZmqTransport("0.0.0.0:9000")
+    with pytest.raises(ValueError, match="non-loopback"):
+        endpoint_of("tcp://10.1.2.3:9000")
+    assert endpoint_of("0.0.0.0:9000", allow_public=True) == "tcp://0.0.0.0:9000"
+    assert endpoint_of("localhost:1") == "tcp://localhost:1"
+    assert endpoint_of("ipc:///tmp/x.ipc") == "ipc:///tmp/x.ipc"
+
+
+def test_an_address_without_a_port_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="help: write it as"):
+        endpoint_of("127.0.0.1")
+
+
+async def test_ipc_endpoints_work(tmp_path: Any) -> None:
+    pub = ZmqTransport(f"ipc://{tmp_path}/pub.ipc")
+    sub = ZmqTransport(f"ipc://{tmp_path}/sub.ipc")
+    got: list[Any] = []
+    await pub.start(lambda m: None)
+    await sub.start(got.append)
+    try:
+        sub.subscribe(Tick)
+        await sub.connect_to(pub.address)
+        await sub.ready()
+        await pub.publish(tick(7))
+        await until(lambda: got == [tick(7)])
+    finally:
+        await pub.close()
+        await sub.close()
+
+
+async def test_binding_a_taken_port_says_what_to_do(pair: Pair) -> None:
+    clash = ZmqTransport(pair.pub.address)
+    with pytest.raises(OSError, match="help:"):
+        await clash.start(lambda m: None)
+    await clash.close()
+
+
+async def test_lossless_publish_nowait_queues_at_the_hwm_and_loses_nothing() -> None:
+    p = await connected_pair(hwm=10)
+    try:
+        # No await between sends: the subscriber cannot drain, so the HWM is hit.
+        for seq in range(1, 5001):
+            p.pub.publish_nowait(tick(seq))
+        assert p.pub.stats.extra["hwm_waits"] >= 1
+        await until(lambda: len(p.got) == 5000)
+        assert [m.seq for m in p.got] == list(range(1, 5001))
+        assert p.pub.stats.dropped_overflow == 0
+    finally:
+        await p.pub.close()
+        await p.sub.close()
+
+
+async def test_lossy_drops_at_the_hwm_are_counted_and_the_rest_arrive() -> None:
+    p = await connected_pair(hwm=10, lossless=False)
+    try:
+        for seq in range(1, 5001):
+            p.pub.publish_nowait(tick(seq))
+        dropped = p.pub.stats.dropped_overflow
+        assert dropped > 0
+        assert p.pub.stats.sent == 5000 - dropped
+        await until(lambda: len(p.got) == 5000 - dropped)
+        seqs = [m.seq for m in p.got]
+        assert seqs == sorted(seqs)
+        # The receiver sees the same loss as gaps between what it got.
+        assert p.sub.stats.extra["messages_missed"] == seqs[-1] - len(seqs)
+    finally:
+        await p.pub.close()
+        await p.sub.close()
+
+
+async def test_a_restarted_publisher_on_the_same_port_is_reconnected_and_new() -> None:
+    p = await connected_pair()
+    address = p.pub.address
+    try:
+        await p.pub.publish(tick(1))
+        await until(lambda: len(p.got) == 1)
+        await p.pub.close()
+        reborn = ZmqTransport(address)
+        await reborn.start(lambda m: None)
+        try:
+            # ZeroMQ reconnects and re-sends the subscription: no new connect_to.
+            await reborn.wait_for_subscribers(1, Tick, timeout=10)
+            await reborn.publish(tick(1))
+            await until(lambda: len(p.got) == 2)
+        finally:
+            await reborn.close()
+        assert p.sub.stats.extra["publishers_seen"] == 2
+        assert p.sub.stats.sequence_gaps == 0
+    finally:
+        await p.sub.close()
+
+
+async def curve_peer(keys: CurveKeyPair, server: CurveKeyPair, address: str) -> ZmqTransport:
+    peer = ZmqTransport(
+        "127.0.0.1:0",
+        curve=CurveConfig(keys, frozenset(), {address: server.public}),
+        ready_timeout_s=0.5,
+    )
+    return peer
+
+
+async def test_curve_lets_listed_clients_in_and_keeps_others_out() -> None:
+    server_keys, friend, stranger = (CurveKeyPair.generate() for _ in range(3))
+    server = ZmqTransport(
+        "127.0.0.1:0", curve=CurveConfig(server_keys, frozenset({friend.public}), {})
+    )
+    await server.start(lambda m: None)
+    got_friend: list[Any] = []
+    got_stranger: list[Any] = []
+    a = await curve_peer(friend, server_keys, server.address)
+    b = await curve_peer(stranger, server_keys, server.address)
+    try:
+        await a.start(got_friend.append)
+        await b.start(got_stranger.append)
+        for peer in (a, b):
+            peer.subscribe(Tick)
+            await peer.connect_to(server.address)
+        await a.ready(timeout=10)
+        with pytest.raises(TimeoutError):
+            await b.ready(timeout=0.5)
+        await server.publish(tick(1))
+        await until(lambda: got_friend == [tick(1)])
+        assert got_stranger == []
+        assert server.stats.extra["curve_rejected"] >= 1
+    finally:
+        for t in (a, b, server):
+            await t.close()
+
+
+async def test_curve_needs_the_peer_key_for_each_address() -> None:
+    t = ZmqTransport("127.0.0.1:0", curve=CurveConfig(CurveKeyPair.generate(), frozenset(), {}))
+    await t.start(lambda m: None)
+    try:
+        with pytest.raises(ValueError, match="peer_keys"):
+            await t.connect_to("127.0.0.1:1")
+    finally:
+        await t.close()
+
+
+async def test_message_bus_with_tcp_carries_messages_between_buses() -> None:
+    left = MessageBus.with_tcp("127.0.0.1:0")
+    right = MessageBus.with_tcp("127.0.0.1:0")
+    async with left, right:
+        inbox = right.subscribe(Tick)
+        await right.connect_to(left.transport.address)  # type: ignore[attr-defined]
+        await right.ready()
+        await left.publisher(Tick).publish(tick(5))
+        assert await asyncio.wait_for(inbox.recv(), 10) == tick(5)
+
+
+# -- fuzz: frames thrown at a live SUB socket -------------------------------------------------
+
+PREFIX = wire_type(Tick).prefix
+
+
+def mutate(frame: bytes, rng: random.Random) -> bytes:
+    """Flip, cut or insert bytes after the prefix (ZeroMQ filters anything else away)."""
+    body = bytearray(frame[len(PREFIX) :])
+    for _ in range(rng.randrange(1, 6)):
+        op = rng.randrange(3)
+        if op == 0 and body:
+            body[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
+        elif op == 1 and body:
+            del body[rng.randrange(len(body)) :]
+        else:
+            body[rng.randrange(len(body) + 1) : 0] = rng.randbytes(rng.randrange(1, 9))
+    return PREFIX + bytes(body)
+
+
+class LiveTarget:
+    """A raw XPUB (the attacker) and a started ZmqTransport subscribed to it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ctx = zmq.Context()
+        self.raw = self.ctx.socket(zmq.XPUB)
+        self.raw.setsockopt(zmq.LINGER, 0)
+        self.raw.bind("tcp://127.0.0.1:0")
+        self.got: list[Any] = []
+        self.t = ZmqTransport("127.0.0.1:0")
+        self.out = Outbound()
+        loop.run_until_complete(self._start())
+
+    async def _start(self) -> None:
+        await self.t.start(self.got.append)
+        self.t.subscribe(Tick)
+        await self.t.connect_to(self.raw.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.raw.setsockopt(zmq.RCVTIMEO, 10_000)
+        assert self.raw.recv() == b"\x01" + PREFIX  # the subscription is in effect
+
+    def accounted(self) -> int:
+        s = self.t.stats
+        return (
+            s.received
+            + s.dropped_malformed
+            + s.dropped_unknown_type
+            + s.extra.get("drop_fingerprint_mismatch", 0)
+            + s.extra.get("duplicates", 0)
+            + s.extra.get("acks_received", 0)
+        )
+
+    def throw(self, frames: list[bytes]) -> None:
+        before = self.accounted()
+        for frame in frames:
+            self.raw.send(frame)
+        self.loop.run_until_complete(until(lambda: self.accounted() == before + len(frames)))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.t.close())
+        self.raw.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def live_target() -> Any:
+    loop = asyncio.new_event_loop()
+    target = LiveTarget(loop)
+    try:
+        yield target
+    finally:
+        target.close()
+        loop.close()
+
+
+def test_fuzzed_frames_are_all_accounted_for_and_the_transport_keeps_delivering(
+    live_target: LiveTarget,
+) -> None:
+    target = live_target
+    valid = [target.out.frame(tick(i)) for i in range(1, 50)]
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        st.lists(st.binary(max_size=120), max_size=20),
+        st.lists(st.tuples(st.integers(0, 48), st.integers(0, 2**32)), max_size=20),
+    )
+    def storm(random_bodies: list[bytes], mutations: list[tuple[int, int]]) -> None:
+        frames = [PREFIX + body for body in random_bodies]
+        frames += [mutate(valid[i], random.Random(seed)) for i, seed in mutations]
+        target.throw(frames)
+
+    storm()
+    s = target.t.stats
+    assert s.dropped_malformed > 0
+    # Still alive: a fresh valid frame from a new publisher is delivered.
+    target.got.clear()
+    target.throw([Outbound().frame(tick(10**6))])
+    assert target.got == [tick(10**6)]
+
+
+def test_oversize_and_header_only_frames_are_dropped_at_a_live_socket(
+    live_target: LiveTarget,
+) -> None:
+    target = live_target
+    header_only = PREFIX + HEADER.pack(b"MY", 1, 0, Tick.TYPE_ID, Tick.FINGERPRINT, 1, 1)
+    target.throw([PREFIX + b"\0" * 70_000, header_only, PREFIX])
+    assert target.t.stats.dropped_malformed == 3
+    assert target.got == []
