@@ -1,6 +1,115 @@
-def main() -> None:
-    print("bandit: not yet")
+"""``python -m bandit monolith | inproc | hybrid | distributed --node adapters|strategies|all``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bandit.config import BanditConfig, load_config
+from bandit.runner import MODES, run_adapters_node, run_mode, run_strategies_node
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bandit", description=__doc__)
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML config (default: the bundled config/bandit.toml)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument("--limit", type=int, default=None, help="replay only the first N swaps")
+    parser.add_argument("--node", choices=("adapters", "strategies", "all"), default="all",
+                        help="distributed mode: which process this is (all: start both)")
+    parser.add_argument("--adapters", default=None, help="adapters node address host:port")
+    parser.add_argument("--strategies", default=None, help="strategies node address host:port")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus /metrics on this port (0: any free port)")
+    parser.add_argument("--no-metrics-http", action="store_true",
+                        help="do not serve /metrics over HTTP")
+    parser.add_argument("--report-file", default=None,
+                        help="append each filled order id here (after it is audited)")
+    parser.add_argument("--fsync", choices=("always", "every", "never"), default=None,
+                        help="audit log fsync policy")
+    parser.add_argument("--postgres-dsn", default=None, help="log to PostgreSQL instead of SQLite")
+    parser.add_argument("--schema", default=None, help="PostgreSQL schema for the tables")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    over: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            over.setdefault(section, {})[key] = value
+
+    put("adapter", "limit", args.limit)
+    put("distributed", "adapters", args.adapters)
+    put("distributed", "strategies", args.strategies)
+    put("metrics", "http_port", args.metrics_port)
+    put("execution", "report_file", args.report_file)
+    put("audit", "fsync", args.fsync)
+    put("database", "postgres_dsn", args.postgres_dsn)
+    put("database", "schema", args.schema)
+    return over
+
+
+def _without_http(cfg: BanditConfig) -> BanditConfig:
+    from dataclasses import replace
+
+    return replace(cfg, metrics=replace(cfg.metrics, http_port=None))
+
+
+def _node_argv(args: argparse.Namespace, node: str) -> list[str]:
+    argv = [sys.executable, "-m", "bandit", "distributed", "--node", node]
+    for flag, value in (("--config", args.config), ("--out", args.out), ("--limit", args.limit),
+                        ("--adapters", args.adapters), ("--strategies", args.strategies),
+                        ("--metrics-port", args.metrics_port), ("--fsync", args.fsync),
+                        ("--report-file", args.report_file),
+                        ("--postgres-dsn", args.postgres_dsn), ("--schema", args.schema)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.no_metrics_http:
+        argv.append("--no-metrics-http")
+    return argv
+
+
+def _run_both(args: argparse.Namespace) -> int:
+    """Start the strategies node and the adapters node as two OS processes; wait for both."""
+    env = dict(os.environ)
+    strategies = subprocess.Popen(_node_argv(args, "strategies"), env=env)
+    adapters = subprocess.Popen(_node_argv(args, "adapters"), env=env)
+    codes = (adapters.wait(), strategies.wait())
+    return max(codes, key=abs)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m bandit`` and the ``bandit`` console script."""
+    args = _parser().parse_args(argv)
+    cfg = load_config(args.config, output_dir=args.out, overrides=_overrides(args))
+    if args.no_metrics_http or args.mode in ("monolith", "hybrid"):
+        # Batch replays finish in seconds: an HTTP endpoint is for the long-running modes.
+        cfg = _without_http(cfg) if cfg.adapter.source == "replay" or args.no_metrics_http else cfg
+    if args.mode != "distributed":
+        summary = run_mode(args.mode, cfg)
+    elif args.node == "all":
+        return _run_both(args)
+    elif args.node == "adapters":
+        sent = asyncio.run(run_adapters_node(_without_http(cfg)))
+        print(f"bandit distributed adapters node: published {sent} swaps "
+              f"from {cfg.adapters_address}")
+        return 0
+    else:
+        summary = asyncio.run(run_strategies_node(cfg))
+    print(summary.render())
+    print(f"  audit log {cfg.audit.path}")
+    if cfg.database.postgres_dsn is None:
+        print(f"  database  {cfg.database.sqlite_path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
