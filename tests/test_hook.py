@@ -401,3 +401,13 @@ def test_manager_is_a_context_manager_and_uninstall_is_idempotent() -> None:
 def test_bad_package_names_are_refused_with_help(packages: list[str]) -> None:
     with pytest.raises(ValueError, match="help:"):
         install_import_hook(packages)
+
+
+def test_reload_reads_the_edited_source_again(shop: Path, monolith_hook: MonolithHook) -> None:
+    routing = import_shop(monolith_hook)
+    path = shop / "routing.py"
+    path.write_text(path.read_text().replace("Shipment = [Auditor]", "Shipment = []"))
+    reloaded = importlib.reload(routing)
+    assert list(reloaded.run_demo()) == [7, ["order 1", "order 2"]]
+    record = import_records()["hookshop.routing"]
+    assert record.miss is not None and record.miss.reason is MissReason.SOURCE_CHANGED

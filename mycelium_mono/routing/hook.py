@@ -128,13 +128,20 @@ class MyceliumLoader(importlib.machinery.SourceFileLoader):
     later import without the hook run rewritten code, or the hook run stale code).
     """
 
-    def __init__(self, fullname: str, path: str, options: RewriteOptions) -> None:
+    def __init__(
+        self, fullname: str, path: str, options: RewriteOptions, *, source: bytes | None = None
+    ) -> None:
         super().__init__(fullname, path)
         self.options = options
+        self._prefetched = source
+        """The bytes the finder already read for its byte search: used once, then dropped, so
+        ``importlib.reload`` reads the file again."""
 
     def get_code(self, fullname: str) -> CodeType:
         source_path = self.get_filename(fullname)
-        source = self.get_data(source_path)
+        source, self._prefetched = self._prefetched, None
+        if source is None:
+            source = self.get_data(source_path)
         key = CacheKey.current(source, self.options.key())
         location = cache_path(source_path)
         found = read_cache(location, key) if location else CacheMiss(MissReason.NO_CACHE_PATH)
@@ -214,11 +221,11 @@ class MyceliumFinder(importlib.abc.MetaPathFinder):
         if not self.should_rewrite(fullname):
             return None
         spec = self._find_with_other_finders(fullname, path, target)
-        if spec is None or not _is_routing_source(spec):
+        source = _routing_source(spec) if spec is not None else None
+        if spec is None or spec.origin is None or source is None:
             # Hand back what the normal finders found: importlib would only search again.
             return spec
-        assert spec.origin is not None  # checked by _is_routing_source
-        spec.loader = MyceliumLoader(fullname, spec.origin, self.options)
+        spec.loader = MyceliumLoader(fullname, spec.origin, self.options, source=source)
         return spec
 
     def _find_with_other_finders(
@@ -238,21 +245,23 @@ class MyceliumFinder(importlib.abc.MetaPathFinder):
         return None
 
 
-def _is_routing_source(spec: importlib.machinery.ModuleSpec) -> bool:
+def _routing_source(spec: importlib.machinery.ModuleSpec) -> bytes | None:
+    """The source bytes of a plain source module that mentions ``routing_config``, else None."""
     loader = spec.loader
     if not isinstance(loader, importlib.machinery.SourceFileLoader) or spec.origin is None:
-        return False
+        return None
     if isinstance(loader, MyceliumLoader):
-        return False
-    return _mentions_routing(spec.origin)
+        return None
+    source = _read(spec.origin)
+    return source if source is not None and _MARKER in source else None
 
 
-def _mentions_routing(path: str) -> bool:
+def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as file:
-            return _MARKER in file.read()
+            return file.read()
     except OSError:
-        return False  # the normal loader will report it, with its own message
+        return None  # the normal loader will report it, with its own message
 
 
 class ImportHookManager:
@@ -332,7 +341,8 @@ def _warn_imported_before(finder: MyceliumFinder) -> None:
         origin = getattr(module, "__file__", None)
         if not isinstance(origin, str) or not origin.endswith(".py"):
             continue
-        if not _mentions_routing(origin):
+        source = _read(origin)
+        if source is None or _MARKER not in source:
             continue
         _record(ImportRecord(name, origin, Outcome.IMPORTED_BEFORE_HOOK))
         warnings.warn(
