@@ -1,0 +1,134 @@
+"""The ``mycelium-mono`` command: check, show, doctor, stubs, cache, bench, run.
+
+Each subcommand lives in its own module and is a function ``run_<name>(args) -> exit status``.
+Exit status: 0 all good, 1 the command found problems (routing errors, failed doctor checks),
+2 a usage error (a module that cannot be found, a bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from mycelium_mono.cli.target import UsageError
+
+__all__ = ["build_parser", "main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="mycelium-mono",
+        description="Check, explain and benchmark mycelium-mono routing modules.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_check(commands)
+    _add_show(commands)
+    _add_doctor(commands)
+    _add_stubs(commands)
+    _add_cache(commands)
+    _add_bench(commands)
+    _add_run(commands)
+    return parser
+
+
+def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mycelium_mono.cli.check import run_check
+
+    sub = commands.add_parser("check", help="report every routing error, compiler style")
+    sub.add_argument("targets", nargs="+", metavar="PATH|MODULE")
+    sub.add_argument("--format", choices=("text", "json"), default="text")
+    sub.set_defaults(handler=run_check)
+
+
+def _add_show(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mycelium_mono.cli.check import run_show
+
+    sub = commands.add_parser("show",
+                              help="print the generated bus code and how handlers are called")
+    sub.add_argument("module", metavar="PATH|MODULE")
+    sub.add_argument("--whole-module", action="store_true",
+                     help="print the whole rewritten module, not only the generated classes")
+    sub.set_defaults(handler=run_show)
+
+
+def _add_doctor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mycelium_mono.cli.doctor import run_doctor
+
+    sub = commands.add_parser("doctor", help="why a handler is not called, why it is not faster")
+    sub.add_argument("module", metavar="PATH|MODULE")
+    sub.add_argument("--no-hook", action="store_true",
+                     help="import the module without the import hook (the run-time build path)")
+    sub.add_argument("--format", choices=("text", "json"), default="text")
+    sub.set_defaults(handler=run_doctor)
+
+
+def _add_stubs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mycelium_mono.cli.stubs import run_stubs
+
+    sub = commands.add_parser("stubs", help="write .pyi stubs so type checkers see generated buses")
+    sub.add_argument("modules", nargs="+", metavar="PATH|MODULE")
+    sub.add_argument("-o", "--output", metavar="DIR", default=None,
+                     help="write DIR/<package path>/<module>.pyi (add DIR to mypy_path) "
+                     "instead of next to the module")
+    sub.set_defaults(handler=run_stubs)
+
+
+def _add_cache(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mycelium_mono.cli.cache import run_cache
+
+    sub = commands.add_parser("cache", help="list or delete the import hook's bytecode cache")
+    sub.add_argument("action", choices=("info", "clean"))
+    sub.add_argument("roots", nargs="*", metavar="DIR", default=None,
+                     help="directories to search (default: the current directory)")
+    sub.add_argument("-n", "--dry-run", action="store_true",
+                     help="clean: list what would be deleted, delete nothing")
+    sub.set_defaults(handler=run_cache)
+
+
+def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mycelium_mono.cli.bench import run_bench
+
+    sub = commands.add_parser("bench", help="ns per emit_*, against a dict-and-loop dispatcher")
+    sub.add_argument("module", metavar="PATH|MODULE")
+    sub.add_argument("--factory", metavar="MODULE:FUNCTION", default=None,
+                     help="a function returning a constructed bus (default: construct every "
+                     "service with no arguments)")
+    sub.add_argument("--number", type=int, default=20_000, help="emits per timing run")
+    sub.add_argument("--repeat", type=int, default=5, help="timing runs; the best is reported")
+    sub.add_argument("--no-hook", action="store_true",
+                     help="import the module without the import hook")
+    sub.set_defaults(handler=run_bench)
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from mycelium_mono.cli.run import run_run
+
+    sub = commands.add_parser(
+        "run", help="run a script or -m module under the import hook",
+        description="Same as `python -m mycelium_mono run ...`.",
+    )
+    sub.add_argument("rest", nargs=argparse.REMAINDER, metavar="script.py | -m module [args]")
+    sub.set_defaults(handler=run_run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it)."""
+    args = build_parser().parse_args(argv)
+    handler: Command = args.handler
+    try:
+        return handler(args)
+    except UsageError as exc:
+        sys.stderr.write(f"mycelium-mono {args.command}: error: {exc}\n")
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # `mycelium-mono show ... | head`: the reader left; that is not an error.
+        sys.stderr.close()
+        return EXIT_OK

@@ -1,0 +1,51 @@
+"""``mycelium-mono cache info|clean [-n]``: the import hook's bytecode cache files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TextIO
+
+from mycelium_mono.routing.cache import CACHE_SUFFIX, clean_cache, find_cache_files
+
+__all__ = ["run_cache"]
+
+
+def run_cache(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    roots = args.roots or [os.getcwd()]
+    if args.action == "info":
+        return _info(roots, out)
+    return _clean(roots, out, dry_run=args.dry_run)
+
+
+def _info(roots: list[str], out: TextIO) -> int:
+    files = find_cache_files(roots)
+    for file in files:
+        out.write(f"{file.size:>9}  {file.path}\n")
+    total = sum(f.size for f in files)
+    out.write(f"{len(files)} cache file{'' if len(files) == 1 else 's'} (*{CACHE_SUFFIX}), "
+              f"{_size(total)}, under {', '.join(roots)}\n")
+    if sys.pycache_prefix:
+        out.write(f"note: sys.pycache_prefix is {sys.pycache_prefix}; its mirror was searched "
+                  "too\n")
+    return 0
+
+
+def _clean(roots: list[str], out: TextIO, *, dry_run: bool) -> int:
+    report = clean_cache(roots, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for file in report.files:
+        out.write(f"{verb} {file.path}\n")
+    for error in report.errors:
+        sys.stderr.write(f"error: cannot remove {error}\n")
+    count = len(report.files) - len(report.errors)
+    out.write(f"{verb} {count} cache file{'' if count == 1 else 's'} ({_size(report.total_size)})"
+              f"{'; nothing was deleted (dry run)' if dry_run else ''}\n")
+    return 1 if report.errors else 0
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    return f"{size / 1024:.1f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.1f} MiB"

@@ -1,0 +1,140 @@
+"""What every subcommand starts from: a routing module named by path or by module name.
+
+A PATH is a ``.py`` file; its module name is read from the packages around it (directories
+with an ``__init__.py``), and the directory above the top package goes on ``sys.path`` so the
+handler modules it imports resolve as they would in the application. A MODULE is found with
+:func:`importlib.util.find_spec`, which runs parent packages' ``__init__`` but never the
+routing module itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+
+from mycelium_mono.routing.check import ResolvedTable, check_class
+from mycelium_mono.routing.errors import Diagnostic
+from mycelium_mono.routing.parse import parse_module
+from mycelium_mono.routing.resolve import StaticScope
+
+__all__ = ["Target", "UsageError", "find_target", "resolved_tables", "use_color"]
+
+
+class UsageError(Exception):
+    """A command-line mistake: the command prints it and exits with status 2."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A routing module on disk: where it is, what it is called, and its bytes."""
+
+    filename: str
+    module_name: str
+    source: bytes
+
+    @property
+    def text(self) -> str:
+        return importlib.util.decode_source(self.source)
+
+    @property
+    def display(self) -> str:
+        """The path as a diagnostic shows it: relative to the current directory when inside it."""
+        relative = os.path.relpath(self.filename)
+        return self.filename if relative.startswith(os.pardir) else relative
+
+    @property
+    def top_package(self) -> str:
+        return self.module_name.partition(".")[0]
+
+
+def use_color(stream: object) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+
+
+def find_target(name: str) -> Target:
+    """Resolve a PATH (a file that exists, or any ``*.py``) or a dotted MODULE name."""
+    if name.endswith(".py") or os.sep in name or os.path.isfile(name):
+        return _target_from_path(name)
+    return _target_from_module(name)
+
+
+def _target_from_path(path: str) -> Target:
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file\nhelp: pass a routing module's .py file or its "
+                         "dotted module name (e.g. myapp.routing)")
+    filename = os.path.abspath(path)
+    root, module_name = _module_name_of(filename)
+    _prepend_path(root)
+    return Target(filename, module_name, _read(filename))
+
+
+def _module_name_of(filename: str) -> tuple[str, str]:
+    """(sys.path root, dotted name): walk up while directories are packages."""
+    directory, base = os.path.split(filename)
+    parts = [] if base == "__init__.py" else [os.path.splitext(base)[0]]
+    while os.path.isfile(os.path.join(directory, "__init__.py")):
+        directory, package = os.path.split(directory)
+        parts.insert(0, package)
+    return directory, ".".join(parts)
+
+
+def _target_from_module(name: str) -> Target:
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise UsageError(f"{name!r} is neither a file nor a module name\n"
+                         "help: pass a path to a .py file, or a dotted name such as myapp.routing")
+    _prepend_path(os.getcwd())
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"cannot look up module {name!r}: {exc}\n{_search_help()}") from None
+    if spec is None:
+        raise UsageError(f"no module named {name!r}\n{_search_help()}")
+    origin = spec.origin
+    if origin is None or not origin.endswith(".py") or not os.path.isfile(origin):
+        raise UsageError(f"module {name!r} is not a Python source file (origin: {origin})\n"
+                         "help: routing modules are .py files")
+    return Target(origin, name, _read(origin))
+
+
+def _search_help() -> str:
+    return ("help: run the command from your project's root directory (it is put on sys.path), "
+            "or pass the routing module's path instead")
+
+
+def _read(filename: str) -> bytes:
+    try:
+        with open(filename, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise UsageError(f"{filename}: cannot read: {exc.strerror}") from None
+
+
+def _prepend_path(directory: str) -> None:
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+
+
+def resolved_tables(target: Target) -> tuple[list[ResolvedTable], list[Diagnostic]]:
+    """Each routing class of ``target`` resolved and checked, as the hook would see it.
+
+    Raises :class:`SyntaxError` for source that is not Python.
+    """
+    filename = target.display
+    tree = ast.parse(target.text, filename)
+    parsed = parse_module(tree, filename)
+    tables: list[ResolvedTable] = []
+    diagnostics = list(parsed.diagnostics)
+    for routing in parsed.classes:
+        node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and
+                    n.lineno == routing.lineno)
+        first_line = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        scope = StaticScope(tree, target.module_name, filename, before_line=first_line)
+        table, problems = check_class(routing, scope, filename)
+        tables.append(table)
+        diagnostics.extend(problems)
+    return tables, diagnostics

@@ -1,0 +1,183 @@
+"""Type stubs for routing modules, so mypy and pyright see the generated buses.
+
+The import hook replaces a ``@routing_config`` class by a generated one when the module is
+imported; a type checker reads the source and sees only the routing table. The ``.pyi`` written
+here says what the import produces: each bus's constructor (one parameter per handler class, in
+first-appearance order), its ``emit_*`` methods with their message types, and ``emit`` for
+their union.
+
+A type checker that finds ``routing.pyi`` next to ``routing.py`` reads only the stub, so the
+stub is a complete stub of the module: its imports, functions (signatures only), classes
+(bodies stubbed), constants (types only) and ``__all__`` are carried over.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Iterable, Sequence
+
+from mycelium_mono.routing.check import ResolvedRoute, ResolvedTable
+from mycelium_mono.routing.parse import is_routing_decorator
+
+__all__ = ["bus_stub", "module_stub", "stub_path", "write_stub"]
+
+_TYPING = "_typing"
+_MONOLITH = "_mycelium_monolith"
+_HEADER = "# Written by `mycelium-mono stubs`: what the import hook generates. Do not edit;\n" \
+          "# re-run the command after changing the routing module.\n"
+
+
+def module_stub(tree: ast.Module, tables: Sequence[ResolvedTable]) -> str:
+    """The ``.pyi`` text for a routing module (parsed source + its resolved tables)."""
+    by_line = {table.lineno: table for table in tables}
+    body: list[ast.stmt] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ClassDef) and stmt.lineno in by_line and any(
+            is_routing_decorator(d) for d in stmt.decorator_list
+        ):
+            body.append(bus_stub(by_line[stmt.lineno]))
+        else:
+            body.extend(_stub_statement(stmt, top=True))
+    body.insert(_import_position(body), _parse(f"import typing as {_TYPING}"))
+    body.insert(_import_position(body), _parse(f"import mycelium_mono.monolith as {_MONOLITH}"))
+    module = ast.Module(body=body, type_ignores=[])
+    return _HEADER + ast.unparse(ast.fix_missing_locations(module)) + "\n"
+
+
+def bus_stub(table: ResolvedTable) -> ast.ClassDef:
+    """The stub of one generated bus class."""
+    lines = [f"class {table.name}({_MONOLITH}.GeneratedBus):"]
+    lines += [f"    {handler.attr}: {ref.text}" for handler, ref in table.handlers]
+    params = "".join(f", {handler.attr}: {ref.text}" for handler, ref in table.handlers)
+    lines.append(f"    def __init__(self{params}, *, on_error: {_MONOLITH}.ErrorCallback | None "
+                 f"= ..., background: {_TYPING}.Any = ...) -> None: ...")
+    for route in table.routes:
+        lines += _emit_stubs(route)
+    messages = " | ".join(route.ref.text for route in table.routes)
+    if messages:
+        # Narrower than GeneratedBus.emit(Any) on purpose: a type checker should reject a
+        # message this bus does not route, which is exactly what the generated emit raises for.
+        lines.append(f"    def emit(self, msg: {messages}) -> None: ...  # type: ignore[override]")
+    node = _parse("\n".join(lines))
+    assert isinstance(node, ast.ClassDef)
+    return node
+
+
+def _emit_stubs(route: ResolvedRoute) -> list[str]:
+    name, message = route.emit_name, route.ref.text
+    lines = [f"    def {name}(self, msg: {message}) -> None: ..."]
+    if route.split:
+        lines.append(f"    def {name}_sync(self, msg: {message}) -> None: ...")
+        lines.append(f"    async def {name}_async(self, msg: {message}) -> None: ...")
+    return lines
+
+
+def _stub_statement(stmt: ast.stmt, *, top: bool) -> list[ast.stmt]:
+    """What a statement of the module (or of a class body) becomes in the stub."""
+    if isinstance(stmt, ast.Import | ast.ImportFrom):
+        return [stmt]
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+        return [_stub_function(stmt)]
+    if isinstance(stmt, ast.ClassDef):
+        return [_stub_class(stmt)]
+    if isinstance(stmt, ast.AnnAssign):
+        value = None if stmt.value is None else ast.Constant(...)
+        return [ast.AnnAssign(stmt.target, stmt.annotation, value, stmt.simple)]
+    if isinstance(stmt, ast.Assign):
+        return _stub_assign(stmt)
+    if isinstance(stmt, ast.If):
+        return [ast.If(stmt.test, _stub_body(stmt.body), _stub_many(stmt.orelse))]
+    if isinstance(stmt, ast.Try):
+        return _stub_many(stmt.body)  # the branch that runs when nothing fails
+    if top and _is_docstring(stmt):
+        return [stmt]
+    return []  # executable statements have no place in a stub
+
+
+def _stub_many(stmts: Iterable[ast.stmt]) -> list[ast.stmt]:
+    return [out for stmt in stmts for out in _stub_statement(stmt, top=False)]
+
+
+def _stub_body(stmts: Iterable[ast.stmt]) -> list[ast.stmt]:
+    return _stub_many(stmts) or [ast.Expr(ast.Constant(...))]
+
+
+def _stub_function(fn: ast.FunctionDef | ast.AsyncFunctionDef
+                   ) -> ast.FunctionDef | ast.AsyncFunctionDef:
+    args = fn.args
+    stubbed = ast.arguments(
+        posonlyargs=args.posonlyargs, args=args.args, vararg=args.vararg,
+        kwonlyargs=args.kwonlyargs, kw_defaults=[None if d is None else ast.Constant(...)
+                                                 for d in args.kw_defaults],
+        kwarg=args.kwarg, defaults=[ast.Constant(...) for _ in args.defaults],
+    )
+    cls = type(fn)
+    return cls(name=fn.name, args=stubbed, body=[ast.Expr(ast.Constant(...))],
+               decorator_list=fn.decorator_list, returns=fn.returns, type_comment=None)
+
+
+def _stub_class(node: ast.ClassDef) -> ast.ClassDef:
+    body = [stmt for stmt in node.body if _is_docstring(stmt)][:1] + _stub_many(node.body)
+    return ast.ClassDef(name=node.name, bases=node.bases, keywords=node.keywords,
+                        body=body or [ast.Expr(ast.Constant(...))],
+                        decorator_list=node.decorator_list)
+
+
+def _stub_assign(stmt: ast.Assign) -> list[ast.stmt]:
+    names = [t for t in stmt.targets if isinstance(t, ast.Name)]
+    if len(names) != len(stmt.targets):
+        return []  # tuple unpacking, attributes: nothing a checker can use
+    value = stmt.value
+    if any(t.id == "__all__" for t in names) or isinstance(value, ast.Name | ast.Attribute):
+        return [stmt]  # __all__ decides what is exported; `X = Y` may be a type alias
+    annotation = _literal_type(value)
+    return [ast.AnnAssign(ast.Name(t.id, ast.Store()), annotation, None, 1) for t in names]
+
+
+def _literal_type(value: ast.expr) -> ast.expr:
+    if isinstance(value, ast.Constant) and value.value is not None and value.value is not ...:
+        return ast.Name(type(value.value).__name__, ast.Load())
+    return _parse_expr(f"{_TYPING}.Any")
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(
+        stmt.value.value, str)
+
+
+def _import_position(body: list[ast.stmt]) -> int:
+    position = 0
+    for index, node in enumerate(body):
+        is_doc = index == 0 and _is_docstring(node)
+        is_future = isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        if is_doc or is_future:
+            position = index + 1
+    return position
+
+
+def _parse(source: str) -> ast.stmt:
+    return ast.parse(source).body[0]
+
+
+def _parse_expr(source: str) -> ast.expr:
+    return ast.parse(source, mode="eval").body
+
+
+def stub_path(filename: str, module_name: str, output_dir: str | None) -> str:
+    """Next to the module (``routing.py`` → ``routing.pyi``), or mirrored under ``output_dir``."""
+    if output_dir is None:
+        return os.path.splitext(filename)[0] + ".pyi"
+    parts = module_name.split(".")
+    if os.path.basename(filename) == "__init__.py":
+        parts.append("__init__")
+    return os.path.join(output_dir, *parts[:-1], parts[-1] + ".pyi")
+
+
+def write_stub(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a type checker never reads half a stub)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
