@@ -38,8 +38,9 @@ def topic_address(address: bytes) -> str:
 
 
 def sync_log(r0: int, r1: int, block: int, index: int) -> dict[str, Any]:
-    return {"address": "0x" + POOL.hex(), "topics": [SYNC_TOPIC], "data": "0x" + word(r0) + word(r1),
-            "blockNumber": hex(block), "logIndex": hex(index), "removed": False}
+    return {"address": "0x" + POOL.hex(), "topics": [SYNC_TOPIC],
+            "data": "0x" + word(r0) + word(r1), "blockNumber": hex(block),
+            "logIndex": hex(index), "removed": False}
 
 
 def swap_log(a0_in: int, a1_in: int, a0_out: int, a1_out: int, block: int,
@@ -116,6 +117,7 @@ class FakeNode:
         self.connections = 0
         self.calls = 0
         self.tokens_asked = asyncio.Event()
+        self.streams: list[asyncio.Task[None]] = []
 
     async def handler(self, ws: Any) -> None:
         self.connections += 1
@@ -131,7 +133,7 @@ class FakeNode:
                                           "result": topic_address(token)}))
             elif request["method"] == "eth_subscribe":
                 await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x9"}))
-                asyncio.create_task(self.stream(ws, plan))
+                self.streams.append(asyncio.create_task(self.stream(ws, plan)))
 
     async def stream(self, ws: Any, plan: list[Any]) -> None:
         for item in plan:
