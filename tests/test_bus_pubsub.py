@@ -46,7 +46,7 @@ async def test_publishing_with_no_subscriber_is_counted_not_an_error() -> None:
     await pub.publish(Tick(seq=1))
     pub.publish_nowait(Tick(seq=2))
     assert bus.stats.published == 2
-    assert bus.stats.unrouted == 2
+    assert bus.stats.no_local_subscriber == 2
 
 
 async def test_a_subscriber_added_after_the_publisher_still_receives() -> None:

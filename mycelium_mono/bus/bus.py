@@ -85,10 +85,15 @@ class SubscriberStats:
 
 @dataclass(frozen=True)
 class BusStats:
-    """A snapshot of the bus's counters; drops include subscriptions already closed."""
+    """A snapshot of the bus's counters; drops include subscriptions already closed.
+
+    ``no_local_subscriber`` counts messages (published here or received from a peer) that
+    no subscription in this process wanted; whether a peer wanted a published one is in
+    ``bus.transport.stats``.
+    """
 
     published: int
-    unrouted: int
+    no_local_subscriber: int
     received_remote: int
     delivered: int
     dropped: int
@@ -385,7 +390,7 @@ class Publisher(Generic[M]):
         subscribers = self._topic.subscribers
         bus._published += 1
         if not subscribers:
-            bus._unrouted += 1
+            bus._no_local_subscriber += 1
         refused: list[Subscriber[Any]] | None = None
         for sub in subscribers:
             queue = sub._queue
@@ -424,7 +429,7 @@ class Publisher(Generic[M]):
         subscribers = self._topic.subscribers
         bus._published += 1
         if not subscribers:
-            bus._unrouted += 1
+            bus._no_local_subscriber += 1
         # The fan-out of _fan_out_nowait, inlined: the extra call costs ~15% here.
         refused: list[Subscriber[Any]] | None = None
         for sub in subscribers:
@@ -480,7 +485,7 @@ class MessageBus:
         self._closed = False
         self._sub_count = 0
         self._published = 0
-        self._unrouted = 0
+        self._no_local_subscriber = 0
         self._received_remote = 0
         # Closed subscriptions stay listed: their queued messages can still be received,
         # and their drops must stay in the bus totals.
@@ -596,7 +601,7 @@ class MessageBus:
         every = [s.stats for s in (*self._subscribers, *self._retired)]
         return BusStats(
             published=self._published,
-            unrouted=self._unrouted,
+            no_local_subscriber=self._no_local_subscriber,
             received_remote=self._received_remote,
             delivered=sum(s.delivered for s in every),
             dropped=sum(s.dropped for s in every),
@@ -628,7 +633,7 @@ class MessageBus:
         self._received_remote += 1
         topic = self._topics.get(type(msg))
         if topic is None or not topic.subscribers:
-            self._unrouted += 1
+            self._no_local_subscriber += 1
             return
         # A "raise" subscriber refusing a remote message has nobody to raise to here; the
         # refusal is already counted in that subscriber's `rejected`.
