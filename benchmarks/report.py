@@ -10,11 +10,11 @@
 Absolute times on a shared 2-core machine move by tens of percent between runs; ratios between
 rows measured side by side in one run are what we compare (DESIGN section 5). So each
 pytest-benchmark ``group`` becomes one Markdown table whose last column is every row's mean
-divided by the mean of the group's reference row, and rows that declare a bar (a target ratio
-against another row) are checked in a list below the tables. pytest's own output goes to
-stderr, the Markdown to stdout: ``python benchmarks/report.py > table.md`` gives a clean file
-to paste into the README. The ``extra_info`` keys a benchmark can set are in
-``benchmarks/README.md``.
+(``--stat median`` or ``min`` if asked) divided by that of the group's reference row, and rows
+that declare a bar (a target ratio or added time against another row) are checked in a list
+below the tables. pytest's own output goes to stderr, the Markdown to stdout:
+``python benchmarks/report.py > table.md`` gives a clean file to paste into the README. The
+``extra_info`` keys a benchmark can set are in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -34,20 +34,40 @@ ROOT = BENCH_DIR.parent
 
 TIMES = "\N{MULTIPLICATION SIGN}"
 
+STATS = ("mean", "median", "min")
+
 QUICK_OPTIONS = ("--benchmark-max-time=0.05", "--benchmark-min-rounds=3")
 """``--quick``: about 50 ms per benchmark instead of pytest-benchmark's default 1 s."""
 
 
+BAR_KINDS = ("at_most", "at_least", "adds_at_most")
+"""``time(row) / time(vs)`` ≤ or ≥ a ratio; or ``time(row) - time(vs)`` ≤ seconds."""
+
+
 @dataclass(frozen=True)
 class Bar:
-    """A target ratio: ``mean(row) / mean(vs)`` at most (or at least) ``limit``."""
+    """A target for one row against another: a ratio bound, or an added-time bound."""
 
     vs: str
     limit: float
-    at_most: bool
+    kind: str
+    """One of :data:`BAR_KINDS`."""
 
     def describe(self) -> str:
-        return f"{'≤' if self.at_most else '≥'} {self.limit:g}{TIMES}"
+        if self.kind == "adds_at_most":
+            return f"adds ≤ {format_time(self.limit)}"
+        return f"{'≤' if self.kind == 'at_most' else '≥'} {self.limit:g}{TIMES}"
+
+    def measure(self, row: Row, vs: Row) -> float:
+        return row.time - vs.time if self.kind == "adds_at_most" else row.time / vs.time
+
+    def met(self, measured: float) -> bool:
+        return measured >= self.limit if self.kind == "at_least" else measured <= self.limit
+
+    def show(self, measured: float) -> str:
+        if self.kind == "adds_at_most":
+            return f"{'+' if measured >= 0 else '-'}{format_time(abs(measured))}"
+        return f"{measured:.2f}{TIMES}"
 
 
 @dataclass(frozen=True)
@@ -57,8 +77,8 @@ class Row:
     group: str
     name: str
     label: str
-    mean: float
-    """Seconds per operation."""
+    time: float
+    """Seconds per operation (the run's chosen statistic: mean unless ``--stat`` says)."""
     reference: bool
     bar: Bar | None
     note: str
@@ -78,13 +98,8 @@ class BarCheck:
     row: Row
     bar: Bar
     vs: Row | None
-    ratio: float | None
-
-    @property
-    def met(self) -> bool:
-        if self.ratio is None:
-            return False
-        return self.ratio <= self.bar.limit if self.bar.at_most else self.ratio >= self.bar.limit
+    measured: float | None
+    """The ratio (or, for ``adds_at_most``, the seconds added); ``None`` if ``vs`` did not run."""
 
 
 class ReportError(Exception):
@@ -94,7 +109,7 @@ class ReportError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        return render_saved(Path(args.from_json), command="")
+        return render_saved(Path(args.from_json), command="", stat=args.stat)
     if args.json:
         return run_and_render(args, Path(args.json))
     with tempfile.TemporaryDirectory(prefix="mycelium-bench-") as tmp:
@@ -104,13 +119,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Run all benchmarks/bench_*.py in one pytest-benchmark run and print "
-        "Markdown ratio tables (each row's mean relative to its group's reference row)."
+        "Markdown ratio tables (each row's time relative to its group's reference row)."
     )
     parser.add_argument("-k", metavar="EXPR", help="only benchmarks matching a pytest -k expr")
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--json", metavar="PATH", help="keep pytest-benchmark's JSON here")
     parser.add_argument(
         "--from-json", metavar="PATH", help="render a saved pytest-benchmark JSON, run nothing"
+    )
+    parser.add_argument(
+        "--stat",
+        choices=STATS,
+        default="mean",
+        help="the statistic compared (default mean; median or min resist a noisy neighbour)",
     )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after `--`")
     return parser.parse_args(argv)
@@ -140,7 +161,7 @@ def run_and_render(args: argparse.Namespace, json_path: Path) -> int:
             file=sys.stderr,
         )
         return status or 1
-    rendered = render_saved(json_path, command=shown)
+    rendered = render_saved(json_path, command=shown, stat=args.stat)
     if status != 0:
         print(
             f"warning: pytest exited with status {status}: the tables above miss the benchmarks "
@@ -151,16 +172,16 @@ def run_and_render(args: argparse.Namespace, json_path: Path) -> int:
     return rendered
 
 
-def render_saved(json_path: Path, *, command: str) -> int:
+def render_saved(json_path: Path, *, command: str, stat: str) -> int:
     try:
         data = json.loads(json_path.read_text())
-        rows = [row_from(bench) for bench in data.get("benchmarks", [])]
+        rows = [row_from(bench, stat) for bench in data.get("benchmarks", [])]
         if not rows:
             raise ReportError(
                 f"{json_path} holds no benchmark results\n"
                 "help: check the -k expression, or that benchmark files are named bench_*.py"
             )
-        print(render(group_rows(rows), data, command))
+        print(render(group_rows(rows), data, command, stat))
     except OSError as exc:
         print(
             f"error: cannot read benchmark results {json_path}: {exc.strerror}\n"
@@ -174,7 +195,7 @@ def render_saved(json_path: Path, *, command: str) -> int:
     return 0
 
 
-def row_from(bench: dict[str, Any]) -> Row:
+def row_from(bench: dict[str, Any], stat: str = "mean") -> Row:
     """A table row from one entry of pytest-benchmark's JSON ``benchmarks`` list."""
     extra: dict[str, Any] = bench.get("extra_info") or {}
     name = str(bench["name"])
@@ -188,7 +209,7 @@ def row_from(bench: dict[str, Any]) -> Row:
         group=str(bench.get("group") or _file_of(bench)),
         name=name,
         label=str(extra.get("label") or name),
-        mean=float(bench["stats"]["mean"]) / ops,
+        time=float(bench["stats"][stat]) / ops,
         reference=extra.get("reference") is True,
         bar=_bar_from(extra.get("bar"), name),
         note=str(extra.get("note") or ""),
@@ -203,18 +224,18 @@ def _file_of(bench: dict[str, Any]) -> str:
 def _bar_from(raw: Any, name: str) -> Bar | None:
     if raw is None:
         return None
-    limits = {key: raw.get(key) for key in ("at_most", "at_least")} if isinstance(raw, dict) else {}
-    given = [(key, value) for key, value in limits.items() if value is not None]
+    given = [key for key in BAR_KINDS if isinstance(raw, dict) and raw.get(key) is not None]
     if not isinstance(raw, dict) or not isinstance(raw.get("vs"), str) or len(given) != 1:
         raise ReportError(
             f"benchmark {name}: extra_info['bar'] is {raw!r}\n"
             "help: write {'vs': '<label or name of a row>', 'at_most': 1.4} "
-            "(or 'at_least': 3.0), exactly one limit"
+            "(or 'at_least': 3.0, or 'adds_at_most': 0.002 seconds), exactly one limit"
         )
-    key, value = given[0]
-    if not isinstance(value, int | float):
-        raise ReportError(f"benchmark {name}: extra_info['bar'][{key!r}] must be a number")
-    return Bar(raw["vs"], float(value), at_most=key == "at_most")
+    kind = given[0]
+    value = raw[kind]
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ReportError(f"benchmark {name}: extra_info['bar'][{kind!r}] must be a number")
+    return Bar(raw["vs"], float(value), kind)
 
 
 def group_rows(rows: Sequence[Row]) -> list[Group]:
@@ -233,13 +254,13 @@ def _group(name: str, rows: list[Row]) -> Group:
     elif len(marked) > 1:
         warning = f"{len(marked)} rows marked as reference; ratios are against the first"
     reference = marked[0] if marked else rows[0]
-    return Group(name, tuple(sorted(rows, key=lambda row: row.mean)), reference, warning)
+    return Group(name, tuple(sorted(rows, key=lambda row: row.time)), reference, warning)
 
 
-def render(groups: Sequence[Group], data: dict[str, Any], command: str) -> str:
+def render(groups: Sequence[Group], data: dict[str, Any], command: str, stat: str) -> str:
     lines = [_provenance(data, command), ""]
     for group in groups:
-        lines += _render_group(group)
+        lines += _render_group(group, stat)
     checks = check_bars(groups)
     if checks:
         lines += _render_bars(checks)
@@ -270,9 +291,9 @@ def _when(data: dict[str, Any]) -> str:
     return f"{started[:19].replace('T', ' ')} UTC" if started else ""
 
 
-def _render_group(group: Group) -> list[str]:
+def _render_group(group: Group, stat: str) -> list[str]:
     with_notes = any(row.note for row in group.rows)
-    header = f"| | time per op (mean) | {TIMES} reference |" + (" note |" if with_notes else "")
+    header = f"| | time per op ({stat}) | {TIMES} reference |" + (" note |" if with_notes else "")
     rule = "|---|---:|---:|" + ("---|" if with_notes else "")
     lines = [f"### {group.name}", ""]
     if group.warning:
@@ -280,7 +301,7 @@ def _render_group(group: Group) -> list[str]:
     lines += [header, rule]
     for row in group.rows:
         label = _cell(row.label) + (" **(reference)**" if row is group.reference else "")
-        cells = [label, format_time(row.mean), f"{row.mean / group.reference.mean:.2f}"]
+        cells = [label, format_time(row.time), f"{row.time / group.reference.time:.2f}"]
         if with_notes:
             cells.append(_cell(row.note))
         lines.append("| " + " | ".join(cells) + " |")
@@ -295,8 +316,8 @@ def check_bars(groups: Sequence[Group]) -> list[BarCheck]:
             if row.bar is None:
                 continue
             vs = _find(row.bar.vs, group, groups)
-            ratio = row.mean / vs.mean if vs is not None else None
-            checks.append(BarCheck(row, row.bar, vs, ratio))
+            measured = row.bar.measure(row, vs) if vs is not None else None
+            checks.append(BarCheck(row, row.bar, vs, measured))
     return checks
 
 
@@ -310,14 +331,16 @@ def _find(key: str, group: Group, groups: Sequence[Group]) -> Row | None:
 
 
 def _render_bars(checks: Sequence[BarCheck]) -> list[str]:
-    lines = ["### Bars (DESIGN section 5)", "", "| ratio | measured | bar | |"]
+    lines = ["### Bars (DESIGN section 5)", "", "| row against row | measured | bar | |"]
     lines.append("|---|---:|---:|---|")
     for check in checks:
-        what = f"{_cell(check.row.label)} ÷ {_cell(check.bar.vs)}"
-        if check.ratio is None:
+        sign = "-" if check.bar.kind == "adds_at_most" else "÷"
+        what = f"{_cell(check.row.label)} {sign} {_cell(check.bar.vs)}"
+        if check.measured is None:
             measured, verdict = "—", f"not measured: no row `{_cell(check.bar.vs)}` in this run"
         else:
-            measured, verdict = f"{check.ratio:.2f}{TIMES}", "met" if check.met else "**missed**"
+            measured = check.bar.show(check.measured)
+            verdict = "met" if check.bar.met(check.measured) else "**missed**"
         lines.append(f"| {what} | {measured} | {check.bar.describe()} | {verdict} |")
     return [*lines, ""]
 
