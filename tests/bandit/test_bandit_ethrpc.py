@@ -38,18 +38,28 @@ def topic_address(address: bytes) -> str:
 
 
 def sync_log(r0: int, r1: int, block: int, index: int) -> dict[str, Any]:
-    return {"address": "0x" + POOL.hex(), "topics": [SYNC_TOPIC],
-            "data": "0x" + word(r0) + word(r1), "blockNumber": hex(block),
-            "logIndex": hex(index), "removed": False}
+    return {
+        "address": "0x" + POOL.hex(),
+        "topics": [SYNC_TOPIC],
+        "data": "0x" + word(r0) + word(r1),
+        "blockNumber": hex(block),
+        "logIndex": hex(index),
+        "removed": False,
+    }
 
 
-def swap_log(a0_in: int, a1_in: int, a0_out: int, a1_out: int, block: int,
-             index: int) -> dict[str, Any]:
-    return {"address": "0x" + POOL.hex(),
-            "topics": [SWAP_TOPIC, topic_address(SENDER), topic_address(TO)],
-            "data": "0x" + word(a0_in) + word(a1_in) + word(a0_out) + word(a1_out),
-            "blockNumber": hex(block), "logIndex": hex(index), "blockTimestamp": hex(1_700_000_000),
-            "removed": False}
+def swap_log(
+    a0_in: int, a1_in: int, a0_out: int, a1_out: int, block: int, index: int
+) -> dict[str, Any]:
+    return {
+        "address": "0x" + POOL.hex(),
+        "topics": [SWAP_TOPIC, topic_address(SENDER), topic_address(TO)],
+        "data": "0x" + word(a0_in) + word(a1_in) + word(a0_out) + word(a1_out),
+        "blockNumber": hex(block),
+        "logIndex": hex(index),
+        "blockTimestamp": hex(1_700_000_000),
+        "removed": False,
+    }
 
 
 def test_decodes_a_sync_log_into_reserves() -> None:
@@ -62,7 +72,11 @@ def test_decodes_a_swap_log_with_indexed_sender_and_to() -> None:
     assert isinstance(event, SwapEvent)
     assert (event.sender, event.to) == (SENDER, TO)
     assert (event.amount0_in, event.amount1_in, event.amount0_out, event.amount1_out) == (
-        2_000 * 10**6, 0, 0, 10**18)
+        2_000 * 10**6,
+        0,
+        0,
+        10**18,
+    )
     assert event.timestamp_s == 1_700_000_000
 
 
@@ -77,8 +91,9 @@ def test_decodes_a_swap_log_with_indexed_sender_and_to() -> None:
         (lambda e: e.update(data="0xzz"), "not valid hex"),
     ],
 )
-def test_malformed_logs_raise_log_decode_error(mutate: Callable[[dict[str, Any]], None],
-                                               message: str) -> None:
+def test_malformed_logs_raise_log_decode_error(
+    mutate: Callable[[dict[str, Any]], None], message: str
+) -> None:
     entry = swap_log(1, 0, 0, 1, 1, 1)
     mutate(entry)
     with pytest.raises(LogDecodeError, match=message):
@@ -129,8 +144,11 @@ class FakeNode:
                 self.calls += 1
                 if self.calls == 2:
                     self.tokens_asked.set()
-                await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"],
-                                          "result": topic_address(token)}))
+                await ws.send(
+                    json.dumps(
+                        {"jsonrpc": "2.0", "id": request["id"], "result": topic_address(token)}
+                    )
+                )
             elif request["method"] == "eth_subscribe":
                 await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x9"}))
                 self.streams.append(asyncio.create_task(self.stream(ws, plan)))
@@ -144,8 +162,15 @@ class FakeNode:
             if isinstance(item, str):
                 await ws.send(item)
             else:
-                await ws.send(json.dumps({"jsonrpc": "2.0", "method": "eth_subscription",
-                                          "params": {"subscription": "0x9", "result": item}}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "method": "eth_subscription",
+                            "params": {"subscription": "0x9", "result": item},
+                        }
+                    )
+                )
 
 
 @asynccontextmanager
@@ -198,8 +223,13 @@ async def test_client_survives_garbage_and_counts_it() -> None:
     logs = trades(4)
     bad_swap = swap_log(1, 0, 0, 1, 999, 1)
     bad_swap["data"] = "0x1234"
-    garbage = ["not json at all", "[1, 2, 3]", json.dumps({"method": "eth_subscription"}),
-               {"address": "0x" + POOL.hex(), "topics": [], "data": "0x"}, bad_swap]
+    garbage = [
+        "not json at all",
+        "[1, 2, 3]",
+        json.dumps({"method": "eth_subscription"}),
+        {"address": "0x" + POOL.hex(), "topics": [], "data": "0x"},
+        bad_swap,
+    ]
     node = FakeNode(lambda n: [logs[0], logs[1], *garbage, *logs[2:]])
     async with serve(node) as url:
         client = EthLogClient(url, max_reconnects=0)

@@ -28,11 +28,27 @@ FOT = next(t for t in TOKENS if t.symbol == "FOT")
 E = 10**18
 
 
-def swap(pool: int, r0: int, r1: int, seq: int, token0: bytes = WETH.address,
-         token1: bytes = USDC.address) -> V2Swap:
-    return V2Swap(pool_address=bytes([pool]) * 20, token0=token0, token1=token1,
-                  amount_in=1, amount_out=1, zero_for_one=True, reserve0=r0, reserve1=r1,
-                  timestamp_ns=1_000 + seq, block_number=7, seq=seq)
+def swap(
+    pool: int,
+    r0: int,
+    r1: int,
+    seq: int,
+    token0: bytes = WETH.address,
+    token1: bytes = USDC.address,
+) -> V2Swap:
+    return V2Swap(
+        pool_address=bytes([pool]) * 20,
+        token0=token0,
+        token1=token1,
+        amount_in=1,
+        amount_out=1,
+        zero_for_one=True,
+        reserve0=r0,
+        reserve1=r1,
+        timestamp_ns=1_000 + seq,
+        block_number=7,
+        seq=seq,
+    )
 
 
 def collect(handler: object) -> list[object]:
@@ -57,8 +73,9 @@ def test_detector_compares_the_moved_pool_with_every_other_pool() -> None:
 
 
 def test_detector_sizes_the_worked_case_at_x_star() -> None:
-    det = ArbitrageDetector(DetectorConfig(max_input_usd_e6=10**18, gas_cost_usd_e6=0,
-                                           min_profit_usd_e6=0))
+    det = ArbitrageDetector(
+        DetectorConfig(max_input_usd_e6=10**18, gas_cost_usd_e6=0, min_profit_usd_e6=0)
+    )
     signals = collect(det)
     # A = 1000 X / 2100 Y and B = 1000 X / 2000 Y (WETH is X, USDC is Y; scaled).
     det.handle(swap(1, 1000 * E, 2000 * 10**6, seq=0))
@@ -66,21 +83,39 @@ def test_detector_sizes_the_worked_case_at_x_star() -> None:
     [sig] = signals
     assert isinstance(sig, ArbitrageSignal)
     # Either direction earns; the detector keeps the most valuable in USD.
-    assert sig.amount_in == optimal_input(sig.buy_reserve_in, sig.buy_reserve_out,
-                                          sig.sell_reserve_in, sig.sell_reserve_out)
+    assert sig.amount_in == optimal_input(
+        sig.buy_reserve_in, sig.buy_reserve_out, sig.sell_reserve_in, sig.sell_reserve_out
+    )
 
 
 MID = (2_100_000 * 10**6, 2_000_000 * 10**6)
 
 
-def signal(oid: int, amount_in: int, *, ts: int = 0, token_mid: bytes = USDC.address,
-           mid_reserves: tuple[int, int] = MID) -> ArbitrageSignal:
+def signal(
+    oid: int,
+    amount_in: int,
+    *,
+    ts: int = 0,
+    token_mid: bytes = USDC.address,
+    mid_reserves: tuple[int, int] = MID,
+) -> ArbitrageSignal:
     return ArbitrageSignal(
-        opportunity_id=oid, source_seq=oid, timestamp_ns=ts, deadline_block=9,
-        buy_pool=b"\x01" * 20, sell_pool=b"\x02" * 20, token_in=WETH.address,
-        token_mid=token_mid, amount_in=amount_in, expected_mid=0, expected_out=0,
-        gas_cost=0, buy_reserve_in=1000 * E, buy_reserve_out=mid_reserves[0],
-        sell_reserve_in=mid_reserves[1], sell_reserve_out=1000 * E,
+        opportunity_id=oid,
+        source_seq=oid,
+        timestamp_ns=ts,
+        deadline_block=9,
+        buy_pool=b"\x01" * 20,
+        sell_pool=b"\x02" * 20,
+        token_in=WETH.address,
+        token_mid=token_mid,
+        amount_in=amount_in,
+        expected_mid=0,
+        expected_out=0,
+        gas_cost=0,
+        buy_reserve_in=1000 * E,
+        buy_reserve_out=mid_reserves[0],
+        sell_reserve_in=mid_reserves[1],
+        sell_reserve_out=1000 * E,
     )
 
 
