@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 from mycelium_mono.routing.check import ResolvedRoute, ResolvedTable
@@ -22,6 +23,7 @@ from mycelium_mono.routing.parse import is_routing_decorator
 
 __all__ = ["bus_stub", "module_stub", "stub_path", "write_stub"]
 
+_ONE_LINE_BODY = re.compile(r":\n[ \t]+\.\.\.$", re.MULTILINE)
 _TYPING = "_typing"
 _MONOLITH = "_mycelium_monolith"
 _HEADER = "# Written by `mycelium-mono stubs`: what the import hook generates. Do not edit;\n" \
@@ -39,10 +41,15 @@ def module_stub(tree: ast.Module, tables: Sequence[ResolvedTable]) -> str:
             body.append(bus_stub(by_line[stmt.lineno]))
         else:
             body.extend(_stub_statement(stmt, top=True))
-    body.insert(_import_position(body), _parse(f"import typing as {_TYPING}"))
-    body.insert(_import_position(body), _parse(f"import mycelium_mono.monolith as {_MONOLITH}"))
+    # The private aliases cannot clash with the module's own names; added only when used.
+    if f"{_TYPING}." in ast.unparse(ast.Module(body=body, type_ignores=[])):
+        body.insert(_import_position(body), _parse(f"import typing as {_TYPING}"))
+    if tables:
+        body.insert(_import_position(body), _parse(f"import mycelium_mono.monolith as {_MONOLITH}"))
     module = ast.Module(body=body, type_ignores=[])
-    return _HEADER + ast.unparse(ast.fix_missing_locations(module)) + "\n"
+    text = ast.unparse(ast.fix_missing_locations(module))
+    # Stub style: `def f(self) -> None: ...` on one line (ast.unparse puts `...` on its own).
+    return _HEADER + _ONE_LINE_BODY.sub(": ...", text) + "\n"
 
 
 def bus_stub(table: ResolvedTable) -> ast.ClassDef:
@@ -56,9 +63,9 @@ def bus_stub(table: ResolvedTable) -> ast.ClassDef:
         lines += _emit_stubs(route)
     messages = " | ".join(route.ref.text for route in table.routes)
     if messages:
-        # Narrower than GeneratedBus.emit(Any) on purpose: a type checker should reject a
-        # message this bus does not route, which is exactly what the generated emit raises for.
-        lines.append(f"    def emit(self, msg: {messages}) -> None: ...  # type: ignore[override]")
+        # Narrower than GeneratedBus.emit(Any) on purpose (Any stays a compatible override): a
+        # type checker rejects a message this bus does not route, as the generated emit would.
+        lines.append(f"    def emit(self, msg: {messages}) -> None: ...")
     node = _parse("\n".join(lines))
     assert isinstance(node, ast.ClassDef)
     return node

@@ -66,6 +66,8 @@ def _add_doctor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sub.add_argument("module", metavar="PATH|MODULE")
     sub.add_argument("--no-hook", action="store_true",
                      help="import the module without the import hook (the run-time build path)")
+    sub.add_argument("--factory", metavar="MODULE:FUNCTION", default=None,
+                     help="a function returning a constructed bus, for the emit timing")
     sub.add_argument("--format", choices=("text", "json"), default="text")
     sub.set_defaults(handler=run_doctor)
 

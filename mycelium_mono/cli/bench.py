@@ -27,6 +27,7 @@ __all__ = [
     "bus_classes",
     "default_bus",
     "default_message",
+    "factory_buses",
     "import_routing_module",
     "run_bench",
     "time_bus",
@@ -214,13 +215,19 @@ def run_bench(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+def factory_buses(factory: str) -> list[GeneratedBus]:
+    """The bus (or list of buses) a ``--factory MODULE:FUNCTION`` returns."""
+    made = load_factory(factory)()
+    buses = list(made) if isinstance(made, list | tuple) else [made]
+    if not all(isinstance(b, GeneratedBus) for b in buses):
+        raise UsageError(f"--factory {factory} returned {made!r}, not a generated bus\n"
+                         "help: return the constructed MonolithBus (or a list of buses)")
+    return buses
+
+
 def _buses(module: ModuleType, factory: str | None) -> list[GeneratedBus]:
     if factory is not None:
-        made = load_factory(factory)()
-        buses = list(made) if isinstance(made, list | tuple) else [made]
-        if not all(isinstance(b, GeneratedBus) for b in buses):
-            raise UsageError(f"--factory {factory} returned {made!r}, not a generated bus")
-        return buses
+        return factory_buses(factory)
     classes = bus_classes(module)
     if not classes:
         raise UsageError(f"{module.__name__} defines no @routing_config bus")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import inspect
 import json
 import os
 import sys
@@ -33,6 +32,7 @@ from typing import Any, TextIO
 from mycelium_mono.cli.bench import (
     bus_classes,
     default_bus,
+    factory_buses,
     format_timings,
     import_routing_module,
     time_bus,
@@ -74,7 +74,7 @@ class Check:
     fix: str | None = None
 
 
-def diagnose(target: Target, *, hook: bool = True) -> list[Check]:
+def diagnose(target: Target, *, hook: bool = True, factory: str | None = None) -> list[Check]:
     """Every check for the routing module ``target`` (imports it, unless it does not compile)."""
     tables, problems = resolved_tables(target)
     checks = [_compile_check(target, tables, problems)]
@@ -90,7 +90,7 @@ def diagnose(target: Target, *, hook: bool = True) -> list[Check]:
     buses = bus_classes(module)
     checks += _origin_checks(target, buses, hook=hook)
     checks += _unrouted_checks(module, tables, buses, target)
-    built = _construct(buses)
+    built = _construct(buses, factory)
     checks += [check for _, check in built]
     checks += _environment_checks()
     checks.append(_inlining_check(target))
@@ -167,15 +167,20 @@ def _handler_findings(handler: type, routed: dict[str, list[_Routed]], services:
             findings.append(_not_routed_anywhere(handler, where, message, routed_for, tables,
                                                  target))
             continue
+        if any(_receives(handler, entry, services) for entry in entries):
+            continue  # routed in at least one bus: leaving it out of another is a choice
         for entry in entries:
-            if message_key(handler) in entry.handler_keys:
-                continue
-            if any(issubclass(s, handler) and s is not handler and message_key(s) in
-                   entry.handler_keys for s in services):
-                continue  # a subclass is routed: the base class is not meant to be
             findings.append(_missing_from_route(handler, where, message, entry, target,
                                                 is_async=method.is_async))
     return findings
+
+
+def _receives(handler: type, entry: _Routed, services: list[type]) -> bool:
+    """``handler`` (or a routed subclass of it, which is what the base was written for)."""
+    keys = entry.handler_keys
+    return message_key(handler) in keys or any(
+        issubclass(s, handler) and message_key(s) in keys for s in services
+    )
 
 
 def _not_routed_anywhere(handler: type, where: str, message: type, routed_for: list[str],
@@ -240,18 +245,23 @@ def _is_handler_class(value: object) -> bool:
     return bool(handled_messages(value))
 
 
-def _construct(buses: list[type[GeneratedBus]]) -> list[tuple[GeneratedBus | None, Check]]:
+def _construct(buses: list[type[GeneratedBus]], factory: str | None
+               ) -> list[tuple[GeneratedBus | None, Check]]:
+    made = {type(bus): bus for bus in factory_buses(factory)} if factory else {}
     results: list[tuple[GeneratedBus | None, Check]] = []
     for cls in buses:
-        signature = f"{cls.__name__}{inspect.signature(cls.__init__)}".replace("(self, ", "(")
+        params = ", ".join(f"{attr}: {service.__name__}"
+                           for attr, service in cls.__mycelium_services__.items())
+        signature = f"{cls.__name__}({params})"
         try:
-            bus = default_bus(cls)
+            bus = made[cls] if cls in made else default_bus(cls)
         except UsageError as exc:
             results.append((None, Check(
                 NOT_CALLED, f"{cls.__name__} constructor", Verdict.INFO,
-                f"{signature}: every routed handler is a required argument. {exc}",
-                "timings below need a constructed bus: `mycelium-mono bench MODULE --factory "
-                "module:function`")))
+                f"{signature}: every routed handler is a required argument; "
+                f"{str(exc).splitlines()[0]}",
+                "the emit timing needs a constructed bus: pass --factory module:function, a "
+                "function returning one")))
             continue
         results.append((bus, Check(
             NOT_CALLED, f"{cls.__name__} constructor", Verdict.OK,
@@ -452,7 +462,7 @@ def _format_check(check: Check, *, color: bool) -> str:
 def run_doctor(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Exit status 1 if any check failed; warnings alone exit 0."""
     target = find_target(args.module)
-    checks = diagnose(target, hook=not args.no_hook)
+    checks = diagnose(target, hook=not args.no_hook, factory=args.factory)
     if args.format == "json":
         report = {"module": target.module_name, "path": target.filename,
                   "checks": [{**asdict(c), "verdict": c.verdict.value} for c in checks]}

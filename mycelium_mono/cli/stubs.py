@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
+import os
 import sys
 from typing import TextIO
 
-from mycelium_mono.cli.target import find_target, resolved_tables, use_color
+from mycelium_mono.cli.target import Target, find_target, resolved_tables, use_color
 from mycelium_mono.routing.errors import render_diagnostic
 from mycelium_mono.stubs import module_stub, stub_path, write_stub
 
@@ -34,4 +36,32 @@ def run_stubs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         write_stub(path, text)
         buses = ", ".join(t.name for t in tables) or "no routing class"
         out.write(f"wrote {path} ({buses})\n")
+        if args.output is not None:
+            for parent in _write_parent_stubs(target, args.output):
+                out.write(f"wrote {parent} (parent package)\n")
     return status
+
+
+def _write_parent_stubs(target: Target, output: str) -> list[str]:
+    """Stubs of the parent packages' ``__init__.py`` under ``output``.
+
+    A type checker resolves ``pkg.routing`` in the output directory only if ``pkg`` itself is a
+    regular package there (a bare directory is a namespace package, which loses to the real
+    ``pkg``); the parent stubs are complete stubs of the real ``__init__.py`` files, so nothing
+    they define disappears.
+    """
+    written = []
+    parts = target.module_name.split(".")
+    directory = os.path.dirname(target.filename)
+    if os.path.basename(target.filename) == "__init__.py":
+        parts, directory = parts[:-1], os.path.dirname(directory)
+    for depth in range(len(parts) - 1, 0, -1):
+        init = os.path.join(directory, "__init__.py")
+        name = ".".join(parts[:depth])
+        with open(init, "rb") as file:
+            source = importlib.util.decode_source(file.read())
+        path = stub_path(init, name, output)
+        write_stub(path, module_stub(ast.parse(source, init), []))
+        written.append(path)
+        directory = os.path.dirname(directory)
+    return written
