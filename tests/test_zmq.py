@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peers.harness import free_port, until
 from peers.messages import Fill, Quote, Tick, tick
 
 from mycelium_mono.bus import MessageBus
@@ -23,16 +24,6 @@ from mycelium_mono.bus.transports.zmq import (
 )
 
 pytestmark = pytest.mark.network
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait (bounded) for something another socket will make true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 class Pair:
@@ -112,8 +103,6 @@ async def test_publisher_can_wait_for_subscribers(pair: Pair) -> None:
 
 
 async def test_ready_names_the_missing_peer_when_nobody_answers() -> None:
-    from conftest_distributed import free_port
-
     lonely = ZmqTransport("127.0.0.1:0")
     await lonely.start(lambda m: None)
     try:
