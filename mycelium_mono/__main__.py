@@ -17,6 +17,10 @@ from ``MYCELIUM_PACKAGES`` and then runs the real main module exactly as ``multi
 would have. Plain subprocesses get the hook by being started with ``python -m mycelium_mono run``
 themselves (``MYCELIUM_PACKAGES`` is already in their environment).
 
+The script itself runs as ``__main__`` from its file, not through the import system, so a
+``@routing_config`` class written in the script is built at run time (the same bus, uncached);
+the hook rewrites routing modules the script imports.
+
 Any other command (``check``, ``show``, ``doctor``, ...) is passed to ``mycelium-mono``.
 """
 

@@ -411,3 +411,11 @@ def test_reload_reads_the_edited_source_again(shop: Path, monolith_hook: Monolit
     assert list(reloaded.run_demo()) == [7, ["order 1", "order 2"]]
     record = import_records()["hookshop.routing"]
     assert record.miss is not None and record.miss.reason is MissReason.SOURCE_CHANGED
+
+
+def test_record_describes_what_happened_in_one_line(
+    shop: Path, monolith_hook: MonolithHook
+) -> None:
+    import_shop(monolith_hook)
+    line = import_records()["hookshop.routing"].describe()
+    assert line == "hookshop.routing: rewritten (cache miss: no cache file; written)"
