@@ -138,7 +138,7 @@ class ServiceContext:
         for message_type in sub.message_types:
             self._subscriptions[message_type] = sub
 
-    def is_idle(self) -> bool:
+    def _is_idle(self) -> bool:
         """Parked in ``recv()`` with nothing queued anywhere it listens."""
         subs = list(dict.fromkeys(self._subscriptions.values()))
         if not subs or any(len(s) for s in subs):
@@ -371,7 +371,7 @@ class ServiceRuntime:
             if not sleeper.done():
                 sleeper.set_result(False)
         if not await self._wait_quiescent(deadline):
-            busy = [s.name for s in self.services if not s.done and not s.context.is_idle()]
+            busy = [s.name for s in self.services if not s.done and not s.context._is_idle()]
             logger.warning("shutdown: %s still busy after %.1fs; cancelling", busy, timeout)
         for running in self.services:
             for sub in running.context.subscriptions:
@@ -391,7 +391,7 @@ class ServiceRuntime:
         while calm < 2:
             if loop.time() >= deadline:
                 return False
-            if all(s.done or s.context.is_idle() for s in self.services):
+            if all(s.done or s.context._is_idle() for s in self.services):
                 calm += 1
                 await asyncio.sleep(0)
             else:
