@@ -1,21 +1,20 @@
 """mycelium-mono: message passing between decoupled services as cheap as a direct call.
 
 Public names only; everything else lives in private-by-convention submodules.
+
+The flexible-mode names (``MessageBus``, ``ServiceRuntime``, ...) and the import hook are
+loaded on first use (PEP 562): a monolith-only program never imports asyncio through us,
+which keeps ``import mycelium_mono`` to a few milliseconds.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 # Defined before the imports below: the routing pipeline reads it while they run.
 __version__ = "0.1.0"
 
-from mycelium_mono.bus import (
-    BackgroundBacklog,
-    LatencyTracker,
-    MessageBus,
-    QueueOverflowError,
-    ServiceContext,
-    ServiceRuntime,
-    SubscriptionClosed,
-    service,
-)
 from mycelium_mono.handlers import MessageHandler, NotAttachedError, handles
 from mycelium_mono.messages import (
     F32,
@@ -39,7 +38,46 @@ from mycelium_mono.messages import (
 )
 from mycelium_mono.routing.declare import Route, route, routing_config
 from mycelium_mono.routing.errors import RoutingError
-from mycelium_mono.routing.hook import ImportHookManager, install_import_hook
+
+if TYPE_CHECKING:
+    from mycelium_mono.bus import (
+        BackgroundBacklog,
+        LatencyTracker,
+        MessageBus,
+        QueueOverflowError,
+        ServiceContext,
+        ServiceRuntime,
+        SubscriptionClosed,
+        service,
+    )
+    from mycelium_mono.routing.hook import ImportHookManager, install_import_hook
+
+_LAZY = {
+    "BackgroundBacklog": "mycelium_mono.bus",
+    "LatencyTracker": "mycelium_mono.bus",
+    "MessageBus": "mycelium_mono.bus",
+    "QueueOverflowError": "mycelium_mono.bus",
+    "ServiceContext": "mycelium_mono.bus",
+    "ServiceRuntime": "mycelium_mono.bus",
+    "SubscriptionClosed": "mycelium_mono.bus",
+    "service": "mycelium_mono.bus",
+    "ImportHookManager": "mycelium_mono.routing.hook",
+    "install_import_hook": "mycelium_mono.routing.hook",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mycelium_mono' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "F32",
