@@ -16,24 +16,56 @@ would write them by hand::
 Since Python 3.11 a ``try`` costs nothing when nothing raises, so "every handler runs even
 if an earlier one raised" is free on the fast path.
 
+With ``inline=True`` the call is replaced, where :mod:`mycelium_mono.routing.inline` can keep
+its meaning, by the handler's body (``h1 = self.risk_manager`` then the body with ``self``
+renamed ``h1``), behind one flag test per emit::
+
+    def emit_v2_swap(self, msg: V2Swap) -> None:
+        if not self._mycelium_inline:
+            return self._emit_v2_swap_calls(msg)   # a subclass, a mock, a patched method
+        errors = None
+        h1 = self.risk_manager
+        try:
+            'inlined RiskManager.handle from .../risk.py:97'
+            h1.approved += 1
+        except Exception as exc:
+            errors = _mycelium_inline.failed(errors, exc, self, 'risk_manager.handle', ...)
+
 Every generated node carries the source position of the routing line it came from, and
-each handler's ``try`` the position of that handler's name in the list: a traceback through
-``emit_v2_swap`` points at ``V2Swap = [ArbitrageDetector, RiskManager]`` with a caret under
-the handler that raised.
+each handler's ``try`` (inlined body included) the position of that handler's name in the
+list: a traceback through ``emit_v2_swap`` points at ``V2Swap = [ArbitrageDetector,
+RiskManager]`` with a caret under the handler that raised. An inlined body's failure also gets
+a note naming the handler's own file and line; the generated text (``show``, ``linecache``)
+names each inlined block's origin in its first line.
 """
 
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 
 from mycelium_mono.routing.check import HandlerCall, ResolvedRoute, ResolvedTable
 from mycelium_mono.routing.errors import Span
+from mycelium_mono.routing.inline import (
+    BUILTINS_ALIAS,
+    InlinedBody,
+    NotInlined,
+    inline_method,
+    module_alias,
+)
 
-__all__ = ["SUPPORT", "CallNote", "GeneratedClass", "generate_class", "support_import"]
+__all__ = ["INLINE_SUPPORT", "SUPPORT", "CallNote", "GeneratedClass", "generate_class",
+           "support_import"]
 
 SUPPORT = "_mycelium_monolith"
 """The name under which generated code reaches :mod:`mycelium_mono.monolith`."""
+
+INLINE_SUPPORT = "_mycelium_inline"
+"""The name under which generated code reaches :mod:`mycelium_mono.routing.inline`."""
+
+INLINE_FLAG = "_mycelium_inline_ok"
+"""The bus slot holding the guard's verdict."""
 
 
 @dataclass(frozen=True)
@@ -52,24 +84,77 @@ class GeneratedClass:
     name: str
     node: ast.ClassDef
     notes: tuple[CallNote, ...]
+    prelude: tuple[ast.stmt, ...] = ()
+    """Module-level imports the class needs (inlined bodies read their modules' globals
+    through them); the module splices them in after :func:`support_import`."""
 
 
 def support_import() -> ast.stmt:
     return ast.parse(f"import mycelium_mono.monolith as {SUPPORT}").body[0]
 
 
+@dataclass
+class _InlinePlan:
+    """Which calls of a table get inlined, and the notes saying why or why not."""
+
+    inline: bool
+    notes: list[CallNote] = field(default_factory=list)
+    modules: set[str] = field(default_factory=set)
+    guarded: dict[tuple[str, str], InlinedBody] = field(default_factory=dict)
+
+    def note(self, emit: str, call: HandlerCall, result: InlinedBody | NotInlined) -> None:
+        if isinstance(result, InlinedBody):
+            mode, reason = "inlined", (f"from {result.origin}; guarded: exact type, method "
+                                       "not replaced (checked when the bus is built)")
+        else:
+            mode, reason = "call", result.reason
+        self.notes.append(CallNote(emit, call.handler.attr, call.method.method, mode, reason))
+
+    def body_for(self, emit: str, index: int, call: HandlerCall) -> InlinedBody | None:
+        result = self._try(call, instance=f"h{index}")
+        self.note(emit, call, result)
+        if isinstance(result, NotInlined):
+            return None
+        self.modules.update(result.modules)
+        self.guarded[(call.handler.attr, call.method.method)] = result
+        return result
+
+    def _try(self, call: HandlerCall, *, instance: str) -> InlinedBody | NotInlined:
+        if not self.inline:
+            return NotInlined("inline=False")
+        if call.handler.live is None:
+            return NotInlined("defined in the routing module: not compiled yet when the "
+                              "hook generates the bus")
+        if call.method.is_async:
+            return NotInlined("async handler")
+        return inline_method(call.handler.live, call.method.method, instance=instance,
+                             message="msg")
+
+    def prelude(self) -> tuple[ast.stmt, ...]:
+        if not self.guarded:
+            return ()
+        lines = [f"import mycelium_mono.routing.inline as {INLINE_SUPPORT}",
+                 f"import builtins as {BUILTINS_ALIAS}"]
+        lines += [f"import {m} as {module_alias(m)}" for m in sorted(self.modules)]
+        return tuple(ast.parse("\n".join(lines)).body)
+
+
 def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
-    """The bus class for ``table``. ``inline`` is accepted; inlining lands separately."""
-    notes: list[CallNote] = []
+    """The bus class for ``table``; ``inline`` inlines handler bodies where that is safe."""
+    plan = _InlinePlan(inline)
+    methods = [m for route in table.routes for m in _route_methods(route, plan)]
     body: list[ast.stmt] = [
         _stmt(f'"""{_docstring(table)}"""'),
-        _stmt(f"__slots__ = {tuple(h.attr for h, _ in table.handlers)!r}"),
+        _stmt(f"__slots__ = {_slots(table, plan)!r}"),
         _stmt(_services_mapping(table)),
-        _init(table),
     ]
-    for route in table.routes:
-        body.extend(_route_methods(route, notes, inline=inline))
-    _place_all(body[:3], table.span)
+    if plan.guarded:
+        body.append(_stmt(f"__mycelium_inlined__ = {_inlined_spec(plan)!r}"))
+    _place_all(body, table.span)
+    body.append(_init(table, guarded=bool(plan.guarded)))
+    if plan.guarded:
+        body.append(_setattr(table))
+    body.extend(methods)
     cls = ast.ClassDef(
         name=table.name,
         bases=[ast.parse(f"{SUPPORT}.GeneratedBus", mode="eval").body],
@@ -79,7 +164,20 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
     )
     _place(cls, table.span, shallow=True)
     _place(cls.bases[0], table.span)
-    return GeneratedClass(table.name, cls, tuple(notes))
+    prelude = plan.prelude()
+    _place_all(list(prelude), table.span)
+    return GeneratedClass(table.name, cls, tuple(plan.notes), prelude)
+
+
+def _slots(table: ResolvedTable, plan: _InlinePlan) -> tuple[str, ...]:
+    attrs = tuple(h.attr for h, _ in table.handlers)
+    return (*attrs, INLINE_FLAG) if plan.guarded else attrs
+
+
+def _inlined_spec(plan: _InlinePlan) -> tuple[tuple[str, str, str, int], ...]:
+    """What the run-time guard checks: (attribute, method, file, first line) per inlined body."""
+    return tuple((attr, method, body.filename, body.firstlineno)
+                 for (attr, method), body in plan.guarded.items())
 
 
 def _docstring(table: ResolvedTable) -> str:
@@ -99,7 +197,7 @@ def _services_mapping(table: ResolvedTable) -> str:
     return f"__mycelium_services__ = {{{items}}}"
 
 
-def _init(table: ResolvedTable) -> ast.stmt:
+def _init(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
     params = "".join(f", {h.attr}: {ref.text}" for h, ref in table.handlers)
     lines = [f"def __init__(self{params}, *, on_error=None, background=None) -> None:"]
     for handler, ref in table.handlers:
@@ -111,6 +209,8 @@ def _init(table: ResolvedTable) -> ast.stmt:
         ]
     dispatch = ", ".join(f"{r.message_expr}: self.{r.emit_name}" for r in table.routes)
     lines.append(f"    self._setup(on_error, background, {{{dispatch}}})")
+    if guarded:
+        lines.append(f"    {INLINE_SUPPORT}.recheck(self)")
     fn = _stmt("\n".join(lines))
     assert isinstance(fn, ast.FunctionDef)
     _place(fn, table.span)
@@ -121,13 +221,24 @@ def _init(table: ResolvedTable) -> ast.stmt:
     return fn
 
 
-def _route_methods(route: ResolvedRoute, notes: list[CallNote], *, inline: bool) -> list[ast.stmt]:
-    reason = "inline=False" if not inline else "inlining is not available in this version"
-    for call in (*route.sync, *route.background):
-        notes.append(CallNote(route.emit_name, call.handler.attr, call.method.method, "call",
-                              reason))
+def _setattr(table: ResolvedTable) -> ast.stmt:
+    """Reassigning a service re-runs the inline guard; reads of services stay plain slots."""
+    fn = _stmt(
+        "def __setattr__(self, name: str, value: object) -> None:\n"
+        "    object.__setattr__(self, name, value)\n"
+        "    if name in self.__mycelium_services__:\n"
+        f"        {INLINE_SUPPORT}.recheck(self)"
+    )
+    _place(fn, table.span)
+    return fn
+
+
+def _route_methods(route: ResolvedRoute, plan: _InlinePlan) -> list[ast.stmt]:
     if not route.split:
-        return [_emit_method(route, route.emit_name, route.sync, is_async=False)]
+        return _sync_methods(route, route.emit_name, route.sync, plan)
+    for call in route.background:
+        plan.note(route.emit_name, call, NotInlined(
+            "background path: queued on the event loop, where one call is noise"))
     name = route.emit_name
     combined = _stmt(
         f"def {name}(self, msg: {route.message_expr}) -> None:\n"
@@ -140,42 +251,109 @@ def _route_methods(route: ResolvedRoute, notes: list[CallNote], *, inline: bool)
     )
     _place(combined, route.span)
     return [
-        _emit_method(route, f"{name}_sync", route.sync, is_async=False),
+        *_sync_methods(route, f"{name}_sync", route.sync, plan),
         _emit_method(route, f"{name}_async", route.background, is_async=True),
         combined,
     ]
 
 
+def _sync_methods(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...],
+                  plan: _InlinePlan) -> list[ast.stmt]:
+    """The sync emit: inlined where the plan allows, plus its all-calls twin for the guard."""
+    bodies = [plan.body_for(name, index, call) for index, call in enumerate(calls, 1)]
+    if not any(bodies):
+        return [_emit_method(route, name, calls, is_async=False)]
+    fallback = f"_{name}_calls"
+    return [
+        _emit_method(route, name, calls, is_async=False, bodies=bodies, fallback=fallback),
+        _emit_method(route, fallback, calls, is_async=False, reported_as=name),
+    ]
+
+
 def _emit_method(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...], *,
-                 is_async: bool) -> ast.stmt:
-    targets = ", ".join(f"{c.handler.attr}.{c.method.method}" for c in calls) or "no handlers"
+                 is_async: bool, bodies: list[InlinedBody | None] | None = None,
+                 fallback: str | None = None, reported_as: str | None = None) -> ast.stmt:
     lines = [
         f"{'async ' if is_async else ''}def {name}(self, msg: {route.message_expr}) -> None:",
-        f"    '''{route.message.name} → {targets}.'''",
+        f"    '''{_emit_doc(route, calls, bodies, reported_as)}'''",
     ]
+    if fallback is not None:
+        lines += [f"    if not self.{INLINE_FLAG}:", f"        return self.{fallback}(msg)"]
     if calls:
         lines.append("    errors = None")
-    for call in calls:
-        target = f"{call.handler.attr}.{call.method.method}"
-        awaiting = "await " if call.method.is_async else ""
-        lines += [
-            "    try:",
-            f"        {awaiting}self.{target}(msg)",
-            "    except Exception as exc:",
-            f"        errors = {SUPPORT}.failed(errors, exc, self, {target!r})",
-        ]
+    for index, call in enumerate(calls):
+        body = bodies[index] if bodies else None
+        lines += _handler_lines(call, index + 1, body)
     if calls:
         lines += [
             "    if errors is not None:",
-            f"        self._raise_failures({name!r}, msg, errors)",
+            f"        self._raise_failures({reported_as or name!r}, msg, errors)",
         ]
     fn = _stmt("\n".join(lines))
     assert isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+    if bodies:
+        _splice_bodies(fn, [b for b in bodies if b is not None])
     _place(fn, route.span)
-    tries = [stmt for stmt in fn.body if isinstance(stmt, ast.Try)]
-    for stmt, call in zip(tries, calls, strict=True):
-        _place(stmt, call.ref.span)
+    _place_handlers(fn, calls)
     return fn
+
+
+def _emit_doc(route: ResolvedRoute, calls: tuple[HandlerCall, ...],
+              bodies: list[InlinedBody | None] | None, reported_as: str | None) -> str:
+    if reported_as is not None:
+        return f"{reported_as} when the inline guard fails: every handler is called."
+    targets = [f"{c.handler.attr}.{c.method.method}"
+               + (" (inlined)" if bodies and bodies[i] is not None else "")
+               for i, c in enumerate(calls)]
+    return f"{route.message.name} → {', '.join(targets) or 'no handlers'}."
+
+
+def _handler_lines(call: HandlerCall, index: int, body: InlinedBody | None) -> list[str]:
+    target = f"{call.handler.attr}.{call.method.method}"
+    if body is not None:
+        return [
+            f"    h{index} = self.{call.handler.attr}",
+            "    try:",
+            f"        {body.marker!r}",
+            "    except Exception as exc:",
+            f"        errors = {INLINE_SUPPORT}.failed(errors, exc, self, {target!r}, "
+            f"{body.origin!r})",
+        ]
+    awaiting = "await " if call.method.is_async else ""
+    return [
+        "    try:",
+        f"        {awaiting}self.{target}(msg)",
+        "    except Exception as exc:",
+        f"        errors = {SUPPORT}.failed(errors, exc, self, {target!r})",
+    ]
+
+
+def _splice_bodies(fn: ast.FunctionDef | ast.AsyncFunctionDef,
+                   bodies: list[InlinedBody]) -> None:
+    """Put each inlined body after its origin marker, inside that handler's ``try``."""
+    by_marker = {body.marker: body for body in bodies}
+    for node in fn.body:
+        if not isinstance(node, ast.Try):
+            continue
+        first = node.body[0]
+        value = first.value if isinstance(first, ast.Expr) else None
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            body = by_marker.get(value.value)
+            if body is not None:
+                node.body = [first, *copy.deepcopy(list(body.statements))]
+
+
+def _place_handlers(fn: ast.FunctionDef | ast.AsyncFunctionDef,
+                    calls: tuple[HandlerCall, ...]) -> None:
+    """Each handler's ``try`` (and its ``hN = ...`` load) points at that handler's name."""
+    tries = [node for node in fn.body if isinstance(node, ast.Try)]
+    for node, call in zip(tries, calls, strict=True):
+        _place(node, call.ref.span)
+    for stmt in fn.body:
+        if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+            target = stmt.targets[0].id
+            if target.startswith("h") and target[1:].isdigit():
+                _place(stmt, calls[int(target[1:]) - 1].ref.span)
 
 
 def _stmt(source: str) -> ast.stmt:

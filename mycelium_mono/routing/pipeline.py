@@ -161,7 +161,9 @@ def _splice(tree: ast.Module, generated: list[GeneratedClass]) -> None:
             new = by_name[node.name].node
             new.decorator_list = [d for d in node.decorator_list if not is_routing_decorator(d)]
             tree.body[index] = new
-    tree.body.insert(_import_position(tree), support_import())
+    position = _import_position(tree)
+    prelude = [stmt for g in generated for stmt in g.prelude]
+    tree.body[position:position] = [support_import(), *prelude]
     ast.fix_missing_locations(tree)
 
 

@@ -138,7 +138,8 @@ def _refs(handlers: tuple[Any, ...], namespace: dict[str, Any]) -> tuple[NameRef
 def _compile(
     cls: type, generated: GeneratedClass, namespace: dict[str, Any], filename: str | None
 ) -> type:
-    module = ast.Module(body=[support_import(), generated.node], type_ignores=[])
+    module = ast.Module(body=[support_import(), *generated.prelude, generated.node],
+                        type_ignores=[])
     ast.fix_missing_locations(module)
     source = ast.unparse(module) + "\n"
     registered = register_generated_source(f"{cls.__module__}.{cls.__qualname__}", source)
