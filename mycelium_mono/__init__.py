@@ -50,7 +50,11 @@ if TYPE_CHECKING:
         SubscriptionClosed,
         service,
     )
-    from mycelium_mono.routing.hook import ImportHookManager, install_import_hook
+    from mycelium_mono.routing.hook import (
+        ImportHookManager,
+        MyceliumHookWarning,
+        install_import_hook,
+    )
 
 _LAZY = {
     "BackgroundBacklog": "mycelium_mono.bus",
@@ -63,6 +67,7 @@ _LAZY = {
     "service": "mycelium_mono.bus",
     "ImportHookManager": "mycelium_mono.routing.hook",
     "install_import_hook": "mycelium_mono.routing.hook",
+    "MyceliumHookWarning": "mycelium_mono.routing.hook",
 }
 
 
@@ -102,6 +107,7 @@ __all__ = [
     "MessageBus",
     "MessageError",
     "MessageHandler",
+    "MyceliumHookWarning",
     "NotAttachedError",
     "QueueOverflowError",
     "Route",
