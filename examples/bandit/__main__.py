@@ -98,9 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.node == "all":
         return _run_both(args)
     elif args.node == "adapters":
-        sent = asyncio.run(run_adapters_node(_without_http(cfg)))
+        sent, latency = asyncio.run(run_adapters_node(_without_http(cfg)))
         print(f"bandit distributed adapters node: published {sent} swaps "
-              f"from {cfg.adapters_address}")
+              f"from {cfg.adapters_address}; per-swap publish p50 {latency.p50 / 1e3:.1f} µs, "
+              f"p99 {latency.p99 / 1e3:.1f} µs")
         return 0
     else:
         summary = asyncio.run(run_strategies_node(cfg))

@@ -14,11 +14,10 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bandit._mycelium import LatencyTracker, MessageBus, ServiceRuntime
 from bandit.config import BanditConfig
 from bandit.protocol import V2Swap
 from bandit.services import (
@@ -30,6 +29,7 @@ from bandit.services import (
     PolygonAdapter,
     RiskManager,
 )
+from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
 
 __all__ = ["MODES", "Pipeline", "Summary", "build_pipeline", "run_mode"]
 
@@ -100,29 +100,52 @@ class Summary:
     pnl_usd_e6: int
     halts: int
     latency_what: str
-    latency_p50_ns: int
-    latency_p99_ns: int
+    latency_p50_ns: int | None
+    latency_p99_ns: int | None
     elapsed_s: float
 
     def render(self) -> str:
         rate = self.swaps / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        return "\n".join([
+        lines = [
             f"bandit {self.mode}: {self.swaps} swaps in {self.elapsed_s:.2f} s "
             f"({rate:,.0f} swaps/s)",
             f"  signals {self.signals}, orders filled {self.filled}, rejected {self.rejected}, "
             f"risk halts {self.halts}",
             f"  paper PnL {self.pnl_usd_e6 / 1e6:+,.2f} USD",
-            f"  {self.latency_what}: p50 {self.latency_p50_ns / 1e3:.1f} µs, "
-            f"p99 {self.latency_p99_ns / 1e3:.1f} µs",
-        ])
+        ]
+        if self.latency_p50_ns is not None and self.latency_p99_ns is not None:
+            lines.append(f"  {self.latency_what}: p50 {self.latency_p50_ns / 1e3:.1f} µs, "
+                         f"p99 {self.latency_p99_ns / 1e3:.1f} µs")
+        else:
+            lines.append(f"  {self.latency_what}")
+        return "\n".join(lines)
 
 
 def _summary(mode: str, p: Pipeline, tracker: Any, what: str, elapsed: float) -> Summary:
-    report = tracker.report()
+    p50 = p99 = None
+    if tracker is not None and tracker.report().count:
+        report = tracker.report()
+        p50, p99 = int(report.p50), int(report.p99)
     state = p.risk.state()
     return Summary(mode, p.detector.swaps_seen, p.detector.signals_emitted, p.execution.filled,
                    p.execution.rejected, p.execution.pnl_usd_e6, state.halts, what,
-                   int(report.p50), int(report.p99), elapsed)
+                   p50, p99, elapsed)
+
+
+def _serve_metrics(metrics: MetricsCollector) -> None:
+    """Start /metrics if configured; a taken port is a warning, not a failed run."""
+    if metrics.config.http_port is None:
+        return
+    try:
+        port = metrics.serve()
+    except OSError as exc:
+        print(f"bandit: metrics endpoint not started on {metrics.config.http_host}:"
+              f"{metrics.config.http_port}: {exc}\n"
+              "help: pick another port with --metrics-port, or --no-metrics-http",
+              file=sys.stderr)
+        return
+    print(f"bandit: Prometheus metrics on http://{metrics.config.http_host}:{port}/metrics",
+          file=sys.stderr)
 
 
 def _progress(swaps: Iterable[V2Swap], cfg: BanditConfig, total: int | None) -> Iterable[V2Swap]:
@@ -174,8 +197,7 @@ def run_monolith(cfg: BanditConfig) -> Summary:
 
 
 async def _live_monolith(p: Pipeline, bus: Any, tracker: Any) -> None:
-    if p.metrics.config.http_port is not None:
-        p.metrics.serve()
+    _serve_metrics(p.metrics)
     clock = time.perf_counter_ns
     async for swap in p.adapter.stream():
         start = clock()
@@ -199,13 +221,14 @@ async def run_hybrid(cfg: BanditConfig) -> Summary:
     start = time.perf_counter()
     try:
         emit = bus.emit_v2_swap
-        swaps = _progress(p.adapter.stream(), cfg, p.adapter.expected_swaps())
         clock = time.perf_counter_ns
         n = 0
-        async for swap in swaps:  # type: ignore[union-attr]
+        async for swap in _hybrid_source(p, cfg):
             t0 = clock()
             emit(swap)
-            tracker.record(clock() - t0)
+            took = clock() - t0
+            tracker.record(took)
+            p.metrics.observe("dispatch", took / 1e9)
             n += 1
             if n % 256 == 0:
                 # Let the backlog's worker run; back-pressure if it fell behind.
@@ -216,6 +239,15 @@ async def run_hybrid(cfg: BanditConfig) -> Summary:
         p.close()
     return _summary("hybrid", p, tracker, "per-swap sync dispatch (background excluded)",
                     time.perf_counter() - start)
+
+
+async def _hybrid_source(p: Pipeline, cfg: BanditConfig) -> AsyncIterator[V2Swap]:
+    if cfg.adapter.source != "replay":
+        async for swap in p.adapter.stream():
+            yield swap
+        return
+    for swap in _progress(p.adapter.swaps(), cfg, p.adapter.expected_swaps()):
+        yield swap
 
 
 # --------------------------------------------------------------------------- in-process bus
@@ -244,8 +276,7 @@ async def run_inproc(cfg: BanditConfig) -> Summary:
     start = time.perf_counter()
     runtime = ServiceRuntime(MessageBus())
     try:
-        if cfg.metrics.http_port is not None:
-            p.metrics.serve()
+        _serve_metrics(p.metrics)
         for svc in p.handlers():
             await runtime.spawn_service(svc)
         source = await runtime.spawn_service(_TimedAdapter(p.adapter, tracker),
@@ -266,9 +297,13 @@ async def run_inproc(cfg: BanditConfig) -> Summary:
 
 
 async def run_adapters_node(cfg: BanditConfig, *, subscribers: int = 1,
-                            wait_s: float = 60.0) -> int:
-    """The feed's process: publish every swap to the strategies node over ZeroMQ."""
+                            wait_s: float = 60.0) -> tuple[int, Any]:
+    """The feed's process: publish every swap to the strategies node over ZeroMQ.
+
+    Returns the number of swaps sent and the publish latency report.
+    """
     adapter = PolygonAdapter(cfg.adapter)
+    tracker = LatencyTracker()
     # A long linger: the replay is published faster than the peer consumes it, and what is
     # still queued when we close must reach it.
     bus = MessageBus.with_tcp(cfg.adapters_address, linger_ms=60_000)
@@ -276,14 +311,15 @@ async def run_adapters_node(cfg: BanditConfig, *, subscribers: int = 1,
     try:
         await bus.start()
         await bus.transport.wait_for_subscribers(subscribers, V2Swap, timeout=wait_s)
-        running = await runtime.spawn_service(adapter, name="PolygonAdapter")
+        running = await runtime.spawn_service(_TimedAdapter(adapter, tracker),
+                                              name="PolygonAdapter")
         assert running.task is not None
         await running.task
         if running.failure is not None:
             raise running.failure
     finally:
         await runtime.shutdown(timeout=wait_s)
-    return adapter.emitted
+    return adapter.emitted, tracker.report()
 
 
 async def run_strategies_node(cfg: BanditConfig, *, wait_s: float = 300.0) -> Summary:
@@ -294,8 +330,7 @@ async def run_strategies_node(cfg: BanditConfig, *, wait_s: float = 300.0) -> Su
     runtime = ServiceRuntime(MessageBus.with_tcp(cfg.strategies_address))
     start = time.perf_counter()
     try:
-        if cfg.metrics.http_port is not None:
-            p.metrics.serve()
+        _serve_metrics(p.metrics)
         for svc in p.handlers():
             await runtime.spawn_service(svc)
         await runtime.bus.connect_to(cfg.adapters_address)
@@ -308,9 +343,8 @@ async def run_strategies_node(cfg: BanditConfig, *, wait_s: float = 300.0) -> Su
     finally:
         await runtime.shutdown()
         p.close()
-    tracker = LatencyTracker()  # this node emits no swaps; its dispatch is the bus's
-    tracker.record(1)
-    return _summary("distributed", p, tracker, "(dispatch is measured on the adapters node)",
+    return _summary("distributed", p, None,
+                    "swaps arrive over ZeroMQ: the adapters node reports publish latency",
                     time.perf_counter() - start)
 
 

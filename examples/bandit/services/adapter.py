@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from bandit.feed import Feed, load_feed
 from bandit.protocol import V2Swap
+from mycelium_mono import ServiceContext, service
 
 __all__ = ["AdapterConfig", "PolygonAdapter"]
 
@@ -31,6 +32,7 @@ class AdapterConfig:
                              "help: set [adapter] source = \"replay\" or \"websocket\"")
 
 
+@service
 class PolygonAdapter:
     """Produces :class:`V2Swap` messages; it consumes none.
 
@@ -77,7 +79,7 @@ class PolygonAdapter:
             self.emitted += 1
             yield swap
 
-    async def run(self, ctx: Any) -> None:
+    async def run(self, ctx: ServiceContext) -> None:
         """Service body on a ``ServiceRuntime``: publish every swap, stop at shutdown."""
         async for swap in self.stream():
             await ctx.emit(swap)

@@ -1,0 +1,189 @@
+"""The Bandit pipeline end to end: swaps per second in each mode, and where the time goes.
+
+Every row pushes the same first ``SWAPS`` swaps of the bundled feed (decoded once, up front)
+through fresh service instances that do the real work — pricing every pool pair, risk,
+paper fills, the audit log (``fsync = "never"``: disk flushes are not what is compared) and
+SQLite — and the table divides by ``SWAPS``.
+
+Rows:
+
+- **hand-wired** (reference): each service's ``emit`` bound straight to the next service's
+  method — the business logic with no bus at all, the floor for every mode;
+- **monolith**: the generated ``MonolithBus`` (built at run time here: the benchmark hook only
+  rewrites the fixture package; the code is the same);
+- **hybrid**: ``HybridBus`` on an event loop, database and metrics on the background backlog;
+- **inproc**: every service on a ``MessageBus`` + ``ServiceRuntime``, one queue each;
+- **distributed**: ``python -m bandit distributed --node all`` — two OS processes over
+  ZeroMQ, *including* both interpreters' start-up and the feed replay, so read it as an
+  upper bound.
+
+The share of time in dispatch for a mode is ``1 - hand-wired / mode``: everything a mode adds
+over the hand-wired chain is message passing.
+
+Run: ``python benchmarks/report.py -k bench_bandit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bandit.config import BanditConfig, load_config
+from bandit.feed import load_feed
+from bandit.protocol import V2Swap
+from bandit.routing import HybridBus, MonolithBus
+from bandit.runner import Pipeline, build_pipeline, fresh_outputs
+
+from mycelium_mono import MessageBus, ServiceRuntime
+from mycelium_mono.handlers import attach_emitter
+
+SWAPS = 4_000
+ROUNDS = 7
+GROUP = "bandit pipeline, per swap"
+pytestmark = pytest.mark.benchmark(group=GROUP)
+
+_SWAPS: list[V2Swap] = list(load_feed().replay(SWAPS))
+
+
+@pytest.fixture
+def out_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bench-bandit-") as tmp:
+        yield Path(tmp)
+
+
+def _config(out: Path) -> BanditConfig:
+    return load_config(output_dir=out, overrides={
+        "adapter": {"limit": SWAPS}, "metrics": {"http_port": None}, "audit": {"fsync": "never"},
+    })
+
+
+def _fresh(out: Path) -> Pipeline:
+    cfg = _config(out)
+    fresh_outputs(cfg)
+    return build_pipeline(cfg)
+
+
+def _check(p: Pipeline) -> None:
+    # The work was done: every swap was priced, every order audited.
+    assert p.detector.swaps_seen == SWAPS
+    assert p.audit.records == p.detector.signals_emitted > 100
+
+
+def _bench(benchmark: Any, label: str, out: Path, run: Callable[[Pipeline], None],
+           **extra: Any) -> None:
+    pipelines: list[Pipeline] = []
+
+    def setup() -> tuple[tuple[Pipeline], dict[str, Any]]:
+        p = _fresh(out / str(len(pipelines)))
+        pipelines.append(p)
+        return (p,), {}
+
+    def target(p: Pipeline) -> None:
+        run(p)
+        p.close()
+
+    benchmark.pedantic(target, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(label=label, ops=SWAPS, **extra)
+    _check(pipelines[-1])
+
+
+def _hand_wired(p: Pipeline) -> None:
+    def execution_out(msg: Any) -> None:
+        p.audit.handle(msg)
+        p.database.on_execution(msg)
+        p.metrics.on_execution(msg)
+
+    def signal_out(msg: Any) -> None:
+        p.risk.handle(msg)
+        p.database.on_signal(msg)
+        p.metrics.on_signal(msg)
+
+    attach_emitter(p.detector, signal_out)
+    attach_emitter(p.risk, p.execution.handle)
+    attach_emitter(p.execution, execution_out)
+    detect, count = p.detector.handle, p.metrics.on_swap
+    for swap in _SWAPS:
+        detect(swap)
+        count(swap)
+
+
+def test_hand_wired(benchmark: Any, out_dir: Path) -> None:
+    _bench(benchmark, "hand-wired calls (business logic only)", out_dir, _hand_wired,
+           reference=True)
+
+
+def _monolith(p: Pipeline) -> None:
+    bus = MonolithBus(arbitrage_detector=p.detector, metrics_collector=p.metrics,
+                      risk_manager=p.risk, database_logger=p.database,
+                      execution_service=p.execution, audit_logger=p.audit)
+    emit = bus.emit_v2_swap
+    for swap in _SWAPS:
+        emit(swap)
+
+
+def test_monolith(benchmark: Any, out_dir: Path) -> None:
+    _bench(benchmark, "monolith (MonolithBus)", out_dir, _monolith,
+           note=f"MonolithBus built by {MonolithBus.__mycelium_origin__}")
+
+
+async def _hybrid_async(p: Pipeline) -> None:
+    bus = HybridBus(arbitrage_detector=p.detector, risk_manager=p.risk,
+                    database_logger=p.database, execution_service=p.execution,
+                    audit_logger=p.audit, metrics_collector=p.metrics)
+    emit = bus.emit_v2_swap
+    for i, swap in enumerate(_SWAPS):
+        emit(swap)
+        if i % 256 == 255:
+            await asyncio.sleep(0)
+    await bus.background.drain()
+
+
+def test_hybrid(benchmark: Any, out_dir: Path) -> None:
+    _bench(benchmark, "hybrid (HybridBus + background backlog)", out_dir,
+           lambda p: asyncio.run(_hybrid_async(p)))
+
+
+async def _inproc_async(p: Pipeline) -> None:
+    runtime = ServiceRuntime(MessageBus())
+    for svc in p.handlers():
+        await runtime.spawn_service(svc)
+    publish = runtime.bus.publisher(V2Swap).publish
+    for swap in _SWAPS:
+        await publish(swap)
+    await runtime.shutdown()
+
+
+def test_inproc(benchmark: Any, out_dir: Path) -> None:
+    _bench(benchmark, "inproc (MessageBus + ServiceRuntime)", out_dir,
+           lambda p: asyncio.run(_inproc_async(p)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_distributed(benchmark: Any, out_dir: Path) -> None:
+    def run() -> None:
+        subprocess.run(
+            [sys.executable, "-m", "bandit", "distributed", "--node", "all",
+             "--limit", str(SWAPS), "--out", str(out_dir), "--fsync", "never",
+             "--adapters", f"127.0.0.1:{_free_port()}",
+             "--strategies", f"127.0.0.1:{_free_port()}", "--no-metrics-http"],
+            check=True, capture_output=True, timeout=300,
+        )
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    benchmark.extra_info.update(
+        label="distributed (2 processes, ZeroMQ)", ops=SWAPS,
+        note="includes 2 interpreter start-ups and the feed replay: an upper bound")
+    lines = (out_dir / "audit.jsonl").read_text().count("\n")
+    assert lines > 100
