@@ -19,6 +19,7 @@ Run: ``python benchmarks/report.py -k bench_emit``
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -267,10 +268,14 @@ def _call_modes(bus_class: type[Any]) -> tuple[int, str]:
     assert path is not None
     with open(path, "rb") as file:
         notes: tuple[CallNote, ...] = rewrite_module(file.read(), path, module.__name__).notes
-    modes = sorted({f"{note.mode} ({note.reason})" for note in notes})
+    # "from /path/handlers.py:15; guarded: ..." → "guarded: ...": one line per distinct reason.
+    modes = sorted({f"{note.mode} ({_SOURCE.sub('', note.reason)})" for note in notes})
     calls = sum(note.mode == "call" for note in notes)
     inlined = len(notes) - calls
     return inlined, f"{inlined}/{len(notes)} handler bodies inlined: {'; '.join(modes)}"
+
+
+_SOURCE = re.compile(r"from \S+:\d+(; )?")
 
 
 def _version(distribution: str) -> str:

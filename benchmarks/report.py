@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -153,7 +154,7 @@ def run_and_render(args: argparse.Namespace, json_path: Path) -> int:
     command = pytest_command(args, json_path)
     # pytest's progress and pytest-benchmark's own tables go to stderr; stdout is the Markdown.
     status = subprocess.run(command, cwd=ROOT, stdout=sys.stderr, check=False).returncode
-    shown = " ".join(["python benchmarks/report.py", *sys.argv[1:]])
+    shown = shlex.join(["python", "benchmarks/report.py", *sys.argv[1:]])
     if not json_path.exists():
         print(
             f"error: pytest exited with status {status} and wrote no results to {json_path}\n"
