@@ -96,6 +96,19 @@ def test_hand_written(benchmark: Any, handlers: Handlers) -> None:
     measure(benchmark, run, handlers, HAND_WRITTEN, reference=True)
 
 
+def test_hand_inlined_bodies(benchmark: Any, handlers: Handlers) -> None:
+    # The floor inline=True aims at: the three bodies pasted at the call site, no calls at all.
+    h1, h2, h3 = handlers
+
+    def run(msgs: Sequence[BenchSwap]) -> None:
+        for _m in msgs:
+            h1.n += 1
+            h2.n += 1
+            h3.n += 1
+
+    measure(benchmark, run, handlers, "hand-inlined bodies `h.n += 1` x3 (no calls)")
+
+
 def test_generated_call_mode(benchmark: Any, handlers: Handlers) -> None:
     bus = _hook_built(CallBus, handlers)
 
