@@ -123,6 +123,11 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and argv[1:2] not in (["-h"], ["--help"]):
+        # Everything after `run` belongs to the runner and the target (`-m`, `--packages`,
+        # the script's own options): argparse's REMAINDER would try to parse leading options.
+        argv = ["run", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
     handler: Command = args.handler
     try:

@@ -1,15 +1,14 @@
 """``mycelium-mono run script.py | -m module [args]``: the same as ``python -m mycelium_mono run``.
 
-The hook's own runner (:mod:`mycelium_mono.__main__`) owns what "run under the hook" means:
-which packages, how spawned children get the hook too. This command replaces the process
-with it, so there is one implementation, and signals and the exit status pass through
-unchanged.
+The hook's own runner (:func:`mycelium_mono.__main__.main`) owns what "run under the hook"
+means: which packages (``--packages``, ``MYCELIUM_PACKAGES``, or the target's package), and how
+spawned ``multiprocessing`` children get the hook too. This command calls it, so there is one
+implementation.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -25,12 +24,9 @@ def run_run(args: argparse.Namespace) -> int:
     if not rest:
         raise UsageError("nothing to run\nhelp: mycelium-mono run script.py [args] | "
                          "mycelium-mono run -m package.module [args]")
-    if importlib.util.find_spec("mycelium_mono.__main__") is None:
-        raise UsageError("this installation has no `python -m mycelium_mono run`\n"
-                         "help: install the hook yourself with "
-                         "mycelium_mono.routing.hook.install_import_hook([...])")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    command = [sys.executable, "-m", "mycelium_mono", "run", *rest]
-    os.execv(sys.executable, command)
-    return 0  # not reached: execv replaced the process
+    from mycelium_mono.__main__ import main as run_main
+
+    # `python -m mycelium_mono run -m pkg.mod` finds pkg in the current directory because
+    # `-m` puts it first on sys.path; the console script put its own bin directory there.
+    sys.path[0] = os.getcwd()
+    return run_main(["run", *rest])

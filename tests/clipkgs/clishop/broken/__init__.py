@@ -1,0 +1,1 @@
+"""One routing module per error code; the offending line ends with `# error here`."""

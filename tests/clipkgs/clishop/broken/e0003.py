@@ -1,0 +1,10 @@
+from mycelium_mono import routing_config
+
+from clishop.msgs import NotAMessage, Order, Signal, Swap
+from clishop.slow import Archive
+from clishop.svc import Audit, Detector, Risk
+
+
+@routing_config
+class Bus:
+    NotAMessage = [Detector]  # error here

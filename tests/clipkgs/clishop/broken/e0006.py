@@ -1,0 +1,11 @@
+from mycelium_mono import routing_config
+
+from clishop.msgs import NotAMessage, Order, Signal, Swap
+from clishop.slow import Archive
+from clishop.svc import Audit, Detector, Risk
+
+
+@routing_config
+class Bus:
+    Swap = [Detector]
+    Swap = [Risk]  # error here

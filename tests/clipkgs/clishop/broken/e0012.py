@@ -1,0 +1,9 @@
+from mycelium_mono import routing_config
+
+from clishop.msgs import Swap
+from clishop.nowhere import Detector
+
+
+@routing_config
+class Bus:
+    Swap = [Detector]  # error here

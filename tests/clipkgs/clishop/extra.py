@@ -1,0 +1,10 @@
+from mycelium_mono import MessageHandler
+
+from clishop.msgs import Signal
+
+
+class Forgotten(MessageHandler[Signal]):
+    """Handles Signal, but the `unrouted` routing module never routes it there."""
+
+    def handle(self, signal: Signal) -> None:
+        pass

@@ -1,0 +1,10 @@
+from mycelium_mono import route, routing_config
+
+from clishop.msgs import Signal, Swap
+from clishop.svc import Audit, Detector, Risk
+
+
+@routing_config
+class HybridBus:
+    Swap = route(sync=[Detector], background=[Risk])
+    Signal = [Audit]

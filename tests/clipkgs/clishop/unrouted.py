@@ -1,0 +1,11 @@
+from mycelium_mono import routing_config
+
+from clishop.extra import Forgotten
+from clishop.msgs import Signal, Swap
+from clishop.svc import Audit, Detector, Risk
+
+
+@routing_config
+class MonolithBus:
+    Swap = [Detector, Risk]
+    Signal = [Audit]

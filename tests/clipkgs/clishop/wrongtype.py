@@ -1,0 +1,9 @@
+from mycelium_mono import routing_config
+
+from clishop.msgs import Swap
+from clishop.svc import Audit, Detector, Risk
+
+
+@routing_config
+class MonolithBus:
+    Swap = [Detector, Risk]

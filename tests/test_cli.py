@@ -1,0 +1,356 @@
+"""The `mycelium-mono` command, run for real in a subprocess against the packages in tests/clipkgs.
+
+Each test copies tests/clipkgs to a temporary project directory and runs the command there, as a
+user would from their project root: `python -m mycelium_mono.cli ...` (the console script's
+module) or the installed `mycelium-mono` console script itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLIPKGS = Path(__file__).parent / "clipkgs"
+CONSOLE_SCRIPT = Path(sys.executable).parent / "mycelium-mono"
+
+ERROR_TOKENS = {
+    # code: the text the caret must sit under, on the line marked `# error here`
+    "E0001": "Risk",
+    "E0002": "Riks",
+    "E0003": "NotAMessage",
+    "E0004": "Archive",
+    "E0005": "Detector",
+    "E0006": "Swap",
+    "E0007": "Detector",
+    "E0008": "svc",
+    "E0009": "fast=True",
+    "E0011": "Background",
+    "E0012": "Detector",
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(CLIPKGS, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
+    return root
+
+
+def _env(**changes: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("NO_COLOR", None)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no cache files unless a test asks for them
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+        python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *python_flags, "-m", "mycelium_mono.cli", *args],
+        cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=120,
+    )
+
+
+def marked_line(path: Path) -> tuple[int, str]:
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.endswith("# error here"):
+            return number, line
+    raise AssertionError(f"{path} has no line marked `# error here`")
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", sorted(ERROR_TOKENS))
+def test_check_reports_each_error_code_compiler_style(project: Path, code: str) -> None:
+    relative = f"clishop/broken/{code.lower()}.py"
+    result = cli("check", relative, cwd=project)
+
+    assert result.returncode == 1, result.stderr
+    lineno, line = marked_line(project / relative)
+    token = ERROR_TOKENS[code]
+    col = line.rindex(token) + 1
+    lines = result.stdout.splitlines()
+    header = next(i for i, text in enumerate(lines)
+                  if text.startswith(f"{relative}:{lineno}:{col}: error[{code}]: "))
+    gutter = " " * len(str(lineno))
+    assert lines[header + 2] == f"{lineno} | {line}"
+    assert lines[header + 3] == f"{gutter} | {' ' * (col - 1)}{'^' * len(token)}"
+    assert any(text.startswith("help: ") for text in lines[header + 4:])
+    assert "\x1b[" not in result.stdout  # not a terminal: no colour
+
+
+def test_check_exits_zero_and_says_ok_for_a_correct_module(project: Path) -> None:
+    result = cli("check", "clishop.routing", "clishop/hybrid.py", cwd=project)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "clishop/routing.py: 1 routing class ok" in result.stdout
+    assert "clishop/hybrid.py: 1 routing class ok" in result.stdout
+
+
+def test_check_reports_every_error_of_every_file_at_once(project: Path) -> None:
+    result = cli("check", "clishop/broken/many.py", "clishop.routing",
+                 "clishop/broken/e0001.py", cwd=project)
+
+    assert result.returncode == 1
+    codes = re.findall(r"^clishop/broken/\S+: error\[(E\d{4})\]", result.stdout, re.MULTILINE)
+    assert sorted(codes) == ["E0001", "E0002", "E0002", "E0005"]
+    assert result.stdout.rstrip().endswith("error: 4 routing errors in 2 of 3 files")
+
+
+def test_check_json_format_parses_with_positions(project: Path) -> None:
+    result = cli("check", "--format", "json", "clishop/broken/many.py", "clishop.routing",
+                 cwd=project)
+
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["error_count"] == 3
+    broken, clean = report["files"]
+    assert clean == {"path": "clishop/routing.py", "module": "clishop.routing",
+                     "routing_classes": 1, "diagnostics": []}
+    duplicate = next(d for d in broken["diagnostics"] if d["code"] == "E0005")
+    assert (duplicate["line"], duplicate["column"], duplicate["end_column"]) == (9, 29, 33)
+    assert duplicate["help"] and duplicate["path"] == "clishop/broken/many.py"
+
+
+def test_check_json_for_a_clean_module_exits_zero(project: Path) -> None:
+    result = cli("check", "--format", "json", "clishop/routing.py", cwd=project)
+
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["ok"] is True
+
+
+def test_check_unknown_module_is_a_usage_error_with_help(project: Path) -> None:
+    result = cli("check", "clishop.nosuch", cwd=project)
+
+    assert result.returncode == 2
+    assert "no module named 'clishop.nosuch'" in result.stderr
+    assert "help: " in result.stderr
+
+
+def test_check_missing_file_is_a_usage_error(project: Path) -> None:
+    result = cli("check", "clishop/nosuch.py", cwd=project)
+
+    assert result.returncode == 2
+    assert "clishop/nosuch.py: no such file" in result.stderr
+
+
+def test_check_without_arguments_is_a_usage_error(project: Path) -> None:
+    result = subprocess.run([str(CONSOLE_SCRIPT), "check"], cwd=project, env=_env(),
+                            capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2
+    assert "usage: mycelium-mono check" in result.stderr
+
+
+def test_check_through_the_console_script(project: Path) -> None:
+    result = subprocess.run([str(CONSOLE_SCRIPT), "check", "clishop.broken.e0002"], cwd=project,
+                            env=_env(), capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 1
+    assert "error[E0002]: unknown name `Riks`" in result.stdout
+
+
+def test_check_reports_a_syntax_error_as_a_diagnostic(project: Path) -> None:
+    (project / "clishop" / "typo.py").write_text("from x import (\n")
+    result = cli("check", "clishop/typo.py", cwd=project)
+
+    assert result.returncode == 1
+    assert "clishop/typo.py:1:" in result.stdout
+    assert "error[syntax]: invalid Python syntax" in result.stdout
+
+
+def _run_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "mycelium_mono.cli", *args], cwd=cwd,
+                               env=env, stdout=follower, stderr=subprocess.DEVNULL)
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            break
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=60)
+    os.close(leader)
+    return b"".join(chunks).decode()
+
+
+def test_check_colours_a_terminal_unless_no_color_is_set(project: Path) -> None:
+    args = ["check", "clishop/broken/e0001.py"]
+
+    coloured = _run_on_a_terminal(args, project, _env())
+    plain = _run_on_a_terminal(args, project, _env(NO_COLOR="1"))
+
+    assert "\x1b[31merror[E0001]" in coloured
+    assert "error[E0001]" in plain and "\x1b[" not in plain
+
+
+# --- show -----------------------------------------------------------------------------------
+
+
+def test_show_prints_the_generated_bus_and_how_each_handler_is_called(project: Path) -> None:
+    result = cli("show", "clishop.routing", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "class MonolithBus(_mycelium_monolith.GeneratedBus):" in out
+    assert "def emit_swap(self, msg: Swap) -> None:" in out
+    assert "self.detector.handle(msg)" in out
+    assert "# How each handler is called:" in out
+    assert re.search(r"^#\s+emit_swap → detector\.handle\s+(call|inlined)\s+\(.+\)$", out,
+                     re.MULTILINE)
+    assert re.search(r"^#\s+emit_signal → audit\.on_signal\s+(call|inlined)\s+\(.+\)$", out,
+                     re.MULTILINE)
+    ast.parse(out)  # code plus comments: what was shown is Python
+
+
+def test_show_whole_module_includes_the_rest_of_the_module(project: Path) -> None:
+    result = cli("show", "--whole-module", "clishop/routing.py", cwd=project)
+
+    assert result.returncode == 0
+    assert "SHOP_NAME = 'clishop'" in result.stdout
+    assert "import mycelium_mono.monolith as _mycelium_monolith" in result.stdout
+
+
+def test_show_a_broken_module_prints_its_errors_and_exits_one(project: Path) -> None:
+    result = cli("show", "clishop.broken.e0004", cwd=project)
+
+    assert result.returncode == 1
+    assert "error[E0004]" in result.stderr
+
+
+def test_show_a_module_without_routing_class_is_a_usage_error(project: Path) -> None:
+    result = cli("show", "clishop.msgs", cwd=project)
+
+    assert result.returncode == 2
+    assert "no @routing_config class" in result.stderr
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+
+def test_bench_times_every_emit_against_dict_and_loop(project: Path) -> None:
+    result = cli("bench", "clishop.routing", "--number", "300", "--repeat", "1", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    assert "MonolithBus (built by the import hook;" in result.stdout
+    for emit, handlers in (("emit_swap", "Swap → 2 handlers"), ("emit_signal",
+                                                                "Signal → 1 handler")):
+        line = next(text for text in result.stdout.splitlines() if f"MonolithBus.{emit} " in text)
+        assert handlers in line
+        assert re.search(r"[\d.]+ ns per emit; dict-and-loop +[\d.]+ ns; [\d.]+x (faster|slower)$",
+                         line)
+
+
+def test_bench_split_routes_time_the_sync_path(project: Path) -> None:
+    result = cli("bench", "clishop.hybrid", "--number", "200", "--repeat", "1", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    assert "HybridBus.emit_swap_sync" in result.stdout
+
+
+def test_bench_asks_for_a_factory_when_a_service_needs_arguments(project: Path) -> None:
+    result = cli("bench", "clishop.needs_args", cwd=project)
+
+    assert result.returncode == 2
+    assert "cannot construct Ledger()" in result.stderr
+    assert "help: pass --factory module:function" in result.stderr
+
+
+def test_bench_uses_the_factory_bus(project: Path) -> None:
+    result = cli("bench", "clishop.needs_args", "--factory", "clishop.needs_args:make_bus",
+                 "--number", "200", "--repeat", "1", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    assert "LedgerBus.emit_order" in result.stdout
+    assert "ns per emit" in result.stdout
+
+
+def test_bench_refuses_a_module_with_routing_errors(project: Path) -> None:
+    result = cli("bench", "clishop.broken.e0001", cwd=project)
+
+    assert result.returncode == 2
+    assert "mycelium-mono check clishop.broken.e0001" in result.stderr
+
+
+# --- cache ----------------------------------------------------------------------------------
+
+
+def _import_under_hook(project: Path, module: str) -> None:
+    code = ("from mycelium_mono.routing.hook import install_import_hook; "
+            f"install_import_hook(['clishop']); import {module}")
+    subprocess.run([sys.executable, "-c", code], cwd=project, check=True, timeout=120,
+                   env=_env(PYTHONDONTWRITEBYTECODE=None))
+
+
+def test_cache_info_lists_the_hook_cache_files(project: Path) -> None:
+    _import_under_hook(project, "clishop.routing")
+
+    result = cli("cache", "info", cwd=project)
+
+    assert result.returncode == 0
+    assert "clishop/__pycache__/routing.cpython-" in result.stdout
+    assert "1 cache file (*.mycelium.pyc)" in result.stdout
+
+
+def test_cache_clean_dry_run_deletes_nothing_then_clean_deletes(project: Path) -> None:
+    _import_under_hook(project, "clishop.routing")
+    cached = list(project.glob("clishop/__pycache__/*.mycelium.pyc"))
+    assert len(cached) == 1
+
+    dry = cli("cache", "clean", "-n", cwd=project)
+    assert dry.returncode == 0
+    assert f"would remove {cached[0]}" in dry.stdout
+    assert cached[0].exists()
+
+    clean = cli("cache", "clean", str(project), cwd=project)
+    assert clean.returncode == 0
+    assert "removed 1 cache file" in clean.stdout
+    assert not cached[0].exists()
+    standard = list(project.glob("clishop/__pycache__/msgs.cpython-*.pyc"))
+    assert len(standard) == 1  # importlib's own bytecode is not ours to delete
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def test_run_script_runs_under_the_hook_and_keeps_its_exit_status(project: Path) -> None:
+    script = project / "main.py"
+    script.write_text((project / "clishop" / "runme.py").read_text())
+    result = subprocess.run([str(CONSOLE_SCRIPT), "run", "--packages", "clishop", "main.py", "3"],
+                            cwd=project, env=_env(), capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.strip() == "origin=import hook args=['3']"
+
+
+def test_run_module_passes_options_through_to_the_target(project: Path) -> None:
+    result = subprocess.run([str(CONSOLE_SCRIPT), "run", "-m", "clishop.runme", "0", "-v"],
+                            cwd=project, env=_env(), capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "origin=import hook args=['0', '-v']"
