@@ -82,17 +82,22 @@ def _run_both(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     strategies = subprocess.Popen(_node_argv(args, "strategies"), env=env)
     adapters = subprocess.Popen(_node_argv(args, "adapters"), env=env)
-    codes = (adapters.wait(), strategies.wait())
-    return max(codes, key=abs)
+    adapters_code = adapters.wait()
+    if adapters_code != 0:
+        # Without its feed the strategies node would wait for swaps that never come.
+        strategies.terminate()
+    strategies_code = strategies.wait()
+    return adapters_code or strategies_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bandit`` and the ``bandit`` console script."""
     args = _parser().parse_args(argv)
     cfg = load_config(args.config, output_dir=args.out, overrides=_overrides(args))
-    if args.no_metrics_http or args.mode in ("monolith", "hybrid"):
-        # Batch replays finish in seconds: an HTTP endpoint is for the long-running modes.
-        cfg = _without_http(cfg) if cfg.adapter.source == "replay" or args.no_metrics_http else cfg
+    replay_in_one_go = args.mode in ("monolith", "hybrid") and cfg.adapter.source == "replay"
+    if args.no_metrics_http or replay_in_one_go:
+        # A monolith replay finishes in a second: /metrics is for the long-running modes.
+        cfg = _without_http(cfg)
     if args.mode != "distributed":
         summary = run_mode(args.mode, cfg)
     elif args.node == "all":

@@ -36,7 +36,7 @@ class MonolithBus:
 class HybridBus:
     """The critical path as straight-line calls; database writes and metrics in the background."""
 
-    V2Swap = [ArbitrageDetector]
-    ArbitrageSignal = route(sync=[RiskManager], background=[DatabaseLogger])
+    V2Swap = route(sync=[ArbitrageDetector], background=[MetricsCollector])
+    ArbitrageSignal = route(sync=[RiskManager], background=[DatabaseLogger, MetricsCollector])
     OrderRequest = [ExecutionService]
     OrderExecution = route(sync=[AuditLogger], background=[DatabaseLogger, MetricsCollector])

@@ -116,3 +116,21 @@ def test_config_rejects_unknown_keys_with_the_known_ones(tmp_path: Path) -> None
     bad.write_text("[risk]\nmax_drawdown = 5\n")
     with pytest.raises(ValueError, match="unknown keys \\['max_drawdown'\\]"):
         load_config(bad, output_dir=tmp_path)
+
+
+def test_cli_prints_a_summary_and_writes_outputs_where_told(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bandit", "monolith", "--limit", "1500", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, signals, pnl, latency, *_ = proc.stdout.splitlines()
+    assert first.startswith("bandit monolith: 1500 swaps in ")
+    assert signals.startswith("  signals ") and "orders filled" in signals and "halts" in signals
+    assert pnl.startswith("  paper PnL ")
+    assert " p50 " in latency and " p99 " in latency
+    assert (tmp_path / "audit.jsonl").stat().st_size > 0
+    assert (tmp_path / "bandit.db").exists()
