@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 
@@ -108,13 +110,15 @@ class ReportError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.from_json:
         return render_saved(Path(args.from_json), command="", stat=args.stat)
+    shown = shlex.join(["python", "benchmarks/report.py", *argv])
     if args.json:
-        return run_and_render(args, Path(args.json))
+        return run_and_render(args, Path(args.json), shown)
     with tempfile.TemporaryDirectory(prefix="mycelium-bench-") as tmp:
-        return run_and_render(args, Path(tmp) / "benchmarks.json")
+        return run_and_render(args, Path(tmp) / "benchmarks.json", shown)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -150,15 +154,20 @@ def pytest_command(args: argparse.Namespace, json_path: Path) -> list[str]:
     return command + list(args.pytest_args)
 
 
-def run_and_render(args: argparse.Namespace, json_path: Path) -> int:
+def run_and_render(args: argparse.Namespace, json_path: Path, shown: str) -> int:
     command = pytest_command(args, json_path)
     # pytest's progress and pytest-benchmark's own tables go to stderr; stdout is the Markdown.
     status = subprocess.run(command, cwd=ROOT, stdout=sys.stderr, check=False).returncode
-    shown = shlex.join(["python", "benchmarks/report.py", *sys.argv[1:]])
     if not json_path.exists():
+        hint = (
+            f"no benchmark matched -k {args.k!r}; `python -m pytest benchmarks --collect-only "
+            "-q` lists them"
+            if status == pytest.ExitCode.NO_TESTS_COLLECTED
+            else "read the pytest output above; `python -m pytest benchmarks -x` reruns it"
+        )
         print(
             f"error: pytest exited with status {status} and wrote no results to {json_path}\n"
-            "help: read the pytest output above; `python -m pytest benchmarks -x` reruns it",
+            f"help: {hint}",
             file=sys.stderr,
         )
         return status or 1
