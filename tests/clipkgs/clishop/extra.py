@@ -1,3 +1,4 @@
+# ruff: noqa  (test fixtures: deliberately broken or unused names; F401/F821 are the point)
 from mycelium_mono import MessageHandler
 
 from clishop.msgs import Signal

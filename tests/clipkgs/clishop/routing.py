@@ -1,3 +1,4 @@
+# ruff: noqa  (test fixtures: deliberately broken or unused names; F401/F821 are the point)
 """The shop's routing module: correct, used by show, stubs, bench and doctor."""
 
 from mycelium_mono import routing_config

@@ -1,3 +1,4 @@
+# ruff: noqa  (test fixtures: deliberately broken or unused names; F401/F821 are the point)
 """Run by `mycelium-mono run`: says how its routing module was built, exits with a chosen status."""
 
 import sys

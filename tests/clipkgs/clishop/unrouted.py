@@ -1,3 +1,4 @@
+# ruff: noqa  (test fixtures: deliberately broken or unused names; F401/F821 are the point)
 from mycelium_mono import routing_config
 
 from clishop.extra import Forgotten
