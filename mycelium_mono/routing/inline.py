@@ -133,6 +133,10 @@ def _function_of(cls: type, method: str
         return NotInlined(f"{cls.__name__}.{method} not found")
     if not isinstance(raw, types.FunctionType):
         return NotInlined(f"{method} is a {type(raw).__name__}, not a plain function")
+    wrapped = getattr(raw, "__wrapped__", None)
+    if wrapped is not None:
+        return NotInlined("decorated: the class holds a wrapper (__wrapped__), not the "
+                          "function written in the class")
     if raw.__closure__ or raw.__code__.co_freevars:
         names = ", ".join(raw.__code__.co_freevars)
         what = "super()/__class__" if "__class__" in names else f"closure over {names}"
