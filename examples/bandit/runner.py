@@ -285,8 +285,8 @@ async def run_inproc(cfg: BanditConfig) -> Summary:
         await source.task
         if source.failure is not None:
             raise source.failure
-        await runtime.shutdown()
     finally:
+        # Waits until every queued message is handled (quiescence), then stops the services.
         await runtime.shutdown()
         p.close()
     return _summary("inproc", p, tracker, "per-swap publish on the bus",
@@ -339,7 +339,6 @@ async def run_strategies_node(cfg: BanditConfig, *, wait_s: float = 300.0) -> Su
             await runtime.wait_for_shutdown()
         else:
             await _wait_for_swaps(p.detector, expected, wait_s)
-            start = min(start, time.perf_counter())
     finally:
         await runtime.shutdown()
         p.close()
