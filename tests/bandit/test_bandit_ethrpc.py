@@ -133,6 +133,7 @@ class FakeNode:
         self.calls = 0
         self.tokens_asked = asyncio.Event()
         self.streams: list[asyncio.Task[None]] = []
+        self.subscriptions: list[Any] = []
 
     async def handler(self, ws: Any) -> None:
         self.connections += 1
@@ -150,6 +151,7 @@ class FakeNode:
                     )
                 )
             elif request["method"] == "eth_subscribe":
+                self.subscriptions.append(request["params"])
                 await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x9"}))
                 self.streams.append(asyncio.create_task(self.stream(ws, plan)))
 
@@ -242,3 +244,28 @@ async def test_client_gives_up_after_max_reconnects_with_a_hint() -> None:
     client = EthLogClient("ws://127.0.0.1:9", backoff_initial=0.01, max_reconnects=2)
     with pytest.raises(ConnectionError, match="gave up after 2 reconnects"):
         await take(client, 1)
+
+
+async def test_polygon_adapter_streams_live_swaps_from_a_node() -> None:
+    from bandit.services import AdapterConfig, PolygonAdapter
+
+    logs = trades(4)
+    node = FakeNode(lambda n: logs)
+    async with serve(node) as url:
+        adapter = PolygonAdapter(AdapterConfig(source="websocket", ws_url=url,
+                                               pools=("0x" + POOL.hex(),)))
+        got: list[V2Swap] = []
+
+        async def collect() -> None:
+            async for swap in adapter.stream():
+                got.append(swap)
+                if len(got) == 4:
+                    return
+
+        await asyncio.wait_for(collect(), 20)
+    assert adapter.expected_swaps() is None
+    assert [s.block_number for s in got] == [100, 101, 102, 103]
+    assert adapter.emitted == 4 and adapter.client.stats.swaps == 4
+    [(kind, params)] = node.subscriptions
+    assert kind == "logs"
+    assert params == {"address": ["0x" + POOL.hex()], "topics": [[SWAP_TOPIC, SYNC_TOPIC]]}
