@@ -42,7 +42,7 @@ def module_stub(tree: ast.Module, tables: Sequence[ResolvedTable]) -> str:
         else:
             body.extend(_stub_statement(stmt, top=True))
     # The private aliases cannot clash with the module's own names; added only when used.
-    if f"{_TYPING}." in ast.unparse(ast.Module(body=body, type_ignores=[])):
+    if _uses_name(body, _TYPING):
         body.insert(_import_position(body), _parse(f"import typing as {_TYPING}"))
     if tables:
         body.insert(_import_position(body), _parse(f"import mycelium_mono.monolith as {_MONOLITH}"))
@@ -146,6 +146,11 @@ def _literal_type(value: ast.expr) -> ast.expr:
     if isinstance(value, ast.Constant) and value.value is not None and value.value is not ...:
         return ast.Name(type(value.value).__name__, ast.Load())
     return _parse_expr(f"{_TYPING}.Any")
+
+
+def _uses_name(body: list[ast.stmt], name: str) -> bool:
+    return any(isinstance(node, ast.Name) and node.id == name
+               for stmt in body for node in ast.walk(stmt))
 
 
 def _is_docstring(stmt: ast.stmt) -> bool:

@@ -1,0 +1,170 @@
+"""`mycelium-mono stubs`: .pyi files that make mypy see each generated bus.
+
+The stubs are written by the real command, then mypy runs (in a subprocess, with a config in the
+temporary project) on small programs: correct use type-checks, a wrong message type passed to an
+`emit_*` method is mypy's error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+CLIPKGS = Path(__file__).parent / "clipkgs"
+MYPY = Path(sys.executable).parent / "mypy"
+
+GOOD = """\
+    import asyncio
+
+    from clishop.hybrid import HybridBus
+    from clishop.msgs import Signal, Swap
+    from clishop.routing import SHOP_NAME, MonolithBus, make_bus
+    from clishop.svc import Audit, Detector, Risk
+
+    bus = MonolithBus(Detector(), Risk(), audit=Audit())
+    bus.emit_swap(Swap(pool=bytes(20), amount=3))
+    bus.emit_signal(Signal(amount=3))
+    bus.emit(Signal(amount=4))
+    seen: int = bus.detector.seen
+    other: MonolithBus = make_bus()
+    name: str = SHOP_NAME
+
+    hybrid = HybridBus(detector=Detector(), risk=Risk(), audit=Audit())
+    hybrid.emit_swap_sync(Swap(pool=bytes(20), amount=1))
+
+
+    async def background() -> None:
+        await hybrid.emit_swap_async(Swap(pool=bytes(20), amount=1))
+
+
+    asyncio.run(background())
+"""
+
+WRONG_MESSAGE = """\
+    from clishop.msgs import Signal
+    from clishop.routing import MonolithBus
+    from clishop.svc import Audit, Detector, Risk
+
+    bus = MonolithBus(Detector(), Risk(), Audit())
+    bus.emit_swap(Signal(amount=3))
+"""
+
+WRONG_SERVICE = """\
+    from clishop.routing import MonolithBus
+    from clishop.svc import Audit, Detector, Risk
+
+    bus = MonolithBus(detector=Risk(), risk=Risk(), audit=Audit())
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(CLIPKGS, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
+    (root / "mypy.ini").write_text(
+        "[mypy]\ncheck_untyped_defs = True\nwarn_unused_ignores = True\n"
+        f"cache_dir = {root / '.mypy_cache'}\n"
+    )
+    return root
+
+
+def stubs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "mycelium_mono.cli", "stubs", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def mypy(project: Path, program: str, *, mypy_path: Path | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    (project / "program.py").write_text(textwrap.dedent(program))
+    env = {**os.environ}
+    env.pop("MYPYPATH", None)
+    if mypy_path is not None:
+        env["MYPYPATH"] = str(mypy_path)
+    return subprocess.run([str(MYPY), "--config-file", "mypy.ini", "program.py"], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_mypy_accepts_correct_use_of_the_stubbed_buses(project: Path) -> None:
+    written = stubs("clishop.routing", "clishop/hybrid.py", cwd=project)
+    assert written.returncode == 0, written.stderr
+    assert (project / "clishop" / "routing.pyi").is_file()
+
+    result = mypy(project, GOOD)
+
+    assert result.returncode == 0, result.stdout
+    assert "Success: no issues found" in result.stdout
+
+
+def test_mypy_rejects_a_wrong_message_type_passed_to_emit(project: Path) -> None:
+    assert stubs("clishop.routing", cwd=project).returncode == 0
+
+    result = mypy(project, WRONG_MESSAGE)
+
+    assert result.returncode == 1
+    assert ('program.py:6: error: Argument 1 to "emit_swap" of "MonolithBus" has incompatible '
+            'type "Signal"; expected "Swap"  [arg-type]') in result.stdout
+
+
+def test_without_stubs_mypy_cannot_see_the_generated_methods(project: Path) -> None:
+    # What the stubs are for: the routing class as written has no emit_swap.
+    result = mypy(project, WRONG_MESSAGE)
+
+    assert result.returncode == 1
+    assert '"MonolithBus" has no attribute "emit_swap"' in result.stdout
+
+
+def test_mypy_rejects_a_wrong_service_for_a_constructor_parameter(project: Path) -> None:
+    assert stubs("clishop.routing", cwd=project).returncode == 0
+
+    result = mypy(project, WRONG_SERVICE)
+
+    assert result.returncode == 1
+    assert ('Argument "detector" to "MonolithBus" has incompatible type "Risk"; expected '
+            '"Detector"') in result.stdout
+
+
+def test_stubs_in_an_output_directory_work_through_mypy_path(project: Path) -> None:
+    out = project / "typings"
+    written = stubs("clishop.routing", "-o", str(out), cwd=project)
+    assert written.returncode == 0, written.stderr
+    assert not (project / "clishop" / "routing.pyi").exists()
+    assert (out / "clishop" / "routing.pyi").is_file()
+    assert (out / "clishop" / "__init__.pyi").is_file()  # so mypy resolves clishop here
+
+    result = mypy(project, WRONG_MESSAGE, mypy_path=out)
+
+    assert result.returncode == 1
+    assert 'Argument 1 to "emit_swap" of "MonolithBus" has incompatible type "Signal"' in (
+        result.stdout)
+
+
+def test_the_stub_carries_the_rest_of_the_module(project: Path) -> None:
+    assert stubs("clishop.routing", "clishop.hybrid", cwd=project).returncode == 0
+    routing = (project / "clishop" / "routing.pyi").read_text()
+    hybrid = (project / "clishop" / "hybrid.pyi").read_text()
+
+    assert "from clishop.svc import Audit, Detector, Risk" in routing
+    assert "SHOP_NAME: str" in routing
+    assert "def make_bus() -> 'MonolithBus': ..." in routing
+    assert ("def __init__(self, detector: Detector, risk: Risk, audit: Audit, *, on_error: "
+            "_mycelium_monolith.ErrorCallback | None=..., background: _typing.Any=...) -> None: "
+            "...") in routing
+    assert "def emit(self, msg: Swap | Signal) -> None: ..." in routing
+    assert "def emit_swap_sync(self, msg: Swap) -> None: ..." in hybrid
+    assert "async def emit_swap_async(self, msg: Swap) -> None: ..." in hybrid
+
+
+def test_no_stub_is_written_for_a_module_with_routing_errors(project: Path) -> None:
+    result = stubs("clishop/broken/e0001.py", cwd=project)
+
+    assert result.returncode == 1
+    assert "error[E0001]" in result.stderr
+    assert "no stub written" in result.stderr
+    assert not (project / "clishop" / "broken" / "e0001.pyi").exists()
