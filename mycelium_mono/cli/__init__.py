@@ -10,12 +10,21 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
+from mycelium_mono.cli.bench import run_bench
+from mycelium_mono.cli.cache import run_cache
+from mycelium_mono.cli.check import run_check, run_show
+from mycelium_mono.cli.doctor import run_doctor
+from mycelium_mono.cli.run import run_run
+from mycelium_mono.cli.stubs import run_stubs
 from mycelium_mono.cli.target import UsageError
 
 __all__ = ["build_parser", "main"]
 
 Command = Callable[[argparse.Namespace], int]
+# What add_subparsers returns; a string because the class is not subscriptable at run time.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -39,18 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from mycelium_mono.cli.check import run_check
-
+def _add_check(commands: Subcommands) -> None:
     sub = commands.add_parser("check", help="report every routing error, compiler style")
     sub.add_argument("targets", nargs="+", metavar="PATH|MODULE")
     sub.add_argument("--format", choices=("text", "json"), default="text")
     sub.set_defaults(handler=run_check)
 
 
-def _add_show(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from mycelium_mono.cli.check import run_show
-
+def _add_show(commands: Subcommands) -> None:
     sub = commands.add_parser("show",
                               help="print the generated bus code and how handlers are called")
     sub.add_argument("module", metavar="PATH|MODULE")
@@ -59,9 +64,7 @@ def _add_show(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     sub.set_defaults(handler=run_show)
 
 
-def _add_doctor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from mycelium_mono.cli.doctor import run_doctor
-
+def _add_doctor(commands: Subcommands) -> None:
     sub = commands.add_parser("doctor", help="why a handler is not called, why it is not faster")
     sub.add_argument("module", metavar="PATH|MODULE")
     sub.add_argument("--no-hook", action="store_true",
@@ -72,9 +75,7 @@ def _add_doctor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sub.set_defaults(handler=run_doctor)
 
 
-def _add_stubs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from mycelium_mono.cli.stubs import run_stubs
-
+def _add_stubs(commands: Subcommands) -> None:
     sub = commands.add_parser("stubs", help="write .pyi stubs so type checkers see generated buses")
     sub.add_argument("modules", nargs="+", metavar="PATH|MODULE")
     sub.add_argument("-o", "--output", metavar="DIR", default=None,
@@ -83,9 +84,7 @@ def _add_stubs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.set_defaults(handler=run_stubs)
 
 
-def _add_cache(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from mycelium_mono.cli.cache import run_cache
-
+def _add_cache(commands: Subcommands) -> None:
     sub = commands.add_parser("cache", help="list or delete the import hook's bytecode cache")
     sub.add_argument("action", choices=("info", "clean"))
     sub.add_argument("roots", nargs="*", metavar="DIR", default=None,
@@ -95,9 +94,7 @@ def _add_cache(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.set_defaults(handler=run_cache)
 
 
-def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from mycelium_mono.cli.bench import run_bench
-
+def _add_bench(commands: Subcommands) -> None:
     sub = commands.add_parser("bench", help="ns per emit_*, against a dict-and-loop dispatcher")
     sub.add_argument("module", metavar="PATH|MODULE")
     sub.add_argument("--factory", metavar="MODULE:FUNCTION", default=None,
@@ -110,9 +107,7 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.set_defaults(handler=run_bench)
 
 
-def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from mycelium_mono.cli.run import run_run
-
+def _add_run(commands: Subcommands) -> None:
     sub = commands.add_parser(
         "run", help="run a script or -m module under the import hook",
         description="Same as `python -m mycelium_mono run ...`.",
