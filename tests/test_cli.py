@@ -112,6 +112,16 @@ def test_check_reports_every_error_of_every_file_at_once(project: Path) -> None:
     assert result.stdout.rstrip().endswith("error: 4 routing errors in 2 of 3 files")
 
 
+def test_check_a_directory_checks_every_routing_module_under_it(project: Path) -> None:
+    result = cli("check", "clishop", cwd=project)
+
+    assert result.returncode == 1
+    for code in ERROR_TOKENS:
+        assert f"clishop/broken/{code.lower()}.py:" in result.stdout
+    assert "clishop/routing.py" not in result.stdout  # clean files are only counted
+    assert result.stdout.rstrip().endswith("error: 14 routing errors in 12 of 17 files")
+
+
 def test_check_json_format_parses_with_positions(project: Path) -> None:
     result = cli("check", "--format", "json", "clishop/broken/many.py", "clishop.routing",
                  cwd=project)

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_check(commands: Subcommands) -> None:
     sub = commands.add_parser("check", help="report every routing error, compiler style")
-    sub.add_argument("targets", nargs="+", metavar="PATH|MODULE")
+    sub.add_argument("targets", nargs="+", metavar="PATH|MODULE",
+                     help="a routing module's file or dotted name, or a directory: every .py "
+                     "file under it that mentions routing_config")
     sub.add_argument("--format", choices=("text", "json"), default="text")
     sub.set_defaults(handler=run_check)
 

@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from mycelium_mono.cli.target import Target, UsageError, find_target, use_color
+from mycelium_mono.cli.target import Target, UsageError, find_target, find_targets, use_color
 from mycelium_mono.routing.errors import Diagnostic, RoutingError, Span, render_diagnostic
 from mycelium_mono.routing.generate import CallNote
 from mycelium_mono.routing.pipeline import RewriteResult, rewrite_module
@@ -72,7 +72,7 @@ def _import_diagnostic(target: Target, exc: Exception) -> Diagnostic:
 
 def run_check(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Exit status 1 if any module has a routing error, else 0."""
-    results = [check_target(find_target(name)) for name in args.targets]
+    results = [check_target(target) for target in find_targets(args.targets)]
     errors = sum(len(r.diagnostics) for r in results)
     if args.format == "json":
         json.dump(_json_report(results), out, indent=2)

@@ -78,7 +78,7 @@ def diagnose(target: Target, *, hook: bool = True, factory: str | None = None) -
     """Every check for the routing module ``target`` (imports it, unless it does not compile)."""
     tables, problems = resolved_tables(target)
     checks = [_compile_check(target, tables, problems)]
-    if problems:
+    if problems or not tables:
         return checks + _environment_checks()
     checks.append(_cache_check(target, hook=hook))
     try:

@@ -20,7 +20,15 @@ from mycelium_mono.routing.errors import Diagnostic
 from mycelium_mono.routing.parse import parse_module
 from mycelium_mono.routing.resolve import StaticScope
 
-__all__ = ["Target", "UsageError", "find_target", "resolved_tables", "use_color"]
+__all__ = [
+    "Target",
+    "UsageError",
+    "find_target",
+    "find_targets",
+    "resolved_tables",
+    "routing_files",
+    "use_color",
+]
 
 
 class UsageError(Exception):
@@ -54,6 +62,36 @@ def use_color(stream: object) -> bool:
     """Colour only on a terminal, and never when ``NO_COLOR`` is set (https://no-color.org)."""
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+
+
+def find_targets(names: list[str]) -> list[Target]:
+    """Each PATH or MODULE; a directory stands for every routing module under it."""
+    targets: list[Target] = []
+    for name in names:
+        if os.path.isdir(name):
+            found = [find_target(path) for path in routing_files(name)]
+            if not found:
+                raise UsageError(f"{name}: no .py file under it mentions routing_config\n"
+                                 "help: pass the routing module itself, or its package directory")
+            targets += found
+        else:
+            targets.append(find_target(name))
+    return targets
+
+
+def routing_files(directory: str) -> list[str]:
+    """``.py`` files under ``directory`` that mention ``routing_config`` (the hook's own test)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+        for filename in sorted(filenames):
+            path = os.path.join(dirpath, filename)
+            if filename.endswith(".py") and _MARKER in _read(path):
+                found.append(path)
+    return found
+
+
+_MARKER = b"routing_config"
 
 
 def find_target(name: str) -> Target:
