@@ -186,3 +186,28 @@ def test_doctor_json_lists_every_check_with_its_verdict(project: Path) -> None:
     assert verdicts[("Handler not called", "Forgotten not routed")] == "warn"
     forgotten = next(c for c in report["checks"] if c["name"] == "Forgotten not routed")
     assert forgotten["fix"].startswith("add Forgotten to the list at clishop/unrouted.py:")
+
+
+def _in_app(project: Path, prelude: str) -> str:
+    code = (f"{prelude}\nimport clishop.unrouted\n"
+            "from mycelium_mono.cli.doctor import report\nprint(report('clishop.unrouted'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_report_inside_an_application_sees_its_hook(project: Path) -> None:
+    out = _in_app(project, "from mycelium_mono.routing.hook import install_import_hook\n"
+                           "install_import_hook(['clishop'])")
+
+    assert "[ok]   MonolithBus origin: rewritten by the import hook (clishop.unrouted: " \
+           "rewritten" in out
+    assert "[warn] Forgotten not routed" in out
+
+
+def test_report_inside_an_application_without_the_hook_says_so(project: Path) -> None:
+    out = _in_app(project, "")
+
+    assert ("[warn] MonolithBus origin: built at run time by @routing_config (no import hook "
+            "saw the import)") in out

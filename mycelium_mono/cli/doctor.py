@@ -12,9 +12,10 @@ Three questions, in the order people ask them:
   debugger or dev mode slowing every call; which calls are inlined; how fast is each
   ``emit_*`` against a dict-and-loop dispatcher?
 
-The checks run in the ``doctor`` process, which installs the hook for the module's top-level
-package the way ``python -m mycelium_mono run`` does; :func:`diagnose` can also be called from
-inside an application to see its own state.
+The command runs the checks in its own process, which installs the hook for the module's
+top-level package the way ``python -m mycelium_mono run`` does. Inside an application,
+``print(mycelium_mono.cli.doctor.report("myapp.routing"))`` runs them against that process's
+own state: its hook (or lack of one), its tracer, its flags.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from mycelium_mono.routing.errors import RoutingError, render_diagnostic
 from mycelium_mono.routing.pipeline import RewriteOptions, rewrite_module
 from mycelium_mono.routing.resolve import message_key
 
-__all__ = ["Check", "Verdict", "diagnose", "format_report", "run_doctor"]
+__all__ = ["Check", "HookMode", "Verdict", "diagnose", "format_report", "report", "run_doctor"]
 
 NOT_FOUND = "Handler not found"
 NOT_CALLED = "Handler not called"
@@ -74,7 +75,19 @@ class Check:
     fix: str | None = None
 
 
-def diagnose(target: Target, *, hook: bool = True, factory: str | None = None) -> list[Check]:
+class HookMode(enum.Enum):
+    """How ``diagnose`` imports the routing module."""
+
+    INSTALL = "install"
+    """Install the hook for the module's top-level package first (the command's default)."""
+    NONE = "none"
+    """Import without installing it (``--no-hook``): the run-time build path."""
+    OBSERVE = "observe"
+    """Install nothing; report what the running process did (in-application use)."""
+
+
+def diagnose(target: Target, *, hook: HookMode = HookMode.INSTALL,
+             factory: str | None = None) -> list[Check]:
     """Every check for the routing module ``target`` (imports it, unless it does not compile)."""
     tables, problems = resolved_tables(target)
     checks = [_compile_check(target, tables, problems)]
@@ -82,7 +95,7 @@ def diagnose(target: Target, *, hook: bool = True, factory: str | None = None) -
         return checks + _environment_checks()
     checks.append(_cache_check(target, hook=hook))
     try:
-        module = import_routing_module(target, hook=hook)
+        module = import_routing_module(target, hook=hook is HookMode.INSTALL)
     except (UsageError, RoutingError) as exc:
         failed = Check(NOT_FOUND, "import", Verdict.FAIL, str(exc),
                        "make the module import cleanly, then run doctor again")
@@ -273,7 +286,7 @@ def _construct(buses: list[type[GeneratedBus]], factory: str | None
 # --- performance not improving ---------------------------------------------------------------
 
 
-def _cache_check(target: Target, *, hook: bool) -> Check:
+def _cache_check(target: Target, *, hook: HookMode) -> Check:
     location = cache_path(target.filename)
     name = "hook cache"
     if location is None:
@@ -281,21 +294,22 @@ def _cache_check(target: Target, *, hook: bool) -> Check:
                      "every import rewrites the module (a few ms); nothing to fix")
     key = CacheKey.current(target.source, RewriteOptions().key())
     found = read_cache(location, key)
+    when = "now" if hook is HookMode.OBSERVE else "before this import"
     if isinstance(found, CacheEntry):
         return Check(PERFORMANCE, name, Verdict.OK,
-                     f"cache hit before this import: {location} matches the source, library "
+                     f"cache hit {when}: {location} matches the source, library "
                      "version, options, optimize level and every handler module")
-    detail = f"cache miss before this import ({found}): {location}"
+    detail = f"cache miss {when} ({found}): {location}"
     if sys.dont_write_bytecode:
         return Check(PERFORMANCE, name, Verdict.WARN,
                      detail + "; and sys.dont_write_bytecode is set, so it is never written",
                      "unset PYTHONDONTWRITEBYTECODE (or -B) to cache rewrites")
-    after = " the import below rewrites it and writes the cache" if hook else ""
-    return Check(PERFORMANCE, name, Verdict.INFO, detail + ";" + after if after else detail,
-                 None)
+    if hook is HookMode.INSTALL:
+        detail += "; the import below rewrites it and writes the cache"
+    return Check(PERFORMANCE, name, Verdict.INFO, detail)
 
 
-def _origin_checks(target: Target, buses: list[type[GeneratedBus]], *, hook: bool
+def _origin_checks(target: Target, buses: list[type[GeneratedBus]], *, hook: HookMode
                    ) -> list[Check]:
     from mycelium_mono.routing.hook import import_records
 
@@ -309,8 +323,9 @@ def _origin_checks(target: Target, buses: list[type[GeneratedBus]], *, hook: boo
                                 f"rewritten by the import hook{happened}",
                                 _hook_reminder(target)))
         else:
-            why = ("doctor ran with --no-hook" if not hook else
-                   record.describe() if record else "the hook did not see the import")
+            why = (record.describe() if record else
+                   "doctor ran with --no-hook" if hook is HookMode.NONE else
+                   "no import hook saw the import")
             checks.append(Check(
                 PERFORMANCE, f"{cls.__name__} origin", Verdict.WARN,
                 f"built at run time by @routing_config ({why}): the same code, but no cache, "
@@ -323,7 +338,8 @@ def _hook_reminder(target: Target) -> str:
     return (f"in your application, install the hook before the first import of "
             f"{target.top_package}: `python -m mycelium_mono run ...`, "
             f"install_import_hook([{target.top_package!r}]), or `mycelium_packages` in pytest's "
-            "ini; then mycelium_mono.cli.doctor.diagnose() inside it shows its own state")
+            f"ini; print(mycelium_mono.cli.doctor.report({target.module_name!r})) inside it "
+            "shows its own state")
 
 
 def _environment_checks() -> list[Check]:
@@ -459,10 +475,17 @@ def _format_check(check: Check, *, color: bool) -> str:
     return "\n".join(lines)
 
 
+def report(module: str, *, factory: str | None = None) -> str:
+    """The doctor report for ``module`` as the running process sees it (installs no hook)."""
+    target = find_target(module)
+    return format_report(target, diagnose(target, hook=HookMode.OBSERVE, factory=factory))
+
+
 def run_doctor(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Exit status 1 if any check failed; warnings alone exit 0."""
     target = find_target(args.module)
-    checks = diagnose(target, hook=not args.no_hook, factory=args.factory)
+    mode = HookMode.NONE if args.no_hook else HookMode.INSTALL
+    checks = diagnose(target, hook=mode, factory=args.factory)
     if args.format == "json":
         report = {"module": target.module_name, "path": target.filename,
                   "checks": [{**asdict(c), "verdict": c.verdict.value} for c in checks]}
