@@ -180,6 +180,28 @@ def test_check_through_the_console_script(project: Path) -> None:
     assert "error[E0002]: unknown name `Riks`" in result.stdout
 
 
+def test_python_dash_m_mycelium_mono_reaches_the_same_command(project: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "mycelium_mono", "check",
+                             "clishop/broken/e0003.py"], cwd=project, env=_env(),
+                            capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 1
+    assert "error[E0003]: `NotAMessage` is not a message class" in result.stdout
+
+
+def test_check_a_module_whose_package_fails_to_import_is_a_usage_error(project: Path) -> None:
+    broken = project / "brokenpkg"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise RuntimeError('no config')\n")
+    (broken / "routing.py").write_text("")
+
+    result = cli("check", "brokenpkg.routing", cwd=project)
+
+    assert result.returncode == 2
+    assert "importing the packages around 'brokenpkg.routing' raised RuntimeError: no config" in (
+        result.stderr)
+
+
 def test_check_reports_a_syntax_error_as_a_diagnostic(project: Path) -> None:
     (project / "clishop" / "typo.py").write_text("from x import (\n")
     result = cli("check", "clishop/typo.py", cwd=project)

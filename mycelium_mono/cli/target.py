@@ -130,6 +130,11 @@ def _target_from_module(name: str) -> Target:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError) as exc:
         raise UsageError(f"cannot look up module {name!r}: {exc}\n{_search_help()}") from None
+    except Exception as exc:
+        # find_spec imports the parent packages; their __init__ may fail in its own way.
+        raise UsageError(f"importing the packages around {name!r} raised "
+                         f"{type(exc).__name__}: {exc}\nhelp: pass the routing module's path "
+                         "to check it without importing its package") from None
     if spec is None:
         raise UsageError(f"no module named {name!r}\n{_search_help()}")
     origin = spec.origin
