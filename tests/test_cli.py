@@ -349,8 +349,20 @@ def test_cache_info_lists_the_hook_cache_files(project: Path) -> None:
     result = cli("cache", "info", cwd=project)
 
     assert result.returncode == 0
-    assert "clishop/__pycache__/routing.cpython-" in result.stdout
+    assert re.search(r"clishop/__pycache__/routing\.cpython-\d+\.mycelium\.pyc  \[current\]$",
+                     result.stdout, re.MULTILINE)
     assert "1 cache file (*.mycelium.pyc)" in result.stdout
+
+
+def test_cache_info_says_why_a_cache_file_is_stale(project: Path) -> None:
+    _import_under_hook(project, "clishop.routing")
+    with open(project / "clishop" / "svc.py", "a") as handlers:
+        handlers.write("\n# edited\n")
+
+    result = cli("cache", "info", cwd=project)
+
+    assert (f"[stale (a handler or message module changed: {project / 'clishop' / 'svc.py'})]"
+            in result.stdout)
 
 
 def test_cache_clean_dry_run_deletes_nothing_then_clean_deletes(project: Path) -> None:

@@ -1,15 +1,28 @@
-"""``mycelium-mono cache info|clean [-n]``: the import hook's bytecode cache files."""
+"""``mycelium-mono cache info|clean [-n]``: the import hook's bytecode cache files.
+
+``info`` also says, for each file, whether the next import would use it (for the default hook
+options) and if not, why: the same answer the hook itself would reach.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from typing import TextIO
 
-from mycelium_mono.routing.cache import CACHE_SUFFIX, clean_cache, find_cache_files
+from mycelium_mono.routing.cache import (
+    CACHE_SUFFIX,
+    CacheEntry,
+    CacheKey,
+    clean_cache,
+    find_cache_files,
+    read_cache,
+)
+from mycelium_mono.routing.pipeline import RewriteOptions
 
-__all__ = ["run_cache"]
+__all__ = ["cache_status", "run_cache"]
 
 
 def run_cache(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -19,10 +32,36 @@ def run_cache(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return _clean(roots, out, dry_run=args.dry_run)
 
 
+def cache_status(path: str) -> str:
+    """``current``, ``stale (why)`` or ``orphan`` for one hook cache file."""
+    source = _source_of(path)
+    if source is None:
+        return "leftover temporary file" if not path.endswith(CACHE_SUFFIX) else "unknown source"
+    try:
+        with open(source, "rb") as file:
+            data = file.read()
+    except OSError:
+        return f"orphan: {source} is gone"
+    found = read_cache(path, CacheKey.current(data, RewriteOptions().key()))
+    return "current" if isinstance(found, CacheEntry) else f"stale ({found})"
+
+
+def _source_of(path: str) -> str | None:
+    if not path.endswith(CACHE_SUFFIX):
+        return None
+    # routing.cpython-311.mycelium.pyc is importlib's routing.cpython-311.pyc with our suffix,
+    # so importlib can map it back (sys.pycache_prefix included).
+    standard = path[: -len(CACHE_SUFFIX)] + ".pyc"
+    try:
+        return importlib.util.source_from_cache(standard)
+    except (ValueError, NotImplementedError):
+        return None
+
+
 def _info(roots: list[str], out: TextIO) -> int:
     files = find_cache_files(roots)
     for file in files:
-        out.write(f"{file.size:>9}  {file.path}\n")
+        out.write(f"{file.size:>9}  {file.path}  [{cache_status(file.path)}]\n")
     total = sum(f.size for f in files)
     out.write(f"{len(files)} cache file{'' if len(files) == 1 else 's'} (*{CACHE_SUFFIX}), "
               f"{_size(total)}, under {', '.join(roots)}\n")
