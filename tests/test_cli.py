@@ -202,6 +202,23 @@ def test_check_a_module_whose_package_fails_to_import_is_a_usage_error(project: 
         result.stderr)
 
 
+def test_check_reports_a_handler_module_that_raises_on_import(project: Path) -> None:
+    (project / "clishop" / "boom.py").write_text("raise RuntimeError('no database')\n")
+    (project / "clishop" / "boomrouting.py").write_text(
+        "from mycelium_mono import routing_config\n"
+        "from clishop.msgs import Swap\n"
+        "from clishop.boom import Detector\n\n\n"
+        "@routing_config\nclass Bus:\n    Swap = [Detector]\n"
+    )
+
+    result = cli("check", "clishop/boomrouting.py", cwd=project)
+
+    assert result.returncode == 1
+    assert ("error[E0012]: importing a module named by the routing table raised RuntimeError: "
+            "no database") in result.stdout
+    assert "clishop/boom.py:1" in result.stdout  # where it was raised
+
+
 def test_check_reports_a_syntax_error_as_a_diagnostic(project: Path) -> None:
     (project / "clishop" / "typo.py").write_text("from x import (\n")
     result = cli("check", "clishop/typo.py", cwd=project)

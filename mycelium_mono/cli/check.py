@@ -44,11 +44,15 @@ def check_target(target: Target) -> CheckResult:
         return CheckResult(target, (_syntax_diagnostic(target, exc),), lines, 0)
     except Exception as exc:  # a handler module that raises on import
         return CheckResult(target, (_import_diagnostic(target, exc),), lines, 0)
-    return CheckResult(target, (), lines, _count_buses(result))
+    return CheckResult(target, (), lines, _count_routing_classes(result))
 
 
-def _count_buses(result: RewriteResult) -> int:
-    return result.generated_source.count("(_mycelium_monolith.GeneratedBus)")
+def _count_routing_classes(result: RewriteResult) -> int:
+    # One generated class per routing class; the generated ones are what the rewrite spliced in.
+    if not result.generated_source:
+        return 0
+    generated = ast.parse(result.generated_source)
+    return sum(isinstance(node, ast.ClassDef) for node in generated.body)
 
 
 def _syntax_diagnostic(target: Target, exc: SyntaxError) -> Diagnostic:
