@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from mycelium_mono.cli.target import Target, UsageError, find_target, resolved_tables
 from mycelium_mono.monolith import GeneratedBus
 from mycelium_mono.routing.check import ResolvedRoute, ResolvedTable
+from mycelium_mono.routing.hook import install_import_hook
 
 __all__ = [
     "EmitTiming",
@@ -61,8 +62,6 @@ def import_routing_module(target: Target, *, hook: bool) -> ModuleType:
     ``python -m mycelium_mono run``.
     """
     if hook:
-        from mycelium_mono.routing.hook import install_import_hook
-
         install_import_hook([target.top_package])
     try:
         return importlib.import_module(target.module_name)

@@ -115,9 +115,9 @@ def run_doctor(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     mode = HookMode.NONE if args.no_hook else HookMode.INSTALL
     checks = diagnose(target, hook=mode, factory=args.factory)
     if args.format == "json":
-        report = {"module": target.module_name, "path": target.filename,
-                  "checks": [{**asdict(c), "verdict": c.verdict.value} for c in checks]}
-        json.dump(report, out, indent=2)
+        payload = {"module": target.module_name, "path": target.filename,
+                   "checks": [{**asdict(c), "verdict": c.verdict.value} for c in checks]}
+        json.dump(payload, out, indent=2)
         out.write("\n")
     else:
         out.write(format_report(target, checks, color=use_color(out)))

@@ -11,6 +11,7 @@ from mycelium_mono.cli.target import Target
 from mycelium_mono.monolith import GeneratedBus
 from mycelium_mono.routing.cache import CacheEntry, CacheKey, cache_path, read_cache
 from mycelium_mono.routing.check import ResolvedTable
+from mycelium_mono.routing.hook import import_records
 from mycelium_mono.routing.pipeline import RewriteOptions, rewrite_module
 
 __all__ = ["cache_check", "environment_checks", "inlining_check", "origin_checks", "timing_checks"]
@@ -46,17 +47,19 @@ def cache_check(target: Target, *, hook: HookMode) -> Check:
 def origin_checks(target: Target, buses: list[type[GeneratedBus]], *, hook: HookMode
                   ) -> list[Check]:
     """Was each bus rewritten by the hook, or built at run time (and why)."""
-    from mycelium_mono.routing.hook import import_records
-
     record = import_records().get(target.module_name)
     happened = f" ({record.describe()})" if record else ""
     checks = []
+    if hook is HookMode.INSTALL:
+        checks.append(Check(
+            PERFORMANCE, "hook in your application", Verdict.INFO,
+            f"doctor installed the hook for {target.top_package!r} itself: what follows is what "
+            "the hook does, not whether your application installs it", _hook_reminder(target)))
     for cls in buses:
         origin = cls.__mycelium_origin__
         if origin == "import hook":
             checks.append(Check(PERFORMANCE, f"{cls.__name__} origin", Verdict.OK,
-                                f"rewritten by the import hook{happened}",
-                                _hook_reminder(target)))
+                                f"rewritten by the import hook{happened}"))
         else:
             why = (record.describe() if record else
                    "doctor ran with --no-hook" if hook is HookMode.NONE else
@@ -70,7 +73,7 @@ def origin_checks(target: Target, buses: list[type[GeneratedBus]], *, hook: Hook
 
 
 def _hook_reminder(target: Target) -> str:
-    return (f"in your application, install the hook before the first import of "
+    return (f"install the hook before your application first imports "
             f"{target.top_package}: `python -m mycelium_mono run ...`, "
             f"install_import_hook([{target.top_package!r}]), or `mycelium_packages` in pytest's "
             f"ini; print(mycelium_mono.cli.doctor.report({target.module_name!r})) inside it "
