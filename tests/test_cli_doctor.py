@@ -58,6 +58,7 @@ def test_doctor_finds_a_handler_not_routed_for_a_type_it_handles(project: Path) 
             "routes Signal to Audit only, so Forgotten never receives it") in result.stdout
     assert (f"fix: add Forgotten to the list at clishop/unrouted.py:{lineno}: "
             "`Signal = [Audit]`") in result.stdout
+    assert "SwapHandlerBase" not in result.stdout  # an abstract base has nothing to call
 
 
 def test_doctor_finds_a_message_type_no_bus_routes(project: Path) -> None:

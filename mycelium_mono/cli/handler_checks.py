@@ -87,6 +87,8 @@ def _handler_findings(handler: type, routed: dict[str, list[_Routed]], services:
     routed_for = [r.route.message.name for rs in routed.values() for r in rs
                   if message_key(handler) in r.handler_keys]
     for message, method in handled_messages(handler).items():
+        if getattr(handler, method.method, None) is MessageHandler.handle:
+            continue  # an abstract base that never defined handle(): nothing to call
         entries = routed.get(message_key(message), [])
         where = f"{handler.__qualname__}.{method.method}"
         if not entries:

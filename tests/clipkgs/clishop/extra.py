@@ -1,7 +1,7 @@
 # ruff: noqa  (test fixtures: deliberately broken or unused names; F401/F821 are the point)
 from mycelium_mono import MessageHandler
 
-from clishop.msgs import Signal
+from clishop.msgs import Signal, Swap
 
 
 class Forgotten(MessageHandler[Signal]):
@@ -9,3 +9,7 @@ class Forgotten(MessageHandler[Signal]):
 
     def handle(self, signal: Signal) -> None:
         pass
+
+
+class SwapHandlerBase(MessageHandler[Swap]):
+    """An abstract base (no handle of its own): doctor must not ask to route it."""
