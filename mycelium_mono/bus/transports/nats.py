@@ -28,6 +28,7 @@ import contextlib
 import logging
 import re
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -40,6 +41,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from mycelium_mono.bus.transports.base import Deliver, Transport, TransportStats
 from mycelium_mono.bus.transports.wire import (
+    HEADER,
     MAX_FRAME,
     Dropped,
     Inbound,
@@ -59,6 +61,21 @@ NATS_START_HELP = (
 )
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
+_MSG_ID = "Nats-Msg-Id"
+
+
+@dataclass(frozen=True)
+class _Unacked:
+    """A JetStream publish whose storage is not confirmed yet."""
+
+    future: asyncio.Future[Any]
+    subject: str
+    body: bytes
+    msg_id: str
+
+
+def _stored(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 class NatsTransport(Transport):
@@ -70,7 +87,8 @@ class NatsTransport(Transport):
     ``pending_limit``: core-NATS client buffer per subscription before it drops;
     ``fetch_batch``: messages per JetStream pull; ``ack_wait_s``: redelivery timeout;
     ``max_in_flight``: unacknowledged JetStream publishes before ``publish`` waits;
-    ``flush_timeout_s``: how long :meth:`flush` (and ``close``) waits for JetStream acks.
+    ``flush_timeout_s``: how long :meth:`flush` (and ``close``) keeps re-sending what
+    JetStream did not store; ``ack_timeout_s``: how long one publish's ack may take.
     """
 
     def __init__(
@@ -87,6 +105,7 @@ class NatsTransport(Transport):
         max_in_flight: int = 4000,
         connect_timeout_s: float = 2.0,
         flush_timeout_s: float = 10.0,
+        ack_timeout_s: float = 2.0,
         max_frame: int = MAX_FRAME,
     ) -> None:
         self.url = url
@@ -100,6 +119,7 @@ class NatsTransport(Transport):
         self.max_in_flight = max_in_flight
         self.connect_timeout_s = connect_timeout_s
         self.flush_timeout_s = flush_timeout_s
+        self.ack_timeout_s = ack_timeout_s
         self.max_frame = max_frame
         self.stats = TransportStats()
         self._out = Outbound()
@@ -112,11 +132,13 @@ class NatsTransport(Transport):
         self._pump: asyncio.Task[None] | None = None
         self._stream_topics: set[str] = set()
         self._stream_lock = asyncio.Lock()
-        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._unacked: deque[_Unacked] = deque()
+        self._pulls: list[JetStreamContext.PullSubscription] = []
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._deliver: Deliver | None = None
         self._closing = False
+        self._connected_once = False
 
     @property
     def publisher_id(self) -> int:
@@ -137,22 +159,33 @@ class NatsTransport(Transport):
             self._schedule_subscribe(message_type)
 
     async def _connect(self) -> Client:
+        nc = Client()
         try:
-            return await nats.connect(
-                self.url,
-                name=self.name,
-                no_echo=True,
-                connect_timeout=max(1, round(self.connect_timeout_s)),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.2,
-                error_cb=self._on_error,
+            # nats-py retries the first connect forever when reconnects are unlimited, so
+            # the first connect gets a deadline of its own.
+            await asyncio.wait_for(
+                nc.connect(
+                    self.url,
+                    name=self.name,
+                    no_echo=True,
+                    connect_timeout=max(1, round(self.connect_timeout_s)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.2,  # type: ignore[arg-type]
+                    error_cb=self._on_error,
+                    drain_timeout=5,
+                ),
+                self.connect_timeout_s + 1.0,
             )
         except (OSError, nats.errors.Error, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
             raise ConnectionError(
                 f"cannot connect to the NATS server at {self.url}: {exc!r}\n"
                 f"help: start one (with JetStream) on this machine:\n    {NATS_START_HELP}"
             ) from exc
+        self._connected_once = True
+        return nc
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):
@@ -160,7 +193,8 @@ class NatsTransport(Transport):
             self.stats.dropped_overflow += 1
             return
         self._in.count("engine_errors")
-        log.warning("NATS client error at %s: %r", self.url, exc)
+        if self._connected_once:  # before that, start() raises one clear error instead
+            log.warning("NATS client error at %s: %r", self.url, exc)
 
     async def close(self) -> None:
         """Publish what is queued, wait for JetStream acks, drain and disconnect."""
@@ -175,6 +209,11 @@ class NatsTransport(Transport):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for psub in self._pulls:
+            # Nothing more will be fetched: an abandoned pull inbox would stall drain() for
+            # its whole timeout (30 s, measured after a server restart).
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
         self._nc = None
         with contextlib.suppress(Exception):
             await nc.drain()
@@ -222,6 +261,7 @@ class NatsTransport(Transport):
             config=self._consumer_config(),
         )
         loop = asyncio.get_running_loop()
+        self._pulls.append(psub)
         self._tasks.append(loop.create_task(self._pull(psub, subject)))
 
     def _consumer_name(self, message_type: type[Any]) -> str | None:
@@ -265,7 +305,12 @@ class NatsTransport(Transport):
         self._in.sync_stats()
 
     def _handle(self, data: bytes, subject: str) -> bool:
-        """Decode, check and deliver one payload; False only for our own JetStream echo."""
+        """Decode, check and deliver one payload; False only for our own JetStream echo.
+
+        A sequence number already seen is a redelivery and is dropped. (Re-sent publishes
+        cannot reorder the stream: a publish is lost only with its connection, and with it
+        everything after it, which go-back-N re-sends in order.)
+        """
         deliver = self._deliver
         assert deliver is not None
         result = decode_body(data, subject, self.max_frame)
@@ -337,46 +382,81 @@ class NatsTransport(Transport):
         if self._js is None:
             await nc.publish(wt.subject, body)
         else:
-            topic = wt.cls.TOPIC
-            if topic not in self._stream_topics:
-                await self._ensure_stream(topic)
-            future = await self._js.publish_async(wt.subject, body)
-            self._in_flight.add(future)
-            future.add_done_callback(self._on_stored)
+            await self._send_stored(self._js, wt, body)
         self.stats.sent += 1
 
-    def _on_stored(self, future: asyncio.Future[Any]) -> None:
-        self._in_flight.discard(future)
-        if future.cancelled():
+    async def _send_stored(self, js: JetStreamContext, wt: WireType, body: bytes) -> None:
+        topic = wt.cls.TOPIC
+        if topic not in self._stream_topics:
+            await self._ensure_stream(topic)
+        if len(self._unacked) >= self.max_in_flight:
+            await self._settle()
+        # The server drops a re-sent copy with the same id: retries cannot duplicate.
+        _, _, _, type_id, _, publisher, seq = HEADER.unpack_from(body)
+        msg_id = f"{publisher:x}.{type_id}.{seq}"
+        future = await js.publish_async(wt.subject, body, headers={_MSG_ID: msg_id})
+        self._unacked.append(_Unacked(future, wt.subject, body, msg_id))
+
+    async def _settle(self) -> None:
+        """Wait for outstanding JetStream acks; re-send, in order, from the first missing one.
+
+        nats-py never times out a ``publish_async`` future (a publish sent while the server
+        restarts is simply never answered), so the deadline is ours. Go-back-N keeps the
+        stream in publish order; the message ids make the re-sent copies of already stored
+        messages no-ops.
+        """
+        unacked = self._unacked
+        if not unacked:
             return
-        exc = future.exception()
-        if exc is not None:
-            self._in.count("publish_failed")
-            log.error("JetStream did not store a message: %r", exc)
+        await asyncio.wait([u.future for u in unacked], timeout=self.ack_timeout_s)
+        while unacked and _stored(unacked[0].future):
+            unacked.popleft()
+        if not unacked:
+            return
+        retry = list(unacked)
+        unacked.clear()
+        for u in retry:
+            u.future.cancel()  # releases nats-py's in-flight slot
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.flush_timeout_s
+        for u in retry:
+            await self._publish_confirmed(u, deadline)
+
+    async def _publish_confirmed(self, u: _Unacked, deadline: float) -> None:
+        js = self._js
+        assert js is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await js.publish(
+                    u.subject, u.body, timeout=self.ack_timeout_s, headers={_MSG_ID: u.msg_id}
+                )
+                return
+            except (TimeoutError, nats.errors.Error) as exc:
+                self._in.count("publish_retries")
+                if loop.time() > deadline:
+                    self._in.count("publish_failed")
+                    raise ConnectionError(
+                        f"JetStream did not store {u.subject} message {u.msg_id} within "
+                        f"{self.flush_timeout_s}s: {exc!r}\n"
+                        f"help: is the NATS server at {self.url} up, with JetStream (-js)?"
+                    ) from exc
+                await asyncio.sleep(0.1)
 
     async def flush(self) -> None:
-        """Send everything queued; with JetStream wait until the server stored all of it.
+        """Send everything queued; with JetStream, return once the server stored all of it.
 
-        Raises :class:`ConnectionError` if JetStream refused any message since the last flush.
+        Raises :class:`ConnectionError` if JetStream did not store a message within
+        ``flush_timeout_s`` (after retrying).
         """
         while self._outbox:
             if self._pump is None or self._pump.done():
                 self._pump = asyncio.get_running_loop().create_task(self._run_pump())
             await self._pump
-        failed_before = self.stats.extra.get("publish_failed", 0)
-        if self._in_flight:
-            # A publish whose ack never comes (server gone) must not hang close() forever.
-            await asyncio.wait(set(self._in_flight), timeout=self.flush_timeout_s)
+        await self._settle()
         nc = self._nc
         if nc is not None and not nc.is_closed:
             await nc.flush()
-        if self.stats.extra.get("publish_failed", 0) > failed_before:
-            raise ConnectionError(
-                f"JetStream refused {self.stats.extra['publish_failed'] - failed_before} "
-                f"message(s) for stream {self.stream!r}\n"
-                "help: see the logged errors; is the stream's subject list or storage limit "
-                "wrong?"
-            )
 
     # -- helpers ---------------------------------------------------------------------------
 
