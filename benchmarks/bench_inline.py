@@ -1,0 +1,207 @@
+"""Inlined handler bodies (issue 7): what ``inline=True`` buys, on a toy and on Bandit.
+
+Group **"inline: emit to 3 handlers"** — one message to three handlers doing ``self.n += 1``
+(the ``mycelium_bench`` fixtures, both buses built by the import hook):
+
+- reference: ``h1.handle(m); h2.handle(m); h3.handle(m)`` written at the call site;
+- ``bus.emit_bench_swap(m)`` with ``inline=True`` (bar: ≤ 0.6× the reference) and with
+  ``inline=False`` (straight-line calls);
+- psygnal ``emit_fast`` to the three bound methods (bar: inlined ≥ 6× faster).
+
+Each benchmark call emits ``BATCH`` messages from a loop at the call site; the table divides
+by ``BATCH`` (the loop's own cost is in every row).
+
+Group **"inline: Bandit monolith, per swap"** — the first ``SWAPS`` swaps of the bundled feed
+through Bandit's real services, routed by Bandit's own table with ``inline=False`` and
+``inline=True`` (built at run time here, same generated code), audit ``fsync = "never"``.
+
+Run: ``python benchmarks/report.py -k bench_inline``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psygnal
+import pytest
+from bandit.config import load_config
+from bandit.feed import load_feed
+from bandit.protocol import (  # noqa: F401  (the routing tables name them)
+    ArbitrageSignal,
+    OrderExecution,
+    OrderRequest,
+    V2Swap,
+)
+from bandit.runner import Pipeline, build_pipeline, fresh_outputs
+from bandit.services import (
+    ArbitrageDetector,
+    AuditLogger,
+    DatabaseLogger,
+    ExecutionService,
+    MetricsCollector,
+    RiskManager,
+)
+from mycelium_bench.handlers import Detector, Metrics, Risk
+from mycelium_bench.messages import BenchSwap
+from mycelium_bench.routing import CallBus
+from mycelium_bench.routing_inline import InlineBus
+
+from mycelium_mono import routing_config
+
+EMIT_GROUP = "inline: emit to 3 handlers"
+BANDIT_GROUP = "inline: Bandit monolith, per swap"
+BATCH = 1_000
+SWAPS = 4_000
+HAND_WRITTEN = "hand-written `h.handle(m)` x3 (inline bench)"
+INLINED = "inline=True `bus.emit_bench_swap(m)`"
+
+Handlers = tuple[Detector, Risk, Metrics]
+
+MESSAGES: tuple[BenchSwap, ...] = tuple(
+    BenchSwap(pool=bytes([i % 256]) * 20, amount_in=10**18 + i, timestamp_ns=i)
+    for i in range(BATCH)
+)
+
+
+@pytest.fixture
+def handlers() -> Handlers:
+    return Detector(), Risk(), Metrics()
+
+
+def measure(benchmark: Any, run: Callable[[Sequence[BenchSwap]], None], handlers: Handlers,
+            label: str, **extra: Any) -> None:
+    benchmark.extra_info.update(label=label, ops=BATCH, **extra)
+    benchmark(run, MESSAGES)
+    # Every handler got every message of every round: nothing was skipped to look fast.
+    counts = {h.n for h in handlers}
+    assert len(counts) == 1 and counts.pop() % BATCH == 0 and handlers[0].n > 0
+
+
+@pytest.mark.benchmark(group=EMIT_GROUP)
+def test_hand_written(benchmark: Any, handlers: Handlers) -> None:
+    h1, h2, h3 = handlers
+
+    def run(messages: Sequence[BenchSwap]) -> None:
+        for m in messages:
+            h1.handle(m)
+            h2.handle(m)
+            h3.handle(m)
+
+    measure(benchmark, run, handlers, HAND_WRITTEN, reference=True)
+
+
+@pytest.mark.benchmark(group=EMIT_GROUP)
+def test_inlined(benchmark: Any, handlers: Handlers) -> None:
+    bus = InlineBus(*handlers)
+    assert InlineBus.__mycelium_origin__ == "import hook"
+    assert bus._mycelium_inline_ok, "the inlined path must be the one timed"
+    emit = bus.emit_bench_swap
+
+    def run(messages: Sequence[BenchSwap]) -> None:
+        for m in messages:
+            emit(m)
+
+    inlined = len(InlineBus.__mycelium_inlined__)
+    measure(benchmark, run, handlers, INLINED, note=f"{inlined}/3 handler bodies inlined",
+            bar={"vs": HAND_WRITTEN, "at_most": 0.6})
+
+
+@pytest.mark.benchmark(group=EMIT_GROUP)
+def test_call_mode(benchmark: Any, handlers: Handlers) -> None:
+    emit = CallBus(*handlers).emit_bench_swap
+
+    def run(messages: Sequence[BenchSwap]) -> None:
+        for m in messages:
+            emit(m)
+
+    measure(benchmark, run, handlers, "inline=False `bus.emit_bench_swap(m)`")
+
+
+class _Signals:
+    swap = psygnal.Signal(object)
+
+
+@pytest.mark.benchmark(group=EMIT_GROUP)
+def test_psygnal_emit_fast(benchmark: Any, handlers: Handlers) -> None:
+    signals = _Signals()
+    for h in handlers:
+        signals.swap.connect(h.handle)
+    emit = signals.swap.emit_fast
+
+    def run(messages: Sequence[BenchSwap]) -> None:
+        for m in messages:
+            emit(m)
+
+    # The bar reads "inlined is at least 6x faster": psygnal's time / inlined time >= 6.
+    measure(benchmark, run, handlers, "psygnal `emit_fast`", bar={"vs": INLINED, "at_least": 6})
+
+
+# -- Bandit ----------------------------------------------------------------------------------
+
+
+@routing_config(inline=False)
+class CalledBandit:
+    V2Swap = [ArbitrageDetector, MetricsCollector]
+    ArbitrageSignal = [RiskManager, DatabaseLogger, MetricsCollector]
+    OrderRequest = [ExecutionService]
+    OrderExecution = [AuditLogger, DatabaseLogger, MetricsCollector]
+
+
+@routing_config(inline=True)
+class InlinedBandit:
+    V2Swap = [ArbitrageDetector, MetricsCollector]
+    ArbitrageSignal = [RiskManager, DatabaseLogger, MetricsCollector]
+    OrderRequest = [ExecutionService]
+    OrderExecution = [AuditLogger, DatabaseLogger, MetricsCollector]
+
+
+_SWAPS: list[V2Swap] = list(load_feed().replay(SWAPS))
+
+
+@pytest.fixture
+def out_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bench-inline-") as tmp:
+        yield Path(tmp)
+
+
+def _bandit(benchmark: Any, bus_cls: Any, out: Path, label: str, **extra: Any) -> None:
+    pipelines: list[Pipeline] = []
+
+    def setup() -> tuple[tuple[Any], dict[str, Any]]:
+        cfg = load_config(output_dir=out / str(len(pipelines)), overrides={
+            "adapter": {"limit": SWAPS}, "metrics": {"http_port": None},
+            "audit": {"fsync": "never"}})
+        fresh_outputs(cfg)
+        p = build_pipeline(cfg)
+        pipelines.append(p)
+        bus = bus_cls(arbitrage_detector=p.detector, metrics_collector=p.metrics,
+                      risk_manager=p.risk, database_logger=p.database,
+                      execution_service=p.execution, audit_logger=p.audit)
+        return (bus,), {}
+
+    def target(bus: Any) -> None:
+        emit = bus.emit_v2_swap
+        for swap in _SWAPS:
+            emit(swap)
+
+    benchmark.pedantic(target, setup=setup, rounds=7, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(label=label, ops=SWAPS, **extra)
+    for p in pipelines:
+        p.close()
+    last = pipelines[-1]
+    assert last.detector.swaps_seen == SWAPS and last.audit.records > 100
+
+
+@pytest.mark.benchmark(group=BANDIT_GROUP)
+def test_bandit_called(benchmark: Any, out_dir: Path) -> None:
+    _bandit(benchmark, CalledBandit, out_dir, "Bandit monolith, inline=False", reference=True)
+
+
+@pytest.mark.benchmark(group=BANDIT_GROUP)
+def test_bandit_inlined(benchmark: Any, out_dir: Path) -> None:
+    inlined = len(InlinedBandit.__mycelium_inlined__)
+    _bandit(benchmark, InlinedBandit, out_dir, "Bandit monolith, inline=True",
+            note=f"{inlined} handler bodies inlined")
