@@ -10,6 +10,7 @@ import hook and through the decorator's run-time path.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import pickle
@@ -382,14 +383,14 @@ def load(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
     """Write the corpus package and import its routing module through the hook or not."""
     path_kind = request.param
 
-    def make(handlers: str = HANDLERS, ping: list[str] = PING, pong: list[str] = PONG
-             ) -> Loaded:
+    def make(handlers: str = HANDLERS, ping: list[str] = PING, pong: list[str] = PONG,
+             routing: str | None = None) -> Loaded:
         package = tmp_path / path_kind / PACKAGE
         package.mkdir(parents=True)
         (package / "__init__.py").write_text("")
         (package / "messages.py").write_text(textwrap.dedent(MESSAGES))
         (package / "handlers.py").write_text(textwrap.dedent(handlers))
-        (package / "routing.py").write_text(routing_source(ping, pong))
+        (package / "routing.py").write_text(routing or routing_source(ping, pong))
         forget_modules(PACKAGE)
         monkeypatch.syspath_prepend(str(package.parent))
         if path_kind == "hook":
@@ -613,3 +614,131 @@ def test_failure_in_inlined_code_names_the_handler_source(load: Callable[..., Lo
         # table, with the caret under the handler whose inlined body raised.
         assert frames[-1].filename == str(loaded.routing_path)
         assert "Raiser" in (frames[-1].line or "")
+
+
+# -- split routes, local classes, recompiling --------------------------------------------------
+
+SPLIT_HANDLERS = HANDLERS + """
+
+class PongLog:
+    def __init__(self):
+        self.rows = []
+
+    @handles(Pong)
+    async def on_pong(self, pong):
+        self.rows.append(pong.value)
+"""
+
+SPLIT_ROUTING = f"""
+from mycelium_mono import route, routing_config
+from {PACKAGE}.messages import Ping, Pong
+from {PACKAGE}.handlers import Forwarder, Downstream, PongLog
+
+
+@routing_config(inline=True)
+class InlineBus:
+    Ping = [Forwarder]
+    Pong = route(sync=[Downstream], background=[PongLog])
+"""
+
+
+def test_split_route_inlines_the_sync_path_and_calls_the_background(
+    load: Callable[..., Loaded],
+) -> None:
+    loaded = load(handlers=SPLIT_HANDLERS, routing=SPLIT_ROUTING)
+    bus = build(loaded, "InlineBus")
+    assert inlined_attrs(type(bus)) == {"forwarder", "downstream"}
+
+    async def scenario() -> None:
+        bus.emit(loaded.routing.Ping(8))
+        assert bus.downstream.got == [4]  # sync path ran inline, inside Forwarder's body
+        await bus.background.drain()
+        assert bus.pong_log.rows == [4]
+
+    asyncio.run(scenario())
+    notes = rewrite_module(loaded.routing_path.read_bytes(), str(loaded.routing_path),
+                           f"{PACKAGE}.routing").notes
+    (background,) = [n for n in notes if n.handler == "pong_log"]
+    assert background.mode == "call" and "background path" in background.reason
+
+
+LOCAL_ROUTING = f"""
+from mycelium_mono import MessageHandler, routing_config
+from {PACKAGE}.messages import Ping, Pong
+from {PACKAGE}.handlers import Tally, Downstream
+
+
+class LocalTally(MessageHandler[Ping]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, ping):
+        self.n += ping.value
+
+
+@routing_config(inline=True)
+class InlineBus:
+    Ping = [Tally, LocalTally]
+    Pong = [Downstream]
+"""
+
+
+def test_handler_defined_in_the_routing_module_itself(
+    load: Callable[..., Loaded], request: pytest.FixtureRequest,
+) -> None:
+    loaded = load(routing=LOCAL_ROUTING)
+    bus = build(loaded, "InlineBus")
+    bus.emit(loaded.routing.Ping(5))
+    assert (bus.tally.n, bus.local_tally.n) == (1, 5)
+    if request.node.callspec.params["load"] == "hook":
+        # The hook generates the bus before the module's own classes exist: calls.
+        assert inlined_attrs(type(bus)) == {"tally", "downstream"}
+        notes = rewrite_module(loaded.routing_path.read_bytes(), str(loaded.routing_path),
+                               f"{PACKAGE}.routing").notes
+        (local,) = [n for n in notes if n.handler == "local_tally"]
+        assert local.mode == "call" and "defined in the routing module" in local.reason
+    else:
+        # At run time the class exists, with its source: it is inlined like any other.
+        assert inlined_attrs(type(bus)) == {"tally", "local_tally", "downstream"}
+
+
+def test_editing_an_inlined_handler_recompiles_the_routing_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, monolith_hook: Any,
+) -> None:
+    package = tmp_path / PACKAGE
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "messages.py").write_text(textwrap.dedent(MESSAGES))
+    (package / "routing.py").write_text(routing_source(["Tally"], ["Downstream"]))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    counts = []
+    for step in ("self.n += 1", "self.n += 1000"):
+        (package / "handlers.py").write_text(textwrap.dedent(HANDLERS).replace(
+            "    def handle(self, msg):\n        self.n += 1", f"    def handle(self, msg):\n"
+            f"        {step}"))
+        forget_modules(PACKAGE)
+        importlib.invalidate_caches()
+        manager = monolith_hook(PACKAGE)
+        routing = importlib.import_module(f"{PACKAGE}.routing")
+        bus = build(Loaded(routing, routing, package / "routing.py"), "InlineBus")
+        assert bus._mycelium_inline_ok
+        bus.emit(routing.Ping(1))
+        counts.append(bus.tally.n)
+        manager.uninstall()
+    assert counts == [1, 1000]
+    forget_modules(PACKAGE)
+
+
+def test_handler_file_edited_after_import_keeps_the_call(load: Callable[..., Loaded]) -> None:
+    loaded = load(ping=["Tally", "Brancher"], pong=["Downstream"])
+    handlers_file = Path(loaded.handlers.__file__)
+    edited = handlers_file.read_text().replace("self.n += 1", "self.n += 2")
+    handlers_file.write_text(edited)
+    # The module in sys.modules still runs `+= 1`: inlining the file's text would change it.
+    notes = rewrite_module(loaded.routing_path.read_bytes(), str(loaded.routing_path),
+                           f"{PACKAGE}.routing").notes
+    tally = [n for n in notes if n.handler == "tally" and n.reason != "inline=False"]
+    assert [(n.mode, "differs from the loaded code" in n.reason) for n in tally] == [
+        ("call", True)]
+    brancher = [n for n in notes if n.handler == "brancher" and n.reason != "inline=False"]
+    assert [n.mode for n in brancher] == ["inlined"]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import inspect
 import linecache
 import sys
@@ -147,14 +148,20 @@ def _function_of(cls: type, method: str
     module = sys.modules.get(raw.__module__)
     if module is None or raw.__globals__ is not vars(module):
         return NotInlined(f"its globals are not those of a loaded module ({raw.__module__})")
-    node = _source_node(raw)
-    if node is None:
+    source = _source_node(raw)
+    if source is None:
         return NotInlined("source not available")
+    node, text = source
+    if not _source_is_running_code(raw, text):
+        return NotInlined("its file differs from the loaded code (edited since it was imported?)")
     return raw, node
 
 
-def _source_node(fn: types.FunctionType) -> ast.FunctionDef | None:
+def _source_node(fn: types.FunctionType) -> tuple[ast.FunctionDef, str] | None:
     filename = fn.__code__.co_filename
+    # linecache keeps a file's old text until asked to look again: an edited handler must
+    # not be inlined from the version a traceback happened to cache earlier.
+    linecache.checkcache(filename)
     text = "".join(linecache.getlines(filename, fn.__globals__))
     if not text:
         return None
@@ -167,8 +174,36 @@ def _source_node(fn: types.FunctionType) -> ast.FunctionDef | None:
         if isinstance(node, ast.FunctionDef) and node.name == fn.__name__:
             start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
             if start == first:
-                return node
+                return node, text
     return None
+
+
+def _source_is_running_code(fn: types.FunctionType, text: str) -> bool:
+    """The text we are about to inline is the code that runs: compiled again, the file holds a
+    code object equal to ``fn``'s (a module edited after its import does not). The whole file
+    is compiled because the module around a method changes its bytecode (3.11 uses LOAD_ATTR,
+    not LOAD_METHOD, on names bound by an import)."""
+    compiled = _compile_file(fn.__code__.co_filename, text)
+    if compiled is None:
+        return False
+    first = fn.__code__.co_firstlineno
+    return any(code.co_name == fn.__name__ and code.co_firstlineno == first
+               and code == fn.__code__ for code in _nested_code(compiled))
+
+
+@functools.lru_cache(maxsize=16)
+def _compile_file(filename: str, text: str) -> types.CodeType | None:
+    try:
+        return compile(text, filename, "exec", dont_inherit=True)
+    except SyntaxError:
+        return None
+
+
+def _nested_code(code: types.CodeType) -> Iterator[types.CodeType]:
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield const
+            yield from _nested_code(const)
 
 
 # -- what cannot be inlined -------------------------------------------------------------------
