@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from peers.chain_services import Adapter, Execution, Strategy
+from peers.chain_services import in_process_chain
 from peers.harness import Peers, free_port, until
 from peers.messages import Fill, Tick
 
-from mycelium_mono.bus import MessageBus, ServiceRuntime
+from mycelium_mono.bus import MessageBus
 from mycelium_mono.bus.transports.zmq import WireMismatchError, ZmqTransport
 
 pytest_plugins = ["conftest_distributed"]
@@ -145,19 +145,6 @@ async def test_a_peer_with_a_different_layout_is_refused_at_connect_and_per_mess
     finally:
         pub.stop()
         await t.close()
-
-
-async def in_process_chain(count: int) -> list[Any]:
-    """The same three services on one in-process MessageBus: the reference result."""
-    bus = MessageBus()
-    fills = bus.subscribe(Fill)
-    runtime = ServiceRuntime(bus)
-    await runtime.spawn_service(Strategy())
-    await runtime.spawn_service(Execution())
-    await runtime.spawn_service(Adapter(count))
-    out = [await asyncio.wait_for(fills.recv(), 10) for _ in range(count)]
-    await runtime.shutdown()
-    return out
 
 
 async def test_three_process_chain_gives_the_in_process_result(peers: Peers) -> None:

@@ -109,8 +109,7 @@ async def test_core_slow_consumer_loses_messages_and_counts_them(shared_nats: st
         while not got or got[-1].seq <= 5000:
             seq += 1
             await pub.publish(tick(seq))
-            await until(lambda: (bool(got) and got[-1].seq > 5000) or True)
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # bounded by the assert below; not a timing assertion
             assert seq < 5500, "nothing after the burst arrived"
         assert sub.stats.dropped_overflow > 0
         seqs = [m.seq for m in got]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from mycelium_mono import MessageHandler
-from mycelium_mono.bus import ServiceContext, service
+from mycelium_mono.bus import MessageBus, ServiceContext, ServiceRuntime, service
 from peers.messages import Fill, Quote, Signal
 
 
@@ -31,3 +34,16 @@ class Execution(MessageHandler[Signal]):
 
     def handle(self, signal: Signal) -> None:
         self.emit(Fill(seq=signal.seq, qty=int(signal.edge * 10) - 5))
+
+
+async def in_process_chain(count: int) -> list[Any]:
+    """The same three services on one in-process MessageBus: the reference result."""
+    bus = MessageBus()
+    fills = bus.subscribe(Fill)
+    runtime = ServiceRuntime(bus)
+    await runtime.spawn_service(Strategy())
+    await runtime.spawn_service(Execution())
+    await runtime.spawn_service(Adapter(count))
+    out = [await asyncio.wait_for(fills.recv(), 10) for _ in range(count)]
+    await runtime.shutdown()
+    return out

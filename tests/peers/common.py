@@ -22,6 +22,7 @@ def add_transport_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hwm", type=int, default=100_000)
     parser.add_argument("--lossy", action="store_true")
     parser.add_argument("--pending-limit", type=int, default=512 * 1024)
+    parser.add_argument("--ack-wait", type=float, default=30.0)
 
 
 def transport_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -33,6 +34,7 @@ def transport_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "stream": args.stream,
         "durable": args.durable,
         "pending_limit": args.pending_limit,
+        "ack_wait_s": args.ack_wait,
     }
 
 

@@ -53,6 +53,15 @@ async def expect_from_stdin(tally: Tally) -> None:
         tally.done.set()
 
 
+async def finish_when_quiet(tally: Tally, idle: float) -> None:
+    """For lossy runs, where nobody knows how many will arrive: done after ``idle`` s of quiet."""
+    seen = -1
+    while tally.received == 0 or tally.received != seen:
+        seen = tally.received
+        await asyncio.sleep(idle)
+    tally.done.set()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     add_transport_args(parser)
@@ -61,6 +70,7 @@ async def main() -> None:
     parser.add_argument("--slow-ms", type=float, default=0.0)
     parser.add_argument("--record", default="")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--idle", type=float, default=0.0, help="done after this quiet time")
     args = parser.parse_args()
     tally = Tally(args)
     transport = make_transport(args)
@@ -70,7 +80,9 @@ async def main() -> None:
         await transport.connect_to(address)
     await transport.ready()
     say("READY")
-    if not args.count:
+    if args.idle:
+        asyncio.get_running_loop().create_task(finish_when_quiet(tally, args.idle))
+    elif not args.count:
         asyncio.get_running_loop().create_task(expect_from_stdin(tally))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(tally.done.wait(), args.timeout)

@@ -8,13 +8,14 @@ check and sequence tracking apply as over ZeroMQ.
   receives its own messages. A subscriber that falls behind loses messages in the client
   (``pending_limit``) or the server; both show up as counted sequence gaps.
 - **JetStream** (``jetstream=True``): every publish is stored in ``stream`` (created if
-  missing, one ``<topic>.*`` subject per topic used) and acknowledged by the server; each
-  subscribed type gets a pull consumer with ``AckPolicy.ALL``: a fetched batch is handed to
-  ``deliver`` message by message and only then acknowledged (one ack covers the batch). With
+  missing, one ``<topic>.*`` subject per topic used) with a message id, so a re-sent copy is
+  stored once; :meth:`NatsTransport.flush` confirms storage and re-sends, in order, whatever
+  was not confirmed. Each subscribed type gets a pull consumer with explicit acks: each
+  fetched message is handed to ``deliver`` and only then acknowledged. With
   ``durable="name"`` the consumer survives restarts: a restarted process gets everything it
   had not acknowledged. Messages this process published itself are acknowledged, not
-  delivered (the bus already delivered them locally). A redelivery already delivered in this
-  process is a duplicate by sequence number and is dropped and counted.
+  delivered (the bus already delivered them locally). Redeliveries are delivered again
+  (at-least-once) and are counted as ``duplicates``.
 
 Measured on the 2-core build machine: NATS round trip ≈ 250 µs, JetStream publish+ack
 ≈ 130 µs; hence JetStream publishes are pipelined (``publish_async``, up to
@@ -272,7 +273,7 @@ class NatsTransport(Transport):
     def _consumer_config(self) -> ConsumerConfig:
         durable = self.durable is not None
         return ConsumerConfig(
-            ack_policy=AckPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL if durable else DeliverPolicy.NEW,
             ack_wait=self.ack_wait_s,
             max_ack_pending=max(self.fetch_batch * 4, 1024),
@@ -304,12 +305,14 @@ class NatsTransport(Transport):
         self._handle(msg.data, msg.subject)
         self._in.sync_stats()
 
-    def _handle(self, data: bytes, subject: str) -> bool:
+    def _handle(self, data: bytes, subject: str, stored: bool = False) -> bool:
         """Decode, check and deliver one payload; False only for our own JetStream echo.
 
-        A sequence number already seen is a redelivery and is dropped. (Re-sent publishes
-        cannot reorder the stream: a publish is lost only with its connection, and with it
-        everything after it, which go-back-N re-sends in order.)
+        Core NATS: a sequence number already seen is dropped as a duplicate. JetStream
+        (``stored``) delivers every copy: a durable consumer restarted after a crash gets
+        what its predecessor fetched but never acknowledged *after* newer messages (once
+        ``ack_wait`` expires), so "older than the last one" is not "seen before" there.
+        At-least-once means services must tolerate the occasional redelivery.
         """
         deliver = self._deliver
         assert deliver is not None
@@ -319,7 +322,7 @@ class NatsTransport(Transport):
             return True
         if result.message is None or result.publisher == self._out.publisher:
             return False
-        if self._in.accept(result):
+        if self._in.accept(result) or stored:
             self.stats.received += 1
             try:
                 deliver(result.message)
@@ -329,7 +332,7 @@ class NatsTransport(Transport):
         return True
 
     async def _pull(self, psub: JetStreamContext.PullSubscription, subject: str) -> None:
-        """Fetch a batch, deliver each message, then acknowledge the batch with one ack."""
+        """Fetch a batch; deliver each message, then acknowledge it."""
         while not self._closing:
             try:
                 msgs = await psub.fetch(self.fetch_batch, timeout=1.0)
@@ -343,12 +346,13 @@ class NatsTransport(Transport):
                 await asyncio.sleep(0.2)
                 continue
             for m in msgs:
-                self._handle(m.data, m.subject)
+                self._handle(m.data, m.subject, stored=True)
+                # Acknowledged one by one, after deliver accepted it. (AckPolicy.ALL would
+                # be one ack per batch, but acking seq N also acks what a killed
+                # predecessor fetched and never delivered: measured as lost messages.)
+                with contextlib.suppress(Exception):
+                    await m.ack()
             self._in.sync_stats()
-            # AckPolicy.ALL: acknowledging the last acknowledges the whole batch, after
-            # deliver has accepted every message of it.
-            with contextlib.suppress(Exception):
-                await msgs[-1].ack()
 
     # -- publishing ------------------------------------------------------------------------
 
