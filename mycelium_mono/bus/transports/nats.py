@@ -140,6 +140,7 @@ class NatsTransport(Transport):
         self._deliver: Deliver | None = None
         self._closing = False
         self._connected_once = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def publisher_id(self) -> int:
@@ -153,6 +154,7 @@ class NatsTransport(Transport):
         if self._nc is not None:
             return
         self._deliver = deliver
+        self._loop = asyncio.get_running_loop()
         self._nc = await self._connect()
         if self.jetstream:
             self._js = self._nc.jetstream(publish_async_max_pending=self.max_in_flight)
@@ -234,7 +236,9 @@ class NatsTransport(Transport):
         if message_type in self._subscribed:
             return
         self._subscribed.add(message_type)
-        task = asyncio.get_running_loop().create_task(self._subscribe(message_type))
+        # The loop start() ran on: subscribe() is sync and may be called outside a coroutine.
+        assert self._loop is not None
+        task = self._loop.create_task(self._subscribe(message_type))
         self._pending.append(task)
 
     async def ready(self) -> None:
@@ -372,7 +376,8 @@ class NatsTransport(Transport):
             )
         self._outbox.append((wire_type(type(msg)), self._out.body(msg)))
         if self._pump is None or self._pump.done():
-            self._pump = asyncio.get_running_loop().create_task(self._run_pump())
+            assert self._loop is not None
+            self._pump = self._loop.create_task(self._run_pump())
 
     async def _run_pump(self) -> None:
         outbox = self._outbox
