@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import pickle
 import textwrap
 import traceback
@@ -596,24 +595,54 @@ def test_pickled_inline_bus_keeps_inlining(load: Callable[..., Loaded]) -> None:
 # -- tracebacks --------------------------------------------------------------------------------
 
 
-def test_failure_in_inlined_code_names_the_handler_source(load: Callable[..., Loaded]) -> None:
+def line_of(module: ModuleType, text: str) -> int:
+    """The 1-based line of the first line of ``module``'s file containing ``text``."""
+    lines = Path(module.__file__ or "").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if text in line)
+
+
+@pytest.mark.parametrize(("value", "raising"), [
+    (3, 'raise ValueError(f"bad ping {ping.value}")'),
+    (13, "raise KeyError(ping.value)"),
+])
+def test_failure_in_inlined_code_names_the_handler_file_line_and_text(
+    load: Callable[..., Loaded], value: int, raising: str,
+) -> None:
     loaded = load(ping=["Tally", "Raiser"], pong=["Downstream"])
     bus = build(loaded, "InlineBus")
     with pytest.raises(ExceptionGroup) as info:
-        bus.emit(loaded.routing.Ping(3))
+        bus.emit(loaded.routing.Ping(value))
     (exc,) = info.value.exceptions
-    assert isinstance(exc, ValueError)
-    raiser_line = inspect.getsourcelines(loaded.handlers.Raiser.handle)[1]
-    origin = f"inlined from {loaded.handlers.__file__}:{raiser_line}"
-    assert any(note.startswith(origin) for note in exc.__notes__), exc.__notes__
+    where = f"{loaded.handlers.__file__}:{line_of(loaded.handlers, raising)}"
+    assert exc.__notes__[0].startswith(f"inlined Raiser.handle raised at {where}: {raising}")
     assert "raised in InlineBus by raiser.handle" in exc.__notes__
     frames = traceback.extract_tb(exc.__traceback__)
     assert frames[-1].name == "emit_ping"
+    printed = "".join(traceback.format_exception(info.value))
+    assert f"raised at {where}" in printed
     if loaded.routing.InlineBus.__mycelium_origin__ == "import hook":
         # The hook compiles the generated class in place: the frame points at the routing
-        # table, with the caret under the handler whose inlined body raised.
+        # table, with the caret from the handler whose inlined body raised.
         assert frames[-1].filename == str(loaded.routing_path)
         assert "Raiser" in (frames[-1].line or "")
+
+
+def test_failure_in_a_callee_names_the_inlined_line_that_called_it(
+    load: Callable[..., Loaded],
+) -> None:
+    loaded = load(ping=["Forwarder"], pong=["Downstream"])
+    bus = build(loaded, "InlineBus")
+    with pytest.raises(ExceptionGroup) as info:
+        bus.emit(loaded.routing.Ping(10))  # Pong(5): Downstream raises, inside the nested emit
+    (nested,) = info.value.exceptions
+    call = "self.emit(Pong(ping.value // 2))"
+    where = f"{loaded.handlers.__file__}:{line_of(loaded.handlers, call)}"
+    assert nested.__notes__[0].startswith(f"inlined Forwarder.handle raised at {where}: {call}")
+    (inner,) = nested.exceptions  # type: ignore[attr-defined]
+    raising = 'raise RuntimeError("five")'
+    assert inner.__notes__[0].startswith(
+        f"inlined Downstream.on_pong raised at {loaded.handlers.__file__}:"
+        f"{line_of(loaded.handlers, raising)}: {raising}")
 
 
 # -- split routes, local classes, recompiling --------------------------------------------------

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ast
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mycelium_mono.routing.check import HandlerCall, ResolvedRoute, ResolvedTable
@@ -291,10 +292,11 @@ def _emit_method(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...]
         ]
     fn = _stmt("\n".join(lines))
     assert isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
-    if bodies:
-        _splice_bodies(fn, [b for b in bodies if b is not None])
+    spliced = _splice_bodies(fn, [b for b in bodies if b is not None]) if bodies else {}
     _place(fn, route.span)
     _place_handlers(fn, calls)
+    for index, origins in spliced.items():
+        _encode_origins(origins, calls[index].ref.span)
     return fn
 
 
@@ -329,18 +331,94 @@ def _handler_lines(call: HandlerCall, index: int, body: InlinedBody | None) -> l
 
 
 def _splice_bodies(fn: ast.FunctionDef | ast.AsyncFunctionDef,
-                   bodies: list[InlinedBody]) -> None:
-    """Put each inlined body after its origin marker, inside that handler's ``try``."""
+                   bodies: list[InlinedBody]) -> dict[int, _Origins]:
+    """Put each inlined body after its origin marker, inside that handler's ``try``.
+
+    Returns, per handler index, the spliced statements with their original lines, which
+    :func:`_encode_origins` turns into positions a failure can be traced back with.
+    """
     by_marker = {body.marker: body for body in bodies}
-    for node in fn.body:
-        if not isinstance(node, ast.Try):
-            continue
+    spliced: dict[int, _Origins] = {}
+    tries = [node for node in fn.body if isinstance(node, ast.Try)]
+    for index, node in enumerate(tries):
         first = node.body[0]
         value = first.value if isinstance(first, ast.Expr) else None
-        if isinstance(value, ast.Constant) and isinstance(value.value, str):
-            body = by_marker.get(value.value)
-            if body is not None:
-                node.body = [first, *copy.deepcopy(list(body.statements))]
+        if not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+            continue
+        body = by_marker.get(value.value)
+        if body is None:
+            continue
+        statements = copy.deepcopy(list(body.statements))
+        node.body = [first, *statements]
+        spliced[index] = _Origins.of(node, statements, body)
+    return spliced
+
+
+@dataclass(frozen=True)
+class _Origins:
+    """Every statement of one inlined body, in order, with its line in the handler's file."""
+
+    node: ast.Try
+    statements: tuple[ast.stmt, ...]
+    lines: tuple[int, ...]
+    body: InlinedBody
+
+    @classmethod
+    def of(cls, node: ast.Try, statements: list[ast.stmt], body: InlinedBody) -> _Origins:
+        found: list[ast.stmt] = []
+        lines: list[int] = []
+        for top in statements:
+            for child in ast.walk(top):
+                if isinstance(child, ast.stmt):
+                    found.append(child)
+                    # Statements the rewrite added (``break`` for a return) have no line:
+                    # they report the line of the statement before them.
+                    lines.append(getattr(child, "lineno", None) or (lines[-1] if lines
+                                                                   else body.firstlineno))
+        return cls(node, tuple(found), tuple(lines), body)
+
+
+def _pass_origins(origins: _Origins, span: Span) -> None:
+    """The ``except`` hands the table of original lines to ``_mycelium_inline.failed``."""
+    call = origins.node.handlers[0].body[0].value  # type: ignore[attr-defined]
+    body = origins.body
+    table = (body.filename, body.qualname, body.firstlineno, span.lineno, origins.lines)
+    call.args[-1] = ast.parse(repr(table), mode="eval").body
+    _place(call.args[-1], span)
+
+
+def _encode_origins(origins: _Origins, span: Span) -> None:
+    """Give the k-th inlined statement the end line ``span.lineno + 1 + k``.
+
+    Every inlined statement keeps the routing line (a traceback shows the table line, caret
+    from the handler's name on), but the end line carries its index: on a failure,
+    ``_mycelium_inline.failed`` reads the raising instruction's position and names the
+    handler's own file, line and text. Debuggers and coverage read start lines only.
+    """
+    for k, statement in enumerate(origins.statements):
+        encoded = Span(span.lineno, span.col_offset, span.lineno + 1 + k, span.end_col_offset)
+        nodes = list(_own_nodes(statement))
+        # For `obj.method(...)` 3.11 starts the call's location at the attribute's *end*
+        # line when the attribute spans lines: the frame would show no source line at all.
+        # The attribute keeps the plain routing position; the call still carries `k`.
+        methods = {id(n.func) for n in nodes if isinstance(n, ast.Call)
+                   and isinstance(n.func, ast.Attribute)}
+        for node in nodes:
+            if id(node) not in methods:
+                _place(node, encoded, shallow=True)
+    _pass_origins(origins, span)
+
+
+def _own_nodes(statement: ast.stmt) -> Iterator[ast.AST]:
+    """``statement`` and its sub-nodes, not those of the statements nested in it."""
+    yield statement
+    stack = [child for child in ast.iter_child_nodes(statement)
+             if not isinstance(child, ast.stmt)]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(child for child in ast.iter_child_nodes(node)
+                     if not isinstance(child, ast.stmt))
 
 
 def _place_handlers(fn: ast.FunctionDef | ast.AsyncFunctionDef,

@@ -562,10 +562,34 @@ def recheck(bus: Any) -> None:
 
 
 def failed(errors: list[tuple[str, Exception]] | None, exc: Exception, bus: Any, where: str,
-           origin: str) -> list[tuple[str, Exception]]:
-    """:func:`mycelium_mono.monolith.failed` for an inlined body, naming the handler's source."""
+           origin: tuple[str, str, int, int, tuple[int, ...]]) -> list[tuple[str, Exception]]:
+    """:func:`mycelium_mono.monolith.failed` for an inlined body: the note names the handler's
+    own file, line and source text of the statement that raised (the traceback's frame shows
+    the routing table's line: the code object belongs to the routing module)."""
     from mycelium_mono.monolith import failed as record
 
-    exc.add_note(f"inlined from {origin}: the traceback line above is the routing table's; "
-                 "build the bus with inline=False to see the handler's own frame")
+    filename, qualname, firstlineno, routing_line, lines = origin
+    line = _raising_line(exc, routing_line, lines) or firstlineno
+    text = linecache.getline(filename, line).strip()
+    exc.add_note(f"inlined {qualname} raised at {filename}:{line}: {text}\n"
+                 "(build the bus with inline=False to see the handler's own frame)")
     return record(errors, exc, bus, where)
+
+
+def _raising_line(exc: Exception, routing_line: int, lines: tuple[int, ...]) -> int | None:
+    """The handler line of the inlined statement that raised: the generator stored statement
+    ``k``'s index in its instructions' end line (``routing_line + 1 + k``). Only the end line
+    is read: for a method call 3.11 moves the start line to the attribute's end line."""
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    code = tb.tb_frame.f_code
+    if code.co_filename.startswith("<"):
+        return None  # compiled from the generated text: positions are that text's own
+    positions = list(code.co_positions())
+    index = tb.tb_lasti // 2
+    if not 0 <= index < len(positions):
+        return None
+    end = positions[index][1]
+    k = -1 if end is None else end - routing_line - 1
+    return lines[k] if 0 <= k < len(lines) else None
