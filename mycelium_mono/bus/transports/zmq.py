@@ -30,7 +30,7 @@ import contextlib
 import ipaddress
 import logging
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,7 +335,9 @@ class ZmqTransport(Transport):
     async def ready(self, timeout: float | None = None) -> None:
         """Wait until every connected peer acknowledged every subscribed type.
 
-        Raises :class:`TimeoutError` naming the types still unacknowledged.
+        Raises :class:`WireMismatchError` as soon as a peer's acknowledgement (or frame)
+        shows a different layout for a subscribed type id, and :class:`TimeoutError`
+        naming the types still unacknowledged after ``timeout`` (``ready_timeout_s``).
         """
         limit = self.ready_timeout_s if timeout is None else timeout
         await self._wait_until(self._all_acked, limit, lambda: self._ready_timeout_message(limit))
@@ -382,7 +384,9 @@ class ZmqTransport(Transport):
         """Live subscriptions at this XPUB whose prefix matches ``prefix``."""
         return sum(c for p, c in self._subscriptions.items() if prefix.startswith(p))
 
-    async def _wait_until(self, done: Any, timeout: float, message: Any) -> None:
+    async def _wait_until(
+        self, done: Callable[[], bool], timeout: float, message: Callable[[], str]
+    ) -> None:
         loop = self._require(self._loop, "ready")
         deadline = loop.time() + timeout
         while not done():
