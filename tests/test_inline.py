@@ -90,10 +90,12 @@ class Looper(MessageHandler[Ping]):
         self.trace = []
 
     def handle(self, ping):
+        returned = 0  # the name the inliner could pick for its own return flag
         for i in range(4):
             for j in range(3):
+                returned += 1
                 if i * j == ping.value % 7 and i:
-                    self.trace.append((i, j))
+                    self.trace.append((i, j, returned))
                     return
                 if j == 2:
                     continue
@@ -107,7 +109,7 @@ class Looper(MessageHandler[Ping]):
         else:
             self.trace.append("no-break")
             return
-        self.trace.append(k)
+        self.trace.append((k, returned))
 
 
 class ClashA(MessageHandler[Ping]):

@@ -18,7 +18,7 @@ meaning:
 - Private names are mangled with the defining class's name, as the compiler did in the class.
 - ``return`` becomes ``break`` out of a one-iteration ``while True:`` (about 1.5 ns per handler
   where it is needed at all, measured against a flag test on every statement); a ``return``
-  inside a loop of the handler sets ``h1_returned`` and breaks each enclosing loop in turn.
+  inside a loop of the handler sets ``returned_h1`` and breaks each enclosing loop in turn.
 
 Everything the rewrite cannot prove keeps the call: closures and ``super()``, generators,
 ``global``/``nonlocal``, frame and namespace introspection, nested functions, imports in the
@@ -278,7 +278,8 @@ class _Rewriter:
             renamed = [_Renamer(self, renames).visit(stmt) for stmt in body]
         except _Unprovable as exc:
             return NotInlined(str(exc))
-        statements = [*prologue, *_Returns(f"{self.instance}_returned").rewrite(renamed)]
+        # Not `h1_returned`: every `h1_<name>` is some local's new name.
+        statements = [*prologue, *_Returns(f"returned_{self.instance}").rewrite(renamed)]
         return InlinedBody(tuple(statements), tuple(sorted(self.modules)),
                            self.fn.__qualname__, self.fn.__code__.co_filename,
                            self.fn.__code__.co_firstlineno)
