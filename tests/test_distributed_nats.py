@@ -160,3 +160,26 @@ async def test_three_process_chain_over_nats_gives_the_in_process_result(
     for stage in stages:
         stage.send("QUIT")
         assert (await stage.aresult())["dropped_malformed"] == 0
+
+
+async def test_a_publisher_with_a_different_layout_is_dropped_counted_and_logged(
+    peers: Peers, shared_nats: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[Any] = []
+    t = NatsTransport(shared_nats)
+    await t.start(got.append)
+    pub = peers.spawn("mismatched_pub", "--engine", "nats", "--url", shared_nats)
+    try:
+        t.subscribe(Tick)
+        await t.ready()
+        await pub.aexpect("READY")
+        with caplog.at_level("ERROR", logger="mycelium_mono.transport"):
+            pub.send("GO 10")
+            await until(lambda: t.stats.extra.get("drop_fingerprint_mismatch", 0) == 10)
+        assert got == []
+        assert t.stats.extra["incompatible_peers"] == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "4001" in errors[0] and "help:" in errors[0]
+    finally:
+        pub.stop()
+        await t.close()

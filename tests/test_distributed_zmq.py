@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from peers.harness import Peers, free_port, until
 from peers.messages import Fill, Tick
 
 from mycelium_mono.bus import MessageBus
+from mycelium_mono.bus.transports.wire import wire_type
 from mycelium_mono.bus.transports.zmq import WireMismatchError, ZmqTransport
 
 pytest_plugins = ["conftest_distributed"]
@@ -80,6 +83,47 @@ async def test_publisher_killed_and_restarted_is_reconnected_without_a_new_conne
         await t.close()
 
 
+async def test_subscriber_killed_and_restarted_gets_the_stream_again(
+    peers: Peers, tmp_path: Path
+) -> None:
+    pub = ZmqTransport("127.0.0.1:0")
+    await pub.start(lambda m: None)
+    record = tmp_path / "first.txt"
+    first = peers.spawn(
+        "stream_sub", "--engine", "zmq", "--connect", pub.address, "--record", str(record),
+        "--timeout", "60",
+    )  # fmt: skip
+
+    async def stream() -> None:
+        seq = 0
+        while True:
+            seq += 1
+            await pub.publish(Tick(seq=seq, value=0, blob=bytes(32)))
+            if seq % 100 == 0:
+                await asyncio.sleep(0.001)
+
+    streaming = asyncio.get_running_loop().create_task(stream())
+    try:
+        await first.aexpect("READY")
+        await until(lambda: record.exists() and len(record.read_text().split()) >= 500)
+        first.kill()
+        # The XPUB sees the dead peer's pipe go (its subscription is withdrawn)...
+        await until(lambda: pub.subscriber_count(wire_type(Tick).prefix) == 0, timeout=30)
+        second = peers.spawn(
+            "stream_sub", "--engine", "zmq", "--connect", pub.address, "--count", "1000",
+        )  # fmt: skip
+        await second.aexpect("READY")
+        # ...and a new subscriber joins the running stream, in order, without gaps.
+        result = await second.aresult()  # the stream goes on: at least the 1000 it waited for
+        assert result["count"] >= 1000 and result["out_of_order"] == 0
+        assert result["sequence_gaps"] == 0 and result["first"] > 500
+    finally:
+        streaming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await streaming
+        await pub.close()
+
+
 async def test_slow_subscriber_lossless_publisher_waits_and_nothing_is_lost(
     peers: Peers,
 ) -> None:
@@ -128,7 +172,7 @@ async def test_slow_subscriber_lossy_drops_are_counted_on_both_sides(peers: Peer
 async def test_a_peer_with_a_different_layout_is_refused_at_connect_and_per_message(
     peers: Peers,
 ) -> None:
-    pub = peers.spawn("mismatched_pub")
+    pub = peers.spawn("mismatched_pub", "--engine", "zmq")
     address = await pub.aexpect("READY")
     got: list[Any] = []
     t = ZmqTransport("127.0.0.1:0")

@@ -1,22 +1,25 @@
 """A publisher whose Tick (type id 4001) has a different layout: it must be refused loudly.
 
-Prints ``READY <address>``; on ``GO <n>`` publishes ``n`` of its Ticks; runs until ``QUIT``.
+``--engine zmq`` (default) or ``nats``. Prints ``READY <address>``; on ``GO <n>`` publishes
+``n`` of its Ticks; runs until ``QUIT``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 
 from mycelium_mono.bus.transports.zmq import ZmqTransport
-from peers.common import say, wait_for
+from peers.common import add_transport_args, make_transport, say, wait_for
 from peers.messages_v2 import Tick
 
 
 async def main() -> None:
-    transport = ZmqTransport(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:0")
+    parser = argparse.ArgumentParser()
+    add_transport_args(parser)
+    transport = make_transport(parser.parse_args())
     await transport.start(lambda msg: None)
-    say("READY", transport.address)
+    say("READY", transport.address if isinstance(transport, ZmqTransport) else "")
     count = int(await wait_for("GO"))
     for seq in range(1, count + 1):
         await transport.publish(Tick(seq=seq, spare=0, value=seq, blob=bytes(32)))
