@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from peers.messages import Quote, Tick, tick
@@ -75,6 +76,14 @@ def test_sequence_numbers_are_per_type() -> None:
     out.frame(tick(1))
     quote = decode_frame(out.frame(Quote(seq=1, price=0.0)))
     assert isinstance(quote, Decoded) and quote.sequence == 1
+
+
+def test_a_class_that_is_not_a_message_has_no_wire_type() -> None:
+    class Plain:
+        pass
+
+    with pytest.raises(TypeError, match="not a @message class"):
+        wire_type(Plain)
 
 
 def test_prefix_parses_back_to_topic_and_type_id() -> None:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from mycelium_mono.bus.transports.base import TransportStats
-from mycelium_mono.messages import message_class
+from mycelium_mono.messages import is_message_class, message_class
 
 __all__ = [
     "FLAG_ACK",
@@ -139,6 +139,12 @@ def wire_type(cls: type[Any]) -> WireType:
     """The wire description of a ``@message`` class (cached per class object)."""
     found = _WIRE_TYPES.get(cls)
     if found is None:
+        if not is_message_class(cls):
+            raise TypeError(
+                f"{getattr(cls, '__qualname__', cls)!r} is not a @message class, so it has no "
+                "wire layout to send or subscribe to\n"
+                "help: decorate it with @message(type_id=..., topic=...) from mycelium_mono"
+            )
         subject = f"{cls.TOPIC}.{cls.TYPE_ID}"
         found = WireType(
             cls, cls.TYPE_ID, subject, subject.encode() + b"\0", cls.FINGERPRINT, cls.SIZE
