@@ -4,9 +4,10 @@ Group **"inline: emit to 3 handlers"** — one message to three handlers doing `
 (the ``mycelium_bench`` fixtures, both buses built by the import hook):
 
 - reference: ``h1.handle(m); h2.handle(m); h3.handle(m)`` written at the call site;
-- ``bus.emit_bench_swap(m)`` with ``inline=True`` (bar: ≤ 0.6× the reference) and with
+- ``bus.emit_bench_swap(m)`` with ``inline=True`` (bar: at most 0.6x the reference) and with
   ``inline=False`` (straight-line calls);
-- psygnal ``emit_fast`` to the three bound methods (bar: inlined ≥ 6× faster).
+- psygnal ``emit_fast`` to the three bound methods (bar: inlined at least 6x faster);
+- the three bodies pasted at the call site (``h1.n += 1`` x3): the floor, with no emit call.
 
 Each benchmark call emits ``BATCH`` messages from a loop at the call site; the table divides
 by ``BATCH`` (the loop's own cost is in every row).
@@ -91,6 +92,21 @@ def test_hand_written(benchmark: Any, handlers: Handlers) -> None:
             h3.handle(m)
 
     measure(benchmark, run, handlers, HAND_WRITTEN, reference=True)
+
+
+@pytest.mark.benchmark(group=EMIT_GROUP)
+def test_bodies_pasted_at_the_call_site(benchmark: Any, handlers: Handlers) -> None:
+    # What no emit *method* can beat: the bodies with no call at all. The distance from this
+    # row to the inlined row is the one call into emit_bench_swap plus its guard and loads.
+    h1, h2, h3 = handlers
+
+    def run(messages: Sequence[BenchSwap]) -> None:
+        for _ in messages:
+            h1.n += 1
+            h2.n += 1
+            h3.n += 1
+
+    measure(benchmark, run, handlers, "bodies pasted at the call site (floor, no emit call)")
 
 
 @pytest.mark.benchmark(group=EMIT_GROUP)
