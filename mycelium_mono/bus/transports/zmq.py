@@ -302,22 +302,22 @@ class ZmqTransport(Transport):
         if self._backlog and self.lossless:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_drained(), self.linger_ms / 1000)
-        loop = self._loop
-        assert loop is not None and self._xpub is not None and self._sub is not None
-        loop.remove_reader(self._xpub.FD)
-        loop.remove_reader(self._sub.FD)
+        loop, xpub, sub = self._loop, self._xpub, self._sub
+        assert loop is not None and xpub is not None and sub is not None
+        loop.remove_reader(xpub.FD)
+        loop.remove_reader(sub.FD)
         if self._guard is not None:
             self._guard.cancel()
-        self._sub.close(0)
-        self._xpub.close(self.linger_ms)
+        # None first: a drain or poll already scheduled with call_soon then does nothing.
+        self._xpub = self._sub = None
+        sub.close(0)
+        xpub.close(self.linger_ms)
         if self._auth is not None:
             self._auth.stop()
         ctx, self._ctx = self._ctx, None
         # term() blocks until linger has flushed the XPUB: keep it off the event loop.
         await asyncio.to_thread(ctx.term)
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake()
         self._in.sync_stats()
 
     # -- subscriptions -----------------------------------------------------------------
