@@ -773,3 +773,20 @@ def test_handler_file_edited_after_import_keeps_the_call(load: Callable[..., Loa
         ("call", True)]
     brancher = [n for n in notes if n.handler == "brancher" and n.reason != "inline=False"]
     assert [n.mode for n in brancher] == ["inlined"]
+
+
+def test_method_replaced_by_other_code_at_the_same_file_and_line(
+    load: Callable[..., Loaded], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # e.g. a reloaded module: same file, same first line, different body.
+    loaded = load(ping=["Tally"], pong=["Downstream"])
+    original = loaded.handlers.Tally.handle
+    first = original.__code__.co_firstlineno
+    source = "\n" * (first - 1) + "def handle(self, msg):\n    self.n += 7\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, original.__code__.co_filename, "exec"), namespace)
+    monkeypatch.setattr(loaded.handlers.Tally, "handle", namespace["handle"])
+    bus = build(loaded, "InlineBus")
+    assert guard_failures(bus) == ["Tally.handle was replaced after the bus was generated"]
+    bus.emit(loaded.routing.Ping(1))
+    assert bus.tally.n == 7

@@ -175,9 +175,10 @@ def _slots(table: ResolvedTable, plan: _InlinePlan) -> tuple[str, ...]:
     return (*attrs, INLINE_FLAG) if plan.guarded else attrs
 
 
-def _inlined_spec(plan: _InlinePlan) -> tuple[tuple[str, str, str, int], ...]:
-    """What the run-time guard checks: (attribute, method, file, first line) per inlined body."""
-    return tuple((attr, method, body.filename, body.firstlineno)
+def _inlined_spec(plan: _InlinePlan) -> tuple[tuple[str, str, str, int, int], ...]:
+    """What the run-time guard checks per inlined body: (attribute, method, file, first line,
+    code digest)."""
+    return tuple((attr, method, body.filename, body.firstlineno, body.code_crc)
                  for (attr, method), body in plan.guarded.items())
 
 

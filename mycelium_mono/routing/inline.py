@@ -45,6 +45,7 @@ import inspect
 import linecache
 import sys
 import types
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = [
     "BUILTINS_ALIAS",
     "InlinedBody",
     "NotInlined",
+    "code_crc",
     "failed",
     "guard",
     "guard_failures",
@@ -82,6 +84,8 @@ class InlinedBody:
     filename: str
     firstlineno: int
     """``co_firstlineno`` of the inlined method: the run-time guard compares it."""
+    code_crc: int
+    """:func:`code_crc` of the inlined method's code: so does the guard."""
 
     @property
     def origin(self) -> str:
@@ -98,6 +102,12 @@ class NotInlined:
     """Why a handler keeps its call."""
 
     reason: str
+
+
+def code_crc(code: types.CodeType) -> int:
+    """A digest of what a code object runs that is the same in every process (``hash`` of bytes
+    is salted per process, and the generated class is cached across processes)."""
+    return zlib.crc32(code.co_code)
 
 
 def module_alias(module: str) -> str:
@@ -284,7 +294,7 @@ class _Rewriter:
         statements = [*prologue, *_Returns(f"returned_{self.instance}").rewrite(renamed)]
         return InlinedBody(tuple(statements), tuple(sorted(self.modules)),
                            self.fn.__qualname__, self.fn.__code__.co_filename,
-                           self.fn.__code__.co_firstlineno)
+                           self.fn.__code__.co_firstlineno, code_crc(self.fn.__code__))
 
     def _renames(self, params: list[str], scope: _FunctionScope) -> dict[str, str]:
         renames = {name: f"{self.instance}_{name}" for name in scope.locals}
@@ -532,7 +542,7 @@ def guard_failures(bus: Any) -> list[str]:
     """Why ``bus`` cannot take its inlined path right now (empty: it can)."""
     problems = []
     cls = type(bus)
-    for attr, method, filename, firstlineno in cls.__mycelium_inlined__:
+    for attr, method, filename, firstlineno, crc in cls.__mycelium_inlined__:
         routed = cls.__mycelium_services__[attr]
         service = getattr(bus, attr, None)
         if type(service) is not routed:
@@ -542,7 +552,8 @@ def guard_failures(bus: Any) -> list[str]:
         fn = inspect.getattr_static(routed, method, None)
         code = getattr(fn, "__code__", None)
         if (not isinstance(fn, types.FunctionType) or code is None
-                or (code.co_filename, code.co_firstlineno) != (filename, firstlineno)):
+                or (code.co_filename, code.co_firstlineno, code_crc(code))
+                != (filename, firstlineno, crc)):
             problems.append(f"{routed.__qualname__}.{method} was replaced after the bus "
                             "was generated")
             continue
