@@ -204,8 +204,10 @@ class NatsTransport(Transport):
         nc = self._nc
         if nc is None:
             return
-        with contextlib.suppress(Exception):
+        try:
             await self.flush()
+        except ConnectionError as exc:  # already counted in publish_failed; say it once more
+            log.error("closing %r with messages JetStream did not store: %s", self, exc)
         self._closing = True
         for task in self._tasks:
             task.cancel()
