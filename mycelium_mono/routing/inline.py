@@ -107,7 +107,10 @@ class NotInlined:
 def code_crc(code: types.CodeType) -> int:
     """A digest of what a code object runs that is the same in every process (``hash`` of bytes
     is salted per process, and the generated class is cached across processes)."""
-    return zlib.crc32(code.co_code)
+    consts = tuple(code_crc(c) if isinstance(c, types.CodeType) else repr(c)
+                   for c in code.co_consts)
+    text = repr((consts, code.co_names, code.co_varnames)).encode()
+    return zlib.crc32(text, zlib.crc32(code.co_code))
 
 
 def module_alias(module: str) -> str:
