@@ -107,10 +107,17 @@ class NotInlined:
 def code_crc(code: types.CodeType) -> int:
     """A digest of what a code object runs that is the same in every process (``hash`` of bytes
     is salted per process, and the generated class is cached across processes)."""
-    consts = tuple(code_crc(c) if isinstance(c, types.CodeType) else repr(c)
-                   for c in code.co_consts)
+    consts = tuple(_stable_repr(c) for c in code.co_consts)
     text = repr((consts, code.co_names, code.co_varnames)).encode()
     return zlib.crc32(text, zlib.crc32(code.co_code))
+
+
+def _stable_repr(const: object) -> object:
+    if isinstance(const, types.CodeType):
+        return code_crc(const)
+    if isinstance(const, frozenset):  # `x in {"a", "b"}`: its order follows salted hashes
+        return sorted(repr(item) for item in const)
+    return repr(const)
 
 
 def module_alias(module: str) -> str:
