@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import pickle
+import subprocess
+import sys
 import textwrap
 import traceback
 import unittest.mock
@@ -26,6 +29,7 @@ import pytest
 
 from mycelium_mono.messages import snake_case
 from mycelium_mono.pytest_plugin import forget_modules
+from mycelium_mono.routing.cache import cache_path
 from mycelium_mono.routing.inline import guard_failures
 from mycelium_mono.routing.pipeline import rewrite_module
 
@@ -790,3 +794,35 @@ def test_method_replaced_by_other_code_at_the_same_file_and_line(
     assert guard_failures(bus) == ["Tally.handle was replaced after the bus was generated"]
     bus.emit(loaded.routing.Ping(1))
     assert bus.tally.n == 7
+
+
+CHILD = f"""
+import sys
+from mycelium_mono.routing.hook import install_import_hook
+install_import_hook(["{PACKAGE}"])
+from {PACKAGE}.routing import InlineBus
+from {PACKAGE}.handlers import Tally, Brancher, Downstream
+from {PACKAGE}.messages import Ping
+bus = InlineBus(Tally(), Brancher(), Downstream())
+bus.emit(Ping(3))
+print(InlineBus.__mycelium_origin__, bus._mycelium_inline_ok, bus.tally.n, bus.brancher.small)
+"""
+
+
+def test_cached_rewrite_keeps_inlining_in_fresh_processes(tmp_path: Path) -> None:
+    package = tmp_path / PACKAGE
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "messages.py").write_text(textwrap.dedent(MESSAGES))
+    (package / "handlers.py").write_text(textwrap.dedent(HANDLERS))
+    (package / "routing.py").write_text(routing_source(["Tally", "Brancher"], ["Downstream"]))
+    cached = Path(cache_path(str(package / "routing.py")) or "")
+    outputs = []
+    for seed in ("1", "2"):  # the second process reads the first one's cache
+        env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.strip())
+        assert cached.is_file()
+    assert outputs == ["import hook True 1 1"] * 2
