@@ -161,6 +161,7 @@ async def test_lossless_publish_nowait_queues_at_the_hwm_and_loses_nothing() -> 
             p.pub.publish_nowait(tick(seq))
         assert p.pub.stats.extra["hwm_waits"] >= 1
         await until(lambda: len(p.got) == 5000)
+        assert p.pub.stats.extra["backlog_peak"] > 0
         assert [m.seq for m in p.got] == list(range(1, 5001))
         assert p.pub.stats.dropped_overflow == 0
     finally:

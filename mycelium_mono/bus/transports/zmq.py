@@ -469,6 +469,9 @@ class ZmqTransport(Transport):
 
     def _flush_backlog(self, xpub: zmq.Socket[Any]) -> None:
         backlog = self._backlog
+        extra = self.stats.extra
+        # Lossless publish_nowait cannot wait, so the backlog is unbounded: show its peak.
+        extra["backlog_peak"] = max(extra.get("backlog_peak", 0), len(backlog))
         sent = 0
         try:
             while backlog:
