@@ -89,6 +89,15 @@ async def test_a_new_subscription_is_acknowledged_again(pair: Pair) -> None:
     assert pair.got == [Fill(seq=1, qty=3)]
 
 
+async def test_connecting_twice_to_a_peer_is_one_connection(pair: Pair) -> None:
+    await pair.sub.connect_to(pair.pub.address)
+    await pair.sub.ready(timeout=5)
+    assert pair.sub.peers == [pair.pub.address]
+    await pair.pub.publish(tick(1))
+    await until(lambda: len(pair.got) == 1)
+    assert pair.pub.subscriber_count(wire_type(Tick).prefix) == 1
+
+
 async def test_publisher_can_wait_for_subscribers(pair: Pair) -> None:
     await pair.pub.wait_for_subscribers(1, Tick, timeout=5)
     third = ZmqTransport("127.0.0.1:0")

@@ -282,6 +282,8 @@ class ZmqTransport(Transport):
         """Connect the SUB to a peer's XPUB (ZeroMQ reconnects by itself after a restart)."""
         sub = self._require(self._sub, "connect_to")
         endpoint = endpoint_of(address, allow_public=self.allow_public)
+        if endpoint in self.peers:
+            return  # one connection per peer: ready() counts one acknowledgement per peer
         if self.curve is not None:
             key = self.curve.peer_keys.get(address) or self.curve.peer_keys.get(endpoint)
             if key is None:
