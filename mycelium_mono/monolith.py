@@ -25,6 +25,8 @@ class GeneratedBus:
     __slots__ = ("__weakref__", "_background", "_dispatch", "_on_error")
 
     __mycelium_services__: ClassVar[dict[str, type]] = {}
+    __mycelium_calls__: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
+    """Per sync emit method, its ``(service attribute, method)`` pairs in routing order."""
     __mycelium_origin__: ClassVar[str] = "import hook"
     """``"import hook"`` if the module was rewritten at import, ``"runtime"`` if built by the
     decorator at run time (no hook installed): ``mycelium-mono doctor`` reports it."""
@@ -70,6 +72,22 @@ class GeneratedBus:
             f"note: it routes {routed}\n"
             f"help: add `{type(msg).__name__} = [...]` to the routing class"
         )
+
+    def _failed_at(
+        self, emit: str, index: int, msg: Any, errors: list[tuple[str, Exception]]
+    ) -> None:
+        """Handler ``index`` of ``emit`` raised: call the handlers after it, then report all.
+
+        Only failures come here, so the fast path of a generated emit carries no bookkeeping.
+        The remaining handlers are called, never inlined: the inline guard guarantees that
+        calling them means the same.
+        """
+        for attr, method in self.__mycelium_calls__[emit][index + 1 :]:
+            try:
+                getattr(getattr(self, attr), method)(msg)
+            except Exception as exc:
+                failed(errors, exc, self, f"{attr}.{method}")
+        self._raise_failures(emit, msg, errors)
 
     def _raise_failures(self, method: str, msg: Any, errors: list[tuple[str, Exception]]) -> None:
         if self._on_error is not None:

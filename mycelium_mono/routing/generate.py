@@ -4,32 +4,35 @@ The emit methods are straight-line code, one ``try`` per handler, written as a c
 would write them by hand::
 
     def emit_v2_swap(self, msg: V2Swap) -> None:
-        errors = None
+        try:
+            self.arbitrage_detector.handle(msg)
+        except Exception as exc:
+            return self._failed_at('emit_v2_swap', 0, msg, _mycelium_monolith.failed(...))
         try:
             self.risk_manager.handle(msg)
         except Exception as exc:
-            errors = _mycelium_monolith.failed(errors, exc, self, 'risk_manager.handle')
-        ...
-        if errors is not None:
-            self._raise_failures('emit_v2_swap', msg, errors)
+            return self._failed_at('emit_v2_swap', 1, msg, _mycelium_monolith.failed(...))
 
 Since Python 3.11 a ``try`` costs nothing when nothing raises, so "every handler runs even
-if an earlier one raised" is free on the fast path.
+if an earlier one raised" is free on the fast path. The rest of the work happens only after
+a failure: ``_failed_at`` calls the handlers after the one that raised (listed in the class's
+``__mycelium_calls__``), then raises every failure as one ``ExceptionGroup``. Measured on
+three trivial handlers, dropping the ``errors`` local and its final test this way saved about
+7 ns per emit (~6%); async emits keep the local, their cost is the event loop's.
 
 With ``inline=True`` the call is replaced, where :mod:`mycelium_mono.routing.inline` can keep
 its meaning, by the handler's body (``h1 = self.risk_manager`` then the body with ``self``
 renamed ``h1``), behind one flag test per emit::
 
     def emit_v2_swap(self, msg: V2Swap) -> None:
-        if not self._mycelium_inline:
+        if not self._mycelium_inline_ok:
             return self._emit_v2_swap_calls(msg)   # a subclass, a mock, a patched method
-        errors = None
         h1 = self.risk_manager
         try:
             'inlined RiskManager.handle from .../risk.py:97'
             h1.approved += 1
         except Exception as exc:
-            errors = _mycelium_inline.failed(errors, exc, self, 'risk_manager.handle', ...)
+            return self._failed_at('emit_v2_swap', 0, msg, _mycelium_inline.failed(None, exc, ...))
 
 Every generated node carries the source position of the routing line it came from, and
 each handler's ``try`` (inlined body included) the position of that handler's name in the
@@ -149,6 +152,7 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
         _stmt(f"__slots__ = {_slots(table, plan)!r}"),
         _stmt(_services_mapping(table)),
     ]
+    body.append(_stmt(f"__mycelium_calls__ = {_calls_table(table)!r}"))
     if plan.guarded:
         body.append(_stmt(f"__mycelium_inlined__ = {_inlined_spec(plan)!r}"))
     _place_all(body, table.span)
@@ -168,6 +172,15 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
     prelude = plan.prelude()
     _place_all(list(prelude), table.span)
     return GeneratedClass(table.name, cls, tuple(plan.notes), prelude)
+
+
+def _calls_table(table: ResolvedTable) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Per sync emit, its handlers in order: what ``_failed_at`` calls after a failure."""
+    table_: dict[str, tuple[tuple[str, str], ...]] = {}
+    for route in table.routes:
+        name = f"{route.emit_name}_sync" if route.split else route.emit_name
+        table_[name] = tuple((c.handler.attr, c.method.method) for c in route.sync)
+    return table_
 
 
 def _slots(table: ResolvedTable, plan: _InlinePlan) -> tuple[str, ...]:
@@ -281,19 +294,24 @@ def _emit_method(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...]
     ]
     if fallback is not None:
         lines += [f"    if not self.{INLINE_FLAG}:", f"        return self.{fallback}(msg)"]
-    if calls:
+    if is_async and calls:
         lines.append("    errors = None")
     for index, call in enumerate(calls):
         body = bodies[index] if bodies else None
-        lines += _handler_lines(call, index + 1, body)
-    if calls:
+        record = _record_failure(call, body, is_async=is_async)
+        if not is_async:
+            record = f"return self._failed_at({reported_as or name!r}, {index}, msg, {record})"
+        lines += _handler_lines(call, index + 1, body, record)
+    if is_async and calls:
         lines += [
             "    if errors is not None:",
-            f"        self._raise_failures({reported_as or name!r}, msg, errors)",
+            f"        self._raise_failures({name!r}, msg, errors)",
         ]
     fn = _stmt("\n".join(lines))
     assert isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
     spliced = _splice_bodies(fn, [b for b in bodies if b is not None]) if bodies else {}
+    if spliced:
+        _drop_single_use_aliases(fn)
     _place(fn, route.span)
     _place_handlers(fn, calls)
     for index, origins in spliced.items():
@@ -311,23 +329,38 @@ def _emit_doc(route: ResolvedRoute, calls: tuple[HandlerCall, ...],
     return f"{route.message.name} → {', '.join(targets) or 'no handlers'}."
 
 
-def _handler_lines(call: HandlerCall, index: int, body: InlinedBody | None) -> list[str]:
+def _record_failure(call: HandlerCall, body: InlinedBody | None, *, is_async: bool) -> str:
+    """The expression that notes a handler's failure: a list of failures so far.
+
+    Async emits accumulate into their ``errors`` local; sync ones start a fresh list that
+    ``_failed_at`` extends with the failures of the handlers after this one.
+    """
     target = f"{call.handler.attr}.{call.method.method}"
+    errors = "errors" if is_async else "None"
+    if body is not None:
+        return (f"{INLINE_SUPPORT}.failed({errors}, exc, self, {target!r}, "
+                f"{body.origin!r})")
+    return f"{SUPPORT}.failed({errors}, exc, self, {target!r})"
+
+
+def _handler_lines(call: HandlerCall, index: int, body: InlinedBody | None,
+                   on_failure: str) -> list[str]:
+    handled = f"        {on_failure}" if on_failure.startswith("return") else \
+        f"        errors = {on_failure}"
     if body is not None:
         return [
             f"    h{index} = self.{call.handler.attr}",
             "    try:",
             f"        {body.marker!r}",
             "    except Exception as exc:",
-            f"        errors = {INLINE_SUPPORT}.failed(errors, exc, self, {target!r}, "
-            f"{body.origin!r})",
+            handled,
         ]
     awaiting = "await " if call.method.is_async else ""
     return [
         "    try:",
-        f"        {awaiting}self.{target}(msg)",
+        f"        {awaiting}self.{call.handler.attr}.{call.method.method}(msg)",
         "    except Exception as exc:",
-        f"        errors = {SUPPORT}.failed(errors, exc, self, {target!r})",
+        handled,
     ]
 
 
@@ -353,6 +386,48 @@ def _splice_bodies(fn: ast.FunctionDef | ast.AsyncFunctionDef,
         node.body = [first, *statements]
         spliced[index] = _Origins.of(node, statements, body)
     return spliced
+
+
+def _drop_single_use_aliases(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    """``h1 = self.detector`` then one ``h1.n += 1``: read the slot where it is used instead.
+
+    The alias pays for itself from the second use; for one use it is a store and a load for
+    nothing (~3 ns per handler, measured on three trivial handlers). Only done where the use
+    runs at most once: no loop, comprehension or lambda in the body.
+    """
+    body = fn.body
+    for index in range(len(body) - 1):
+        alias, block = body[index], body[index + 1]
+        if not (_is_alias(alias) and isinstance(block, ast.Try)):
+            continue
+        assert isinstance(alias, ast.Assign) and isinstance(alias.targets[0], ast.Name)
+        name = alias.targets[0].id
+        uses = [n for stmt in block.body for n in ast.walk(stmt)
+                if isinstance(n, ast.Name) and n.id == name]
+        repeats = any(isinstance(n, ast.For | ast.While | ast.comprehension | ast.Lambda)
+                      for stmt in block.body for n in ast.walk(stmt))
+        if len(uses) != 1 or repeats or not isinstance(uses[0].ctx, ast.Load):
+            continue
+        _replace_node(block, uses[0], copy.deepcopy(alias.value))
+        body[index] = ast.Pass()  # keeps indexes stable; removed below
+    fn.body = [stmt for stmt in body if not isinstance(stmt, ast.Pass)]
+
+
+def _is_alias(stmt: ast.stmt) -> bool:
+    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id.startswith("h")
+            and stmt.targets[0].id[1:].isdigit() and isinstance(stmt.value, ast.Attribute))
+
+
+def _replace_node(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    for parent in ast.walk(tree):
+        for field_name, value in ast.iter_fields(parent):
+            if value is old:
+                setattr(parent, field_name, ast.copy_location(new, old))
+                return
+            if isinstance(value, list) and any(item is old for item in value):
+                value[[id(item) for item in value].index(id(old))] = ast.copy_location(new, old)
+                return
 
 
 @dataclass(frozen=True)
@@ -382,6 +457,8 @@ class _Origins:
 def _pass_origins(origins: _Origins, span: Span) -> None:
     """The ``except`` hands the table of original lines to ``_mycelium_inline.failed``."""
     call = origins.node.handlers[0].body[0].value  # type: ignore[attr-defined]
+    if isinstance(origins.node.handlers[0].body[0], ast.Return):
+        call = call.args[-1]  # return self._failed_at(..., _mycelium_inline.failed(...))
     body = origins.body
     table = (body.filename, body.qualname, body.firstlineno, span.lineno, origins.lines)
     call.args[-1] = ast.parse(repr(table), mode="eval").body

@@ -10,6 +10,7 @@ import ast
 import hashlib
 import importlib.util
 import linecache
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,7 +33,29 @@ __all__ = [
     "rewrite_module",
 ]
 
-LIBRARY_VERSION = __version__
+def _generator_fingerprint() -> str:
+    """The release plus a stamp of the files that generate code.
+
+    A cached rewrite made by different generator code is stale even within one release (an
+    editable install being worked on, a patched site-packages): the stamp is the size and
+    mtime of each such file, which costs a few stat calls once per process.
+    """
+    here = os.path.dirname(__file__)
+    files = sorted(
+        [os.path.join(here, name) for name in os.listdir(here) if name.endswith(".py")]
+        + [os.path.join(os.path.dirname(here), "monolith.py")]
+    )
+    stamp = hashlib.blake2b(digest_size=6)
+    for path in files:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue
+        stamp.update(f"{os.path.basename(path)}:{info.st_size}:{info.st_mtime_ns};".encode())
+    return f"{__version__}+g{stamp.hexdigest()}"
+
+
+LIBRARY_VERSION = _generator_fingerprint()
 
 DEFAULT_INLINE = False
 """What ``@routing_config`` without ``inline=`` does (see the README for the measurement)."""
