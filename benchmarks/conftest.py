@@ -6,10 +6,7 @@
   ``python -m pytest benchmarks`` and ``python benchmarks/report.py`` find every suite.
 - ``benchmarks/fixtures`` goes on ``sys.path`` and the mycelium-mono import hook is installed for
   its ``mycelium_bench`` package before any benchmark module is imported: the routing modules
-  there are rewritten by the hook exactly as an application's would be. Their hook cache is
-  cleared first: the cache key holds the library version, not the generator's source, so in a
-  checkout where the generator changed but the version did not, a benchmark would otherwise
-  time yesterday's generated code.
+  there are rewritten by the hook exactly as an application's would be.
 
 Conventions for the ratio table (``extra_info`` keys, read by ``report.py``) are in
 ``benchmarks/README.md``.
@@ -23,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from mycelium_mono.routing.cache import clean_cache
 from mycelium_mono.routing.hook import ImportHookManager, install_import_hook
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -36,7 +32,6 @@ _HOOK = pytest.StashKey[ImportHookManager]()
 def pytest_configure(config: pytest.Config) -> None:
     if str(FIXTURES) not in sys.path:
         sys.path.insert(0, str(FIXTURES))
-    clean_cache([str(FIXTURES / FIXTURE_PACKAGE)])
     config.stash[_HOOK] = install_import_hook([FIXTURE_PACKAGE])
 
 
