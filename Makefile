@@ -32,6 +32,10 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/report.py
 
+bench-json: $(STAMP)
+	mkdir -p .benchmarks
+	$(BIN)/python benchmarks/report.py --json .benchmarks/latest.json
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .benchmarks
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
