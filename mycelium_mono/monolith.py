@@ -73,16 +73,17 @@ class GeneratedBus:
             f"help: add `{type(msg).__name__} = [...]` to the routing class"
         )
 
-    def _failed_at(
-        self, emit: str, index: int, msg: Any, errors: list[tuple[str, Exception]]
-    ) -> None:
-        """Handler ``index`` of ``emit`` raised: call the handlers after it, then report all.
+    def _failed_at(self, emit: str, index: int, msg: Any, exc: Exception) -> None:
+        """Handler ``index`` of ``emit`` raised ``exc``: call the ones after it, report all.
 
         Only failures come here, so the fast path of a generated emit carries no bookkeeping.
         The remaining handlers are called, never inlined: the inline guard guarantees that
         calling them means the same.
         """
-        for attr, method in self.__mycelium_calls__[emit][index + 1 :]:
+        calls = self.__mycelium_calls__[emit]
+        attr, method = calls[index]
+        errors = failed(None, exc, self, f"{attr}.{method}")
+        for attr, method in calls[index + 1 :]:
             try:
                 getattr(getattr(self, attr), method)(msg)
             except Exception as exc:

@@ -7,11 +7,11 @@ would write them by hand::
         try:
             self.arbitrage_detector.handle(msg)
         except Exception as exc:
-            return self._failed_at('emit_v2_swap', 0, msg, _mycelium_monolith.failed(...))
+            return self._failed_at('emit_v2_swap', 0, msg, exc)
         try:
             self.risk_manager.handle(msg)
         except Exception as exc:
-            return self._failed_at('emit_v2_swap', 1, msg, _mycelium_monolith.failed(...))
+            return self._failed_at('emit_v2_swap', 1, msg, exc)
 
 Since Python 3.11 a ``try`` costs nothing when nothing raises, so "every handler runs even
 if an earlier one raised" is free on the fast path. The rest of the work happens only after
@@ -32,7 +32,7 @@ renamed ``h1``), behind one flag test per emit::
             'inlined RiskManager.handle from .../risk.py:97'
             h1.approved += 1
         except Exception as exc:
-            return self._failed_at('emit_v2_swap', 0, msg, _mycelium_inline.failed(None, exc, ...))
+            return self._failed_at('emit_v2_swap', 0, msg, _mycelium_inline.located(exc, ...))
 
 Every generated node carries the source position of the routing line it came from, and
 each handler's ``try`` (inlined body included) the position of that handler's name in the
@@ -330,17 +330,16 @@ def _emit_doc(route: ResolvedRoute, calls: tuple[HandlerCall, ...],
 
 
 def _record_failure(call: HandlerCall, body: InlinedBody | None, *, is_async: bool) -> str:
-    """The expression that notes a handler's failure: a list of failures so far.
+    """What the ``except`` hands on: the exception (noted with its origin if inlined).
 
-    Async emits accumulate into their ``errors`` local; sync ones start a fresh list that
-    ``_failed_at`` extends with the failures of the handlers after this one.
+    Sync emits return into ``_failed_at``, which records it and calls the handlers after
+    this one; async emits accumulate into their ``errors`` local.
     """
-    target = f"{call.handler.attr}.{call.method.method}"
-    errors = "errors" if is_async else "None"
-    if body is not None:
-        return (f"{INLINE_SUPPORT}.failed({errors}, exc, self, {target!r}, "
-                f"{body.origin!r})")
-    return f"{SUPPORT}.failed({errors}, exc, self, {target!r})"
+    exc = f"{INLINE_SUPPORT}.located(exc, {body.origin!r})" if body is not None else "exc"
+    if is_async:
+        target = f"{call.handler.attr}.{call.method.method}"
+        return f"{SUPPORT}.failed(errors, {exc}, self, {target!r})"
+    return exc
 
 
 def _handler_lines(call: HandlerCall, index: int, body: InlinedBody | None,
@@ -455,10 +454,10 @@ class _Origins:
 
 
 def _pass_origins(origins: _Origins, span: Span) -> None:
-    """The ``except`` hands the table of original lines to ``_mycelium_inline.failed``."""
+    """The ``except`` hands the table of original lines to ``_mycelium_inline.located``."""
     call = origins.node.handlers[0].body[0].value  # type: ignore[attr-defined]
     if isinstance(origins.node.handlers[0].body[0], ast.Return):
-        call = call.args[-1]  # return self._failed_at(..., _mycelium_inline.failed(...))
+        call = call.args[-1]  # return self._failed_at(..., _mycelium_inline.located(...))
     body = origins.body
     table = (body.filename, body.qualname, body.firstlineno, span.lineno, origins.lines)
     call.args[-1] = ast.parse(repr(table), mode="eval").body
@@ -470,7 +469,7 @@ def _encode_origins(origins: _Origins, span: Span) -> None:
 
     Every inlined statement keeps the routing line (a traceback shows the table line, caret
     from the handler's name on), but the end line carries its index: on a failure,
-    ``_mycelium_inline.failed`` reads the raising instruction's position and names the
+    ``_mycelium_inline.located`` reads the raising instruction's position and names the
     handler's own file, line and text. Debuggers and coverage read start lines only.
     """
     for k, statement in enumerate(origins.statements):

@@ -55,10 +55,10 @@ __all__ = [
     "InlinedBody",
     "NotInlined",
     "code_crc",
-    "failed",
     "guard",
     "guard_failures",
     "inline_method",
+    "located",
     "module_alias",
     "recheck",
 ]
@@ -585,19 +585,18 @@ def recheck(bus: Any) -> None:
     object.__setattr__(bus, "_mycelium_inline_ok", guard(bus))
 
 
-def failed(errors: list[tuple[str, Exception]] | None, exc: Exception, bus: Any, where: str,
-           origin: tuple[str, str, int, int, tuple[int, ...]]) -> list[tuple[str, Exception]]:
-    """:func:`mycelium_mono.monolith.failed` for an inlined body: the note names the handler's
-    own file, line and source text of the statement that raised (the traceback's frame shows
-    the routing table's line: the code object belongs to the routing module)."""
-    from mycelium_mono.monolith import failed as record
+def located(exc: Exception, origin: tuple[str, str, int, int, tuple[int, ...]]) -> Exception:
+    """Note on ``exc`` where in the handler's own file the inlined statement that raised is.
 
+    The traceback's frame shows the routing table's line (the code object belongs to the
+    routing module); the note names the handler's file, line and source text.
+    """
     filename, qualname, firstlineno, routing_line, lines = origin
     line = _raising_line(exc, routing_line, lines) or firstlineno
     text = linecache.getline(filename, line).strip()
     exc.add_note(f"inlined {qualname} raised at {filename}:{line}: {text}\n"
                  "(build the bus with inline=False to see the handler's own frame)")
-    return record(errors, exc, bus, where)
+    return exc
 
 
 def _raising_line(exc: Exception, routing_line: int, lines: tuple[int, ...]) -> int | None:
