@@ -175,7 +175,9 @@ class MyceliumLoader(importlib.machinery.SourceFileLoader):
             _record(
                 ImportRecord(fullname, source_path, Outcome.FAILED, location, miss, error=str(exc))
             )
-            raise
+            # The pipeline's frames say nothing to the person whose routing table is wrong:
+            # the traceback ends at this loader, then shows the file, line and caret.
+            raise exc.with_traceback(None) from None
         code = compile(result.tree, source_path, "exec", dont_inherit=True)
         entry = CacheEntry(key, result.dependencies, result.generated_source, code)
         written = write_cache(location, entry)
