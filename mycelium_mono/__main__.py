@@ -27,6 +27,7 @@ Any other command (``check``, ``show``, ``doctor``, ...) is passed to ``mycelium
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import runpy
 import sys
@@ -147,6 +148,9 @@ def run(request: RunRequest, packages: Sequence[str]) -> None:
     install_import_hook(packages)
     _point_spawned_children_here()
     if request.is_module:
+        if _find_module(request.target) is None:
+            # What `python -m nosuch` says, instead of runpy's traceback.
+            raise UsageError(f"no module named {request.target!r}")
         sys.argv = [request.target, *request.args]  # run_module puts the file path in argv[0]
         runpy.run_module(request.target, run_name="__main__", alter_sys=True)
     else:
@@ -154,6 +158,13 @@ def run(request: RunRequest, packages: Sequence[str]) -> None:
         sys.argv = [request.target, *request.args]
         sys.path[0] = os.path.dirname(script)  # what `python script.py` would have put there
         runpy.run_path(script, run_name="__main__")
+
+
+def _find_module(name: str) -> object | None:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
 
 
 def _point_spawned_children_here() -> None:
@@ -203,10 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         request = parse_run_args(args[1:])
         packages = resolve_packages(request, os.environ)
+        run(request, packages)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run(request, packages)
     return 0
 
 

@@ -148,6 +148,12 @@ def test_nothing_to_run_is_a_usage_error(project: Path) -> None:
     assert "usage:" in done.stderr
 
 
+def test_a_missing_module_is_one_line_not_a_traceback(project: Path) -> None:
+    done = mycelium_run(project, "--packages", "hookshop", "-m", "hookshop.nosuch")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: no module named 'hookshop.nosuch'"
+
+
 def test_script_with_no_package_nearby_asks_for_packages(tmp_path: Path) -> None:
     (tmp_path / "lonely.py").write_text("print('hi')\n")
     done = mycelium_run(tmp_path, "lonely.py")
