@@ -33,32 +33,27 @@ from typing import Any
 import blinker
 import psygnal
 import pytest
-from mycelium_bench.handlers import Detector, Metrics, Risk
 from mycelium_bench.messages import BenchSwap
 from mycelium_bench.routing import CallBus
 from mycelium_bench.routing_inline import InlineBus
+from mycelium_bench.workload import (
+    BATCH,
+    MESSAGES,
+    Handlers,
+    check_counts,
+    emit_each,
+    hand_written,
+    measure,
+)
 from pyee.asyncio import AsyncIOEventEmitter
 
 from mycelium_mono import MessageBus
 
 GROUP = "publish to 3 subscribers"
-BATCH = 1_000
-"""Messages per benchmark call; the table divides by it (``extra_info["ops"]``)."""
 
 pytestmark = pytest.mark.benchmark(group=GROUP)
 
-Handlers = tuple[Detector, Risk, Metrics]
 Batch = Callable[[Sequence[BenchSwap]], Awaitable[None]]
-
-MESSAGES: tuple[BenchSwap, ...] = tuple(
-    BenchSwap(pool=bytes([i % 256]) * 20, amount_in=10**18 + i, timestamp_ns=i)
-    for i in range(BATCH)
-)
-
-
-@pytest.fixture
-def handlers() -> Handlers:
-    return Detector(), Risk(), Metrics()
 
 
 @pytest.fixture
@@ -71,14 +66,6 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     if pending:
         loop.run_until_complete(asyncio.wait(pending))
     loop.close()
-
-
-def check_counts(handlers: Handlers, label: str) -> None:
-    counts = [h.n for h in handlers]
-    assert counts[0] >= BATCH and counts[0] % BATCH == 0, (
-        f"{label}: the first handler saw {counts[0]} messages, not a multiple of {BATCH}"
-    )
-    assert counts == [counts[0]] * 3, f"{label}: handlers saw different counts {counts}"
 
 
 def measure_async(
@@ -106,47 +93,20 @@ async def until_received(handlers: Handlers) -> None:
 
 
 def test_monolith_hand_written(benchmark: Any, handlers: Handlers) -> None:
-    h1, h2, h3 = handlers
-
-    def run(msgs: Sequence[BenchSwap]) -> None:
-        for m in msgs:
-            h1.handle(m)
-            h2.handle(m)
-            h3.handle(m)
-
-    benchmark.extra_info.update(label="monolith: hand-written `h.handle(m)` x3", ops=BATCH)
-    benchmark(run, MESSAGES)
-    check_counts(handlers, "hand-written")
+    label = "monolith: hand-written `h.handle(m)` x3"
+    measure(benchmark, hand_written(handlers), handlers, label)
 
 
 def test_monolith_generated_emit(benchmark: Any, handlers: Handlers) -> None:
-    bus = CallBus(*handlers)
-    emit = bus.emit_bench_swap
-
-    def run(msgs: Sequence[BenchSwap]) -> None:
-        for m in msgs:
-            emit(m)
-
-    benchmark.extra_info.update(
-        label="monolith: generated `bus.emit_bench_swap(m)`", ops=BATCH, reference=True
-    )
-    benchmark(run, MESSAGES)
-    check_counts(handlers, "generated emit")
+    emit = CallBus(*handlers).emit_bench_swap
+    label = "monolith: generated `bus.emit_bench_swap(m)`"
+    measure(benchmark, emit_each(emit), handlers, label, reference=True)
 
 
 def test_monolith_generated_inline_emit(benchmark: Any, handlers: Handlers) -> None:
-    bus = InlineBus(*handlers)
-    emit = bus.emit_bench_swap
-
-    def run(msgs: Sequence[BenchSwap]) -> None:
-        for m in msgs:
-            emit(m)
-
-    benchmark.extra_info.update(
-        label="monolith: generated `bus.emit_bench_swap(m)` (inline=True)", ops=BATCH
-    )
-    benchmark(run, MESSAGES)
-    check_counts(handlers, "generated inline emit")
+    emit = InlineBus(*handlers).emit_bench_swap
+    label = "monolith: generated `bus.emit_bench_swap(m)` (inline=True)"
+    measure(benchmark, emit_each(emit), handlers, label)
 
 
 # -- our bus ---------------------------------------------------------------------------------

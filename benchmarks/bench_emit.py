@@ -29,46 +29,26 @@ import psygnal
 import pyee
 import pytest
 import zope.event  # type: ignore[import-untyped]
-from mycelium_bench.handlers import Detector, Metrics, Risk
 from mycelium_bench.messages import BenchSwap
 from mycelium_bench.routing import CallBus
 from mycelium_bench.routing_inline import InlineBus
+from mycelium_bench.workload import (
+    BATCH,
+    MESSAGES,
+    Handlers,
+    bodies_pasted,
+    hand_written,
+    measure,
+)
 from pubsub import pub
 
 from mycelium_mono.routing.generate import CallNote
 
 GROUP = "emit to 3 handlers"
-BATCH = 1_000
-"""Messages per benchmark call; the table divides by it (``extra_info["ops"]``)."""
-
 HAND_WRITTEN = "hand-written `h.handle(m)` x3"
 GENERATED = "generated `bus.emit_bench_swap(m)` (inline=False)"
 
 pytestmark = pytest.mark.benchmark(group=GROUP)
-
-Handlers = tuple[Detector, Risk, Metrics]
-Run = Callable[[Sequence[BenchSwap]], None]
-
-MESSAGES: tuple[BenchSwap, ...] = tuple(
-    BenchSwap(pool=bytes([i % 256]) * 20, amount_in=10**18 + i, timestamp_ns=i)
-    for i in range(BATCH)
-)
-
-
-@pytest.fixture
-def handlers() -> Handlers:
-    return Detector(), Risk(), Metrics()
-
-
-def measure(benchmark: Any, run: Run, handlers: Handlers, label: str, **extra: Any) -> None:
-    """Time ``run(MESSAGES)``, label the row, then check every handler saw every message."""
-    benchmark.extra_info.update(label=label, ops=BATCH, **extra)
-    benchmark(run, MESSAGES)
-    counts = [h.n for h in handlers]
-    assert counts[0] >= BATCH and counts[0] % BATCH == 0, (
-        f"{label}: the first handler saw {counts[0]} messages, not a multiple of {BATCH}"
-    )
-    assert counts == [counts[0]] * 3, f"{label}: handlers saw different counts {counts}"
 
 
 def test_call_site_loop_alone(benchmark: Any) -> None:
@@ -85,28 +65,13 @@ def test_call_site_loop_alone(benchmark: Any) -> None:
 
 
 def test_hand_written(benchmark: Any, handlers: Handlers) -> None:
-    h1, h2, h3 = handlers
-
-    def run(msgs: Sequence[BenchSwap]) -> None:
-        for m in msgs:
-            h1.handle(m)
-            h2.handle(m)
-            h3.handle(m)
-
-    measure(benchmark, run, handlers, HAND_WRITTEN, reference=True)
+    measure(benchmark, hand_written(handlers), handlers, HAND_WRITTEN, reference=True)
 
 
 def test_hand_inlined_bodies(benchmark: Any, handlers: Handlers) -> None:
     # The floor inline=True aims at: the three bodies pasted at the call site, no calls at all.
-    h1, h2, h3 = handlers
-
-    def run(msgs: Sequence[BenchSwap]) -> None:
-        for _m in msgs:
-            h1.n += 1
-            h2.n += 1
-            h3.n += 1
-
-    measure(benchmark, run, handlers, "hand-inlined bodies `h.n += 1` x3 (no calls)")
+    label = "hand-inlined bodies `h.n += 1` x3 (no calls)"
+    measure(benchmark, bodies_pasted(handlers), handlers, label)
 
 
 def test_generated_call_mode(benchmark: Any, handlers: Handlers) -> None:

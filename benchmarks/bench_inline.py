@@ -22,7 +22,7 @@ Run: ``python benchmarks/report.py -k bench_inline``.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,68 +45,30 @@ from bandit.services import (
     MetricsCollector,
     RiskManager,
 )
-from mycelium_bench.handlers import Detector, Metrics, Risk
-from mycelium_bench.messages import BenchSwap
 from mycelium_bench.routing import CallBus
 from mycelium_bench.routing_inline import InlineBus
+from mycelium_bench.workload import Handlers, bodies_pasted, emit_each, hand_written, measure
 
 from mycelium_mono import routing_config
 
 EMIT_GROUP = "inline: emit to 3 handlers"
 BANDIT_GROUP = "inline: Bandit monolith, per swap"
-BATCH = 1_000
 SWAPS = 4_000
 HAND_WRITTEN = "hand-written `h.handle(m)` x3 (inline bench)"
 INLINED = "inline=True `bus.emit_bench_swap(m)`"
 
-Handlers = tuple[Detector, Risk, Metrics]
-
-MESSAGES: tuple[BenchSwap, ...] = tuple(
-    BenchSwap(pool=bytes([i % 256]) * 20, amount_in=10**18 + i, timestamp_ns=i)
-    for i in range(BATCH)
-)
-
-
-@pytest.fixture
-def handlers() -> Handlers:
-    return Detector(), Risk(), Metrics()
-
-
-def measure(benchmark: Any, run: Callable[[Sequence[BenchSwap]], None], handlers: Handlers,
-            label: str, **extra: Any) -> None:
-    benchmark.extra_info.update(label=label, ops=BATCH, **extra)
-    benchmark(run, MESSAGES)
-    # Every handler got every message of every round: nothing was skipped to look fast.
-    counts = {h.n for h in handlers}
-    assert len(counts) == 1 and counts.pop() % BATCH == 0 and handlers[0].n > 0
-
 
 @pytest.mark.benchmark(group=EMIT_GROUP)
 def test_hand_written(benchmark: Any, handlers: Handlers) -> None:
-    h1, h2, h3 = handlers
-
-    def run(messages: Sequence[BenchSwap]) -> None:
-        for m in messages:
-            h1.handle(m)
-            h2.handle(m)
-            h3.handle(m)
-
-    measure(benchmark, run, handlers, HAND_WRITTEN, reference=True)
+    measure(benchmark, hand_written(handlers), handlers, HAND_WRITTEN, reference=True)
 
 
 @pytest.mark.benchmark(group=EMIT_GROUP)
 def test_bodies_pasted_at_the_call_site(benchmark: Any, handlers: Handlers) -> None:
     # What no emit *method* can beat: the bodies with no call at all. The distance from this
     # row to the inlined row is the one call into emit_bench_swap plus its guard and loads.
-    h1, h2, h3 = handlers
-
-    def run(messages: Sequence[BenchSwap]) -> None:
-        for _ in messages:
-            h1.n += 1
-            h2.n += 1
-            h3.n += 1
-
-    measure(benchmark, run, handlers, "bodies pasted at the call site (floor, no emit call)")
+    label = "bodies pasted at the call site (floor, no emit call)"
+    measure(benchmark, bodies_pasted(handlers), handlers, label)
 
 
 @pytest.mark.benchmark(group=EMIT_GROUP)
@@ -114,26 +76,15 @@ def test_inlined(benchmark: Any, handlers: Handlers) -> None:
     bus = InlineBus(*handlers)
     assert InlineBus.__mycelium_origin__ == "import hook"
     assert bus._mycelium_inline_ok, "the inlined path must be the one timed"
-    emit = bus.emit_bench_swap
-
-    def run(messages: Sequence[BenchSwap]) -> None:
-        for m in messages:
-            emit(m)
-
     inlined = len(InlineBus.__mycelium_inlined__)
-    measure(benchmark, run, handlers, INLINED, note=f"{inlined}/3 handler bodies inlined",
-            bar={"vs": HAND_WRITTEN, "at_most": 0.6})
+    measure(benchmark, emit_each(bus.emit_bench_swap), handlers, INLINED,
+            note=f"{inlined}/3 handler bodies inlined", bar={"vs": HAND_WRITTEN, "at_most": 0.6})
 
 
 @pytest.mark.benchmark(group=EMIT_GROUP)
 def test_call_mode(benchmark: Any, handlers: Handlers) -> None:
     emit = CallBus(*handlers).emit_bench_swap
-
-    def run(messages: Sequence[BenchSwap]) -> None:
-        for m in messages:
-            emit(m)
-
-    measure(benchmark, run, handlers, "inline=False `bus.emit_bench_swap(m)`")
+    measure(benchmark, emit_each(emit), handlers, "inline=False `bus.emit_bench_swap(m)`")
 
 
 class _Signals:
@@ -145,14 +96,9 @@ def test_psygnal_emit_fast(benchmark: Any, handlers: Handlers) -> None:
     signals = _Signals()
     for h in handlers:
         signals.swap.connect(h.handle)
-    emit = signals.swap.emit_fast
-
-    def run(messages: Sequence[BenchSwap]) -> None:
-        for m in messages:
-            emit(m)
-
     # The bar reads "inlined is at least 6x faster": psygnal's time / inlined time >= 6.
-    measure(benchmark, run, handlers, "psygnal `emit_fast`", bar={"vs": INLINED, "at_least": 6})
+    measure(benchmark, emit_each(signals.swap.emit_fast), handlers, "psygnal `emit_fast`",
+            bar={"vs": INLINED, "at_least": 6})
 
 
 # -- Bandit ----------------------------------------------------------------------------------

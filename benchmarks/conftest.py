@@ -7,6 +7,8 @@
 - ``benchmarks/fixtures`` goes on ``sys.path`` and the mycelium-mono import hook is installed for
   its ``mycelium_bench`` package before any benchmark module is imported: the routing modules
   there are rewritten by the hook exactly as an application's would be.
+- The ``handlers`` fixture: the three fresh trivial handlers of ``mycelium_bench.workload``,
+  which ``bench_emit``, ``bench_inline`` and ``bench_bus`` all deliver to.
 
 Conventions for the ratio table (``extra_info`` keys, read by ``report.py``) are in
 ``benchmarks/README.md``.
@@ -17,10 +19,14 @@ from __future__ import annotations
 import fnmatch
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from mycelium_mono.routing.hook import ImportHookManager, install_import_hook
+
+if TYPE_CHECKING:
+    from mycelium_bench.workload import Handlers
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FIXTURE_PACKAGE = "mycelium_bench"
@@ -59,3 +65,13 @@ def _collected_anyway(file_path: Path, parent: pytest.Collector) -> bool:
         return True
     patterns = parent.config.getini("python_files")
     return any(fnmatch.fnmatch(file_path.name, pattern) for pattern in patterns)
+
+
+@pytest.fixture
+def handlers() -> Handlers:
+    """Three fresh handlers (``self.n += 1``): the workload of the emit and publish suites."""
+    # Imported here, not at the top: this conftest loads before pytest_configure puts
+    # benchmarks/fixtures on sys.path.
+    from mycelium_bench.workload import new_handlers
+
+    return new_handlers()
