@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from helpers_fuzz import accounted, throw_storm
 from peers.harness import NatsServer, free_port, until
 from peers.messages import Fill, Quote, Tick, tick
 
@@ -234,23 +232,13 @@ class LiveSubject:
         self.t.subscribe(Tick)
         await self.t.ready()
 
-    def accounted(self) -> int:
-        s = self.t.stats
-        return (
-            s.received
-            + s.dropped_malformed
-            + s.dropped_unknown_type
-            + s.extra.get("drop_fingerprint_mismatch", 0)
-            + s.extra.get("duplicates", 0)
-        )
-
     def throw(self, payloads: list[bytes]) -> None:
         async def go() -> None:
-            before = self.accounted()
+            before = accounted(self.t.stats)
             for payload in payloads:
                 await self.raw.publish("dist_test.4001", payload)
             await self.raw.flush()
-            await until(lambda: self.accounted() == before + len(payloads))
+            await until(lambda: accounted(self.t.stats) == before + len(payloads))
 
         self.loop.run_until_complete(go())
 
@@ -270,41 +258,13 @@ def live_subject(shared_nats: str) -> Any:
         loop.close()
 
 
-def mutate(body: bytes, rng: random.Random) -> bytes:
-    data = bytearray(body)
-    for _ in range(rng.randrange(1, 6)):
-        op = rng.randrange(3)
-        if op == 0 and data:
-            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
-        elif op == 1 and data:
-            del data[rng.randrange(len(data)) :]
-        else:
-            data[rng.randrange(len(data) + 1) : 0] = rng.randbytes(rng.randrange(1, 9))
-    return bytes(data)
-
-
 def test_fuzzed_payloads_are_all_accounted_for_and_delivery_continues(
     live_subject: LiveSubject,
 ) -> None:
     target = live_subject
     out = Outbound()
     valid = [out.body(tick(i)) for i in range(1, 50)]
-
-    @settings(
-        max_examples=40,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
-    @given(
-        st.lists(st.binary(max_size=120), max_size=20),
-        st.lists(st.tuples(st.integers(0, 48), st.integers(0, 2**32)), max_size=20),
-    )
-    def storm(random_bodies: list[bytes], mutations: list[tuple[int, int]]) -> None:
-        payloads = list(random_bodies)
-        payloads += [mutate(valid[i], random.Random(seed)) for i, seed in mutations]
-        target.throw(payloads)
-
-    storm()
+    throw_storm(target.throw, valid, max_examples=40)
     assert target.t.stats.dropped_malformed > 0
     target.got.clear()
     target.throw([Outbound().body(tick(10**6))])
