@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
+from types import TracebackType
 
 import pytest
+from peers.harness import free_port
 
 from mycelium_mono import U64, MessageBus, message
+from mycelium_mono.bus import Subscriber
 
 
 @message(type_id=5071, topic="bus_remote_test")
 class Reading:
     seq: U64
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _require_nats() -> None:
@@ -35,26 +33,47 @@ def _require_nats() -> None:
         )
 
 
+class ZeroMQPair:
+    """A producer bus and a consumer bus over ZeroMQ on free 127.0.0.1 ports, closed on exit."""
+
+    def __init__(self) -> None:
+        self.producer_address = f"127.0.0.1:{free_port()}"
+        self.producer = MessageBus.with_tcp(self.producer_address)
+        self.consumer = MessageBus.with_tcp(f"127.0.0.1:{free_port()}")
+
+    async def link(self) -> None:
+        """Start the producer, connect the consumer to it, wait until its subscriptions hold."""
+        await self.producer.start()
+        await self.consumer.connect_to(self.producer_address)
+        await self.consumer.ready()
+
+    async def __aenter__(self) -> ZeroMQPair:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.producer.close()
+        await self.consumer.close()
+
+
+async def publish_and_receive(producer: MessageBus, sub: Subscriber[Reading]) -> Sequence[int]:
+    """Publish ``Reading(seq=0..499)`` on ``producer``; the seqs ``sub`` receives, in order."""
+    pub = producer.publisher(Reading)
+    for i in range(500):
+        await pub.publish(Reading(seq=i))
+    return [(await asyncio.wait_for(sub.recv(), 10)).seq for _ in range(500)]
+
+
 @pytest.mark.network
 async def test_over_zeromq_a_peer_receives_everything_in_order() -> None:
-    producer_address = f"127.0.0.1:{_free_port()}"
-    producer = MessageBus.with_tcp(producer_address)
-    consumer = MessageBus.with_tcp(f"127.0.0.1:{_free_port()}")
-    try:
-        sub = consumer.subscribe(Reading)
-        await producer.start()
-        await consumer.connect_to(producer_address)
-        await consumer.ready()
-        pub = producer.publisher(Reading)
-        for i in range(500):
-            await pub.publish(Reading(seq=i))
-        got = [(await asyncio.wait_for(sub.recv(), 10)).seq for _ in range(500)]
-    finally:
-        await producer.close()
-        await consumer.close()
+    async with ZeroMQPair() as pair:
+        sub = pair.consumer.subscribe(Reading)
+        await pair.link()
+        got = await publish_and_receive(pair.producer, sub)
     assert got == list(range(500))
-    assert consumer.stats.received_remote == 500
-    assert producer.stats.no_local_subscriber == 500
+    assert pair.consumer.stats.received_remote == 500
+    assert pair.producer.stats.no_local_subscriber == 500
 
 
 @pytest.mark.network
@@ -65,10 +84,7 @@ async def test_over_nats_a_peer_receives_everything_in_order() -> None:
     try:
         sub = consumer.subscribe(Reading)
         await consumer.ready()
-        pub = producer.publisher(Reading)
-        for i in range(500):
-            await pub.publish(Reading(seq=i))
-        got = [(await asyncio.wait_for(sub.recv(), 10)).seq for _ in range(500)]
+        got = await publish_and_receive(producer, sub)
     finally:
         await producer.close()
         await consumer.close()
@@ -78,18 +94,10 @@ async def test_over_nats_a_peer_receives_everything_in_order() -> None:
 
 @pytest.mark.network
 async def test_local_and_remote_subscribers_both_receive() -> None:
-    producer_address = f"127.0.0.1:{_free_port()}"
-    producer = MessageBus.with_tcp(producer_address)
-    consumer = MessageBus.with_tcp(f"127.0.0.1:{_free_port()}")
-    try:
-        local = producer.subscribe(Reading)
-        remote = consumer.subscribe(Reading)
-        await producer.start()
-        await consumer.connect_to(producer_address)
-        await consumer.ready()
-        await producer.publisher(Reading).publish(Reading(seq=7))
+    async with ZeroMQPair() as pair:
+        local = pair.producer.subscribe(Reading)
+        remote = pair.consumer.subscribe(Reading)
+        await pair.link()
+        await pair.producer.publisher(Reading).publish(Reading(seq=7))
         assert (await asyncio.wait_for(remote.recv(), 10)).seq == 7
         assert local.recv_nowait().seq == 7
-    finally:
-        await producer.close()
-        await consumer.close()
