@@ -12,15 +12,12 @@ import json
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-CLIPKGS = Path(__file__).parent / "clipkgs"
-CONSOLE_SCRIPT = Path(sys.executable).parent / "mycelium-mono"
+from helpers_cli import CONSOLE_SCRIPT, cli, cli_env, copy_clipkgs, run
 
 ERROR_TOKENS = {
     # code: the text the caret must sit under, on the line marked `# error here`
@@ -40,29 +37,7 @@ ERROR_TOKENS = {
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(CLIPKGS, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
-    return root
-
-
-def _env(**changes: str | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("NO_COLOR", None)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no cache files unless a test asks for them
-    for key, value in changes.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    return env
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-        python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *python_flags, "-m", "mycelium_mono.cli", *args],
-        cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=120,
-    )
+    return copy_clipkgs(tmp_path)
 
 
 def marked_line(path: Path) -> tuple[int, str]:
@@ -165,25 +140,22 @@ def test_check_missing_file_is_a_usage_error(project: Path) -> None:
 
 
 def test_check_without_arguments_is_a_usage_error(project: Path) -> None:
-    result = subprocess.run([str(CONSOLE_SCRIPT), "check"], cwd=project, env=_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = run([str(CONSOLE_SCRIPT), "check"], project)
 
     assert result.returncode == 2
     assert "usage: mycelium-mono check" in result.stderr
 
 
 def test_check_through_the_console_script(project: Path) -> None:
-    result = subprocess.run([str(CONSOLE_SCRIPT), "check", "clishop.broken.e0002"], cwd=project,
-                            env=_env(), capture_output=True, text=True, timeout=120)
+    result = run([str(CONSOLE_SCRIPT), "check", "clishop.broken.e0002"], project)
 
     assert result.returncode == 1
     assert "error[E0002]: unknown name `Riks`" in result.stdout
 
 
 def test_python_dash_m_mycelium_mono_reaches_the_same_command(project: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "mycelium_mono", "check",
-                             "clishop/broken/e0003.py"], cwd=project, env=_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = run([sys.executable, "-m", "mycelium_mono", "check", "clishop/broken/e0003.py"],
+                 project)
 
     assert result.returncode == 1
     assert "error[E0003]: `NotAMessage` is not a message class" in result.stdout
@@ -255,8 +227,8 @@ def _run_on_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 def test_check_colours_a_terminal_unless_no_color_is_set(project: Path) -> None:
     args = ["check", "clishop/broken/e0001.py"]
 
-    coloured = _run_on_a_terminal(args, project, _env())
-    plain = _run_on_a_terminal(args, project, _env(NO_COLOR="1"))
+    coloured = _run_on_a_terminal(args, project, cli_env())
+    plain = _run_on_a_terminal(args, project, cli_env(NO_COLOR="1"))
 
     assert "\x1b[31merror[E0001]" in coloured
     assert "error[E0001]" in plain and "\x1b[" not in plain
@@ -357,7 +329,7 @@ def _import_under_hook(project: Path, module: str) -> None:
     code = ("from mycelium_mono.routing.hook import install_import_hook; "
             f"install_import_hook(['clishop']); import {module}")
     subprocess.run([sys.executable, "-c", code], cwd=project, check=True, timeout=120,
-                   env=_env(PYTHONDONTWRITEBYTECODE=None))
+                   env=cli_env(PYTHONDONTWRITEBYTECODE=None))
 
 
 def test_cache_info_lists_the_hook_cache_files(project: Path) -> None:
@@ -406,16 +378,14 @@ def test_cache_clean_dry_run_deletes_nothing_then_clean_deletes(project: Path) -
 def test_run_script_runs_under_the_hook_and_keeps_its_exit_status(project: Path) -> None:
     script = project / "main.py"
     script.write_text((project / "clishop" / "runme.py").read_text())
-    result = subprocess.run([str(CONSOLE_SCRIPT), "run", "--packages", "clishop", "main.py", "3"],
-                            cwd=project, env=_env(), capture_output=True, text=True, timeout=120)
+    result = run([str(CONSOLE_SCRIPT), "run", "--packages", "clishop", "main.py", "3"], project)
 
     assert result.returncode == 3, result.stderr
     assert result.stdout.strip() == "origin=import hook args=['3']"
 
 
 def test_run_module_passes_options_through_to_the_target(project: Path) -> None:
-    result = subprocess.run([str(CONSOLE_SCRIPT), "run", "-m", "clishop.runme", "0", "-v"],
-                            cwd=project, env=_env(), capture_output=True, text=True, timeout=120)
+    result = run([str(CONSOLE_SCRIPT), "run", "-m", "clishop.runme", "0", "-v"], project)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "origin=import hook args=['0', '-v']"

@@ -6,43 +6,22 @@ Run for real in a subprocess from a copy of tests/clipkgs, as from a project roo
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-CLIPKGS = Path(__file__).parent / "clipkgs"
+from helpers_cli import cli, cli_env, copy_clipkgs, run
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(CLIPKGS, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
-    return root
-
-
-def _env(**changes: str | None) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("NO_COLOR", "PYTHONDEVMODE", "PYTHONBREAKPOINT", "COVERAGE_PROCESS_START"):
-        env.pop(name, None)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    for key, value in changes.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    return env
+    return copy_clipkgs(tmp_path)
 
 
 def doctor(*args: str, cwd: Path, env: dict[str, str] | None = None,
            python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *python_flags, "-m", "mycelium_mono.cli", "doctor", *args],
-        cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=120,
-    )
+    return cli("doctor", *args, cwd=cwd, env=env, python_flags=python_flags)
 
 
 def line_of(path: Path, text: str) -> int:
@@ -112,7 +91,7 @@ def test_doctor_without_the_hook_reports_the_runtime_build(project: Path) -> Non
 
 
 def test_doctor_explains_cache_misses_and_hits(project: Path) -> None:
-    env = _env(PYTHONDONTWRITEBYTECODE=None)
+    env = cli_env(PYTHONDONTWRITEBYTECODE=None)
 
     first = doctor("clishop.routing", cwd=project, env=env)
     second = doctor("clishop.routing", cwd=project, env=env)
@@ -130,7 +109,7 @@ def test_doctor_explains_cache_misses_and_hits(project: Path) -> None:
 
 
 def test_doctor_warns_when_the_cache_can_never_be_written(project: Path) -> None:
-    result = doctor("clishop.routing", cwd=project, env=_env(PYTHONDONTWRITEBYTECODE="1"))
+    result = doctor("clishop.routing", cwd=project, env=cli_env(PYTHONDONTWRITEBYTECODE="1"))
 
     assert "sys.dont_write_bytecode is set, so it is never written" in result.stdout
     assert "fix: unset PYTHONDONTWRITEBYTECODE" in result.stdout
@@ -145,15 +124,14 @@ def test_doctor_warns_about_dev_mode(project: Path) -> None:
 def test_doctor_warns_about_an_active_tracer(project: Path) -> None:
     code = ("import sys; sys.settrace(lambda *a: None); from mycelium_mono.cli import main; "
             "raise SystemExit(main(['doctor', 'clishop.routing']))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = run([sys.executable, "-c", code], project)
 
     assert result.returncode == 0, result.stderr
     assert "[warn] tracer or profiler: sys.gettrace() is <function" in result.stdout
 
 
 def test_doctor_mentions_a_breakpoint_hook(project: Path) -> None:
-    result = doctor("clishop.routing", cwd=project, env=_env(PYTHONBREAKPOINT="ipdb.set_trace"))
+    result = doctor("clishop.routing", cwd=project, env=cli_env(PYTHONBREAKPOINT="ipdb.set_trace"))
 
     assert "[info] PYTHONBREAKPOINT: PYTHONBREAKPOINT=ipdb.set_trace" in result.stdout
 
@@ -192,8 +170,7 @@ def test_doctor_json_lists_every_check_with_its_verdict(project: Path) -> None:
 def _in_app(project: Path, prelude: str) -> str:
     code = (f"{prelude}\nimport clishop.unrouted\n"
             "from mycelium_mono.cli.doctor import report\nprint(report('clishop.unrouted'))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = run([sys.executable, "-c", code], project)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

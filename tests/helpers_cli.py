@@ -1,0 +1,56 @@
+"""Running the `mycelium-mono` command for real, as a user would, from a copy of tests/clipkgs.
+
+Shared by the CLI suites (``test_cli``, ``test_cli_doctor``): each test copies tests/clipkgs to a
+temporary project directory and runs the command there in a subprocess, in an environment with
+the variables that change its output (colour, debug modes, bytecode caching) set to a known state.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+CLIPKGS = Path(__file__).parent / "clipkgs"
+CONSOLE_SCRIPT = Path(sys.executable).parent / "mycelium-mono"
+
+# Set in a developer's shell, each of these changes what the command prints (colour, doctor's
+# debug-mode warnings); a test that wants one sets it through `cli_env(NAME=value)`.
+_UNSET = ("NO_COLOR", "PYTHONDEVMODE", "PYTHONBREAKPOINT", "COVERAGE_PROCESS_START")
+
+
+def copy_clipkgs(tmp_path: Path) -> Path:
+    """A fresh project directory holding the packages of tests/clipkgs (no caches, no stubs)."""
+    root = tmp_path / "project"
+    shutil.copytree(CLIPKGS, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
+    return root
+
+
+def cli_env(**changes: str | None) -> dict[str, str]:
+    """This process's environment, made neutral, then ``changes`` applied (``None`` unsets)."""
+    env = dict(os.environ)
+    for name in _UNSET:
+        env.pop(name, None)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no cache files unless a test asks for them
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def run(argv: Sequence[str], cwd: Path,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in ``cwd`` (default environment: :func:`cli_env`), capturing text output."""
+    return subprocess.run(list(argv), cwd=cwd, env=env or cli_env(), capture_output=True,
+                          text=True, timeout=120)
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+        python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``python [python_flags] -m mycelium_mono.cli *args``: the console script's module."""
+    return run([sys.executable, *python_flags, "-m", "mycelium_mono.cli", *args], cwd, env)
