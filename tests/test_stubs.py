@@ -8,15 +8,14 @@ temporary project) on small programs: correct use type-checks, a wrong message t
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers_cli import cli, copy_clipkgs
 
-CLIPKGS = Path(__file__).parent / "clipkgs"
 MYPY = Path(sys.executable).parent / "mypy"
 
 GOOD = """\
@@ -65,8 +64,7 @@ WRONG_SERVICE = """\
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(CLIPKGS, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
+    root = copy_clipkgs(tmp_path)
     (root / "mypy.ini").write_text(
         "[mypy]\ncheck_untyped_defs = True\nwarn_unused_ignores = True\n"
         f"cache_dir = {root / '.mypy_cache'}\n"
@@ -75,9 +73,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def stubs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "mycelium_mono.cli", "stubs", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return cli("stubs", *args, cwd=cwd)
 
 
 def mypy(project: Path, program: str, *, mypy_path: Path | None = None
