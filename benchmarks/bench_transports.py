@@ -47,6 +47,8 @@ from mycelium_mono.bus.transports.zmq import ZmqTransport
 BATCH = 1_000
 NATS_URL = "nats://127.0.0.1:4222"
 ROUND_TRIPS = 1_000
+KINDS = ("zmq-tcp", "zmq-ipc", "nats-core", "nats-jetstream")
+"""The transports the throughput and round-trip groups compare; ``zmq-tcp`` is the reference."""
 
 
 @message(type_id=48090, topic="bench_transport")
@@ -218,7 +220,7 @@ def test_publish_zmq_await_publish(benchmark: Any, loop: asyncio.AbstractEventLo
 @pytest.mark.benchmark(group=PUB)
 @pytest.mark.parametrize("jetstream", [False, True], ids=["core", "jetstream"])
 def test_publish_nats(benchmark: Any, loop: asyncio.AbstractEventLoop, jetstream: bool) -> None:
-    stream = f"BENCH_{uuid.uuid4().hex[:10].upper()}"
+    stream = fresh_stream_name()
     t = NatsTransport(NATS_URL, jetstream=jetstream, stream=stream)
     run(loop, t.start(lambda m: None))
     try:
@@ -235,6 +237,11 @@ def test_publish_nats(benchmark: Any, loop: asyncio.AbstractEventLoop, jetstream
         if jetstream:
             run(loop, delete_stream(stream))
         run(loop, t.close())
+
+
+def fresh_stream_name() -> str:
+    """A JetStream stream name no other run uses (each benchmark deletes its own afterwards)."""
+    return f"BENCH_{uuid.uuid4().hex[:10].upper()}"
 
 
 async def delete_stream(name: str) -> None:
@@ -281,11 +288,11 @@ async def publish_and_wait(pub: Transport, counter: list[int]) -> None:
 
 
 @pytest.mark.benchmark(group=THROUGHPUT)
-@pytest.mark.parametrize("kind", ["zmq-tcp", "zmq-ipc", "nats-core", "nats-jetstream"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_throughput(
     benchmark: Any, loop: asyncio.AbstractEventLoop, ipc_dir: Path, kind: str
 ) -> None:
-    stream = f"BENCH_{uuid.uuid4().hex[:10].upper()}"
+    stream = fresh_stream_name()
 
     def make() -> Transport:
         if kind == "zmq-tcp":
@@ -375,11 +382,11 @@ def rtt_setup(
 
 
 @pytest.mark.benchmark(group=RTT)
-@pytest.mark.parametrize("kind", ["zmq-tcp", "zmq-ipc", "nats-core", "nats-jetstream"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_round_trip(
     benchmark: Any, loop: asyncio.AbstractEventLoop, ipc_dir: Path, kind: str
 ) -> None:
-    stream = f"BENCH_{uuid.uuid4().hex[:10].upper()}"
+    stream = fresh_stream_name()
     pinger, proc = rtt_setup(loop, kind, ipc_dir, stream)
     try:
         for _ in range(50):  # warm-up: connections, consumers, first-use allocations
