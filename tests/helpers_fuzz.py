@@ -7,13 +7,37 @@ bits flipped, tails cut and bytes inserted. Each test then asserts what its engi
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mycelium_mono.bus.transports.base import TransportStats
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+Live = TypeVar("Live", bound=_Closable)
+
+
+def on_a_new_loop(start: Callable[[asyncio.AbstractEventLoop], Live]) -> Iterator[Live]:
+    """For a fixture: ``start`` a live target on a fresh event loop; close both afterwards.
+
+    The storm runs inside hypothesis, which calls a plain function, so the target drives its
+    own loop (``loop.run_until_complete``) instead of pytest-asyncio's.
+    """
+    loop = asyncio.new_event_loop()
+    target = start(loop)
+    try:
+        yield target
+    finally:
+        target.close()
+        loop.close()
 
 
 def mutate(body: bytes, rng: random.Random) -> bytes:

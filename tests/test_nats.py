@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import nats
 import pytest
-from helpers_fuzz import accounted, throw_storm
+from helpers_fuzz import accounted, on_a_new_loop, throw_storm
 from peers.harness import NatsServer, free_port, until
 from peers.messages import Fill, Quote, Tick, tick
 
@@ -24,6 +24,13 @@ async def started(url: str, got: list[Any] | None = None, **options: Any) -> Nat
     t = NatsTransport(url, **options)
     await t.start(got.append if got is not None else (lambda m: None))
     return t
+
+
+async def publish_ticks(t: NatsTransport, seqs: range) -> None:
+    """``await publish`` a Tick for each of ``seqs``, then flush: all of them reach the server."""
+    for seq in seqs:
+        await t.publish(tick(seq))
+    await t.flush()
 
 
 @pytest.fixture
@@ -147,14 +154,10 @@ async def test_jetstream_durable_consumer_gets_what_it_missed_after_a_restart(
     sub = await started(nats_server.url, first, **options)
     sub.subscribe(Tick)
     await sub.ready()
-    for seq in range(1, 101):
-        await pub.publish(tick(seq))
-    await pub.flush()
+    await publish_ticks(pub, range(1, 101))
     await until(lambda: len(first) == 100)
     await sub.close()
-    for seq in range(101, 201):  # published while the consumer is down
-        await pub.publish(tick(seq))
-    await pub.flush()
+    await publish_ticks(pub, range(101, 201))  # published while the consumer is down
     second: list[Any] = []
     sub = await started(nats_server.url, second, **options)
     try:
@@ -197,15 +200,11 @@ async def test_jetstream_survives_a_server_restart_without_losing_messages(
     try:
         sub.subscribe(Tick)
         await sub.ready()
-        for seq in range(1, 501):
-            await pub.publish(tick(seq))
-        await pub.flush()
+        await publish_ticks(pub, range(1, 501))
         nats_server.kill()
         nats_server.start()  # same port, same store directory
         await until(lambda: pub._nc is not None and pub._nc.is_connected, timeout=20)
-        for seq in range(501, 1001):
-            await pub.publish(tick(seq))
-        await pub.flush()
+        await publish_ticks(pub, range(501, 1001))
         await until(lambda: len({m.seq for m in got}) == 1000, timeout=30)
         assert sorted({m.seq for m in got}) == list(range(1, 1001))
     finally:
@@ -248,14 +247,8 @@ class LiveSubject:
 
 
 @pytest.fixture
-def live_subject(shared_nats: str) -> Any:
-    loop = asyncio.new_event_loop()
-    target = LiveSubject(loop, shared_nats)
-    try:
-        yield target
-    finally:
-        target.close()
-        loop.close()
+def live_subject(shared_nats: str) -> Iterator[LiveSubject]:
+    yield from on_a_new_loop(lambda loop: LiveSubject(loop, shared_nats))
 
 
 def test_fuzzed_payloads_are_all_accounted_for_and_delivery_continues(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import zmq
-from helpers_fuzz import accounted, throw_storm
+from helpers_fuzz import accounted, on_a_new_loop, throw_storm
 from peers.harness import free_port, until
 from peers.messages import Fill, Quote, Tick, tick
 
@@ -316,14 +316,8 @@ class LiveTarget:
 
 
 @pytest.fixture
-def live_target() -> Any:
-    loop = asyncio.new_event_loop()
-    target = LiveTarget(loop)
-    try:
-        yield target
-    finally:
-        target.close()
-        loop.close()
+def live_target() -> Iterator[LiveTarget]:
+    yield from on_a_new_loop(LiveTarget)
 
 
 def test_fuzzed_frames_are_all_accounted_for_and_the_transport_keeps_delivering(
