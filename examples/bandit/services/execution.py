@@ -56,39 +56,33 @@ class ExecutionService(MessageHandler[OrderRequest]):
         """The paper fill: both legs with the pair contract's math on the snapshot."""
         out = expected_fill(req)
         pnl = out - req.amount_in - req.gas_cost
-        return OrderExecution(
-            order_id=req.order_id,
-            source_seq=req.source_seq,
-            timestamp_ns=req.timestamp_ns,
-            status=int(OrderStatus.FILLED),
-            reason=req.reason,
-            buy_pool=req.buy_pool,
-            sell_pool=req.sell_pool,
-            token_in=req.token_in,
-            amount_in=req.amount_in,
-            amount_out=out,
-            gas_cost=req.gas_cost,
-            pnl_usd_e6=usd_e6(req.token_in, pnl),
-        )
+        return _execution(req, OrderStatus.FILLED, out, req.gas_cost, usd_e6(req.token_in, pnl))
 
     def _rejection(self, req: OrderRequest) -> OrderExecution:
-        return OrderExecution(
-            order_id=req.order_id,
-            source_seq=req.source_seq,
-            timestamp_ns=req.timestamp_ns,
-            status=int(OrderStatus.REJECTED),
-            reason=req.reason,
-            buy_pool=req.buy_pool,
-            sell_pool=req.sell_pool,
-            token_in=req.token_in,
-            amount_in=req.amount_in,
-            amount_out=0,
-            gas_cost=0,
-            pnl_usd_e6=0,
-        )
+        return _execution(req, OrderStatus.REJECTED, amount_out=0, gas_cost=0, pnl_usd_e6=0)
 
     def close(self) -> None:
         """Close the report file."""
         if self._report is not None:
             self._report.close()
             self._report = None
+
+
+def _execution(
+    req: OrderRequest, status: OrderStatus, amount_out: int, gas_cost: int, pnl_usd_e6: int
+) -> OrderExecution:
+    """The execution record of ``req``: what the request says, plus the outcome."""
+    return OrderExecution(
+        order_id=req.order_id,
+        source_seq=req.source_seq,
+        timestamp_ns=req.timestamp_ns,
+        status=int(status),
+        reason=req.reason,
+        buy_pool=req.buy_pool,
+        sell_pool=req.sell_pool,
+        token_in=req.token_in,
+        amount_in=req.amount_in,
+        amount_out=amount_out,
+        gas_cost=gas_cost,
+        pnl_usd_e6=pnl_usd_e6,
+    )
