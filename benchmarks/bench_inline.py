@@ -139,9 +139,7 @@ def _bandit(benchmark: Any, bus_cls: Any, out: Path, label: str, **extra: Any) -
         fresh_outputs(cfg)
         p = build_pipeline(cfg)
         pipelines.append(p)
-        bus = bus_cls(arbitrage_detector=p.detector, metrics_collector=p.metrics,
-                      risk_manager=p.risk, database_logger=p.database,
-                      execution_service=p.execution, audit_logger=p.audit)
+        bus = bus_cls(**p.bus_services())
         return (bus,), {}
 
     def target(bus: Any) -> None:

@@ -49,9 +49,7 @@ def run(bus_cls: Any, out: Path) -> dict[str, Any]:
     cfg = load_config(output_dir=out, overrides={"run": {"progress": False}})
     fresh_outputs(cfg)
     p = build_pipeline(cfg)
-    bus = bus_cls(arbitrage_detector=p.detector, metrics_collector=p.metrics,
-                  risk_manager=p.risk, database_logger=p.database,
-                  execution_service=p.execution, audit_logger=p.audit)
+    bus = bus_cls(**p.bus_services())
     try:
         for swap in p.adapter.swaps():
             bus.emit_v2_swap(swap)

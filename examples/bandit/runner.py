@@ -54,6 +54,13 @@ class Pipeline:
         return [self.audit, self.database, self.metrics, self.execution, self.risk,
                 self.detector]
 
+    def bus_services(self) -> dict[str, object]:
+        """The keyword arguments of every routing class of ``bandit.routing`` (and of any bus
+        routed with the same handler classes): one per handler class, snake_case."""
+        return dict(arbitrage_detector=self.detector, risk_manager=self.risk,
+                    execution_service=self.execution, audit_logger=self.audit,
+                    database_logger=self.database, metrics_collector=self.metrics)
+
     def close(self) -> None:
         """Flush and close files, connections and the metrics endpoint."""
         self.execution.close()
@@ -176,9 +183,7 @@ def run_monolith(cfg: BanditConfig) -> Summary:
 
     fresh_outputs(cfg)
     p = build_pipeline(cfg)
-    bus = MonolithBus(arbitrage_detector=p.detector, metrics_collector=p.metrics,
-                      risk_manager=p.risk, database_logger=p.database,
-                      execution_service=p.execution, audit_logger=p.audit)
+    bus = MonolithBus(**p.bus_services())
     tracker = LatencyTracker()
     start = time.perf_counter()
     try:
@@ -214,9 +219,7 @@ async def run_hybrid(cfg: BanditConfig) -> Summary:
 
     fresh_outputs(cfg)
     p = build_pipeline(cfg)
-    bus = HybridBus(arbitrage_detector=p.detector, risk_manager=p.risk,
-                    database_logger=p.database, execution_service=p.execution,
-                    audit_logger=p.audit, metrics_collector=p.metrics)
+    bus = HybridBus(**p.bus_services())
     tracker = LatencyTracker()
     start = time.perf_counter()
     try:
