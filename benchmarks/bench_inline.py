@@ -7,7 +7,10 @@ Group **"inline: emit to 3 handlers"** — one message to three handlers doing `
 - ``bus.emit_bench_swap(m)`` with ``inline=True`` (bar: at most 0.6x the reference) and with
   ``inline=False`` (straight-line calls);
 - psygnal ``emit_fast`` to the three bound methods (bar: inlined at least 6x faster);
-- the three bodies pasted at the call site (``h1.n += 1`` x3): the floor, with no emit call.
+- the three bodies pasted at the call site (``h1.n += 1`` x3): the floor, with no emit call;
+- one call to an empty function plus the three pasted bodies: the floor of any emit *method*
+  (an inlined emit is still one call). Its row carries the 0.6x bar too, so one run shows
+  whether the bar is reachable by a method at all on the machine at hand.
 
 Each benchmark call emits ``BATCH`` messages from a loop at the call site; the table divides
 by ``BATCH`` (the loop's own cost is in every row).
@@ -47,7 +50,14 @@ from bandit.services import (
 )
 from mycelium_bench.routing import CallBus
 from mycelium_bench.routing_inline import InlineBus
-from mycelium_bench.workload import Handlers, bodies_pasted, emit_each, hand_written, measure
+from mycelium_bench.workload import (
+    Handlers,
+    bodies_pasted,
+    call_floor,
+    emit_each,
+    hand_written,
+    measure,
+)
 
 from mycelium_mono import routing_config
 
@@ -69,6 +79,15 @@ def test_bodies_pasted_at_the_call_site(benchmark: Any, handlers: Handlers) -> N
     # row to the inlined row is the one call into emit_bench_swap plus its guard and loads.
     label = "bodies pasted at the call site (floor, no emit call)"
     measure(benchmark, bodies_pasted(handlers), handlers, label)
+
+
+@pytest.mark.benchmark(group=EMIT_GROUP)
+def test_one_call_and_the_bodies(benchmark: Any, handlers: Handlers) -> None:
+    # The inlined emit minus everything generated code adds: if this row misses the bar, no
+    # emit method can meet it here (the call alone costs what the bar leaves for it).
+    label = "one empty call + bodies pasted (floor for any emit method)"
+    measure(benchmark, call_floor(handlers), handlers, label,
+            bar={"vs": HAND_WRITTEN, "at_most": 0.6})
 
 
 @pytest.mark.benchmark(group=EMIT_GROUP)

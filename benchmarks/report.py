@@ -83,7 +83,7 @@ class Row:
     time: float
     """Seconds per operation (the run's chosen statistic: mean unless ``--stat`` says)."""
     reference: bool
-    bar: Bar | None
+    bars: tuple[Bar, ...]
     note: str
 
 
@@ -221,7 +221,7 @@ def row_from(bench: dict[str, Any], stat: str = "mean") -> Row:
         label=str(extra.get("label") or name),
         time=float(bench["stats"][stat]) / ops,
         reference=extra.get("reference") is True,
-        bar=_bar_from(extra.get("bar"), name),
+        bars=_bars_from(extra.get("bar"), name),
         note=str(extra.get("note") or ""),
     )
 
@@ -231,15 +231,21 @@ def _file_of(bench: dict[str, Any]) -> str:
     return str(bench.get("fullname", "")).partition("::")[0] or "ungrouped"
 
 
-def _bar_from(raw: Any, name: str) -> Bar | None:
+def _bars_from(raw: Any, name: str) -> tuple[Bar, ...]:
+    """``extra_info['bar']``: one bar, or a list of bars when a row answers several."""
     if raw is None:
-        return None
+        return ()
+    return tuple(_bar_from(one, name) for one in (raw if isinstance(raw, list) else [raw]))
+
+
+def _bar_from(raw: Any, name: str) -> Bar:
     given = [key for key in BAR_KINDS if isinstance(raw, dict) and raw.get(key) is not None]
     if not isinstance(raw, dict) or not isinstance(raw.get("vs"), str) or len(given) != 1:
         raise ReportError(
             f"benchmark {name}: extra_info['bar'] is {raw!r}\n"
             "help: write {'vs': '<label or name of a row>', 'at_most': 1.4} "
-            "(or 'at_least': 3.0, or 'adds_at_most': 0.002 seconds), exactly one limit"
+            "(or 'at_least': 3.0, or 'adds_at_most': 0.002 seconds), exactly one limit; "
+            "a list of such dicts for several bars"
         )
     kind = given[0]
     value = raw[kind]
@@ -323,11 +329,10 @@ def check_bars(groups: Sequence[Group]) -> list[BarCheck]:
     checks = []
     for group in groups:
         for row in group.rows:
-            if row.bar is None:
-                continue
-            vs = _find(row.bar.vs, group, groups)
-            measured = row.bar.measure(row, vs) if vs is not None else None
-            checks.append(BarCheck(row, row.bar, vs, measured))
+            for bar in row.bars:
+                vs = _find(bar.vs, group, groups)
+                measured = bar.measure(row, vs) if vs is not None else None
+                checks.append(BarCheck(row, bar, vs, measured))
     return checks
 
 
@@ -358,7 +363,8 @@ def _render_bars(checks: Sequence[BarCheck]) -> list[str]:
 def format_time(seconds: float) -> str:
     """``1.234e-07`` → ``123 ns``; three significant digits from ns to s."""
     for unit, scale in (("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3)):
-        if seconds < scale * 1000:
+        # 999.5 not 1000: a value that rounds to 1000 is shown as 1.00 of the next unit.
+        if seconds / scale < 999.5:
             return f"{_three_digits(seconds / scale)} {unit}"
     return f"{_three_digits(seconds)} s"
 
