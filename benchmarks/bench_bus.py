@@ -370,23 +370,19 @@ def test_one_by_one_monolith_inline(benchmark: Any, handlers: Handlers) -> None:
 
 
 @pytest.mark.benchmark(group=ONE_BY_ONE)
-def test_one_by_one_await_publish(
-    benchmark: Any, loop: asyncio.AbstractEventLoop, handlers: Handlers
+@pytest.mark.parametrize(("send", "consumers"), [
+    ("publish", "3x `async for`"),
+    ("publish_nowait", "3x drain batches"),
+])
+def test_one_by_one_message_bus(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, handlers: Handlers, send: str,
+    consumers: str,
 ) -> None:
-    bus = _start_bus_consumers(loop, handlers, _consume_async_for)
-    label = "MessageBus: `await pub.publish(m)`, 3x `async for`, one at a time"
-    measure_one_by_one(benchmark, loop, bus.publisher(BenchSwap).publish, handlers, label,
-                       bar=MONOLITH_BAR)
-    assert bus.stats.dropped == 0
-
-
-@pytest.mark.benchmark(group=ONE_BY_ONE)
-def test_one_by_one_publish_nowait(
-    benchmark: Any, loop: asyncio.AbstractEventLoop, handlers: Handlers
-) -> None:
-    bus = _start_bus_consumers(loop, handlers, _consume_batches)
-    label = "MessageBus: `pub.publish_nowait(m)`, 3x drain batches, one at a time"
-    measure_one_by_one(benchmark, loop, bus.publisher(BenchSwap).publish_nowait, handlers,
+    consume = _consume_async_for if send == "publish" else _consume_batches
+    bus = _start_bus_consumers(loop, handlers, consume)
+    verb = "await pub.publish(m)" if send == "publish" else "pub.publish_nowait(m)"
+    label = f"MessageBus: `{verb}`, {consumers}, one at a time"
+    measure_one_by_one(benchmark, loop, getattr(bus.publisher(BenchSwap), send), handlers,
                        label, bar=MONOLITH_BAR)
     assert bus.stats.dropped == 0
 
