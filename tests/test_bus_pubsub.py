@@ -57,6 +57,27 @@ async def test_a_subscriber_added_after_the_publisher_still_receives() -> None:
     assert (await sub.recv()).seq == 7
 
 
+async def test_a_producer_can_wait_until_its_consumers_have_subscribed() -> None:
+    bus = MessageBus()
+    waiting = asyncio.create_task(bus.wait_for_subscribers(2, Tick, timeout=5))
+    await asyncio.sleep(0)
+    bus.subscribe(Tock)  # another type does not count
+    bus.subscribe(Tick)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    bus.subscribe(Tick)
+    await asyncio.wait_for(waiting, 1)
+    await bus.wait_for_subscribers(2, Tick)  # already there: returns at once
+
+
+async def test_waiting_for_subscribers_that_never_come_says_how_many_did() -> None:
+    bus = MessageBus()
+    bus.subscribe(Tick)
+    with pytest.raises(TimeoutError, match="1 of 3 subscribers to Tick") as caught:
+        await bus.wait_for_subscribers(3, Tick, timeout=0.05)
+    assert "help:" in str(caught.value)
+
+
 async def test_recv_waits_until_a_message_is_published() -> None:
     bus = MessageBus()
     sub = bus.subscribe(Tick)

@@ -101,3 +101,37 @@ async def test_local_and_remote_subscribers_both_receive() -> None:
         await pair.producer.publisher(Reading).publish(Reading(seq=7))
         assert (await asyncio.wait_for(remote.recv(), 10)).seq == 7
         assert local.recv_nowait().seq == 7
+
+
+@pytest.mark.network
+async def test_over_zeromq_a_producer_waits_for_its_peer_subscriber() -> None:
+    async with ZeroMQPair() as pair:
+        await pair.producer.start()
+        waiting = asyncio.create_task(pair.producer.wait_for_subscribers(1, Reading, timeout=10))
+        await asyncio.sleep(0.05)
+        assert not waiting.done(), "no peer has subscribed yet"
+        sub = pair.consumer.subscribe(Reading)
+        await pair.consumer.connect_to(pair.producer_address)
+        await asyncio.wait_for(waiting, 15)
+        # The wait is what makes the first message safe to publish: ZeroMQ would drop it
+        # for a subscriber whose subscription has not reached the publisher yet.
+        await pair.producer.publisher(Reading).publish(Reading(seq=1))
+        assert (await asyncio.wait_for(sub.recv(), 10)).seq == 1
+
+
+@pytest.mark.network
+async def test_over_zeromq_waiting_for_absent_subscribers_times_out_with_a_count() -> None:
+    async with ZeroMQPair() as pair:
+        with pytest.raises(TimeoutError, match="0 of 1 subscribers to Reading"):
+            await pair.producer.wait_for_subscribers(1, Reading, timeout=0.2)
+
+
+@pytest.mark.network
+async def test_over_nats_waiting_for_subscribers_is_refused_with_what_to_use() -> None:
+    _require_nats()
+    bus = MessageBus.with_nats("nats://127.0.0.1:4222")
+    try:
+        with pytest.raises(NotImplementedError, match="jetstream=True"):
+            await bus.wait_for_subscribers(1, Reading, timeout=1)
+    finally:
+        await bus.close()

@@ -313,7 +313,7 @@ async def run_adapters_node(cfg: BanditConfig, *, subscribers: int = 1,
     runtime = ServiceRuntime(bus)
     try:
         await bus.start()
-        await bus.transport.wait_for_subscribers(subscribers, V2Swap, timeout=wait_s)
+        await bus.wait_for_subscribers(subscribers, V2Swap, timeout=wait_s)
         running = await runtime.spawn_service(_TimedAdapter(adapter, tracker),
                                               name="PolygonAdapter")
         assert running.task is not None

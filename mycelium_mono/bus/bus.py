@@ -490,6 +490,8 @@ class MessageBus:
         # Closed subscriptions stay listed: their queued messages can still be received,
         # and their drops must stay in the bus totals.
         self._retired: list[Subscriber[Any]] = []
+        # Woken by every new subscription: wait_for_subscribers() recounts then.
+        self._subscription_waiters: list[asyncio.Future[None]] = []
 
     @classmethod
     def with_tcp(cls, address: str, **options: Any) -> MessageBus:
@@ -530,6 +532,40 @@ class MessageBus:
         """Wait until every subscription declared so far is in effect at the transport."""
         await self.start()
         await self._transport.ready()
+
+    async def wait_for_subscribers(
+        self, n: int, message_type: type[Any], *, timeout: float = 10.0
+    ) -> None:
+        """Wait until ``n`` subscribers will receive what this bus publishes of ``message_type``.
+
+        In process, these are this bus's own subscriptions (a producer started before its
+        consumers waits for them). Over ZeroMQ, they are the peers whose subscription has
+        reached this bus: a message published before a ZeroMQ subscriber joined is lost to
+        it, and this is the wait that prevents that. NATS cannot count its subscribers and
+        raises ``NotImplementedError``; JetStream's durable consumers receive what was
+        published before they started, so there is nothing to wait for.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, saying how many of ``n`` arrived.
+        """
+        await self.start()
+        if self._remote:
+            await self._transport.wait_for_subscribers(n, message_type, timeout)
+            return
+        topic = self._topic(message_type)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                while len(topic.subscribers) < n:
+                    waiter = loop.create_future()
+                    self._subscription_waiters.append(waiter)
+                    await waiter
+        except TimeoutError:
+            raise TimeoutError(
+                f"{len(topic.subscribers)} of {n} subscribers to {message_type.__name__} "
+                f"subscribed to this bus within {timeout}s\n"
+                "help: is the consuming service spawned on this bus, and did its subscribe() "
+                "run? (ServiceRuntime.spawn_service subscribes before it returns)"
+            ) from None
 
     async def connect_to(self, address: str) -> None:
         """Connect to a peer bus at ``address`` (transports with peers only)."""
@@ -593,6 +629,10 @@ class MessageBus:
             topic.subscribers = (*topic.subscribers, sub)
             self._transport.subscribe(message_type)
         self._subscribers.append(sub)
+        waiters, self._subscription_waiters = self._subscription_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         return sub
 
     @property

@@ -64,6 +64,15 @@ class Transport(ABC):
         """Wait until every interest declared so far is in effect at the engine."""
         return None
 
+    async def wait_for_subscribers(
+        self, n: int, message_type: type[Any], timeout: float
+    ) -> None:
+        """Wait until ``n`` peers subscribed to ``message_type`` (where the engine can tell)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot count the peers subscribed to "
+            f"{message_type.__name__}"
+        )
+
     async def connect_to(self, address: str) -> None:
         """Connect to a peer's address (transports without peers refuse)."""
         raise NotImplementedError(f"{type(self).__name__} has no peers to connect to")

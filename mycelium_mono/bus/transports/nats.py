@@ -243,6 +243,23 @@ class NatsTransport(Transport):
         task = self._loop.create_task(self._subscribe(message_type))
         self._pending.append(task)
 
+    async def wait_for_subscribers(
+        self, n: int, message_type: type[Any], timeout: float
+    ) -> None:
+        """NATS does not tell a publisher who is subscribed: refuse, and say what to use."""
+        how = (
+            "JetStream's durable consumers already receive what was published before they "
+            "started"
+            if self.jetstream
+            else "with jetstream=True, durable consumers receive what was published before "
+            "they started"
+        )
+        raise NotImplementedError(
+            f"NATS cannot count the subscribers to {message_type.__name__}\n"
+            f"help: {how}; or have each subscriber publish a hello message the publisher "
+            "waits for"
+        )
+
     async def ready(self) -> None:
         """Wait until the server has every subscription (and JetStream consumer) declared."""
         nc = self._nc
