@@ -80,6 +80,17 @@ def test_each_mistake_has_a_code_a_message_and_a_caret_under_the_name(
     assert line[diag.span.col_offset : diag.span.end_col_offset] == underlined
 
 
+def test_an_unknown_message_name_suggests_the_linter_that_removed_its_import(
+    rewrite  # type: ignore[no-untyped-def]
+) -> None:
+    # `Swapp` is bound nowhere: the usual cause is `ruff --fix` deleting an import that only
+    # the left of `=` used. An unknown *handler* is used on the right, linters see it.
+    message = rewrite("Swapp = [Detector]").diagnostics[0]
+    assert message.note is not None and "# noqa: F401" in message.note
+    handler = rewrite("Swap = [Detectr]").diagnostics[0]
+    assert handler.note is None or "F401" not in handler.note
+
+
 def test_a_non_class_value_is_not_a_handler(rewrite) -> None:  # type: ignore[no-untyped-def]
     error = rewrite("Swap = [Risk.handle]")
     assert error.code == "E0008" and "(it is a function)" in str(error)

@@ -64,6 +64,12 @@ class ResolvedTable:
 
 
 RESERVED_ATTRS = frozenset({"emit", "background", "on_error"})
+
+LINTER_NOTE = (
+    "linters count a name on the left of `=` as unused: if `ruff --fix` or autoflake removed "
+    "its import (F401), restore it with `# noqa: F401`"
+)
+"""Why a message import that was there yesterday can be gone: the commonest cause of E0002."""
 """Names of the generated bus's own members; a handler attribute may not shadow them."""
 
 
@@ -104,7 +110,8 @@ class _Checker:
         symbol = self.scope.resolve(ref.text)
         if isinstance(symbol, Unresolved):
             self.error(symbol.code, symbol.reason, ref.span,
-                       f"the name on the left is the message class; {symbol.help}")
+                       f"the name on the left is the message class; {symbol.help}",
+                       note=LINTER_NOTE if symbol.unknown_name else None)
             return None
         info = self.scope.message_info(symbol)
         if info is None:

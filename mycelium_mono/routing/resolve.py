@@ -91,6 +91,8 @@ class Unresolved:
     reason: str
     help: str
     code: str = "E0002"
+    unknown_name: bool = False
+    """Nothing in the module binds the name (as opposed to an import or attribute failing)."""
 
 
 Symbol = Any  # a live object, a LocalClass or an Unresolved
@@ -166,7 +168,8 @@ class LiveScope(Scope):
             obj = getattr(builtins, head)
         else:
             return Unresolved(f"unknown name `{head}`",
-                              f"import {head} or define it before the routing class")
+                              f"import {head} or define it before the routing class",
+                              unknown_name=True)
         return _getattr_chain(obj, rest, text)
 
 
@@ -254,7 +257,8 @@ class StaticScope(Scope):
         if hasattr(builtins, head):
             return _getattr_chain(getattr(builtins, head), rest, text)
         return Unresolved(f"unknown name `{head}`",
-                          f"import {head} (or define it) above the routing class")
+                          f"import {head} (or define it) above the routing class",
+                          unknown_name=True)
 
     def _import(self, binding: _Import) -> Symbol:
         try:
