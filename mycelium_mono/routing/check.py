@@ -64,13 +64,13 @@ class ResolvedTable:
 
 
 RESERVED_ATTRS = frozenset({"emit", "background", "on_error"})
+"""Names of the generated bus's own members; a handler attribute may not shadow them."""
 
 LINTER_NOTE = (
     "linters count a name on the left of `=` as unused: if `ruff --fix` or autoflake removed "
     "its import (F401), restore it with `# noqa: F401`"
 )
 """Why a message import that was there yesterday can be gone: the commonest cause of E0002."""
-"""Names of the generated bus's own members; a handler attribute may not shadow them."""
 
 
 class _Checker:
