@@ -94,7 +94,7 @@ def test_check_a_directory_checks_every_routing_module_under_it(project: Path) -
     for code in ERROR_TOKENS:
         assert f"clishop/broken/{code.lower()}.py:" in result.stdout
     assert "clishop/routing.py" not in result.stdout  # clean files are only counted
-    assert result.stdout.rstrip().endswith("error: 14 routing errors in 12 of 17 files")
+    assert result.stdout.rstrip().endswith("error: 14 routing errors in 12 of 18 files")
 
 
 def test_check_json_format_parses_with_positions(project: Path) -> None:
@@ -296,6 +296,16 @@ def test_bench_split_routes_time_the_sync_path(project: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "HybridBus.emit_swap_sync" in result.stdout
+
+
+def test_bench_says_which_handler_refused_its_message_and_why(project: Path) -> None:
+    result = cli("bench", "clishop.fussy", "--number", "100", "--repeat", "1", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    line = next(text for text in result.stdout.splitlines() if "FussyBus.emit_swap" in text)
+    assert "not timed" in line
+    assert "(fussy.handle)" in line  # which handler: from the ExceptionGroup
+    assert "ValueError: amount must be positive" in line  # why: from its first leaf
 
 
 def test_bench_asks_for_a_factory_when_a_service_needs_arguments(project: Path) -> None:

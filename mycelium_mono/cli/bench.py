@@ -129,9 +129,19 @@ def _time_route(bus: GeneratedBus, bus_name: str, route: ResolvedRoute,
 
 
 def _with_error(timing: EmitTiming, exc: BaseException) -> EmitTiming:
-    detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    detail = _first_line(exc)
+    leaf = exc
+    while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+        leaf = leaf.exceptions[0]
+    if leaf is not exc:
+        # The group says which handler failed; its first leaf says why.
+        detail = f"{str(exc).splitlines()[0]}: {_first_line(leaf)}"
     return EmitTiming(timing.bus, timing.emit, timing.message, timing.handlers, None, None,
                       f"a handler raised on an all-zero {timing.message}: {detail}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _dict_and_loop(subscribers: dict[type[Any], list[Callable[[Any], Any]]]
