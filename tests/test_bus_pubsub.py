@@ -78,6 +78,15 @@ async def test_waiting_for_subscribers_that_never_come_says_how_many_did() -> No
     assert "help:" in str(caught.value)
 
 
+async def test_closing_the_bus_ends_a_wait_for_subscribers() -> None:
+    bus = MessageBus()
+    waiting = asyncio.create_task(bus.wait_for_subscribers(1, Tick, timeout=5))
+    await asyncio.sleep(0)
+    await bus.close()
+    with pytest.raises(BusClosedError, match="closed while waiting"):
+        await asyncio.wait_for(waiting, 1)
+
+
 async def test_recv_waits_until_a_message_is_published() -> None:
     bus = MessageBus()
     sub = bus.subscribe(Tick)

@@ -556,6 +556,11 @@ class MessageBus:
         try:
             async with asyncio.timeout(timeout):
                 while len(topic.subscribers) < n:
+                    if self._closed:
+                        raise BusClosedError(
+                            f"wait_for_subscribers({n}, {message_type.__name__}): the bus was "
+                            "closed while waiting"
+                        )
                     waiter = loop.create_future()
                     self._subscription_waiters.append(waiter)
                     await waiter
@@ -579,6 +584,7 @@ class MessageBus:
         self._closed = True
         for sub in list(self._subscribers):
             sub.close()
+        self._wake_subscription_waiters()
         if self._started:
             self._started = False
             await self._transport.close()
@@ -629,10 +635,7 @@ class MessageBus:
             topic.subscribers = (*topic.subscribers, sub)
             self._transport.subscribe(message_type)
         self._subscribers.append(sub)
-        waiters, self._subscription_waiters = self._subscription_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_subscription_waiters()
         return sub
 
     @property
@@ -679,6 +682,12 @@ class MessageBus:
         # refusal is already counted in that subscriber's `rejected`.
         with contextlib.suppress(QueueOverflowError):
             _fan_out_nowait(topic.subscribers, msg)
+
+    def _wake_subscription_waiters(self) -> None:
+        waiters, self._subscription_waiters = self._subscription_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _retire(self, sub: Subscriber[Any]) -> None:
         """Unlink a closed subscription; keep its counters for the bus totals."""
