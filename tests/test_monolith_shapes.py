@@ -1,0 +1,76 @@
+"""Issue 11: the monolith bus behaves like the hand-written calls for every class shape.
+
+Each test names the item of issue 11 it pins down and runs through the four builds (import
+hook or run time × ``inline=True``/``False``, see ``helpers_shapes``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers_shapes import BUILDS, Build, inlined, load_build, messages_source, services_of
+
+from mycelium_mono.pytest_plugin import forget_modules
+
+PACKAGE = "shapes_app"
+
+
+@pytest.fixture(params=BUILDS, ids=lambda b: b.name)
+def build(request: pytest.FixtureRequest) -> Any:
+    yield request.param
+    forget_modules(PACKAGE)
+
+
+def load(tmp_path: Path, build: Build, handlers: str, routing: str, type_id: int) -> Any:
+    modules = {"messages": messages_source(type_id), "handlers": handlers, "routing": routing}
+    return load_build(tmp_path, PACKAGE, modules, build)
+
+
+SHARED_BASE_HANDLERS = """
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A
+
+
+class Counter(MessageHandler[A]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += msg.value
+
+
+class Left(Counter):
+    pass
+
+
+class Middle(Counter):
+    pass
+
+
+class Right(Counter):
+    pass
+"""
+
+SHARED_BASE_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import Left, Middle, Right
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Left, Middle, Right]
+"""
+
+
+def test_item1_three_classes_sharing_an_inherited_handle_each_run_their_own_body(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, SHARED_BASE_HANDLERS, SHARED_BASE_ROUTING, 58101)
+    bus = routing.Bus(**services_of(routing.Bus))
+    bus.emit_a(routing.A(2))
+    bus.emit_a(routing.A(3))
+    assert (bus.left.n, bus.middle.n, bus.right.n) == (5, 5, 5)
+    assert inlined(routing.Bus) == ({"left", "middle", "right"} if build.inline else set())
