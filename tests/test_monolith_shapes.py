@@ -74,3 +74,41 @@ def test_item1_three_classes_sharing_an_inherited_handle_each_run_their_own_body
     bus.emit_a(routing.A(3))
     assert (bus.left.n, bus.middle.n, bus.right.n) == (5, 5, 5)
     assert inlined(routing.Bus) == ({"left", "middle", "right"} if build.inline else set())
+
+
+COMPREHENSION_HANDLERS = """
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A
+
+
+class Squares(MessageHandler[A]):
+    def __init__(self):
+        self.out = []
+
+    def handle(self, msg):
+        squares = [i * i for i in range(msg.value)]
+        evens = {i for i in squares if i % 2 == 0}
+        table = {i: j for i, j in enumerate(squares)}
+        self.out.append((sum(squares), len(evens), sum(table), sum(x for x in squares)))
+"""
+
+COMPREHENSION_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import Squares
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Squares]
+"""
+
+
+def test_item3_a_handler_with_comprehensions_is_inlined_on_every_python(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, COMPREHENSION_HANDLERS, COMPREHENSION_ROUTING, 58111)
+    bus = routing.Bus(**services_of(routing.Bus))
+    bus.emit_a(routing.A(5))
+    assert bus.squares.out == [(30, 3, 10, 30)]
+    assert inlined(routing.Bus) == ({"squares"} if build.inline else set())

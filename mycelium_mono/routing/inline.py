@@ -291,7 +291,7 @@ class _Rewriter:
         params = [_mangle(a.arg, self.mangle_class) for a in self.node.args.args]
         scope = _FunctionScope.of(body, params, self.mangle_class)
         expected = set(self.fn.__code__.co_varnames) | set(self.fn.__code__.co_cellvars)
-        if scope.locals != expected:
+        if scope.locals | _inlined_comprehension_names(body, self.mangle_class) != expected:
             return NotInlined("could not prove which names are local "
                               f"({sorted(scope.locals ^ expected)})")
         renames = self._renames(params, scope)
@@ -375,6 +375,30 @@ class _FunctionScope:
         for stmt in body:
             _collect_bindings(stmt, stored, mangle, in_comprehension=False)
         return cls(stored | set(params), stored)
+
+
+def _inlined_comprehension_names(body: Sequence[ast.stmt], mangle: str | None) -> set[str]:
+    """Names the compiler lists in the function's ``co_varnames`` for its comprehensions.
+
+    Since 3.12 (PEP 709) list, set and dict comprehensions are inlined into the function: their
+    targets appear among its locals although they stay invisible outside the comprehension.
+    Generator expressions (and comprehensions inside them) keep their own code object. Without
+    this, 3.12+ proved no handler with a comprehension local and kept every one a call
+    (issue 11.3).
+    """
+    if sys.version_info < (3, 12):
+        return set()
+    names: set[str] = set()
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.GeneratorExp | ast.Lambda):
+            continue
+        if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp):
+            names.update(_mangle(n.id, mangle) for gen in node.generators
+                         for n in ast.walk(gen.target) if isinstance(n, ast.Name))
+        pending.extend(ast.iter_child_nodes(node))
+    return names
 
 
 def _collect_bindings(node: ast.AST, stored: set[str], mangle: str | None, *,
