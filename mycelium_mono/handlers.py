@@ -55,10 +55,17 @@ class MessageHandler(Generic[M]):
 
 
 def handles(message_type: type[Any]) -> Callable[[F], F]:
-    """Mark a method as the receiver of ``message_type`` (sync, or async on the background path)."""
+    """Mark a method as the receiver of ``message_type`` (sync, or async on the background path).
+
+    Stacked marks add up: ``@handles(A) @handles(B)`` receives both (a second mark used to
+    replace the first silently, issue 11.5).
+    """
 
     def mark(fn: F) -> F:
-        setattr(fn, _HANDLES_ATTR, message_type)
+        target = getattr(fn, "__func__", fn)  # a staticmethod/classmethod holds the function
+        marked: tuple[type[Any], ...] = getattr(target, _HANDLES_ATTR, ())
+        if message_type not in marked:
+            setattr(target, _HANDLES_ATTR, (*marked, message_type))
         return fn
 
     return mark
@@ -89,8 +96,7 @@ def handled_messages(cls: type[Any]) -> dict[type[Any], HandlerMethod]:
                 continue
             seen.add(name)
             target = getattr(member, "__func__", member)
-            message_type = getattr(target, _HANDLES_ATTR, None)
-            if message_type is not None:
+            for message_type in getattr(target, _HANDLES_ATTR, ()):
                 found[message_type] = HandlerMethod(message_type, name, _is_async(target))
     return found
 

@@ -112,3 +112,41 @@ def test_item3_a_handler_with_comprehensions_is_inlined_on_every_python(
     bus.emit_a(routing.A(5))
     assert bus.squares.out == [(30, 3, 10, 30)]
     assert inlined(routing.Bus) == ({"squares"} if build.inline else set())
+
+
+STACKED_HANDLERS = """
+from mycelium_mono import handles
+from shapes_app.messages import A, B
+
+
+class Both:
+    def __init__(self):
+        self.seen = []
+
+    @handles(A)
+    @handles(B)
+    def on_either(self, msg):
+        self.seen.append((type(msg).__name__, msg.value))
+"""
+
+STACKED_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A, B
+from shapes_app.handlers import Both
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Both]
+    B = [Both]
+"""
+
+
+def test_item5_stacked_handles_decorators_receive_every_named_type(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, STACKED_HANDLERS, STACKED_ROUTING, 58121)
+    bus = routing.Bus(**services_of(routing.Bus))
+    bus.emit(routing.A(1))
+    bus.emit(routing.B(2))
+    assert bus.both.seen == [("A", 1), ("B", 2)]
