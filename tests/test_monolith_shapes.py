@@ -150,3 +150,35 @@ def test_item5_stacked_handles_decorators_receive_every_named_type(
     bus.emit(routing.A(1))
     bus.emit(routing.B(2))
     assert bus.both.seen == [("A", 1), ("B", 2)]
+
+
+TWO_BUSES_OF_ONE_NAME = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A, B
+from shapes_app.handlers import Both
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Both]
+
+
+First = Bus
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    B = [Both]
+"""
+
+
+def test_item7_a_second_routing_class_of_the_same_name_is_built_from_its_own_table(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, STACKED_HANDLERS, TWO_BUSES_OF_ONE_NAME, 58131)
+    first, second = routing.First(both=routing.Both()), routing.Bus(both=routing.Both())
+    first.emit(routing.A(1))
+    second.emit(routing.B(2))
+    assert (first.both.seen, second.both.seen) == ([("A", 1)], [("B", 2)])
+    with pytest.raises(TypeError, match="has no route for A"):
+        second.emit(routing.A(3))

@@ -63,6 +63,9 @@ def routing_config(cls: Any = None, /, *args: Any, inline: Any = None, **unknown
     # The frame that runs the class statement: names in the routing table mean what they
     # mean there (a routing class inside a test function routes that function's classes).
     frame = sys._getframe(1)
+    # Taken now, not when the class body has run: the line of this decorator tells two
+    # classes of the same name in one file apart (issue 11.7).
+    line = frame.f_lineno
     # Bad options are not a TypeError here: they are reported like every other routing
     # mistake (E0009, with a caret), by the same checker the import hook uses.
     bad_options = bool(args or unknown) or (cls is not None and not isinstance(cls, type))
@@ -71,7 +74,7 @@ def routing_config(cls: Any = None, /, *args: Any, inline: Any = None, **unknown
         from mycelium_mono.routing.runtime_build import build_at_runtime
 
         return build_at_runtime(  # type: ignore[return-value]
-            target, inline=inline, frame=frame, bad_options=bad_options
+            target, inline=inline, frame=frame, line=line, bad_options=bad_options
         )
 
     if cls is None or bad_options:

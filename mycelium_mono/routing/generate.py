@@ -91,6 +91,8 @@ class GeneratedClass:
     prelude: tuple[ast.stmt, ...] = ()
     """Module-level imports the class needs (inlined bodies read their modules' globals
     through them); the module splices them in after :func:`support_import`."""
+    lineno: int = 0
+    """The line of the routing class statement it replaces (two classes may share a name)."""
 
 
 def support_import() -> ast.stmt:
@@ -171,7 +173,7 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
     _place(cls.bases[0], table.span)
     prelude = plan.prelude()
     _place_all(list(prelude), table.span)
-    return GeneratedClass(table.name, cls, tuple(plan.notes), prelude)
+    return GeneratedClass(table.name, cls, tuple(plan.notes), prelude, table.lineno)
 
 
 def _calls_table(table: ResolvedTable) -> dict[str, tuple[tuple[str, str], ...]]:

@@ -176,12 +176,13 @@ def _class_node(tree: ast.Module, lineno: int) -> ast.ClassDef:
 
 def _splice(tree: ast.Module, generated: list[GeneratedClass]) -> None:
     """Replace each routing class by its generated class and import the support module."""
-    by_name = {g.name: g for g in generated}
+    # By line, not name: a second `class Bus` got the first one's table (issue 11.7).
+    by_line = {g.lineno: g for g in generated}
     for index, node in enumerate(tree.body):
-        if isinstance(node, ast.ClassDef) and node.name in by_name:
+        if isinstance(node, ast.ClassDef) and node.lineno in by_line:
             if not any(is_routing_decorator(d) for d in node.decorator_list):
                 continue
-            new = by_name[node.name].node
+            new = by_line[node.lineno].node
             new.decorator_list = [d for d in node.decorator_list if not is_routing_decorator(d)]
             tree.body[index] = new
     position = _import_position(tree)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import inspect
 import sys
-import textwrap
 from types import FrameType
 from typing import Any
 
@@ -31,11 +30,15 @@ __all__ = ["build_at_runtime"]
 
 
 def build_at_runtime(
-    cls: type, *, inline: Any, frame: FrameType | None, bad_options: bool = False
+    cls: type, *, inline: Any, frame: FrameType | None, line: int | None = None,
+    bad_options: bool = False,
 ) -> type:
-    """Generate, compile and return the bus class for the routing class ``cls``."""
+    """Generate, compile and return the bus class for the routing class ``cls``.
+
+    ``line`` is where the decorator was written (the caller's line when ``routing_config`` ran).
+    """
     namespace = _namespace(cls, frame)
-    parsed = _parse_from_source(cls)  # reports bad options with a caret when it can
+    parsed = _parse_from_source(cls, line)  # reports bad options with a caret when it can
     parse_problems: list[Diagnostic] = []
     if parsed is None:
         _check_options(cls, inline, bad_options)
@@ -68,32 +71,48 @@ def _namespace(cls: type, frame: FrameType | None) -> dict[str, Any]:
     return {**frame.f_globals, **frame.f_locals}
 
 
-def _parse_from_source(cls: type) -> tuple[RoutingClass, str, str, list[Diagnostic]] | None:
+def _parse_from_source(cls: type, line: int | None
+                       ) -> tuple[RoutingClass, str, str, list[Diagnostic]] | None:
+    """The class statement of ``cls`` in its file, parsed with its true positions.
+
+    Not ``inspect.getsourcelines``: it returns the *first* class of that name in the file, so
+    a second ``class Bus`` was generated from the first one's table (issue 11.7).
+    """
     try:
         filename = inspect.getsourcefile(cls)
-        lines, first = inspect.getsourcelines(cls)
-    except (OSError, TypeError):
+    except TypeError:
         return None
     if filename is None:
         return None
-    text = "".join(lines)
-    dedented = textwrap.dedent(text)
-    indent = len(lines[0]) - len(lines[0].lstrip())
+    source = _whole_file(filename)
     try:
-        tree = ast.parse(dedented)
+        tree = ast.parse(source, filename)
     except SyntaxError:
         return None
-    node = tree.body[0]
-    if not isinstance(node, ast.ClassDef):
+    node = _class_statement(tree, cls, line)
+    if node is None:
         return None
-    ast.increment_lineno(tree, first - 1)
-    if indent:
-        for child in ast.walk(tree):
-            if "col_offset" in child._attributes:
-                child.col_offset += indent  # type: ignore[attr-defined]
-                child.end_col_offset += indent  # type: ignore[attr-defined]
     routing, problems = parse_class(node, filename)
-    return routing, filename, _whole_file(filename), problems
+    return routing, filename, source, problems
+
+
+def _class_statement(tree: ast.Module, cls: type, line: int | None) -> ast.ClassDef | None:
+    """The ``class`` statement that made ``cls``: by 3.13's ``__firstlineno__``, else by the
+    decorator's line, else the last one of that name above the call (``Bus =
+    routing_config(Bus)``)."""
+    candidates = [n for n in ast.walk(tree)
+                  if isinstance(n, ast.ClassDef) and n.name == cls.__name__]
+    first = getattr(cls, "__firstlineno__", None)
+    for node in candidates:
+        if node.lineno == first:
+            return node
+    if line is None:
+        return candidates[0] if len(candidates) == 1 else None
+    for node in candidates:
+        if any(d.lineno <= line <= (d.end_lineno or d.lineno) for d in node.decorator_list):
+            return node
+    above = [n for n in candidates if (n.end_lineno or n.lineno) <= line]
+    return max(above, key=lambda n: n.lineno) if above else None
 
 
 def _whole_file(filename: str) -> str:
