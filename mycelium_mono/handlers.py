@@ -19,9 +19,11 @@ from typing import Any, Generic, TypeVar, get_args, get_origin
 
 __all__ = [
     "HandlerMethod",
+    "HandlerOwnedError",
     "MessageHandler",
     "NotAttachedError",
     "attach_emitter",
+    "detach_emitter",
     "handled_messages",
     "handles",
 ]
@@ -45,6 +47,16 @@ class MessageHandler(Generic[M]):
 
     def handle(self, msg: M, /) -> None:
         raise NotImplementedError(f"{type(self).__qualname__} must define handle()")
+
+    def __getstate__(self) -> Any:
+        """Pickle without the owner's ``emit`` binding: an unpickled handler belongs to no bus
+        until one is built with it (a pickled bus rebuilds itself around its services)."""
+        state = super().__getstate__()
+        if isinstance(state, dict) and "emit" in state:
+            return {k: v for k, v in state.items() if k != "emit"}
+        if isinstance(state, tuple) and state and isinstance(state[0], dict):
+            return ({k: v for k, v in state[0].items() if k != "emit"}, *state[1:])
+        return state
 
     def emit(self, msg: Any, /) -> None:
         """Send ``msg`` downstream through whichever bus owns this handler."""
@@ -116,7 +128,58 @@ def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
+class HandlerOwnedError(RuntimeError):
+    """A handler instance was given to a second bus or runtime while another one owns it.
+
+    ``self.emit`` can reach only one bus: with two owners it went to whichever bound it last,
+    so emitting on bus ``a`` reached bus ``b``'s services (issue 11.4). Finding the bus that
+    delivered each message would cost every emit a context switch; one owner costs nothing.
+    """
+
+
 def attach_emitter(handler: object, emit: Callable[[Any], Any]) -> None:
-    """Bind ``handler.emit`` to ``emit`` if the handler emits downstream (a MessageHandler)."""
-    if isinstance(handler, MessageHandler):
-        handler.emit = emit  # type: ignore[method-assign]
+    """Bind ``handler.emit`` to ``emit`` if the handler emits downstream (a MessageHandler).
+
+    ``emit``'s owner (the object it is bound to: a bus, a service context) becomes the
+    handler's owner. Another owner already holding the handler is refused with
+    :class:`HandlerOwnedError`, naming both; :func:`detach_emitter` (``bus.detach()``) frees it.
+    """
+    if not isinstance(handler, MessageHandler):
+        return
+    # `handler.emit`, not `vars(handler)`: on 3.11 touching __dict__ slows every later
+    # attribute access on the instance (see routing/inline.py, guard_failures).
+    current = getattr(handler.emit, "__self__", None)
+    new = getattr(emit, "__self__", None)
+    if current is not None and current is not handler and _domain(current) is not _domain(new):
+        raise HandlerOwnedError(
+            f"{type(handler).__qualname__} instance at 0x{id(handler):x} is already owned by "
+            f"{_describe(current)}; it cannot also be given to {_describe(new)}: its "
+            "self.emit would reach only one of them\n"
+            "help: give each bus or runtime its own handler instance, or free it from the "
+            "first one with bus.detach()"
+        )
+    handler.emit = emit  # type: ignore[method-assign]
+
+
+def detach_emitter(handler: object, owner: object | None = None) -> None:
+    """Undo :func:`attach_emitter` (only if ``owner`` is the handler's owner, when given)."""
+    if not isinstance(handler, MessageHandler):
+        return
+    current = getattr(handler.emit, "__self__", None)
+    if current is handler or (owner is not None and _domain(current) is not _domain(owner)):
+        return
+    del handler.emit
+
+
+def _domain(owner: object) -> object:
+    """The owner that counts: every service context of one runtime is that runtime."""
+    return getattr(owner, "_runtime", owner)
+
+
+def _describe(owner: object) -> str:
+    runtime = getattr(owner, "_runtime", None)
+    if runtime is not None:
+        return f"a ServiceRuntime (service {getattr(owner, 'name', '?')!r})"
+    if owner is None:
+        return "a plain function"
+    return f"{type(owner).__qualname__} at 0x{id(owner):x}"

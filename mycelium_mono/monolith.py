@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from mycelium_mono.handlers import attach_emitter
+from mycelium_mono.handlers import attach_emitter, detach_emitter
 
 __all__ = ["ErrorCallback", "GeneratedBus", "failed", "wrong_service"]
 
@@ -46,6 +46,12 @@ class GeneratedBus:
         self._dispatch = dispatch
         for name in self.__mycelium_services__:
             attach_emitter(getattr(self, name), self.emit)
+
+    def detach(self) -> None:
+        """Free this bus's services: their ``self.emit`` no longer reaches this bus, and each
+        can be given to another bus or a ServiceRuntime (issue 11.4)."""
+        for name in self.__mycelium_services__:
+            detach_emitter(getattr(self, name), self)
 
     def emit(self, msg: Any) -> None:
         """Deliver ``msg`` to its routed handlers (one dict lookup, then the ``emit_*`` method)."""

@@ -182,3 +182,84 @@ def test_item7_a_second_routing_class_of_the_same_name_is_built_from_its_own_tab
     assert (first.both.seen, second.both.seen) == ([("A", 1)], [("B", 2)])
     with pytest.raises(TypeError, match="has no route for A"):
         second.emit(routing.A(3))
+
+
+EMITTING_HANDLERS = """
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A, B
+
+
+class Forward(MessageHandler[A]):
+    def handle(self, msg):
+        self.emit(B(msg.value))
+
+
+class Sink(MessageHandler[B]):
+    def __init__(self):
+        self.got = []
+
+    def handle(self, msg):
+        self.got.append(msg.value)
+"""
+
+EMITTING_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A, B
+from shapes_app.handlers import Forward, Sink
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Forward]
+    B = [Sink]
+"""
+
+
+def test_item4_one_handler_instance_given_to_a_second_bus_is_refused_naming_both(
+    tmp_path: Path, build: Build,
+) -> None:
+    from mycelium_mono.handlers import HandlerOwnedError
+
+    routing = load(tmp_path, build, EMITTING_HANDLERS, EMITTING_ROUTING, 58141)
+    shared = routing.Forward()
+    first = routing.Bus(forward=shared, sink=routing.Sink())
+    with pytest.raises(HandlerOwnedError, match=r"Forward instance .* already owned by Bus "
+                       rf"at 0x{id(first):x}; it cannot also be given to Bus at 0x"):
+        routing.Bus(forward=shared, sink=routing.Sink())
+    first.emit_a(routing.A(4))
+    assert first.sink.got == [4]
+
+
+def test_item4_a_detached_handler_emits_to_the_bus_it_was_given_to_next(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, EMITTING_HANDLERS, EMITTING_ROUTING, 58151)
+    shared = routing.Forward()
+    first = routing.Bus(forward=shared, sink=routing.Sink())
+    first.detach()
+    second = routing.Bus(forward=shared, sink=routing.Sink())
+    second.emit_a(routing.A(5))
+    assert (first.sink.got, second.sink.got) == ([], [5])
+
+
+def test_item4_a_bus_handler_spawned_on_a_service_runtime_is_refused(
+    tmp_path: Path, build: Build,
+) -> None:
+    import asyncio
+
+    from mycelium_mono import MessageBus, ServiceRuntime
+    from mycelium_mono.handlers import HandlerOwnedError
+
+    routing = load(tmp_path, build, EMITTING_HANDLERS, EMITTING_ROUTING, 58161)
+    bus = routing.Bus(forward=routing.Forward(), sink=routing.Sink())
+
+    async def spawn() -> None:
+        runtime = ServiceRuntime(MessageBus())
+        try:
+            await runtime.spawn_service(bus.forward)
+        finally:
+            await runtime.shutdown()
+
+    with pytest.raises(HandlerOwnedError, match=r"already owned by Bus at 0x[0-9a-f]+; it "
+                       r"cannot also be given to a ServiceRuntime \(service 'Forward"):
+        asyncio.run(spawn())

@@ -63,7 +63,7 @@ class ResolvedTable:
     routes: tuple[ResolvedRoute, ...]
 
 
-RESERVED_ATTRS = frozenset({"emit", "background", "on_error"})
+RESERVED_ATTRS = frozenset({"emit", "background", "on_error", "detach"})
 """Names of the generated bus's own members; a handler attribute may not shadow them."""
 
 LINTER_NOTE = (
