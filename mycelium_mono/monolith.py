@@ -27,6 +27,9 @@ class GeneratedBus:
     __mycelium_services__: ClassVar[dict[str, type]] = {}
     __mycelium_calls__: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
     """Per sync emit method, its ``(service attribute, method)`` pairs in routing order."""
+    __mycelium_notes__: ClassVar[tuple[tuple[str, str, str, str, str], ...]] = ()
+    """Per handler call ``(emit, service attribute, method, "call" | "inlined", reason)``: the
+    decision the generator took for this class."""
     __mycelium_origin__: ClassVar[str] = "import hook"
     """``"import hook"`` if the module was rewritten at import, ``"runtime"`` if built by the
     decorator at run time (no hook installed): ``mycelium-mono doctor`` reports it."""

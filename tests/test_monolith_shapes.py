@@ -1,7 +1,7 @@
 """Issue 11: the monolith bus behaves like the hand-written calls for every class shape.
 
 Each test names the item of issue 11 it pins down and runs through the four builds (import
-hook or run time × ``inline=True``/``False``, see ``helpers_shapes``).
+hook or run time, ``inline=True``/``False``, see ``helpers_shapes``).
 """
 
 from __future__ import annotations
@@ -263,3 +263,53 @@ def test_item4_a_bus_handler_spawned_on_a_service_runtime_is_refused(
     with pytest.raises(HandlerOwnedError, match=r"already owned by Bus at 0x[0-9a-f]+; it "
                        r"cannot also be given to a ServiceRuntime \(service 'Forward"):
         asyncio.run(spawn())
+
+
+LOCAL_CLASSES_ROUTING = """
+from mycelium_mono import MessageHandler, routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import Counter
+
+BONUS = 10
+
+
+class C1(Counter):
+    pass
+
+
+class Own(MessageHandler[A]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += msg.value + BONUS
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [C1, Own]
+"""
+
+
+def test_item2_classes_in_the_routing_module_are_inlined_alike_by_hook_and_run_time(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, SHARED_BASE_HANDLERS, LOCAL_CLASSES_ROUTING, 58171)
+    bus = routing.Bus(**services_of(routing.Bus))
+    bus.emit_a(routing.A(1))
+    assert (bus.c1.n, bus.own.n) == (1, 11)
+    assert inlined(routing.Bus) == ({"c1", "own"} if build.inline else set())
+    assert bus._mycelium_inline_ok if build.inline else True
+
+
+def test_item2_hook_and_run_time_record_the_same_decision_for_every_handler(
+    tmp_path: Path,
+) -> None:
+    notes: dict[str, list[tuple[str, ...]]] = {}
+    for build in (Build("hook", True), Build("runtime", True)):
+        routing = load(tmp_path, build, SHARED_BASE_HANDLERS, LOCAL_CLASSES_ROUTING, 58181)
+        root = str(tmp_path / build.name)
+        notes[build.path] = [tuple(part.replace(root, "<root>") for part in note)
+                             for note in routing.Bus.__mycelium_notes__]
+    assert notes["hook"] == notes["runtime"]
+    assert [(n[1], n[3]) for n in notes["hook"]] == [("c1", "inlined"), ("own", "inlined")]

@@ -55,9 +55,10 @@ from mycelium_mono.routing.inline import (
     BUILTINS_ALIAS,
     InlinedBody,
     NotInlined,
-    inline_method,
+    inline_source,
     module_alias,
 )
+from mycelium_mono.routing.methods import find_method
 
 __all__ = ["INLINE_SUPPORT", "SUPPORT", "CallNote", "GeneratedClass", "generate_class",
            "support_import"]
@@ -128,13 +129,12 @@ class _InlinePlan:
     def _try(self, call: HandlerCall, *, instance: str) -> InlinedBody | NotInlined:
         if not self.inline:
             return NotInlined("inline=False")
-        if call.handler.live is None:
-            return NotInlined("defined in the routing module: not compiled yet when the "
-                              "hook generates the bus")
         if call.method.is_async:
             return NotInlined("async handler")
-        return inline_method(call.handler.live, call.method.method, instance=instance,
-                             message="msg")
+        found = find_method(call.handler, call.method.method)
+        if isinstance(found, NotInlined):
+            return found
+        return inline_source(found, instance=instance, message="msg")
 
     def prelude(self) -> tuple[ast.stmt, ...]:
         if not self.guarded:
@@ -155,6 +155,10 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
         _stmt(_services_mapping(table)),
     ]
     body.append(_stmt(f"__mycelium_calls__ = {_calls_table(table)!r}"))
+    # What was decided for each handler and why, carried by the class itself: `show` and
+    # `doctor` report the build that really ran, not a fresh rewrite (issue 11).
+    notes = tuple((n.emit, n.handler, n.method, n.mode, n.reason) for n in plan.notes)
+    body.append(_stmt(f"__mycelium_notes__ = {notes!r}"))
     if plan.guarded:
         body.append(_stmt(f"__mycelium_inlined__ = {_inlined_spec(plan)!r}"))
     _place_all(body, table.span)

@@ -40,24 +40,29 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import functools
 import inspect
 import linecache
 import sys
 import types
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "BUILTINS_ALIAS",
     "InlinedBody",
+    "MethodSource",
     "NotInlined",
     "code_crc",
     "guard",
     "guard_failures",
     "inline_method",
+    "inline_source",
+    "live_method_source",
+    "local_method_source",
     "located",
     "module_alias",
     "recheck",
@@ -104,6 +109,24 @@ class NotInlined:
     reason: str
 
 
+@dataclass(frozen=True)
+class MethodSource:
+    """What the inliner reads about one method: its code object, its source node, and how a
+    name is looked up in its module.
+
+    From a live function in a compiled module (:func:`live_method_source`), or, for a method
+    written in the routing module itself, from that module's text before it runs
+    (:func:`local_method_source`): the hook sees such a class before it exists, so both
+    builds read it that way and decide alike (issue 11.2).
+    """
+
+    code: types.CodeType
+    node: ast.FunctionDef
+    module: str
+    defines: Callable[[str], bool]
+    """Whether the method's module binds a global of that name."""
+
+
 def code_crc(code: types.CodeType) -> int:
     """A digest of what a code object runs that is the same in every process (``hash`` of bytes
     is salted per process, and the generated class is cached across processes)."""
@@ -132,21 +155,6 @@ def inline_method(cls: type, method: str, *, instance: str, message: str
     ``instance`` is the emit's local holding the handler, ``message`` the emit's message
     parameter; the handler's own locals are renamed ``<instance>_<name>``.
     """
-    found = _function_of(cls, method)
-    if isinstance(found, NotInlined):
-        return found
-    fn, node = found
-    problem = _unsupported(fn, node)
-    if problem is not None:
-        return NotInlined(problem)
-    return _Rewriter(fn, node, instance, message).run()
-
-
-# -- finding the function and its source ------------------------------------------------------
-
-
-def _function_of(cls: type, method: str
-                 ) -> tuple[types.FunctionType, ast.FunctionDef] | NotInlined:
     if getattr(cls, "__getattribute__", None) is not object.__getattribute__:
         return NotInlined(f"{cls.__name__} defines __getattribute__: attribute access "
                           "is not what it looks like")
@@ -154,19 +162,35 @@ def _function_of(cls: type, method: str
         raw = inspect.getattr_static(cls, method)
     except AttributeError:
         return NotInlined(f"{cls.__name__}.{method} not found")
+    found = live_method_source(raw, method)
+    if isinstance(found, NotInlined):
+        return found
+    return inline_source(found, instance=instance, message=message)
+
+
+def inline_source(source: MethodSource, *, instance: str, message: str
+                  ) -> InlinedBody | NotInlined:
+    """Rewrite the method ``source`` describes for the emit method, or say why not."""
+    problem = _unsupported(source.node)
+    if problem is not None:
+        return NotInlined(problem)
+    return _Rewriter(source, instance, message).run()
+
+
+# -- finding the function and its source ------------------------------------------------------
+
+
+def live_method_source(raw: object, method: str) -> MethodSource | NotInlined:
+    """The class attribute ``raw`` (``method`` of a compiled module's class) as a source."""
     if not isinstance(raw, types.FunctionType):
         return NotInlined(f"{method} is a {type(raw).__name__}, not a plain function")
     wrapped = getattr(raw, "__wrapped__", None)
     if wrapped is not None:
         return NotInlined("decorated: the class holds a wrapper (__wrapped__), not the "
                           "function written in the class")
-    if raw.__closure__ or raw.__code__.co_freevars:
-        names = ", ".join(raw.__code__.co_freevars)
-        what = "super()/__class__" if "__class__" in names else f"closure over {names}"
-        return NotInlined(f"uses {what}")
-    if raw.__code__.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE
-                                | inspect.CO_ASYNC_GENERATOR):
-        return NotInlined("generator or coroutine")
+    problem = _code_problem(raw.__code__)
+    if problem is not None:
+        return NotInlined(problem)
     module = sys.modules.get(raw.__module__)
     if module is None or raw.__globals__ is not vars(module):
         return NotInlined(f"its globals are not those of a loaded module ({raw.__module__})")
@@ -176,7 +200,37 @@ def _function_of(cls: type, method: str
     node, text = source
     if not _source_is_running_code(raw, text):
         return NotInlined("its file differs from the loaded code (edited since it was imported?)")
-    return raw, node
+    return MethodSource(raw.__code__, node, raw.__module__, raw.__globals__.__contains__)
+
+
+def local_method_source(node: ast.FunctionDef, class_name: str, module: str, filename: str,
+                        text: str, defines: Callable[[str], bool]) -> MethodSource | NotInlined:
+    """``class_name.<node>`` written in the routing module ``module`` (file text ``text``).
+
+    Its code object is the one compiling that text gives, which is the code the module will
+    run: the rewrite leaves every statement but the routing classes as it was written.
+    """
+    compiled = _compile_file(filename, text)
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    qualname = f"{class_name}.{node.name}"
+    code = next((c for c in _nested_code(compiled) if c.co_qualname == qualname
+                 and c.co_firstlineno == first), None) if compiled else None
+    if code is None:
+        return NotInlined("source not available")
+    problem = _code_problem(code)
+    if problem is not None:
+        return NotInlined(problem)
+    # A copy: the rewrite renames in place, and `node` is part of the module being compiled.
+    return MethodSource(code, copy.deepcopy(node), module, defines)
+
+
+def _code_problem(code: types.CodeType) -> str | None:
+    if code.co_freevars:
+        names = ", ".join(code.co_freevars)
+        return f"uses {'super()/__class__' if '__class__' in names else f'closure over {names}'}"
+    if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+        return "generator or coroutine"
+    return None
 
 
 def _source_node(fn: types.FunctionType) -> tuple[ast.FunctionDef, str] | None:
@@ -231,7 +285,7 @@ def _nested_code(code: types.CodeType) -> Iterator[types.CodeType]:
 # -- what cannot be inlined -------------------------------------------------------------------
 
 
-def _unsupported(fn: types.FunctionType, node: ast.FunctionDef) -> str | None:
+def _unsupported(node: ast.FunctionDef) -> str | None:
     decorators = [d for d in node.decorator_list if not _is_handles(d)]
     if decorators:
         return f"decorated with @{ast.unparse(decorators[0])}"
@@ -277,20 +331,20 @@ def _unsupported_node(node: ast.AST) -> str | None:
 
 
 class _Rewriter:
-    def __init__(self, fn: types.FunctionType, node: ast.FunctionDef, instance: str,
-                 message: str) -> None:
-        self.fn = fn
-        self.node = node
+    def __init__(self, source: MethodSource, instance: str, message: str) -> None:
+        self.source = source
+        self.code = source.code
+        self.node = source.node
         self.instance = instance
         self.message = message
-        self.mangle_class = _defining_class(fn)
+        self.mangle_class = _defining_class(source.code.co_qualname)
         self.modules: set[str] = set()
 
     def run(self) -> InlinedBody | NotInlined:
         body = [s for s in self.node.body if not _is_docstring(s)] or [ast.Pass()]
         params = [_mangle(a.arg, self.mangle_class) for a in self.node.args.args]
         scope = _FunctionScope.of(body, params, self.mangle_class)
-        expected = set(self.fn.__code__.co_varnames) | set(self.fn.__code__.co_cellvars)
+        expected = set(self.code.co_varnames) | set(self.code.co_cellvars)
         if scope.locals | _inlined_comprehension_names(body, self.mangle_class) != expected:
             return NotInlined("could not prove which names are local "
                               f"({sorted(scope.locals ^ expected)})")
@@ -303,8 +357,8 @@ class _Rewriter:
         # Not `h1_returned`: every `h1_<name>` is some local's new name.
         statements = [*prologue, *_Returns(f"returned_{self.instance}").rewrite(renamed)]
         return InlinedBody(tuple(statements), tuple(sorted(self.modules)),
-                           self.fn.__qualname__, self.fn.__code__.co_filename,
-                           self.fn.__code__.co_firstlineno, code_crc(self.fn.__code__))
+                           self.code.co_qualname, self.code.co_filename,
+                           self.code.co_firstlineno, code_crc(self.code))
 
     def _renames(self, params: list[str], scope: _FunctionScope) -> dict[str, str]:
         renames = {name: f"{self.instance}_{name}" for name in scope.locals}
@@ -327,21 +381,21 @@ class _Rewriter:
 
     def global_ref(self, name: str) -> ast.expr:
         """``name`` as the handler's module sees it, read live through that module."""
-        if name in self.fn.__globals__:
-            module = self.fn.__module__
+        if self.source.defines(name):
+            module = self.source.module
             self.modules.add(module)
             return ast.Attribute(ast.Name(module_alias(module), ast.Load()), name, ast.Load())
         if hasattr(builtins, name):
             return ast.Attribute(ast.Name(BUILTINS_ALIAS, ast.Load()), name, ast.Load())
-        raise _Unprovable(f"`{name}` is not defined in {self.fn.__module__}")
+        raise _Unprovable(f"`{name}` is not defined in {self.source.module}")
 
 
 class _Unprovable(Exception):
     pass
 
 
-def _defining_class(fn: types.FunctionType) -> str | None:
-    parts = fn.__qualname__.split(".")
+def _defining_class(qualname: str) -> str | None:
+    parts = qualname.split(".")
     if len(parts) < 2 or parts[-2] == "<locals>":
         return None
     return parts[-2]

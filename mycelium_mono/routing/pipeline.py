@@ -145,7 +145,8 @@ def rewrite_module(
     scopes: list[StaticScope] = []
     pairs = []
     for routing in parsed.classes:
-        scope = StaticScope(tree, module_name, filename, before_line=_first_line(tree, routing))
+        scope = StaticScope(tree, module_name, filename, before_line=_first_line(tree, routing),
+                            text=text)
         scopes.append(scope)
         pairs.append((routing, scope))
     generated, problems = build_tables(pairs, filename, options)

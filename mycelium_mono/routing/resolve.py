@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import importlib
 import importlib.util
 import sys
@@ -35,6 +36,7 @@ __all__ = [
     "LocalClass",
     "MessageInfo",
     "MethodInfo",
+    "RoutingSource",
     "Scope",
     "StaticScope",
     "Unresolved",
@@ -58,6 +60,38 @@ class MethodInfo:
 
 
 @dataclass(frozen=True)
+class RoutingSource:
+    """The routing module's own text: where a method of a class defined in it is read from.
+
+    The hook rewrites the module before it runs, so such a method exists only as source; the
+    run-time build reads it from the same source, and the two builds agree (issue 11.2).
+    """
+
+    module: str
+    filename: str
+    text: str
+    tree: ast.Module = field(compare=False, hash=False, repr=False)
+
+    def class_node(self, name: str) -> ast.ClassDef | None:
+        """The top-level ``class name`` statement (the last one, as the module leaves it)."""
+        found = [n for n in self.tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+        return found[-1] if found else None
+
+    @functools.cached_property
+    def _globals(self) -> StaticScope:
+        return StaticScope(self.tree, self.module, self.filename, before_line=sys.maxsize,
+                           text=self.text)
+
+    def defines(self, name: str) -> bool:
+        """Whether the module binds the global ``name`` (by the time a handler runs)."""
+        scope = self._globals
+        if name in scope.bindings:
+            return True
+        return any(not isinstance(scope._import(_Import(m, name)), Unresolved)
+                   for m in scope.star_modules)
+
+
+@dataclass(frozen=True)
 class HandlerInfo:
     """A handler class: which method receives which message (by message key)."""
 
@@ -66,6 +100,10 @@ class HandlerInfo:
     methods: tuple[tuple[str, str, MethodInfo], ...]
     """``(message key, message name, method)`` for every message type the class receives."""
     live: type | None = field(default=None, compare=False, hash=False, repr=False)
+    mro: tuple[Any, ...] = field(default=(), compare=False, hash=False, repr=False)
+    """The method resolution order, each class live (a ``type``) or, when it is written in the
+    routing module, a :class:`LocalClass`; empty when it cannot be known before run time."""
+    source: RoutingSource | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def attr(self) -> str:
@@ -117,18 +155,30 @@ class Scope:
             return MessageInfo(message_key(symbol), symbol.__name__, symbol.TYPE_ID)
         return None
 
+    source: RoutingSource | None = None
+
     def handler_info(self, symbol: Symbol) -> HandlerInfo | None:
         if isinstance(symbol, type):
-            return live_handler_info(symbol)
+            return live_handler_info(symbol, self.source)
         return None
 
 
-def live_handler_info(cls: type) -> HandlerInfo:
+def live_handler_info(cls: type, source: RoutingSource | None = None) -> HandlerInfo:
     methods = tuple(
         (message_key(msg), msg.__name__, MethodInfo(m.method, m.is_async))
         for msg, m in handled_messages(cls).items()
     )
-    return HandlerInfo(message_key(cls), cls.__name__, methods, live=cls)
+    mro = tuple(_as_written(klass, source) for klass in cls.__mro__)
+    return HandlerInfo(message_key(cls), cls.__name__, methods, live=cls, mro=mro,
+                       source=source)
+
+
+def _as_written(klass: type, source: RoutingSource | None) -> Any:
+    """A class of the routing module as the hook sees it (its statement), others as they are."""
+    if source is None or klass.__module__ != source.module or "." in klass.__qualname__:
+        return klass
+    node = source.class_node(klass.__name__)
+    return klass if node is None else LocalClass(node)
 
 
 def _getattr_chain(obj: Any, parts: list[str], text: str) -> Symbol:
@@ -156,9 +206,11 @@ def _import_submodule(obj: Any, part: str) -> Any:
 class LiveScope(Scope):
     """Names as the running module sees them (the no-hook path)."""
 
-    def __init__(self, namespace: Mapping[str, Any], module_name: str) -> None:
+    def __init__(self, namespace: Mapping[str, Any], module_name: str,
+                 source: RoutingSource | None = None) -> None:
         self.namespace = namespace
         self.module_name = module_name
+        self.source = source
 
     def resolve(self, text: str) -> Symbol:
         head, *rest = text.split(".")
@@ -182,8 +234,11 @@ class _Import:
 class StaticScope(Scope):
     """Names as the routing module *will* see them, read from its AST before it runs."""
 
-    def __init__(self, tree: ast.Module, module_name: str, filename: str, before_line: int):
+    def __init__(self, tree: ast.Module, module_name: str, filename: str, before_line: int,
+                 text: str | None = None):
         self.module_name = module_name
+        self.source = RoutingSource(module_name, filename,
+                                    _read_text(filename) if text is None else text, tree)
         self.package = _package_of(module_name, filename)
         self.bindings: dict[str, object] = {}
         self.star_modules: list[str] = []
@@ -315,10 +370,32 @@ class StaticScope(Scope):
         if isinstance(symbol, LocalClass):
             methods = self._local_methods(symbol.node, set())
             return HandlerInfo(self._local_key(symbol), symbol.node.name,
-                               tuple((k, n, m) for k, (n, m) in methods.items()))
+                               tuple((k, n, m) for k, (n, m) in methods.items()),
+                               mro=tuple(self._static_mro(symbol, ()) or ()), source=self.source)
         if isinstance(symbol, type):
             self.record_class(symbol)
         return super().handler_info(symbol)
+
+    def _static_mro(self, local: LocalClass, inside: tuple[str, ...]) -> list[Any] | None:
+        """The MRO the class statement will produce (C3, as ``type`` computes it), or None when
+        a base is not a plain class the hook can see."""
+        if local.node.name in inside:
+            return None  # `class A(A)`: refers to an earlier binding; leave it to run time
+        bases: list[Any] = []
+        for expr in local.node.bases:
+            symbol = self._resolve_expr(expr.value if isinstance(expr, ast.Subscript) else expr)
+            if not isinstance(symbol, type | LocalClass):
+                return None
+            bases.append(symbol)
+        lineages: list[list[Any]] = []
+        for base in bases:
+            lineage = (list(base.__mro__) if isinstance(base, type)
+                       else self._static_mro(base, (*inside, local.node.name)))
+            if lineage is None:
+                return None
+            lineages.append(lineage)
+        merged = _c3_merge([*lineages, bases]) if bases else [object]
+        return None if merged is None else [local, *merged]
 
     def _local_key(self, symbol: LocalClass) -> str:
         return f"{self.module_name}.{symbol.node.name}"
@@ -384,6 +461,29 @@ class StaticScope(Scope):
     def _resolve_expr(self, node: ast.expr) -> Symbol:
         text = dotted_name(node)
         return Unresolved("not a name", "") if text is None else self.resolve(text)
+
+
+def _c3_merge(sequences: list[list[Any]]) -> list[Any] | None:
+    """C3 linearisation of the bases' MROs; None where Python would refuse the class too."""
+    pending = [list(seq) for seq in sequences if seq]
+    merged: list[Any] = []
+    while pending:
+        for seq in pending:
+            head = seq[0]
+            if not any(head in other[1:] for other in pending):
+                break
+        else:
+            return None
+        merged.append(head)
+        pending = [[c for c in seq if c != head] for seq in pending]
+        pending = [seq for seq in pending if seq]
+    return merged
+
+
+def _read_text(filename: str) -> str:
+    import linecache
+
+    return "".join(linecache.getlines(filename))
 
 
 def _package_of(module_name: str, filename: str) -> str:

@@ -24,7 +24,7 @@ from mycelium_mono.routing.pipeline import (
     generated_filename,
     register_generated_source,
 )
-from mycelium_mono.routing.resolve import LiveScope
+from mycelium_mono.routing.resolve import LiveScope, RoutingSource
 
 __all__ = ["build_at_runtime"]
 
@@ -45,7 +45,9 @@ def build_at_runtime(
         routing, filename, source = _table_from_attributes(cls, inline, namespace), None, None
     else:
         routing, filename, source, parse_problems = parsed
-    scope = LiveScope(namespace, cls.__module__)
+    written = None if parsed is None else RoutingSource(
+        cls.__module__, parsed[1], parsed[2], ast.parse(parsed[2], parsed[1]))
+    scope = LiveScope(namespace, cls.__module__, written)
     shown_name = filename or generated_filename(f"{cls.__module__}.{cls.__qualname__}")
     generated, problems = build_tables([(routing, scope)], shown_name, RewriteOptions())
     if parse_problems or problems:
