@@ -13,7 +13,7 @@ binds ``emit``: a :class:`MonolithBus` binds its own generic ``emit`` (straight 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_args, get_origin
 
@@ -45,7 +45,13 @@ class MessageHandler(Generic[M]):
     subclass plain ``MessageHandler`` and mark methods with :func:`handles` to receive several.
     """
 
-    def handle(self, msg: M, /) -> None:
+    def handle(self, msg: M, /) -> Awaitable[None] | None:
+        """Receive one message: ``def handle(...) -> None`` on the sync path, or
+        ``async def handle(...) -> None`` on a background route.
+
+        The return type admits both so that either override passes ``mypy --strict`` (an
+        ``async def handle`` was an ``[override]`` error against ``-> None``, issue 15.15).
+        """
         raise NotImplementedError(f"{type(self).__qualname__} must define handle()")
 
     def __getstate__(self) -> Any:
