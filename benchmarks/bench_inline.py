@@ -15,6 +15,11 @@ Group **"inline: emit to 3 handlers"** — one message to three handlers doing `
 Each benchmark call emits ``BATCH`` messages from a loop at the call site; the table divides
 by ``BATCH`` (the loop's own cost is in every row).
 
+Group **"inline: 3 routed subclasses sharing one inherited handle"** (issue 11): ``Left``,
+``Middle``, ``Right`` subclass one ``Counter`` and inherit its ``handle``; reference the three
+hand-written calls; the inlined emit (bar: at most 0.8x) for the subclasses imported from a
+handler module and for three written in the routing module itself, and call mode.
+
 Group **"inline: Bandit monolith, per swap"** — the first ``SWAPS`` swaps of the bundled feed
 through Bandit's real services, routed by Bandit's own table with ``inline=False`` and
 ``inline=True`` (built at run time here, same generated code), audit ``fsync = "never"``.
@@ -50,6 +55,15 @@ from bandit.services import (
 )
 from mycelium_bench.routing import CallBus
 from mycelium_bench.routing_inline import InlineBus
+from mycelium_bench.routing_subclasses import (
+    LocalLeft,
+    LocalMiddle,
+    LocalRight,
+    LocalSubclassBus,
+    SubclassCallBus,
+    SubclassInlineBus,
+)
+from mycelium_bench.subclasses import Left, Middle, Right
 from mycelium_bench.workload import (
     Handlers,
     bodies_pasted,
@@ -118,6 +132,52 @@ def test_psygnal_emit_fast(benchmark: Any, handlers: Handlers) -> None:
     # The bar reads "inlined is at least 6x faster": psygnal's time / inlined time >= 6.
     measure(benchmark, emit_each(signals.swap.emit_fast), handlers, "psygnal `emit_fast`",
             bar={"vs": INLINED, "at_least": 6})
+
+
+# -- routed subclasses sharing an inherited handle (issue 11) ---------------------------------
+
+SUBCLASS_GROUP = "inline: 3 routed subclasses sharing one inherited handle"
+SUBCLASS_HAND_WRITTEN = "hand-written `h.handle(m)` x3 (subclasses)"
+
+
+@pytest.fixture
+def subclass_handlers() -> Any:
+    return Left(), Middle(), Right()
+
+
+@pytest.mark.benchmark(group=SUBCLASS_GROUP)
+def test_subclasses_hand_written(benchmark: Any, subclass_handlers: Any) -> None:
+    measure(benchmark, hand_written(subclass_handlers), subclass_handlers,
+            SUBCLASS_HAND_WRITTEN, reference=True)
+
+
+@pytest.mark.benchmark(group=SUBCLASS_GROUP)
+def test_subclasses_inlined(benchmark: Any, subclass_handlers: Any) -> None:
+    bus = SubclassInlineBus(*subclass_handlers)
+    assert bus._mycelium_inline_ok, "the inlined path must be the one timed"
+    inlined = len(SubclassInlineBus.__mycelium_inlined__)
+    measure(benchmark, emit_each(bus.emit_bench_swap), subclass_handlers,
+            "inline=True, subclasses from a handler module",
+            note=f"{inlined}/3 handler bodies inlined",
+            bar={"vs": SUBCLASS_HAND_WRITTEN, "at_most": 0.8})
+
+
+@pytest.mark.benchmark(group=SUBCLASS_GROUP)
+def test_subclasses_in_the_routing_module_inlined(benchmark: Any) -> None:
+    handlers = LocalLeft(), LocalMiddle(), LocalRight()
+    bus = LocalSubclassBus(*handlers)
+    assert bus._mycelium_inline_ok, "the inlined path must be the one timed"
+    inlined = len(LocalSubclassBus.__mycelium_inlined__)
+    measure(benchmark, emit_each(bus.emit_bench_swap), handlers,
+            "inline=True, subclasses in the routing module",
+            note=f"{inlined}/3 handler bodies inlined",
+            bar={"vs": SUBCLASS_HAND_WRITTEN, "at_most": 0.8})
+
+
+@pytest.mark.benchmark(group=SUBCLASS_GROUP)
+def test_subclasses_call_mode(benchmark: Any, subclass_handlers: Any) -> None:
+    emit = SubclassCallBus(*subclass_handlers).emit_bench_swap
+    measure(benchmark, emit_each(emit), subclass_handlers, "inline=False, subclasses")
 
 
 # -- Bandit ----------------------------------------------------------------------------------
