@@ -313,3 +313,96 @@ def test_item2_hook_and_run_time_record_the_same_decision_for_every_handler(
                              for note in routing.Bus.__mycelium_notes__]
     assert notes["hook"] == notes["runtime"]
     assert [(n[1], n[3]) for n in notes["hook"]] == [("c1", "inlined"), ("own", "inlined")]
+
+
+FAST_HANDLERS = """
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A
+
+
+class Picker(MessageHandler[A]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += 100 * msg.value
+"""
+
+IMPORT_GUARD_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A
+
+try:
+    from shapes_app.MODULE import Picker
+except ImportError:
+    from shapes_app.handlers import Left as Picker
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Picker]
+"""
+
+
+@pytest.mark.parametrize(("module", "expected"), [("fast", 100), ("missing", 1)])
+def test_issue15_item7_try_except_import_error_routes_the_branch_python_takes(
+    tmp_path: Path, build: Build, module: str, expected: int,
+) -> None:
+    modules = {"messages": messages_source(58191), "handlers": SHARED_BASE_HANDLERS,
+               "fast": FAST_HANDLERS,
+               "routing": IMPORT_GUARD_ROUTING.replace("MODULE", module)}
+    routing = load_build(tmp_path, PACKAGE, modules, build)
+    bus = routing.Bus(**{attr: routing.Picker() for attr in routing.Bus.__mycelium_services__})
+    bus.emit(routing.A(1))
+    (service,) = (getattr(bus, attr) for attr in routing.Bus.__mycelium_services__)
+    assert service.n == expected
+
+
+FALLBACK_TO_NONE_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A
+
+try:
+    from shapes_app.fast import Picker
+except ImportError:
+    Picker = None
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Picker]
+"""
+
+
+def test_issue15_item7_an_except_branch_that_does_not_run_does_not_make_an_error(
+    tmp_path: Path, build: Build,
+) -> None:
+    modules = {"messages": messages_source(58201), "handlers": SHARED_BASE_HANDLERS,
+               "fast": FAST_HANDLERS, "routing": FALLBACK_TO_NONE_ROUTING}
+    routing = load_build(tmp_path, PACKAGE, modules, build)
+    bus = routing.Bus(picker=routing.Picker())
+    bus.emit(routing.A(2))
+    assert bus.picker.n == 200
+
+
+ALIAS_ROUTING = """
+from mycelium_mono import routing_config as rc
+from shapes_app.messages import A
+from shapes_app.handlers import Left
+
+
+@rc(inline=INLINE)
+class Bus:
+    A = [Left]
+"""
+
+
+def test_issue15_item7_routing_config_imported_under_another_name_is_rewritten_by_the_hook(
+    tmp_path: Path, build: Build,
+) -> None:
+    # load_build asserts the origin: "import hook" for the hook builds, not a silent fallback.
+    routing = load(tmp_path, build, SHARED_BASE_HANDLERS, ALIAS_ROUTING, 58211)
+    bus = routing.Bus(left=routing.Left())
+    bus.emit(routing.A(3))
+    assert bus.left.n == 3
+    assert inlined(routing.Bus) == ({"left"} if build.inline else set())

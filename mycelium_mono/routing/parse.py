@@ -62,34 +62,56 @@ class ParseResult:
     diagnostics: tuple[Diagnostic, ...]
 
 
-def is_routing_decorator(node: ast.expr) -> bool:
-    """``@routing_config``, ``@routing_config(...)``, ``@mycelium_mono.routing_config(...)``."""
+_DECLARING_MODULES = frozenset({"mycelium_mono", "mycelium_mono.routing",
+                                "mycelium_mono.routing.declare"})
+DEFAULT_NAMES = frozenset({DECORATOR})
+
+
+def decorator_names(tree: ast.Module) -> frozenset[str]:
+    """The names the module binds ``routing_config`` to: itself, and every ``import ... as``.
+
+    ``from mycelium_mono import routing_config as rc`` used to leave ``@rc`` classes to the
+    run-time build, silently (issue 15.7).
+    """
+    names = set(DEFAULT_NAMES)
+    for stmt in ast.walk(tree):
+        if isinstance(stmt, ast.ImportFrom) and stmt.module in _DECLARING_MODULES:
+            names.update(a.asname for a in stmt.names if a.name == DECORATOR and a.asname)
+    return frozenset(names)
+
+
+def is_routing_decorator(node: ast.expr, names: frozenset[str] = DEFAULT_NAMES) -> bool:
+    """``@routing_config``, ``@routing_config(...)``, ``@mycelium_mono.routing_config(...)``,
+    or one of ``names`` (the module's aliases, :func:`decorator_names`)."""
     target = node.func if isinstance(node, ast.Call) else node
     if isinstance(target, ast.Name):
-        return target.id == DECORATOR
+        return target.id in names
     return isinstance(target, ast.Attribute) and target.attr == DECORATOR
 
 
-def routing_decorator(node: ast.ClassDef) -> ast.expr | None:
-    return next((d for d in node.decorator_list if is_routing_decorator(d)), None)
+def routing_decorator(node: ast.ClassDef, names: frozenset[str] = DEFAULT_NAMES
+                      ) -> ast.expr | None:
+    return next((d for d in node.decorator_list if is_routing_decorator(d, names)), None)
 
 
 def parse_module(tree: ast.Module, filename: str) -> ParseResult:
     """Every top-level ``@routing_config`` class in ``tree``."""
     classes: list[RoutingClass] = []
     diagnostics: list[Diagnostic] = []
+    names = decorator_names(tree)
     for node in tree.body:
-        if isinstance(node, ast.ClassDef) and routing_decorator(node) is not None:
-            parsed, problems = parse_class(node, filename)
+        if isinstance(node, ast.ClassDef) and routing_decorator(node, names) is not None:
+            parsed, problems = parse_class(node, filename, names)
             classes.append(parsed)
             diagnostics.extend(problems)
     return ParseResult(tuple(classes), tuple(diagnostics))
 
 
-def parse_class(node: ast.ClassDef, filename: str) -> tuple[RoutingClass, list[Diagnostic]]:
+def parse_class(node: ast.ClassDef, filename: str, names: frozenset[str] = DEFAULT_NAMES
+                ) -> tuple[RoutingClass, list[Diagnostic]]:
     """One routing class; problems are collected, never raised."""
     problems: list[Diagnostic] = []
-    decorator = routing_decorator(node)
+    decorator = routing_decorator(node, names)
     inline = _inline_option(decorator, filename, problems) if decorator is not None else None
     for base in [*node.bases, *node.keywords]:
         problems.append(

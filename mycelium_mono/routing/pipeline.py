@@ -18,7 +18,12 @@ from mycelium_mono import __version__
 from mycelium_mono.routing.check import ResolvedTable, check_class
 from mycelium_mono.routing.errors import Diagnostic, RoutingError
 from mycelium_mono.routing.generate import CallNote, GeneratedClass, generate_class, support_import
-from mycelium_mono.routing.parse import RoutingClass, is_routing_decorator, parse_module
+from mycelium_mono.routing.parse import (
+    RoutingClass,
+    decorator_names,
+    is_routing_decorator,
+    parse_module,
+)
 from mycelium_mono.routing.resolve import Scope, StaticScope
 
 __all__ = [
@@ -179,12 +184,14 @@ def _splice(tree: ast.Module, generated: list[GeneratedClass]) -> None:
     """Replace each routing class by its generated class and import the support module."""
     # By line, not name: a second `class Bus` got the first one's table (issue 11.7).
     by_line = {g.lineno: g for g in generated}
+    names = decorator_names(tree)
     for index, node in enumerate(tree.body):
         if isinstance(node, ast.ClassDef) and node.lineno in by_line:
-            if not any(is_routing_decorator(d) for d in node.decorator_list):
+            if not any(is_routing_decorator(d, names) for d in node.decorator_list):
                 continue
             new = by_line[node.lineno].node
-            new.decorator_list = [d for d in node.decorator_list if not is_routing_decorator(d)]
+            new.decorator_list = [d for d in node.decorator_list
+                                  if not is_routing_decorator(d, names)]
             tree.body[index] = new
     position = _import_position(tree)
     prelude = [stmt for g in generated for stmt in g.prelude]

@@ -267,6 +267,9 @@ class StaticScope(Scope):
                     self.bindings[alias.asname or alias.name] = _Import(module, alias.name)
         elif isinstance(stmt, ast.ClassDef):
             self.bindings[stmt.name] = LocalClass(stmt)
+        elif isinstance(stmt, ast.Try) and (taken := self._import_guard_taken(stmt)) is not None:
+            for child in taken:
+                self._bind(child)
         elif isinstance(stmt, ast.If | ast.Try | ast.With):
             # `try: from fast import X / except ImportError: from slow import X`: the last
             # binding wins, as it would for the branch that usually runs last.
@@ -275,6 +278,31 @@ class StaticScope(Scope):
         else:
             for name in _bound_names(stmt):
                 self.bindings[name] = stmt
+
+    def _import_guard_taken(self, stmt: ast.Try) -> list[ast.stmt] | None:
+        """The statements Python will run for ``try: <imports> except ImportError: ...``.
+
+        The hook imports what the ``try`` imports (the module would a moment later) and binds
+        the branch that will run, as Python does: ``except ImportError: Handler = None`` after
+        a working import used to be read as "computed at run time" (E0002, issue 15.7). None
+        when the ``try`` does more than import, or does not catch ImportError.
+        """
+        if not (stmt.body and all(isinstance(s, ast.Import | ast.ImportFrom) for s in stmt.body)
+                and any(_catches_import_error(h) for h in stmt.handlers)):
+            return None
+        if all(self._would_import(s) for s in stmt.body):
+            return [*stmt.body, *stmt.orelse, *stmt.finalbody]
+        handler = next(h for h in stmt.handlers if _catches_import_error(h))
+        return [*handler.body, *stmt.finalbody]
+
+    def _would_import(self, stmt: ast.stmt) -> bool:
+        if isinstance(stmt, ast.Import):
+            return all(not isinstance(self._import(_Import(a.name, None)), Unresolved)
+                       for a in stmt.names)
+        assert isinstance(stmt, ast.ImportFrom)
+        module = self._absolute(stmt.module or "", stmt.level)
+        return all(not isinstance(self._import(_Import(module, None if a.name == "*" else a.name)),
+                                  Unresolved) for a in stmt.names)
 
     def _absolute(self, module: str, level: int) -> str:
         if level == 0:
@@ -461,6 +489,16 @@ class StaticScope(Scope):
     def _resolve_expr(self, node: ast.expr) -> Symbol:
         text = dotted_name(node)
         return Unresolved("not a name", "") if text is None else self.resolve(text)
+
+
+_IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    if handler.type is None:
+        return True
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(dotted_name(t) in _IMPORT_ERRORS for t in types)
 
 
 def _c3_merge(sequences: list[list[Any]]) -> list[Any] | None:

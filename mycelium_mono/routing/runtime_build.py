@@ -17,7 +17,13 @@ from typing import Any
 from mycelium_mono.routing.declare import Route
 from mycelium_mono.routing.errors import UNKNOWN_SPAN, Diagnostic, RoutingError
 from mycelium_mono.routing.generate import GeneratedClass, support_import
-from mycelium_mono.routing.parse import NameRef, RouteEntry, RoutingClass, parse_class
+from mycelium_mono.routing.parse import (
+    NameRef,
+    RouteEntry,
+    RoutingClass,
+    decorator_names,
+    parse_class,
+)
 from mycelium_mono.routing.pipeline import (
     RewriteOptions,
     build_tables,
@@ -94,7 +100,7 @@ def _parse_from_source(cls: type, line: int | None
     node = _class_statement(tree, cls, line)
     if node is None:
         return None
-    routing, problems = parse_class(node, filename)
+    routing, problems = parse_class(node, filename, decorator_names(tree))
     return routing, filename, source, problems
 
 
