@@ -406,3 +406,41 @@ def test_issue15_item7_routing_config_imported_under_another_name_is_rewritten_b
     bus.emit(routing.A(3))
     assert bus.left.n == 3
     assert inlined(routing.Bus) == ({"left"} if build.inline else set())
+
+
+DOCTOR_FACTORY = """
+from shapes_app.handlers import Left, Middle, Right
+from shapes_app.routing import Bus
+
+
+class Special(Left):
+    pass
+
+
+def make_bus():
+    return Bus(left=Special(), middle=Middle(), right=Right())
+"""
+
+
+def test_doctor_names_why_a_constructed_bus_takes_the_call_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from helpers_shapes import write_package
+
+    from mycelium_mono.cli.doctor import diagnose
+    from mycelium_mono.cli.target import find_target
+
+    routing = SHARED_BASE_ROUTING.replace("INLINE", "True")
+    write_package(tmp_path, PACKAGE, {"messages": messages_source(58221),
+                                      "handlers": SHARED_BASE_HANDLERS, "routing": routing,
+                                      "factory": DOCTOR_FACTORY})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    forget_modules(PACKAGE)
+    checks = diagnose(find_target(f"{PACKAGE}.routing"), factory=f"{PACKAGE}.factory:make_bus")
+    (inlining,) = [c for c in checks if c.name == "inlining"]
+    assert inlining.detail.splitlines() == [
+        "3 handler calls: 3 inlined, 0 straight-line calls",
+        "Bus(...) calls every handler instead: left is a Special, not exactly Left: its "
+        "methods are called",
+    ]
+    assert inlining.verdict.value == "warn"

@@ -70,7 +70,7 @@ def diagnose(target: Target, *, hook: HookMode = HookMode.INSTALL,
     built = construct(buses, factory)
     checks += [check for _, check in built]
     checks += environment_checks()
-    checks.append(inlining_check(target))
+    checks.append(inlining_check(target, buses, built))
     checks += timing_checks(built, tables)
     return checks
 

@@ -11,7 +11,9 @@ from mycelium_mono.cli.target import Target
 from mycelium_mono.monolith import GeneratedBus
 from mycelium_mono.routing.cache import CacheEntry, CacheKey, cache_path, read_cache
 from mycelium_mono.routing.check import ResolvedTable
+from mycelium_mono.routing.generate import CallNote
 from mycelium_mono.routing.hook import import_records
+from mycelium_mono.routing.inline import guard_failures
 from mycelium_mono.routing.pipeline import RewriteOptions, rewrite_module
 
 __all__ = ["cache_check", "environment_checks", "inlining_check", "origin_checks", "timing_checks"]
@@ -133,9 +135,18 @@ def _breakpoint_check() -> Check | None:
                  f"{value or 'pdb'}", "set PYTHONBREAKPOINT=0 when measuring")
 
 
-def inlining_check(target: Target) -> Check:
-    """How many handler calls are inlined, and why the others are not."""
-    notes = rewrite_module(target.source, target.filename, target.module_name).notes
+def inlining_check(target: Target, buses: list[type[GeneratedBus]] | None = None,
+                   built: list[tuple[GeneratedBus | None, Check]] | None = None) -> Check:
+    """How many handler calls are inlined, and why the others are not.
+
+    The decisions are read from the imported bus classes (``__mycelium_notes__``: what the
+    build that ran decided), and each constructed bus says whether its inline guard lets it
+    take the inlined path (a subclass instance or a patched method does not): issue 11.
+    """
+    if buses:
+        notes = [CallNote(*note) for cls in buses for note in cls.__mycelium_notes__]
+    else:
+        notes = list(rewrite_module(target.source, target.filename, target.module_name).notes)
     inlined = [n for n in notes if n.mode == "inlined"]
     reasons: dict[str, int] = {}
     for note in notes:
@@ -145,8 +156,15 @@ def inlining_check(target: Target) -> Check:
     detail = (f"{len(notes)} handler call{plural(len(notes))}: {len(inlined)} inlined, "
               f"{len(notes) - len(inlined)} straight-line call{plural(len(notes) - len(inlined))}"
               + (f" ({why})" if why else ""))
+    refused = [f"{type(bus).__name__}(...) calls every handler instead: "
+               + "; ".join(guard_failures(bus))
+               for bus, _ in built or () if bus is not None and guard_failures(bus)]
     fix = ("@routing_config(inline=True) inlines handler bodies where that is safe; "
            "`mycelium-mono show` prints each decision" if "inline=False" in reasons else None)
+    if refused:
+        return Check(PERFORMANCE, "inlining", Verdict.WARN, "\n".join([detail, *refused]),
+                     "construct the bus with instances of exactly the routed classes, and "
+                     "patch methods before building it")
     return Check(PERFORMANCE, "inlining", Verdict.INFO, detail, fix)
 
 

@@ -630,7 +630,7 @@ def guard_failures(bus: Any) -> list[str]:
     """Why ``bus`` cannot take its inlined path right now (empty: it can)."""
     problems = []
     cls = type(bus)
-    for attr, method, filename, firstlineno, crc in cls.__mycelium_inlined__:
+    for attr, method, filename, firstlineno, crc in getattr(cls, "__mycelium_inlined__", ()):
         routed = cls.__mycelium_services__[attr]
         service = getattr(bus, attr, None)
         if type(service) is not routed:
