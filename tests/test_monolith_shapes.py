@@ -6,6 +6,7 @@ hook or run time, ``inline=True``/``False``, see ``helpers_shapes``).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +436,9 @@ def test_doctor_names_why_a_constructed_bus_takes_the_call_path(
                                       "handlers": SHARED_BASE_HANDLERS, "routing": routing,
                                       "factory": DOCTOR_FACTORY})
     monkeypatch.syspath_prepend(str(tmp_path))
+    # doctor installs the hook for the package, as its command does; this test takes it out
+    # again with its own copy of the finder list.
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
     forget_modules(PACKAGE)
     checks = diagnose(find_target(f"{PACKAGE}.routing"), factory=f"{PACKAGE}.factory:make_bus")
     (inlining,) = [c for c in checks if c.name == "inlining"]
@@ -444,3 +448,65 @@ def test_doctor_names_why_a_constructed_bus_takes_the_call_path(
         "methods are called",
     ]
     assert inlining.verdict.value == "warn"
+
+
+RAISING_HANDLERS = """
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A
+
+
+class Counter(MessageHandler[A]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += 1
+        if msg.value == 3:
+            raise ValueError("three")
+
+
+class Left(Counter):
+    pass
+
+
+class Middle(Counter):
+    pass
+"""
+
+RAISING_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import Left, Middle
+
+
+@routing_config(inline=True)
+class Bus:
+    A = [Left, Middle]
+"""
+
+
+@pytest.mark.parametrize("path", ["hook", "runtime"])
+def test_item6_inlined_code_is_positioned_on_the_routing_line_under_the_handler_name(
+    tmp_path: Path, path: str,
+) -> None:
+    import traceback
+
+    build = Build(path, True)
+    routing = load(tmp_path, build, RAISING_HANDLERS, RAISING_ROUTING, 58231)
+    bus = routing.Bus(**services_of(routing.Bus))
+    with pytest.raises(ExceptionGroup) as info:
+        bus.emit_a(routing.A(3))
+    first, second = info.value.exceptions
+    frame = traceback.extract_tb(first.__traceback__)[-1]
+    source = Path(routing.__file__).read_text().splitlines()
+    table_line = next(n for n, line in enumerate(source, 1) if "A = [Left, Middle]" in line)
+    assert (frame.name, frame.lineno, frame.end_lineno) == ("emit_a", table_line, table_line)
+    assert source[table_line - 1][frame.colno:frame.end_colno] == "Left"
+    raising = Path(routing.__file__).with_name("handlers.py").read_text().splitlines()
+    raise_line = next(n for n, line in enumerate(raising, 1) if "raise ValueError" in line)
+    assert f"handlers.py:{raise_line}: raise ValueError(\"three\")" in first.__notes__[0]
+    assert second.__notes__ == ["raised in Bus by middle.handle"]  # called by _failed_at
+    ends = [end for name in ("emit_a", "_emit_a_calls")
+            for _, end, _, _ in getattr(routing.Bus, name).__code__.co_positions()
+            if end is not None]
+    assert max(ends) <= len(source)

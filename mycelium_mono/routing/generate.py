@@ -48,6 +48,7 @@ import ast
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import CodeType
 
 from mycelium_mono.routing.check import HandlerCall, ResolvedRoute, ResolvedTable
 from mycelium_mono.routing.errors import Span
@@ -55,6 +56,7 @@ from mycelium_mono.routing.inline import (
     BUILTINS_ALIAS,
     InlinedBody,
     NotInlined,
+    code_crc_of,
     inline_source,
     module_alias,
 )
@@ -320,8 +322,9 @@ def _emit_method(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...]
         _drop_single_use_aliases(fn)
     _place(fn, route.span)
     _place_handlers(fn, calls)
-    for index, origins in spliced.items():
-        _encode_origins(origins, calls[index].ref.span)
+    if spliced:
+        _locate_origins(fn, [(origins, calls[index].ref.span) for index, origins
+                             in spliced.items()])
     return fn
 
 
@@ -378,7 +381,7 @@ def _splice_bodies(fn: ast.FunctionDef | ast.AsyncFunctionDef,
     marker, and keying by it once put the last handler's body into every block (issue 11.1).
 
     Returns, per handler index, the spliced statements with their original lines, which
-    :func:`_encode_origins` turns into positions a failure can be traced back with.
+    :func:`_locate_origins` turns into positions a failure can be traced back with.
     """
     spliced: dict[int, _Origins] = {}
     tries = [node for node in fn.body if isinstance(node, ast.Try)]
@@ -457,37 +460,93 @@ class _Origins:
         return cls(node, tuple(found), tuple(lines), body)
 
 
-def _pass_origins(origins: _Origins, span: Span) -> None:
-    """The ``except`` hands the table of original lines to ``_mycelium_inline.located``."""
+def _locate_origins(fn: ast.FunctionDef | ast.AsyncFunctionDef,
+                    blocks: list[tuple[_Origins, Span]]) -> None:
+    """Let a failure in inlined code name the handler's own line, with clean positions.
+
+    Every inlined node carries the position of its handler's name in the routing table, so a
+    traceback shows that line with the caret under the handler. Which inlined statement
+    raised is told by the instruction that raised: a copy of the method is compiled with the
+    k-th inlined statement's *end line* set to ``routing line + 1 + k`` (unique across the
+    method's blocks), and its ``co_positions`` give, per instruction, the statement and so
+    the handler line. Those runs go to ``_mycelium_inline.located`` with a digest of the
+    bytecode they were read from. The method itself keeps plain positions: carrying the
+    encoding in the real code put end lines past the routing file's last line and made
+    tracebacks underline to the end of the line (issue 11.6).
+    """
+    base = 0
+    encoded: list[tuple[_Origins, Span, int]] = []
+    for number, (origins, span) in enumerate(blocks):
+        _place_statements(origins, span, base)
+        # A distinct placeholder per block: constants are deduplicated, and the copy must
+        # number its constants as the real method will.
+        _set_origin_table(origins, span, ("block", number))
+        encoded.append((origins, span, base))
+        base += len(origins.lines)
+    code = _compiled_alone(fn, {m for origins, _ in blocks for m in origins.body.modules})
+    positions = list(code.co_positions())
+    for origins, span, first in encoded:
+        runs = _runs(positions, span.lineno + 1 + first, origins.lines)
+        body = origins.body
+        _set_origin_table(origins, span, (body.filename, body.qualname, body.firstlineno,
+                                          code_crc_of(code), runs))
+        _place_statements(origins, span, None)
+
+
+def _compiled_alone(fn: ast.FunctionDef | ast.AsyncFunctionDef, modules: set[str]
+                    ) -> CodeType:
+    """``fn`` compiled as the module will compile it. The aliases it reads are imported first:
+    the compiler emits a different (shorter) call for ``alias.f(...)`` when ``alias`` is bound
+    by an import, and the instruction offsets must be those of the real method."""
+    imports = [f"import {m} as {module_alias(m)}" for m in sorted(modules)]
+    imports += [f"import mycelium_mono.monolith as {SUPPORT}",
+                f"import mycelium_mono.routing.inline as {INLINE_SUPPORT}",
+                f"import builtins as {BUILTINS_ALIAS}"]
+    module = ast.Module(body=[*ast.parse("\n".join(imports)).body, copy.deepcopy(fn)],
+                        type_ignores=[])
+    compiled = compile(ast.fix_missing_locations(module), "<mycelium-mono positions>", "exec",
+                       dont_inherit=True)
+    return next(c for c in compiled.co_consts if isinstance(c, CodeType))
+
+
+def _runs(positions: list[tuple[int | None, int | None, int | None, int | None]], first: int,
+          lines: tuple[int, ...]) -> tuple[tuple[int, int, int], ...]:
+    """``(first instruction, end instruction, handler line)`` for each run of instructions
+    whose encoded end line names one of this block's statements."""
+    runs: list[list[int]] = []
+    for index, (_, end, _, _) in enumerate(positions):
+        k = -1 if end is None else end - first
+        if not 0 <= k < len(lines):
+            continue
+        if runs and runs[-1][1] == index and runs[-1][2] == lines[k]:
+            runs[-1][1] = index + 1
+        else:
+            runs.append([index, index + 1, lines[k]])
+    return tuple((a, b, line) for a, b, line in runs)
+
+
+def _set_origin_table(origins: _Origins, span: Span, table: tuple[object, ...]) -> None:
+    """The ``except`` hands ``table`` to ``_mycelium_inline.located``."""
     call = origins.node.handlers[0].body[0].value  # type: ignore[attr-defined]
     if isinstance(origins.node.handlers[0].body[0], ast.Return):
         call = call.args[-1]  # return self._failed_at(..., _mycelium_inline.located(...))
-    body = origins.body
-    table = (body.filename, body.qualname, body.firstlineno, span.lineno, origins.lines)
     call.args[-1] = ast.parse(repr(table), mode="eval").body
     _place(call.args[-1], span)
 
 
-def _encode_origins(origins: _Origins, span: Span) -> None:
-    """Give the k-th inlined statement the end line ``span.lineno + 1 + k``.
-
-    Every inlined statement keeps the routing line (a traceback shows the table line, caret
-    from the handler's name on), but the end line carries its index: on a failure,
-    ``_mycelium_inline.located`` reads the raising instruction's position and names the
-    handler's own file, line and text. Debuggers and coverage read start lines only.
-    """
+def _place_statements(origins: _Origins, span: Span, base: int | None) -> None:
+    """Every inlined node at the handler's name; with ``base``, statement k's end line is
+    ``span.lineno + 1 + base + k`` (the encoding :func:`_locate_origins` reads)."""
     for k, statement in enumerate(origins.statements):
-        encoded = Span(span.lineno, span.col_offset, span.lineno + 1 + k, span.end_col_offset)
+        where = span if base is None else Span(span.lineno, span.col_offset,
+                                               span.lineno + 1 + base + k, span.end_col_offset)
         nodes = list(_own_nodes(statement))
         # For `obj.method(...)` 3.11 starts the call's location at the attribute's *end*
-        # line when the attribute spans lines: the frame would show no source line at all.
-        # The attribute keeps the plain routing position; the call still carries `k`.
+        # line when the attribute spans lines: the attribute keeps the plain position.
         methods = {id(n.func) for n in nodes if isinstance(n, ast.Call)
                    and isinstance(n.func, ast.Attribute)}
         for node in nodes:
-            if id(node) not in methods:
-                _place(node, encoded, shallow=True)
-    _pass_origins(origins, span)
+            _place(node, span if id(node) in methods else where, shallow=True)
 
 
 def _own_nodes(statement: ast.stmt) -> Iterator[ast.AST]:

@@ -57,6 +57,7 @@ __all__ = [
     "MethodSource",
     "NotInlined",
     "code_crc",
+    "code_crc_of",
     "guard",
     "guard_failures",
     "inline_method",
@@ -663,34 +664,37 @@ def recheck(bus: Any) -> None:
     object.__setattr__(bus, "_mycelium_inline_ok", guard(bus))
 
 
-def located(exc: Exception, origin: tuple[str, str, int, int, tuple[int, ...]]) -> Exception:
+def code_crc_of(code: types.CodeType) -> int:
+    """A digest of the bytecode alone (the instruction offsets ``located`` relies on)."""
+    return zlib.crc32(code.co_code)
+
+
+def located(exc: Exception,
+            origin: tuple[str, str, int, int, tuple[tuple[int, int, int], ...]]) -> Exception:
     """Note on ``exc`` where in the handler's own file the inlined statement that raised is.
 
     The traceback's frame shows the routing table's line (the code object belongs to the
-    routing module); the note names the handler's file, line and source text.
+    routing module); the note names the handler's file, line and source text. ``origin`` is
+    ``(file, qualname, first line, bytecode digest, runs)``, the runs mapping instruction
+    indexes of the emit method to handler lines (see ``generate._locate_origins``).
     """
-    filename, qualname, firstlineno, routing_line, lines = origin
-    line = _raising_line(exc, routing_line, lines) or firstlineno
+    filename, qualname, firstlineno, digest, runs = origin
+    line = _raising_line(exc, digest, runs) or firstlineno
     text = linecache.getline(filename, line).strip()
     exc.add_note(f"inlined {qualname} raised at {filename}:{line}: {text}\n"
                  "(build the bus with inline=False to see the handler's own frame)")
     return exc
 
 
-def _raising_line(exc: Exception, routing_line: int, lines: tuple[int, ...]) -> int | None:
-    """The handler line of the inlined statement that raised: the generator stored statement
-    ``k``'s index in its instructions' end line (``routing_line + 1 + k``). Only the end line
-    is read: for a method call 3.11 moves the start line to the attribute's end line."""
+def _raising_line(exc: Exception, digest: int, runs: tuple[tuple[int, int, int], ...]
+                  ) -> int | None:
+    """The handler line of the instruction that raised, if the emit's bytecode is the one the
+    runs were read from (code compiled from the generated *text* is not: its lines differ)."""
     tb = exc.__traceback__
     if tb is None:
         return None
     code = tb.tb_frame.f_code
-    if code.co_filename.startswith("<"):
-        return None  # compiled from the generated text: positions are that text's own
-    positions = list(code.co_positions())
-    index = tb.tb_lasti // 2
-    if not 0 <= index < len(positions):
+    if code.co_filename.startswith("<") or code_crc_of(code) != digest:
         return None
-    end = positions[index][1]
-    k = -1 if end is None else end - routing_line - 1
-    return lines[k] if 0 <= k < len(lines) else None
+    index = tb.tb_lasti // 2
+    return next((line for first, end, line in runs if first <= index < end), None)
