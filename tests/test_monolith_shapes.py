@@ -510,3 +510,29 @@ def test_item6_inlined_code_is_positioned_on_the_routing_line_under_the_handler_
             for _, end, _, _ in getattr(routing.Bus, name).__code__.co_positions()
             if end is not None]
     assert max(ends) <= len(source)
+
+
+UNMARKED_OVERRIDE_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A, B
+from shapes_app.handlers import Both
+
+
+class Quiet(Both):
+    def on_either(self, msg):
+        self.seen.append("quiet")
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Quiet]
+"""
+
+
+def test_an_unmarked_override_hides_the_inherited_handles_on_both_paths(
+    tmp_path: Path, build: Build,
+) -> None:
+    from mycelium_mono import RoutingError
+
+    with pytest.raises(RoutingError, match="Quiet does not handle A"):
+        load(tmp_path, build, STACKED_HANDLERS, UNMARKED_OVERRIDE_ROUTING, 58241)

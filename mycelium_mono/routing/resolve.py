@@ -443,6 +443,10 @@ class StaticScope(Scope):
             if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             is_async = isinstance(stmt, ast.AsyncFunctionDef)
+            # An override hides the marks of the method it replaces, as `handled_messages`
+            # sees it (the class's own, unmarked `on_a` is what `getattr` finds).
+            found = {key: (name, m) for key, (name, m) in found.items()
+                     if m.method != stmt.name or (generic is not None and key == generic.key)}
             if stmt.name == "handle" and generic is not None:
                 found[generic.key] = (generic.name, MethodInfo("handle", is_async))
             for info in self._handles_targets(stmt):
