@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 # Defined before the imports below: the routing pipeline reads it while they run.
 __version__ = "0.1.0"
 
-from mycelium_mono.handlers import MessageHandler, NotAttachedError, handles
+from mycelium_mono.handlers import HandlerOwnedError, MessageHandler, NotAttachedError, handles
 from mycelium_mono.messages import (
     F32,
     F64,
@@ -102,6 +102,7 @@ __all__ = [
     "Bool",
     "Bytes",
     "Bytes32",
+    "HandlerOwnedError",
     "ImportHookManager",
     "LatencyTracker",
     "MessageBus",

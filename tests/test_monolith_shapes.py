@@ -219,7 +219,7 @@ class Bus:
 def test_item4_one_handler_instance_given_to_a_second_bus_is_refused_naming_both(
     tmp_path: Path, build: Build,
 ) -> None:
-    from mycelium_mono.handlers import HandlerOwnedError
+    from mycelium_mono import HandlerOwnedError
 
     routing = load(tmp_path, build, EMITTING_HANDLERS, EMITTING_ROUTING, 58141)
     shared = routing.Forward()
@@ -248,8 +248,7 @@ def test_item4_a_bus_handler_spawned_on_a_service_runtime_is_refused(
 ) -> None:
     import asyncio
 
-    from mycelium_mono import MessageBus, ServiceRuntime
-    from mycelium_mono.handlers import HandlerOwnedError
+    from mycelium_mono import HandlerOwnedError, MessageBus, ServiceRuntime
 
     routing = load(tmp_path, build, EMITTING_HANDLERS, EMITTING_ROUTING, 58161)
     bus = routing.Bus(forward=routing.Forward(), sink=routing.Sink())
