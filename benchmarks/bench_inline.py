@@ -151,27 +151,25 @@ def test_subclasses_hand_written(benchmark: Any, subclass_handlers: Any) -> None
             SUBCLASS_HAND_WRITTEN, reference=True)
 
 
-@pytest.mark.benchmark(group=SUBCLASS_GROUP)
-def test_subclasses_inlined(benchmark: Any, subclass_handlers: Any) -> None:
-    bus = SubclassInlineBus(*subclass_handlers)
+def _time_inlined_subclasses(benchmark: Any, bus_cls: Any, handlers: Any, label: str) -> None:
+    bus = bus_cls(*handlers)
     assert bus._mycelium_inline_ok, "the inlined path must be the one timed"
-    inlined = len(SubclassInlineBus.__mycelium_inlined__)
-    measure(benchmark, emit_each(bus.emit_bench_swap), subclass_handlers,
-            "inline=True, subclasses from a handler module",
+    inlined = len(bus_cls.__mycelium_inlined__)
+    measure(benchmark, emit_each(bus.emit_bench_swap), handlers, label,
             note=f"{inlined}/3 handler bodies inlined",
             bar={"vs": SUBCLASS_HAND_WRITTEN, "at_most": 0.8})
+
+
+@pytest.mark.benchmark(group=SUBCLASS_GROUP)
+def test_subclasses_inlined(benchmark: Any, subclass_handlers: Any) -> None:
+    _time_inlined_subclasses(benchmark, SubclassInlineBus, subclass_handlers,
+                             "inline=True, subclasses from a handler module")
 
 
 @pytest.mark.benchmark(group=SUBCLASS_GROUP)
 def test_subclasses_in_the_routing_module_inlined(benchmark: Any) -> None:
-    handlers = LocalLeft(), LocalMiddle(), LocalRight()
-    bus = LocalSubclassBus(*handlers)
-    assert bus._mycelium_inline_ok, "the inlined path must be the one timed"
-    inlined = len(LocalSubclassBus.__mycelium_inlined__)
-    measure(benchmark, emit_each(bus.emit_bench_swap), handlers,
-            "inline=True, subclasses in the routing module",
-            note=f"{inlined}/3 handler bodies inlined",
-            bar={"vs": SUBCLASS_HAND_WRITTEN, "at_most": 0.8})
+    _time_inlined_subclasses(benchmark, LocalSubclassBus, (LocalLeft(), LocalMiddle(),
+                             LocalRight()), "inline=True, subclasses in the routing module")
 
 
 @pytest.mark.benchmark(group=SUBCLASS_GROUP)
