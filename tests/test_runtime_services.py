@@ -237,7 +237,7 @@ async def test_shutdown_drains_everything_queued_through_a_pipeline_under_block(
     await runtime.spawn_service(Matcher())
     pub = runtime.bus.publisher(Order)
     for i in range(1000):
-        pub.publish_nowait(Order(order_id=i, qty=1))  # far past the bound: overfilled
+        await pub.publish(Order(order_id=i, qty=1))  # far past the bound: waits for space
     await runtime.shutdown(timeout=30)
     assert counter.count == 1000
     assert runtime.bus.stats.dropped == 0

@@ -72,11 +72,12 @@ class ServiceContext:
     def emit_nowait(self, msg: Any) -> None:
         """Publish without waiting; this is what a handler's sync ``self.emit`` calls.
 
-        Under "block" a full downstream queue takes the message past its bound (counted
-        as ``overfilled``) rather than dropping it: sync code cannot await, scheduling the
-        await as a task per message would cost ~3.7 µs each and could reorder messages,
-        and "block" promises nothing is lost. The runtime restores back-pressure after
-        each batch by awaiting :meth:`wait_for_space`.
+        Under "block" a full downstream queue raises :class:`QueueFullError` (nothing is
+        queued): sync code cannot await, a task per message would cost ~3.7 µs each and
+        could reorder messages, and overfilling would break the bound (issue 12). The
+        handler's message then counts as failed (a JetStream message is redelivered). The
+        runtime keeps this rare by awaiting :meth:`wait_for_space` after each batch; a
+        handler that emits in bursts should be async and ``await ctx.emit(msg)``.
         """
         self._publisher(type(msg)).publish_nowait(msg)
 
@@ -315,6 +316,8 @@ class ServiceRuntime:
                     else:
                         method(msg)
                 except Exception as exc:
+                    # Settled as failed: an acknowledging transport redelivers it (issue 12).
+                    sub.settle(msg, exc)
                     running.errors += 1
                     logger.error(
                         "service %s: %s.%s raised on %r",
@@ -324,6 +327,9 @@ class ServiceRuntime:
                         msg,
                         exc_info=exc,
                     )
+                else:
+                    # Acknowledged only now that the handler returned (issue 12).
+                    sub.settle(msg)
                 running.handled += 1
             await ctx.wait_for_space()
 
