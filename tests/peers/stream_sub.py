@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from peers.common import add_transport_args, make_transport, say, stats_dict, wait_for
+from peers.inlet import CallInlet
 from peers.messages import Tick
 
 
@@ -74,7 +75,7 @@ async def main() -> None:
     args = parser.parse_args()
     tally = Tally(args)
     transport = make_transport(args)
-    await transport.start(tally.deliver)
+    await transport.start(CallInlet(tally.deliver))
     transport.subscribe(Tick)
     for address in args.connect:
         await transport.connect_to(address)
