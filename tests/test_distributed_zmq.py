@@ -192,6 +192,23 @@ async def test_a_peer_with_a_different_layout_is_refused_at_connect_and_per_mess
         await t.close()
 
 
+async def test_a_peer_with_the_same_layout_under_another_topic_is_refused_at_ready(
+    peers: Peers,
+) -> None:
+    pub = peers.spawn("mismatched_pub", "--engine", "zmq", "--differ", "topic")
+    address = await pub.aexpect("READY")
+    t = ZmqTransport("127.0.0.1:0")
+    await t.start(ListInlet())
+    try:
+        t.subscribe(Tick)
+        await t.connect_to(address)
+        with pytest.raises(WireMismatchError, match=r"4001[\s\S]*topic"):
+            await t.ready(timeout=30)
+    finally:
+        pub.stop()
+        await t.close()
+
+
 async def test_three_process_chain_gives_the_in_process_result(peers: Peers) -> None:
     count = 2000
     ports = {role: free_port() for role in ("adapter", "strategy", "execution")}
