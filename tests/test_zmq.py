@@ -345,3 +345,47 @@ def test_oversize_and_header_only_frames_are_dropped_at_a_live_socket(
     target.throw([PREFIX + b"\0" * 70_000, header_only, PREFIX])
     assert target.t.stats.dropped_malformed == 3
     assert target.got == []
+
+
+async def test_a_full_block_subscriber_stops_reading_and_the_publisher_waits() -> None:
+    pub = ZmqTransport("127.0.0.1:0", hwm=200)
+    await pub.start(ListInlet())
+    bus = MessageBus(ZmqTransport("127.0.0.1:0", hwm=200))
+    sub = bus.subscribe(Tick, maxsize=100, policy="block")
+    await bus.start()
+    await bus.connect_to(pub.address)
+    await bus.ready()
+    sent = 0
+    try:
+        with pytest.raises(TimeoutError):  # lossless: the publisher is held, not dropping
+            async with asyncio.timeout(3):
+                for seq in range(1, 100_001):
+                    await pub.publish(tick(seq))
+                    sent = seq
+        assert sent < 100_000, "nothing pushed back on the publisher"
+        assert len(sub) == 100, "the subscriber's queue went past (or never reached) maxsize"
+        assert bus.transport.stats.extra["backpressure_waits"] >= 1
+        got = []
+        async with asyncio.timeout(30):
+            while len(got) < sent:
+                got.extend(m.seq for m in await sub.recv_batch())
+                assert sub.stats.high_water <= 100
+        assert got[:sent] == list(range(1, sent + 1))
+        assert pub.stats.dropped_overflow == 0
+    finally:
+        await pub.close()
+        await bus.close()
+
+
+def test_a_replayed_and_an_out_of_range_frame_are_counted_and_delivered_once(
+    live_target: LiveTarget,
+) -> None:
+    target = live_target
+    out = Outbound(publisher=77)
+    frames = [out.frame(tick(s)) for s in (1, 2, 3)]
+    wild = PREFIX + HEADER.pack(b"MY", 1, 0, Tick.TYPE_ID, TICK_FP, 77, 10**12)
+    wild += tick(99).to_bytes()
+    target.throw([*frames, frames[0], wild, out.frame(tick(4)), out.frame(tick(5))])
+    assert [m.seq for m in target.got] == [1, 2, 3, 4, 5]
+    extra = target.t.stats.extra
+    assert extra["duplicates"] == 1 and extra["sequence_out_of_range"] == 1

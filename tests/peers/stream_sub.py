@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from mycelium_mono import MessageBus
-
 from peers.common import add_transport_args, make_transport, say, stats_dict, wait_for
 from peers.inlet import CallInlet
 from peers.messages import Tick

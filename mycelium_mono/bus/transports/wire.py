@@ -357,9 +357,14 @@ class Inbound:
 
     def accept(self, decoded: Decoded) -> bool:
         """True if ``decoded`` is new and in sequence enough to deliver (not a duplicate)."""
-        ok = self.tracker.observe(decoded.publisher, decoded.type_id, decoded.sequence)
+        tracker = self.tracker
+        ok = tracker.observe(decoded.publisher, decoded.type_id, decoded.sequence)
         if not ok:
-            self.count("duplicates")
+            extra = self.stats.extra
+            if tracker.out_of_range != extra.get("sequence_out_of_range", 0):
+                extra["sequence_out_of_range"] = tracker.out_of_range
+            else:
+                self.count("duplicates")
         return ok
 
     def sync_stats(self) -> None:
