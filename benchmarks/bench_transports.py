@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 
 from mycelium_mono import F64, U64, Bytes32, MessageBus, message
-from mycelium_mono.bus.transports.base import Settle, Transport
+from mycelium_mono.bus.transports.base import CallbackInlet, Transport
 from mycelium_mono.bus.transports.nats import NatsTransport
 from mycelium_mono.bus.transports.wire import Outbound, wire_type
 from mycelium_mono.bus.transports.zmq import ZmqTransport
@@ -68,20 +68,7 @@ class Pong:
     pad: Bytes32
 
 
-class Calls:
-    """The inlet of a bare transport: calls ``fn`` with each message, settles it at once."""
-
-    def __init__(self, fn: Callable[[Any], None]) -> None:
-        self.fn = fn
-
-    def offer(self, msg: Any, settle: Settle | None = None) -> bool:
-        self.fn(msg)
-        if settle is not None:
-            settle(None)
-        return True
-
-    async def space(self, message_type: type[Any]) -> None:
-        return None
+Calls = CallbackInlet
 
 
 def ignore(msg: Any) -> None:

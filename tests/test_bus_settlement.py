@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mycelium_mono import U64, MessageBus, MessageHandler, ServiceRuntime, message
-from mycelium_mono.bus.transports.base import Inlet, Transport, TransportStats
+from mycelium_mono.bus.transports.base import Inlet, NullTransport
 
 
 @message(type_id=5121, topic="settle_test")
@@ -22,27 +22,15 @@ class Job:
     n: U64
 
 
-class PeerStub(Transport):
+class PeerStub(NullTransport):
     """Hands the bus whatever a test offers "from a peer"; sends nothing anywhere."""
 
     def __init__(self) -> None:
-        self.stats = TransportStats()
+        super().__init__()
         self.inlet: Inlet | None = None
 
     async def start(self, inlet: Inlet) -> None:
         self.inlet = inlet
-
-    async def publish(self, msg: Any) -> None:
-        return None
-
-    def publish_nowait(self, msg: Any) -> None:
-        return None
-
-    def subscribe(self, message_type: type[Any]) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
 
 class Outcomes:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Inlet", "NullTransport", "Settle", "Transport", "TransportStats"]
+__all__ = ["CallbackInlet", "Inlet", "NullTransport", "Settle", "Transport", "TransportStats"]
 
 Settle = Callable[[BaseException | None], None]
 """Called once when every local subscriber finished with a message: ``None`` if all were
@@ -52,6 +52,26 @@ class Inlet(Protocol):
     async def space(self, message_type: type[Any]) -> None:
         """Wait until every ``"block"`` subscriber of ``message_type`` has room (or closed)."""
         ...
+
+
+class CallbackInlet:
+    """An inlet for a transport driven without a bus: calls ``fn`` with each message.
+
+    Every offer is taken and settled as done at once (a JetStream message is acked as soon
+    as ``fn`` returned); for tools, benchmarks and tests of a transport alone.
+    """
+
+    def __init__(self, fn: Callable[[Any], object]) -> None:
+        self.fn = fn
+
+    def offer(self, msg: Any, settle: Settle | None = None) -> bool:
+        self.fn(msg)
+        if settle is not None:
+            settle(None)
+        return True
+
+    async def space(self, message_type: type[Any]) -> None:
+        return None
 
 
 @dataclass
