@@ -43,8 +43,8 @@ async def main() -> None:
     fd = os.open(args.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     recorder = Recorder(fd, args.slow_ms / 1000)
     bus = MessageBus.with_nats(
-        args.url, jetstream=True, stream=args.stream, name=args.name,
-        ack_wait_s=2.0, fetch_batch=64, max_ack_pending=256,
+        args.url, jetstream=True, stream=args.stream, durable=args.name,
+        ack_wait_s=2.0, fetch_batch=64,
     )  # fmt: skip
     if args.mode == "handler":
         runtime = ServiceRuntime(bus, maxsize=args.maxsize)

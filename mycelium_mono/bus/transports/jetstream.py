@@ -239,6 +239,8 @@ class PullConsumer:
             while not closing() and not self.stopped_for_mismatch:
                 msgs = await self._fetch()
                 for m in msgs:
+                    if self.stopped_for_mismatch:
+                        break  # the rest of the batch stays unacked, redelivered later
                     await self._take(m)
                 self.inbound.sync_stats()
         finally:

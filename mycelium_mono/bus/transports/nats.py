@@ -58,6 +58,7 @@ from mycelium_mono.bus.transports.wire import (
     Dropped,
     Inbound,
     Outbound,
+    WireMismatchError,
     WireType,
     decode_body,
     wire_type,
@@ -307,6 +308,9 @@ class NatsTransport(Transport):
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+        if any(c.stopped_for_mismatch for c in self.consumers):
+            found = next(iter(self._in.mismatches.values()))
+            raise WireMismatchError(found.describe())
         # A PING/PONG round trip: the server has processed every SUB sent before it.
         await nc.flush()
 
