@@ -13,7 +13,7 @@ from peers.harness import free_port, until
 from peers.inlet import ListInlet
 from peers.messages import Fill, Quote, Tick, tick
 
-from mycelium_mono.bus import MessageBus
+from mycelium_mono.bus import MessageBus, QueueFullError
 from mycelium_mono.bus.transports.wire import HEADER, Outbound, wire_type
 from mycelium_mono.bus.transports.zmq import (
     CurveConfig,
@@ -389,3 +389,27 @@ def test_a_replayed_and_an_out_of_range_frame_are_counted_and_delivered_once(
     assert [m.seq for m in target.got] == [1, 2, 3, 4, 5]
     extra = target.t.stats.extra
     assert extra["duplicates"] == 1 and extra["sequence_out_of_range"] == 1
+
+
+async def test_publish_nowait_through_a_bus_refuses_once_the_lossless_backlog_is_full() -> None:
+    bus = MessageBus(ZmqTransport("127.0.0.1:0", hwm=10))
+    await bus.start()
+    ctx = zmq.Context()
+    stuck = ctx.socket(zmq.SUB)  # subscribed, connected, never reads: the HWM fills up
+    stuck.setsockopt(zmq.RCVHWM, 10)
+    stuck.setsockopt(zmq.LINGER, 0)
+    stuck.setsockopt(zmq.SUBSCRIBE, wire_type(Tick).prefix)
+    stuck.connect(bus.transport.address)  # type: ignore[attr-defined]
+    pub = bus.publisher(Tick)
+    try:
+        await bus.wait_for_subscribers(1, Tick, timeout=10)
+        with pytest.raises(QueueFullError, match="send queue is full"):
+            async with asyncio.timeout(10):
+                for seq in range(1, 1_000_001):
+                    pub.publish_nowait(tick(seq))
+                    await asyncio.sleep(0)
+        assert len(bus.transport._backlog) <= 10  # type: ignore[attr-defined]
+    finally:
+        stuck.close()
+        ctx.term()
+        await bus.close()

@@ -88,13 +88,24 @@ class QueueFullError(asyncio.QueueFull):
     message, so retrying after ``await publisher.wait_for_space()`` cannot duplicate it.
     """
 
-    def __init__(self, message_type: type[Any], subscribers: list[Subscriber[Any]]) -> None:
+    def __init__(
+        self,
+        message_type: type[Any],
+        subscribers: list[Subscriber[Any]],
+        transport: Transport | None = None,
+    ) -> None:
         self.message_type = message_type
         self.subscribers = subscribers
+        self.transport = transport
         names = ", ".join(f"{s.name} ({len(s)}/{s.maxsize})" for s in subscribers)
+        what = (
+            f"'block' subscriber(s) {names} are full"
+            if transport is None
+            else f"the transport's send queue is full ({transport!r})"
+        )
         super().__init__(
-            f"{message_type.__name__} was not published: 'block' subscriber(s) {names} "
-            "are full and publish_nowait cannot wait\n"
+            f"{message_type.__name__} was not published: {what} and publish_nowait cannot "
+            "wait\n"
             "help: `await publisher.publish(msg)` (waits for space), or `await "
             "publisher.wait_for_space()` before publish_nowait; in a handler, emit from an "
             "async handler with `await ctx.emit(msg)`, or raise the downstream maxsize"
@@ -554,6 +565,8 @@ class Publisher(Generic[M]):
         if type(msg) is not self.message_type:
             raise self._wrong_type(msg)
         bus = self._bus
+        if bus._remote and bus._transport.full():
+            raise QueueFullError(type(msg), [], bus._transport)  # before any local delivery
         subscribers = self._topic.subscribers
         bus._published += 1
         if not subscribers:

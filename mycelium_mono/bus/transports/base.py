@@ -104,6 +104,14 @@ class Transport(ABC):
     def publish_nowait(self, msg: Any) -> None:
         """Send without awaiting; under back-pressure the transport's policy decides."""
 
+    def full(self) -> bool:
+        """True while ``publish_nowait`` would queue past this transport's own bound.
+
+        The bus then refuses ``publish_nowait`` with ``QueueFullError`` before delivering
+        anywhere (issue 12: a lossless ZeroMQ backlog grew without limit). Default: never.
+        """
+        return False
+
     @abstractmethod
     def subscribe(self, message_type: type[Any]) -> None:
         """Declare interest in ``message_type`` from peers (idempotent, does not wait).

@@ -392,6 +392,10 @@ class NatsTransport(Transport):
             return
         await self._send(wire_type(type(msg)), self._out.body(msg))
 
+    def full(self) -> bool:
+        """``max_in_flight`` messages already wait in the background sender's outbox."""
+        return len(self._outbox) >= self.max_in_flight
+
     def publish_nowait(self, msg: Any) -> None:
         """Queue ``msg`` for a background sender; order with :meth:`publish` is kept."""
         if self._nc is None:

@@ -481,8 +481,16 @@ class ZmqTransport(Transport):
         if self._backlog:
             await self._wait_drained()
 
+    def full(self) -> bool:
+        """Lossless with ``hwm`` frames already waiting here for the HWM to clear."""
+        return self.lossless and 0 < self.hwm <= len(self._backlog)
+
     def publish_nowait(self, msg: Any) -> None:
-        """Send without waiting: queue (lossless) or drop and count (lossy) at the HWM."""
+        """Send without waiting: queue (lossless) or drop and count (lossy) at the HWM.
+
+        Called directly the lossless backlog has no bound; through a bus, :meth:`full`
+        makes ``publish_nowait`` refuse once ``hwm`` frames wait here.
+        """
         xpub = self._xpub
         if xpub is None:
             raise self._not_started("publish_nowait")
