@@ -12,7 +12,10 @@ Three groups, each a table of ratios (read ratios, not times: shared 2-core mach
   until a subscriber *in the same process and event loop* has received and decoded all of
   them: publisher and subscriber share one core, so this is the full CPU cost of one
   delivered message (1 / throughput). JetStream includes storage acks and per-message
-  consumer acks.
+  consumer acks. The ``via bus`` rows (issue 12) deliver through a ``MessageBus``
+  subscriber read by a consumer task: JetStream acks each message only when the consumer
+  asks for the next one (ack after processing), and the ZeroMQ ``maxsize=64`` row runs
+  with the subscriber's bound pushing back on the publisher all the time.
 - **"transport: round trip"** — one message to an echo peer in another OS process and its
   answer back; each call is one round trip, the note gives p50/p99 over every round.
 
@@ -38,8 +41,8 @@ from typing import Any
 
 import pytest
 
-from mycelium_mono import F64, U64, Bytes32, message
-from mycelium_mono.bus.transports.base import Transport
+from mycelium_mono import F64, U64, Bytes32, MessageBus, message
+from mycelium_mono.bus.transports.base import CallbackInlet, Transport
 from mycelium_mono.bus.transports.nats import NatsTransport
 from mycelium_mono.bus.transports.wire import Outbound, wire_type
 from mycelium_mono.bus.transports.zmq import ZmqTransport
@@ -63,6 +66,13 @@ class Pong:
     seq: U64
     sent: F64
     pad: Bytes32
+
+
+Calls = CallbackInlet
+
+
+def ignore(msg: Any) -> None:
+    return None
 
 
 MESSAGES = tuple(Ping(seq=i, sent=0.0, pad=bytes(32)) for i in range(BATCH))
@@ -169,7 +179,7 @@ def test_publish_raw_pyzmq_send(benchmark: Any) -> None:
 
 def zmq_publisher(loop: asyncio.AbstractEventLoop, bind: str) -> ZmqTransport:
     t = ZmqTransport(bind, hwm=0)  # unbounded: the cost of sending, not of waiting
-    run(loop, t.start(lambda m: None))
+    run(loop, t.start(Calls(ignore)))
     return t
 
 
@@ -222,7 +232,7 @@ def test_publish_zmq_await_publish(benchmark: Any, loop: asyncio.AbstractEventLo
 def test_publish_nats(benchmark: Any, loop: asyncio.AbstractEventLoop, jetstream: bool) -> None:
     stream = fresh_stream_name()
     t = NatsTransport(NATS_URL, jetstream=jetstream, stream=stream)
-    run(loop, t.start(lambda m: None))
+    run(loop, t.start(Calls(ignore)))
     try:
 
         async def batch() -> None:
@@ -268,8 +278,8 @@ def pair(
         counter[0] += 1
 
     pub, sub = make(), make()
-    run(loop, pub.start(lambda m: None))
-    run(loop, sub.start(deliver))
+    run(loop, pub.start(Calls(ignore)))
+    run(loop, sub.start(Calls(deliver)))
     sub.subscribe(Ping)
     if isinstance(pub, ZmqTransport) and isinstance(sub, ZmqTransport):
         run(loop, sub.connect_to(pub.endpoint))
@@ -317,6 +327,52 @@ def test_throughput(
         run(loop, sub.close())
 
 
+BUS_ROWS = [
+    ("zmq-tcp", 10_000, "ZeroMQ tcp via bus subscriber (maxsize=10000)"),
+    ("zmq-tcp", 64, "ZeroMQ tcp via bus subscriber, maxsize=64: back-pressure throughout"),
+    ("nats-jetstream", 10_000, "JetStream via bus subscriber: acked after processing"),
+]
+
+
+@pytest.mark.benchmark(group=THROUGHPUT)
+@pytest.mark.parametrize(("kind", "maxsize", "label"), BUS_ROWS, ids=[r[2] for r in BUS_ROWS])
+def test_throughput_via_bus(
+    benchmark: Any, loop: asyncio.AbstractEventLoop, kind: str, maxsize: int, label: str
+) -> None:
+    stream = fresh_stream_name()
+
+    def make() -> Transport:
+        if kind == "zmq-tcp":
+            return ZmqTransport("127.0.0.1:0", hwm=1000)
+        return NatsTransport(NATS_URL, jetstream=True, stream=stream, name="bench")
+
+    pub = make()
+    run(loop, pub.start(Calls(ignore)))
+    bus = MessageBus(make())
+    sub = bus.subscribe(Ping, maxsize=maxsize, policy="block")
+    run(loop, bus.start())
+    if isinstance(pub, ZmqTransport):
+        run(loop, bus.connect_to(pub.endpoint))
+    run(loop, bus.ready())
+    counter = [0]
+
+    async def consume() -> None:
+        async for _ in sub:  # the next recv() is what acknowledges the previous message
+            counter[0] += 1
+
+    consumer = loop.create_task(consume())
+    try:
+        benchmark.extra_info.update(label=label, ops=BATCH)
+        benchmark(lambda: run(loop, publish_and_wait(pub, counter)))
+        assert sub.stats.high_water <= maxsize
+    finally:
+        if kind == "nats-jetstream":
+            run(loop, delete_stream(stream))
+        run(loop, pub.close())
+        run(loop, bus.close())
+        consumer.cancel()
+
+
 # -- round trip ---------------------------------------------------------------------------
 
 RTT = "transport: round trip"
@@ -359,7 +415,7 @@ def rtt_setup(
         bind = "127.0.0.1:0" if kind == "zmq-tcp" else f"ipc://{ipc_dir}/{uuid.uuid4().hex}.ipc"
         z = ZmqTransport(bind)
         pinger = Pinger(loop, z)
-        run(loop, z.start(pinger.on_pong))
+        run(loop, z.start(Calls(pinger.on_pong)))
         echo_bind = bind if kind == "zmq-tcp" else f"ipc://{ipc_dir}/{uuid.uuid4().hex}.ipc"
         proc = spawn_echo("--engine", "zmq", "--bind", echo_bind, "--peer", z.endpoint)
         z.subscribe(Pong)
@@ -372,7 +428,7 @@ def rtt_setup(
     jetstream = kind == "nats-jetstream"
     t = NatsTransport(NATS_URL, jetstream=jetstream, stream=stream)
     pinger = Pinger(loop, t)
-    run(loop, t.start(pinger.on_pong))
+    run(loop, t.start(Calls(pinger.on_pong)))
     t.subscribe(Pong)
     run(loop, t.ready())
     args = ["--engine", "nats", "--stream", stream] + (["--jetstream"] if jetstream else [])
@@ -418,7 +474,7 @@ async def echo(args: argparse.Namespace) -> None:
     def on_ping(msg: Any) -> None:
         t.publish_nowait(Pong(seq=msg.seq, sent=msg.sent, pad=msg.pad))
 
-    await t.start(on_ping)
+    await t.start(Calls(on_ping))
     t.subscribe(Ping)
     if isinstance(t, ZmqTransport):
         await t.connect_to(args.peer)

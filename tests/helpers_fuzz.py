@@ -62,6 +62,7 @@ def accounted(stats: TransportStats) -> int:
         + stats.dropped_unknown_type
         + stats.extra.get("drop_fingerprint_mismatch", 0)
         + stats.extra.get("duplicates", 0)
+        + stats.extra.get("sequence_out_of_range", 0)
     )
 
 

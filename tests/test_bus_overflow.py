@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from mycelium_mono import U64, MessageBus, QueueOverflowError, message
+from mycelium_mono.bus import QueueFullError
 
 
 @message(type_id=5011, topic="bus_overflow_test")
@@ -115,32 +116,47 @@ async def test_block_publisher_is_released_when_the_subscriber_closes() -> None:
     assert [m.n for m in sub.drain()] == [0]
 
 
-async def test_publish_nowait_under_block_overfills_rather_than_dropping() -> None:
+async def test_publish_nowait_on_a_full_block_subscriber_raises_queue_full() -> None:
     bus = MessageBus()
     sub = bus.subscribe(Level, maxsize=2, policy="block")
     pub = bus.publisher(Level)
-    for i in range(5):
-        pub.publish_nowait(Level(n=i))
-    assert [m.n for m in sub.drain()] == [0, 1, 2, 3, 4]
-    assert sub.stats.overfilled == 3
-    assert sub.stats.dropped == 0
-    assert bus.stats.overfilled == 3
+    pub.publish_nowait(Level(n=0))
+    pub.publish_nowait(Level(n=1))
+    with pytest.raises(QueueFullError, match=r"(?s)full.*wait_for_space") as info:
+        pub.publish_nowait(Level(n=2))
+    assert isinstance(info.value, asyncio.QueueFull)
+    assert [m.n for m in sub.drain()] == [0, 1]
+    assert bus.stats.published == 2
 
 
-async def test_wait_for_space_restores_back_pressure_after_overfilling() -> None:
+async def test_queue_full_is_all_or_nothing_across_subscribers() -> None:
+    bus = MessageBus()
+    roomy = bus.subscribe(Level, maxsize=10, policy="block")
+    full = bus.subscribe(Level, maxsize=1, policy="block")
+    pub = bus.publisher(Level)
+    pub.publish_nowait(Level(n=0))
+    with pytest.raises(QueueFullError) as info:
+        pub.publish_nowait(Level(n=1))
+    assert info.value.subscribers == [full]
+    assert [m.n for m in roomy.drain()] == [0], "the refused message reached one subscriber"
+    assert [m.n for m in full.drain()] == [0]
+
+
+async def test_wait_for_space_after_queue_full_lets_the_same_message_in() -> None:
     bus = MessageBus()
     sub = bus.subscribe(Level, maxsize=2, policy="block")
     pub = bus.publisher(Level)
-    for i in range(4):
+    for i in range(2):
         pub.publish_nowait(Level(n=i))
+    with pytest.raises(QueueFullError):
+        pub.publish_nowait(Level(n=2))
     waiter = asyncio.create_task(pub.wait_for_space())
     await asyncio.sleep(0)
     assert not waiter.done()
     sub.recv_nowait()
-    sub.recv_nowait()
-    sub.recv_nowait()
     await asyncio.wait_for(waiter, 5)
-    assert len(sub) == 1
+    pub.publish_nowait(Level(n=2))
+    assert [m.n for m in sub.drain()] == [1, 2]
 
 
 async def test_drops_of_a_closed_subscription_stay_in_the_bus_totals() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from mycelium_mono import U32, U64, MessageBus, SubscriptionClosed, message
 from mycelium_mono.bus import BusClosedError
-from mycelium_mono.bus.transports.base import Deliver, Transport, TransportStats
+from mycelium_mono.bus.transports.base import Inlet, Transport, TransportStats
 
 
 @message(type_id=5001, topic="bus_test")
@@ -221,13 +221,13 @@ class LoopbackTransport(Transport):
         self.stats = TransportStats()
         self.sent: list[Any] = []
         self.interests: list[type[Any]] = []
-        self.deliver: Deliver | None = None
+        self.inlet: Inlet | None = None
         self.started = 0
         self.closed = 0
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, inlet: Inlet) -> None:
         self.started += 1
-        self.deliver = deliver
+        self.inlet = inlet
 
     async def publish(self, msg: Any) -> None:
         self.sent.append(msg)
@@ -250,8 +250,8 @@ async def test_published_messages_go_to_the_transport_and_received_ones_fan_out(
     await bus.publisher(Tick).publish(Tick(seq=1))
     assert transport.started == 1
     assert [m.seq for m in transport.sent] == [1]
-    assert transport.deliver is not None
-    transport.deliver(Tick(seq=2))  # as if a peer had published it
+    assert transport.inlet is not None
+    assert transport.inlet.offer(Tick(seq=2))  # as if a peer had published it
     assert [m.seq for m in sub.drain()] == [1, 2]
     assert bus.stats.received_remote == 1
     await bus.close()

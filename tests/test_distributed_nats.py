@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from peers.chain_services import in_process_chain
 from peers.harness import NatsServer, Peers, until
+from peers.inlet import ListInlet
 from peers.messages import Fill, Tick, tick
 
 from mycelium_mono.bus import MessageBus
@@ -27,7 +28,7 @@ async def jetstream_subscriber(
 ) -> tuple[NatsTransport, list[Any]]:
     got: list[Any] = []
     t = NatsTransport(url, jetstream=True, stream=stream, durable=durable)
-    await t.start(got.append)
+    await t.start(ListInlet(got))
     t.subscribe(Tick)
     await t.ready()
     return t, got
@@ -72,7 +73,7 @@ async def test_consumer_killed_and_restarted_loses_nothing(
     first = peers.spawn("stream_sub", *args)
     await first.aexpect("READY")
     pub = NatsTransport(nats_server.url, jetstream=True, stream=stream_name)
-    await pub.start(lambda m: None)
+    await pub.start(ListInlet())
     try:
         for seq in range(1, 20_001):
             await pub.publish(tick(seq))
@@ -103,7 +104,7 @@ async def test_slow_consumer_on_jetstream_publisher_is_not_held_and_nothing_is_l
     )  # fmt: skip
     await sub.aexpect("READY")
     pub = NatsTransport(nats_server.url, jetstream=True, stream=stream_name)
-    await pub.start(lambda m: None)
+    await pub.start(ListInlet())
     try:
         for seq in range(1, 10_001):
             await pub.publish(tick(seq))
@@ -124,7 +125,7 @@ async def test_slow_consumer_on_core_nats_loses_messages_and_counts_them(
     )  # fmt: skip
     await sub.aexpect("READY")
     pub = NatsTransport(shared_nats)
-    await pub.start(lambda m: None)
+    await pub.start(ListInlet())
     try:
         for seq in range(1, 20_001):
             pub.publish_nowait(tick(seq))
@@ -167,7 +168,7 @@ async def test_a_publisher_with_a_different_layout_is_dropped_counted_and_logged
 ) -> None:
     got: list[Any] = []
     t = NatsTransport(shared_nats)
-    await t.start(got.append)
+    await t.start(ListInlet(got))
     pub = peers.spawn("mismatched_pub", "--engine", "nats", "--url", shared_nats)
     try:
         t.subscribe(Tick)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from peers.chain_services import in_process_chain
 from peers.harness import Peers, free_port, until
+from peers.inlet import ListInlet
 from peers.messages import Fill, Tick
 
 from mycelium_mono.bus import MessageBus
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.network, pytest.mark.multiprocess]
 async def subscriber(address: str, **options: Any) -> tuple[ZmqTransport, list[Any]]:
     got: list[Any] = []
     t = ZmqTransport("127.0.0.1:0", **options)
-    await t.start(got.append)
+    await t.start(ListInlet(got))
     t.subscribe(Tick)
     await t.connect_to(address)
     await t.ready(timeout=30)
@@ -87,7 +88,7 @@ async def test_subscriber_killed_and_restarted_gets_the_stream_again(
     peers: Peers, tmp_path: Path
 ) -> None:
     pub = ZmqTransport("127.0.0.1:0")
-    await pub.start(lambda m: None)
+    await pub.start(ListInlet())
     record = tmp_path / "first.txt"
     first = peers.spawn(
         "stream_sub", "--engine", "zmq", "--connect", pub.address, "--record", str(record),
@@ -128,7 +129,7 @@ async def test_slow_subscriber_lossless_publisher_waits_and_nothing_is_lost(
     peers: Peers,
 ) -> None:
     pub = ZmqTransport("127.0.0.1:0", hwm=100)
-    await pub.start(lambda m: None)
+    await pub.start(ListInlet())
     try:
         sub = peers.spawn(
             "stream_sub", "--engine", "zmq", "--connect", pub.address, "--hwm", "100",
@@ -148,7 +149,7 @@ async def test_slow_subscriber_lossless_publisher_waits_and_nothing_is_lost(
 
 async def test_slow_subscriber_lossy_drops_are_counted_on_both_sides(peers: Peers) -> None:
     pub = ZmqTransport("127.0.0.1:0", hwm=100, lossless=False)
-    await pub.start(lambda m: None)
+    await pub.start(ListInlet())
     try:
         sub = peers.spawn(
             "stream_sub", "--engine", "zmq", "--connect", pub.address, "--hwm", "100",
@@ -176,7 +177,7 @@ async def test_a_peer_with_a_different_layout_is_refused_at_connect_and_per_mess
     address = await pub.aexpect("READY")
     got: list[Any] = []
     t = ZmqTransport("127.0.0.1:0")
-    await t.start(got.append)
+    await t.start(ListInlet(got))
     try:
         t.subscribe(Tick)
         await t.connect_to(address)
@@ -186,6 +187,23 @@ async def test_a_peer_with_a_different_layout_is_refused_at_connect_and_per_mess
         await until(lambda: t.stats.extra.get("drop_fingerprint_mismatch", 0) >= 11)
         assert got == []
         assert t.stats.extra["incompatible_peers"] == 1
+    finally:
+        pub.stop()
+        await t.close()
+
+
+async def test_a_peer_with_the_same_layout_under_another_topic_is_refused_at_ready(
+    peers: Peers,
+) -> None:
+    pub = peers.spawn("mismatched_pub", "--engine", "zmq", "--differ", "topic")
+    address = await pub.aexpect("READY")
+    t = ZmqTransport("127.0.0.1:0")
+    await t.start(ListInlet())
+    try:
+        t.subscribe(Tick)
+        await t.connect_to(address)
+        with pytest.raises(WireMismatchError, match=r"4001[\s\S]*topic"):
+            await t.ready(timeout=30)
     finally:
         pub.stop()
         await t.close()

@@ -184,20 +184,34 @@ async def test_raise_refuses_a_full_backlog_with_a_clear_error() -> None:
     assert bus.order_store.ids == [0, 1, 2]
 
 
-async def test_block_takes_calls_past_the_bound_and_loses_none() -> None:
+async def test_block_refuses_a_call_past_the_bound_with_nothing_queued() -> None:
     backlog = BackgroundBacklog(maxsize=4, policy="block")
     bus = HandWrittenHybridBus(backlog)
     bus.order_store.gate.clear()
-    for i in range(10):
+    for i in range(4):
         bus.emit_order_execution(_order(i))
-    assert backlog.stats.overfilled == 6
-    space = asyncio.create_task(backlog.wait_for_space())
-    await asyncio.sleep(0)
-    assert not space.done()
+    with pytest.raises(BacklogFull, match=r"(?s)policy='block'.*wait_for_space"):
+        bus.emit_order_execution(_order(4))
+    assert len(backlog) == 4
     bus.order_store.gate.set()
-    await asyncio.wait_for(space, 5)
     await asyncio.wait_for(backlog.drain(), 5)
-    assert bus.order_store.ids == list(range(10))
+    assert bus.order_store.ids == [0, 1, 2, 3]
+
+
+async def test_a_producer_awaiting_wait_for_space_stays_within_the_bound_and_loses_none() -> None:
+    backlog = BackgroundBacklog(maxsize=4, policy="block")
+    bus = HandWrittenHybridBus(backlog)
+    bus.order_store.gate.clear()
+    released = asyncio.get_running_loop().call_later(0.05, bus.order_store.gate.set)
+    peak = 0
+    for i in range(50):
+        await asyncio.wait_for(backlog.wait_for_space(), 5)
+        bus.emit_order_execution(_order(i))
+        peak = max(peak, len(backlog))
+    await asyncio.wait_for(backlog.drain(), 5)
+    released.cancel()
+    assert peak <= 4
+    assert bus.order_store.ids == list(range(50))
     assert backlog.stats.dropped == 0
 
 

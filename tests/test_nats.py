@@ -10,6 +10,7 @@ import nats
 import pytest
 from helpers_fuzz import accounted, on_a_new_loop, throw_storm
 from peers.harness import NatsServer, free_port, until
+from peers.inlet import ListInlet
 from peers.messages import Fill, Quote, Tick, tick
 
 from mycelium_mono.bus import MessageBus
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.network
 
 async def started(url: str, got: list[Any] | None = None, **options: Any) -> NatsTransport:
     t = NatsTransport(url, **options)
-    await t.start(got.append if got is not None else (lambda m: None))
+    await t.start(ListInlet(got))
     return t
 
 
@@ -61,7 +62,7 @@ async def test_core_messages_arrive_in_order(core_pair: Any) -> None:
 async def test_core_does_not_echo_a_process_its_own_messages(core_pair: Any) -> None:
     pub, sub, got = core_pair
     own: list[Any] = []
-    pub._deliver = own.append
+    pub._inlet = ListInlet(own)
     pub.subscribe(Tick)
     await pub.ready()
     await sub.publish(tick(1))  # from the other side: pub must get this one
@@ -83,7 +84,7 @@ async def test_publish_nowait_keeps_order_with_publish(core_pair: Any) -> None:
 async def test_an_unreachable_server_fails_with_how_to_start_one() -> None:
     t = NatsTransport(f"nats://127.0.0.1:{free_port()}", connect_timeout_s=1)
     with pytest.raises(ConnectionError, match=r"start-stop-daemon[\s\S]*nats-server"):
-        await t.start(lambda m: None)
+        await t.start(ListInlet())
 
 
 async def test_message_bus_with_nats_carries_messages_between_buses(shared_nats: str) -> None:
@@ -227,7 +228,7 @@ class LiveSubject:
 
     async def _start(self) -> None:
         self.raw = await nats.connect(self.url)
-        await self.t.start(self.got.append)
+        await self.t.start(ListInlet(self.got))
         self.t.subscribe(Tick)
         await self.t.ready()
 

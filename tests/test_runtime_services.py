@@ -17,6 +17,7 @@ from mycelium_mono import (
     message,
     service,
 )
+from mycelium_mono.bus import QueueFullError
 
 
 @message(type_id=5031, topic="runtime_test")
@@ -237,7 +238,7 @@ async def test_shutdown_drains_everything_queued_through_a_pipeline_under_block(
     await runtime.spawn_service(Matcher())
     pub = runtime.bus.publisher(Order)
     for i in range(1000):
-        pub.publish_nowait(Order(order_id=i, qty=1))  # far past the bound: overfilled
+        await pub.publish(Order(order_id=i, qty=1))  # far past the bound: waits for space
     await runtime.shutdown(timeout=30)
     assert counter.count == 1000
     assert runtime.bus.stats.dropped == 0
@@ -293,3 +294,43 @@ def test_service_decorator_requires_an_async_run() -> None:
         @service
         class NoRun:
             def run(self) -> None: ...
+
+
+class FillsTwice(MessageHandler[Order]):
+    """Two downstream emits per message: the second finds a one-slot queue full."""
+
+    def handle(self, order: Order) -> None:
+        self.emit(Fill(order_id=order.order_id, qty=1))
+        self.emit(Fill(order_id=order.order_id, qty=2))
+
+
+async def test_a_handler_emitting_into_a_full_block_queue_waits_and_never_overfills() -> None:
+    runtime = ServiceRuntime(maxsize=1, policy="block")
+    fills = runtime.bus.subscribe(Fill, maxsize=1, policy="block")
+    await runtime.spawn_service(FillsTwice())
+    pub = runtime.bus.publisher(Order)
+    got: list[tuple[int, int]] = []
+    async def produce() -> None:
+        for i in range(20):
+            await pub.publish(Order(order_id=i, qty=1))
+
+    producer = asyncio.create_task(produce())
+    async with asyncio.timeout(10):
+        while len(got) < 40:
+            fill = await fills.recv()
+            got.append((fill.order_id, fill.qty))
+            assert len(fills) <= 1
+    await producer
+    assert got == [(i, q) for i in range(20) for q in (1, 2)]
+    assert fills.stats.high_water <= 1
+    await runtime.shutdown()
+
+
+async def test_emit_nowait_outside_a_handler_on_a_full_block_queue_raises_queue_full() -> None:
+    runtime = ServiceRuntime()
+    runtime.bus.subscribe(Fill, maxsize=1, policy="block")
+    running = await runtime.spawn_service(Matcher())
+    running.context.emit_nowait(Fill(order_id=1, qty=1))
+    with pytest.raises(QueueFullError):
+        running.context.emit_nowait(Fill(order_id=2, qty=1))
+    await runtime.shutdown(timeout=1)

@@ -15,6 +15,7 @@ from mycelium_mono.bus.transports.wire import (
     HEADER,
     MAGIC,
     MAX_FRAME,
+    MAX_SEQUENCE_JUMP,
     VERSION,
     Decoded,
     Dropped,
@@ -29,6 +30,7 @@ from mycelium_mono.bus.transports.wire import (
 )
 
 PREFIX = wire_type(Tick).prefix
+TICK_FP = wire_type(Tick).fingerprint
 
 
 def header(
@@ -37,7 +39,7 @@ def header(
     version: int = VERSION,
     flags: int = 0,
     type_id: int = Tick.TYPE_ID,
-    fingerprint: int = Tick.FINGERPRINT,
+    fingerprint: int = TICK_FP,
     publisher: int = 7,
     seq: int = 1,
 ) -> bytes:
@@ -48,7 +50,7 @@ def test_frame_round_trips_message_publisher_and_sequence() -> None:
     out = Outbound(publisher=42)
     first, second = out.frame(tick(1)), out.frame(tick(2))
     decoded = decode_frame(second)
-    assert decoded == Decoded(tick(2), Tick.TYPE_ID, 42, 2, Tick.FINGERPRINT)
+    assert decoded == Decoded(tick(2), Tick.TYPE_ID, 42, 2, TICK_FP)
     assert decode_frame(first).sequence == 1  # type: ignore[union-attr]
 
 
@@ -67,7 +69,7 @@ def test_body_round_trips_with_its_subject() -> None:
 
 def test_body_on_the_wrong_subject_is_dropped() -> None:
     body = Outbound(publisher=5).body(Quote(seq=3, price=1.5))
-    dropped = Dropped(DropReason.BAD_PREFIX, Quote.TYPE_ID, 5, Quote.FINGERPRINT)
+    dropped = Dropped(DropReason.BAD_PREFIX, Quote.TYPE_ID, 5, wire_type(Quote).fingerprint)
     assert decode_body(body, "dist_chain.4003") == dropped
 
 
@@ -132,14 +134,14 @@ def test_payload_of_the_wrong_length_is_dropped() -> None:
 
 
 def test_fingerprint_mismatch_is_dropped_never_decoded() -> None:
-    frame = PREFIX + header(fingerprint=Tick.FINGERPRINT ^ 1) + tick(1).to_bytes()
+    frame = PREFIX + header(fingerprint=TICK_FP ^ 1) + tick(1).to_bytes()
     assert reason(frame) is DropReason.FINGERPRINT_MISMATCH
 
 
 def test_fingerprint_mismatch_is_logged_once_per_publisher_and_counted(caplog) -> None:  # type: ignore[no-untyped-def]
     stats = TransportStats()
     inbound = Inbound(stats)
-    bad = Tick.FINGERPRINT ^ 0xFF
+    bad = TICK_FP ^ 0xFF
     with caplog.at_level(logging.ERROR, logger="mycelium_mono.transport"):
         for publisher in (1, 1, 1, 2):
             result = decode_frame(
@@ -150,7 +152,7 @@ def test_fingerprint_mismatch_is_logged_once_per_publisher_and_counted(caplog) -
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2
     assert "4001" in errors[0] and "Tick" in errors[0]
-    assert f"{bad:016x}" in errors[0] and f"{Tick.FINGERPRINT:016x}" in errors[0]
+    assert f"{bad:016x}" in errors[0] and f"{TICK_FP:016x}" in errors[0]
     assert stats.extra["drop_fingerprint_mismatch"] == 4
     assert stats.extra["incompatible_peers"] == 2
 
@@ -200,15 +202,42 @@ def test_tracker_rejects_duplicates() -> None:
     assert tracker.gaps == 0
 
 
-def test_tracker_sees_a_sequence_reset_as_a_restart_and_a_new_id_as_a_new_publisher() -> None:
+def test_tracker_rejects_a_replayed_first_frame_as_a_duplicate_not_a_restart() -> None:
+    tracker = SequenceTracker()
+    for seq in (1, 2, 3):
+        assert tracker.observe(1, 4001, seq)
+    assert not tracker.observe(1, 4001, 1)
+    assert tracker.duplicates == 1
+    assert tracker.observe(1, 4001, 4), "tracking was reset by the replayed seq 1"
+
+
+def test_tracker_sees_a_new_incarnation_id_as_a_new_publisher() -> None:
     tracker = SequenceTracker()
     for seq in (1, 2, 3):
         tracker.observe(1, 4001, seq)
-    assert tracker.observe(1, 4001, 1)
-    assert tracker.restarts == 1
     assert tracker.observe(2, 4001, 1)
     assert tracker.publishers == {1, 2}
-    assert tracker.gaps == 0
+    assert tracker.gaps == tracker.duplicates == 0
+
+
+def test_tracker_counts_an_out_of_range_sequence_and_keeps_the_valid_ones() -> None:
+    tracker = SequenceTracker()
+    for seq in (1, 2, 3):
+        assert tracker.observe(1, 4001, seq)
+    assert not tracker.observe(1, 4001, 10**12)
+    assert tracker.out_of_range == 1
+    assert [tracker.observe(1, 4001, seq) for seq in (4, 5, 6)] == [True, True, True]
+    assert tracker.duplicates == tracker.gaps == 0
+
+
+def test_tracker_follows_a_large_jump_once_the_next_frame_confirms_it() -> None:
+    tracker = SequenceTracker()
+    tracker.observe(1, 4001, 1)
+    jump = 1 + MAX_SEQUENCE_JUMP + 10
+    assert not tracker.observe(1, 4001, jump)
+    assert tracker.observe(1, 4001, jump + 1)
+    assert tracker.observe(1, 4001, jump + 2)
+    assert tracker.gaps == 1 and tracker.out_of_range == 1
 
 
 def test_tracker_keeps_types_apart() -> None:

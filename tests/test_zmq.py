@@ -10,9 +10,10 @@ import pytest
 import zmq
 from helpers_fuzz import accounted, on_a_new_loop, throw_storm
 from peers.harness import free_port, until
+from peers.inlet import ListInlet
 from peers.messages import Fill, Quote, Tick, tick
 
-from mycelium_mono.bus import MessageBus
+from mycelium_mono.bus import MessageBus, QueueFullError
 from mycelium_mono.bus.transports.wire import HEADER, Outbound, wire_type
 from mycelium_mono.bus.transports.zmq import (
     CurveConfig,
@@ -36,8 +37,8 @@ async def connected_pair(**pub_options: Any) -> Pair:
     pub = ZmqTransport("127.0.0.1:0", **pub_options)
     sub = ZmqTransport("127.0.0.1:0")
     pair = Pair(pub, sub)
-    await pub.start(lambda m: None)
-    await sub.start(pair.got.append)
+    await pub.start(ListInlet())
+    await sub.start(ListInlet(pair.got))
     sub.subscribe(Tick)
     await sub.connect_to(pub.address)
     await sub.ready()
@@ -99,7 +100,7 @@ async def test_connecting_twice_to_a_peer_is_one_connection(pair: Pair) -> None:
 async def test_publisher_can_wait_for_subscribers(pair: Pair) -> None:
     await pair.pub.wait_for_subscribers(1, Tick, timeout=5)
     third = ZmqTransport("127.0.0.1:0")
-    await third.start(lambda m: None)
+    await third.start(ListInlet())
     try:
         third.subscribe(Tick)
         await third.connect_to(pair.pub.address)
@@ -111,7 +112,7 @@ async def test_publisher_can_wait_for_subscribers(pair: Pair) -> None:
 
 async def test_ready_names_the_missing_peer_when_nobody_answers() -> None:
     lonely = ZmqTransport("127.0.0.1:0")
-    await lonely.start(lambda m: None)
+    await lonely.start(ListInlet())
     try:
         lonely.subscribe(Tick)
         await lonely.connect_to(f"127.0.0.1:{free_port()}")
@@ -140,8 +141,8 @@ async def test_ipc_endpoints_work(tmp_path: Any) -> None:
     pub = ZmqTransport(f"ipc://{tmp_path}/pub.ipc")
     sub = ZmqTransport(f"ipc://{tmp_path}/sub.ipc")
     got: list[Any] = []
-    await pub.start(lambda m: None)
-    await sub.start(got.append)
+    await pub.start(ListInlet())
+    await sub.start(ListInlet(got))
     try:
         sub.subscribe(Tick)
         await sub.connect_to(pub.address)
@@ -156,7 +157,7 @@ async def test_ipc_endpoints_work(tmp_path: Any) -> None:
 async def test_binding_a_taken_port_says_what_to_do(pair: Pair) -> None:
     clash = ZmqTransport(pair.pub.address)
     with pytest.raises(OSError, match="help:"):
-        await clash.start(lambda m: None)
+        await clash.start(ListInlet())
     await clash.close()
 
 
@@ -202,7 +203,7 @@ async def test_a_restarted_publisher_on_the_same_port_is_reconnected_and_new() -
         await until(lambda: len(p.got) == 1)
         await p.pub.close()
         reborn = ZmqTransport(address)
-        await reborn.start(lambda m: None)
+        await reborn.start(ListInlet())
         try:
             # ZeroMQ reconnects and re-sends the subscription: no new connect_to.
             await reborn.wait_for_subscribers(1, Tick, timeout=10)
@@ -230,14 +231,14 @@ async def test_curve_lets_listed_clients_in_and_keeps_others_out() -> None:
     server = ZmqTransport(
         "127.0.0.1:0", curve=CurveConfig(server_keys, frozenset({friend.public}), {})
     )
-    await server.start(lambda m: None)
+    await server.start(ListInlet())
     got_friend: list[Any] = []
     got_stranger: list[Any] = []
     a = await curve_peer(friend, server_keys, server.address)
     b = await curve_peer(stranger, server_keys, server.address)
     try:
-        await a.start(got_friend.append)
-        await b.start(got_stranger.append)
+        await a.start(ListInlet(got_friend))
+        await b.start(ListInlet(got_stranger))
         for peer in (a, b):
             peer.subscribe(Tick)
             await peer.connect_to(server.address)
@@ -255,7 +256,7 @@ async def test_curve_lets_listed_clients_in_and_keeps_others_out() -> None:
 
 async def test_curve_needs_the_peer_key_for_each_address() -> None:
     t = ZmqTransport("127.0.0.1:0", curve=CurveConfig(CurveKeyPair.generate(), frozenset(), {}))
-    await t.start(lambda m: None)
+    await t.start(ListInlet())
     try:
         with pytest.raises(ValueError, match="peer_keys"):
             await t.connect_to("127.0.0.1:1")
@@ -277,6 +278,7 @@ async def test_message_bus_with_tcp_carries_messages_between_buses() -> None:
 # -- fuzz: frames thrown at a live SUB socket -------------------------------------------------
 
 PREFIX = wire_type(Tick).prefix
+TICK_FP = wire_type(Tick).fingerprint
 
 
 class LiveTarget:
@@ -294,7 +296,7 @@ class LiveTarget:
         loop.run_until_complete(self._start())
 
     async def _start(self) -> None:
-        await self.t.start(self.got.append)
+        await self.t.start(ListInlet(self.got))
         self.t.subscribe(Tick)
         await self.t.connect_to(self.raw.getsockopt_string(zmq.LAST_ENDPOINT))
         self.raw.setsockopt(zmq.RCVTIMEO, 10_000)
@@ -339,7 +341,75 @@ def test_oversize_and_header_only_frames_are_dropped_at_a_live_socket(
     live_target: LiveTarget,
 ) -> None:
     target = live_target
-    header_only = PREFIX + HEADER.pack(b"MY", 1, 0, Tick.TYPE_ID, Tick.FINGERPRINT, 1, 1)
+    header_only = PREFIX + HEADER.pack(b"MY", 1, 0, Tick.TYPE_ID, TICK_FP, 1, 1)
     target.throw([PREFIX + b"\0" * 70_000, header_only, PREFIX])
     assert target.t.stats.dropped_malformed == 3
     assert target.got == []
+
+
+async def test_a_full_block_subscriber_stops_reading_and_the_publisher_waits() -> None:
+    pub = ZmqTransport("127.0.0.1:0", hwm=200)
+    await pub.start(ListInlet())
+    bus = MessageBus(ZmqTransport("127.0.0.1:0", hwm=200))
+    sub = bus.subscribe(Tick, maxsize=100, policy="block")
+    await bus.start()
+    await bus.connect_to(pub.address)
+    await bus.ready()
+    sent = 0
+    try:
+        with pytest.raises(TimeoutError):  # lossless: the publisher is held, not dropping
+            async with asyncio.timeout(3):
+                for seq in range(1, 100_001):
+                    await pub.publish(tick(seq))
+                    sent = seq
+        assert sent < 100_000, "nothing pushed back on the publisher"
+        assert len(sub) == 100, "the subscriber's queue went past (or never reached) maxsize"
+        assert bus.transport.stats.extra["backpressure_waits"] >= 1
+        got = []
+        async with asyncio.timeout(30):
+            while len(got) < sent:
+                got.extend(m.seq for m in await sub.recv_batch())
+                assert sub.stats.high_water <= 100
+        assert got[:sent] == list(range(1, sent + 1))
+        assert pub.stats.dropped_overflow == 0
+    finally:
+        await pub.close()
+        await bus.close()
+
+
+def test_a_replayed_and_an_out_of_range_frame_are_counted_and_delivered_once(
+    live_target: LiveTarget,
+) -> None:
+    target = live_target
+    out = Outbound(publisher=77)
+    frames = [out.frame(tick(s)) for s in (1, 2, 3)]
+    wild = PREFIX + HEADER.pack(b"MY", 1, 0, Tick.TYPE_ID, TICK_FP, 77, 10**12)
+    wild += tick(99).to_bytes()
+    target.throw([*frames, frames[0], wild, out.frame(tick(4)), out.frame(tick(5))])
+    assert [m.seq for m in target.got] == [1, 2, 3, 4, 5]
+    extra = target.t.stats.extra
+    assert extra["duplicates"] == 1 and extra["sequence_out_of_range"] == 1
+
+
+async def test_publish_nowait_through_a_bus_refuses_once_the_lossless_backlog_is_full() -> None:
+    bus = MessageBus(ZmqTransport("127.0.0.1:0", hwm=10))
+    await bus.start()
+    ctx = zmq.Context()
+    stuck = ctx.socket(zmq.SUB)  # subscribed, connected, never reads: the HWM fills up
+    stuck.setsockopt(zmq.RCVHWM, 10)
+    stuck.setsockopt(zmq.LINGER, 0)
+    stuck.setsockopt(zmq.SUBSCRIBE, wire_type(Tick).prefix)
+    stuck.connect(bus.transport.address)  # type: ignore[attr-defined]
+    pub = bus.publisher(Tick)
+    try:
+        await bus.wait_for_subscribers(1, Tick, timeout=10)
+        with pytest.raises(QueueFullError, match="send queue is full"):
+            async with asyncio.timeout(10):
+                for seq in range(1, 1_000_001):
+                    pub.publish_nowait(tick(seq))
+                    await asyncio.sleep(0)
+        assert len(bus.transport._backlog) <= 10  # type: ignore[attr-defined]
+    finally:
+        stuck.close()
+        ctx.term()
+        await bus.close()

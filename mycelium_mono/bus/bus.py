@@ -8,25 +8,34 @@ Performance shape (issue 3): there is no task and no ``asyncio.Queue`` per messa
 subscriber is a ``collections.deque`` plus at most one waiter future. A consumer parked in
 ``recv()`` is woken once, then drains everything queued without another wake-up: a task
 wake-up per message costs ~3.7 µs on the build machines, a drained deque ~0.34 µs.
+
+Bounds and settlement (issue 12): under ``policy="block"`` a queue never holds more than
+``maxsize``. An awaiting publisher waits for space; one that cannot wait
+(``publish_nowait``, a handler's sync ``self.emit``) gets :class:`QueueFullError` and nothing
+is queued anywhere, as ``asyncio.Queue.put_nowait`` does; a transport's offer is refused and
+the transport stops reading until :meth:`_BusInlet.space`. A message a transport wants to
+hear about (JetStream) carries a settlement: it is settled when every subscriber that got it
+is done with it — a raw subscriber when it asks for the next message or calls
+:meth:`Subscriber.ack`, a handler service when the handler returned (or raised).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
-from mycelium_mono.bus.transports.base import NullTransport, Transport
+from mycelium_mono.bus.transports.base import NullTransport, Settle, Transport
 
 __all__ = [
     "BusClosedError",
     "BusStats",
     "MessageBus",
     "Publisher",
+    "QueueFullError",
     "QueueOverflowError",
     "Subscriber",
     "SubscriberStats",
@@ -36,6 +45,11 @@ __all__ = [
 M = TypeVar("M")
 
 DEFAULT_MAXSIZE = 10_000
+
+AckMode = Literal["auto", "explicit"]
+"""When a subscriber is done with a message a transport must hear about (JetStream):
+``"auto"`` when it asks for the next one (``recv``, ``async for``, ``drain``) or calls
+:meth:`Subscriber.ack`; ``"explicit"`` only at :meth:`Subscriber.ack` / :meth:`Subscriber.nak`."""
 
 
 class SubscriptionClosed(Exception):
@@ -65,6 +79,58 @@ class QueueOverflowError(RuntimeError):
             "batches with recv_batch(), or subscribe with policy='block' (back-pressure) or "
             "'drop_oldest' (keep the newest)"
         )
+
+
+class QueueFullError(asyncio.QueueFull):
+    """A ``policy="block"`` subscriber was full and the caller cannot wait; nothing was queued.
+
+    Raised by ``publish_nowait`` and a handler's sync ``self.emit``. No subscriber got the
+    message, so retrying after ``await publisher.wait_for_space()`` cannot duplicate it.
+    """
+
+    def __init__(
+        self,
+        message_type: type[Any],
+        subscribers: list[Subscriber[Any]],
+        transport: Transport | None = None,
+    ) -> None:
+        self.message_type = message_type
+        self.subscribers = subscribers
+        self.transport = transport
+        names = ", ".join(f"{s.name} ({len(s)}/{s.maxsize})" for s in subscribers)
+        what = (
+            f"'block' subscriber(s) {names} are full"
+            if transport is None
+            else f"the transport's send queue is full ({transport!r})"
+        )
+        super().__init__(
+            f"{message_type.__name__} was not published: {what} and publish_nowait cannot "
+            "wait\n"
+            "help: `await publisher.publish(msg)` (waits for space), or `await "
+            "publisher.wait_for_space()` before publish_nowait; in a handler, emit from an "
+            "async handler with `await ctx.emit(msg)`, or raise the downstream maxsize"
+        )
+
+
+class _Settlement:
+    """One received message's pending acknowledgement, shared by the subscribers that got it."""
+
+    __slots__ = ("_error", "_remaining", "_settle")
+
+    def __init__(self, settle: Settle, remaining: int) -> None:
+        self._settle = settle
+        self._remaining = remaining
+        self._error: BaseException | None = None
+
+    def done(self, error: BaseException | None = None) -> None:
+        if error is not None:
+            self._error = error
+        self._remaining -= 1
+        if self._remaining == 0:
+            self._settle(self._error)
+
+
+_Mark = tuple[Any, _Settlement]
 
 
 @dataclass(frozen=True)
@@ -122,12 +188,15 @@ class Subscriber(Generic[M]):
     """
 
     __slots__ = (
+        "_auto_ack",
         "_blocked",
         "_bus",
         "_closed",
         "_delivered",
         "_dropped",
         "_high_water",
+        "_in_hand",
+        "_marks",
         "_overfilled",
         "_queue",
         "_rejected",
@@ -146,6 +215,7 @@ class Subscriber(Generic[M]):
         maxsize: int,
         policy: OverflowPolicy,
         name: str,
+        ack: AckMode = "auto",
     ) -> None:
         self._bus = bus
         self.message_types = message_types
@@ -162,6 +232,11 @@ class Subscriber(Generic[M]):
         self._overfilled = 0
         self._blocked = 0
         self._high_water = 0
+        # Settlements of received messages, in queue order (only transports that acknowledge
+        # add any): _marks for queued messages, _in_hand for those given to the consumer.
+        self._marks: deque[_Mark] = deque()
+        self._in_hand: deque[_Mark] = deque()
+        self._auto_ack = ack == "auto"
 
     # -- consuming ---------------------------------------------------------------------
 
@@ -170,6 +245,8 @@ class Subscriber(Generic[M]):
 
         Raises :class:`SubscriptionClosed` once the subscription is closed and drained.
         """
+        if self._in_hand and self._auto_ack:
+            self.ack()
         queue = self._queue
         if not queue and not await self._wait_for_messages():
             raise SubscriptionClosed(
@@ -177,6 +254,8 @@ class Subscriber(Generic[M]):
                 "help: use `async for msg in sub` to stop cleanly at the end"
             )
         msg = queue.popleft()
+        if self._marks:
+            self._take_mark(msg)
         self._delivered += 1
         if self._space_waiters:
             self._wake_space_waiters()
@@ -187,10 +266,14 @@ class Subscriber(Generic[M]):
 
     async def __anext__(self) -> M:
         # Same body as recv() rather than a call to it: one coroutine per message, not two.
+        if self._in_hand and self._auto_ack:
+            self.ack()
         queue = self._queue
         if not queue and not await self._wait_for_messages():
             raise StopAsyncIteration
         msg = queue.popleft()
+        if self._marks:
+            self._take_mark(msg)
         self._delivered += 1
         if self._space_waiters:
             self._wake_space_waiters()
@@ -207,9 +290,13 @@ class Subscriber(Generic[M]):
 
     def recv_nowait(self) -> M:
         """The next queued message; raises :class:`asyncio.QueueEmpty` if there is none."""
+        if self._in_hand and self._auto_ack:
+            self.ack()
         if not self._queue:
             raise asyncio.QueueEmpty(f"subscription {self.name} has nothing queued")
         msg = self._queue.popleft()
+        if self._marks:
+            self._take_mark(msg)
         self._delivered += 1
         if self._space_waiters:
             self._wake_space_waiters()
@@ -217,12 +304,46 @@ class Subscriber(Generic[M]):
 
     def drain(self) -> list[M]:
         """Remove and return everything queued now (possibly nothing); never waits."""
+        if self._in_hand and self._auto_ack:
+            self.ack()
         batch = list(self._queue)
         self._queue.clear()
+        if self._marks:
+            self._in_hand.extend(self._marks)
+            self._marks.clear()
         self._delivered += len(batch)
         if self._space_waiters:
             self._wake_space_waiters()
         return batch
+
+    def ack(self) -> None:
+        """Done with every message received so far: a transport that acknowledges may ack them.
+
+        Under ``ack="auto"`` (the default) asking for the next message does this too.
+        """
+        in_hand = self._in_hand
+        while in_hand:
+            in_hand.popleft()[1].done()
+
+    def nak(self, error: BaseException) -> None:
+        """Failed on every message received and not yet acked: JetStream redelivers them."""
+        in_hand = self._in_hand
+        while in_hand:
+            in_hand.popleft()[1].done(error)
+
+    def settle(self, msg: Any, error: BaseException | None = None) -> None:
+        """Done (or failed with ``error``) with one received message; a no-op if untracked."""
+        in_hand = self._in_hand
+        if not in_hand:
+            return
+        if in_hand[0][0] is msg:
+            in_hand.popleft()[1].done(error)
+            return
+        for i, (held, settlement) in enumerate(in_hand):
+            if held is msg:
+                del in_hand[i]
+                settlement.done(error)
+                return
 
     async def wait(self) -> bool:
         """Wait until something is queued; ``False`` if closed and drained instead."""
@@ -313,27 +434,31 @@ class Subscriber(Generic[M]):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _overflow_nowait(self, msg: M) -> bool:
-        """Apply the policy for a full queue when the caller cannot wait.
+    def _overflow_nowait(self, msg: M, settlement: _Settlement | None = None) -> bool:
+        """Apply the "drop_oldest" or "raise" policy to a full queue.
 
-        Returns False if the message was refused (policy "raise"). Under "block" the
-        message is queued past the bound and counted as ``overfilled``: a caller that
-        cannot await must not lose it, and back-pressure resumes at its next awaiting
-        publish (see :meth:`Publisher.publish_nowait`).
+        Returns False if the message was refused (policy "raise"). A full "block" queue
+        never gets here: callers refuse the message first (:func:`_full_blockers`).
         """
-        policy = self.policy
-        if policy == "drop_oldest":
-            self._queue.popleft()
-            self._dropped += 1
-        elif policy == "raise":
+        if self.policy == "raise":
             self._rejected += 1
             return False
-        else:
-            self._overfilled += 1
-            self._high_water = max(self._high_water, len(self._queue) + 1)
+        dropped = self._queue.popleft()
+        self._dropped += 1
+        marks = self._marks
+        if marks and marks[0][0] is dropped:
+            # The policy chose to lose it: the transport may acknowledge it.
+            marks.popleft()[1].done()
         self._queue.append(msg)
+        if settlement is not None:
+            marks.append((msg, settlement))
         self._wake()
         return True
+
+    def _take_mark(self, msg: M) -> None:
+        marks = self._marks
+        if marks[0][0] is msg:
+            self._in_hand.append(marks.popleft())
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -343,26 +468,40 @@ class Subscriber(Generic[M]):
                 waiter.set_result(None)
 
 
-def _fan_out_nowait(subscribers: tuple[Subscriber[Any], ...], msg: Any) -> None:
-    """Queue ``msg`` for every subscriber without waiting; raise if a "raise" one was full.
+def _full_blockers(subscribers: Iterable[Subscriber[Any]]) -> list[Subscriber[Any]]:
+    """The "block" subscribers among ``subscribers`` with no room left."""
+    return [s for s in subscribers if s.policy == "block" and len(s._queue) >= s.maxsize]
 
-    The common case (room in the queue) is written inline: a method call per subscriber
-    would add ~70 ns each to the hot path.
+
+def _fan_out_rest(
+    subscribers: tuple[Subscriber[Any], ...],
+    start: int,
+    msg: Any,
+    settlement: _Settlement | None = None,
+) -> list[Subscriber[Any]] | None:
+    """Queue ``msg`` for ``subscribers[start:]``, the first of which is full.
+
+    ``subscribers[:start]`` already have it (they had room). If a "block" one is full, take
+    it back from those and raise :class:`QueueFullError`: all or nothing, so a retry cannot
+    duplicate. Returns the "raise" subscribers that refused it (or ``None``).
     """
+    blockers = _full_blockers(subscribers[start:])
+    if blockers:
+        for sub in subscribers[:start]:
+            sub._queue.pop()
+            if settlement is not None:
+                sub._marks.pop()
+        raise QueueFullError(type(msg), blockers)
     refused: list[Subscriber[Any]] | None = None
-    for sub in subscribers:
-        queue = sub._queue
-        if len(queue) < sub.maxsize:
-            queue.append(msg)
-            waiter = sub._waiter
-            if waiter is not None:
-                sub._waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
-        elif not sub._overflow_nowait(msg):
+    for sub in subscribers[start:]:
+        if len(sub._queue) < sub.maxsize:
+            sub._queue.append(msg)
+            if settlement is not None:
+                sub._marks.append((msg, settlement))
+            sub._wake()
+        elif not sub._overflow_nowait(msg, settlement):
             refused = [sub] if refused is None else [*refused, sub]
-    if refused is not None:
-        raise QueueOverflowError(type(msg), refused)
+    return refused
 
 
 class Publisher(Generic[M]):
@@ -418,19 +557,21 @@ class Publisher(Generic[M]):
     def publish_nowait(self, msg: M) -> None:
         """Deliver ``msg`` without ever waiting.
 
-        Under "block" a full subscriber gets the message past its bound (counted as
-        ``overfilled``): this call cannot wait, and "block" promises nothing is lost.
-        Back-pressure comes back at the next awaiting :meth:`publish` or
-        :meth:`wait_for_space`.
+        A full "block" subscriber makes this raise :class:`QueueFullError` with nothing
+        queued anywhere (this call cannot wait, and "block" never exceeds its bound); await
+        :meth:`wait_for_space` and publish again. "drop_oldest" and "raise" as in
+        :meth:`publish`.
         """
         if type(msg) is not self.message_type:
             raise self._wrong_type(msg)
         bus = self._bus
+        if bus._remote and bus._transport.full():
+            raise QueueFullError(type(msg), [], bus._transport)  # before any local delivery
         subscribers = self._topic.subscribers
         bus._published += 1
         if not subscribers:
             bus._no_local_subscriber += 1
-        # The fan-out of _fan_out_nowait, inlined: the extra call costs ~15% here.
+        # The common case (room everywhere) inline: a call per subscriber costs ~15% here.
         refused: list[Subscriber[Any]] | None = None
         for sub in subscribers:
             queue = sub._queue
@@ -441,8 +582,13 @@ class Publisher(Generic[M]):
                     sub._waiter = None
                     if not waiter.done():
                         waiter.set_result(None)
-            elif not sub._overflow_nowait(msg):
-                refused = [sub] if refused is None else [*refused, sub]
+            else:
+                try:
+                    refused = _fan_out_rest(subscribers, subscribers.index(sub), msg)
+                except QueueFullError:
+                    bus._published -= 1  # nothing was published
+                    raise
+                break
         if bus._remote:
             if not bus._started:
                 raise bus._not_started("publish_nowait")
@@ -476,6 +622,7 @@ class MessageBus:
 
     def __init__(self, transport: Transport | None = None) -> None:
         self._transport: Transport = transport if transport is not None else NullTransport()
+        self._inlet = _BusInlet(self)
         # The in-process bus skips the transport call entirely (one branch, no coroutine).
         self._remote = not isinstance(self._transport, NullTransport)
         self._topics: dict[type[Any], _Topic] = {}
@@ -524,7 +671,7 @@ class MessageBus:
             )
         async with self._start_lock:
             if not self._started:
-                await self._transport.start(self._deliver)
+                await self._transport.start(self._inlet)
                 await self._transport.ready()
                 self._started = True
 
@@ -609,9 +756,16 @@ class MessageBus:
         maxsize: int = DEFAULT_MAXSIZE,
         policy: OverflowPolicy = "block",
         name: str | None = None,
+        ack: AckMode = "auto",
     ) -> Subscriber[M]:
-        """A new subscription to ``message_type`` with its own bounded queue."""
-        return self.subscribe_many((message_type,), maxsize=maxsize, policy=policy, name=name)
+        """A new subscription to ``message_type`` with its own bounded queue.
+
+        ``ack`` says when a message from an acknowledging transport (JetStream) counts as
+        done: ``"auto"`` when the next one is asked for, ``"explicit"`` at ``sub.ack()``.
+        """
+        return self.subscribe_many(
+            (message_type,), maxsize=maxsize, policy=policy, name=name, ack=ack
+        )
 
     def subscribe_many(
         self,
@@ -620,6 +774,7 @@ class MessageBus:
         maxsize: int = DEFAULT_MAXSIZE,
         policy: OverflowPolicy = "block",
         name: str | None = None,
+        ack: AckMode = "auto",
     ) -> Subscriber[Any]:
         """One queue receiving several types, in the order they were published."""
         types = tuple(dict.fromkeys(message_types))
@@ -629,7 +784,11 @@ class MessageBus:
             raise BusClosedError(f"subscribe({label}) on a closed MessageBus")
         self._sub_count += 1
         unique = f"{label}#{self._sub_count}"
-        sub: Subscriber[Any] = Subscriber(self, types, maxsize, policy, unique)
+        if ack not in ("auto", "explicit"):
+            raise ValueError(
+                f"subscribe({label}): unknown ack mode {ack!r}\nhelp: use 'auto' or 'explicit'"
+            )
+        sub: Subscriber[Any] = Subscriber(self, types, maxsize, policy, unique, ack)
         for message_type in types:
             topic = self._topic(message_type)
             topic.subscribers = (*topic.subscribers, sub)
@@ -671,17 +830,37 @@ class MessageBus:
             topic = self._topics[message_type] = _Topic(message_type)
         return topic
 
-    def _deliver(self, msg: Any) -> None:
-        """Fan a message received from a peer out to local subscribers (never waits)."""
-        self._received_remote += 1
+    def _offer(self, msg: Any, settle: Settle | None) -> bool:
+        """Queue a message from a peer for every local subscriber, or (a full "block") none."""
         topic = self._topics.get(type(msg))
-        if topic is None or not topic.subscribers:
+        subscribers = () if topic is None else topic.subscribers
+        if not subscribers:
+            self._received_remote += 1
             self._no_local_subscriber += 1
-            return
-        # A "raise" subscriber refusing a remote message has nobody to raise to here; the
-        # refusal is already counted in that subscriber's `rejected`.
-        with contextlib.suppress(QueueOverflowError):
-            _fan_out_nowait(topic.subscribers, msg)
+            if settle is not None:
+                settle(None)
+            return True
+        for sub in subscribers:
+            if sub.policy == "block" and len(sub._queue) >= sub.maxsize:
+                return False  # counted as `blocked` by the transport's wait in _space
+        self._received_remote += 1
+        settlement = None if settle is None else _Settlement(settle, len(subscribers))
+        refused = _fan_out_rest(subscribers, 0, msg, settlement)
+        if refused is not None and settlement is not None:
+            # A "raise" subscriber refusing a remote message has nobody to raise to here:
+            # counted in its `rejected`, and the transport hears of it (JetStream redelivers).
+            error = QueueOverflowError(type(msg), refused)
+            for _ in refused:
+                settlement.done(error)
+        return True
+
+    async def _space(self, message_type: type[Any]) -> None:
+        topic = self._topics.get(message_type)
+        while topic is not None:
+            blockers = _full_blockers(topic.subscribers)
+            if not blockers:
+                return
+            await blockers[0]._wait_for_space()
 
     def _wake_subscription_waiters(self) -> None:
         waiters, self._subscription_waiters = self._subscription_waiters, []
@@ -707,3 +886,18 @@ class MessageBus:
             "help: `await bus.start()` (or use `async with bus:`) before publishing "
             "without awaiting"
         )
+
+
+class _BusInlet:
+    """The :class:`~mycelium_mono.bus.transports.base.Inlet` a bus gives its transport."""
+
+    __slots__ = ("_bus",)
+
+    def __init__(self, bus: MessageBus) -> None:
+        self._bus = bus
+
+    def offer(self, msg: Any, settle: Settle | None = None) -> bool:
+        return self._bus._offer(msg, settle)
+
+    async def space(self, message_type: type[Any]) -> None:
+        await self._bus._space(message_type)

@@ -7,10 +7,11 @@ order — one task for the backlog, never a task per message (a task wake-up per
 costs ~3.7 µs on the build machines; draining a deque costs ~0.34 µs).
 
 The caller is synchronous and runs on the event loop thread, so it can never wait for the
-worker. Under ``policy="block"`` a full backlog therefore takes the call past its bound
-(counted as ``overfilled``): "block" promises nothing is lost, and raising would turn it into
-"raise". Back-pressure is one await away for producers that can await:
-``await backlog.wait_for_space()`` between messages.
+worker. The bound holds under every policy (issue 12: "block" used to overfill, 200,000
+calls queued against ``maxsize=10000``): a full ``policy="block"`` backlog refuses the call
+with :class:`BacklogFull` (nothing queued, like ``asyncio.Queue.put_nowait``), and the
+producer gets its back-pressure by awaiting ``await backlog.wait_for_space()`` between
+messages; "drop_oldest" drops and counts the oldest call; "raise" refuses as "block" does.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ ErrorCallback = Callable[[BaseException], object]
 
 
 class BacklogFull(RuntimeError):
-    """``submit`` on a full ``policy="raise"`` backlog; the call was not queued."""
+    """``submit`` on a full backlog ("block" or "raise"); the call was not queued."""
 
 
 class BacklogClosedError(RuntimeError):
@@ -165,14 +166,14 @@ class BackgroundBacklog:
             self._dropped += 1
             self._notify_progress()
             return
-        if self.policy == "raise":
-            raise BacklogFull(
-                f"background backlog is full ({self.maxsize} calls) while submitting "
-                f"{_name(fn)}\n"
-                "help: the background handlers are slower than the sync path; raise maxsize, "
-                "await backlog.wait_for_space() in the producer, or use policy='drop_oldest'"
-            )
-        self._overfilled += 1
+        # "block" cannot wait in a sync caller, and must not overfill: it refuses as "raise".
+        raise BacklogFull(
+            f"background backlog is full ({self.maxsize} calls, policy={self.policy!r}) "
+            f"while submitting {_name(fn)}; the call was not queued\n"
+            "help: the background handlers are slower than the sync path; "
+            "`await backlog.wait_for_space()` in the producer before emitting, raise maxsize, "
+            "or use policy='drop_oldest'"
+        )
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         old = self._worker

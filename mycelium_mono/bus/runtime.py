@@ -24,7 +24,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mycelium_mono.bus.bus import DEFAULT_MAXSIZE, MessageBus, Publisher, Subscriber
+from mycelium_mono.bus.bus import (
+    DEFAULT_MAXSIZE,
+    MessageBus,
+    Publisher,
+    QueueFullError,
+    Subscriber,
+)
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
 from mycelium_mono.handlers import attach_emitter, handled_messages
 
@@ -59,6 +65,10 @@ class ServiceContext:
         self.name = name
         self._publishers: dict[type[Any], Publisher[Any]] = {}
         self._subscriptions: dict[type[Any], Subscriber[Any]] = {}
+        # Emits a handler made while a downstream "block" queue was full, in order; the
+        # runtime publishes them (waiting for space) before the handler's next message.
+        self._held: list[Any] = []
+        self._in_handler = False
 
     @property
     def bus(self) -> MessageBus:
@@ -72,13 +82,32 @@ class ServiceContext:
     def emit_nowait(self, msg: Any) -> None:
         """Publish without waiting; this is what a handler's sync ``self.emit`` calls.
 
-        Under "block" a full downstream queue takes the message past its bound (counted
-        as ``overfilled``) rather than dropping it: sync code cannot await, scheduling the
-        await as a task per message would cost ~3.7 µs each and could reorder messages,
-        and "block" promises nothing is lost. The runtime restores back-pressure after
-        each batch by awaiting :meth:`wait_for_space`.
+        A full downstream "block" queue is never overfilled (issue 12). Inside a handler
+        the runtime spawned, the message is held, in order with the handler's later emits,
+        and published with back-pressure before the handler gets its next message: the
+        service waits for its consumers, and every mode reaches the same result. Anywhere
+        else this raises :class:`QueueFullError` with nothing queued, like
+        ``Publisher.publish_nowait``.
         """
-        self._publisher(type(msg)).publish_nowait(msg)
+        if self._held:
+            self._held.append(msg)  # behind what is already held: order is kept
+            return
+        try:
+            self._publisher(type(msg)).publish_nowait(msg)
+        except QueueFullError:
+            if not self._in_handler:
+                raise
+            self._held.append(msg)
+
+    async def _release_held(self) -> None:
+        """Publish what a handler emitted into full queues, waiting for space, in order."""
+        held, self._held = self._held, []
+        for i, msg in enumerate(held):
+            try:
+                await self._publisher(type(msg)).publish(msg)
+            except BaseException:
+                self._held = held[i + 1 :] + self._held
+                raise
 
     async def wait_for_space(self) -> None:
         """Wait until every "block" queue this service publishes to is below its bound."""
@@ -309,12 +338,15 @@ class ServiceRuntime:
         while await sub.wait():
             for msg in sub.drain():
                 method, is_async = table[type(msg)]
+                error: Exception | None = None
+                ctx._in_handler = True
                 try:
                     if is_async:
                         await method(msg)
                     else:
                         method(msg)
                 except Exception as exc:
+                    error = exc
                     running.errors += 1
                     logger.error(
                         "service %s: %s.%s raised on %r",
@@ -324,6 +356,13 @@ class ServiceRuntime:
                         msg,
                         exc_info=exc,
                     )
+                finally:
+                    ctx._in_handler = False
+                if ctx._held:  # what it emitted into full queues, before its next message
+                    await ctx._release_held()
+                # Settled only now that the handler returned and its emits are published: an
+                # acknowledging transport acks it, or (error) redelivers it (issue 12).
+                sub.settle(msg, error)
                 running.handled += 1
             await ctx.wait_for_space()
 

@@ -12,6 +12,7 @@ import asyncio
 from mycelium_mono.bus.transports.nats import NatsTransport
 from mycelium_mono.bus.transports.zmq import ZmqTransport
 from peers.common import add_transport_args, make_transport, say, stats_dict, wait_for
+from peers.inlet import ListInlet
 from peers.messages import Tick, tick
 
 
@@ -24,7 +25,7 @@ async def main() -> None:
     parser.add_argument("--nowait", action="store_true", help="use publish_nowait")
     args = parser.parse_args()
     transport = make_transport(args)
-    await transport.start(lambda msg: None)
+    await transport.start(ListInlet())
     address = transport.address if isinstance(transport, ZmqTransport) else args.url
     say("READY", address)
     if args.wait_subscribers and isinstance(transport, ZmqTransport):

@@ -4,7 +4,9 @@ Prints ``READY`` once its subscription is in effect at every peer, then ``RESULT
 after ``--count`` Ticks (or after ``EXPECT <n>`` on stdin sets the count). ``--slow-every``
 and ``--slow-ms`` block the event loop now and then, like a consumer doing real work;
 ``--record`` appends every received seq to a file (flushed before the next message, so it
-survives SIGKILL).
+survives SIGKILL). ``--bus-maxsize N`` consumes through a ``MessageBus`` subscriber bounded
+to ``N`` (policy "block") instead of straight from the transport, and reports the longest
+queue seen; ``--stall-at K --stall-s S`` blocks the event loop ``S`` seconds at message ``K``.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import resource
 import time
 from typing import Any
 
+from mycelium_mono import MessageBus
 from peers.common import add_transport_args, make_transport, say, stats_dict, wait_for
+from peers.inlet import CallInlet
 from peers.messages import Tick
 
 
@@ -43,6 +48,8 @@ class Tally:
             self.record.flush()
         if self.args.slow_every and self.received % self.args.slow_every == 0:
             time.sleep(self.args.slow_ms / 1000)
+        if self.args.stall_at and self.received == self.args.stall_at:
+            time.sleep(self.args.stall_s)  # the whole event loop stalls, transport included
         if self.target and self.received >= self.target:
             self.done.set()
 
@@ -71,14 +78,33 @@ async def main() -> None:
     parser.add_argument("--record", default="")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--idle", type=float, default=0.0, help="done after this quiet time")
+    parser.add_argument("--bus-maxsize", type=int, default=0)
+    parser.add_argument("--stall-at", type=int, default=0)
+    parser.add_argument("--stall-s", type=float, default=0.0)
     args = parser.parse_args()
     tally = Tally(args)
     transport = make_transport(args)
-    await transport.start(tally.deliver)
-    transport.subscribe(Tick)
-    for address in args.connect:
-        await transport.connect_to(address)
-    await transport.ready()
+    peak = [0]
+    if args.bus_maxsize:
+        bus = MessageBus(transport)
+        sub = bus.subscribe(Tick, maxsize=args.bus_maxsize, policy="block")
+        await bus.start()
+        for address in args.connect:
+            await bus.connect_to(address)
+        await bus.ready()
+
+        async def consume() -> None:
+            async for msg in sub:
+                peak[0] = max(peak[0], len(sub) + 1)
+                tally.deliver(msg)
+
+        asyncio.get_running_loop().create_task(consume())
+    else:
+        await transport.start(CallInlet(tally.deliver))
+        transport.subscribe(Tick)
+        for address in args.connect:
+            await transport.connect_to(address)
+        await transport.ready()
     say("READY")
     if args.idle:
         asyncio.get_running_loop().create_task(finish_when_quiet(tally, args.idle))
@@ -94,6 +120,8 @@ async def main() -> None:
             "first": tally.first,
             "last": tally.last,
             "out_of_order": tally.out_of_order,
+            "queue_peak": peak[0],
+            "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
             **stats_dict(transport),
         },
     )

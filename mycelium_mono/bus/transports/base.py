@@ -2,8 +2,22 @@
 
 The :class:`~mycelium_mono.bus.MessageBus` delivers to its local subscribers itself and hands
 each published message to its transport for remote peers. A transport hands every message it
-receives from a peer back through ``deliver`` (already decoded, on the event loop thread);
+receives from a peer to the bus's :class:`Inlet` (already decoded, on the event loop thread);
 the bus fans it out to local subscribers exactly as if it had been published locally.
+
+Issue 12: the interface used to be ``deliver(msg) -> None``, fire-and-forget, so a transport
+could neither wait for queue space nor learn when the application was done with a message —
+JetStream acked on enqueue (a SIGKILL lost what was queued) and peers overfilled every bound.
+Delivery now carries both halves, like an asyncio/trio stream or a Kafka consumer:
+
+- :meth:`Inlet.offer` queues the message for every local subscriber *or for none*: it returns
+  ``False`` while a ``policy="block"`` subscriber of that type is full. The transport keeps
+  the message, stops reading its socket / pulling its batch (so the engine's own flow control
+  pushes back on the publisher), awaits :meth:`Inlet.space`, and offers it again.
+- ``settle``, when given, is called exactly once, when the last local subscriber finished
+  with the message: ``None`` if every one was done, else the error one of them reported
+  (a handler that raised, a subscriber that refused it). A transport that acknowledges
+  (JetStream) acks, naks or dead-letters from there.
 
 In-process mode uses :class:`NullTransport`: there are no peers. ZeroMQ and NATS live in
 their own modules and are the only places that import an engine.
@@ -14,12 +28,50 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Deliver", "NullTransport", "Transport", "TransportStats"]
+__all__ = ["CallbackInlet", "Inlet", "NullTransport", "Settle", "Transport", "TransportStats"]
 
-Deliver = Callable[[Any], None]
-"""Called by a transport with each decoded message received from a peer."""
+Settle = Callable[[BaseException | None], None]
+"""Called once when every local subscriber finished with a message: ``None`` if all were
+done with it, else the (last) error reported for it."""
+
+
+class Inlet(Protocol):
+    """The bus, as a transport sees it: where received messages go."""
+
+    def offer(self, msg: Any, settle: Settle | None = None) -> bool:
+        """Queue ``msg`` for every local subscriber of its type now, or for none.
+
+        ``False``: a ``"block"`` subscriber of ``type(msg)`` is full and nothing was queued;
+        await :meth:`space` and offer it again. A message no subscriber wants is settled at
+        once (``settle(None)``).
+        """
+        ...
+
+    async def space(self, message_type: type[Any]) -> None:
+        """Wait until every ``"block"`` subscriber of ``message_type`` has room (or closed)."""
+        ...
+
+
+class CallbackInlet:
+    """An inlet for a transport driven without a bus: calls ``fn`` with each message.
+
+    Every offer is taken and settled as done at once (a JetStream message is acked as soon
+    as ``fn`` returned); for tools, benchmarks and tests of a transport alone.
+    """
+
+    def __init__(self, fn: Callable[[Any], object]) -> None:
+        self.fn = fn
+
+    def offer(self, msg: Any, settle: Settle | None = None) -> bool:
+        self.fn(msg)
+        if settle is not None:
+            settle(None)
+        return True
+
+    async def space(self, message_type: type[Any]) -> None:
+        return None
 
 
 @dataclass
@@ -41,8 +93,8 @@ class Transport(ABC):
     stats: TransportStats
 
     @abstractmethod
-    async def start(self, deliver: Deliver) -> None:
-        """Bind/connect what the transport needs and begin delivering received messages."""
+    async def start(self, inlet: Inlet) -> None:
+        """Bind/connect what the transport needs and begin offering received messages."""
 
     @abstractmethod
     async def publish(self, msg: Any) -> None:
@@ -51,6 +103,14 @@ class Transport(ABC):
     @abstractmethod
     def publish_nowait(self, msg: Any) -> None:
         """Send without awaiting; under back-pressure the transport's policy decides."""
+
+    def full(self) -> bool:
+        """True while ``publish_nowait`` would queue past this transport's own bound.
+
+        The bus then refuses ``publish_nowait`` with ``QueueFullError`` before delivering
+        anywhere (issue 12: a lossless ZeroMQ backlog grew without limit). Default: never.
+        """
+        return False
 
     @abstractmethod
     def subscribe(self, message_type: type[Any]) -> None:
@@ -88,7 +148,7 @@ class NullTransport(Transport):
     def __init__(self) -> None:
         self.stats = TransportStats()
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, inlet: Inlet) -> None:
         return None
 
     async def publish(self, msg: Any) -> None:

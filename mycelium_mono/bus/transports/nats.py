@@ -8,14 +8,18 @@ check and sequence tracking apply as over ZeroMQ.
   receives its own messages. A subscriber that falls behind loses messages in the client
   (``pending_limit``) or the server; both show up as counted sequence gaps.
 - **JetStream** (``jetstream=True``): every publish is stored in ``stream`` (created if
-  missing, one ``<topic>.*`` subject per topic used) with a message id, so a re-sent copy is
-  stored once; :meth:`NatsTransport.flush` confirms storage and re-sends, in order, whatever
-  was not confirmed. Each subscribed type gets a pull consumer with explicit acks: each
-  fetched message is handed to ``deliver`` and only then acknowledged. With
-  ``durable="name"`` the consumer survives restarts: a restarted process gets everything it
-  had not acknowledged. Messages this process published itself are acknowledged, not
-  delivered (the bus already delivered them locally). Redeliveries are delivered again
-  (at-least-once) and are counted as ``duplicates``.
+  missing, one ``<topic>.*`` subject per topic used, limits from the ``stream_*`` options)
+  with a message id, so a re-sent copy is stored once; :meth:`NatsTransport.flush` confirms
+  storage and re-sends, in order, whatever was not confirmed. Each subscribed type gets a
+  pull consumer with explicit acks, acknowledged only when the application is done with the
+  message (see :mod:`~mycelium_mono.bus.transports.jetstream`: nak with backoff, dead
+  letters, poison, back-pressure). The consumer is **durable** whenever the transport has a
+  name: ``durable=`` if given, else ``name=``; its server-side name is
+  ``<durable>-<topic>-<type id>``, so a restarted process with the same name gets
+  everything it had not acknowledged. With neither, the consumer is ephemeral and sees only
+  messages published after it started. Messages this process published itself are
+  acknowledged, not delivered (the bus already delivered them locally). Redeliveries are
+  delivered again (at-least-once) and counted as ``redelivered``.
 
 Measured on the 2-core build machine: NATS round trip ≈ 250 µs, JetStream publish+ack
 ≈ 130 µs; hence JetStream publishes are pipelined (``publish_async``, up to
@@ -30,7 +34,7 @@ import logging
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import nats
 import nats.errors
@@ -38,15 +42,23 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
-from mycelium_mono.bus.transports.base import Deliver, Transport, TransportStats
+from mycelium_mono.bus.transports.base import Inlet, Transport, TransportStats
+from mycelium_mono.bus.transports.jetstream import (
+    ConsumerOptions,
+    PullConsumer,
+    StreamOptions,
+    check_last_stored,
+    ensure_stream,
+)
 from mycelium_mono.bus.transports.wire import (
     HEADER,
     MAX_FRAME,
+    Decoded,
     Dropped,
     Inbound,
     Outbound,
+    WireMismatchError,
     WireType,
     decode_body,
     wire_type,
@@ -83,10 +95,17 @@ class NatsTransport(Transport):
     """Messages through a NATS server at ``url``.
 
     ``jetstream``: store and acknowledge (at-least-once) instead of core fan-out;
-    ``stream``: the JetStream stream name (created if missing); ``durable``: consumer name
-    prefix that survives restarts (``None``: ephemeral consumers that see only new messages);
+    ``stream``: the JetStream stream name (created if missing); ``stream_max_age_s``,
+    ``stream_max_bytes``, ``stream_max_msgs``, ``stream_discard`` (``"old"``/``"new"``): its
+    retention limits (``None``: unlimited); ``durable``: consumer name prefix that survives
+    restarts (default: ``name``; with neither, ephemeral consumers that see only new
+    messages); ``max_deliver``: deliveries of a failing message before it is dead-lettered to
+    ``<dead_letter>.<subject>`` (default ``dlq.<stream>``, stored in its own stream);
+    ``backoff_s``: nak delay after each failed delivery; ``max_ack_pending``: messages the
+    server hands out unacknowledged (the back-pressure window; default 4 x ``fetch_batch``);
     ``pending_limit``: core-NATS client buffer per subscription before it drops;
-    ``fetch_batch``: messages per JetStream pull; ``ack_wait_s``: redelivery timeout;
+    ``fetch_batch``: messages per JetStream pull; ``ack_wait_s``: redelivery timeout of a
+    message fetched and not settled (keep it above the time to work through a full queue);
     ``max_in_flight``: unacknowledged JetStream publishes before ``publish`` waits;
     ``flush_timeout_s``: how long :meth:`flush` (and ``close``) keeps re-sending what
     JetStream did not store; ``ack_timeout_s``: how long one publish's ack may take.
@@ -103,6 +122,14 @@ class NatsTransport(Transport):
         pending_limit: int = 512 * 1024,
         fetch_batch: int = 512,
         ack_wait_s: float = 30.0,
+        max_deliver: int = 5,
+        backoff_s: tuple[float, ...] = (0.1, 0.5, 2.0, 5.0),
+        dead_letter: str | None = None,
+        max_ack_pending: int | None = None,
+        stream_max_age_s: float | None = None,
+        stream_max_bytes: int | None = None,
+        stream_max_msgs: int | None = None,
+        stream_discard: Literal["old", "new"] = "old",
         max_in_flight: int = 4000,
         connect_timeout_s: float = 2.0,
         flush_timeout_s: float = 10.0,
@@ -112,8 +139,20 @@ class NatsTransport(Transport):
         self.url = url
         self.jetstream = jetstream
         self.stream = stream
-        self.durable = durable
+        self.durable = durable if durable is not None else name
         self.name = name
+        self.stream_options = StreamOptions(
+            stream, stream_max_age_s, stream_max_bytes, stream_max_msgs, stream_discard
+        )
+        self.consumer_options = ConsumerOptions(
+            durable=self.durable,
+            fetch_batch=fetch_batch,
+            ack_wait_s=ack_wait_s,
+            max_ack_pending=max_ack_pending or max(fetch_batch * 4, 1024),
+            max_deliver=max_deliver,
+            backoff_s=tuple(backoff_s),
+            dead_letter_prefix=dead_letter or f"dlq.{stream}",
+        )
         self.pending_limit = pending_limit
         self.fetch_batch = fetch_batch
         self.ack_wait_s = ack_wait_s
@@ -135,9 +174,10 @@ class NatsTransport(Transport):
         self._stream_lock = asyncio.Lock()
         self._unacked: deque[_Unacked] = deque()
         self._pulls: list[JetStreamContext.PullSubscription] = []
+        self.consumers: list[PullConsumer] = []
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        self._deliver: Deliver | None = None
+        self._inlet: Inlet | None = None
         self._closing = False
         self._connected_once = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -149,11 +189,11 @@ class NatsTransport(Transport):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, inlet: Inlet) -> None:
         """Connect to the server (and JetStream), then subscribe what was declared before."""
         if self._nc is not None:
             return
-        self._deliver = deliver
+        self._inlet = inlet
         self._loop = asyncio.get_running_loop()
         self._nc = await self._connect()
         if self.jetstream:
@@ -268,6 +308,9 @@ class NatsTransport(Transport):
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+        if any(c.stopped_for_mismatch for c in self.consumers):
+            found = next(iter(self._in.mismatches.values()))
+            raise WireMismatchError(found.describe())
         # A PING/PONG round trip: the server has processed every SUB sent before it.
         await nc.flush()
 
@@ -278,104 +321,67 @@ class NatsTransport(Transport):
             await nc.subscribe(subject, cb=self._on_core, pending_msgs_limit=self.pending_limit)
             return
         await self._ensure_stream(message_type.TOPIC)
+        # Refuse a mismatched definition before the consumer takes anything (issue 12).
+        await check_last_stored(self._js, self.stream, subject, self.max_frame)
         psub = await self._js.pull_subscribe(
             subject,
             durable=self._consumer_name(message_type),
             stream=self.stream,
-            config=self._consumer_config(),
+            config=self.consumer_options.config(),
         )
-        loop = asyncio.get_running_loop()
+        assert self._inlet is not None
+        consumer = PullConsumer(
+            self._js,
+            psub,
+            subject,
+            self.consumer_options,
+            self._inlet,
+            self._in,
+            self._is_own,
+            self.max_frame,
+        )
         self._pulls.append(psub)
-        self._tasks.append(loop.create_task(self._pull(psub, subject)))
+        self.consumers.append(consumer)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(consumer.run(lambda: self._closing)))
+
+    def _is_own(self, decoded: Decoded) -> bool:
+        return decoded.publisher == self._out.publisher
 
     def _consumer_name(self, message_type: type[Any]) -> str | None:
         if self.durable is None:
             return None
         return _NAME_OK.sub("_", f"{self.durable}-{message_type.TOPIC}-{message_type.TYPE_ID}")
 
-    def _consumer_config(self) -> ConsumerConfig:
-        durable = self.durable is not None
-        return ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL if durable else DeliverPolicy.NEW,
-            ack_wait=self.ack_wait_s,
-            max_ack_pending=max(self.fetch_batch * 4, 1024),
-            inactive_threshold=None if durable else 60.0,
-        )
-
     async def _ensure_stream(self, topic: str) -> None:
-        """Make ``stream`` exist and capture ``<topic>.*`` (adding the subject if needed)."""
+        """Make ``stream`` exist, capture ``<topic>.*`` and carry the configured limits."""
         if topic in self._stream_topics:
             return
         js = self._js
         assert js is not None
-        subject = f"{topic}.*"
         async with self._stream_lock:
-            try:
-                info = await js.stream_info(self.stream)
-            except nats.js.errors.NotFoundError:
-                await js.add_stream(StreamConfig(name=self.stream, subjects=[subject]))
-            else:
-                subjects = list(info.config.subjects or [])
-                if subject not in subjects:
-                    info.config.subjects = [*subjects, subject]
-                    await js.update_stream(info.config)
-            self._stream_topics.add(topic)
+            if topic not in self._stream_topics:
+                await ensure_stream(js, self.stream_options, f"{topic}.*")
+                self._stream_topics.add(topic)
 
     # -- receiving -------------------------------------------------------------------------
 
     async def _on_core(self, msg: Msg) -> None:
-        self._handle(msg.data, msg.subject)
-        self._in.sync_stats()
+        """Core NATS (at-most-once): one payload; duplicates by sequence are dropped.
 
-    def _handle(self, data: bytes, subject: str, stored: bool = False) -> bool:
-        """Decode, check and deliver one payload; False only for our own JetStream echo.
-
-        Core NATS: a sequence number already seen is dropped as a duplicate. JetStream
-        (``stored``) delivers every copy: a durable consumer restarted after a crash gets
-        what its predecessor fetched but never acknowledged *after* newer messages (once
-        ``ack_wait`` expires), so "older than the last one" is not "seen before" there.
-        At-least-once means services must tolerate the occasional redelivery.
+        Waiting for space here pauses this subscription's reading: the client's buffer then
+        fills to ``pending_limit`` and drops, counted as ``dropped_overflow``.
         """
-        deliver = self._deliver
-        assert deliver is not None
-        result = decode_body(data, subject, self.max_frame)
+        inlet = self._inlet
+        assert inlet is not None
+        result = decode_body(msg.data, msg.subject, self.max_frame)
         if isinstance(result, Dropped):
             self._in.drop(result)
-            return True
-        if result.message is None or result.publisher == self._out.publisher:
-            return False
-        if self._in.accept(result) or stored:
+        elif result.message is not None and self._in.accept(result):
             self.stats.received += 1
-            try:
-                deliver(result.message)
-            except Exception:
-                self._in.count("deliver_errors")
-                log.exception("delivering %r from NATS raised", result.message)
-        return True
-
-    async def _pull(self, psub: JetStreamContext.PullSubscription, subject: str) -> None:
-        """Fetch a batch; deliver each message, then acknowledge it."""
-        while not self._closing:
-            try:
-                msgs = await psub.fetch(self.fetch_batch, timeout=1.0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except (nats.errors.ConnectionClosedError, asyncio.CancelledError):
-                return
-            except Exception as exc:  # reconnecting, server restarting: try again
-                self._in.count("fetch_errors")
-                log.warning("JetStream fetch on %s failed: %r; retrying", subject, exc)
-                await asyncio.sleep(0.2)
-                continue
-            for m in msgs:
-                self._handle(m.data, m.subject, stored=True)
-                # Acknowledged one by one, after deliver accepted it. (AckPolicy.ALL would
-                # be one ack per batch, but acking seq N also acks what a killed
-                # predecessor fetched and never delivered: measured as lost messages.)
-                with contextlib.suppress(Exception):
-                    await m.ack()
-            self._in.sync_stats()
+            while not inlet.offer(result.message):
+                await inlet.space(type(result.message))
+        self._in.sync_stats()
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -385,6 +391,10 @@ class NatsTransport(Transport):
             self.publish_nowait(msg)
             return
         await self._send(wire_type(type(msg)), self._out.body(msg))
+
+    def full(self) -> bool:
+        """``max_in_flight`` messages already wait in the background sender's outbox."""
+        return len(self._outbox) >= self.max_in_flight
 
     def publish_nowait(self, msg: Any) -> None:
         """Queue ``msg`` for a background sender; order with :meth:`publish` is kept."""

@@ -11,10 +11,12 @@ A ZeroMQ frame is one message part::
   whole topic. NATS carries the subject itself, so its payload is the *body* (header +
   layout) without the prefix.
 - The **header** is one :class:`struct.Struct` (little-endian): magic ``b"MY"``, version,
-  flags, type id, the layout :attr:`FINGERPRINT` of the sender's class, the publisher id
-  (random per transport instance, so a restarted peer is a new publisher) and a sequence
-  number per (publisher, type id) starting at 1. Per type, not per publisher, because a
-  subscriber filters by type and must not see the types it skipped as gaps.
+  flags, type id, the wire fingerprint of the sender's class (its layout
+  :attr:`FINGERPRINT` *and its topic*, so a topic mismatch is refused like a layout one),
+  the publisher's incarnation id (63 random bits per transport instance: a restarted peer
+  is a new incarnation, never mistaken for the old one) and a sequence number per
+  (incarnation, type id) starting at 1. Per type, not per publisher, because a subscriber
+  filters by type and must not see the types it skipped as gaps.
 - The **payload** is ``msg.to_bytes()``; its length must equal the class's ``SIZE``.
 
 Decoding never raises on bad input: :func:`decode_frame` / :func:`decode_body` return a
@@ -27,6 +29,7 @@ unpickled: the only decoder is the message class's own fixed-layout ``_decode``.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import secrets
 import struct
@@ -50,9 +53,11 @@ __all__ = [
     "Inbound",
     "Outbound",
     "SequenceTracker",
+    "WireMismatchError",
     "WireType",
     "decode_body",
     "decode_frame",
+    "describe_mismatch",
     "parse_prefix",
     "wire_type",
 ]
@@ -72,6 +77,17 @@ MAX_PREFIX = 256
 
 MAX_FRAME = 1 << 16
 """Frames longer than this are dropped as oversize before anything else is looked at."""
+
+MAX_SEQUENCE_JUMP = 1 << 20
+"""A sequence number further than this past the last one seen is not trusted at once.
+
+Issue 12: one frame with ``seq=10**12`` from a live publisher made every later valid frame
+a "duplicate". A jump this large is dropped and counted (``sequence_out_of_range``); two
+consecutive frames beyond it (``S``, ``S + 1``) are a real jump and resynchronise."""
+
+
+class WireMismatchError(RuntimeError):
+    """A peer's definition (layout or topic) of a subscribed type differs from this process's."""
 
 
 class DropReason(enum.StrEnum):
@@ -147,10 +163,16 @@ def wire_type(cls: type[Any]) -> WireType:
             )
         subject = f"{cls.TOPIC}.{cls.TYPE_ID}"
         found = WireType(
-            cls, cls.TYPE_ID, subject, subject.encode() + b"\0", cls.FINGERPRINT, cls.SIZE
+            cls, cls.TYPE_ID, subject, subject.encode() + b"\0", _wire_fingerprint(cls), cls.SIZE
         )
         _WIRE_TYPES[cls] = found
     return found
+
+
+def _wire_fingerprint(cls: type[Any]) -> int:
+    """The layout fingerprint mixed with the topic: both sides must agree on both."""
+    data = cls.FINGERPRINT.to_bytes(8, "little") + cls.TOPIC.encode()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 def parse_prefix(prefix: bytes) -> tuple[str, int] | None:
@@ -252,27 +274,30 @@ class Outbound:
     def ack(self, prefix: bytes, type_id: int) -> bytes:
         """Acknowledge a subscription to ``prefix``, with this side's fingerprint for the type."""
         cls = message_class(type_id)
-        fingerprint = 0 if cls is None else cls.FINGERPRINT
+        fingerprint = 0 if cls is None else wire_type(cls).fingerprint
         return prefix + HEADER.pack(
             MAGIC, VERSION, FLAG_ACK, type_id, fingerprint, self.publisher, 0
         )
 
 
 class SequenceTracker:
-    """Per (publisher, type id) sequence numbers: counts gaps, duplicates and restarts.
+    """Per (incarnation, type id) sequence numbers: counts gaps, duplicates, wild numbers.
 
-    A new publisher id is a new peer (or a restarted one: ids are random per process). A
-    publisher whose sequence goes back to 1 restarted its counters. Any other number at or
-    below the last one seen is a duplicate (JetStream redelivery) and is rejected.
+    A new incarnation id is a new peer or a restarted one (ids are random per transport
+    instance); that is the only way a sequence starts afresh. A number at or below the last
+    one seen is a duplicate (a replayed frame, even ``seq == 1``) and is rejected. A number
+    more than :data:`MAX_SEQUENCE_JUMP` ahead is rejected and counted as out of range until
+    the next frame confirms it.
     """
 
     def __init__(self) -> None:
         self._last: dict[tuple[int, int], int] = {}
+        self._suspect: dict[tuple[int, int], int] = {}
         self.publishers: set[int] = set()
         self.gaps = 0
         self.missed = 0
         self.duplicates = 0
-        self.restarts = 0
+        self.out_of_range = 0
 
     def observe(self, publisher: int, type_id: int, seq: int) -> bool:
         """Record ``seq``; False means a duplicate the caller must not deliver."""
@@ -285,16 +310,19 @@ class SequenceTracker:
 
     def _unusual(self, key: tuple[int, int], last: int | None, seq: int) -> bool:
         if last is None:
-            # A new publisher (or we joined mid-stream: what came before was never ours).
+            # A new incarnation (or we joined mid-stream: what came before was never ours).
             self.publishers.add(key[0])
-        elif seq == 1:
-            self.restarts += 1
         elif seq <= last:
             self.duplicates += 1
+            return False
+        elif seq - last > MAX_SEQUENCE_JUMP and self._suspect.get(key) != seq - 1:
+            self._suspect[key] = seq
+            self.out_of_range += 1
             return False
         else:
             self.gaps += 1
             self.missed += seq - last - 1
+        self._suspect.pop(key, None)
         self._last[key] = seq
         return True
 
@@ -315,7 +343,7 @@ class FingerprintMismatch:
             f"layout fingerprint {self.remote:016x}, but this process defines it as "
             f"{self.local:016x}; its frames are dropped\n"
             "help: both sides must import the same message definition (same class name, "
-            "field names, field types and order) for this type id"
+            "field names, field types and order, and the same topic) for this type id"
         )
 
 
@@ -329,9 +357,14 @@ class Inbound:
 
     def accept(self, decoded: Decoded) -> bool:
         """True if ``decoded`` is new and in sequence enough to deliver (not a duplicate)."""
-        ok = self.tracker.observe(decoded.publisher, decoded.type_id, decoded.sequence)
+        tracker = self.tracker
+        ok = tracker.observe(decoded.publisher, decoded.type_id, decoded.sequence)
         if not ok:
-            self.count("duplicates")
+            extra = self.stats.extra
+            if tracker.out_of_range != extra.get("sequence_out_of_range", 0):
+                extra["sequence_out_of_range"] = tracker.out_of_range
+            else:
+                self.count("duplicates")
         return ok
 
     def sync_stats(self) -> None:
@@ -340,7 +373,7 @@ class Inbound:
         self.stats.sequence_gaps = t.gaps
         extra = self.stats.extra
         extra["messages_missed"] = t.missed
-        extra["publisher_restarts"] = t.restarts
+        extra["sequence_out_of_range"] = t.out_of_range
         extra["publishers_seen"] = len(t.publishers)
 
     def drop(self, dropped: Dropped) -> None:
@@ -358,14 +391,7 @@ class Inbound:
         key = (dropped.publisher, dropped.type_id)
         if key in self.mismatches:
             return
-        cls = message_class(dropped.type_id)
-        found = FingerprintMismatch(
-            dropped.type_id,
-            "?" if cls is None else f"{cls.__module__}.{cls.__qualname__}",
-            0 if cls is None else cls.FINGERPRINT,
-            dropped.fingerprint,
-            dropped.publisher,
-        )
+        found = _mismatch_of(dropped)
         self.mismatches[key] = found
         self.stats.extra["incompatible_peers"] = len(self.mismatches)
         log.error("%s", found.describe())
@@ -374,3 +400,19 @@ class Inbound:
         """Add one to ``stats.extra[key]``."""
         extra = self.stats.extra
         extra[key] = extra.get(key, 0) + 1
+
+
+def _mismatch_of(dropped: Dropped) -> FingerprintMismatch:
+    cls = message_class(dropped.type_id)
+    return FingerprintMismatch(
+        dropped.type_id,
+        "?" if cls is None else f"{cls.__module__}.{cls.__qualname__}",
+        0 if cls is None else wire_type(cls).fingerprint,
+        dropped.fingerprint,
+        dropped.publisher,
+    )
+
+
+def describe_mismatch(dropped: Dropped) -> str:
+    """The error text for a frame dropped as a fingerprint mismatch."""
+    return _mismatch_of(dropped).describe()

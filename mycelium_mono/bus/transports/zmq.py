@@ -21,7 +21,26 @@ Choices, with the measurements behind them (pyzmq 27.3, 2-core build machine):
   before the first message); the publisher's :meth:`ZmqTransport.wait_for_subscribers`
   waits for ``n`` subscriptions to a type.
 - A restarted peer: ZeroMQ reconnects by itself and the SUB re-sends its subscriptions; the
-  restarted process has a new random publisher id, so sequence tracking starts afresh.
+  restarted process has a new random incarnation id in every header, so sequence tracking
+  starts afresh for it (a replayed ``seq == 1`` from a live peer is a duplicate, not a
+  restart).
+
+Delivery guarantees (issue 12):
+
+- **Back-pressure.** A frame the bus refuses (a full ``"block"`` subscriber) is held and the
+  SUB is not read until there is space: libzmq's receive queue (``hwm``) fills, then TCP,
+  then the publisher's send queue, so a lossless publisher's ``await publish`` waits. No
+  local queue grows past its ``maxsize``.
+- **No abort on a stalled peer.** ZMTP heartbeats are off by default (``heartbeat_ms=0``):
+  with them on, a subscriber whose event loop stalled 3 s while its publisher finished and
+  closed died on libzmq's ``Assertion failed: !_io_error (stream_engine_base.cpp:310)`` in
+  4 of 5 runs. A dead peer is found by TCP keepalive instead (``keepalive_s``).
+- **Lossless close.** ``close()`` keeps flushing for up to ``close_timeout_s`` (default 10 s):
+  first this transport's own backlog, then libzmq's send queue (the socket's linger). What
+  is still unsent then is reported — logged as an error and counted in
+  ``stats.extra["undelivered_at_close"]`` (frames in our backlog) and
+  ``stats.extra["close_linger_expired"]`` (libzmq dropped what it still held) — never
+  silently counted as sent.
 """
 
 from __future__ import annotations
@@ -38,13 +57,14 @@ from typing import Any
 import zmq
 import zmq.auth.thread
 
-from mycelium_mono.bus.transports.base import Deliver, Transport, TransportStats
+from mycelium_mono.bus.transports.base import Inlet, Transport, TransportStats
 from mycelium_mono.bus.transports.wire import (
     MAX_FRAME,
     Decoded,
     Dropped,
     Inbound,
     Outbound,
+    WireMismatchError,
     parse_prefix,
     wire_type,
 )
@@ -139,18 +159,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class WireMismatchError(RuntimeError):
-    """A peer's layout of a subscribed type differs from this process's."""
-
-
 class ZmqTransport(Transport):
     """One XPUB bound at ``bind``; one SUB connected to every peer given to ``connect_to``.
 
     ``hwm``: high-water mark (frames) of both sockets; ``lossless``: wait (True) or drop
-    and count (False) when a subscriber's HWM is reached; ``linger_ms``: how long ``close``
-    keeps flushing; ``heartbeat_ms``: ZMTP heartbeat interval (a silent peer is dropped
-    after three); ``curve``: encryption + allow-list; ``allow_public``: permit non-loopback
-    hosts; ``ready_timeout_s``: how long :meth:`ready` waits for peers' acknowledgements.
+    and count (False) when a subscriber's HWM is reached; ``close_timeout_s``: how long a
+    lossless ``close`` keeps flushing before it reports what was not sent (lossy: 0);
+    ``linger_ms``: kept for compatibility, the lossy close's linger; ``heartbeat_ms``: ZMTP
+    heartbeat interval, 0 (default) for off — see the module docstring for why;
+    ``keepalive_s``: TCP keepalive idle time that finds dead peers instead; ``curve``:
+    encryption + allow-list; ``allow_public``: permit non-loopback hosts;
+    ``ready_timeout_s``: how long :meth:`ready` waits for peers' acknowledgements.
     """
 
     def __init__(
@@ -161,7 +180,9 @@ class ZmqTransport(Transport):
         lossless: bool = True,
         curve: CurveConfig | None = None,
         linger_ms: int = 1000,
-        heartbeat_ms: int = 1000,
+        heartbeat_ms: int = 0,
+        keepalive_s: int = 10,
+        close_timeout_s: float = 10.0,
         allow_public: bool = False,
         ready_timeout_s: float = 10.0,
         max_frame: int = MAX_FRAME,
@@ -172,6 +193,8 @@ class ZmqTransport(Transport):
         self.curve = curve
         self.linger_ms = linger_ms
         self.heartbeat_ms = heartbeat_ms
+        self.keepalive_s = keepalive_s
+        self.close_timeout_s = close_timeout_s
         self.allow_public = allow_public
         self.ready_timeout_s = ready_timeout_s
         self.max_frame = max_frame
@@ -193,7 +216,11 @@ class ZmqTransport(Transport):
         self._sub: zmq.Socket[Any] | None = None
         self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._deliver: Deliver | None = None
+        self._inlet: Inlet | None = None
+        # A received message the bus refused (a full "block" subscriber) and the task that
+        # offers it again once there is space; the SUB is not read meanwhile.
+        self._parked: Any = None
+        self._unparking: asyncio.Task[None] | None = None
 
     @property
     def publisher_id(self) -> int:
@@ -207,12 +234,12 @@ class ZmqTransport(Transport):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, inlet: Inlet) -> None:
         """Bind the XPUB, create the SUB, and start reading both from the event loop."""
         if self._ctx is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._deliver = deliver
+        self._inlet = inlet
         ctx: zmq.Context[Any] = zmq.Context()
         try:
             if self.curve is not None:
@@ -240,9 +267,15 @@ class ZmqTransport(Transport):
 
     def _common_options(self, sock: zmq.Socket[Any]) -> None:
         sock.setsockopt(zmq.LINGER, self.linger_ms)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * self.heartbeat_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * self.heartbeat_ms)
+        if self.heartbeat_ms > 0:  # off by default: libzmq's !_io_error assertion (issue 12)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * self.heartbeat_ms)
+            sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * self.heartbeat_ms)
+        if self.keepalive_s > 0:
+            sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, self.keepalive_s)
+            sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, self.keepalive_s // 5))
+            sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
 
@@ -298,29 +331,57 @@ class ZmqTransport(Transport):
         self._schedule_drain()
 
     async def close(self) -> None:
-        """Flush the lossless backlog (up to ``linger_ms``), then close sockets and context."""
+        """Flush (lossless: up to ``close_timeout_s``), report what was not sent, close.
+
+        See the module docstring: frames not sent by then are logged as an error and
+        counted in ``stats.extra``; nothing unsent is counted in ``stats.sent``.
+        """
         if self._ctx is None:
             return
-        if self._backlog and self.lossless:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_drained(), self.linger_ms / 1000)
         loop, xpub, sub = self._loop, self._xpub, self._sub
         assert loop is not None and xpub is not None and sub is not None
+        deadline = loop.time() + (self.close_timeout_s if self.lossless else 0.0)
+        if self._backlog and self.lossless:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_drained(), self.close_timeout_s)
         loop.remove_reader(xpub.FD)
         loop.remove_reader(sub.FD)
         if self._guard is not None:
             self._guard.cancel()
+        if self._unparking is not None:
+            self._unparking.cancel()
         # None first: a drain or poll already scheduled with call_soon then does nothing.
         self._xpub = self._sub = None
+        unsent = len(self._backlog)
+        self._backlog.clear()
+        linger_s = max(0.0, deadline - loop.time()) if self.lossless else self.linger_ms / 1000
         sub.close(0)
-        xpub.close(self.linger_ms)
+        xpub.close(round(linger_s * 1000))
         if self._auth is not None:
             self._auth.stop()
         ctx, self._ctx = self._ctx, None
         # term() blocks until linger has flushed the XPUB: keep it off the event loop.
+        started = loop.time()
         await asyncio.to_thread(ctx.term)
+        expired = loop.time() - started >= linger_s - 0.005 and linger_s > 0
+        self._report_close(unsent, expired and self.lossless)
         self._wake()
         self._in.sync_stats()
+
+    def _report_close(self, unsent: int, linger_expired: bool) -> None:
+        extra = self.stats.extra
+        extra["undelivered_at_close"] = unsent
+        extra["close_linger_expired"] = int(linger_expired)
+        if unsent or linger_expired:
+            log.error(
+                "ZeroMQ close at %s: %d frame(s) never left this process%s within "
+                "close_timeout_s=%.1f; a peer was too slow or gone\n"
+                "help: raise close_timeout_s, or find the stalled subscriber",
+                self.address,
+                unsent,
+                " and libzmq dropped what its send queue still held" if linger_expired else "",
+                self.close_timeout_s,
+            )
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -420,8 +481,16 @@ class ZmqTransport(Transport):
         if self._backlog:
             await self._wait_drained()
 
+    def full(self) -> bool:
+        """Lossless with ``hwm`` frames already waiting here for the HWM to clear."""
+        return self.lossless and 0 < self.hwm <= len(self._backlog)
+
     def publish_nowait(self, msg: Any) -> None:
-        """Send without waiting: queue (lossless) or drop and count (lossy) at the HWM."""
+        """Send without waiting: queue (lossless) or drop and count (lossy) at the HWM.
+
+        Called directly the lossless backlog has no bound; through a bus, :meth:`full`
+        makes ``publish_nowait`` refuse once ``hwm`` frames wait here.
+        """
         xpub = self._xpub
         if xpub is None:
             raise self._not_started("publish_nowait")
@@ -547,8 +616,8 @@ class ZmqTransport(Transport):
     def _drain_sub(self) -> None:
         """One wake-up, then NOBLOCK receives until EAGAIN (or a batch, then yield)."""
         sub = self._sub
-        deliver = self._deliver
-        if sub is None or deliver is None:
+        inlet = self._inlet
+        if sub is None or inlet is None or self._parked is not None:
             return
         handle = self._handle
         n = 0
@@ -559,27 +628,50 @@ class ZmqTransport(Transport):
                 except zmq.Again:
                     break
                 n += 1
-                handle(frame, deliver)
+                msg = handle(frame)
+                if msg is not None and not inlet.offer(msg):
+                    self._park(sub, msg)
+                    return
             else:
                 self._schedule_drain()
         finally:
             self._in.sync_stats()
 
-    def _handle(self, frame: bytes, deliver: Deliver) -> None:
+    def _handle(self, frame: bytes) -> Any:
+        """The message to offer from ``frame``, or ``None`` (dropped, duplicate, or an ack)."""
         result = _decode_frame(frame, self.max_frame)
         if isinstance(result, Dropped):
             self._in.drop(result)
-            return
+            return None
         if result.message is None:
             self._on_ack(frame, result)
-            return
+            return None
         if self._in.accept(result):
             self.stats.received += 1
-            try:
-                deliver(result.message)
-            except Exception:
-                self._in.count("deliver_errors")
-                log.exception("delivering %r from a ZeroMQ peer raised", result.message)
+            return result.message
+        return None
+
+    def _park(self, sub: zmq.Socket[Any], msg: Any) -> None:
+        """Hold ``msg`` and stop reading the SUB until the bus has room (back-pressure)."""
+        loop = self._loop
+        assert loop is not None
+        self._parked = msg
+        self._in.count("backpressure_waits")
+        # Not reading is what pushes back: the FD stays readable, so stop watching it.
+        loop.remove_reader(sub.FD)
+        self._unparking = loop.create_task(self._unpark(msg))
+
+    async def _unpark(self, msg: Any) -> None:
+        inlet = self._inlet
+        assert inlet is not None
+        while not inlet.offer(msg):
+            await inlet.space(type(msg))
+        self._parked = None
+        self._unparking = None
+        sub, loop = self._sub, self._loop
+        if sub is not None and loop is not None:
+            loop.add_reader(sub.FD, self._drain_sub)
+            self._drain_sub()
 
     def _on_ack(self, frame: bytes, ack: Decoded) -> None:
         self._in.count("acks_received")
