@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent
 PYPROJECT = ROOT / "pyproject.toml"
 VERSIONS = ("3.11", "3.12", "3.13")
 """Every Python the project supports; pyproject's classifiers and the README say the same."""
-LINTED = ("mycelium_mono", "tests", "benchmarks", "examples")
+LINTED = ("mycelium_mono", "tests", "benchmarks", "examples", "noxfile.py")
 INSTALLED_STAMP = ".mycelium-installed"
 """A file in each venv holding the digest of the pyproject.toml it was installed from."""
 _PATCH_DIR = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
@@ -69,7 +69,7 @@ class Missing:
             f"help: install it, e.g. `pyenv install {self.version}` (found under "
             f"`pyenv root`/versions without being selected), or your OS package "
             f"(`apt install python{self.version}` from deadsnakes on Debian/Ubuntu), or put a "
-            f"python{self.version} on PATH; `nox -s tests-{VERSIONS[0]}` runs one version alone."
+            f"python{self.version} on PATH; `nox -s tests-{VERSIONS[0]}` runs one version alone"
         )
 
 
