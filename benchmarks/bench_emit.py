@@ -83,7 +83,7 @@ def test_generated_call_mode(benchmark: Any, handlers: Handlers) -> None:
 
     measure(
         benchmark, run, handlers, GENERATED,
-        bar={"vs": HAND_WRITTEN, "at_most": 1.4},
+        bar={"vs": HAND_WRITTEN, "at_most": 1.3},  # DESIGN section 5; callgrind.py checks it too
         note=_call_modes(CallBus)[1],
     )
 
@@ -96,9 +96,9 @@ def test_generated_inline_mode(benchmark: Any, handlers: Handlers) -> None:
             bus.emit_bench_swap(m)
 
     inlined, note = _call_modes(InlineBus)
-    # The <= 0.6x bar is for inlined bodies; a generator that kept the calls says so in the note
+    # The <= 0.8x bar is for inlined bodies; a generator that kept the calls says so in the note
     # and the row then measures what `inline=True` really costs today.
-    bar = {"bar": {"vs": HAND_WRITTEN, "at_most": 0.6}} if inlined else {}
+    bar = {"bar": {"vs": HAND_WRITTEN, "at_most": 0.8}} if inlined else {}
     measure(
         benchmark, run, handlers, "generated `bus.emit_bench_swap(m)` (inline=True)",
         note=note, **bar,

@@ -464,7 +464,7 @@ def _instruction_table(runs: Sequence[InstructionRun], groups: Sequence[Group]) 
     header = "| |" + "".join(f" {run.python} | {TIMES} ref |" for run in runs)
     lines = ["### instructions per emit, 3 handlers", "", header,
              "|---|" + "---:|---:|" * len(runs)]
-    for row in runs[0].rows:
+    for row in groups[0].rows:  # fewest instructions first, on the first version
         cells = [_cell(row.label) + (" **(reference)**" if row.reference else "")]
         for group in groups:
             same = next((r for r in group.rows if r.name == row.name), None)
@@ -475,18 +475,20 @@ def _instruction_table(runs: Sequence[InstructionRun], groups: Sequence[Group]) 
 
 
 def _instruction_bars(runs: Sequence[InstructionRun], groups: Sequence[Group]) -> list[str]:
-    per_version = [check_bars([group]) for group in groups]
+    # Keyed by row and bar, not position: each version's rows are sorted by its own counts.
+    per_version = [{(check.row.name, check.bar): check for check in check_bars([group])}
+                   for group in groups]
     if not per_version[0]:
         return []
     lines = ["### Bars on instruction counts (DESIGN section 5)", "",
              "| row against row | bar |" + "".join(f" {run.python} |" for run in runs),
              "|---|---:|" + "---:|" * len(runs)]
-    for index, check in enumerate(per_version[0]):
+    for key, check in per_version[0].items():
         vs = check.vs.label if check.vs is not None else check.bar.vs
         cells = [f"{_cell(check.row.label)} ÷ {_cell(vs)}", check.bar.describe()]
         for checks in per_version:
-            one = checks[index]
-            cells.append("not measured" if one.measured is None else
+            one = checks.get(key)
+            cells.append("not measured" if one is None or one.measured is None else
                          f"{one.bar.show(one.measured)} "
                          f"{'met' if one.bar.met(one.measured) else '**missed**'}")
         lines.append("| " + " | ".join(cells) + " |")

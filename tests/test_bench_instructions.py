@@ -7,43 +7,30 @@ second), checked against valgrind's own ``callgrind_annotate``; the rest uses ha
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from helpers_modules import ROOT, load_file
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH = ROOT / "benchmarks"
 X = "\N{MULTIPLICATION SIGN}"
-
-
-def _load(name: str, path: Path) -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up while being defined
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[name]
 
 
 @pytest.fixture(scope="module")
 def callgrind() -> Iterator[ModuleType]:
-    yield from _load("bench_callgrind_under_test", BENCH / "callgrind.py")
+    yield from load_file("bench_callgrind_under_test", BENCH / "callgrind.py")
 
 
 @pytest.fixture(scope="module")
 def report() -> Iterator[ModuleType]:
-    yield from _load("bench_report_instructions_under_test", BENCH / "report.py")
+    yield from load_file("bench_report_instructions_under_test", BENCH / "report.py")
 
 
 def test_totals_are_read_from_a_real_callgrind_file(callgrind: ModuleType,
@@ -118,10 +105,12 @@ def test_the_table_has_a_column_pair_per_python(report: ModuleType, tmp_path: Pa
 
 
 def test_bars_are_checked_on_each_pythons_counts(report: ModuleType, tmp_path: Path) -> None:
+    # On 3.12 the call row is cheaper than the reference: the rows sort differently per
+    # version, and each cell must still be that version's own row against its own row.
     text = render(report, tmp_path,
                   counts("3.11.7", {"hand": 2000, "call": 2800, "psygnal": 9000}),
-                  counts("3.12.1", {"hand": 1000, "call": 1200, "psygnal": 3000}))
-    assert f"| row call ÷ row hand | ≤ 1.3{X} | 1.40{X} **missed** | 1.20{X} met |" in text
+                  counts("3.12.1", {"hand": 1000, "call": 900, "psygnal": 2250}))
+    assert f"| row call ÷ row hand | ≤ 1.3{X} | 1.40{X} **missed** | 0.90{X} met |" in text
     assert f"| row psygnal ÷ row call | ≥ 3{X} | 3.21{X} met | 2.50{X} **missed** |" in text
 
 

@@ -7,7 +7,6 @@ that is installed but not selected, and the missing-interpreter test runs nox it
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,8 +15,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers_modules import ROOT, load_file
 
-ROOT = Path(__file__).resolve().parent.parent
 NOXFILE = ROOT / "noxfile.py"
 THIS = f"{sys.version_info.major}.{sys.version_info.minor}"
 REAL_PYTHON = os.path.realpath(sys.executable)
@@ -25,15 +24,7 @@ REAL_PYTHON = os.path.realpath(sys.executable)
 
 @pytest.fixture(scope="module")
 def noxfile() -> Iterator[ModuleType]:
-    spec = importlib.util.spec_from_file_location("noxfile_under_test", NOXFILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    yield from load_file("noxfile_under_test", NOXFILE)
 
 
 def fake_pyenv(root: Path, *versions: str) -> Path:

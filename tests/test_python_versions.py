@@ -10,13 +10,19 @@ test asserts the behaviour every version must share and says which version diffe
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import typing_extensions
 from conftest import HANDLERS, MESSAGES, ROUTING, write_package
+from helpers_modules import ROOT, load_file
 
 from mycelium_mono.pytest_plugin import forget_modules
 from mycelium_mono.routing.pipeline import RewriteOptions, rewrite_module
@@ -121,3 +127,47 @@ def test_a_routing_class_in_a_function_routes_that_functions_classes(
         forget_modules(PACKAGE)
     assert bus.local.seen == [7]
     assert frame_locals == ("FrameLocalsProxy" if sys.version_info >= (3, 13) else "dict")
+
+
+CROSS_PACKAGE = "mm_xver"
+IMPORT_UNDER_HOOK = f"""
+import mycelium_mono
+from mycelium_mono.routing.hook import import_records
+with mycelium_mono.install_import_hook(packages=["{CROSS_PACKAGE}"]):
+    import {CROSS_PACKAGE}.routing
+record = import_records()["{CROSS_PACKAGE}.routing"]
+print(record.outcome.name, record.cache_path)
+"""
+
+
+@pytest.fixture(scope="module")
+def noxfile() -> Iterator[ModuleType]:
+    yield from load_file("noxfile_for_versions", ROOT / "noxfile.py")
+
+
+def test_each_python_writes_its_own_cache_file_and_hits_only_that_one(
+    tmp_path: Path, noxfile: ModuleType
+) -> None:
+    # Every supported Python imports one routing module under the hook, twice, in turn: each
+    # rewrites once into a file named by its own cache tag, and then hits that file, although
+    # the other versions wrote theirs beside it in between.
+    write_package(tmp_path, CROSS_PACKAGE, {"messages": MESSAGES, "handlers": HANDLERS,
+                                            "routing": ROUTING})
+    # typing_extensions is this library's one dependency; pure Python, so one copy serves all.
+    shared = os.pathsep.join([str(tmp_path), str(ROOT),
+                              str(Path(typing_extensions.__file__).parent)])
+    env = {**os.environ, "PYTHONPATH": shared}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    outcomes: dict[str, list[tuple[str, str]]] = {}
+    for _round in range(2):
+        for version in noxfile.VERSIONS:
+            found = noxfile.find_interpreter(version)
+            assert isinstance(found, noxfile.Interpreter), found.message()
+            done = subprocess.run([found.path, "-c", IMPORT_UNDER_HOOK], env=env,
+                                  capture_output=True, text=True, timeout=120, check=False)
+            assert done.returncode == 0, done.stderr
+            outcome, path = done.stdout.split()
+            outcomes.setdefault(version, []).append((outcome, os.path.basename(path)))
+    for version in noxfile.VERSIONS:
+        own = f"routing.cpython-{version.replace('.', '')}.mycelium.pyc"
+        assert outcomes[version] == [("REWRITTEN", own), ("CACHE_HIT", own)]
