@@ -7,18 +7,21 @@
 
 On this shared 2-core machine wall-clock ratios move by 10-40 % between runs (issue 13), so
 every ratio bar of ``bench_emit``/``bench_inline`` is also checked on instruction counts. Each
-row is one dispatch statement of those suites (same handlers, same messages, same loop shape),
-run in a fresh interpreter under ``valgrind --tool=callgrind`` twice: ``SMALL`` and ``LARGE``
-batches of ``BATCH`` emits. Start-up, imports, building the bus and the first, unspecialised
-iterations are the same in both runs, so the difference of the two totals divided by the
-difference in emits is the cost of one emit, the call-site loop included (as in the
-wall-clock rows, where the loop is a row of its own and never subtracted).
+row is one dispatch statement of those suites: the very same loops, which
+``mycelium_bench.workload`` and ``mycelium_bench.dispatchers`` hold for both.
 
-What keeps the two runs identical apart from the emits: ``PYTHONHASHSEED=0``, a warm-up run
-of the row outside valgrind first (so every ``.pyc`` and the import hook's cache exist before
-either counted run and both take the same import path), and the real interpreter binary
-(``sys.executable`` resolved through symlinks: valgrind would count a pyenv shim's bash).
-The venv is kept by running the venv's ``python`` symlink, which valgrind follows.
+All rows run in one interpreter under ``valgrind --tool=callgrind --dump-before=os_getppid``.
+The child calls ``os.getppid()`` between stages, so callgrind writes one part per stage and
+start-up is in no counted part. Per row: build it and run one warm-up batch (the specialising
+interpreter settles), then ``SMALL`` and ``LARGE`` batches of ``BATCH`` emits. The difference
+of those two parts divided by the emits between them is the cost of one emit, the call-site
+loop included (as in the wall-clock rows, where the loop is a row of its own and never
+subtracted); what the marker call and entering the batch loop cost is in both and cancels.
+
+Also kept equal between runs: ``PYTHONHASHSEED=0``; a native run of the child first, so every
+``.pyc`` and the import hook's cache exist before the counted run; the real interpreter binary
+(``sys.executable`` checked through its symlinks to be an ELF file: valgrind would count a
+pyenv shim's bash). The venv's ``python`` symlink is what runs, so the venv stays in effect.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def _workload(name: str) -> Callable[[Any], tuple[Run, bool]]:
 def _bus(bus_class: str, *, bound: bool, generic: bool = False
          ) -> Callable[[Any], tuple[Run, bool]]:
     def build(handlers: Any) -> tuple[Run, bool]:
+        from mycelium_bench.dispatchers import emit_method
         from mycelium_bench.routing import CallBus
         from mycelium_bench.routing_inline import InlineBus
         from mycelium_bench.workload import emit_each
@@ -140,32 +144,21 @@ def _bus(bus_class: str, *, bound: bool, generic: bool = False
         bus = cls(*handlers)
         if bound or generic:
             return emit_each(bus.emit if generic else bus.emit_bench_swap), True
-
-        def run(msgs: Sequence[Any]) -> None:
-            for m in msgs:
-                bus.emit_bench_swap(m)  # the attribute looked up per emit, as in bench_emit
-
-        return run, True
+        return emit_method(bus), True
 
     return build
 
 
 def _dict_and_loop(handlers: Any) -> tuple[Run, bool]:
-    from mycelium_bench.messages import BenchSwap
+    from mycelium_bench.dispatchers import dict_and_loop
 
-    routes = {BenchSwap: [h.handle for h in handlers]}
-
-    def run(msgs: Sequence[Any]) -> None:
-        for m in msgs:
-            for h in routes[type(m)]:
-                h(m)
-
-    return run, True
+    return dict_and_loop(handlers), True
 
 
 def _psygnal(method: str, *, bound: bool) -> Callable[[Any], tuple[Run, bool]]:
     def build(handlers: Any) -> tuple[Run, bool]:
         import psygnal
+        from mycelium_bench.dispatchers import psygnal_emit
         from mycelium_bench.messages import BenchSwap
         from mycelium_bench.workload import emit_each
 
@@ -177,72 +170,46 @@ def _psygnal(method: str, *, bound: bool) -> Callable[[Any], tuple[Run, bool]]:
             signal.connect(h.handle)
         if bound:
             return emit_each(getattr(signal, method)), True
-        if method == "emit":
-            def run(msgs: Sequence[Any]) -> None:
-                for m in msgs:
-                    signal.emit(m)
-        else:
-            def run(msgs: Sequence[Any]) -> None:
-                for m in msgs:
-                    signal.emit_fast(m)
-
-        return run, True
+        return psygnal_emit(signal, fast=method == "emit_fast"), True
 
     return build
 
 
 def _blinker(handlers: Any) -> tuple[Run, bool]:
     import blinker
+    from mycelium_bench.dispatchers import blinker_send
 
     signal = blinker.Signal()
     for h in handlers:
         signal.connect(h.handle)  # weak references; the caller keeps the handlers alive
-
-    def run(msgs: Sequence[Any]) -> None:
-        for m in msgs:
-            signal.send(m)
-
-    return run, True
+    return blinker_send(signal), True
 
 
 def _pypubsub(handlers: Any) -> tuple[Run, bool]:
+    from mycelium_bench.dispatchers import pypubsub_send
     from pubsub import pub
 
     for h in handlers:
         pub.subscribe(h.handle, "mycelium_bench_swap")
-
-    def run(msgs: Sequence[Any]) -> None:
-        for m in msgs:
-            pub.sendMessage("mycelium_bench_swap", msg=m)
-
-    return run, True
+    return pypubsub_send(pub, "mycelium_bench_swap"), True
 
 
 def _pyee(handlers: Any) -> tuple[Run, bool]:
     import pyee
+    from mycelium_bench.dispatchers import pyee_emit
 
     emitter = pyee.EventEmitter()
     for h in handlers:
         emitter.on("bench_swap", h.handle)
-
-    def run(msgs: Sequence[Any]) -> None:
-        for m in msgs:
-            emitter.emit("bench_swap", m)
-
-    return run, True
+    return pyee_emit(emitter), True
 
 
 def _zope_event(handlers: Any) -> tuple[Run, bool]:
     import zope.event  # type: ignore[import-untyped]
+    from mycelium_bench.workload import emit_each
 
     zope.event.subscribers[:] = [h.handle for h in handlers]
-    notify = zope.event.notify
-
-    def run(msgs: Sequence[Any]) -> None:
-        for m in msgs:
-            notify(m)
-
-    return run, True
+    return emit_each(zope.event.notify), True
 
 
 ROWS: tuple[Row, ...] = (
