@@ -6,6 +6,8 @@
     python benchmarks/report.py --json out.json       # keep pytest-benchmark's raw results
     python benchmarks/report.py --from-json out.json  # render a saved run, run nothing
     python benchmarks/report.py -- -x         # anything after `--` goes to pytest
+    python benchmarks/report.py --instructions .benchmarks/instructions-*.json
+                                  # render benchmarks/callgrind.py's counts, run nothing
 
 Absolute times on a shared 2-core machine move by tens of percent between runs; ratios between
 rows measured side by side in one run are what we compare (DESIGN section 5). So each
@@ -114,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         return render_saved(Path(args.from_json), command="", stat=args.stat)
+    if args.instructions:
+        return render_instruction_files([Path(path) for path in args.instructions])
     shown = shlex.join(["python", "benchmarks/report.py", *argv])
     if args.json:
         return run_and_render(args, Path(args.json), shown)
@@ -137,6 +141,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=STATS,
         default="mean",
         help="the statistic compared (default mean; median or min resist a noisy neighbour)",
+    )
+    parser.add_argument(
+        "--instructions", metavar="PATH", nargs="+",
+        help="render benchmarks/callgrind.py --json files (one per Python; a second file of "
+        "the same Python is a repeat run, compared with the first), run nothing",
     )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after `--`")
     return parser.parse_args(argv)
@@ -377,6 +386,134 @@ def _three_digits(value: float) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+# -- instruction counts (benchmarks/callgrind.py) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstructionRun:
+    """One ``callgrind.py --json`` file: instructions per emit of every row, on one Python."""
+
+    python: str
+    rows: tuple[Row, ...]
+    """``Row.time`` holds instructions per emit; ``Row.name`` the row key bars refer to."""
+    data: dict[str, Any]
+
+
+def render_instruction_files(paths: Sequence[Path]) -> int:
+    try:
+        runs = [load_instructions(path) for path in paths]
+    except OSError as exc:
+        print(f"error: cannot read {exc.filename}: {exc.strerror}\n"
+              "help: `make bench-instructions` writes .benchmarks/instructions-<version>.json",
+              file=sys.stderr)
+        return 1
+    except (ValueError, KeyError, TypeError, ReportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(render_instructions(runs))
+    return 0
+
+
+def load_instructions(path: Path) -> InstructionRun:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not data.get("rows"):
+        raise ReportError(f"{path} holds no instruction counts\n"
+                          "help: write it with `python benchmarks/callgrind.py --json PATH`")
+    rows = tuple(
+        Row(group="instructions per emit", name=str(raw["key"]), label=str(raw["label"]),
+            time=float(raw["per_emit"]), reference=raw.get("reference") is True,
+            bars=_bars_from(raw.get("bars") or None, str(raw["key"])), note="")
+        for raw in data["rows"]
+    )
+    return InstructionRun(str(data["python"]), rows, data)
+
+
+def render_instructions(runs: Sequence[InstructionRun]) -> str:
+    """One table, rows by Python version, the bars checked per version, and repeat runs."""
+    first: dict[str, InstructionRun] = {}
+    for run in runs:
+        first.setdefault(run.python, run)
+    shown = list(first.values())
+    groups = [_group(run.python, list(run.rows)) for run in shown]
+    lines = [_instruction_provenance(shown), ""]
+    lines += _instruction_table(shown, groups)
+    lines += _instruction_bars(shown, groups)
+    lines += _repeat_lines(runs, first)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _instruction_provenance(runs: Sequence[InstructionRun]) -> str:
+    def one(run: InstructionRun) -> str:
+        libraries = run.data.get("libraries", {})
+        compiled = "mypyc" if run.data.get("psygnal_compiled") else "pure Python"
+        return (f"CPython {run.python} (psygnal {libraries.get('psygnal', '?')}, {compiled})")
+
+    first = runs[0].data
+    small, large = first.get("batches", ["?", "?"])
+    emits = first["rows"][0].get("emits", "?")
+    return (f"_`python benchmarks/callgrind.py` per Python (`make bench-instructions`): "
+            f"{first.get('valgrind', 'valgrind')}, {first.get('machine', '')}; "
+            f"{', '.join(one(run) for run in runs)}. Instructions per emit: the difference "
+            f"of the callgrind counts of {large} and {small} batches, ÷ the {emits:,} emits "
+            f"between them._")
+
+
+def _instruction_table(runs: Sequence[InstructionRun], groups: Sequence[Group]) -> list[str]:
+    header = "| |" + "".join(f" {run.python} | {TIMES} ref |" for run in runs)
+    lines = ["### instructions per emit, 3 handlers", "", header,
+             "|---|" + "---:|---:|" * len(runs)]
+    for row in groups[0].rows:  # fewest instructions first, on the first version
+        cells = [_cell(row.label) + (" **(reference)**" if row.reference else "")]
+        for group in groups:
+            same = next((r for r in group.rows if r.name == row.name), None)
+            cells += (["—", "—"] if same is None else
+                      [f"{same.time:,.0f}", f"{same.time / group.reference.time:.2f}"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _instruction_bars(runs: Sequence[InstructionRun], groups: Sequence[Group]) -> list[str]:
+    # Keyed by row and bar, not position: each version's rows are sorted by its own counts.
+    per_version = [{(check.row.name, check.bar): check for check in check_bars([group])}
+                   for group in groups]
+    if not per_version[0]:
+        return []
+    lines = ["### Bars on instruction counts (DESIGN section 5)", "",
+             "| row against row | bar |" + "".join(f" {run.python} |" for run in runs),
+             "|---|---:|" + "---:|" * len(runs)]
+    for key, check in per_version[0].items():
+        vs = check.vs.label if check.vs is not None else check.bar.vs
+        cells = [f"{_cell(check.row.label)} ÷ {_cell(vs)}", check.bar.describe()]
+        for checks in per_version:
+            one = checks.get(key)
+            cells.append("not measured" if one is None or one.measured is None else
+                         f"{one.bar.show(one.measured)} "
+                         f"{'met' if one.bar.met(one.measured) else '**missed**'}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _repeat_lines(runs: Sequence[InstructionRun], first: dict[str, InstructionRun]) -> list[str]:
+    lines = []
+    for run in runs:
+        base = first[run.python]
+        if run is base:
+            continue
+        worst = repeat_difference(base, run)
+        lines.append(f"- repeat run on {run.python}: every row within {worst:.3%} of the first "
+                     "run's count")
+    return [*lines, ""] if lines else []
+
+
+def repeat_difference(base: InstructionRun, again: InstructionRun) -> float:
+    """The largest relative difference of a row's count between two runs of one Python."""
+    counts = {row.name: row.time for row in base.rows}
+    shared = [row for row in again.rows if row.name in counts]
+    if not shared:
+        raise ReportError(f"the two {base.python} runs share no row")
+    return max(abs(row.time - counts[row.name]) / counts[row.name] for row in shared)
 
 
 if __name__ == "__main__":

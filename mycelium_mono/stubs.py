@@ -14,6 +14,7 @@ stub is a complete stub of the module: its imports, functions (signatures only),
 from __future__ import annotations
 
 import ast
+import copy
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -119,16 +120,18 @@ def _stub_function(fn: ast.FunctionDef | ast.AsyncFunctionDef
                                                  for d in args.kw_defaults],
         kwarg=args.kwarg, defaults=[ast.Constant(...) for _ in args.defaults],
     )
-    cls = type(fn)
-    return cls(name=fn.name, args=stubbed, body=[ast.Expr(ast.Constant(...))],
-               decorator_list=fn.decorator_list, returns=fn.returns, type_comment=None)
+    # A copy with three fields replaced, not a node built field by field: it keeps every field
+    # this Python defines, such as 3.12's type_params (`def f[T](x: T)`), issue 13.
+    stub = copy.copy(fn)
+    stub.args, stub.body, stub.type_comment = stubbed, [ast.Expr(ast.Constant(...))], None
+    return stub
 
 
 def _stub_class(node: ast.ClassDef) -> ast.ClassDef:
     body = [stmt for stmt in node.body if _is_docstring(stmt)][:1] + _stub_many(node.body)
-    return ast.ClassDef(name=node.name, bases=node.bases, keywords=node.keywords,
-                        body=body or [ast.Expr(ast.Constant(...))],
-                        decorator_list=node.decorator_list)
+    stub = copy.copy(node)  # as in _stub_function: keeps type_params and any newer field
+    stub.body = body or [ast.Expr(ast.Constant(...))]
+    return stub
 
 
 def _stub_assign(stmt: ast.Assign) -> list[ast.stmt]:

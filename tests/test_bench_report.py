@@ -7,31 +7,21 @@ met and missed, a row that answers several bars, and clear errors for malformed 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from helpers_modules import ROOT, load_file
 
-REPORT = Path(__file__).resolve().parent.parent / "benchmarks" / "report.py"
+REPORT = ROOT / "benchmarks" / "report.py"
 
 
 @pytest.fixture(scope="module")
 def report() -> Iterator[ModuleType]:
-    name = "bench_report_under_test"
-    spec = importlib.util.spec_from_file_location(name, REPORT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up while being defined
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[name]
+    yield from load_file("bench_report_under_test", REPORT)
 
 
 def bench(name: str, mean: float, group: str = "g", **extra: Any) -> dict[str, Any]:

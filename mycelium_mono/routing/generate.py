@@ -168,13 +168,11 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
     if plan.guarded:
         body.append(_setattr(table))
     body.extend(methods)
-    cls = ast.ClassDef(
-        name=table.name,
-        bases=[ast.parse(f"{SUPPORT}.GeneratedBus", mode="eval").body],
-        keywords=[],
-        body=body,
-        decorator_list=[],
-    )
+    # Parsed, not built field by field: a parsed node has every field this Python defines
+    # (3.12 added ClassDef.type_params, PEP 695), on every supported version (issue 13).
+    cls = ast.parse(f"class {table.name}({SUPPORT}.GeneratedBus): pass").body[0]
+    assert isinstance(cls, ast.ClassDef)
+    cls.body = body
     _place(cls, table.span, shallow=True)
     _place(cls.bases[0], table.span)
     prelude = plan.prelude()
