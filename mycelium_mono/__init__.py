@@ -34,6 +34,7 @@ from mycelium_mono.messages import (
     Bytes,
     Bytes32,
     MessageError,
+    Text,
     message,
 )
 from mycelium_mono.routing.declare import Route, route, routing_config
@@ -116,6 +117,7 @@ __all__ = [
     "ServiceContext",
     "ServiceRuntime",
     "SubscriptionClosed",
+    "Text",
     "__version__",
     "handles",
     "install_import_hook",

@@ -12,15 +12,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mycelium_mono import (
+    F32,
     F64,
     I64,
     U8,
+    U16,
+    U32,
     U64,
     U256,
     Address,
     Bool,
     Bytes,
     MessageError,
+    Text,
     message,
 )
 from mycelium_mono.messages import message_class, snake_case
@@ -167,3 +171,239 @@ def test_round_trip_property(
 def test_struct_is_precompiled_once_per_class() -> None:
     assert isinstance(Swap._STRUCT, struct.Struct)  # type: ignore[attr-defined]
     assert Swap._STRUCT.size == Swap.SIZE  # type: ignore[attr-defined]
+
+
+# --- issue 16: the tuple-backed layout keeps the old semantics --------------------------
+
+
+def test_a_message_never_equals_a_plain_tuple_with_the_same_values() -> None:
+    swap = make_swap()
+    values = tuple(getattr(swap, name) for name, _ in Swap.FIELDS)
+    assert swap != values and values != swap
+    assert not swap == values  # noqa: SIM201  # __eq__ itself, not only __ne__
+
+
+def test_two_message_types_with_the_same_values_are_not_equal() -> None:
+    @message(type_id=60010)
+    class Left:
+        x: U8
+
+    @message(type_id=60011)
+    class Right:
+        x: U8
+
+    assert Left(x=1) != Right(x=1)
+    assert Left(x=1) == Left(x=1)
+
+
+def test_a_message_is_not_a_sequence() -> None:
+    swap = make_swap()
+    with pytest.raises(TypeError, match="not iterable"):
+        iter(swap)
+    with pytest.raises(TypeError, match="read its fields by name"):
+        len(swap)
+    with pytest.raises(TypeError, match="read its fields by name"):
+        swap[0]  # type: ignore[index]
+    assert bool(swap) is True
+
+
+def test_messages_have_no_order_even_against_tuples() -> None:
+    with pytest.raises(TypeError, match="messages have no order"):
+        make_swap() < make_swap()  # type: ignore[operator]  # noqa: B015
+    with pytest.raises(TypeError, match="messages have no order"):
+        make_swap() > (1, 2)  # type: ignore[operator]  # noqa: B015
+
+
+def test_a_field_may_be_named_like_a_builtin_or_a_tuple_method() -> None:
+    @message(type_id=60012)
+    class Entry:
+        type: U8
+        count: U16
+        index: U32
+        len: Bool
+
+    entry = Entry(type=1, count=2, index=3, len=True)
+    assert (entry.type, entry.count, entry.index, entry.len) == (1, 2, 3, True)
+    assert Entry.from_bytes(entry.to_bytes()) == entry
+    with pytest.raises(MessageError, match=r"Entry.type \(U8\)"):
+        Entry(type=256, count=2, index=3, len=True)
+
+
+def test_decode_builds_the_same_message_as_construction() -> None:
+    swap = make_swap()
+    decoded = Swap.from_bytes(swap.to_bytes())
+    assert type(decoded) is Swap and decoded == swap and hash(decoded) == hash(swap)
+    assert Swap._decode(swap.to_bytes()) == swap  # type: ignore[attr-defined]  # wire.py's entry
+
+
+def test_an_int_in_a_float_field_is_stored_as_a_float() -> None:
+    swap = make_swap(price=3)
+    assert swap.price == 3.0 and type(swap.price) is float
+
+
+def test_unpickling_validates_the_values_again() -> None:
+    forged = pickle.dumps(make_swap()).replace((7).to_bytes(1, "little") * 1, b"\x07", 1)
+    assert pickle.loads(forged) == make_swap()
+    reduced = make_swap().__reduce__()
+    cls, values = reduced[0], reduced[1]
+    with pytest.raises(MessageError, match=r"Swap.timestamp_ns \(U64\)"):
+        cls(*values[:2], -1, *values[3:])
+
+
+# --- issue 15 item 12: reserved field names -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["to_bytes", "from_bytes", "replace", "self", "cls", "SIZE",
+                                  "TYPE_ID", "_setattr", "_cls", "__slots__"])
+def test_reserved_field_names_are_refused_at_definition(name: str) -> None:
+    namespace = {"__annotations__": {name: U8}, "__module__": __name__}
+    with pytest.raises(MessageError, match=rf"Reserved.{name}: '{name}' is reserved .*\nhelp: "):
+        message(type_id=60020)(type("Reserved", (), namespace))
+
+
+# --- issue 15 item 13: definitions that cannot cross the wire ------------------------------
+
+
+def test_frame_limit_matches_the_wire_format() -> None:
+    from mycelium_mono.bus.transports import wire
+    from mycelium_mono.messages import FRAME_HEADER_SIZE, FRAME_LIMIT
+
+    assert (wire.MAX_FRAME, wire.HEADER.size) == (FRAME_LIMIT, FRAME_HEADER_SIZE)
+
+
+def test_a_field_larger_than_the_frame_limit_is_refused() -> None:
+    with pytest.raises(MessageError, match=r"Blob: its frame would be 100,0\d\d bytes .*"
+                                           r"largest data \(Bytes\[100000\]\).*\nhelp: "):
+
+        @message(type_id=60021)
+        class Blob:
+            data: Annotated[bytes, Bytes(100000)]
+
+
+def test_the_largest_message_that_fits_a_frame_is_accepted_and_framed() -> None:
+    from mycelium_mono.bus.transports.wire import MAX_FRAME, Outbound, decode_frame
+
+    payload = MAX_FRAME - len(b"big.60022\0") - 30  # prefix and header
+
+    @message(type_id=60022, topic="big")
+    class Big:
+        data: Annotated[bytes, Bytes(payload)]
+
+    frame = Outbound(publisher=1).frame(Big(data=b"x" * payload))
+    assert len(frame) == MAX_FRAME
+    assert decode_frame(frame).message == Big(data=b"x" * payload)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("topic", ["has space", "nul\0", "", "a..b", ".a", "a.", "wild.*",
+                                   "tail.>", "tab\t", "ünïcode"])
+def test_a_topic_that_no_transport_can_carry_is_refused(topic: str) -> None:
+    with pytest.raises(MessageError, match=r"cannot cross the wire.*\nhelp: use ASCII letters"):
+        message(type_id=60023, topic=topic)
+
+
+def test_a_class_whose_default_topic_is_not_wire_safe_is_refused() -> None:
+    with pytest.raises(MessageError, match=r"Prix€ \(its default topic\): topic 'prix€'"):
+        message(type_id=60024)(type("Prix€", (), {"__annotations__": {"x": U8}}))
+
+
+def test_dotted_topics_stay_valid() -> None:
+    @message(type_id=60025, topic="orders.eu-west_1")
+    class Order:
+        x: U8
+
+    assert Order.TOPIC == "orders.eu-west_1"
+
+
+@message(type_id=60026)
+class Reading:
+    small: F32
+    big: F64
+
+
+@pytest.mark.parametrize("value", [1e39, -1e39, 2**128])
+def test_f32_out_of_range_is_refused_at_construction(value: float) -> None:
+    with pytest.raises(MessageError, match=r"Reading.small \(F32\) must be a float within"):
+        Reading(small=value, big=0.0)
+
+
+@pytest.mark.parametrize("value", [3.4028234663852886e38, -3.4028234663852886e38,
+                                   float("inf"), float("nan"), 2**127])
+def test_f32_accepts_every_value_struct_can_pack(value: float) -> None:
+    reading = Reading(small=value, big=0.0)
+    struct.pack("<f", reading.small)  # the remote publish that used to fail
+    assert Reading.from_bytes(reading.to_bytes()).big == 0.0
+
+
+def test_f64_overflow_is_a_clear_error_not_a_raw_overflow() -> None:
+    with pytest.raises(MessageError, match=r"Reading.big \(F64\) must be a float, or an int a "
+                                           r"float can hold, got int 1797"):
+        Reading(small=0.0, big=2**1024)
+
+
+# --- issue 15 item 14: Text[N] --------------------------------------------------------------
+
+
+@message(type_id=60027, topic="shipments")
+class Shipment:
+    sku: Text[12]  # type: ignore[valid-type]
+    qty: U32
+
+
+def test_text_round_trips_as_str_with_the_padding_invisible() -> None:
+    shipment = Shipment(sku="AB-12", qty=3)
+    data = shipment.to_bytes()
+    assert data[:12] == b"AB-12" + b"\0" * 7 and Shipment.SIZE == 16
+    back = Shipment.from_bytes(data)
+    assert back == shipment and back.sku == "AB-12" and type(back.sku) is str
+
+
+def test_text_capacity_counts_utf8_bytes_not_characters() -> None:
+    four = "€€€€"  # 4 characters, 12 bytes
+    assert Shipment.from_bytes(Shipment(sku=four, qty=1).to_bytes()).sku == four
+    with pytest.raises(MessageError, match=r"at most 12 bytes in UTF-8.*got str 'ééééééé' "
+                                           r"\(14 bytes in UTF-8\)"):
+        Shipment(sku="é" * 7, qty=1)
+
+
+def test_text_exactly_at_capacity_and_empty_both_fit() -> None:
+    for sku in ("x" * 12, ""):
+        assert Shipment.from_bytes(Shipment(sku=sku, qty=1).to_bytes()).sku == sku
+
+
+def test_text_too_long_is_a_clear_error() -> None:
+    with pytest.raises(MessageError, match=r"Shipment.sku \(Text\[12\]\) must be a str of at "
+                                           r"most 12 bytes"):
+        Shipment(sku="x" * 13, qty=1)
+
+
+@pytest.mark.parametrize("sku", ["A\0B", "AB\0", "\ud800", b"AB"])
+def test_text_refuses_nul_lone_surrogates_and_bytes(sku: object) -> None:
+    with pytest.raises(MessageError, match=r"Shipment.sku \(Text\[12\]\)"):
+        Shipment(sku=sku, qty=1)  # type: ignore[arg-type]
+
+
+def test_text_that_is_not_utf8_on_the_wire_decodes_without_raising() -> None:
+    data = b"\xff\xfeAB" + b"\0" * 8 + (1).to_bytes(4, "little")
+    assert Shipment.from_bytes(data).sku == "\ufffd\ufffdAB"
+
+
+def test_text_and_bytes_of_one_size_have_different_fingerprints() -> None:
+    @message(type_id=60028)
+    class Coded:
+        code: Text[4]  # type: ignore[valid-type]
+
+    text_print = Coded.FINGERPRINT
+
+    @message(type_id=60028)
+    class Coded:  # type: ignore[no-redef]
+        code: Annotated[bytes, Bytes(4)]
+
+    assert text_print != Coded.FINGERPRINT
+
+
+def test_text_is_exported_and_refuses_a_bad_capacity() -> None:
+    import mycelium_mono
+
+    assert mycelium_mono.Text is Text
+    with pytest.raises(MessageError, match="Text capacity must be a positive int"):
+        Text[0]
