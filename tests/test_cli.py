@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_cli import CONSOLE_SCRIPT, cli, cli_env, copy_clipkgs, run
+from helpers_cli import CHAIN_TO_HYBRID, CONSOLE_SCRIPT, cli, cli_env, copy_clipkgs, run
 
 ERROR_TOKENS = {
     # code: the text the caret must sit under, on the line marked `# error here`
@@ -399,3 +399,15 @@ def test_run_module_passes_options_through_to_the_target(project: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "origin=import hook args=['0', '-v']"
+
+
+def test_bench_times_an_emit_whose_chain_reaches_a_hybrid_route(project: Path) -> None:
+    # Issue 15: with no event loop the chain's background half failed, and bench printed
+    # "not timed (a handler raised ... NoEventLoopError)", blaming Forwarder.
+    (project / "clishop" / "chain.py").write_text(CHAIN_TO_HYBRID)
+    result = cli("bench", "clishop.chain", "--number", "300", "--repeat", "2", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    line = next(text for text in result.stdout.splitlines() if "ChainBus.emit_swap " in text)
+    assert re.search(r"Swap → 1 handler: +[\d.]+ ns per emit; dict-and-loop", line), line
+    assert "not timed" not in result.stdout
