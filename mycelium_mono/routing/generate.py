@@ -309,7 +309,7 @@ def _emit_method(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...]
         ]
     fn = _stmt("\n".join(lines))
     assert isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
-    spliced = _splice_bodies(fn, bodies) if bodies else {}
+    spliced = _splice_bodies(fn, [b for b in bodies if b is not None]) if bodies else {}
     if spliced:
         _drop_single_use_aliases(fn)
     _place(fn, route.span)
@@ -364,23 +364,25 @@ def _handler_lines(call: HandlerCall, index: int, body: InlinedBody | None,
 
 
 def _splice_bodies(fn: ast.FunctionDef | ast.AsyncFunctionDef,
-                   bodies: list[InlinedBody | None]) -> dict[int, _Origins]:
+                   bodies: list[InlinedBody]) -> dict[int, _Origins]:
     """Put each inlined body after its origin marker, inside that handler's ``try``.
-
-    The k-th ``try`` belongs to the k-th call, so bodies are placed by position, never by
-    their marker text: three routed classes sharing one inherited ``handle`` have the same
-    marker, and keying by it once put the last handler's body into every block (issue 11.1).
 
     Returns, per handler index, the spliced statements with their original lines, which
     :func:`_encode_origins` turns into positions a failure can be traced back with.
     """
+    by_marker = {body.marker: body for body in bodies}
     spliced: dict[int, _Origins] = {}
     tries = [node for node in fn.body if isinstance(node, ast.Try)]
-    for index, (node, body) in enumerate(zip(tries, bodies, strict=True)):
+    for index, node in enumerate(tries):
+        first = node.body[0]
+        value = first.value if isinstance(first, ast.Expr) else None
+        if not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+            continue
+        body = by_marker.get(value.value)
         if body is None:
             continue
         statements = copy.deepcopy(list(body.statements))
-        node.body = [node.body[0], *statements]
+        node.body = [first, *statements]
         spliced[index] = _Origins.of(node, statements, body)
     return spliced
 
