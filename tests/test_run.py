@@ -182,3 +182,42 @@ def test_default_packages(project: Path) -> None:
     request = RunRequest("hookshop.app", True, (), None)
     assert resolve_packages(request, {}) == ["hookshop"]
     assert resolve_packages(request, {PACKAGES_ENV: " a , b "}) == ["a", "b"]
+
+
+def test_a_top_level_module_runs_with_the_packages_beside_it(project: Path) -> None:
+    # Issue 15: `run -m app` hooked a package named "app", which is nothing, silently.
+    report = run_report(project, "-m", "app", "x")
+    assert report["argv"] == ["x"]
+    assert report["loader"] == "MyceliumLoader"
+    assert report["demo"] == DEMO_RESULT
+
+
+def test_a_top_level_module_with_no_package_beside_it_asks_for_packages(tmp_path: Path) -> None:
+    (tmp_path / "lonely.py").write_text("print('hi')\n")
+    done = mycelium_run(tmp_path, "-m", "lonely")
+    assert done.returncode == 2
+    assert "help: say which packages hold routing modules: --packages" in done.stderr
+
+
+@pytest.mark.parametrize("runner", ["python -m mycelium_mono", "mycelium-mono"])
+def test_a_missing_script_is_one_line_not_a_traceback(project: Path, runner: str) -> None:
+    command = ([sys.executable, "-m", "mycelium_mono"] if runner.startswith("python")
+               else [str(Path(sys.executable).parent / "mycelium-mono")])
+    done = subprocess.run([*command, "run", "missing.py"], cwd=project, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: cannot run missing.py: no such file (in {project})"
+
+
+@pytest.mark.parametrize("runner", ["python -m mycelium_mono", "mycelium-mono"])
+def test_run_help_documents_packages_and_the_environment_variable(project: Path,
+                                                                   runner: str) -> None:
+    command = ([sys.executable, "-m", "mycelium_mono"] if runner.startswith("python")
+               else [str(Path(sys.executable).parent / "mycelium-mono")])
+    done = subprocess.run([*command, "run", "--help"], cwd=project, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "--packages PKG[,PKG...]" in done.stdout
+    assert f"{PACKAGES_ENV} environment variable" in done.stdout
+    assert "-m main            (a module, not a package) the packages beside main.py" in (
+        done.stdout)
