@@ -188,7 +188,9 @@ def test_check_reports_a_handler_module_that_raises_on_import(project: Path) -> 
     assert result.returncode == 1
     assert ("error[E0012]: importing a module named by the routing table raised RuntimeError: "
             "no database") in result.stdout
-    assert "clishop/boom.py:1" in result.stdout  # where it was raised
+    assert "clishop/boomrouting.py:3:1: error[E0012]" in result.stdout  # the import line
+    assert ('  File "clishop/boom.py", line 1, in <module>\n'
+            "    raise RuntimeError('no database')") in result.stdout  # where it was raised
 
 
 def test_check_reports_a_syntax_error_as_a_diagnostic(project: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
 from mycelium_mono.bus.transports.base import NullTransport, Transport
+from mycelium_mono.messages import is_message_class
 
 __all__ = [
     "BusClosedError",
@@ -467,10 +468,13 @@ class Publisher(Generic[M]):
                 await sub._wait_for_space()
 
     def _wrong_type(self, msg: object) -> TypeError:
+        given = type(msg).__name__
+        # Issue 15: a str was told to use bus.publisher(str), which is no message type.
+        hint = (f"use bus.publisher({given}) for that message type" if is_message_class(type(msg))
+                else f"publish a {self.message_type.__name__}(...) instance; a {given} is not "
+                "a @message class")
         return TypeError(
-            f"publisher for {self.message_type.__name__} was given a "
-            f"{type(msg).__name__}\n"
-            f"help: use bus.publisher({type(msg).__name__}) for that message type"
+            f"publisher for {self.message_type.__name__} was given a {given}\nhelp: {hint}"
         )
 
     def __repr__(self) -> str:
@@ -678,6 +682,13 @@ class MessageBus:
             )
         topic = self._topics.get(message_type)
         if topic is None:
+            if not is_message_class(message_type):
+                raise TypeError(
+                    f"{message_type.__qualname__} is not a @message class, so it cannot be "
+                    "published or subscribed to\n"
+                    f"help: decorate {message_type.__name__} with @message(type_id=..., "
+                    "topic=...), or pass the message class you meant"
+                )
             topic = self._topics[message_type] = _Topic(message_type)
         return topic
 
