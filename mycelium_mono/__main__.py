@@ -32,6 +32,7 @@ import importlib.util
 import os
 import runpy
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -264,10 +265,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HelpRequested as text:
         print(text)
         return 0
+    except SyntaxError as exc:
+        if not _is_routing_error(exc):
+            raise
+        # Python 3.11 and 3.12 print an uncaught SyntaxError *subclass* with a one-character
+        # caret (their C printer reads the end of the span only for SyntaxError itself); the
+        # traceback module underlines the whole name, as `check` does (issue 15).
+        traceback.print_exception(exc)
+        return 1
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _is_routing_error(exc: SyntaxError) -> bool:
+    from mycelium_mono.routing.errors import RoutingError
+
+    return isinstance(exc, RoutingError)
 
 
 def _other_command(args: list[str]) -> int:

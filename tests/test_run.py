@@ -221,3 +221,28 @@ def test_run_help_documents_packages_and_the_environment_variable(project: Path,
     assert f"{PACKAGES_ENV} environment variable" in done.stdout
     assert "-m main            (a module, not a package) the packages beside main.py" in (
         done.stdout)
+
+
+def test_an_uncaught_routing_error_underlines_the_name_and_keeps_its_note(project: Path) -> None:
+    # Issue 15: Python 3.11's own printer showed one `^` and dropped the first error's note.
+    routing = project / "hookshop" / "routing.py"
+    routing.write_text(routing.read_text().replace("Shipment = [Auditor]", "Shipment = [Counter]"))
+    done = mycelium_run(project, "app.py")
+
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    at = lines.index("    Shipment = [Counter]")
+    assert lines[at + 1] == "                ^^^^^^^"
+    assert "note: Counter handles: Order" in lines[at + 2:]
+    assert any(line.startswith("help: ") for line in lines[at + 2:])
+
+
+def test_an_import_error_under_the_hook_shows_the_failing_line(project: Path) -> None:
+    handlers = project / "hookshop" / "handlers.py"
+    handlers.write_text("import hookshop.nowhere\n" + handlers.read_text())
+    done = mycelium_run(project, "app.py")
+
+    assert done.returncode == 1
+    assert "error[E0012]: cannot import 'hookshop.handlers'" in done.stderr
+    assert ('  File "hookshop/handlers.py", line 1, in <module>\n'
+            "    import hookshop.nowhere") in done.stderr
