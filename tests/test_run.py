@@ -199,23 +199,26 @@ def test_a_top_level_module_with_no_package_beside_it_asks_for_packages(tmp_path
     assert "help: say which packages hold routing modules: --packages" in done.stderr
 
 
-@pytest.mark.parametrize("runner", ["python -m mycelium_mono", "mycelium-mono"])
-def test_a_missing_script_is_one_line_not_a_traceback(project: Path, runner: str) -> None:
-    command = ([sys.executable, "-m", "mycelium_mono"] if runner.startswith("python")
-               else [str(Path(sys.executable).parent / "mycelium-mono")])
-    done = subprocess.run([*command, "run", "missing.py"], cwd=project, capture_output=True,
+RUNNERS = {"python -m mycelium_mono": [sys.executable, "-m", "mycelium_mono"],
+           "mycelium-mono": [str(Path(sys.executable).parent / "mycelium-mono")]}
+
+
+def run_with(runner: str, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUNNERS[runner], "run", *args], cwd=project, capture_output=True,
                           text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_missing_script_is_one_line_not_a_traceback(project: Path, runner: str) -> None:
+    done = run_with(runner, project, "missing.py")
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: cannot run missing.py: no such file (in {project})"
 
 
-@pytest.mark.parametrize("runner", ["python -m mycelium_mono", "mycelium-mono"])
+@pytest.mark.parametrize("runner", RUNNERS)
 def test_run_help_documents_packages_and_the_environment_variable(project: Path,
                                                                    runner: str) -> None:
-    command = ([sys.executable, "-m", "mycelium_mono"] if runner.startswith("python")
-               else [str(Path(sys.executable).parent / "mycelium-mono")])
-    done = subprocess.run([*command, "run", "--help"], cwd=project, capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = run_with(runner, project, "--help")
     assert done.returncode == 0, done.stderr
     assert "--packages PKG[,PKG...]" in done.stdout
     assert f"{PACKAGES_ENV} environment variable" in done.stdout

@@ -36,6 +36,7 @@ from mycelium_mono.routing.errors import (
     Span,
     import_failure_note,
     render_diagnostic,
+    shown_path,
 )
 from mycelium_mono.routing.generate import CallNote
 from mycelium_mono.routing.parse import parse_module
@@ -124,11 +125,6 @@ def _spec_origin(name: str) -> str | None:
     return spec.origin if spec is not None else None
 
 
-def _shown(filename: str) -> str:
-    relative = os.path.relpath(filename)
-    return filename if relative.startswith(os.pardir) else relative
-
-
 def run_check(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Exit status 1 if any module has a routing error, else 0."""
     found = find_targets(args.targets)
@@ -189,7 +185,7 @@ def _result_from_json(target: Target, data: dict[str, Any]) -> CheckResult:
 
 def _print_skipped(skipped: tuple[Skipped, ...], out: TextIO) -> None:
     for item in skipped:
-        out.write(f"note: skipped {_shown(item.path)}{os.sep}: {item.reason}\n")
+        out.write(f"note: skipped {shown_path(item.path)}{os.sep}: {item.reason}\n")
 
 
 def _print_text(results: list[CheckResult], out: TextIO, *, color: bool) -> None:
@@ -217,7 +213,7 @@ def _json_report(results: list[CheckResult], skipped: tuple[Skipped, ...]) -> di
     return {
         "ok": not any(r.diagnostics for r in results),
         "error_count": sum(len(r.diagnostics) for r in results),
-        "skipped": [{"path": _shown(s.path), "reason": s.reason} for s in skipped],
+        "skipped": [{"path": shown_path(s.path), "reason": s.reason} for s in skipped],
         "files": [
             {
                 "path": r.target.display,

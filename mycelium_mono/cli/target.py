@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 
 from mycelium_mono.routing.check import ResolvedTable, check_class
-from mycelium_mono.routing.errors import Diagnostic
+from mycelium_mono.routing.errors import Diagnostic, shown_path
 from mycelium_mono.routing.parse import parse_module
 from mycelium_mono.routing.resolve import StaticScope
 
@@ -52,8 +52,7 @@ class Target:
     @property
     def display(self) -> str:
         """The path as a diagnostic shows it: relative to the current directory when inside it."""
-        relative = os.path.relpath(self.filename)
-        return self.filename if relative.startswith(os.pardir) else relative
+        return shown_path(self.filename)
 
     @property
     def top_package(self) -> str:

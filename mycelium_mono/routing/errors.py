@@ -14,7 +14,14 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Diagnostic", "RoutingError", "Span", "import_failure_note", "render_diagnostic"]
+__all__ = [
+    "Diagnostic",
+    "RoutingError",
+    "Span",
+    "import_failure_note",
+    "render_diagnostic",
+    "shown_path",
+]
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,12 @@ _LIBRARY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 _IMPORTLIB_DIR = os.path.dirname(importlib.__file__) + os.sep
 
 
+def shown_path(filename: str) -> str:
+    """A path as a diagnostic shows it: relative to the current directory when inside it."""
+    relative = os.path.relpath(filename)
+    return filename if relative.startswith(os.pardir) else relative
+
+
 def import_failure_note(exc: BaseException) -> str | None:
     """Where an import failed, as a traceback shows it, without importlib's and our frames.
 
@@ -92,9 +105,7 @@ def import_failure_note(exc: BaseException) -> str | None:
         return None
     lines = ["the import failed here (most recent call last):"]
     for frame in frames[-3:]:
-        relative = os.path.relpath(frame.filename)
-        shown = frame.filename if relative.startswith(os.pardir) else relative
-        lines.append(f'  File "{shown}", line {frame.lineno}, in {frame.name}')
+        lines.append(f'  File "{shown_path(frame.filename)}", line {frame.lineno}, in {frame.name}')
         if frame.line:
             lines.append(f"    {frame.line.strip()}")
     return "\n".join(lines)
