@@ -72,7 +72,14 @@ _LAZY = {
 }
 
 
+_LAZY_SUBMODULES = frozenset({"cli"})
+"""``mycelium_mono.cli.doctor.report(...)`` after a bare ``import mycelium_mono`` (issue 15)."""
+
+
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        # Importing the submodule binds it as an attribute of this package.
+        return importlib.import_module(f"{__name__}.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'mycelium_mono' has no attribute {name!r}")

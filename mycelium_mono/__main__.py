@@ -7,8 +7,9 @@
 
 The packages whose routing modules are rewritten come from ``--packages``, else the
 ``MYCELIUM_PACKAGES`` environment variable (comma-separated), else a default: for ``-m`` the
-module's top-level package; for a script, the top-level package containing it, or else every
-package directory next to it.
+module's top-level package, or for a top-level module that is not a package (``-m main``) the
+packages beside its file, as for a script; for a script, the top-level package containing it,
+or else every package directory next to it.
 
 ``multiprocessing`` children get the hook too. ``fork`` children inherit it. ``spawn`` and
 ``forkserver`` children start a fresh interpreter whose first step is re-running the parent's
@@ -31,6 +32,7 @@ import importlib.util
 import os
 import runpy
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,9 +48,28 @@ USAGE = """\
 usage: python -m mycelium_mono run [--packages PKG[,PKG...]] script.py [args...]
        python -m mycelium_mono run [--packages PKG[,PKG...]] -m module [args...]"""
 
+RUN_HELP = f"""\
+Run a script or module with the import hook installed (the same as `mycelium-mono run`).
+
+options (before the target; everything after it belongs to the target):
+  --packages PKG[,PKG...]  the packages whose routing modules the hook rewrites
+                           (repeatable)
+  -m MODULE                run MODULE as __main__, as `python -m MODULE` would
+
+Which packages are rewritten: --packages, else the {PACKAGES_ENV} environment variable
+(comma-separated, e.g. {PACKAGES_ENV}=myapp,shared), else a default:
+  -m pkg.mod         the top-level package, pkg
+  -m main            (a module, not a package) the packages beside main.py
+  script.py          the top-level package containing it, or every package beside it
+multiprocessing children get the hook too; {PACKAGES_ENV} is set for subprocesses."""
+
 
 class UsageError(Exception):
     """The command line cannot be understood; the message says what to type instead."""
+
+
+class HelpRequested(Exception):
+    """``run --help``: the message is the help text, printed to stdout, exit status 0."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,8 @@ def parse_run_args(argv: Sequence[str]) -> RunRequest:
     index = 0
     while index < len(argv):
         arg = argv[index]
+        if arg in {"-h", "--help"}:
+            raise HelpRequested(RUN_HELP)
         if arg == "--packages" or arg.startswith("--packages="):
             value, index = _option_value(argv, index, "--packages")
             packages = (packages or []) + _split_names(value)
@@ -106,8 +129,14 @@ def resolve_packages(request: RunRequest, environ: Mapping[str, str]) -> list[st
     if from_env:
         return from_env
     if request.is_module:
-        return [request.target.partition(".")[0]]
-    found = default_script_packages(request.target)
+        top = request.target.partition(".")[0]
+        beside = _top_level_module_file(top)
+        if beside is None:
+            return [top]
+        # Issue 15: `-m main` used to hook the package "main", i.e. nothing, silently.
+        found = default_script_packages(beside)
+    else:
+        found = default_script_packages(request.target)
     if not found:
         raise UsageError(
             f"run: found no package to rewrite for {request.target}\n"
@@ -115,6 +144,26 @@ def resolve_packages(request: RunRequest, environ: Mapping[str, str]) -> list[st
             f"(or set {PACKAGES_ENV}=myapp)"
         )
     return found
+
+
+def _top_level_module_file(name: str) -> str | None:
+    """The file of ``name`` if it is a plain top-level module (not a package), else ``None``."""
+    spec = _find_module(name)
+    if spec is None or getattr(spec, "submodule_search_locations", None) is not None:
+        return None
+    origin = getattr(spec, "origin", None)
+    return origin if isinstance(origin, str) and os.path.isfile(origin) else None
+
+
+def check_target(request: RunRequest) -> None:
+    """A one-line usage error for a target that does not exist (not a runpy traceback)."""
+    if request.is_module:
+        if _find_module(request.target) is None:
+            # What `python -m nosuch` says, instead of runpy's traceback.
+            raise UsageError(f"no module named {request.target!r}")
+    elif not os.path.isfile(request.target):
+        where = "" if os.path.isabs(request.target) else f" (in {os.getcwd()})"
+        raise UsageError(f"cannot run {request.target}: no such file{where}")
 
 
 def default_script_packages(script: str) -> list[str]:
@@ -148,9 +197,6 @@ def run(request: RunRequest, packages: Sequence[str]) -> None:
     install_import_hook(packages)
     _point_spawned_children_here()
     if request.is_module:
-        if _find_module(request.target) is None:
-            # What `python -m nosuch` says, instead of runpy's traceback.
-            raise UsageError(f"no module named {request.target!r}")
         sys.argv = [request.target, *request.args]  # run_module puts the file path in argv[0]
         runpy.run_module(request.target, run_name="__main__", alter_sys=True)
     else:
@@ -213,12 +259,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _other_command(args)
     try:
         request = parse_run_args(args[1:])
+        check_target(request)
         packages = resolve_packages(request, os.environ)
         run(request, packages)
+    except HelpRequested as text:
+        print(text)
+        return 0
+    except SyntaxError as exc:
+        if not _is_routing_error(exc):
+            raise
+        # Python 3.11 and 3.12 print an uncaught SyntaxError *subclass* with a one-character
+        # caret (their C printer reads the end of the span only for SyntaxError itself); the
+        # traceback module underlines the whole name, as `check` does (issue 15).
+        traceback.print_exception(exc)
+        return 1
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _is_routing_error(exc: SyntaxError) -> bool:
+    from mycelium_mono.routing.errors import RoutingError
+
+    return isinstance(exc, RoutingError)
 
 
 def _other_command(args: list[str]) -> int:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from mycelium_mono.handlers import attach_emitter, detach_emitter
+from mycelium_mono.messages import is_message_class
 
 __all__ = ["ErrorCallback", "GeneratedBus", "failed", "wrong_service"]
 
@@ -76,10 +77,14 @@ class GeneratedBus:
 
     def _no_route(self, msg: Any) -> TypeError:
         routed = ", ".join(sorted(t.__name__ for t in self._dispatch)) or "nothing"
+        given = type(msg).__name__
+        # Issue 15: `add str = [...]` was suggested for emit("text"); only messages are routed.
+        hint = (f"add `{given} = [...]` to the routing class" if is_message_class(type(msg))
+                else f"emit a @message instance; a {given} is not a message class")
         return TypeError(
-            f"{type(self).__name__} has no route for {type(msg).__name__}\n"
+            f"{type(self).__name__} has no route for {given}\n"
             f"note: it routes {routed}\n"
-            f"help: add `{type(msg).__name__} = [...]` to the routing class"
+            f"help: {hint}"
         )
 
     def _failed_at(self, emit: str, index: int, msg: Any, exc: Exception) -> None:
@@ -140,7 +145,13 @@ def failed(
 def wrong_service(bus: GeneratedBus, name: str, expected: type, got: object) -> TypeError:
     """The error for ``MonolithBus(risk_manager=<not a RiskManager>)``."""
     return TypeError(
-        f"{type(bus).__name__}() argument {name!r} must be a {expected.__qualname__} instance, "
+        f"{type(bus).__name__}() argument {name!r} must be {_article(expected.__qualname__)} "
+        f"{expected.__qualname__} instance, "
         f"got {type(got).__qualname__}\n"
         f"help: pass {name}={expected.__name__}(...)"
     )
+
+
+def _article(word: str) -> str:
+    """"an AuditLog", "a Ledger" (issue 15: "must be a AuditLog instance")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"

@@ -12,6 +12,10 @@ import pytest
 
 from mycelium_mono.pytest_plugin import forget_modules
 
+# An application with its own test suite, which test_wheel_fresh_venv.py runs inside a fresh
+# venv holding the built wheel; collected here it would run against the checkout instead.
+collect_ignore = ["wheelapp"]
+
 MESSAGES = """
 from mycelium_mono import message, U64, Address
 

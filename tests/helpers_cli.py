@@ -54,3 +54,34 @@ def cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
         python_flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """``python [python_flags] -m mycelium_mono.cli *args``: the console script's module."""
     return run([sys.executable, *python_flags, "-m", "mycelium_mono.cli", *args], cwd, env)
+
+
+# A routing module whose first emit reaches a hybrid route through a handler's self.emit.
+CHAIN_TO_HYBRID = '''\
+from mycelium_mono import MessageHandler, route, routing_config
+
+from clishop.msgs import Order, Signal, Swap
+from clishop.svc import Audit
+
+
+class Forwarder(MessageHandler[Swap]):
+    def handle(self, swap: Swap) -> None:
+        self.emit(Order(amount=swap.amount))
+
+
+class Book(MessageHandler[Order]):
+    def handle(self, order: Order) -> None:
+        pass
+
+
+class Store(MessageHandler[Order]):
+    async def handle(self, order: Order) -> None:  # type: ignore[override]
+        pass
+
+
+@routing_config
+class ChainBus:
+    Swap = [Forwarder]
+    Signal = [Audit]
+    Order = route(sync=[Book], background=[Store])
+'''

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_cli import CONSOLE_SCRIPT, cli, cli_env, copy_clipkgs, run
+from helpers_cli import CHAIN_TO_HYBRID, CONSOLE_SCRIPT, cli, cli_env, copy_clipkgs, run
 
 ERROR_TOKENS = {
     # code: the text the caret must sit under, on the line marked `# error here`
@@ -188,7 +188,9 @@ def test_check_reports_a_handler_module_that_raises_on_import(project: Path) -> 
     assert result.returncode == 1
     assert ("error[E0012]: importing a module named by the routing table raised RuntimeError: "
             "no database") in result.stdout
-    assert "clishop/boom.py:1" in result.stdout  # where it was raised
+    assert "clishop/boomrouting.py:3:1: error[E0012]" in result.stdout  # the import line
+    assert ('  File "clishop/boom.py", line 1, in <module>\n'
+            "    raise RuntimeError('no database')") in result.stdout  # where it was raised
 
 
 def test_check_reports_a_syntax_error_as_a_diagnostic(project: Path) -> None:
@@ -399,3 +401,125 @@ def test_run_module_passes_options_through_to_the_target(project: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "origin=import hook args=['0', '-v']"
+
+
+def test_bench_times_an_emit_whose_chain_reaches_a_hybrid_route(project: Path) -> None:
+    # Issue 15: with no event loop the chain's background half failed, and bench printed
+    # "not timed (a handler raised ... NoEventLoopError)", blaming Forwarder.
+    (project / "clishop" / "chain.py").write_text(CHAIN_TO_HYBRID)
+    result = cli("bench", "clishop.chain", "--number", "300", "--repeat", "2", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    line = next(text for text in result.stdout.splitlines() if "ChainBus.emit_swap " in text)
+    assert re.search(r"Swap → 1 handler: +[\d.]+ ns per emit; dict-and-loop", line), line
+    assert "not timed" not in result.stdout
+
+
+# --- check: one package at a time, skipped trees, E0012's traceback (issue 15) ---------------
+
+
+def _write_app(root: Path, package: str, type_id: int) -> None:
+    (root / package).mkdir(parents=True)
+    (root / package / "__init__.py").write_text("")
+    (root / package / "msgs.py").write_text(
+        f"from mycelium_mono import U64, message\n\n\n@message(type_id={type_id})\n"
+        "class Ping:\n    n: U64\n")
+    (root / package / "svc.py").write_text(
+        f"from mycelium_mono import MessageHandler\n\nfrom {package}.msgs import Ping\n\n\n"
+        "class Pong(MessageHandler[Ping]):\n    def handle(self, ping: Ping) -> None:\n"
+        "        pass\n")
+    (root / package / "routing.py").write_text(
+        f"from mycelium_mono import routing_config\n\nfrom {package}.msgs import Ping\n"
+        f"from {package}.svc import Pong\n\n\n@routing_config\nclass Bus:\n    Ping = [Pong]\n")
+
+
+def test_check_a_directory_checks_each_package_on_its_own(tmp_path: Path) -> None:
+    # Two applications may reuse a type_id; imported into one process they collided (E0012).
+    _write_app(tmp_path, "north", 7001)
+    _write_app(tmp_path, "south", 7001)
+    result = cli("check", ".", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "north/routing.py: 1 routing class ok" in result.stdout
+    assert "south/routing.py: 1 routing class ok" in result.stdout
+
+
+def test_check_still_finds_the_errors_of_each_package(tmp_path: Path) -> None:
+    _write_app(tmp_path, "north", 7001)
+    _write_app(tmp_path, "south", 7001)
+    routing = tmp_path / "south" / "routing.py"
+    routing.write_text(routing.read_text().replace("Ping = [Pong]", "Ping = [Pong, Pong]"))
+    result = cli("check", "--format", "json", ".", cwd=tmp_path)
+
+    assert result.returncode == 1
+    files = {f["path"]: f for f in json.loads(result.stdout)["files"]}
+    assert files["north/routing.py"]["diagnostics"] == []
+    assert [d["code"] for d in files["south/routing.py"]["diagnostics"]] == ["E0005"]
+    assert files["south/routing.py"]["diagnostics"][0]["line"] == 9
+
+
+def test_check_skips_virtual_environments_and_vendored_trees_and_says_so(tmp_path: Path) -> None:
+    _write_app(tmp_path, "north", 7001)
+    for tree in ("venv/lib/python3.11/site-packages/other", "node_modules/pkg"):
+        (tmp_path / tree).mkdir(parents=True)
+        (tmp_path / tree / "routing.py").write_text("routing_config = 1 / 0\n")
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    result = cli("check", ".", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout
+    assert "note: skipped venv/: a virtual environment (pyvenv.cfg)" in result.stdout
+    assert "note: skipped node_modules/: vendored JavaScript packages" in result.stdout
+    assert "routing.py" not in result.stdout.replace("north/routing.py", "")
+
+
+def test_check_json_lists_what_it_skipped(tmp_path: Path) -> None:
+    _write_app(tmp_path, "north", 7001)
+    (tmp_path / "node_modules").mkdir()
+    result = cli("check", "--format", "json", ".", cwd=tmp_path)
+
+    assert json.loads(result.stdout)["skipped"] == [
+        {"path": "node_modules", "reason": "vendored JavaScript packages"}]
+
+
+def test_e0012_shows_the_line_of_the_handler_module_whose_import_failed(project: Path) -> None:
+    svc = project / "clishop" / "svc.py"
+    svc.write_text(svc.read_text().replace(
+        "from clishop.msgs import Signal, Swap\n",
+        "from clishop.msgs import Signal, Swap\nfrom clishop.missing import Thing\n"))
+    lineno = line_of(svc, "from clishop.missing import Thing")
+    result = cli("check", "clishop/routing.py", cwd=project)
+
+    assert result.returncode == 1
+    assert "error[E0012]: cannot import 'clishop.svc': No module named 'clishop.missing'" in (
+        result.stdout)
+    assert (f'note: the import failed here (most recent call last):\n'
+            f'  File "clishop/svc.py", line {lineno}, in <module>\n'
+            "    from clishop.missing import Thing\n") in result.stdout
+    assert "importlib" not in result.stdout  # only the user's frames
+
+
+def test_check_json_counts_a_routing_class_that_failed(project: Path) -> None:
+    result = cli("check", "--format", "json", "clishop/broken/e0001.py", cwd=project)
+
+    [file] = json.loads(result.stdout)["files"]
+    assert file["routing_classes"] == 1
+    assert [d["code"] for d in file["diagnostics"]] == ["E0001"]
+
+
+def test_an_import_that_raises_is_one_help_line_at_the_import_statement(project: Path) -> None:
+    msgs = project / "clishop" / "msgs.py"
+    msgs.write_text(msgs.read_text() + "\n\n@message(type_id=6101)\nclass Again:\n    n: U64\n")
+    result = cli("check", "clishop/routing.py", cwd=project)
+
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    lineno = line_of(project / "clishop" / "routing.py", "from clishop.msgs import")
+    assert lines[0].startswith(f"clishop/routing.py:{lineno}:1: error[E0012]: importing a "
+                               "module named by the routing table raised MessageError: "
+                               "type_id 6101 is used")
+    assert sum(line.startswith("help: ") for line in lines) == 1
+    assert "^^^^^^^^^^" in result.stdout  # under the import line, not one caret at 1:1
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_cli import cli, cli_env, copy_clipkgs, run
+from helpers_cli import CHAIN_TO_HYBRID, cli, cli_env, copy_clipkgs, run
 
 
 @pytest.fixture
@@ -189,3 +189,36 @@ def test_report_inside_an_application_without_the_hook_says_so(project: Path) ->
 
     assert ("[warn] MonolithBus origin: built at run time by @routing_config (no import hook "
             "saw the import)") in out
+
+
+def test_doctor_times_an_emit_whose_chain_reaches_a_hybrid_route(project: Path) -> None:
+    (project / "clishop" / "chain.py").write_text(CHAIN_TO_HYBRID)
+    result = doctor("clishop.chain", cwd=project)
+
+    assert "NoEventLoopError" not in result.stdout
+    line = next(text for text in result.stdout.splitlines() if "ChainBus.emit_swap " in text)
+    assert "ns per emit" in line
+
+
+def test_report_called_from_async_code_times_on_a_loop_of_its_own(project: Path) -> None:
+    (project / "clishop" / "chain.py").write_text(CHAIN_TO_HYBRID)
+    code = ("import asyncio\nfrom mycelium_mono.cli.doctor import report\n"
+            "async def main():\n    return report('clishop.chain')\n"
+            "print(asyncio.run(main()))")
+    result = run([sys.executable, "-c", code], project)
+
+    assert result.returncode == 0, result.stderr
+    line = next(text for text in result.stdout.splitlines() if "ChainBus.emit_swap " in text)
+    assert "ns per emit" in line
+
+
+@pytest.mark.parametrize("imported", ["import mycelium_mono", "import mycelium_mono.cli"])
+def test_report_as_the_readme_writes_it_needs_no_extra_import(project: Path,
+                                                              imported: str) -> None:
+    # Issue 15: `mycelium_mono.cli.doctor.report(...)` raised AttributeError after only
+    # `import mycelium_mono`.
+    code = f"{imported}\nprint(mycelium_mono.cli.doctor.report('clishop.unrouted'))"
+    result = run([sys.executable, "-c", code], project)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("mycelium-mono doctor clishop.unrouted")

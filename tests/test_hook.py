@@ -150,10 +150,15 @@ def test_editing_the_routing_module_invalidates_the_cache(shop: Path) -> None:
     assert after["demo"] == [7, ["order 1", "order 2"]]
 
 
-def test_optimize_flag_change_is_a_miss(shop: Path) -> None:
-    run_child(shop)
-    optimized = run_child(shop, "-O")
-    assert (optimized["outcome"], optimized["miss"]) == ("REWRITTEN", "OPTIMIZE_CHANGED")
+def test_optimized_and_plain_runs_keep_separate_caches(shop: Path) -> None:
+    # Issue 15: one slot for both meant `python -O` and `python` invalidated each other.
+    first = [run_child(shop), run_child(shop, "-O")]
+    again = [run_child(shop), run_child(shop, "-O")]
+    assert [(r["outcome"], r["miss"]) for r in first] == [("REWRITTEN", "NO_FILE")] * 2
+    assert [r["outcome"] for r in again] == ["CACHE_HIT"] * 2
+    names = sorted(p.name for p in (shop / "__pycache__").glob("routing.*.mycelium.pyc"))
+    tag = sys.implementation.cache_tag
+    assert names == [f"routing.{tag}.mycelium.pyc", f"routing.{tag}.opt-1.mycelium.pyc"]
 
 
 def test_options_change_is_a_miss(shop: Path) -> None:

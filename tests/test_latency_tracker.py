@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import warnings
 
 import pytest
 
@@ -98,3 +100,32 @@ def test_durations_beyond_the_range_are_counted_not_lost_silently() -> None:
 def test_a_bad_sample_rate_is_refused_with_help() -> None:
     with pytest.raises(ValueError, match="help:"):
         LatencyTracker(sample_every=0)
+
+
+async def _sleep_10ms(label: str) -> str:
+    await asyncio.sleep(0.01)
+    return label
+
+
+def test_time_refuses_an_async_function_and_points_to_measure() -> None:
+    # Issue 15: time(async_fn) used to record ~1 µs (the coroutine's creation) for a 10 ms await.
+    tracker = LatencyTracker()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the refused coroutine is closed, not left un-awaited
+        with pytest.raises(TypeError, match=r"tracker.measure\(\): await") as caught:
+            tracker.time(_sleep_10ms, "a")
+    assert "_sleep_10ms" in str(caught.value)
+    assert tracker.report().count == 0
+
+
+def test_time_refuses_an_async_function_on_calls_it_does_not_sample() -> None:
+    tracker = LatencyTracker(sample_every=100)
+    with pytest.raises(TypeError, match="returned an awaitable"):
+        tracker.time(_sleep_10ms, "a")
+
+
+async def test_measure_around_an_await_records_the_whole_await() -> None:
+    tracker = LatencyTracker()
+    with tracker.measure():
+        assert await _sleep_10ms("a") == "a"
+    assert tracker.report().max >= 10_000_000

@@ -182,3 +182,70 @@ def test_default_packages(project: Path) -> None:
     request = RunRequest("hookshop.app", True, (), None)
     assert resolve_packages(request, {}) == ["hookshop"]
     assert resolve_packages(request, {PACKAGES_ENV: " a , b "}) == ["a", "b"]
+
+
+def test_a_top_level_module_runs_with_the_packages_beside_it(project: Path) -> None:
+    # Issue 15: `run -m app` hooked a package named "app", which is nothing, silently.
+    report = run_report(project, "-m", "app", "x")
+    assert report["argv"] == ["x"]
+    assert report["loader"] == "MyceliumLoader"
+    assert report["demo"] == DEMO_RESULT
+
+
+def test_a_top_level_module_with_no_package_beside_it_asks_for_packages(tmp_path: Path) -> None:
+    (tmp_path / "lonely.py").write_text("print('hi')\n")
+    done = mycelium_run(tmp_path, "-m", "lonely")
+    assert done.returncode == 2
+    assert "help: say which packages hold routing modules: --packages" in done.stderr
+
+
+RUNNERS = {"python -m mycelium_mono": [sys.executable, "-m", "mycelium_mono"],
+           "mycelium-mono": [str(Path(sys.executable).parent / "mycelium-mono")]}
+
+
+def run_with(runner: str, project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUNNERS[runner], "run", *args], cwd=project, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_missing_script_is_one_line_not_a_traceback(project: Path, runner: str) -> None:
+    done = run_with(runner, project, "missing.py")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: cannot run missing.py: no such file (in {project})"
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_run_help_documents_packages_and_the_environment_variable(project: Path,
+                                                                   runner: str) -> None:
+    done = run_with(runner, project, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--packages PKG[,PKG...]" in done.stdout
+    assert f"{PACKAGES_ENV} environment variable" in done.stdout
+    assert "-m main            (a module, not a package) the packages beside main.py" in (
+        done.stdout)
+
+
+def test_an_uncaught_routing_error_underlines_the_name_and_keeps_its_note(project: Path) -> None:
+    # Issue 15: Python 3.11's own printer showed one `^` and dropped the first error's note.
+    routing = project / "hookshop" / "routing.py"
+    routing.write_text(routing.read_text().replace("Shipment = [Auditor]", "Shipment = [Counter]"))
+    done = mycelium_run(project, "app.py")
+
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    at = lines.index("    Shipment = [Counter]")
+    assert lines[at + 1] == "                ^^^^^^^"
+    assert "note: Counter handles: Order" in lines[at + 2:]
+    assert any(line.startswith("help: ") for line in lines[at + 2:])
+
+
+def test_an_import_error_under_the_hook_shows_the_failing_line(project: Path) -> None:
+    handlers = project / "hookshop" / "handlers.py"
+    handlers.write_text("import hookshop.nowhere\n" + handlers.read_text())
+    done = mycelium_run(project, "app.py")
+
+    assert done.returncode == 1
+    assert "error[E0012]: cannot import 'hookshop.handlers'" in done.stderr
+    assert ('  File "hookshop/handlers.py", line 1, in <module>\n'
+            "    import hookshop.nowhere") in done.stderr

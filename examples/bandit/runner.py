@@ -158,7 +158,7 @@ def _serve_metrics(metrics: MetricsCollector) -> None:
 def _progress(swaps: Iterable[V2Swap], cfg: BanditConfig, total: int | None) -> Iterable[V2Swap]:
     if not (cfg.progress and sys.stderr.isatty()):
         return swaps
-    from tqdm import tqdm  # the [bandit] extra; only for interactive runs
+    from tqdm import tqdm  # examples/bandit/requirements.txt; interactive runs only
 
     return tqdm(swaps, total=total, unit="swap", desc="replay", leave=False)
 

@@ -29,6 +29,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
 from mycelium_mono.bus.transports.base import NullTransport, Settle, Transport
+from mycelium_mono.messages import is_message_class
 
 __all__ = [
     "BusClosedError",
@@ -147,6 +148,7 @@ class SubscriberStats:
     overfilled: int
     blocked: int
     high_water: int
+    """The most messages this queue has held at once (maxsize or more means it filled up)."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,8 @@ class Subscriber(Generic[M]):
                 f"subscription {self.name} is closed and drained\n"
                 "help: use `async for msg in sub` to stop cleanly at the end"
             )
+        if len(queue) > self._high_water:
+            self._high_water = len(queue)
         msg = queue.popleft()
         if self._marks:
             self._take_mark(msg)
@@ -271,6 +275,8 @@ class Subscriber(Generic[M]):
         queue = self._queue
         if not queue and not await self._wait_for_messages():
             raise StopAsyncIteration
+        if len(queue) > self._high_water:
+            self._high_water = len(queue)
         msg = queue.popleft()
         if self._marks:
             self._take_mark(msg)
@@ -294,6 +300,8 @@ class Subscriber(Generic[M]):
             self.ack()
         if not self._queue:
             raise asyncio.QueueEmpty(f"subscription {self.name} has nothing queued")
+        if len(self._queue) > self._high_water:
+            self._high_water = len(self._queue)
         msg = self._queue.popleft()
         if self._marks:
             self._take_mark(msg)
@@ -307,6 +315,9 @@ class Subscriber(Generic[M]):
         if self._in_hand and self._auto_ack:
             self.ack()
         batch = list(self._queue)
+        # The publish fast path appends without bookkeeping (issue 15: high_water read 0 after
+        # 1,000 deliveries); the deepest the queue got is always seen here, just before a take.
+        self._high_water = max(self._high_water, len(batch))
         self._queue.clear()
         if self._marks:
             self._in_hand.extend(self._marks)
@@ -603,10 +614,13 @@ class Publisher(Generic[M]):
                 await sub._wait_for_space()
 
     def _wrong_type(self, msg: object) -> TypeError:
+        given = type(msg).__name__
+        # Issue 15: a str was told to use bus.publisher(str), which is no message type.
+        hint = (f"use bus.publisher({given}) for that message type" if is_message_class(type(msg))
+                else f"publish a {self.message_type.__name__}(...) instance; a {given} is not "
+                "a @message class")
         return TypeError(
-            f"publisher for {self.message_type.__name__} was given a "
-            f"{type(msg).__name__}\n"
-            f"help: use bus.publisher({type(msg).__name__}) for that message type"
+            f"publisher for {self.message_type.__name__} was given a {given}\nhelp: {hint}"
         )
 
     def __repr__(self) -> str:
@@ -827,6 +841,13 @@ class MessageBus:
             )
         topic = self._topics.get(message_type)
         if topic is None:
+            if not is_message_class(message_type):
+                raise TypeError(
+                    f"{message_type.__qualname__} is not a @message class, so it cannot be "
+                    "published or subscribed to\n"
+                    f"help: decorate {message_type.__name__} with @message(type_id=..., "
+                    "topic=...), or pass the message class you meant"
+                )
             topic = self._topics[message_type] = _Topic(message_type)
         return topic
 

@@ -12,6 +12,10 @@ calls queued against ``maxsize=10000``): a full ``policy="block"`` backlog refus
 with :class:`BacklogFull` (nothing queued, like ``asyncio.Queue.put_nowait``), and the
 producer gets its back-pressure by awaiting ``await backlog.wait_for_space()`` between
 messages; "drop_oldest" drops and counts the oldest call; "raise" refuses as "block" does.
+
+A background call that raises, with no ``on_error``, is logged and kept: the next ``drain()``
+(or ``close()``) raises every kept failure together as an ``ExceptionGroup``, so a test that
+drains sees them (issue 15: they used to be only logged, and ``drain()`` returned normally).
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ logger = logging.getLogger("mycelium_mono.hybrid")
 
 M = TypeVar("M")
 ErrorCallback = Callable[[BaseException], object]
+
+_KEPT_FAILURES = 100
+"""Failures kept for the next ``drain()`` when nobody drains; older ones are only counted."""
 
 
 class BacklogFull(RuntimeError):
@@ -89,6 +96,8 @@ class BackgroundBacklog:
         self._failed = 0
         self._dropped = 0
         self._overfilled = 0
+        self._unraised: list[Exception] = []
+        self._unraised_lost = 0
 
     def submit(self, fn: Callable[[M], Awaitable[None]], msg: M) -> None:
         """Queue ``await fn(msg)`` to run in the background; never blocks the caller."""
@@ -115,13 +124,32 @@ class BackgroundBacklog:
         self._start_worker(loop)
 
     async def drain(self) -> None:
-        """Wait until everything submitted so far has run (or been dropped)."""
+        """Wait until everything submitted so far has run (or been dropped).
+
+        Raises an :class:`ExceptionGroup` of the calls that failed since the last ``drain()``
+        when there is no ``on_error`` callback (with one, the callback got them instead).
+        """
+        await self._settle()
+        self._raise_failures()
+
+    async def _settle(self) -> None:
         target = self._submitted
         if self._finished() >= target:
             return
         fut = asyncio.get_running_loop().create_future()
         self._progress.append((target, fut))
         await fut
+
+    def _raise_failures(self) -> None:
+        failures, self._unraised = self._unraised, []
+        lost, self._unraised_lost = self._unraised_lost, 0
+        if not failures:
+            return
+        count = len(failures) + lost
+        older = f" (the {lost} oldest were only logged)" if lost else ""
+        raise ExceptionGroup(
+            f"{count} background call{'' if count == 1 else 's'} failed{older}; pass "
+            "on_error= to the backlog to handle them yourself", failures)
 
     async def wait_for_space(self) -> None:
         """Wait until the backlog is below its bound (back-pressure for awaiting producers)."""
@@ -134,13 +162,14 @@ class BackgroundBacklog:
         """Refuse new calls, run what is queued (up to ``timeout`` s), stop the worker."""
         self._closed = True
         try:
-            await asyncio.wait_for(self.drain(), timeout)
+            await asyncio.wait_for(self._settle(), timeout)
         except TimeoutError:
             logger.warning("background backlog closed with %d calls not run", len(self._queue))
         worker, self._worker = self._worker, None
         if worker is not None and not worker.done():
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+        self._raise_failures()
 
     @property
     def stats(self) -> BacklogStats:
@@ -207,6 +236,10 @@ class BackgroundBacklog:
     def _report(self, exc: Exception) -> None:
         if self.on_error is None:
             logger.error("background handler failed", exc_info=exc)
+            if len(self._unraised) >= _KEPT_FAILURES:
+                self._unraised.pop(0)
+                self._unraised_lost += 1
+            self._unraised.append(exc)
             return
         try:
             self.on_error(exc)
@@ -235,7 +268,7 @@ class BackgroundBacklog:
 
 
 def default_backlog() -> BackgroundBacklog:
-    """A new backlog with the defaults (10,000 calls, "block", errors logged)."""
+    """A new backlog with the defaults (10,000 calls, "block", errors raised by drain())."""
     return BackgroundBacklog()
 
 

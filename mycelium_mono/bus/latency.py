@@ -7,11 +7,13 @@ as a monolith emit, so ``sample_every=N`` times only every N-th call.
 
 from __future__ import annotations
 
+import inspect
 import time as _time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from types import CoroutineType
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 __all__ = ["LatencyReport", "LatencyTracker"]
 
@@ -70,15 +72,30 @@ class LatencyTracker:
             self._out_of_range += 1
 
     def time(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Call ``fn(*args, **kwargs)``, timing it if this call is sampled."""
+        """Call ``fn(*args, **kwargs)``, timing it if this call is sampled.
+
+        ``fn`` must be synchronous: for ``async def`` functions (``emit_x_async``) this method
+        would time only the creation of the coroutine (~1 µs for a 10 ms await, issue 15), so it
+        refuses them; time an await with ``with tracker.measure(): await fn(...)``.
+        """
         self._calls += 1
         if self._calls % self.sample_every:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            # `type(...) is` costs ~25 ns, a tenth of an emit; isawaitable() would cost more.
+            if type(result) is CoroutineType:
+                _refuse_awaitable(fn, result)
+            return result
         start = _time.perf_counter_ns()
         try:
-            return fn(*args, **kwargs)
-        finally:
-            self.record(_time.perf_counter_ns() - start)
+            result = fn(*args, **kwargs)
+        except BaseException:
+            self.record(_time.perf_counter_ns() - start)  # a failing call is a sample too
+            raise
+        elapsed = _time.perf_counter_ns() - start
+        if inspect.isawaitable(result):
+            _refuse_awaitable(fn, result)
+        self.record(elapsed)
+        return result
 
     @contextmanager
     def measure(self) -> Iterator[None]:
@@ -114,6 +131,18 @@ class LatencyTracker:
         self._histogram.reset()
         self._calls = 0
         self._out_of_range = 0
+
+
+def _refuse_awaitable(fn: Callable[..., Any], result: Any) -> NoReturn:
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()  # never awaited on purpose: no "coroutine was never awaited" warning
+    name = getattr(fn, "__qualname__", repr(fn))
+    raise TypeError(
+        f"LatencyTracker.time({name}) returned an awaitable ({type(result).__name__}): "
+        "time() only times synchronous calls, here only the creation of the coroutine\n"
+        f"help: inside async code write `with tracker.measure(): await {name}(...)`"
+    )
 
 
 def _new_histogram() -> Any:

@@ -110,9 +110,12 @@ def _add_bench(commands: Subcommands) -> None:
 
 
 def _add_run(commands: Subcommands) -> None:
+    from mycelium_mono.__main__ import RUN_HELP
+
     sub = commands.add_parser(
         "run", help="run a script or -m module under the import hook",
-        description="Same as `python -m mycelium_mono run ...`.",
+        usage="mycelium-mono run [--packages PKG[,PKG...]] script.py | -m module [args...]",
+        description=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub.add_argument("rest", nargs=argparse.REMAINDER, metavar="script.py | -m module [args]")
     sub.set_defaults(handler=run_run)

@@ -18,6 +18,7 @@ from mycelium_mono.routing.cache import (
     CacheKey,
     clean_cache,
     find_cache_files,
+    optimize_level_of,
     read_cache,
 )
 from mycelium_mono.routing.pipeline import RewriteOptions
@@ -42,7 +43,10 @@ def cache_status(path: str) -> str:
             data = file.read()
     except OSError:
         return f"orphan: {source} is gone"
-    found = read_cache(path, CacheKey.current(data, RewriteOptions().key()))
+    # Judged for the level it was written for: `cache info` without -O must not call the
+    # -O file stale.
+    key = CacheKey.current(data, RewriteOptions().key(), optimize_level_of(path))
+    found = read_cache(path, key)
     return "current" if isinstance(found, CacheEntry) else f"stale ({found})"
 
 

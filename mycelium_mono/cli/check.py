@@ -2,22 +2,45 @@
 
 ``check`` reports every routing error of every file, compiler style (or as JSON for tools);
 ``show`` prints the code the import hook generates, and how each handler is called.
+
+Checking imports the handler and message modules, so two applications checked in one process
+can collide (a ``type_id`` reused across two apps gave false E0012 errors, issue 15). When the
+files belong to more than one top-level package, each package is checked in a process of its
+own (``check --format json`` on its files) and the results merged.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import json
+import os
+import subprocess
 import sys
 import traceback
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from mycelium_mono.cli.target import Target, UsageError, find_target, find_targets, use_color
-from mycelium_mono.routing.errors import Diagnostic, RoutingError, Span, render_diagnostic
+from mycelium_mono.cli.target import (
+    Skipped,
+    Target,
+    UsageError,
+    find_target,
+    find_targets,
+    use_color,
+)
+from mycelium_mono.routing.errors import (
+    Diagnostic,
+    RoutingError,
+    Span,
+    import_failure_note,
+    render_diagnostic,
+    shown_path,
+)
 from mycelium_mono.routing.generate import CallNote
-from mycelium_mono.routing.pipeline import RewriteResult, rewrite_module
+from mycelium_mono.routing.parse import parse_module
+from mycelium_mono.routing.pipeline import rewrite_module
 
 __all__ = ["CheckResult", "check_target", "run_check", "run_show"]
 
@@ -30,29 +53,26 @@ class CheckResult:
     diagnostics: tuple[Diagnostic, ...]
     source_lines: tuple[str, ...]
     buses: int
-    """How many ``@routing_config`` classes were generated (0 when there are errors)."""
+    """How many ``@routing_config`` classes the module defines (whether or not they compile)."""
 
 
 def check_target(target: Target) -> CheckResult:
     """Run the hook's rewrite on ``target`` and collect its errors (never raises for them)."""
     lines = tuple(target.text.splitlines())
     try:
-        result = rewrite_module(target.source, target.display, target.module_name)
-    except RoutingError as exc:
-        return CheckResult(target, exc.diagnostics, lines, 0)
+        tree = ast.parse(target.text, target.display)
     except SyntaxError as exc:
         return CheckResult(target, (_syntax_diagnostic(target, exc),), lines, 0)
+    count = len(parse_module(tree, target.display).classes)
+    try:
+        rewrite_module(target.source, target.display, target.module_name)
+    except RoutingError as exc:
+        return CheckResult(target, exc.diagnostics, lines, count)
+    except SyntaxError as exc:
+        return CheckResult(target, (_syntax_diagnostic(target, exc),), lines, count)
     except Exception as exc:  # a handler module that raises on import
-        return CheckResult(target, (_import_diagnostic(target, exc),), lines, 0)
-    return CheckResult(target, (), lines, _count_routing_classes(result))
-
-
-def _count_routing_classes(result: RewriteResult) -> int:
-    # One generated class per routing class; the generated ones are what the rewrite spliced in.
-    if not result.generated_source:
-        return 0
-    generated = ast.parse(result.generated_source)
-    return sum(isinstance(node, ast.ClassDef) for node in generated.body)
+        return CheckResult(target, (_import_diagnostic(target, tree, exc),), lines, count)
+    return CheckResult(target, (), lines, count)
 
 
 def _syntax_diagnostic(target: Target, exc: SyntaxError) -> Diagnostic:
@@ -65,25 +85,107 @@ def _syntax_diagnostic(target: Target, exc: SyntaxError) -> Diagnostic:
                       help="fix the syntax first: routing is checked on a module that parses")
 
 
-def _import_diagnostic(target: Target, exc: Exception) -> Diagnostic:
-    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-    note = f"raised at {where.filename}:{where.lineno}" if where else None
+def _import_diagnostic(target: Target, tree: ast.Module, exc: Exception) -> Diagnostic:
+    frames = traceback.extract_tb(exc.__traceback__)
+    first, *rest = str(exc).splitlines() or [""]
+    # The exception's own `help:` line (ours have one) replaces the generic one, not adds to it.
+    own_help = next((line[len("help:"):].strip() for line in rest if line.startswith("help:")),
+                    None)
     return Diagnostic("E0012", f"importing a module named by the routing table raised "
-                      f"{type(exc).__name__}: {exc}", target.display, Span(1, 0, 1, 1),
-                      help="the handler and message modules must import cleanly on their own",
-                      note=note)
+                      f"{type(exc).__name__}: {first}", target.display,
+                      _import_span(tree, frames), note=import_failure_note(exc),
+                      help=own_help or "the handler and message modules must import cleanly "
+                      "on their own")
+
+
+def _import_span(tree: ast.Module, frames: list[traceback.FrameSummary]) -> Span:
+    """The routing module's import statement that led to the failing file, else line 1."""
+    failing = {os.path.abspath(f.filename) for f in frames}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom | ast.Import) and _imports_any(node, failing):
+            return Span.of(node)
+    return Span(1, 0, 1, 1)
+
+
+def _imports_any(node: ast.Import | ast.ImportFrom, files: set[str]) -> bool:
+    names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+    for name in filter(None, names):
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None) or _spec_origin(name)
+        if path is not None and os.path.abspath(path) in files:
+            return True
+    return False
+
+
+def _spec_origin(name: str) -> str | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:  # the package around it failed too: not this import, then
+        return None
+    return spec.origin if spec is not None else None
 
 
 def run_check(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Exit status 1 if any module has a routing error, else 0."""
-    results = [check_target(target) for target in find_targets(args.targets)]
+    found = find_targets(args.targets)
+    groups = _by_package(found.targets)
+    if len(groups) == 1:
+        results = [check_target(target) for target in found.targets]
+    else:
+        results = [result for group in groups for result in _check_in_child(group)]
     errors = sum(len(r.diagnostics) for r in results)
     if args.format == "json":
-        json.dump(_json_report(results), out, indent=2)
+        json.dump(_json_report(results, found.skipped), out, indent=2)
         out.write("\n")
     else:
         _print_text(results, out, color=use_color(out))
+        _print_skipped(found.skipped, out)
     return 1 if errors else 0
+
+
+def _by_package(targets: tuple[Target, ...]) -> list[list[Target]]:
+    """The targets grouped by top-level package (and the directory that package is in)."""
+    groups: dict[tuple[str, str], list[Target]] = {}
+    for target in targets:
+        groups.setdefault((_package_root(target), target.top_package), []).append(target)
+    return list(groups.values())
+
+
+def _package_root(target: Target) -> str:
+    directory = os.path.dirname(target.filename)
+    levels = target.module_name.count(".") + (os.path.basename(target.filename) == "__init__.py")
+    for _ in range(levels):
+        directory = os.path.dirname(directory)
+    return directory
+
+
+def _check_in_child(group: list[Target]) -> list[CheckResult]:
+    """``check --format json`` on one package's files, in a fresh interpreter."""
+    command = [sys.executable, "-m", "mycelium_mono.cli", "check", "--format", "json",
+               *(target.filename for target in group)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode not in (0, 1):
+        raise UsageError(f"checking {group[0].top_package} in its own process failed "
+                         f"(exit {done.returncode}):\n{done.stderr.strip()}")
+    files = json.loads(done.stdout)["files"]
+    by_path = {target.filename: target for target in group}
+    return [_result_from_json(by_path[os.path.abspath(f["path"])], f) for f in files]
+
+
+def _result_from_json(target: Target, data: dict[str, Any]) -> CheckResult:
+    diagnostics = tuple(
+        Diagnostic(d["code"], d["message"], d["path"],
+                   Span(d["line"], d["column"] - 1, d["end_line"], d["end_column"] - 1),
+                   help=d["help"], note=d["note"])
+        for d in data["diagnostics"]
+    )
+    return CheckResult(target, diagnostics, tuple(target.text.splitlines()),
+                       data["routing_classes"])
+
+
+def _print_skipped(skipped: tuple[Skipped, ...], out: TextIO) -> None:
+    for item in skipped:
+        out.write(f"note: skipped {shown_path(item.path)}{os.sep}: {item.reason}\n")
 
 
 def _print_text(results: list[CheckResult], out: TextIO, *, color: bool) -> None:
@@ -107,10 +209,11 @@ def _s(count: int) -> str:
     return "" if count == 1 else "s"
 
 
-def _json_report(results: list[CheckResult]) -> dict[str, Any]:
+def _json_report(results: list[CheckResult], skipped: tuple[Skipped, ...]) -> dict[str, Any]:
     return {
         "ok": not any(r.diagnostics for r in results),
         "error_count": sum(len(r.diagnostics) for r in results),
+        "skipped": [{"path": shown_path(s.path), "reason": s.reason} for s in skipped],
         "files": [
             {
                 "path": r.target.display,

@@ -16,11 +16,13 @@ import sys
 from dataclasses import dataclass
 
 from mycelium_mono.routing.check import ResolvedTable, check_class
-from mycelium_mono.routing.errors import Diagnostic
+from mycelium_mono.routing.errors import Diagnostic, shown_path
 from mycelium_mono.routing.parse import parse_module
 from mycelium_mono.routing.resolve import StaticScope
 
 __all__ = [
+    "Found",
+    "Skipped",
     "Target",
     "UsageError",
     "find_target",
@@ -50,8 +52,7 @@ class Target:
     @property
     def display(self) -> str:
         """The path as a diagnostic shows it: relative to the current directory when inside it."""
-        relative = os.path.relpath(self.filename)
-        return self.filename if relative.startswith(os.pardir) else relative
+        return shown_path(self.filename)
 
     @property
     def top_package(self) -> str:
@@ -64,31 +65,81 @@ def use_color(stream: object) -> bool:
     return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
 
 
-def find_targets(names: list[str]) -> list[Target]:
+@dataclass(frozen=True)
+class Skipped:
+    """A directory a search did not walk into, and why (the command says so)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """The routing modules named on the command line, and the directories skipped on the way."""
+
+    targets: tuple[Target, ...]
+    skipped: tuple[Skipped, ...] = ()
+
+
+def find_targets(names: list[str]) -> Found:
     """Each PATH or MODULE; a directory stands for every routing module under it."""
     targets: list[Target] = []
+    skipped: list[Skipped] = []
     for name in names:
         if os.path.isdir(name):
-            found = [find_target(path) for path in routing_files(name)]
-            if not found:
-                raise UsageError(f"{name}: no .py file under it mentions routing_config\n"
+            paths, passed = routing_files(name)
+            skipped += passed
+            if not paths:
+                raise UsageError(f"{name}: no .py file under it mentions routing_config"
+                                 f"{_skipped_clause(passed)}\n"
                                  "help: pass the routing module itself, or its package directory")
-            targets += found
+            targets += [find_target(path) for path in paths]
         else:
             targets.append(find_target(name))
-    return targets
+    return Found(tuple(targets), tuple(skipped))
 
 
-def routing_files(directory: str) -> list[str]:
-    """``.py`` files under ``directory`` that mention ``routing_config`` (the hook's own test)."""
-    found = []
+def _skipped_clause(skipped: list[Skipped]) -> str:
+    return f" (skipped: {', '.join(s.path for s in skipped)})" if skipped else ""
+
+
+_VENDORED = {"node_modules": "vendored JavaScript packages",
+             "site-packages": "installed packages", "dist-packages": "installed packages",
+             "__pycache__": "bytecode cache"}
+
+
+def _skip_reason(directory: str, name: str) -> str | None:
+    """Why ``check DIR`` must not walk into ``directory``: it holds someone else's code."""
+    if os.path.isfile(os.path.join(directory, "pyvenv.cfg")):
+        return "a virtual environment (pyvenv.cfg)"
+    if name.startswith("."):
+        return "hidden directory"  # .git, .tox, .mypy_cache ...
+    return _VENDORED.get(name)
+
+
+def routing_files(directory: str) -> tuple[list[str], list[Skipped]]:
+    """``.py`` files under ``directory`` that mention ``routing_config`` (the hook's own test).
+
+    Virtual environments, installed and vendored trees and hidden directories are skipped
+    (issue 15: `check .` walked into venv/ and node_modules/); the second list says which.
+    """
+    found: list[str] = []
+    skipped: list[Skipped] = []
     for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+        keep = []
+        for name in sorted(dirnames):
+            reason = _skip_reason(os.path.join(dirpath, name), name)
+            if reason is None:
+                keep.append(name)
+            elif reason not in ("hidden directory", "bytecode cache"):
+                # .git and __pycache__ are skipped silently, as every tool does.
+                skipped.append(Skipped(os.path.join(dirpath, name), reason))
+        dirnames[:] = keep
         for filename in sorted(filenames):
             path = os.path.join(dirpath, filename)
             if filename.endswith(".py") and _MARKER in _read(path):
                 found.append(path)
-    return found
+    return found, skipped
 
 
 _MARKER = b"routing_config"

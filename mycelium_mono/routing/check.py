@@ -111,7 +111,7 @@ class _Checker:
         if isinstance(symbol, Unresolved):
             self.error(symbol.code, symbol.reason, ref.span,
                        f"the name on the left is the message class; {symbol.help}",
-                       note=LINTER_NOTE if symbol.unknown_name else None)
+                       note=LINTER_NOTE if symbol.unknown_name else symbol.note)
             return None
         info = self.scope.message_info(symbol)
         if info is None:
@@ -151,7 +151,7 @@ class _Checker:
     def check_handler(self, ref: NameRef) -> HandlerInfo | None:
         symbol = self.scope.resolve(ref.text)
         if isinstance(symbol, Unresolved):
-            self.error(symbol.code, symbol.reason, ref.span, symbol.help)
+            self.error(symbol.code, symbol.reason, ref.span, symbol.help, note=symbol.note)
             return None
         info = self.scope.handler_info(symbol)
         if info is None:

@@ -8,10 +8,20 @@ standard traceback printer already shows the file, the line and a caret under th
 
 from __future__ import annotations
 
+import importlib
+import os
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Diagnostic", "RoutingError", "Span", "render_diagnostic"]
+__all__ = [
+    "Diagnostic",
+    "RoutingError",
+    "Span",
+    "import_failure_note",
+    "render_diagnostic",
+    "shown_path",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,34 @@ def render_diagnostic(
     return "\n".join(out)
 
 
+_LIBRARY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__) + os.sep
+
+
+def shown_path(filename: str) -> str:
+    """A path as a diagnostic shows it: relative to the current directory when inside it."""
+    relative = os.path.relpath(filename)
+    return filename if relative.startswith(os.pardir) else relative
+
+
+def import_failure_note(exc: BaseException) -> str | None:
+    """Where an import failed, as a traceback shows it, without importlib's and our frames.
+
+    E0012 used to say only "cannot import 'app.handlers': No module named 'x'", hiding which
+    line of handlers.py failed (issue 15).
+    """
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not frame.filename.startswith(("<frozen", _LIBRARY_DIR, _IMPORTLIB_DIR))]
+    if not frames:
+        return None
+    lines = ["the import failed here (most recent call last):"]
+    for frame in frames[-3:]:
+        lines.append(f'  File "{shown_path(frame.filename)}", line {frame.lineno}, in {frame.name}')
+        if frame.line:
+            lines.append(f"    {frame.line.strip()}")
+    return "\n".join(lines)
+
+
 def _source_line(source_lines: Sequence[str] | None, lineno: int) -> str | None:
     if not source_lines or not 1 <= lineno <= len(source_lines):
         return None
@@ -118,6 +156,8 @@ class RoutingError(SyntaxError):
         self.help = first.help
         # Notes are printed by the standard traceback after the caret: the help line for the
         # first error, then every other error in full.
+        if first.note:
+            self.add_note(f"note: {first.note}")
         if first.help:
             self.add_note(f"help: {first.help}")
         for diag in ordered[1:]:

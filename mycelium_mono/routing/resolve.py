@@ -28,6 +28,7 @@ from typing import Any
 
 from mycelium_mono.handlers import MessageHandler, handled_messages
 from mycelium_mono.messages import is_message_class, snake_case
+from mycelium_mono.routing.errors import import_failure_note
 from mycelium_mono.routing.parse import dotted_name
 
 __all__ = [
@@ -131,6 +132,7 @@ class Unresolved:
     code: str = "E0002"
     unknown_name: bool = False
     """Nothing in the module binds the name (as opposed to an import or attribute failing)."""
+    note: str | None = None
 
 
 Symbol = Any  # a live object, a LocalClass or an Unresolved
@@ -349,7 +351,7 @@ class StaticScope(Scope):
         except ImportError as exc:
             return Unresolved(f"cannot import {binding.module!r}: {exc}",
                               "check the module name and that its package is importable",
-                              code="E0012")
+                              code="E0012", note=import_failure_note(exc))
         self._record(module)
         if binding.attr is None:
             return module

@@ -95,7 +95,7 @@ class DatabaseLogger(MessageHandler):  # type: ignore[type-arg]  # @handles meth
     def _connect(self) -> tuple[_Connection, str, str, type]:
         cfg = self.config
         if cfg.postgres_dsn is not None:
-            import psycopg  # the [bandit] extra; only needed when a DSN is configured
+            import psycopg  # examples/bandit/requirements.txt; only needed with a DSN
 
             pg = psycopg.connect(cfg.postgres_dsn)
             pg.execute(f"CREATE SCHEMA IF NOT EXISTS {cfg.schema}")
