@@ -175,7 +175,7 @@ class NatsSecurity:
 
     def __repr__(self) -> str:
         shown = [
-            f"{f.name}={REDACTED if f.name in _SECRET_FIELDS else getattr(self, f.name)!r}"
+            f"{f.name}={REDACTED if f.name in _SECRET_FIELDS else repr(getattr(self, f.name))}"
             for f in fields(self)
             if getattr(self, f.name) not in (None, False)
         ]
