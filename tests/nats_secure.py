@@ -7,8 +7,11 @@ the ``cryptography`` package (the ``dev`` extra).
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import ipaddress
+import json
 import os
 import subprocess
 import time
@@ -16,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nkeys
 import pytest
@@ -207,3 +211,82 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+# -- decentralized auth: operator → account → user JWTs, a .creds file -----------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(claims: dict[str, Any], signer: Any) -> str:
+    """A NATS v2 JWT: ed25519-nkey signature over ``header.claims`` by ``signer``."""
+    header = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = _b64(json.dumps(claims).encode())
+    signature = _b64(signer.sign(f"{header}.{body}".encode()))
+    return f"{header}.{body}.{signature}"
+
+
+def _key(prefix: int) -> tuple[Any, str]:
+    pair = nkeys.from_seed(bytearray(nkeys.encode_seed(os.urandom(32), prefix)))
+    return pair, pair.public_key.decode()
+
+
+def _claims(issuer: str, subject: str, name: str, nats: dict[str, Any]) -> dict[str, Any]:
+    claims = {"iat": int(time.time()), "iss": issuer, "name": name, "sub": subject, "nats": nats}
+    claims["jti"] = hashlib.sha256(json.dumps(claims).encode()).hexdigest()[:52].upper()
+    return claims
+
+
+UNLIMITED = {"subs": -1, "data": -1, "payload": -1}
+
+
+@dataclass(frozen=True)
+class Operator:
+    """An operator and one account it trusts, as a nats-server config block."""
+
+    config: str
+    account: Any  # the account's signing KeyPair
+
+
+def make_operator(directory: Path) -> Operator:
+    operator, op_pub = _key(nkeys.PREFIX_BYTE_OPERATOR)
+    account, acct_pub = _key(nkeys.PREFIX_BYTE_ACCOUNT)
+    op_jwt = _jwt(
+        _claims(op_pub, op_pub, "test-operator", {"type": "operator", "version": 2}), operator
+    )
+    limits = {**UNLIMITED, "imports": -1, "exports": -1, "wildcards": True, "conn": -1, "leaf": -1}
+    acct = {"type": "account", "version": 2, "limits": limits}
+    acct_jwt = _jwt(_claims(op_pub, acct_pub, "test-account", acct), operator)
+    (directory / "operator.jwt").write_text(op_jwt)
+    config = (
+        f'operator: "{directory / "operator.jwt"}"\n'
+        "resolver: MEMORY\n"
+        f'resolver_preload: {{\n  {acct_pub}: "{acct_jwt}"\n}}\n'
+    )
+    return Operator(config, account)
+
+
+def write_creds(path: Path, signer: Any) -> Path:
+    """A user signed by ``signer`` (an account KeyPair), in the ``.creds`` format nsc writes."""
+    user, user_pub = _key(nkeys.PREFIX_BYTE_USER)
+    issuer = signer.public_key.decode()
+    claims = {"type": "user", "version": 2, "pub": {}, "sub": {}, **UNLIMITED}
+    user_jwt = _jwt(_claims(issuer, user_pub, "test-user", claims), signer)
+    path.write_text(
+        "-----BEGIN NATS USER JWT-----\n"
+        f"{user_jwt}\n"
+        "------END NATS USER JWT------\n\n"
+        "************************* IMPORTANT *************************\n"
+        "NKEY Seed printed below can be used to sign and prove identity.\n\n"
+        "-----BEGIN USER NKEY SEED-----\n"
+        f"{user.seed.decode()}\n"
+        "------END USER NKEY SEED------\n"
+    )
+    return path
+
+
+def stranger_account() -> Any:
+    """An account KeyPair no server trusts."""
+    return _key(nkeys.PREFIX_BYTE_ACCOUNT)[0]

@@ -88,3 +88,11 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         NatsSecurity(tls_ca_file=str(tmp_path / "nope.pem")).connect_kwargs()
     with pytest.raises(FileNotFoundError, match="user_credentials="):
         NatsSecurity(user_credentials=str(tmp_path / "x.creds")).connect_kwargs()
+
+
+def test_a_file_that_is_not_a_creds_file_is_refused_before_connecting(tmp_path: Path) -> None:
+    # nats-py itself loops forever reading such a file, blocking the event loop.
+    creds = tmp_path / "user.creds"
+    creds.write_text("-----BEGIN USER NKEY SEED-----\nSUAXXX\n------END USER NKEY SEED------\n")
+    with pytest.raises(ValueError, match="no '-----BEGIN NATS USER JWT-----' section"):
+        NatsSecurity(user_credentials=str(creds)).connect_kwargs()

@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nats_secure import NKeyUser, Pki, Server, make_pki, nats_server, new_nkey_user, tls_block
+from nats_secure import (
+    NKeyUser,
+    Operator,
+    Pki,
+    Server,
+    make_operator,
+    make_pki,
+    nats_server,
+    new_nkey_user,
+    stranger_account,
+    tls_block,
+    write_creds,
+)
 from peers.messages import Fill, Tick, tick
 
 from mycelium_mono.bus import MessageBus
@@ -204,6 +216,38 @@ async def test_unknown_nkey_is_refused_at_once_without_printing_the_seed(
     assert isinstance(error, NatsAuthenticationError)
     assert "an NKey seed" in str(error) and "nkey users" in str(error)
     assert stranger.seed not in str(error) and took < PATIENT_S
+
+
+# -- .creds (JWT) -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator(tmp_path: Path) -> Operator:
+    return make_operator(tmp_path)
+
+
+@pytest.fixture
+def operator_server(tmp_path: Path, operator: Operator) -> Iterator[Server]:
+    with nats_server(tmp_path, operator.config) as server:
+        yield server
+
+
+async def test_creds_file_delivers_1000_messages_in_order(
+    operator_server: Server, operator: Operator, tmp_path: Path
+) -> None:
+    creds = write_creds(tmp_path / "user.creds", operator.account)
+    got = await exchange(operator_server.url, user_credentials=str(creds))
+    assert got == list(range(1, 1001))
+
+
+async def test_creds_signed_by_an_untrusted_account_are_refused_at_once(
+    operator_server: Server, tmp_path: Path
+) -> None:
+    creds = write_creds(tmp_path / "stranger.creds", stranger_account())
+    error, took = await refused(operator_server.url, user_credentials=str(creds))
+    assert isinstance(error, NatsAuthenticationError)
+    assert f"the credentials in {creds}" in str(error) and "signed by an account" in str(error)
+    assert took < PATIENT_S
 
 
 # -- TLS ---------------------------------------------------------------------------------

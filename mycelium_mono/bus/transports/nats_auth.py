@@ -147,6 +147,8 @@ class NatsSecurity:
             path = getattr(self, name)
             if path is not None:
                 kwargs[name] = str(_existing(path, name))
+        if self.user_credentials is not None:
+            _check_creds(Path(kwargs["user_credentials"]))
         if self.nkeys_seed or self.nkeys_seed_str or self.user_credentials:
             _require_nkeys()
         context = self.ssl_context()
@@ -252,6 +254,19 @@ def _existing(path: str, option: str) -> Path:
             f"NATS {option}={path!r}: no such file\nhelp: give the path of an existing file"
         )
     return p
+
+
+def _check_creds(path: Path) -> None:
+    # nats-py reads the JWT with `while True: readline()` until the BEGIN line: a file
+    # without one spins forever inside connect, blocking the event loop (nats-py 2.16).
+    text = path.read_text(errors="replace")
+    for marker in ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED"):
+        if marker not in text:
+            raise ValueError(
+                f"NATS user_credentials={str(path)!r} is not a .creds file: no "
+                f"'-----{marker}-----' section\nhelp: give the file `nsc generate creds` "
+                "wrote (a user JWT and its NKey seed)"
+            )
 
 
 def _require_nkeys() -> None:
