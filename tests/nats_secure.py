@@ -46,15 +46,17 @@ class Server:
 
 
 @contextmanager
-def nats_server(tmp: Path, config: str, name: str = "nats") -> Iterator[Server]:
-    """Start ``nats-server -c`` with ``config`` (``{port}`` is filled in); always stopped."""
+def nats_server(
+    tmp: Path, config: str, name: str = "nats", port: int | None = None
+) -> Iterator[Server]:
+    """``nats-server -c`` with ``config`` on ``port`` (default: a free one); always stopped."""
     if not Path(NATS_BINARY).exists():
         pytest.fail(
             f"{NATS_BINARY} is missing; the NATS security tests start their own servers.\n"
             "help: apt-get install nats-server",
             pytrace=False,
         )
-    port = free_port()
+    port = port or free_port()
     conf = tmp / f"{name}.conf"
     log = tmp / f"{name}.log"
     conf.write_text(f"listen: 127.0.0.1:{port}\n{config}")

@@ -28,6 +28,7 @@ from nats_secure import (
     tls_block,
     write_creds,
 )
+from peers.harness import free_port, until
 from peers.messages import Fill, Tick, tick
 
 from mycelium_mono.bus import MessageBus
@@ -131,6 +132,17 @@ async def test_user_and_password_deliver_1000_messages_in_order(users_server: Se
     assert got == list(range(1, 1001))
 
 
+async def test_jetstream_with_user_and_password_delivers_1000_messages_in_order(
+    tmp_path: Path,
+) -> None:
+    config = USERS + f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+    with nats_server(tmp_path, config) as server:
+        got = await exchange(
+            server.url, jetstream=True, stream="SECURE", user="alice", password=PASSWORD
+        )
+    assert got == list(range(1, 1001))
+
+
 async def test_wrong_password_fails_at_once_naming_the_refused_user(users_server: Server) -> None:
     error, took = await refused(users_server.url, user="alice", password="not-the-password")
     assert isinstance(error, NatsAuthenticationError)
@@ -159,6 +171,25 @@ async def test_password_in_the_url_is_redacted_in_repr_and_errors(users_server: 
     error, _ = await refused(wrong)
     assert "user 'alice' with a password (from the URL)" in str(error)
     assert_no_secret(error, repr(error), error.__cause__)
+
+
+async def test_reconnect_to_a_server_with_other_credentials_is_counted_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    with nats_server(tmp_path, USERS, port=port) as server:
+        t = NatsTransport(server.url, user="alice", password=PASSWORD)
+        await t.start(lambda m: None)
+    try:
+        rotated = USERS.replace(PASSWORD, "rotated-password")
+        with nats_server(tmp_path, rotated, name="rotated", port=port):
+            # nats-py retries every 0.2 s: several refusals, one log line.
+            await until(lambda: t.stats.extra.get("reconnect_refused", 0) >= 3, timeout=20)
+    finally:
+        await t.close()
+    logged = [r.getMessage() for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert len(logged) == 1 and "refused the credentials" in logged[0]
+    assert_no_secret(*logged)
 
 
 # -- token -------------------------------------------------------------------------------

@@ -195,6 +195,7 @@ class NatsTransport(Transport):
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.2,  # type: ignore[arg-type]
                     error_cb=self._on_error,
+                    reconnected_cb=self._watch.reconnected,
                     drain_timeout=5,
                     **self.security.connect_kwargs(),
                 ),

@@ -397,21 +397,37 @@ class RefusalWatch:
     def __post_init__(self) -> None:
         self._refused: dict[tuple[Refused, str], int] = {}
         self._unreported: list[tuple[Refused, str]] = []
+        self._reconnect_logged = False
 
     def on_error(self, exc: BaseException) -> bool:
         """True when the error was a refusal this watch handled (raises while connecting)."""
+        refusal = connect_refusal(exc, self.url, self.security)
         if self.connecting:
-            refusal = connect_refusal(exc, self.url, self.security)
             if refusal is not None:
                 # Raised inside nats-py's connect loop, which then stops retrying.
                 raise refusal from exc
             return False
+        if refusal is not None:
+            self._reconnect_refused(refusal)
+            return True
         m = _PERMISSION.search(str(exc))
         if m is None:
             return False
         key: Refused = "publish" if m[1].lower() == "publish" else "subscription"
         self._note(key, m[2])
         return True
+
+    def _reconnect_refused(self, refusal: ConnectionError) -> None:
+        # nats-py keeps reconnecting (every reconnect_time_wait): count each refusal, log
+        # the first of a run, so a server restarted with new credentials is not a flood.
+        self.count("reconnect_refused")
+        if not self._reconnect_logged:
+            self._reconnect_logged = True
+            log.error("reconnecting: %s (retrying; logged once)", refusal)
+
+    async def reconnected(self) -> None:
+        """nats-py's ``reconnected_cb``: the next refusal is news again."""
+        self._reconnect_logged = False
 
     def _note(self, kind: Refused, subject: str) -> None:
         seen = self._refused.get((kind, subject), 0)
