@@ -318,15 +318,23 @@ async def test_mutual_tls_without_a_client_certificate_is_refused_at_once(
     assert took < PATIENT_S
 
 
-async def test_tls_asked_for_but_the_server_is_plain_text_is_refused(
-    users_server: Server, pki: Pki
+async def test_tls_asked_of_a_plain_text_server_is_refused_before_credentials_are_sent(
+    tmp_path: Path, pki: Pki
 ) -> None:
-    # nats-py alone connects unencrypted here; the transport refuses the connection.
-    error, _ = await refused(
-        users_server.url, user="alice", password=PASSWORD, tls_ca_file=str(pki.ca)
-    )
-    assert isinstance(error, NatsTLSError)
-    assert "does not use TLS" in str(error)
+    # nats-py alone sends CONNECT, password included, unencrypted here (measured).
+    traced = USERS + "trace: true\n"  # the server logs every CONNECT it receives
+    with nats_server(tmp_path, traced) as server:
+        error, _ = await refused(
+            server.url, user="alice", password=PASSWORD, tls_ca_file=str(pki.ca)
+        )
+        assert isinstance(error, NatsTLSError)
+        assert "does not require TLS" in str(error) and "nothing was sent" in str(error)
+        assert "CONNECT" not in server.log_text()
+        # The control: without TLS options the same credentials do reach it.
+        t = NatsTransport(server.url, user="alice", password=PASSWORD)
+        await t.start(lambda m: None)
+        await t.close()
+        await until(lambda: "CONNECT" in server.log_text())
 
 
 # -- permissions -------------------------------------------------------------------------

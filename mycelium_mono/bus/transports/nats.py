@@ -48,6 +48,7 @@ from mycelium_mono.bus.transports.nats_auth import (
     NatsSecurity,
     RefusalWatch,
     redact_url,
+    refuse_plain_text_server,
     require_encrypted,
     resolve_security,
 )
@@ -181,6 +182,7 @@ class NatsTransport(Transport):
             self._schedule_subscribe(message_type)
 
     async def _connect(self) -> Client:
+        await refuse_plain_text_server(self._url, self.security, self.connect_timeout_s)
         nc = Client()
         try:
             # nats-py retries the first connect forever when reconnects are unlimited, so

@@ -25,7 +25,9 @@ was used, never its value.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import json
 import logging
 import re
 import ssl
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, TypedDict
+from urllib.parse import urlsplit
 
 __all__ = [
     "REFUSED",
@@ -43,6 +46,7 @@ __all__ = [
     "NatsTLSError",
     "RefusalWatch",
     "redact_url",
+    "refuse_plain_text_server",
     "resolve_security",
 ]
 
@@ -356,19 +360,69 @@ def _tls_diagnosis(s: NatsSecurity, exc: BaseException) -> tuple[str, str]:
 REFUSED = (NatsAuthenticationError, NatsTLSError)
 
 
-def require_encrypted(client: Any, url: str, security: NatsSecurity) -> None:
-    """Raise :class:`NatsTLSError` if TLS was asked for and the connection is plain.
+def wants_tls(url: str, security: NatsSecurity) -> bool:
+    """True when this connection asked for TLS (options, or a ``tls://`` URL)."""
+    return security.uses_tls or url.startswith("tls://")
+
+
+async def refuse_plain_text_server(url: str, security: NatsSecurity, timeout: float) -> None:
+    """Before nats-py sends credentials: refuse a server whose INFO does not require TLS.
 
     nats-py starts TLS only when the server's INFO says ``tls_required``; a ``tls://`` URL
     or a ``tls=`` context alone does not make it refuse a plain-text server (measured with
-    nats-py 2.16 against a server without ``tls {}``: it connected, unencrypted).
+    nats-py 2.16 against a server without ``tls {}``: it sent CONNECT, with the password,
+    unencrypted). So the INFO line is read here first, on a connection of our own.
     """
-    wanted = security.uses_tls or url.startswith("tls://")
-    if wanted and not _encrypted(client):
+    if not wants_tls(url, security) or security.tls_handshake_first:
+        return  # handshake first: TLS starts before anything is said
+    for server in url.split(","):
+        info = await _server_info(server.strip(), timeout)
+        if info is not None and not info.get("tls_required"):
+            raise NatsTLSError(
+                f"the NATS server at {redact_url(server.strip())} does not require TLS, but "
+                "this connection asked for it; nothing was sent to it\nhelp: enable "
+                "tls { ... } on the server, or drop the tls options if plain text on this "
+                "network is acceptable"
+            )
+
+
+async def _server_info(server: str, timeout: float) -> dict[str, Any] | None:
+    """The server's INFO, or None if it cannot be read (nats-py will report why)."""
+    parsed = urlsplit(server if "://" in server else f"nats://{server}")
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222),
+            timeout,
+        )
+    except (OSError, TimeoutError):
+        return None
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+    if not line.startswith(b"INFO "):
+        return None
+    try:
+        info = json.loads(line[5:])
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def require_encrypted(client: Any, url: str, security: NatsSecurity) -> None:
+    """After connecting: raise :class:`NatsTLSError` if TLS was asked for and is not on.
+
+    :func:`refuse_plain_text_server` normally refused already; this catches a server (or a
+    man in the middle) whose INFO changed in between.
+    """
+    if wants_tls(url, security) and not _encrypted(client):
         raise NatsTLSError(
-            f"the NATS server at {redact_url(url)} does not use TLS, but this connection "
-            "asked for it; it was closed, unencrypted\nhelp: enable tls { ... } on the "
-            "server, or drop the tls options if plain text on this network is acceptable"
+            f"the NATS connection to {redact_url(url)} is not encrypted, though this "
+            "connection asked for TLS; it was closed, after the credentials were sent in "
+            "plain text\nhelp: rotate those credentials; with nats-server >= 2.10.4 use "
+            "tls_handshake_first=True (and handshake_first on the server)"
         )
 
 
