@@ -21,6 +21,7 @@ from mycelium_mono.bus.transports.zmq_security import (
     InsecureTransportWarning,
     load_allowed_keys,
     load_curve_keys,
+    load_public_key,
     warn_if_exposed,
     write_curve_keys,
 )
@@ -203,6 +204,7 @@ def test_key_files_round_trip_with_a_private_secret_file(tmp_path: Path) -> None
     keys = load_curve_keys(secret_file)
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert keys.secret.decode() not in repr(keys)
+    assert load_public_key(public_file) == keys.public
     assert load_allowed_keys(tmp_path / "keys") >= {keys.public}
     assert len(load_allowed_keys(tmp_path / "keys")) == 2
     with pytest.raises(ValueError, match="holds only a public key"):

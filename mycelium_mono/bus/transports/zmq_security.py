@@ -4,8 +4,9 @@
   client keys that may subscribe. The secret key is never in a repr.
 - Key files: :func:`write_curve_keys` makes ``<name>.key`` (public, to hand out) and
   ``<name>.key_secret`` (keep private) in the ZeroMQ certificate format (czmq's ZPL, what
-  ``zmq.auth`` reads); :func:`load_curve_keys` reads a pair back; :func:`load_allowed_keys`
-  reads every public ``*.key`` in a directory, the allow-list a peer was given.
+  ``zmq.auth`` reads); :func:`load_curve_keys` reads a pair back, :func:`load_public_key`
+  a peer's public key; :func:`load_allowed_keys` reads every public ``*.key`` in a
+  directory, the allow-list a peer was given.
 - :class:`CurveAllowList`: the ZAP handler. A client whose key is not listed is refused
   during the handshake, so nothing it sends or asks for reaches this process; each refusal
   is counted (``stats.extra["curve_rejected"]``) and each unknown key logged once (a
@@ -42,6 +43,7 @@ __all__ = [
     "is_loopback",
     "load_allowed_keys",
     "load_curve_keys",
+    "load_public_key",
     "warn_if_exposed",
     "write_curve_keys",
 ]
@@ -100,6 +102,12 @@ def load_curve_keys(secret_file: str | Path) -> CurveKeyPair:
             "public halves other peers put on their allow-lists"
         )
     return CurveKeyPair(public, secret)
+
+
+def load_public_key(public_file: str | Path) -> bytes:
+    """The public key in a ``<name>.key`` file (what a peer puts in ``peer_keys``)."""
+    public, _ = zmq.auth.load_certificate(public_file)
+    return public
 
 
 def load_allowed_keys(directory: str | Path) -> frozenset[bytes]:
