@@ -375,6 +375,27 @@ async def test_publish_to_a_forbidden_subject_is_counted_logged_and_raised(
     assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR
 
 
+async def test_jetstream_publish_to_a_forbidden_subject_raises_permission_error(
+    tmp_path: Path,
+) -> None:
+    # Not "JetStream did not store ... is the server up?" after the whole flush timeout.
+    allow_api = PERMISSIONS.replace(
+        '"_INBOX.>"]},\n      subscribe', '"_INBOX.>", "$JS.API.>"]},\n      subscribe'
+    )
+    assert "$JS.API" in allow_api  # JetStream's API subjects: the stream itself is allowed
+    config = allow_api + f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+    with nats_server(tmp_path, config) as server:
+        t = NatsTransport(server.url, jetstream=True, stream="PERM", **TRADER)
+        await t.start(lambda m: None)
+        try:
+            await t.publish(Fill(seq=1, qty=1))
+            with pytest.raises(NatsPermissionError, match=r"publish to 'dist_chain\.4004'"):
+                await t.flush()
+        finally:
+            await t.close()
+    assert "publish_failed" not in t.stats.extra
+
+
 async def test_subscribe_to_a_forbidden_subject_raises_at_ready(
     permissions_server: Server,
 ) -> None:

@@ -493,6 +493,7 @@ class NatsTransport(Transport):
                 )
                 return
             except (TimeoutError, nats.errors.Error) as exc:
+                self._watch.check("publish", u.subject)  # refused: retrying cannot help
                 self._in.count("publish_retries")
                 if loop.time() > deadline:
                     self._in.count("publish_failed")
