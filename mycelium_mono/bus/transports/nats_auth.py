@@ -20,7 +20,13 @@ was used, never its value.
   close the connection: the server silently drops that publish or subscription. The watch
   counts it, logs it once per subject and remembers it, so that :meth:`RefusalWatch.check`
   raises :class:`NatsPermissionError` at the next publish to that subject, ``flush`` or
-  ``ready``.
+  ``ready``;
+- a reconnect the server refuses (credentials rotated) is counted and logged once per
+  outage; nats-py keeps retrying.
+
+:func:`refuse_plain_text_server` reads the server's INFO before nats-py connects when TLS
+was asked for: nats-py itself sends the credentials in plain text to a server that does
+not require TLS.
 """
 
 from __future__ import annotations
