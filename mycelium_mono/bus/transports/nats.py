@@ -209,7 +209,8 @@ class NatsTransport(Transport):
                 # Bounded: closing after a failed TLS handshake never returned (nats-py 2.16).
                 await asyncio.wait_for(nc.close(), 1.0)
             if isinstance(exc, REFUSED):  # from the RefusalWatch, inside nats-py's connect
-                raise
+                # Its message says everything; nats-py's frames and errors would only bury it.
+                raise exc.with_traceback(None) from None
             raise ConnectionError(
                 f"cannot connect to the NATS server at {self.url}: {exc!r}\n"
                 f"help: start one (with JetStream) on this machine:\n    {NATS_START_HELP}"

@@ -254,7 +254,7 @@ def url_credential(url: str) -> str | None:
     if m is None:
         return None
     user, colon, _ = m["info"].partition(":")
-    return f"user {user!r} with a password (from the URL)" if colon else "a token (from the URL)"
+    return f"user {user!r} with a password in the URL" if colon else "a token in the URL"
 
 
 def _existing(path: str, option: str) -> Path:
