@@ -245,7 +245,8 @@ async def test_unknown_nkey_is_refused_at_once_without_printing_the_seed(
     stranger = new_nkey_user()
     error, took = await refused(nkey_server.url, nkeys_seed_str=stranger.seed)
     assert isinstance(error, NatsAuthenticationError)
-    assert "an NKey seed" in str(error) and "nkey users" in str(error)
+    assert f"an NKey seed, public key {stranger.public}" in str(error)
+    assert "nkey users" in str(error)
     assert stranger.seed not in str(error) and took < PATIENT_S
 
 

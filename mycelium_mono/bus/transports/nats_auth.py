@@ -141,7 +141,8 @@ class NatsSecurity:
             return "a token"
         if self.nkeys_seed_str is not None or self.nkeys_seed is not None:
             where = f" from {self.nkeys_seed}" if self.nkeys_seed is not None else ""
-            return f"an NKey seed{where}"
+            public = _nkey_public(self.nkeys_seed_str, self.nkeys_seed)
+            return f"an NKey seed{where}" + (f", public key {public}" if public else "")
         if self.user_credentials is not None:
             return f"the credentials in {self.user_credentials}"
         return "no credentials"
@@ -264,6 +265,17 @@ def _existing(path: str, option: str) -> Path:
             f"NATS {option}={path!r}: no such file\nhelp: give the path of an existing file"
         )
     return p
+
+
+def _nkey_public(seed: str | None, seed_file: str | None) -> str | None:
+    """The seed's public key (``U...``: safe to show, and what the server lists), or None."""
+    try:
+        import nkeys  # type: ignore[import-untyped]
+
+        text = seed if seed is not None else Path(str(seed_file)).read_text()
+        return str(nkeys.from_seed(bytearray(text.strip().encode())).public_key.decode())
+    except Exception:  # unreadable or not a seed: the server's refusal says the rest
+        return None
 
 
 def _check_creds(path: Path) -> None:
