@@ -376,6 +376,28 @@ async def test_publish_to_a_forbidden_subject_is_counted_logged_and_raised(
     assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR
 
 
+async def test_a_refused_subject_does_not_block_allowed_ones(permissions_server: Server) -> None:
+    got: list[Any] = []
+    receiver = NatsTransport(permissions_server.url, **TRADER)
+    sender = NatsTransport(permissions_server.url, **TRADER)
+    await receiver.start(got.append)
+    await sender.start(lambda m: None)
+    try:
+        receiver.subscribe(Tick)
+        await receiver.ready()
+        await sender.publish(Fill(seq=1, qty=1))
+        await sender._nc.flush()  # type: ignore[union-attr]  # the refusal has arrived now
+        for seq in range(1, 101):
+            await sender.publish(tick(seq))
+        await until(lambda: len(got) == 100)
+        with pytest.raises(NatsPermissionError, match="dist_chain"):
+            await sender.flush()
+    finally:
+        await sender.close()
+        await receiver.close()
+    assert [m.seq for m in got] == list(range(1, 101))
+
+
 async def test_jetstream_publish_to_a_forbidden_subject_raises_permission_error(
     tmp_path: Path,
 ) -> None:

@@ -238,7 +238,7 @@ class NatsTransport(Transport):
         try:
             await self.flush()
         except (ConnectionError, NatsPermissionError) as exc:  # counted; say it once more
-            log.error("closing %r with messages JetStream did not store: %s", self, exc)
+            log.error("closing %r with messages the server did not take: %s", self, exc)
         self._closing = True
         for task in self._tasks:
             task.cancel()

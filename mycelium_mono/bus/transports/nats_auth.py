@@ -509,14 +509,17 @@ class RefusalWatch:
         if not seen:  # once per subject: a loop of refused publishes must not flood the log
             log.error("%s", self._message(kind, subject))
 
-    def check(self, kind: Refused | None = None, subject: str | None = None) -> None:
-        """Raise for ``subject`` if refused before, or for any refusal not yet raised."""
-        if subject is not None and kind is not None and (kind, subject) in self._refused:
-            raise NatsPermissionError(self._message(kind, subject))
-        relevant = [r for r in self._unreported if kind is None or r[0] == kind]
-        if relevant:
-            self._unreported = [r for r in self._unreported if r not in relevant]
-            raise NatsPermissionError("\n".join(self._message(*r) for r in dict.fromkeys(relevant)))
+    def check(self, kind: Refused, subject: str | None = None) -> None:
+        """Raise if ``subject`` was refused before (per publish: one dict test when none
+        was), or, without a subject, for every ``kind`` refusal not raised yet."""
+        if subject is not None:
+            if self._refused and (kind, subject) in self._refused:
+                raise NatsPermissionError(self._message(kind, subject))
+            return
+        news = [r for r in self._unreported if r[0] == kind]
+        if news:
+            self._unreported = [r for r in self._unreported if r[0] != kind]
+            raise NatsPermissionError("\n".join(self._message(*r) for r in dict.fromkeys(news)))
 
     def _message(self, kind: Refused, subject: str) -> str:
         who = url_credential(self.url) or self.security.describe()
