@@ -656,14 +656,23 @@ class MessageBus:
 
     @classmethod
     def with_tcp(cls, address: str, **options: Any) -> MessageBus:
-        """A bus whose peers are reached over ZeroMQ (brokerless); needs the ``[tcp]`` extra."""
+        """A bus whose peers are reached over ZeroMQ (brokerless); needs the ``[tcp]`` extra.
+
+        ``curve=CurveConfig(...)`` encrypts and checks peers' keys; a bind off loopback
+        (``allow_public=True``) without it warns (README: Security).
+        """
         from mycelium_mono.bus.transports.zmq import ZmqTransport
 
         return cls(ZmqTransport(address, **options))
 
     @classmethod
     def with_nats(cls, url: str, **options: Any) -> MessageBus:
-        """A bus whose peers are reached through a NATS server; needs the ``[nats]`` extra."""
+        """A bus whose peers are reached through a NATS server; needs the ``[nats]`` extra.
+
+        Credentials and TLS under nats-py's names (``user=``, ``password=``, ``token=``,
+        ``nkeys_seed=``, ``user_credentials=``, ``tls=``, ``tls_ca_file=``, ...) or
+        ``security=NatsSecurity(...)``; see :class:`~.transports.nats.NatsTransport`.
+        """
         from mycelium_mono.bus.transports.nats import NatsTransport
 
         return cls(NatsTransport(url, **options))

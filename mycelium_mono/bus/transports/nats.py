@@ -34,7 +34,7 @@ import logging
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import nats
 import nats.errors
@@ -50,6 +50,17 @@ from mycelium_mono.bus.transports.jetstream import (
     StreamOptions,
     check_last_stored,
     ensure_stream,
+)
+from mycelium_mono.bus.transports.nats_auth import (
+    REFUSED,
+    NatsAuthOptions,
+    NatsPermissionError,
+    NatsSecurity,
+    RefusalWatch,
+    redact_url,
+    refuse_plain_text_server,
+    require_encrypted,
+    resolve_security,
 )
 from mycelium_mono.bus.transports.wire import (
     HEADER,
@@ -109,6 +120,10 @@ class NatsTransport(Transport):
     ``max_in_flight``: unacknowledged JetStream publishes before ``publish`` waits;
     ``flush_timeout_s``: how long :meth:`flush` (and ``close``) keeps re-sending what
     JetStream did not store; ``ack_timeout_s``: how long one publish's ack may take.
+    Credentials and TLS: ``security=NatsSecurity(...)``, or its fields as keywords under
+    nats-py's names (``user=``, ``password=``, ``token=``, ``nkeys_seed=``,
+    ``user_credentials=``, ``tls=``, ``tls_ca_file=``, ...); see
+    :mod:`~mycelium_mono.bus.transports.nats_auth`. ``url`` is kept redacted.
     """
 
     def __init__(
@@ -135,8 +150,12 @@ class NatsTransport(Transport):
         flush_timeout_s: float = 10.0,
         ack_timeout_s: float = 2.0,
         max_frame: int = MAX_FRAME,
+        security: NatsSecurity | None = None,
+        **auth: Unpack[NatsAuthOptions],
     ) -> None:
-        self.url = url
+        self.url = redact_url(url)  # what reprs, logs and errors show
+        self._url = url
+        self.security = resolve_security(security, auth)
         self.jetstream = jetstream
         self.stream = stream
         self.durable = durable if durable is not None else name
@@ -164,6 +183,7 @@ class NatsTransport(Transport):
         self.stats = TransportStats()
         self._out = Outbound()
         self._in = Inbound(self.stats)
+        self._watch = RefusalWatch(url, self.security, self._in.count)
         self._types: dict[type[Any], None] = {}
         self._subscribed: set[type[Any]] = set()
         self._pending: list[asyncio.Task[None]] = []
@@ -202,13 +222,14 @@ class NatsTransport(Transport):
             self._schedule_subscribe(message_type)
 
     async def _connect(self) -> Client:
+        await refuse_plain_text_server(self._url, self.security, self.connect_timeout_s)
         nc = Client()
         try:
             # nats-py retries the first connect forever when reconnects are unlimited, so
             # the first connect gets a deadline of its own.
             await asyncio.wait_for(
                 nc.connect(
-                    self.url,
+                    self._url,
                     name=self.name,
                     no_echo=True,
                     connect_timeout=max(1, round(self.connect_timeout_s)),
@@ -216,21 +237,31 @@ class NatsTransport(Transport):
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.2,  # type: ignore[arg-type]
                     error_cb=self._on_error,
+                    reconnected_cb=self._watch.reconnected,
                     drain_timeout=5,
+                    **self.security.connect_kwargs(),
                 ),
                 self.connect_timeout_s + 1.0,
             )
+            require_encrypted(nc, self._url, self.security)
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             with contextlib.suppress(Exception):
-                await nc.close()
+                # Bounded: closing after a failed TLS handshake never returned (nats-py 2.16).
+                await asyncio.wait_for(nc.close(), 1.0)
+            if isinstance(exc, REFUSED):  # from the RefusalWatch, inside nats-py's connect
+                # Its message says everything; nats-py's frames and errors would only bury it.
+                raise exc.with_traceback(None) from None
             raise ConnectionError(
                 f"cannot connect to the NATS server at {self.url}: {exc!r}\n"
                 f"help: start one (with JetStream) on this machine:\n    {NATS_START_HELP}"
             ) from exc
         self._connected_once = True
+        self._watch.connecting = False
         return nc
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._watch.on_error(exc):  # a refusal: raises while connecting, counts after
+            return
         if isinstance(exc, nats.errors.SlowConsumerError):
             # The client buffer of a subscription overflowed; the gap shows in sequences too.
             self.stats.dropped_overflow += 1
@@ -246,8 +277,8 @@ class NatsTransport(Transport):
             return
         try:
             await self.flush()
-        except ConnectionError as exc:  # already counted in publish_failed; say it once more
-            log.error("closing %r with messages JetStream did not store: %s", self, exc)
+        except (ConnectionError, NatsPermissionError) as exc:  # counted; say it once more
+            log.error("closing %r with messages the server did not take: %s", self, exc)
         self._closing = True
         for task in self._tasks:
             task.cancel()
@@ -313,6 +344,7 @@ class NatsTransport(Transport):
             raise WireMismatchError(found.describe())
         # A PING/PONG round trip: the server has processed every SUB sent before it.
         await nc.flush()
+        self._watch.check("subscription")  # and it said so if it refused one
 
     async def _subscribe(self, message_type: type[Any]) -> None:
         nc = self._require()
@@ -417,6 +449,7 @@ class NatsTransport(Transport):
 
     async def _send(self, wt: WireType, body: bytes) -> None:
         nc = self._require()
+        self._watch.check("publish", wt.subject)
         if self._js is None:
             await nc.publish(wt.subject, body)
         else:
@@ -471,6 +504,7 @@ class NatsTransport(Transport):
                 )
                 return
             except (TimeoutError, nats.errors.Error) as exc:
+                self._watch.check("publish", u.subject)  # refused: retrying cannot help
                 self._in.count("publish_retries")
                 if loop.time() > deadline:
                     self._in.count("publish_failed")
@@ -495,6 +529,7 @@ class NatsTransport(Transport):
         nc = self._nc
         if nc is not None and not nc.is_closed:
             await nc.flush()
+        self._watch.check("publish")
 
     # -- helpers ---------------------------------------------------------------------------
 

@@ -47,11 +47,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -69,6 +67,13 @@ from mycelium_mono.bus.transports.wire import (
     wire_type,
 )
 from mycelium_mono.bus.transports.wire import decode_frame as _decode_frame
+from mycelium_mono.bus.transports.zmq_security import (
+    CurveAllowList,
+    CurveConfig,
+    CurveKeyPair,
+    is_loopback,
+    warn_if_exposed,
+)
 from mycelium_mono.messages import message_class
 
 __all__ = ["CurveConfig", "CurveKeyPair", "WireMismatchError", "ZmqTransport", "endpoint_of"]
@@ -81,50 +86,6 @@ _DRAIN_BATCH = 2048
 _POLL_GUARD_S = 0.01
 # The authenticator matches this exactly (pyzmq has no wildcard for callback providers).
 _ZAP_DOMAIN = "mycelium"
-
-
-@dataclass(frozen=True)
-class CurveKeyPair:
-    """A CURVE key pair, Z85-encoded (40 bytes each)."""
-
-    public: bytes
-    secret: bytes = field(repr=False)
-
-    @classmethod
-    def generate(cls) -> CurveKeyPair:
-        """A fresh key pair."""
-        public, secret = zmq.curve_keypair()
-        return cls(public, secret)
-
-
-@dataclass(frozen=True)
-class CurveConfig:
-    """CURVE encryption and an allow-list.
-
-    ``keys`` is this peer's pair: the server keys of its XPUB and the client keys of its
-    SUB. ``allowed_clients`` holds the public keys allowed to subscribe to this peer;
-    ``peer_keys`` maps each address given to ``connect_to`` to that peer's public key.
-    """
-
-    keys: CurveKeyPair
-    allowed_clients: frozenset[bytes]
-    peer_keys: Mapping[str, bytes]
-
-
-class _AllowList:
-    """ZAP credentials provider: a client is let in only if its public key is listed."""
-
-    def __init__(self, allowed: frozenset[bytes], stats: TransportStats) -> None:
-        self.allowed = allowed
-        self.stats = stats
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        # Runs on the authenticator's thread; a dict increment is atomic enough here.
-        ok = key in self.allowed
-        if not ok:
-            self.stats.extra["curve_rejected"] = self.stats.extra.get("curve_rejected", 0) + 1
-            log.warning("CURVE client %r is not on the allow-list; connection refused", key)
-        return ok
 
 
 def endpoint_of(address: str, *, allow_public: bool = False) -> str:
@@ -141,7 +102,7 @@ def endpoint_of(address: str, *, allow_public: bool = False) -> str:
             f"ZeroMQ address {address!r} has no host:port\n"
             "help: write it as '127.0.0.1:9000', 'tcp://127.0.0.1:9000' or 'ipc:///tmp/x.ipc'"
         )
-    if not allow_public and not _is_loopback(host.strip("[]")):
+    if not allow_public and not is_loopback(host.strip("[]")):
         raise ValueError(
             f"refusing to bind or connect ZeroMQ to non-loopback host {host!r} ({address!r})\n"
             "help: peers on other machines need allow_public=True (and curve=... to encrypt "
@@ -150,13 +111,6 @@ def endpoint_of(address: str, *, allow_public: bool = False) -> str:
     return endpoint
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ZmqTransport(Transport):
@@ -188,6 +142,7 @@ class ZmqTransport(Transport):
         max_frame: int = MAX_FRAME,
     ) -> None:
         self.bind_address = endpoint_of(bind, allow_public=allow_public)
+        warn_if_exposed(self.bind_address, curve, "bind")
         self.hwm = hwm
         self.lossless = lossless
         self.curve = curve
@@ -262,7 +217,7 @@ class ZmqTransport(Transport):
         self._auth = zmq.auth.thread.ThreadAuthenticator(ctx, log=log)
         self._auth.start()
         self._auth.configure_curve_callback(
-            _ZAP_DOMAIN, _AllowList(curve.allowed_clients, self.stats)
+            _ZAP_DOMAIN, CurveAllowList(curve.allowed_clients, self.stats)
         )
 
     def _common_options(self, sock: zmq.Socket[Any]) -> None:
@@ -317,6 +272,7 @@ class ZmqTransport(Transport):
         endpoint = endpoint_of(address, allow_public=self.allow_public)
         if endpoint in self.peers:
             return  # one connection per peer: ready() counts one acknowledgement per peer
+        warn_if_exposed(endpoint, self.curve, "connect to")
         if self.curve is not None:
             key = self.curve.peer_keys.get(address) or self.curve.peer_keys.get(endpoint)
             if key is None:
