@@ -131,3 +131,8 @@ class OrderExecution:
     gas_cost: U256
     # Net result in micro-USD at the reference price (negative on a loss).
     pnl_usd_e6: I64
+    # On-chain fills (live mode): the transaction, its gas used and the gas price in wei.
+    # Paper fills and rejections carry zeros.
+    tx_hash: U256
+    gas_used: U64
+    gas_price: U256

@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["TOKENS", "Token", "token_amount", "token_by_address", "usd_e6"]
+__all__ = ["TOKENS", "Token", "is_known", "register", "token_amount", "token_by_address",
+           "usd_e6"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,16 @@ TOKENS: tuple[Token, ...] = (
 )
 
 _BY_ADDRESS = {t.address: t for t in TOKENS}
+
+
+def register(tokens: tuple[Token, ...]) -> None:
+    """Add tokens found elsewhere (live mode: read from the chain, ``bandit.chain.registry``)."""
+    _BY_ADDRESS.update({t.address: t for t in tokens})
+
+
+def is_known(address: bytes) -> bool:
+    """Whether a price and decimals are known for this token address."""
+    return address in _BY_ADDRESS
 
 
 def token_by_address(address: bytes) -> Token:

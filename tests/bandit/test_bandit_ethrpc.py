@@ -253,9 +253,18 @@ async def test_client_gives_up_after_max_reconnects_with_a_hint() -> None:
         await take(client, 1)
 
 
+def known_mainnet_tokens() -> None:
+    from bandit.chain.registry import ChainToken
+    from bandit.tokens import register
+
+    register((ChainToken("USDC", 6, 1_000_000, deployed_at=TOKEN0),
+              ChainToken("WETH", 18, 2_000_000_000, deployed_at=TOKEN1)))
+
+
 async def test_polygon_adapter_streams_live_swaps_from_a_node() -> None:
     from bandit.services import AdapterConfig, PolygonAdapter
 
+    known_mainnet_tokens()
     logs = trades(4)
     node = FakeNode(lambda n: logs)
     async with serve(node) as url:

@@ -1,10 +1,15 @@
-"""ExecutionService: paper execution against the signal's pool snapshot."""
+"""ExecutionService: paper execution against the signal's pool snapshot, or on chain.
+
+On chain (live mode, a ``bandit.chain.execute.ChainExecutor``) both legs go in one transaction
+that reverts unless the predicted output comes back; the record then carries the realized
+output, the transaction hash, gas used and gas price.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from bandit.protocol import OrderExecution, OrderRequest, OrderStatus
 from bandit.services.risk import expected_fill
@@ -29,8 +34,10 @@ class ExecutionService(MessageHandler[OrderRequest]):
     decision in one stream of one message type.
     """
 
-    def __init__(self, config: ExecutionConfig | None = None) -> None:
+    def __init__(self, config: ExecutionConfig | None = None, *, chain: Any = None) -> None:
         self.config = config or ExecutionConfig()
+        self.chain = chain  # a ChainExecutor: fill on chain instead of on paper
+        self.handled = 0
         self.filled = 0
         self.rejected = 0
         self.pnl_usd_e6 = 0
@@ -39,6 +46,7 @@ class ExecutionService(MessageHandler[OrderRequest]):
             self._report = open(self.config.report_path, "a", encoding="ascii")  # noqa: SIM115
 
     def handle(self, req: OrderRequest) -> None:
+        self.handled += 1
         if req.approved:
             execution = self.fill(req)
             self.filled += 1
@@ -55,8 +63,19 @@ class ExecutionService(MessageHandler[OrderRequest]):
     def fill(self, req: OrderRequest) -> OrderExecution:
         """The paper fill: both legs with the pair contract's math on the snapshot."""
         out = expected_fill(req)
+        if self.chain is not None:
+            return self._fill_on_chain(req, out)
         pnl = out - req.amount_in - req.gas_cost
         return _execution(req, OrderStatus.FILLED, out, req.gas_cost, usd_e6(req.token_in, pnl))
+
+    def _fill_on_chain(self, req: OrderRequest, predicted_out: int) -> OrderExecution:
+        """One atomic transaction; it reverts (status REJECTED, gas spent) below the prediction."""
+        fill = self.chain.execute(req.buy_pool, req.sell_pool, req.token_in, req.amount_in,
+                                  predicted_out)
+        pnl = fill.amount_out - req.amount_in - req.gas_cost if fill.ok else -req.gas_cost
+        status = OrderStatus.FILLED if fill.ok else OrderStatus.REJECTED
+        return _execution(req, status, fill.amount_out, req.gas_cost,
+                          usd_e6(req.token_in, pnl), chain=fill)
 
     def _rejection(self, req: OrderRequest) -> OrderExecution:
         return _execution(req, OrderStatus.REJECTED, amount_out=0, gas_cost=0, pnl_usd_e6=0)
@@ -69,7 +88,8 @@ class ExecutionService(MessageHandler[OrderRequest]):
 
 
 def _execution(
-    req: OrderRequest, status: OrderStatus, amount_out: int, gas_cost: int, pnl_usd_e6: int
+    req: OrderRequest, status: OrderStatus, amount_out: int, gas_cost: int, pnl_usd_e6: int,
+    chain: Any = None,
 ) -> OrderExecution:
     """The execution record of ``req``: what the request says, plus the outcome."""
     return OrderExecution(
@@ -85,4 +105,7 @@ def _execution(
         amount_out=amount_out,
         gas_cost=gas_cost,
         pnl_usd_e6=pnl_usd_e6,
+        tx_hash=chain.tx_hash if chain is not None else 0,
+        gas_used=chain.gas_used if chain is not None else 0,
+        gas_price=chain.gas_price if chain is not None else 0,
     )
