@@ -84,6 +84,9 @@ class RejectReason(IntEnum):
     POSITION_LIMIT = 1
     EXPOSURE_LIMIT = 2
     HALTED = 3
+    # Live mode: simulating the on-chain transaction first showed the cycle is gone (the
+    # signal was priced between two legs of one transaction, or the pools moved since).
+    STALE = 4
 
 
 @message(type_id=21, topic="orders")

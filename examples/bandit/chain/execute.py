@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bandit.chain.abi import hex_address
 from bandit.chain.contracts import bandit_contract
 from bandit.chain.deploy import GAS_PRICE_WEI, Sender
-from bandit.chain.rpc import Call, RpcClient
+from bandit.chain.rpc import Call, RpcClient, RpcError
 from bandit.ethrpc import SWAP_TOPIC, SwapEvent, decode_log
 
 __all__ = ["ARB_GAS", "ChainExecutor", "ChainFill"]
@@ -46,11 +46,21 @@ class ChainExecutor:
         self.fills = 0
         self.reverts = 0
 
+    def would_succeed(self, buy_pool: bytes, sell_pool: bytes, token_in: bytes, amount_in: int,
+                      min_amount_out: int) -> bool:
+        """``eth_call`` of the arbitrage on the latest state: does it return, or revert?"""
+        data = self._data(buy_pool, sell_pool, token_in, amount_in, min_amount_out)
+        try:
+            self.rpc.call("eth_call", {"from": hex_address(self.sender.account),
+                                       "to": hex_address(self.arb), "data": data}, "latest")
+        except RpcError:
+            return False
+        return True
+
     def execute(self, buy_pool: bytes, sell_pool: bytes, token_in: bytes, amount_in: int,
                 min_amount_out: int) -> ChainFill:
-        data = bandit_contract("BanditArb").data(
-            "arbitrage(address,address,address,uint256,uint256)",
-            buy_pool, sell_pool, token_in, amount_in, min_amount_out)
+        """Submit, mine, and read the receipt of one arbitrage."""
+        data = self._data(buy_pool, sell_pool, token_in, amount_in, min_amount_out)
         tx_hash = self.rpc.batch([self.sender.tx(self.arb, data), _MINE])[0]
         receipt = self.rpc.receipt(tx_hash)
         ok = receipt.get("status") == "0x1"
@@ -62,12 +72,17 @@ class ChainExecutor:
         return ChainFill(ok, int(tx_hash, 16), int(receipt["blockNumber"], 16),
                          int(receipt["gasUsed"], 16), int(receipt["effectiveGasPrice"], 16), out)
 
+    @staticmethod
+    def _data(buy_pool: bytes, sell_pool: bytes, token_in: bytes, amount_in: int,
+              min_amount_out: int) -> str:
+        return bandit_contract("BanditArb").data(
+            "arbitrage(address,address,address,uint256,uint256)",
+            buy_pool, sell_pool, token_in, amount_in, min_amount_out)
+
     def estimate_gas(self, buy_pool: bytes, sell_pool: bytes, token_in: bytes,
                      amount_in: int) -> int:
         """Gas of one arbitrage on the current state (``eth_estimateGas``, floor 0)."""
-        data = bandit_contract("BanditArb").data(
-            "arbitrage(address,address,address,uint256,uint256)",
-            buy_pool, sell_pool, token_in, amount_in, 0)
+        data = self._data(buy_pool, sell_pool, token_in, amount_in, 0)
         found = self.rpc.call("eth_estimateGas", {"from": hex_address(self.sender.account),
                                                   "to": hex_address(self.arb), "data": data})
         return int(found, 16)

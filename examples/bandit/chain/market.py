@@ -15,10 +15,11 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bandit.chain.contracts import bandit_contract
-from bandit.chain.deploy import Deployment, Sender, mine_all
-from bandit.chain.rpc import RpcClient
+from bandit.chain.deploy import Deployment, Sender
+from bandit.chain.rpc import Call, RpcClient
 from bandit.feed import Feed
 
 __all__ = ["MARKET_GAS", "MarketReplay", "MarketSwap", "bursts"]
@@ -71,16 +72,25 @@ class MarketReplay:
         self.limit, self.burst, self.catch_up_s = limit, burst, catch_up_s
         self.sender = Sender(rpc, deployment.market, gas=MARKET_GAS)
         self.sent: list[MarketSwap] = []
-        self.blocks: list[int] = []
+        self.tx_hashes: list[str] = []
 
     def _send(self, block: Sequence[MarketSwap]) -> None:
+        """One burst: the transactions and the ``evm_mine`` in one HTTP round trip."""
         arb = bandit_contract("BanditArb")
         calls = [self.sender.tx(self.deployment.arb, arb.data(
             "swapExactIn(address,address,uint256)", s.pair, s.token_in, s.amount_in))
             for s in block]
-        receipts = mine_all(self.rpc, calls, "market swaps")
-        self.blocks.append(int(receipts[0]["blockNumber"], 16))
+        results = self.rpc.batch([*calls, Call("evm_mine")])
+        self.tx_hashes.extend(results[:-1])
         self.sent.extend(block)
+
+    def receipts(self) -> list[dict[str, Any]]:
+        """Every market transaction's receipt (after the run: nothing waits for them)."""
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(self.tx_hashes), 500):
+            chunk = self.tx_hashes[i : i + 500]
+            out += self.rpc.batch([Call("eth_getTransactionReceipt", (h,)) for h in chunk])
+        return out
 
     async def run(self, caught_up: Callable[[int], bool]) -> int:
         """Replay the feed; ``caught_up(n)`` says the pipeline has handled the first ``n``
@@ -88,10 +98,10 @@ class MarketReplay:
         swaps = market_swaps(self.feed, self.deployment, self.limit)
         for block in bursts(swaps, self.feed, self.burst):
             self._send(block)
-            await self._wait(caught_up)
+            await self.wait(caught_up)
         return len(self.sent)
 
-    async def _wait(self, caught_up: Callable[[int], bool]) -> None:
+    async def wait(self, caught_up: Callable[[int], bool]) -> None:
         deadline = time.monotonic() + self.catch_up_s
         while not caught_up(len(self.sent)):
             if time.monotonic() > deadline:

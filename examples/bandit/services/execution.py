@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bandit.protocol import OrderExecution, OrderRequest, OrderStatus
+from bandit.protocol import OrderExecution, OrderRequest, OrderStatus, RejectReason
 from bandit.services.risk import expected_fill
 from bandit.tokens import usd_e6
 from mycelium_mono import MessageHandler
@@ -38,6 +38,7 @@ class ExecutionService(MessageHandler[OrderRequest]):
         self.config = config or ExecutionConfig()
         self.chain = chain  # a ChainExecutor: fill on chain instead of on paper
         self.handled = 0
+        self.stale = 0  # on chain: orders whose simulation reverted, never sent
         self.filled = 0
         self.rejected = 0
         self.pnl_usd_e6 = 0
@@ -49,7 +50,10 @@ class ExecutionService(MessageHandler[OrderRequest]):
         self.handled += 1
         if req.approved:
             execution = self.fill(req)
-            self.filled += 1
+            if execution.status == OrderStatus.FILLED:
+                self.filled += 1
+            else:  # on chain: stale or reverted
+                self.rejected += 1
             self.pnl_usd_e6 += execution.pnl_usd_e6
         else:
             execution = self._rejection(req)
@@ -69,9 +73,17 @@ class ExecutionService(MessageHandler[OrderRequest]):
         return _execution(req, OrderStatus.FILLED, out, req.gas_cost, usd_e6(req.token_in, pnl))
 
     def _fill_on_chain(self, req: OrderRequest, predicted_out: int) -> OrderExecution:
-        """One atomic transaction; it reverts (status REJECTED, gas spent) below the prediction."""
-        fill = self.chain.execute(req.buy_pool, req.sell_pool, req.token_in, req.amount_in,
-                                  predicted_out)
+        """One atomic transaction; it reverts (status REJECTED, gas spent) below the prediction.
+
+        Simulated first (``eth_call``): a cycle that is already gone is rejected as ``STALE``
+        without spending gas.
+        """
+        legs = (req.buy_pool, req.sell_pool, req.token_in, req.amount_in, predicted_out)
+        if not self.chain.would_succeed(*legs):
+            self.stale += 1
+            return _execution(req, OrderStatus.REJECTED, amount_out=0, gas_cost=0, pnl_usd_e6=0,
+                              reason=RejectReason.STALE)
+        fill = self.chain.execute(*legs)
         pnl = fill.amount_out - req.amount_in - req.gas_cost if fill.ok else -req.gas_cost
         status = OrderStatus.FILLED if fill.ok else OrderStatus.REJECTED
         return _execution(req, status, fill.amount_out, req.gas_cost,
@@ -89,7 +101,7 @@ class ExecutionService(MessageHandler[OrderRequest]):
 
 def _execution(
     req: OrderRequest, status: OrderStatus, amount_out: int, gas_cost: int, pnl_usd_e6: int,
-    chain: Any = None,
+    chain: Any = None, reason: int | None = None,
 ) -> OrderExecution:
     """The execution record of ``req``: what the request says, plus the outcome."""
     return OrderExecution(
@@ -97,7 +109,7 @@ def _execution(
         source_seq=req.source_seq,
         timestamp_ns=req.timestamp_ns,
         status=int(status),
-        reason=req.reason,
+        reason=req.reason if reason is None else int(reason),
         buy_pool=req.buy_pool,
         sell_pool=req.sell_pool,
         token_in=req.token_in,

@@ -1,0 +1,263 @@
+"""Live mode: the pipeline follows a real node while the bundled market trades on it.
+
+``python -m bandit live [--mode monolith|inproc|hybrid|distributed] [--rpc ws://host:port]``
+
+1. A node: a fresh anvil on a free port (:func:`bandit.chain.node.anvil_node`), or ``--rpc``.
+2. :func:`prepare`: deploy 8 tokens, the real ``UniswapV2Factory`` (×5) and 32 pairs at the
+   feed's opening reserves, our ``BanditArb``; read the token registry from the chain; measure
+   an arbitrage's gas; pin block timestamps; ``evm_snapshot`` (each run starts from it).
+3. :func:`run_live`: the adapter follows the node over WebSocket (``getReserves`` of every pair
+   first), the market replays the feed's swaps as transactions, the execution service fills
+   every approved order on chain (one transaction, both legs). Lock-step: after each burst the
+   market waits until the pipeline has handled it and everything it caused, so the chain and
+   the audit log are the same in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bandit.chain.abi import hex_address
+from bandit.chain.deploy import GAS_PRICE_WEI, Deployment, deploy_market
+from bandit.chain.execute import ChainExecutor
+from bandit.chain.market import MarketReplay
+from bandit.chain.registry import Registry, read_registry
+from bandit.chain.rpc import RpcClient
+from bandit.config import BanditConfig
+from bandit.feed import Feed, load_feed
+from bandit.runner import Pipeline, Summary, build_pipeline, fresh_outputs
+from bandit.tokens import register
+from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
+
+__all__ = ["LiveResult", "LiveSetup", "live_config", "prepare", "run_live"]
+
+BLOCK_INTERVAL_S = 2  # Polygon PoS; every block's timestamp is the previous one's + 2 s
+NATIVE_PRICE_USD_E6 = 700_000  # gas is paid in the native token (MATIC on Polygon)
+
+
+@dataclass(frozen=True)
+class LiveSetup:
+    """A node with the market deployed, and what the pipeline needs to know about it."""
+
+    rpc_url: str
+    ws_url: str
+    deployment: Deployment
+    registry: Registry
+    arb_gas: int
+    snapshot: str
+
+    @property
+    def gas_cost_usd_e6(self) -> int:
+        """One arbitrage's measured gas at the run's gas price, in micro-USD."""
+        return self.arb_gas * GAS_PRICE_WEI * NATIVE_PRICE_USD_E6 // 10**18
+
+    @property
+    def priced_pools(self) -> frozenset[bytes]:
+        known = {t.address for t in self.registry.tokens}
+        return frozenset(p.address for p in self.deployment.pairs
+                         if p.token0 in known and p.token1 in known)
+
+
+def _measure_arb_gas(rpc_url: str, deployment: Deployment, feed: Feed) -> int:
+    """``eth_estimateGas`` of a cycle over the first two pools of one pair, sized at 0.1 % of
+    the first pool's reserve (what an arbitrage of the run costs, within a few per cent)."""
+    first, second = deployment.pairs[0], deployment.pairs[1]
+    opening = feed.pools[0]
+    reserve_in = opening.reserve1 if first.flipped else opening.reserve0
+    executor = ChainExecutor(rpc_url, deployment.trader, deployment.arb)
+    try:
+        return executor.estimate_gas(first.address, second.address, first.token0,
+                                     reserve_in // 1000)
+    finally:
+        executor.close()
+
+
+def prepare(rpc_url: str, ws_url: str, feed: Feed, *,
+            prices: dict[str, int] | None = None) -> LiveSetup:
+    """Deploy the market on the node and snapshot the chain there."""
+    rpc = RpcClient(rpc_url)
+    try:
+        deployment = deploy_market(rpc, feed)
+        registry = read_registry(rpc, [p.address for p in deployment.pairs], prices)
+        register(registry.tokens)
+        gas = _measure_arb_gas(rpc_url, deployment, feed)
+        rpc.call("anvil_setBlockTimestampInterval", BLOCK_INTERVAL_S)
+        snapshot = str(rpc.call("evm_snapshot"))
+    finally:
+        rpc.close()
+    return LiveSetup(rpc_url, ws_url, deployment, registry, gas, snapshot)
+
+
+def restart_from_snapshot(setup: LiveSetup) -> LiveSetup:
+    """Back to the freshly deployed chain (``evm_revert`` uses up the snapshot: take another)."""
+    rpc = RpcClient(setup.rpc_url)
+    try:
+        if rpc.call("evm_revert", setup.snapshot) is not True:
+            raise RuntimeError(f"evm_revert({setup.snapshot}) failed on {setup.rpc_url}\n"
+                               "help: was the node restarted since prepare()?")
+        return replace(setup, snapshot=str(rpc.call("evm_snapshot")))
+    finally:
+        rpc.close()
+
+
+def live_config(cfg: BanditConfig, setup: LiveSetup) -> BanditConfig:
+    """The config with the live source (every deployed pair) and the measured gas."""
+    pools = tuple(hex_address(p.address) for p in setup.deployment.pairs)
+    adapter = replace(cfg.adapter, source="websocket", ws_url=setup.ws_url, pools=pools,
+                      snapshot=True)
+    detector = replace(cfg.detector, gas_cost_usd_e6=setup.gas_cost_usd_e6)
+    return replace(cfg, adapter=adapter, detector=detector)
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """One live run: the summary, the market it replayed and the chain work it did."""
+
+    summary: Summary
+    market_swaps: int
+    market_receipts: tuple[dict[str, Any], ...]
+    chain_fills: int
+    chain_reverts: int
+    unknown_token_skips: int
+
+
+class _Progress:
+    """Whether the pipeline has handled everything the chain has produced so far.
+
+    Counted from the chain side, so it holds in every mode (in distributed mode the feed runs
+    in another process): the start snapshot's reserve updates, the market's swaps and the two
+    swaps of each filled arbitrage, on priced pools; and one execution per signal.
+    """
+
+    def __init__(self, p: Pipeline, market: MarketReplay, executor: ChainExecutor,
+                 priced: frozenset[bytes]) -> None:
+        self.p, self.market, self.executor, self.priced = p, market, executor, priced
+        self._counted = self._priced_swaps = 0
+
+    def caught_up(self, _sent: int) -> bool:
+        for swap in self.market.sent[self._counted :]:
+            self._priced_swaps += swap.pair in self.priced
+        self._counted = len(self.market.sent)
+        expected = len(self.priced) + self._priced_swaps + 2 * self.executor.fills
+        d = self.p.detector
+        return d.swaps_seen == expected and self.p.execution.handled == d.signals_emitted
+
+
+async def _drive(market: MarketReplay, progress: _Progress, stop: Callable[[], None]) -> None:
+    """Wait for the start snapshot, replay the market, then end the feed."""
+    try:
+        await market.wait(progress.caught_up)
+        await market.run(progress.caught_up)
+    finally:
+        stop()
+
+
+async def _follow_monolith(p: Pipeline, emit: Callable[[Any], None],
+                           tracker: LatencyTracker) -> None:
+    clock = time.perf_counter_ns
+    async for swap in p.adapter.stream():
+        start = clock()
+        emit(swap)
+        tracker.record(clock() - start)
+
+
+async def _follow_hybrid(p: Pipeline, bus: Any, tracker: LatencyTracker) -> None:
+    clock = time.perf_counter_ns
+    async for swap in p.adapter.stream():
+        start = clock()
+        bus.emit_v2_swap(swap)
+        tracker.record(clock() - start)
+        await bus.background.wait_for_space()
+    await bus.background.drain()
+
+
+class _LiveAdapter:
+    """The adapter as a runtime service (inproc): publishes every live swap."""
+
+    def __init__(self, p: Pipeline, tracker: LatencyTracker) -> None:
+        self.p, self.tracker = p, tracker
+
+    async def run(self, ctx: Any) -> None:
+        clock = time.perf_counter_ns
+        async for swap in self.p.adapter.stream():
+            start = clock()
+            await ctx.emit(swap)
+            self.tracker.record(clock() - start)
+
+
+async def _follow_inproc(p: Pipeline, tracker: LatencyTracker, drive: asyncio.Task[None]) -> None:
+    runtime = ServiceRuntime(MessageBus())
+    try:
+        for svc in p.handlers():
+            await runtime.spawn_service(svc)
+        source = await runtime.spawn_service(_LiveAdapter(p, tracker), name="PolygonAdapter")
+        assert source.task is not None
+        await asyncio.wait([source.task, drive], return_when=asyncio.FIRST_EXCEPTION)
+        if source.failure is not None:
+            raise source.failure
+    finally:
+        await runtime.shutdown()
+
+
+def _stopper(p: Pipeline) -> Callable[[], None]:
+    def stop() -> None:
+        if p.adapter.client is not None:
+            p.adapter.client.stop()
+    return stop
+
+
+async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
+                   limit: int | None = None, feed: Feed | None = None) -> LiveResult:
+    """One live run in ``mode`` (monolith, inproc or hybrid) from the setup's snapshot."""
+    feed = feed or load_feed(cfg.adapter.feed_path)
+    cfg = live_config(cfg, setup)
+    fresh_outputs(cfg)
+    executor = ChainExecutor(setup.rpc_url, setup.deployment.trader, setup.deployment.arb)
+    p = build_pipeline(cfg)
+    p = replace(p, execution=type(p.execution)(cfg.execution, chain=executor))
+    rpc = RpcClient(setup.rpc_url)
+    market = MarketReplay(rpc, setup.deployment, feed, limit=limit)
+    progress = _Progress(p, market, executor, setup.priced_pools)
+    tracker = LatencyTracker()
+    start = time.perf_counter()
+    try:
+        drive = asyncio.create_task(_drive(market, progress, _stopper(p)))
+        await _follow(mode, p, tracker, drive)
+        await drive  # its failure (a pipeline that did not catch up) is the run's
+    finally:
+        p.close()
+        executor.close()
+        rpc.close()
+    summary = _live_summary(mode, p, tracker, time.perf_counter() - start)
+    return LiveResult(summary, len(market.sent), tuple(market.receipts()), executor.fills,
+                      executor.reverts, p.adapter.unknown_token_skips)
+
+
+async def _follow(mode: str, p: Pipeline, tracker: LatencyTracker,
+                  drive: asyncio.Task[None]) -> None:
+    if mode == "monolith":
+        from bandit.routing import MonolithBus
+
+        await _follow_monolith(p, MonolithBus(**p.bus_services()).emit_v2_swap, tracker)
+    elif mode == "hybrid":
+        from bandit.routing import HybridBus
+
+        await _follow_hybrid(p, HybridBus(**p.bus_services()), tracker)
+    elif mode == "inproc":
+        await _follow_inproc(p, tracker, drive)
+    else:
+        raise ValueError(f"live mode {mode!r} runs in one process only here\n"
+                         "help: monolith, inproc or hybrid (distributed: bandit.live_nodes)")
+
+
+def _live_summary(mode: str, p: Pipeline, tracker: LatencyTracker, elapsed: float) -> Summary:
+    report = tracker.report()
+    p50, p99 = (int(report.p50), int(report.p99)) if report.count else (None, None)
+    state = p.risk.state()
+    return Summary(f"live {mode}", p.detector.swaps_seen, p.detector.signals_emitted,
+                   p.execution.filled, p.execution.rejected, p.execution.pnl_usd_e6, state.halts,
+                   "per-swap dispatch of live swaps", p50, p99, elapsed)
