@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,11 +30,12 @@ from bandit.chain.registry import Registry, read_registry
 from bandit.chain.rpc import RpcClient
 from bandit.config import BanditConfig
 from bandit.feed import Feed, load_feed
-from bandit.runner import Pipeline, Summary, build_pipeline, fresh_outputs
+from bandit.runner import Pipeline, Summary, build_pipeline, fresh_outputs, run_adapters_node
 from bandit.tokens import register
 from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
 
-__all__ = ["LiveResult", "LiveSetup", "live_config", "prepare", "run_live"]
+__all__ = ["LiveResult", "LiveSetup", "live_config", "node_urls", "prepare", "run_live",
+           "run_live_adapters"]
 
 BLOCK_INTERVAL_S = 2  # Polygon PoS; every block's timestamp is the previous one's + 2 s
 NATIVE_PRICE_USD_E6 = 700_000  # gas is paid in the native token (MATIC on Polygon)
@@ -74,6 +76,16 @@ def _measure_arb_gas(rpc_url: str, deployment: Deployment, feed: Feed) -> int:
                                      reserve_in // 1000)
     finally:
         executor.close()
+
+
+def node_urls(url: str) -> tuple[str, str]:
+    """(HTTP, WebSocket) URLs of a node that serves both on one port, as anvil does."""
+    for scheme in ("ws://", "http://"):
+        if url.startswith(scheme):
+            rest = url[len(scheme):]
+            return "http://" + rest, "ws://" + rest
+    raise ValueError(f"node URL {url!r} is neither ws:// nor http://\n"
+                     "help: e.g. --rpc ws://127.0.0.1:8545 (anvil serves both on one port)")
 
 
 def prepare(rpc_url: str, ws_url: str, feed: Feed, *,
@@ -226,7 +238,7 @@ async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
     start = time.perf_counter()
     try:
         drive = asyncio.create_task(_drive(market, progress, _stopper(p)))
-        await _follow(mode, p, tracker, drive)
+        await _follow(mode, p, cfg, tracker, drive)
         await drive  # its failure (a pipeline that did not catch up) is the run's
     finally:
         p.close()
@@ -237,7 +249,7 @@ async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
                       executor.reverts, p.adapter.unknown_token_skips)
 
 
-async def _follow(mode: str, p: Pipeline, tracker: LatencyTracker,
+async def _follow(mode: str, p: Pipeline, cfg: BanditConfig, tracker: LatencyTracker,
                   drive: asyncio.Task[None]) -> None:
     if mode == "monolith":
         from bandit.routing import MonolithBus
@@ -249,9 +261,56 @@ async def _follow(mode: str, p: Pipeline, tracker: LatencyTracker,
         await _follow_hybrid(p, HybridBus(**p.bus_services()), tracker)
     elif mode == "inproc":
         await _follow_inproc(p, tracker, drive)
+    elif mode == "distributed":
+        await _follow_distributed(p, cfg, drive)
     else:
-        raise ValueError(f"live mode {mode!r} runs in one process only here\n"
-                         "help: monolith, inproc or hybrid (distributed: bandit.live_nodes)")
+        raise ValueError(f"unknown live mode {mode!r}\n"
+                         "help: monolith, inproc, hybrid or distributed")
+
+
+def _adapters_argv(cfg: BanditConfig) -> list[str]:
+    return [sys.executable, "-m", "bandit", "live", "--node", "adapters",
+            "--rpc", cfg.adapter.ws_url, "--adapters", cfg.adapters_address,
+            "--pools", ",".join(cfg.adapter.pools), "--out", str(cfg.output_dir / "adapters")]
+
+
+async def _follow_distributed(p: Pipeline, cfg: BanditConfig, drive: asyncio.Task[None]) -> None:
+    """This process is the strategies node; the feed runs in an adapters node process that
+    follows the node over WebSocket and publishes over ZeroMQ."""
+    runtime = ServiceRuntime(MessageBus.with_tcp(cfg.strategies_address))
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        for svc in p.handlers():
+            await runtime.spawn_service(svc)
+        proc = await asyncio.create_subprocess_exec(*_adapters_argv(cfg))
+        await runtime.bus.connect_to(cfg.adapters_address)
+        await runtime.bus.ready()
+        exited = asyncio.create_task(proc.wait())
+        await asyncio.wait([drive, exited], return_when=asyncio.FIRST_COMPLETED)
+        if exited.done() and not drive.done():
+            drive.cancel()
+            raise RuntimeError(f"the adapters node exited with code {proc.returncode}\n"
+                               f"help: run it alone: {' '.join(_adapters_argv(cfg))}")
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+        await runtime.shutdown()
+
+
+async def run_live_adapters(cfg: BanditConfig, rpc: str, pools: tuple[str, ...]) -> int:
+    """The adapters node of a distributed live run: registry from the chain, then the feed
+    published over ZeroMQ until the process is stopped."""
+    http_url, ws_url = node_urls(rpc)
+    client = RpcClient(http_url)
+    try:
+        registry = read_registry(client, [bytes.fromhex(p[2:]) for p in pools])
+    finally:
+        client.close()
+    register(registry.tokens)
+    adapter = replace(cfg.adapter, source="websocket", ws_url=ws_url, pools=pools, snapshot=True)
+    sent, _ = await run_adapters_node(replace(cfg, adapter=adapter), wait_s=60.0)
+    return sent
 
 
 def _live_summary(mode: str, p: Pipeline, tracker: LatencyTracker, elapsed: float) -> Summary:

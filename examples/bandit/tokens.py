@@ -45,10 +45,14 @@ TOKENS: tuple[Token, ...] = (
 )
 
 _BY_ADDRESS = {t.address: t for t in TOKENS}
+_BUNDLED = dict(_BY_ADDRESS)
 
 
 def register(tokens: tuple[Token, ...]) -> None:
-    """Add tokens found elsewhere (live mode: read from the chain, ``bandit.chain.registry``)."""
+    """The bundled tokens plus ``tokens`` (live mode: read from the chain by
+    ``bandit.chain.registry``); replaces what an earlier call registered."""
+    _BY_ADDRESS.clear()
+    _BY_ADDRESS.update(_BUNDLED)
     _BY_ADDRESS.update({t.address: t for t in tokens})
 
 

@@ -45,8 +45,9 @@ def _eth_calls(rpc: RpcClient, targets: Sequence[bytes], signature: str) -> list
 
 def read_registry(rpc: RpcClient, pools: Sequence[bytes],
                   prices: Mapping[str, int] | None = None) -> Registry:
-    """Tokens of ``pools`` with their on-chain symbol and decimals and a reference price."""
-    table = {t.symbol: t.price_usd_e6 for t in TOKENS} | dict(prices or {})
+    """Tokens of ``pools`` with their on-chain symbol and decimals and a reference price
+    (``prices`` by symbol; by default the bundled tokens' reference prices)."""
+    table = dict(prices) if prices is not None else {t.symbol: t.price_usd_e6 for t in TOKENS}
     addresses: list[bytes] = []
     for signature in ("token0()", "token1()"):
         for result in _eth_calls(rpc, pools, signature):
