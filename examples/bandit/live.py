@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,6 +30,8 @@ from bandit.chain.registry import Registry, read_registry
 from bandit.chain.rpc import RpcClient
 from bandit.config import BanditConfig
 from bandit.feed import Feed, load_feed
+from bandit.protocol import V2Swap
+from bandit.services import PolygonAdapter
 from bandit.runner import Pipeline, Summary, build_pipeline, fresh_outputs, run_adapters_node
 from bandit.tokens import register
 from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
@@ -222,15 +224,33 @@ def _stopper(p: Pipeline) -> Callable[[], None]:
     return stop
 
 
+class _ObservedAdapter(PolygonAdapter):
+    """The adapter with a callback on every swap it yields (tests, benchmarks)."""
+
+    def __init__(self, config: Any, on_swap: Callable[[V2Swap], None]) -> None:
+        super().__init__(config)
+        self._on_swap = on_swap
+
+    async def stream(self) -> AsyncIterator[V2Swap]:
+        async for swap in super().stream():
+            self._on_swap(swap)
+            yield swap
+
+
 async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
-                   limit: int | None = None, feed: Feed | None = None) -> LiveResult:
-    """One live run in ``mode`` (monolith, inproc or hybrid) from the setup's snapshot."""
+                   limit: int | None = None, feed: Feed | None = None,
+                   on_swap: Callable[[V2Swap], None] | None = None) -> LiveResult:
+    """One live run in ``mode`` from the setup's snapshot (``setup`` must be fresh: see
+    :func:`restart_from_snapshot`). ``on_swap`` sees every swap the adapter yields, in the
+    single-process modes (in distributed mode the adapter is another process)."""
     feed = feed or load_feed(cfg.adapter.feed_path)
     cfg = live_config(cfg, setup)
     fresh_outputs(cfg)
     executor = ChainExecutor(setup.rpc_url, setup.deployment.trader, setup.deployment.arb)
     p = build_pipeline(cfg)
     p = replace(p, execution=type(p.execution)(cfg.execution, chain=executor))
+    if on_swap is not None:
+        p = replace(p, adapter=_ObservedAdapter(cfg.adapter, on_swap))
     rpc = RpcClient(setup.rpc_url)
     market = MarketReplay(rpc, setup.deployment, feed, limit=limit)
     progress = _Progress(p, market, executor, setup.priced_pools)
