@@ -29,6 +29,7 @@ from bandit.chain.market import MarketReplay
 from bandit.chain.registry import Registry, read_registry
 from bandit.chain.rpc import RpcClient
 from bandit.config import BanditConfig
+from bandit.ethrpc import ClientStats
 from bandit.feed import Feed, load_feed
 from bandit.protocol import V2Swap
 from bandit.services import PolygonAdapter
@@ -137,6 +138,7 @@ class LiveResult:
     chain_fills: int
     chain_reverts: int
     unknown_token_skips: int
+    feed_stats: ClientStats | None  # the live client's counters (None: it ran elsewhere)
 
 
 class _Progress:
@@ -244,6 +246,7 @@ async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
     :func:`restart_from_snapshot`). ``on_swap`` sees every swap the adapter yields, in the
     single-process modes (in distributed mode the adapter is another process)."""
     feed = feed or load_feed(cfg.adapter.feed_path)
+    register(setup.registry.tokens)  # this setup's chain, whatever ran before in the process
     cfg = live_config(cfg, setup)
     fresh_outputs(cfg)
     executor = ChainExecutor(setup.rpc_url, setup.deployment.trader, setup.deployment.arb)
@@ -266,7 +269,8 @@ async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
         rpc.close()
     summary = _live_summary(mode, p, tracker, time.perf_counter() - start)
     return LiveResult(summary, len(market.sent), tuple(market.receipts()), executor.fills,
-                      executor.reverts, p.adapter.unknown_token_skips)
+                      executor.reverts, p.adapter.unknown_token_skips,
+                      p.adapter.client.stats if p.adapter.client is not None else None)
 
 
 async def _follow(mode: str, p: Pipeline, cfg: BanditConfig, tracker: LatencyTracker,
