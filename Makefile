@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo demo-live test lint typecheck bench bench-json clean venv chain
 
-venv: $(STAMP)
+venv: $(STAMP) chain
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

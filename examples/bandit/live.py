@@ -3,7 +3,7 @@
 ``python -m bandit live [--mode monolith|inproc|hybrid|distributed] [--rpc ws://host:port]``
 
 1. A node: a fresh anvil on a free port (:func:`bandit.chain.node.anvil_node`), or ``--rpc``.
-2. :func:`prepare`: deploy 8 tokens, the real ``UniswapV2Factory`` (×5) and 32 pairs at the
+2. :func:`prepare`: deploy 8 tokens, the real ``UniswapV2Factory`` (5 of them) and 32 pairs at the
    feed's opening reserves, our ``BanditArb``; read the token registry from the chain; measure
    an arbitrage's gas; pin block timestamps; ``evm_snapshot`` (each run starts from it).
 3. :func:`run_live`: the adapter follows the node over WebSocket (``getReserves`` of every pair
@@ -32,8 +32,8 @@ from bandit.config import BanditConfig
 from bandit.ethrpc import ClientStats
 from bandit.feed import Feed, load_feed
 from bandit.protocol import V2Swap
-from bandit.services import PolygonAdapter
 from bandit.runner import Pipeline, Summary, build_pipeline, fresh_outputs, run_adapters_node
+from bandit.services import PolygonAdapter
 from bandit.tokens import register
 from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
 
@@ -278,7 +278,8 @@ async def _follow(mode: str, p: Pipeline, cfg: BanditConfig, tracker: LatencyTra
     if mode == "monolith":
         from bandit.routing import MonolithBus
 
-        await _follow_monolith(p, MonolithBus(**p.bus_services()).emit_v2_swap, tracker)
+        bus: Any = MonolithBus(**p.bus_services())
+        await _follow_monolith(p, bus.emit_v2_swap, tracker)
     elif mode == "hybrid":
         from bandit.routing import HybridBus
 

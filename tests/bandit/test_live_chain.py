@@ -44,7 +44,7 @@ def test_a_missing_anvil_fails_with_how_to_install_it(monkeypatch: pytest.Monkey
 
 
 def test_anvil_is_killed_when_the_block_raises() -> None:
-    with pytest.raises(RuntimeError, match="boom"), running_node() as node:  # noqa: PT012
+    with pytest.raises(RuntimeError, match="boom"), running_node() as node:
         pid = node.pid
         raise RuntimeError("boom")
     assert not Path(f"/proc/{pid}").exists()  # killed and reaped

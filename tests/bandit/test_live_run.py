@@ -117,7 +117,8 @@ def test_each_onchain_arbitrage_realizes_the_predicted_profit_to_the_wei(
         receipt = rpc.call("eth_getTransactionReceipt", f"0x{fill['tx_hash']:064x}")
         block = int(receipt["blockNumber"], 16)
         data = "0x70a08231" + bytes(12).hex() + trader.hex()
-        after, before = (int(rpc.eth_call(fill["token_in"], data, b), 16) for b in (block, block - 1))
+        after, before = (int(rpc.eth_call(fill["token_in"], data, b), 16)
+                         for b in (block, block - 1))
         assert fill["amount_out"] == predicted[fill["order_id"]]
         assert after - before == fill["amount_out"] - fill["amount_in"] > 0
         assert fill["gas_used"] == int(receipt["gasUsed"], 16)

@@ -2,8 +2,8 @@
 
 Selectors are the first 4 bytes of keccak-256 of the signature. Python's ``hashlib.sha3_256``
 is the NIST variant, not keccak, so the v2-core/ERC-20 ones are written out here (those of our
-own contracts come from solc's ``methodIdentifiers`` in ``build/``); ``tests/bandit/test_live_chain``
-checks each one against the node's own ``web3_sha3``.
+own contracts come from solc's ``methodIdentifiers`` in ``build/``);
+``tests/bandit/test_live_chain`` checks each one against the node's own ``web3_sha3``.
 """
 
 from __future__ import annotations

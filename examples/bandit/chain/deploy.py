@@ -112,13 +112,14 @@ def _create_pairs(rpc: RpcClient, market: Sender, feed: Feed, tokens: Sequence[b
                   factories: Sequence[bytes]) -> list[PairInfo]:
     factory = uniswap_contract("UniswapV2Factory")
     slots = _factory_slots(feed)
-    wanted = [(factories[s], tokens[p.token0], tokens[p.token1]) for s, p in zip(slots, feed.pools)]
+    wanted = [(factories[s], tokens[p.token0], tokens[p.token1])
+              for s, p in zip(slots, feed.pools, strict=True)]
     mine_all(rpc, [market.tx(f, factory.data("createPair(address,address)", a, b))
                    for f, a, b in wanted], "create pairs")
     found = rpc.batch([Call("eth_call", ({"to": hex_address(f), "data": factory.data(
         "getPair(address,address)", a, b)}, "latest")) for f, a, b in wanted])
     pairs = []
-    for (_, a, b), result in zip(wanted, found):
+    for (_, a, b), result in zip(wanted, found, strict=True):
         token0, token1 = sorted((a, b))  # UniswapV2Factory.createPair sorts by address
         pairs.append(PairInfo(decode_address(result, "getPair"), token0, token1, token0 != a))
     return pairs
@@ -128,8 +129,9 @@ def _liquidity(market: Sender, feed: Feed, tokens: Sequence[bytes],
                pairs: Sequence[PairInfo]) -> list[Call]:
     token, pair_c = bandit_contract("BanditToken"), uniswap_contract("UniswapV2Pair")
     calls = []
-    for opening, pair in zip(feed.pools, pairs):
-        for index, amount in ((opening.token0, opening.reserve0), (opening.token1, opening.reserve1)):
+    for opening, pair in zip(feed.pools, pairs, strict=True):
+        sides = ((opening.token0, opening.reserve0), (opening.token1, opening.reserve1))
+        for index, amount in sides:
             calls.append(market.tx(tokens[index], token.data("transfer(address,uint256)",
                                                              pair.address, amount)))
         calls.append(market.tx(pair.address, pair_c.data("mint(address)", market.account)))

@@ -58,7 +58,7 @@ def read_registry(rpc: RpcClient, pools: Sequence[bytes],
     decimals = [decode_words(r, 1, "decimals()")[0]
                 for r in _eth_calls(rpc, addresses, "decimals()")]
     priced, unpriced = [], []
-    for address, symbol, places in zip(addresses, symbols, decimals):
+    for address, symbol, places in zip(addresses, symbols, decimals, strict=True):
         if symbol in table:
             priced.append(ChainToken(symbol, places, table[symbol], deployed_at=address))
         else:
