@@ -182,14 +182,18 @@ _STOP = object()  # put on the queue by stop(): end the stream
 _IDLE = object()  # nothing arrived within sync_grace: a pending Sync stands alone
 
 
-def _low_latency(ws: Any) -> None:
-    """TCP_NODELAY (+ TCP_QUICKACK where the OS has it) on the WebSocket's socket."""
+def _low_latency(ws: Any) -> bool:
+    """TCP_NODELAY (+ TCP_QUICKACK where the OS has it) on the WebSocket's socket; False when
+    the connection exposes no socket. asyncio turns Nagle off already; the delayed ACK is what
+    held notifications back after an ``eth_call`` (Linux re-enters delayed-ACK mode on its own,
+    so this is best effort at connect time)."""
     sock = ws.transport.get_extra_info("socket") if getattr(ws, "transport", None) else None
     if sock is None:
-        return
+        return False
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if hasattr(socket, "TCP_QUICKACK"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    return True
 
 
 class EthLogClient:

@@ -77,3 +77,17 @@ async def test_backfill_after_a_reconnect_asks_from_the_last_processed_block() -
     assert [s.block_number for s in swaps] == [10, 12]
     assert node.backfills[0]["fromBlock"] == hex(10)
     assert (client.stats.backfilled, client.stats.duplicates) == (4, 2)
+
+
+async def test_the_feed_socket_has_nagle_off_and_quick_ack_on() -> None:
+    import socket
+
+    import websockets
+    from bandit.ethrpc import _low_latency
+
+    node = FakeNode(lambda n: [])
+    async with serve(node) as url, websockets.connect(url) as ws:
+        sock = ws.transport.get_extra_info("socket")
+        assert _low_latency(ws)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
