@@ -32,7 +32,14 @@ from bandit.config import BanditConfig
 from bandit.ethrpc import ClientStats
 from bandit.feed import Feed, load_feed
 from bandit.protocol import V2Swap
-from bandit.runner import Pipeline, Summary, build_pipeline, fresh_outputs, run_adapters_node
+from bandit.runner import (
+    Pipeline,
+    Summary,
+    _TimedAdapter,
+    build_pipeline,
+    fresh_outputs,
+    run_adapters_node,
+)
 from bandit.services import PolygonAdapter
 from bandit.tokens import register
 from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
@@ -191,26 +198,13 @@ async def _follow_hybrid(p: Pipeline, bus: Any, tracker: LatencyTracker) -> None
     await bus.background.drain()
 
 
-class _LiveAdapter:
-    """The adapter as a runtime service (inproc): publishes every live swap."""
-
-    def __init__(self, p: Pipeline, tracker: LatencyTracker) -> None:
-        self.p, self.tracker = p, tracker
-
-    async def run(self, ctx: Any) -> None:
-        clock = time.perf_counter_ns
-        async for swap in self.p.adapter.stream():
-            start = clock()
-            await ctx.emit(swap)
-            self.tracker.record(clock() - start)
-
-
 async def _follow_inproc(p: Pipeline, tracker: LatencyTracker, drive: asyncio.Task[None]) -> None:
     runtime = ServiceRuntime(MessageBus())
     try:
         for svc in p.handlers():
             await runtime.spawn_service(svc)
-        source = await runtime.spawn_service(_LiveAdapter(p, tracker), name="PolygonAdapter")
+        source = await runtime.spawn_service(_TimedAdapter(p.adapter, tracker),
+                                             name="PolygonAdapter")
         assert source.task is not None
         await asyncio.wait([source.task, drive], return_when=asyncio.FIRST_EXCEPTION)
         if source.failure is not None:
