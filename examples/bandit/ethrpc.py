@@ -218,7 +218,7 @@ class EthLogClient:
         max_reconnects: int | None = None,
         request_timeout: float = 10.0,
         snapshot: bool = False,
-        sync_grace: float = 0.02,
+        sync_grace: float = 0.5,
     ) -> None:
         self.url = url
         self.pools = [p.lower() for p in pools]
@@ -227,6 +227,10 @@ class EthLogClient:
         self.max_reconnects = max_reconnects
         self.request_timeout = request_timeout
         self.snapshot = snapshot
+        # How long a Sync waits for its Swap before it counts as standalone (a mint, a burn).
+        # A node sends a transaction's logs back to back; the margin is for a busy event loop
+        # (a monolith blocks it while an arbitrage is mined): too short, and one swap would
+        # reach the detector twice, as an update and as the swap.
         self.sync_grace = sync_grace
         self.stats = ClientStats()
         self._ids = itertools.count(1)
