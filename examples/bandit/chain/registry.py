@@ -2,8 +2,9 @@
 
 ``token0``/``token1`` of each watched pair, then ``symbol``/``decimals`` of each token, by
 ``eth_call``. Reference prices (micro-USD per whole token, for thresholds and risk limits) come
-from the config (``[live] prices``) or, by symbol, from ``bandit.tokens.TOKENS``. A token with
-no price is left out and counted: the adapter skips its swaps (``unknown_token_skips``).
+by symbol from a table given to :func:`read_registry` (``bandit.live.prepare(prices=...)``), by
+default from ``bandit.tokens.TOKENS``. A token with no price is left out and counted: the
+adapter skips its swaps (``unknown_token_skips``).
 """
 
 from __future__ import annotations
