@@ -7,15 +7,26 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-here lint typecheck bench bench-json bench-instructions clean venv
+.PHONY: demo demo-live test test-here lint typecheck bench bench-json bench-instructions clean venv chain
 
-venv: $(STAMP)
+venv: $(STAMP) chain
 
 $(STAMP): pyproject.toml examples/bandit/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -r examples/bandit/requirements.txt
+	$(MAKE) chain
 	touch $(STAMP)
+
+# Bandit's live chain (anvil, Uniswap V2 v2-core, solc-js), pinned by package-lock.json.
+CHAIN := examples/bandit/chain
+chain: $(CHAIN)/node_modules/.package-lock.json
+
+$(CHAIN)/node_modules/.package-lock.json: $(CHAIN)/package-lock.json
+	cd $(CHAIN) && npm ci --no-audit --no-fund --loglevel=error
+
+demo-live: $(STAMP)
+	$(BIN)/python -m bandit live
 
 demo: $(STAMP)
 	$(BIN)/python -m bandit monolith

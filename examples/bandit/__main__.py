@@ -1,4 +1,6 @@
-"""``python -m bandit monolith | inproc | hybrid | distributed --node adapters|strategies|all``."""
+"""``python -m bandit monolith | inproc | hybrid | distributed --node adapters|strategies|all``,
+or ``python -m bandit live [--mode MODE] [--rpc ws://host:port]``: the same pipeline following a
+local anvil node (started here) on which the bundled market trades."""
 
 from __future__ import annotations
 
@@ -17,7 +19,12 @@ from bandit.runner import MODES, run_adapters_node, run_mode, run_strategies_nod
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bandit", description=__doc__)
-    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("mode", choices=(*MODES, "live"))
+    parser.add_argument("--mode", dest="live_mode", choices=MODES, default="monolith",
+                        help="live: the deployment mode of the pipeline (default monolith)")
+    parser.add_argument("--rpc", default=None,
+                        help="live: an existing node's ws:// URL (default: start anvil here)")
+    parser.add_argument("--pools", default=None, help=argparse.SUPPRESS)  # live adapters node
     parser.add_argument("--config", type=Path, default=None,
                         help="TOML config (default: the bundled config/bandit.toml)")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
@@ -90,10 +97,40 @@ def _run_both(args: argparse.Namespace) -> int:
     return adapters_code or strategies_code
 
 
+def _live(args: argparse.Namespace, cfg: BanditConfig) -> int:
+    """``python -m bandit live``: a node (anvil here unless --rpc), the market, the pipeline."""
+    from contextlib import nullcontext
+
+    from bandit.chain.node import anvil_node
+    from bandit.feed import load_feed
+    from bandit.live import node_urls, prepare, run_live, run_live_adapters
+
+    if args.node == "adapters":  # started by a distributed live run
+        pools = tuple(args.pools.split(",")) if args.pools else ()
+        asyncio.run(run_live_adapters(_without_http(cfg), args.rpc, pools))
+        return 0
+    feed = load_feed(cfg.adapter.feed_path)
+    with anvil_node() if args.rpc is None else nullcontext() as node:
+        http_url, ws_url = node_urls(args.rpc) if node is None else (node.http_url, node.ws_url)
+        print(f"bandit live: node {http_url}; deploying the market", file=sys.stderr)
+        setup = prepare(http_url, ws_url, feed)
+        result = asyncio.run(run_live(args.live_mode, cfg, setup, limit=cfg.adapter.limit,
+                                      feed=feed))
+    print(result.summary.render())
+    print(f"  on chain: {result.market_swaps} market swaps, {result.chain_fills} arbitrages "
+          f"filled, {result.chain_reverts} reverted; measured arbitrage gas {setup.arb_gas}")
+    print(f"  audit log {cfg.audit.path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bandit`` and the ``bandit`` console script."""
     args = _parser().parse_args(argv)
+    if args.mode == "live" and args.limit is None:
+        args.limit = 2_000  # a live replay of the whole feed takes minutes
     cfg = load_config(args.config, output_dir=args.out, overrides=_overrides(args))
+    if args.mode == "live":
+        return _live(args, _without_http(cfg) if args.no_metrics_http else cfg)
     replay_in_one_go = args.mode in ("monolith", "hybrid") and cfg.adapter.source == "replay"
     if args.no_metrics_http or replay_in_one_go:
         # A monolith replay finishes in a second: /metrics is for the long-running modes.

@@ -84,6 +84,9 @@ class RejectReason(IntEnum):
     POSITION_LIMIT = 1
     EXPOSURE_LIMIT = 2
     HALTED = 3
+    # Live mode: simulating the on-chain transaction first showed the cycle is gone (the
+    # signal was priced between two legs of one transaction, or the pools moved since).
+    STALE = 4
 
 
 @message(type_id=21, topic="orders")
@@ -131,3 +134,8 @@ class OrderExecution:
     gas_cost: U256
     # Net result in micro-USD at the reference price (negative on a loss).
     pnl_usd_e6: I64
+    # On-chain fills (live mode): the transaction, its gas used and the gas price in wei.
+    # Paper fills and rejections carry zeros.
+    tx_hash: U256
+    gas_used: U64
+    gas_price: U256

@@ -118,7 +118,8 @@ class Summary:
             f"({rate:,.0f} swaps/s)",
             f"  signals {self.signals}, orders filled {self.filled}, rejected {self.rejected}, "
             f"risk halts {self.halts}",
-            f"  paper PnL {self.pnl_usd_e6 / 1e6:+,.2f} USD",
+            f"  {'on-chain' if self.mode.startswith('live') else 'paper'} PnL "
+            f"{self.pnl_usd_e6 / 1e6:+,.2f} USD",
         ]
         if self.latency_p50_ns is not None and self.latency_p99_ns is not None:
             lines.append(f"  {self.latency_what}: p50 {self.latency_p50_ns / 1e3:.1f} µs, "

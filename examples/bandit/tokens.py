@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["TOKENS", "Token", "token_amount", "token_by_address", "usd_e6"]
+__all__ = ["TOKENS", "Token", "is_known", "register", "token_amount", "token_by_address",
+           "usd_e6"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,20 @@ TOKENS: tuple[Token, ...] = (
 )
 
 _BY_ADDRESS = {t.address: t for t in TOKENS}
+_BUNDLED = dict(_BY_ADDRESS)
+
+
+def register(tokens: tuple[Token, ...]) -> None:
+    """The bundled tokens plus ``tokens`` (live mode: read from the chain by
+    ``bandit.chain.registry``); replaces what an earlier call registered."""
+    _BY_ADDRESS.clear()
+    _BY_ADDRESS.update(_BUNDLED)
+    _BY_ADDRESS.update({t.address: t for t in tokens})
+
+
+def is_known(address: bytes) -> bool:
+    """Whether a price and decimals are known for this token address."""
+    return address in _BY_ADDRESS
 
 
 def token_by_address(address: bytes) -> Token:

@@ -127,8 +127,11 @@ class FakeNode:
     looked up the pool's tokens, so every log sent before the cut can still become a swap.
     """
 
-    def __init__(self, script: Callable[[int], list[Any]]) -> None:
+    def __init__(self, script: Callable[[int], list[Any]],
+                 backfill: Callable[[dict[str, Any]], list[Any]] = lambda query: []) -> None:
         self.script = script
+        self.backfill = backfill
+        self.backfills: list[dict[str, Any]] = []
         self.connections = 0
         self.calls = 0
         self.tokens_asked = asyncio.Event()
@@ -150,6 +153,10 @@ class FakeNode:
                         {"jsonrpc": "2.0", "id": request["id"], "result": topic_address(token)}
                     )
                 )
+            elif request["method"] == "eth_getLogs":  # the backfill after a reconnect
+                self.backfills.append(request["params"][0])
+                reply = self.backfill(request["params"][0])
+                await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": reply}))
             elif request["method"] == "eth_subscribe":
                 self.subscriptions.append(request["params"])
                 await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x9"}))
@@ -246,9 +253,18 @@ async def test_client_gives_up_after_max_reconnects_with_a_hint() -> None:
         await take(client, 1)
 
 
+def known_mainnet_tokens() -> None:
+    from bandit.chain.registry import ChainToken
+    from bandit.tokens import register
+
+    register((ChainToken("USDC", 6, 1_000_000, deployed_at=TOKEN0),
+              ChainToken("WETH", 18, 2_000_000_000, deployed_at=TOKEN1)))
+
+
 async def test_polygon_adapter_streams_live_swaps_from_a_node() -> None:
     from bandit.services import AdapterConfig, PolygonAdapter
 
+    known_mainnet_tokens()
     logs = trades(4)
     node = FakeNode(lambda n: logs)
     async with serve(node) as url:

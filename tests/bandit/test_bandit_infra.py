@@ -28,7 +28,8 @@ def execution(order_id: int) -> OrderExecution:
     return OrderExecution(order_id=order_id, source_seq=order_id, timestamp_ns=10 + order_id,
                           status=int(OrderStatus.FILLED), reason=int(RejectReason.NONE),
                           buy_pool=b"\x01" * 20, sell_pool=b"\x02" * 20, token_in=b"\x03" * 20,
-                          amount_in=10**24, amount_out=10**24 + 5, gas_cost=1, pnl_usd_e6=-7)
+                          amount_in=10**24, amount_out=10**24 + 5, gas_cost=1, pnl_usd_e6=-7,
+                          tx_hash=0, gas_used=0, gas_price=0)
 
 
 @pytest.mark.parametrize("policy", ["always", "every", "never"])

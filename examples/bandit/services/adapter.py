@@ -25,6 +25,8 @@ class AdapterConfig:
     limit: int | None = None
     ws_url: str = "ws://127.0.0.1:8546"
     pools: tuple[str, ...] = ()
+    # Live: read every pool's reserves at start (getReserves) before following its logs.
+    snapshot: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in ("replay", "websocket"):
@@ -43,6 +45,7 @@ class PolygonAdapter:
     def __init__(self, config: AdapterConfig | None = None) -> None:
         self.config = config or AdapterConfig()
         self.emitted = 0
+        self.unknown_token_skips = 0  # live swaps of tokens with no known price, skipped
         self._feed: Feed | None = None
         self.client: Any = None  # the EthLogClient while streaming live (for its counters)
 
@@ -73,9 +76,15 @@ class PolygonAdapter:
                 yield swap
             return
         from bandit.ethrpc import EthLogClient
+        from bandit.tokens import is_known
 
-        self.client = EthLogClient(self.config.ws_url, pools=self.config.pools)
+        self.client = EthLogClient(self.config.ws_url, pools=self.config.pools,
+                                   snapshot=self.config.snapshot)
         async for swap in self.client.swaps():
+            if not (is_known(swap.token0) and is_known(swap.token1)):
+                # Issue 14: an unpriced token is a counted skip, never a crash of the detector.
+                self.unknown_token_skips += 1
+                continue
             self.emitted += 1
             yield swap
 

@@ -42,8 +42,8 @@ _SIGNAL_COLUMNS = ("opportunity_id", "source_seq", "timestamp_ns", "buy_pool", "
                    "token_in", "amount_in", "expected_out", "gas_cost")
 _EXECUTION_COLUMNS = ("order_id", "source_seq", "timestamp_ns", "status", "reason", "buy_pool",
                       "sell_pool", "token_in", "amount_in", "amount_out", "gas_cost",
-                      "pnl_usd_e6")
-_AMOUNTS = {"amount_in", "expected_out", "gas_cost", "amount_out"}
+                      "pnl_usd_e6", "tx_hash", "gas_used", "gas_price")
+_AMOUNTS = {"amount_in", "expected_out", "gas_cost", "amount_out", "tx_hash", "gas_price"}
 _KEYS = {"signals": "opportunity_id", "executions": "order_id"}
 
 

@@ -1,12 +1,17 @@
-"""ExecutionService: paper execution against the signal's pool snapshot."""
+"""ExecutionService: paper execution against the signal's pool snapshot, or on chain.
+
+On chain (live mode, a ``bandit.chain.execute.ChainExecutor``) both legs go in one transaction
+that reverts unless the predicted output comes back; the record then carries the realized
+output, the transaction hash, gas used and gas price.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from bandit.protocol import OrderExecution, OrderRequest, OrderStatus
+from bandit.protocol import OrderExecution, OrderRequest, OrderStatus, RejectReason
 from bandit.services.risk import expected_fill
 from bandit.tokens import usd_e6
 from mycelium_mono import MessageHandler
@@ -29,8 +34,11 @@ class ExecutionService(MessageHandler[OrderRequest]):
     decision in one stream of one message type.
     """
 
-    def __init__(self, config: ExecutionConfig | None = None) -> None:
+    def __init__(self, config: ExecutionConfig | None = None, *, chain: Any = None) -> None:
         self.config = config or ExecutionConfig()
+        self.chain = chain  # a ChainExecutor: fill on chain instead of on paper
+        self.handled = 0
+        self.stale = 0  # on chain: orders whose simulation reverted, never sent
         self.filled = 0
         self.rejected = 0
         self.pnl_usd_e6 = 0
@@ -39,9 +47,13 @@ class ExecutionService(MessageHandler[OrderRequest]):
             self._report = open(self.config.report_path, "a", encoding="ascii")  # noqa: SIM115
 
     def handle(self, req: OrderRequest) -> None:
+        self.handled += 1
         if req.approved:
             execution = self.fill(req)
-            self.filled += 1
+            if execution.status == OrderStatus.FILLED:
+                self.filled += 1
+            else:  # on chain: stale or reverted
+                self.rejected += 1
             self.pnl_usd_e6 += execution.pnl_usd_e6
         else:
             execution = self._rejection(req)
@@ -55,8 +67,27 @@ class ExecutionService(MessageHandler[OrderRequest]):
     def fill(self, req: OrderRequest) -> OrderExecution:
         """The paper fill: both legs with the pair contract's math on the snapshot."""
         out = expected_fill(req)
+        if self.chain is not None:
+            return self._fill_on_chain(req, out)
         pnl = out - req.amount_in - req.gas_cost
         return _execution(req, OrderStatus.FILLED, out, req.gas_cost, usd_e6(req.token_in, pnl))
+
+    def _fill_on_chain(self, req: OrderRequest, predicted_out: int) -> OrderExecution:
+        """One atomic transaction; it reverts (status REJECTED, gas spent) below the prediction.
+
+        Simulated first (``eth_call``): a cycle that is already gone is rejected as ``STALE``
+        without spending gas.
+        """
+        legs = (req.buy_pool, req.sell_pool, req.token_in, req.amount_in, predicted_out)
+        if not self.chain.would_succeed(*legs):
+            self.stale += 1
+            return _execution(req, OrderStatus.REJECTED, amount_out=0, gas_cost=0, pnl_usd_e6=0,
+                              reason=RejectReason.STALE)
+        fill = self.chain.execute(*legs)
+        pnl = fill.amount_out - req.amount_in - req.gas_cost if fill.ok else -req.gas_cost
+        status = OrderStatus.FILLED if fill.ok else OrderStatus.REJECTED
+        return _execution(req, status, fill.amount_out, req.gas_cost,
+                          usd_e6(req.token_in, pnl), chain=fill)
 
     def _rejection(self, req: OrderRequest) -> OrderExecution:
         return _execution(req, OrderStatus.REJECTED, amount_out=0, gas_cost=0, pnl_usd_e6=0)
@@ -69,7 +100,8 @@ class ExecutionService(MessageHandler[OrderRequest]):
 
 
 def _execution(
-    req: OrderRequest, status: OrderStatus, amount_out: int, gas_cost: int, pnl_usd_e6: int
+    req: OrderRequest, status: OrderStatus, amount_out: int, gas_cost: int, pnl_usd_e6: int,
+    chain: Any = None, reason: int | None = None,
 ) -> OrderExecution:
     """The execution record of ``req``: what the request says, plus the outcome."""
     return OrderExecution(
@@ -77,7 +109,7 @@ def _execution(
         source_seq=req.source_seq,
         timestamp_ns=req.timestamp_ns,
         status=int(status),
-        reason=req.reason,
+        reason=req.reason if reason is None else int(reason),
         buy_pool=req.buy_pool,
         sell_pool=req.sell_pool,
         token_in=req.token_in,
@@ -85,4 +117,7 @@ def _execution(
         amount_out=amount_out,
         gas_cost=gas_cost,
         pnl_usd_e6=pnl_usd_e6,
+        tx_hash=chain.tx_hash if chain is not None else 0,
+        gas_used=chain.gas_used if chain is not None else 0,
+        gas_price=chain.gas_price if chain is not None else 0,
     )

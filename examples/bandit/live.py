@@ -1,0 +1,341 @@
+"""Live mode: the pipeline follows a real node while the bundled market trades on it.
+
+``python -m bandit live [--mode monolith|inproc|hybrid|distributed] [--rpc ws://host:port]``
+
+1. A node: a fresh anvil on a free port (:func:`bandit.chain.node.anvil_node`), or ``--rpc``.
+2. :func:`prepare`: deploy 8 tokens, the real ``UniswapV2Factory`` (5 of them) and 32 pairs at the
+   feed's opening reserves, our ``BanditArb``; read the token registry from the chain; measure
+   an arbitrage's gas; pin block timestamps; ``evm_snapshot`` (each run starts from it).
+3. :func:`run_live`: the adapter follows the node over WebSocket (``getReserves`` of every pair
+   first), the market replays the feed's swaps as transactions, the execution service fills
+   every approved order on chain (one transaction, both legs). Lock-step: after each burst the
+   market waits until the pipeline has handled it and everything it caused, so the chain and
+   the audit log are the same in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bandit.chain.abi import hex_address
+from bandit.chain.deploy import GAS_PRICE_WEI, Deployment, deploy_market
+from bandit.chain.execute import ChainExecutor
+from bandit.chain.market import MarketReplay
+from bandit.chain.registry import Registry, read_registry
+from bandit.chain.rpc import RpcClient
+from bandit.config import BanditConfig
+from bandit.ethrpc import ClientStats
+from bandit.feed import Feed, load_feed
+from bandit.protocol import V2Swap
+from bandit.runner import (
+    Pipeline,
+    Summary,
+    _TimedAdapter,
+    build_pipeline,
+    fresh_outputs,
+    run_adapters_node,
+)
+from bandit.services import PolygonAdapter
+from bandit.tokens import register
+from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
+
+__all__ = ["LiveResult", "LiveSetup", "live_config", "node_urls", "prepare", "run_live",
+           "run_live_adapters"]
+
+BLOCK_INTERVAL_S = 2  # Polygon PoS; every block's timestamp is the previous one's + 2 s
+NATIVE_PRICE_USD_E6 = 700_000  # gas is paid in the native token (MATIC on Polygon)
+
+
+@dataclass(frozen=True)
+class LiveSetup:
+    """A node with the market deployed, and what the pipeline needs to know about it."""
+
+    rpc_url: str
+    ws_url: str
+    deployment: Deployment
+    registry: Registry
+    arb_gas: int
+    snapshot: str
+
+    @property
+    def gas_cost_usd_e6(self) -> int:
+        """One arbitrage's measured gas at the run's gas price, in micro-USD."""
+        return self.arb_gas * GAS_PRICE_WEI * NATIVE_PRICE_USD_E6 // 10**18
+
+    @property
+    def priced_pools(self) -> frozenset[bytes]:
+        known = {t.address for t in self.registry.tokens}
+        return frozenset(p.address for p in self.deployment.pairs
+                         if p.token0 in known and p.token1 in known)
+
+
+def _measure_arb_gas(rpc_url: str, deployment: Deployment, feed: Feed) -> int:
+    """``eth_estimateGas`` of a cycle over the first two pools of one pair, sized at 0.1 % of
+    the first pool's reserve (what an arbitrage of the run costs, within a few per cent)."""
+    first, second = deployment.pairs[0], deployment.pairs[1]
+    opening = feed.pools[0]
+    reserve_in = opening.reserve1 if first.flipped else opening.reserve0
+    executor = ChainExecutor(rpc_url, deployment.trader, deployment.arb)
+    try:
+        return executor.estimate_gas(first.address, second.address, first.token0,
+                                     reserve_in // 1000)
+    finally:
+        executor.close()
+
+
+def node_urls(url: str) -> tuple[str, str]:
+    """(HTTP, WebSocket) URLs of a node that serves both on one port, as anvil does."""
+    for scheme in ("ws://", "http://"):
+        if url.startswith(scheme):
+            rest = url[len(scheme):]
+            return "http://" + rest, "ws://" + rest
+    raise ValueError(f"node URL {url!r} is neither ws:// nor http://\n"
+                     "help: e.g. --rpc ws://127.0.0.1:8545 (anvil serves both on one port)")
+
+
+def prepare(rpc_url: str, ws_url: str, feed: Feed, *,
+            prices: dict[str, int] | None = None) -> LiveSetup:
+    """Deploy the market on the node and snapshot the chain there."""
+    rpc = RpcClient(rpc_url)
+    try:
+        deployment = deploy_market(rpc, feed)
+        registry = read_registry(rpc, [p.address for p in deployment.pairs], prices)
+        register(registry.tokens)
+        gas = _measure_arb_gas(rpc_url, deployment, feed)
+        rpc.call("anvil_setBlockTimestampInterval", BLOCK_INTERVAL_S)
+        snapshot = str(rpc.call("evm_snapshot"))
+    finally:
+        rpc.close()
+    return LiveSetup(rpc_url, ws_url, deployment, registry, gas, snapshot)
+
+
+def restart_from_snapshot(setup: LiveSetup) -> LiveSetup:
+    """Back to the freshly deployed chain (``evm_revert`` uses up the snapshot: take another)."""
+    rpc = RpcClient(setup.rpc_url)
+    try:
+        if rpc.call("evm_revert", setup.snapshot) is not True:
+            raise RuntimeError(f"evm_revert({setup.snapshot}) failed on {setup.rpc_url}\n"
+                               "help: was the node restarted since prepare()?")
+        return replace(setup, snapshot=str(rpc.call("evm_snapshot")))
+    finally:
+        rpc.close()
+
+
+def live_config(cfg: BanditConfig, setup: LiveSetup) -> BanditConfig:
+    """The config with the live source (every deployed pair) and the measured gas."""
+    pools = tuple(hex_address(p.address) for p in setup.deployment.pairs)
+    adapter = replace(cfg.adapter, source="websocket", ws_url=setup.ws_url, pools=pools,
+                      snapshot=True)
+    detector = replace(cfg.detector, gas_cost_usd_e6=setup.gas_cost_usd_e6)
+    return replace(cfg, adapter=adapter, detector=detector)
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    """One live run: the summary, the market it replayed and the chain work it did."""
+
+    summary: Summary
+    market_swaps: int
+    market_receipts: tuple[dict[str, Any], ...]
+    chain_fills: int
+    chain_reverts: int
+    unknown_token_skips: int
+    feed_stats: ClientStats | None  # the live client's counters (None: it ran elsewhere)
+
+
+class _Progress:
+    """Whether the pipeline has handled everything the chain has produced so far.
+
+    Counted from the chain side, so it holds in every mode (in distributed mode the feed runs
+    in another process): the start snapshot's reserve updates, the market's swaps and the two
+    swaps of each filled arbitrage, on priced pools; and one execution per signal.
+    """
+
+    def __init__(self, p: Pipeline, market: MarketReplay, executor: ChainExecutor,
+                 priced: frozenset[bytes]) -> None:
+        self.p, self.market, self.executor, self.priced = p, market, executor, priced
+        self._counted = self._priced_swaps = 0
+
+    def caught_up(self, _sent: int) -> bool:
+        for swap in self.market.sent[self._counted :]:
+            self._priced_swaps += swap.pair in self.priced
+        self._counted = len(self.market.sent)
+        expected = len(self.priced) + self._priced_swaps + 2 * self.executor.fills
+        d = self.p.detector
+        return d.swaps_seen == expected and self.p.execution.handled == d.signals_emitted
+
+
+async def _drive(market: MarketReplay, progress: _Progress, stop: Callable[[], None]) -> None:
+    """Wait for the start snapshot, replay the market, then end the feed."""
+    try:
+        await market.wait(progress.caught_up)
+        await market.run(progress.caught_up)
+    finally:
+        stop()
+
+
+async def _follow_monolith(p: Pipeline, emit: Callable[[Any], None],
+                           tracker: LatencyTracker) -> None:
+    clock = time.perf_counter_ns
+    async for swap in p.adapter.stream():
+        start = clock()
+        emit(swap)
+        tracker.record(clock() - start)
+
+
+async def _follow_hybrid(p: Pipeline, bus: Any, tracker: LatencyTracker) -> None:
+    clock = time.perf_counter_ns
+    async for swap in p.adapter.stream():
+        start = clock()
+        bus.emit_v2_swap(swap)
+        tracker.record(clock() - start)
+        await bus.background.wait_for_space()
+    await bus.background.drain()
+
+
+async def _follow_inproc(p: Pipeline, tracker: LatencyTracker, drive: asyncio.Task[None]) -> None:
+    runtime = ServiceRuntime(MessageBus())
+    try:
+        for svc in p.handlers():
+            await runtime.spawn_service(svc)
+        source = await runtime.spawn_service(_TimedAdapter(p.adapter, tracker),
+                                             name="PolygonAdapter")
+        assert source.task is not None
+        await asyncio.wait([source.task, drive], return_when=asyncio.FIRST_EXCEPTION)
+        if source.failure is not None:
+            raise source.failure
+    finally:
+        await runtime.shutdown()
+
+
+def _stopper(p: Pipeline) -> Callable[[], None]:
+    def stop() -> None:
+        if p.adapter.client is not None:
+            p.adapter.client.stop()
+    return stop
+
+
+class _ObservedAdapter(PolygonAdapter):
+    """The adapter with a callback on every swap it yields (tests, benchmarks)."""
+
+    def __init__(self, config: Any, on_swap: Callable[[V2Swap], None]) -> None:
+        super().__init__(config)
+        self._on_swap = on_swap
+
+    async def stream(self) -> AsyncIterator[V2Swap]:
+        async for swap in super().stream():
+            self._on_swap(swap)
+            yield swap
+
+
+async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
+                   limit: int | None = None, feed: Feed | None = None,
+                   on_swap: Callable[[V2Swap], None] | None = None) -> LiveResult:
+    """One live run in ``mode`` from the setup's snapshot (``setup`` must be fresh: see
+    :func:`restart_from_snapshot`). ``on_swap`` sees every swap the adapter yields, in the
+    single-process modes (in distributed mode the adapter is another process)."""
+    feed = feed or load_feed(cfg.adapter.feed_path)
+    register(setup.registry.tokens)  # this setup's chain, whatever ran before in the process
+    cfg = live_config(cfg, setup)
+    fresh_outputs(cfg)
+    executor = ChainExecutor(setup.rpc_url, setup.deployment.trader, setup.deployment.arb)
+    p = build_pipeline(cfg)
+    p = replace(p, execution=type(p.execution)(cfg.execution, chain=executor))
+    if on_swap is not None:
+        p = replace(p, adapter=_ObservedAdapter(cfg.adapter, on_swap))
+    rpc = RpcClient(setup.rpc_url)
+    market = MarketReplay(rpc, setup.deployment, feed, limit=limit)
+    progress = _Progress(p, market, executor, setup.priced_pools)
+    tracker = LatencyTracker()
+    start = time.perf_counter()
+    try:
+        drive = asyncio.create_task(_drive(market, progress, _stopper(p)))
+        await _follow(mode, p, cfg, tracker, drive)
+        await drive  # its failure (a pipeline that did not catch up) is the run's
+    finally:
+        p.close()
+        executor.close()
+        rpc.close()
+    summary = _live_summary(mode, p, tracker, time.perf_counter() - start)
+    return LiveResult(summary, len(market.sent), tuple(market.receipts()), executor.fills,
+                      executor.reverts, p.adapter.unknown_token_skips,
+                      p.adapter.client.stats if p.adapter.client is not None else None)
+
+
+async def _follow(mode: str, p: Pipeline, cfg: BanditConfig, tracker: LatencyTracker,
+                  drive: asyncio.Task[None]) -> None:
+    if mode == "monolith":
+        from bandit.routing import MonolithBus
+
+        bus: Any = MonolithBus(**p.bus_services())
+        await _follow_monolith(p, bus.emit_v2_swap, tracker)
+    elif mode == "hybrid":
+        from bandit.routing import HybridBus
+
+        await _follow_hybrid(p, HybridBus(**p.bus_services()), tracker)
+    elif mode == "inproc":
+        await _follow_inproc(p, tracker, drive)
+    elif mode == "distributed":
+        await _follow_distributed(p, cfg, drive)
+    else:
+        raise ValueError(f"unknown live mode {mode!r}\n"
+                         "help: monolith, inproc, hybrid or distributed")
+
+
+def _adapters_argv(cfg: BanditConfig) -> list[str]:
+    return [sys.executable, "-m", "bandit", "live", "--node", "adapters",
+            "--rpc", cfg.adapter.ws_url, "--adapters", cfg.adapters_address,
+            "--pools", ",".join(cfg.adapter.pools), "--out", str(cfg.output_dir / "adapters")]
+
+
+async def _follow_distributed(p: Pipeline, cfg: BanditConfig, drive: asyncio.Task[None]) -> None:
+    """This process is the strategies node; the feed runs in an adapters node process that
+    follows the node over WebSocket and publishes over ZeroMQ."""
+    runtime = ServiceRuntime(MessageBus.with_tcp(cfg.strategies_address))
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        for svc in p.handlers():
+            await runtime.spawn_service(svc)
+        proc = await asyncio.create_subprocess_exec(*_adapters_argv(cfg))
+        await runtime.bus.connect_to(cfg.adapters_address)
+        await runtime.bus.ready()
+        exited = asyncio.create_task(proc.wait())
+        await asyncio.wait([drive, exited], return_when=asyncio.FIRST_COMPLETED)
+        if exited.done() and not drive.done():
+            drive.cancel()
+            raise RuntimeError(f"the adapters node exited with code {proc.returncode}\n"
+                               f"help: run it alone: {' '.join(_adapters_argv(cfg))}")
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+        await runtime.shutdown()
+
+
+async def run_live_adapters(cfg: BanditConfig, rpc: str, pools: tuple[str, ...]) -> int:
+    """The adapters node of a distributed live run: registry from the chain, then the feed
+    published over ZeroMQ until the process is stopped."""
+    http_url, ws_url = node_urls(rpc)
+    client = RpcClient(http_url)
+    try:
+        registry = read_registry(client, [bytes.fromhex(p[2:]) for p in pools])
+    finally:
+        client.close()
+    register(registry.tokens)
+    adapter = replace(cfg.adapter, source="websocket", ws_url=ws_url, pools=pools, snapshot=True)
+    sent, _ = await run_adapters_node(replace(cfg, adapter=adapter), wait_s=60.0)
+    return sent
+
+
+def _live_summary(mode: str, p: Pipeline, tracker: LatencyTracker, elapsed: float) -> Summary:
+    report = tracker.report()
+    p50, p99 = (int(report.p50), int(report.p99)) if report.count else (None, None)
+    state = p.risk.state()
+    return Summary(f"live {mode}", p.detector.swaps_seen, p.detector.signals_emitted,
+                   p.execution.filled, p.execution.rejected, p.execution.pnl_usd_e6, state.halts,
+                   "per-swap dispatch of live swaps", p50, p99, elapsed)
