@@ -133,9 +133,10 @@ def test_check_reports_a_routing_mistake_compiler_style(venv: FreshVenv, tmp_pat
                                                    "StockLow = [AuditLog, Receiving]"))
     result = venv.run(venv.command, "check", "warehouse", cwd=broken)
 
+    lineno = routing.read_text().splitlines().index("    StockLow = [AuditLog, Receiving]") + 1
     assert result.returncode == 1
-    assert "warehouse/routing.py:20:27: error[E0001]: Receiving does not handle StockLow" in (
-        result.stdout)
+    assert (f"warehouse/routing.py:{lineno}:27: error[E0001]: Receiving does not handle "
+            "StockLow") in result.stdout
     assert "^^^^^^^^^" in result.stdout
     assert "help: add a method decorated with @handles(StockLow) to Receiving" in result.stdout
 
