@@ -13,7 +13,7 @@ this machine for ``python3.12``). A version found nowhere is a failed session wh
 how to install it, never a skip: a matrix that silently shrinks to one Python tests nothing.
 
 Virtual environments are reused between runs (``reuse_venv``); the project is reinstalled into
-one only when ``pyproject.toml`` changed since it was last installed there, so a second
+one only when ``pyproject.toml`` (or the example's requirements) changed since it was last installed there, so a second
 ``make test`` spends its time on tests, and a fresh clone builds everything it needs.
 """
 
@@ -33,6 +33,8 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 PYPROJECT = ROOT / "pyproject.toml"
+EXAMPLE_REQUIREMENTS = ROOT / "examples" / "bandit" / "requirements.txt"
+"""The example's own dependencies: not an extra, since the wheel does not ship the example."""
 VERSIONS = ("3.11", "3.12", "3.13")
 """Every Python the project supports; pyproject's classifiers and the README say the same."""
 LINTED = ("mycelium_mono", "tests", "benchmarks", "examples", "noxfile.py")
@@ -139,7 +141,10 @@ def _probe(candidate: str, version: str) -> str | None:
 
 
 def installed_digest() -> str:
-    return hashlib.sha256(PYPROJECT.read_bytes()).hexdigest()
+    """What a venv was installed from: pyproject.toml and the example's requirements."""
+    digest = hashlib.sha256(PYPROJECT.read_bytes())
+    digest.update(EXAMPLE_REQUIREMENTS.read_bytes())
+    return digest.hexdigest()
 
 
 def install_project(session: nox.Session, extra: str) -> None:
@@ -150,7 +155,7 @@ def install_project(session: nox.Session, extra: str) -> None:
         session.log(f"reusing {session.virtualenv.location}: pyproject.toml is unchanged")
         return
     session.install("--upgrade", "pip")
-    session.install("-e", f".[{extra}]")
+    session.install("-e", f".[{extra}]", "-r", str(EXAMPLE_REQUIREMENTS))
     stamp.write_text(wanted)
 
 
