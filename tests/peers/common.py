@@ -23,12 +23,14 @@ def add_transport_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lossy", action="store_true")
     parser.add_argument("--pending-limit", type=int, default=512 * 1024)
     parser.add_argument("--ack-wait", type=float, default=30.0)
+    parser.add_argument("--heartbeat-ms", type=int, default=0, help="zmq: ZMTP heartbeats")
 
 
 def transport_options(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """(address, options) as ``MessageBus.with_tcp`` / ``with_nats`` take them."""
     if args.engine == "zmq":
-        return args.bind, {"hwm": args.hwm, "lossless": not args.lossy}
+        options = {"hwm": args.hwm, "lossless": not args.lossy, "heartbeat_ms": args.heartbeat_ms}
+        return args.bind, options
     return args.url, {
         "jetstream": args.jetstream,
         "stream": args.stream,
