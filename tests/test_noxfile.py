@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import helpers_modules
 import pytest
-from helpers_modules import ROOT, load_file
+from helpers_modules import ROOT
 
 NOXFILE = ROOT / "noxfile.py"
 THIS = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -23,8 +23,8 @@ REAL_PYTHON = os.path.realpath(sys.executable)
 
 
 @pytest.fixture(scope="module")
-def noxfile() -> Iterator[ModuleType]:
-    yield from load_file("noxfile_under_test", NOXFILE)
+def noxfile() -> ModuleType:
+    return helpers_modules.noxfile()
 
 
 def fake_pyenv(root: Path, *versions: str) -> Path:

@@ -15,14 +15,14 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import helpers_modules
 import pytest
 import typing_extensions
 from conftest import HANDLERS, MESSAGES, ROUTING, write_package
-from helpers_modules import ROOT, load_file
+from helpers_modules import ROOT
 
 from mycelium_mono.pytest_plugin import forget_modules
 from mycelium_mono.routing.pipeline import RewriteOptions, rewrite_module
@@ -141,8 +141,8 @@ print(record.outcome.name, record.cache_path)
 
 
 @pytest.fixture(scope="module")
-def noxfile() -> Iterator[ModuleType]:
-    yield from load_file("noxfile_for_versions", ROOT / "noxfile.py")
+def noxfile() -> ModuleType:
+    return helpers_modules.noxfile()
 
 
 def test_each_python_writes_its_own_cache_file_and_hits_only_that_one(
