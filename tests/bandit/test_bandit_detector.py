@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 from bandit.arbitrage import evaluate
+from bandit.config import load_config
 from bandit.feed import load_feed
 from bandit.protocol import ArbitrageSignal, V2Swap
+from bandit.runner import run_monolith
 from bandit.services import ArbitrageDetector, DetectorConfig
 from bandit.tokens import TOKENS, Token, token_amount, usd_e6
 from hypothesis import given, settings
@@ -117,3 +121,20 @@ def test_a_token_missing_from_a_custom_table_is_skipped_not_raised() -> None:
     det = ArbitrageDetector(tokens=only_usdc)
     det.handle(swap(1, 1000 * E, 2000 * 10**6))
     assert det.unknown_token_swaps == 1
+
+
+# sha256 of audit.jsonl for the whole bundled feed, written by the detector before issue 16's
+# changes (commit f1bc84e): the lean hot path must not change one audited byte. The golden
+# tests compare modes with each other; this compares the code with its own past.
+AUDIT_SHA256_BEFORE_ISSUE_16 = "aa63b00452c788432fbf01d54b344e644743636c053a0f0d135710d2b3d92cbc"
+
+
+def test_the_whole_feed_audits_the_same_bytes_as_before_the_lean_hot_path(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config(output_dir=tmp_path, overrides={"metrics": {"http_port": None},
+                                                      "audit": {"fsync": "never"}})
+    summary = run_monolith(cfg)
+    assert summary.signals > 1_000
+    digest = hashlib.sha256((tmp_path / "audit.jsonl").read_bytes()).hexdigest()
+    assert digest == AUDIT_SHA256_BEFORE_ISSUE_16
