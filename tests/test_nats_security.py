@@ -386,7 +386,7 @@ async def test_a_refused_subject_does_not_block_allowed_ones(permissions_server:
         receiver.subscribe(Tick)
         await receiver.ready()
         await sender.publish(Fill(seq=1, qty=1))
-        await sender._nc.flush()  # type: ignore[union-attr]  # the refusal has arrived now
+        await until(lambda: sender.stats.extra.get("publish_refused") == 1)
         for seq in range(1, 101):
             await sender.publish(tick(seq))
         await until(lambda: len(got) == 100)
