@@ -24,6 +24,7 @@ __all__ = [
     "NotAttachedError",
     "attach_emitter",
     "detach_emitter",
+    "generic_message",
     "handled_messages",
     "handles",
 ]
@@ -104,22 +105,24 @@ def handled_messages(cls: type[Any]) -> dict[type[Any], HandlerMethod]:
     ``@handles`` marks win over a generic ``handle``; subclasses override their bases.
     """
     found: dict[type[Any], HandlerMethod] = {}
-    generic = _generic_message(cls)
+    generic = generic_message(cls)
     if generic is not None and callable(getattr(cls, "handle", None)):
         found[generic] = HandlerMethod(generic, "handle", _is_async(cls.handle))
-    seen: set[str] = set()
-    for klass in cls.__mro__:
+    # The member each name resolves to (nearest in the MRO), then their marks from the
+    # farthest class to the nearest: a subclass's mark for a message beats its base's (the
+    # base's used to win, while the import hook's static reading let the subclass win).
+    nearest: dict[str, tuple[int, Any]] = {}
+    for depth, klass in enumerate(cls.__mro__):
         for name, member in vars(klass).items():
-            if name in seen:
-                continue
-            seen.add(name)
-            target = getattr(member, "__func__", member)
-            for message_type in getattr(target, _HANDLES_ATTR, ()):
-                found[message_type] = HandlerMethod(message_type, name, _is_async(target))
+            nearest.setdefault(name, (depth, member))
+    for name, (_, member) in sorted(nearest.items(), key=lambda item: -item[1][0]):
+        target = getattr(member, "__func__", member)
+        for message_type in getattr(target, _HANDLES_ATTR, ()):
+            found[message_type] = HandlerMethod(message_type, name, _is_async(target))
     return found
 
 
-def _generic_message(cls: type[Any]) -> type[Any] | None:
+def generic_message(cls: type[Any]) -> type[Any] | None:
     """The ``M`` of the nearest ``MessageHandler[M]`` base, if any."""
     for klass in cls.__mro__:
         for base in getattr(klass, "__orig_bases__", ()):

@@ -535,3 +535,50 @@ def test_an_unmarked_override_hides_the_inherited_handles_on_both_paths(
 
     with pytest.raises(RoutingError, match="Quiet does not handle A"):
         load(tmp_path, build, STACKED_HANDLERS, UNMARKED_OVERRIDE_ROUTING, 58241)
+
+
+SUBCLASS_MARK_HANDLERS = """
+from mycelium_mono import handles
+from shapes_app.messages import A
+
+
+class General:
+    def __init__(self):
+        self.seen = []
+
+    @handles(A)
+    def on_a(self, msg):
+        self.seen.append("general")
+
+
+class Specific(General):
+    @handles(A)
+    def on_specific_a(self, msg):
+        self.seen.append("specific")
+"""
+
+SUBCLASS_MARK_ROUTING = """
+from mycelium_mono import handles, routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import Specific
+
+
+class Local(Specific):
+    @handles(A)
+    def on_local_a(self, msg):
+        self.seen.append("local")
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Specific, Local]
+"""
+
+
+def test_a_subclass_mark_for_a_message_beats_its_base_on_every_build(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, SUBCLASS_MARK_HANDLERS, SUBCLASS_MARK_ROUTING, 58251)
+    bus = routing.Bus(**services_of(routing.Bus))
+    bus.emit_a(routing.A(1))
+    assert (bus.specific.seen, bus.local.seen) == (["specific"], ["local"])

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mycelium_mono.handlers import MessageHandler, handled_messages
+from mycelium_mono.handlers import MessageHandler, generic_message, handled_messages
 from mycelium_mono.messages import is_message_class, snake_case
 from mycelium_mono.routing.errors import import_failure_note
 from mycelium_mono.routing.parse import dotted_name
@@ -437,22 +437,25 @@ class StaticScope(Scope):
         seen.add(node.name)
         found: dict[str, tuple[str, MethodInfo]] = {}
         generic: MessageInfo | None = None
-        for base in node.bases:
+        # The last base first: the first one is nearer in the MRO, so its marks win.
+        for base in reversed(node.bases):
             base_generic, inherited = self._base_methods(base, seen)
-            generic = generic or base_generic
+            generic = base_generic or generic
             found.update(inherited)
-        for stmt in node.body:
-            if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            is_async = isinstance(stmt, ast.AsyncFunctionDef)
-            # An override hides the marks of the method it replaces, as `handled_messages`
-            # sees it (the class's own, unmarked `on_a` is what `getattr` finds).
-            found = {key: (name, m) for key, (name, m) in found.items()
-                     if m.method != stmt.name or (generic is not None and key == generic.key)}
-            if stmt.name == "handle" and generic is not None:
-                found[generic.key] = (generic.name, MethodInfo("handle", is_async))
-            for info in self._handles_targets(stmt):
-                found[info.key] = (info.name, MethodInfo(stmt.name, is_async))
+        functions = [s for s in node.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)]
+        own = {fn.name for fn in functions}
+        # An override hides the marks of the method it replaces, as `handled_messages` sees it
+        # (the class's own, unmarked `on_a` is what `getattr` finds).
+        found = {key: (name, m) for key, (name, m) in found.items()
+                 if m.method not in own or (generic is not None and key == generic.key)}
+        for fn in functions:  # the generic `handle` first: `@handles` marks win over it
+            if fn.name == "handle" and generic is not None:
+                found[generic.key] = (generic.name,
+                                      MethodInfo("handle", isinstance(fn, ast.AsyncFunctionDef)))
+        for fn in functions:
+            for info in self._handles_targets(fn):
+                found[info.key] = (info.name,
+                                   MethodInfo(fn.name, isinstance(fn, ast.AsyncFunctionDef)))
         return found
 
     def _base_methods(
@@ -465,18 +468,35 @@ class StaticScope(Scope):
             return None, {}
         symbol = self._resolve_expr(base)
         if isinstance(symbol, LocalClass) and symbol.node.name not in seen:
-            generic = self._local_generic(symbol.node, seen)
+            generic = self._local_generic(symbol.node, {*seen})
             return generic, self._local_methods(symbol.node, seen)
         if isinstance(symbol, type):
             info = self.handler_info(symbol)
             if info is not None:
-                return None, {k: (n, m) for k, n, m in info.methods}
+                live = generic_message(symbol)
+                generic = None if live is None else self.message_info(live)
+                return generic, {k: (n, m) for k, n, m in info.methods}
         return None, {}
 
     def _local_generic(self, node: ast.ClassDef, seen: set[str]) -> MessageInfo | None:
+        """The ``M`` of the nearest ``MessageHandler[M]`` among the class's bases, at any depth
+        (a routing-module class two levels below a handler-module root included)."""
+        seen.add(node.name)
         for base in node.bases:
-            if isinstance(base, ast.Subscript) and self._resolve_expr(base.value) is MessageHandler:
-                return self._message_of_expr(base.slice)
+            if isinstance(base, ast.Subscript):
+                if self._resolve_expr(base.value) is MessageHandler:
+                    return self._message_of_expr(base.slice)
+                continue
+            symbol = self._resolve_expr(base)
+            if isinstance(symbol, LocalClass) and symbol.node.name not in seen:
+                found = self._local_generic(symbol.node, seen)
+            elif isinstance(symbol, type):
+                live = generic_message(symbol)
+                found = None if live is None else self.message_info(live)
+            else:
+                found = None
+            if found is not None:
+                return found
         return None
 
     def _handles_targets(self, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[MessageInfo]:
