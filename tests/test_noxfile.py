@@ -54,22 +54,24 @@ def test_a_failing_shim_on_path_gives_way_to_the_pyenv_build(noxfile: ModuleType
     assert found == noxfile.Interpreter(THIS, REAL_PYTHON)
 
 
-def test_a_working_python_on_path_is_taken_before_pyenv(noxfile: ModuleType,
-                                                       tmp_path: Path) -> None:
-    on_path = tmp_path / "bin"
-    on_path.mkdir()
-    (on_path / f"python{THIS}").symlink_to(REAL_PYTHON)
-    empty_root = tmp_path / "no-pyenv"
-    found = noxfile.find_interpreter(THIS, path=str(on_path), pyenv_root=empty_root)
+def linked_python(directory: Path, name: str) -> Path:
+    """``directory/name`` → the Python running the tests, whatever version ``name`` claims."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).symlink_to(REAL_PYTHON)
+    return directory
+
+
+def test_a_working_python_on_path_is_found_without_pyenv(noxfile: ModuleType,
+                                                         tmp_path: Path) -> None:
+    on_path = linked_python(tmp_path / "bin", f"python{THIS}")
+    found = noxfile.find_interpreter(THIS, path=str(on_path), pyenv_root=tmp_path / "none")
     assert found == noxfile.Interpreter(THIS, REAL_PYTHON)
 
 
 def test_a_python_reporting_another_version_is_not_taken(noxfile: ModuleType,
                                                         tmp_path: Path) -> None:
     # A python3.99 that is really this Python must not be believed on its name.
-    on_path = tmp_path / "bin"
-    on_path.mkdir()
-    (on_path / "python3.99").symlink_to(REAL_PYTHON)
+    on_path = linked_python(tmp_path / "bin", "python3.99")
     found = noxfile.find_interpreter("3.99", path=str(on_path), pyenv_root=tmp_path / "none")
     assert isinstance(found, noxfile.Missing)
 

@@ -28,7 +28,8 @@ from mycelium_mono.pytest_plugin import forget_modules
 from mycelium_mono.routing.pipeline import RewriteOptions, rewrite_module
 from mycelium_mono.stubs import module_stub
 
-PACKAGE = "mm_versions"
+PACKAGE = "mm_fields"
+FIELDS_MESSAGES = MESSAGES.replace("6100", "6192")  # type ids are process-wide: our own
 
 
 def _missing_fields(tree: ast.AST) -> list[str]:
@@ -43,7 +44,7 @@ def test_every_generated_node_has_every_field_this_python_defines(
     # 3.12 added ClassDef/FunctionDef.type_params: a node built without it has no such attribute
     # on 3.12, and on 3.13 its constructor fills it in with a DeprecationWarning ("will become
     # an error in Python 3.15"). Either is a generated bus that only works by accident.
-    write_package(tmp_path, PACKAGE, {"messages": MESSAGES, "handlers": HANDLERS,
+    write_package(tmp_path, PACKAGE, {"messages": FIELDS_MESSAGES, "handlers": HANDLERS,
                                       "routing": ROUTING})
     monkeypatch.syspath_prepend(str(tmp_path))
     routing = tmp_path / PACKAGE / "routing.py"
@@ -84,7 +85,8 @@ def test_stubs_keep_pep_695_type_parameters_where_the_syntax_exists() -> None:
     assert "class Box[T]:" in stub
 
 
-LOCAL_ROUTING_MESSAGES = MESSAGES.replace("6100", "6190")
+LOCAL_PACKAGE = "mm_local"
+LOCAL_MESSAGES = MESSAGES.replace("6100", "6190")
 
 
 def test_a_routing_class_in_a_function_routes_that_functions_classes(
@@ -93,13 +95,13 @@ def test_a_routing_class_in_a_function_routes_that_functions_classes(
     # The run-time build resolves names through the defining frame's f_locals. Up to 3.12 that
     # is a dict snapshot; on 3.13 it is a write-through FrameLocalsProxy (PEP 667), a mapping
     # but not a dict. Both must resolve a handler class local to the function.
-    write_package(tmp_path, PACKAGE, {"messages": LOCAL_ROUTING_MESSAGES})
+    write_package(tmp_path, LOCAL_PACKAGE, {"messages": LOCAL_MESSAGES})
     monkeypatch.syspath_prepend(str(tmp_path))
-    module = tmp_path / PACKAGE / "local_bus.py"
+    module = tmp_path / LOCAL_PACKAGE / "local_bus.py"
     module.write_text(textwrap.dedent(f"""\
         import sys
         from mycelium_mono import MessageHandler, routing_config
-        from {PACKAGE}.messages import Swap
+        from {LOCAL_PACKAGE}.messages import Swap
 
         def build():
             class Local(MessageHandler[Swap]):
@@ -120,11 +122,11 @@ def test_a_routing_class_in_a_function_routes_that_functions_classes(
     try:
         from importlib import import_module
 
-        bus, frame_locals = import_module(f"{PACKAGE}.local_bus").build()
-        swap_type = import_module(f"{PACKAGE}.messages").Swap
+        bus, frame_locals = import_module(f"{LOCAL_PACKAGE}.local_bus").build()
+        swap_type = import_module(f"{LOCAL_PACKAGE}.messages").Swap
         bus.emit_swap(swap_type(pool=bytes(20), amount=7))
     finally:
-        forget_modules(PACKAGE)
+        forget_modules(LOCAL_PACKAGE)
     assert bus.local.seen == [7]
     assert frame_locals == ("FrameLocalsProxy" if sys.version_info >= (3, 13) else "dict")
 
