@@ -248,12 +248,16 @@ def test_decode(benchmark: Any, size: str, label: str) -> None:
 
 # --- instruction counts (run as a script) -----------------------------------------------------
 
+# Imports only the message classes: pydantic, attrs and pytest under valgrind take minutes.
 _PROBE = """
 import sys
 sys.path[:0] = {path!r}
-from bench_messages import _ours, VALUES
 size, op, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-cls, values = _ours(size), VALUES[size]
+if size == "small":
+    from mycelium_bench.messages import BenchSwap as cls
+else:
+    from bandit.protocol import V2Swap as cls
+values = {values!r}[size]
 m = cls(**values)
 data = m.to_bytes()
 if op == "construct":
@@ -277,7 +281,7 @@ def _collected(size: str, op: str, n: int) -> int:
     python = os.path.realpath(sys.executable)
     result = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-c",
-         _PROBE.format(path=path), size, op, str(n)],
+         _PROBE.format(path=path, values=VALUES), size, op, str(n)],
         capture_output=True, text=True, check=True,
     )
     found = re.search(r"Collected : (\d+)", result.stderr)

@@ -124,7 +124,27 @@ F64 = Annotated[float, FieldSpec("float", "d", 8, label="F64")]
 Bool = Annotated[bool, FieldSpec("bool", "?", 1, label="Bool")]
 
 
-class Bytes:
+class _Sized:
+    """A field type with a size in its subscript: ``Bytes[N]``, ``Text[N]``."""
+
+    _KIND: ClassVar[str]
+    _PYTHON: ClassVar[type]
+    _SIZE_IS: ClassVar[str]
+
+    def __init__(self, size: int) -> None:
+        name = type(self).__name__
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise MessageError(f"{name} {self._SIZE_IS} must be a positive int, got {size!r}")
+        self.spec = FieldSpec(self._KIND, f"{size}s", size, label=f"{name}[{size}]")
+
+    def __class_getitem__(cls, size: int) -> Any:
+        return Annotated[cls._PYTHON, cls(size)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec.size})"
+
+
+class Bytes(_Sized):
     """Fixed-size bytes: ``Bytes[100]`` at run time, ``Annotated[bytes, Bytes(100)]`` for checkers.
 
     Type checkers do not accept an integer as a type argument, so annotate with the
@@ -132,19 +152,10 @@ class Bytes:
     the code; both forms give the same layout.
     """
 
-    def __init__(self, size: int) -> None:
-        if not isinstance(size, int) or size <= 0:
-            raise MessageError(f"Bytes size must be a positive int, got {size!r}")
-        self.spec = FieldSpec("bytes", f"{size}s", size, label=f"Bytes[{size}]")
-
-    def __class_getitem__(cls, size: int) -> Any:
-        return Annotated[bytes, cls(size)]
-
-    def __repr__(self) -> str:
-        return f"Bytes({self.spec.size})"
+    _KIND, _PYTHON, _SIZE_IS = "bytes", bytes, "size"
 
 
-class Text:
+class Text(_Sized):
     """Fixed-capacity UTF-8 text: ``Text[12]`` is a ``str`` of at most 12 bytes once encoded.
 
     On the wire it always takes ``N`` bytes, NUL-padded; the padding never shows on the
@@ -153,16 +164,7 @@ class Text:
     ``Annotated[str, Text(12)]``.
     """
 
-    def __init__(self, size: int) -> None:
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise MessageError(f"Text capacity must be a positive int (bytes), got {size!r}")
-        self.spec = FieldSpec("text", f"{size}s", size, label=f"Text[{size}]")
-
-    def __class_getitem__(cls, size: int) -> Any:
-        return Annotated[str, cls(size)]
-
-    def __repr__(self) -> str:
-        return f"Text({self.spec.size})"
+    _KIND, _PYTHON, _SIZE_IS = "text", str, "capacity (bytes in UTF-8)"
 
 
 Address = Annotated[bytes, Bytes(20)]
@@ -332,7 +334,7 @@ def _field_spec(cls: type[Any], name: str, hint: Any) -> FieldSpec:
         for meta in get_args(hint)[1:]:
             if isinstance(meta, FieldSpec):
                 return meta
-            if isinstance(meta, Bytes | Text):
+            if isinstance(meta, _Sized):
                 return meta.spec
     hint_name = getattr(hint, "__name__", repr(hint))
     raise MessageError(

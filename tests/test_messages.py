@@ -405,5 +405,5 @@ def test_text_is_exported_and_refuses_a_bad_capacity() -> None:
     import mycelium_mono
 
     assert mycelium_mono.Text is Text
-    with pytest.raises(MessageError, match="Text capacity must be a positive int"):
+    with pytest.raises(MessageError, match=r"Text capacity \(bytes in UTF-8\) must be a positive"):
         Text[0]
