@@ -32,6 +32,7 @@ from peers.harness import free_port, until
 from peers.messages import Fill, Tick, tick
 
 from mycelium_mono.bus import MessageBus
+from mycelium_mono.bus.transports.base import CallbackInlet
 from mycelium_mono.bus.transports.nats import NatsTransport
 from mycelium_mono.bus.transports.nats_auth import (
     NatsAuthenticationError,
@@ -114,7 +115,7 @@ async def refused(url: str, **options: Any) -> tuple[BaseException, float]:
     t = NatsTransport(url, connect_timeout_s=PATIENT_S, **options)
     began = time.monotonic()
     with pytest.raises(ConnectionError) as caught:
-        await t.start(lambda m: None)
+        await t.start(CallbackInlet(lambda m: None))
     return caught.value, time.monotonic() - began
 
 
@@ -161,7 +162,7 @@ async def test_no_credentials_says_the_server_requires_them(users_server: Server
 async def test_password_in_the_url_is_redacted_in_repr_and_errors(users_server: Server) -> None:
     url = f"nats://alice:{PASSWORD}@127.0.0.1:{users_server.port}"
     t = NatsTransport(url)
-    await t.start(lambda m: None)
+    await t.start(CallbackInlet(lambda m: None))
     try:
         assert repr(t) == f"<NatsTransport nats://alice:***@127.0.0.1:{users_server.port} core>"
         assert t.url == f"nats://alice:***@127.0.0.1:{users_server.port}"
@@ -179,7 +180,7 @@ async def test_reconnect_to_a_server_with_other_credentials_is_counted_and_logge
     port = free_port()
     with nats_server(tmp_path, USERS, port=port) as server:
         t = NatsTransport(server.url, user="alice", password=PASSWORD)
-        await t.start(lambda m: None)
+        await t.start(CallbackInlet(lambda m: None))
     try:
         rotated = USERS.replace(PASSWORD, "rotated-password")
         with nats_server(tmp_path, rotated, name="rotated", port=port):
@@ -333,7 +334,7 @@ async def test_tls_asked_of_a_plain_text_server_is_refused_before_credentials_ar
         assert "CONNECT" not in server.log_text()
         # The control: without TLS options the same credentials do reach it.
         t = NatsTransport(server.url, user="alice", password=PASSWORD)
-        await t.start(lambda m: None)
+        await t.start(CallbackInlet(lambda m: None))
         await t.close()
         await until(lambda: "CONNECT" in server.log_text())
 
@@ -360,7 +361,7 @@ async def test_publish_to_a_forbidden_subject_is_counted_logged_and_raised(
     permissions_server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
     t = NatsTransport(permissions_server.url, **TRADER)
-    await t.start(lambda m: None)
+    await t.start(CallbackInlet(lambda m: None))
     try:
         await t.publish(Fill(seq=1, qty=1))  # dist_chain.4004: not allowed
         with pytest.raises(NatsPermissionError, match=r"publish to 'dist_chain\.4004'"):
@@ -380,8 +381,8 @@ async def test_a_refused_subject_does_not_block_allowed_ones(permissions_server:
     got: list[Any] = []
     receiver = NatsTransport(permissions_server.url, **TRADER)
     sender = NatsTransport(permissions_server.url, **TRADER)
-    await receiver.start(got.append)
-    await sender.start(lambda m: None)
+    await receiver.start(CallbackInlet(got.append))
+    await sender.start(CallbackInlet(lambda m: None))
     try:
         receiver.subscribe(Tick)
         await receiver.ready()
@@ -409,7 +410,7 @@ async def test_jetstream_publish_to_a_forbidden_subject_raises_permission_error(
     config = allow_api + f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
     with nats_server(tmp_path, config) as server:
         t = NatsTransport(server.url, jetstream=True, stream="PERM", **TRADER)
-        await t.start(lambda m: None)
+        await t.start(CallbackInlet(lambda m: None))
         try:
             await t.publish(Fill(seq=1, qty=1))
             with pytest.raises(NatsPermissionError, match=r"publish to 'dist_chain\.4004'"):

@@ -13,6 +13,7 @@ import pytest
 from peers.harness import free_port, until
 from peers.messages import Tick, tick
 
+from mycelium_mono.bus.transports.base import CallbackInlet
 from mycelium_mono.bus.transports.wire import wire_type
 from mycelium_mono.bus.transports.zmq import ZmqTransport
 from mycelium_mono.bus.transports.zmq_security import (
@@ -37,7 +38,7 @@ def curve(keys: CurveKeyPair, allowed: set[bytes], peers: dict[str, bytes]) -> C
 
 
 async def started(transport: ZmqTransport, got: list[Any]) -> ZmqTransport:
-    await transport.start(got.append)
+    await transport.start(CallbackInlet(got.append))
     return transport
 
 
@@ -58,7 +59,7 @@ async def curve_publisher(
     keys = CurveKeyPair.generate()
     pub = ZmqTransport("127.0.0.1:0", curve=curve(keys, allowed, {}))
     closing.append(pub)
-    await pub.start(lambda m: None)
+    await pub.start(CallbackInlet(lambda m: None))
     return pub, keys
 
 
@@ -67,7 +68,7 @@ async def subscriber(
 ) -> ZmqTransport:
     sub = ZmqTransport("127.0.0.1:0", curve=config, ready_timeout_s=0.5)
     closing.append(sub)
-    await sub.start(got.append)
+    await sub.start(CallbackInlet(got.append))
     sub.subscribe(Tick)
     await sub.connect_to(to.address)
     return sub
