@@ -582,3 +582,30 @@ def test_a_subclass_mark_for_a_message_beats_its_base_on_every_build(
     bus = routing.Bus(**services_of(routing.Bus))
     bus.emit_a(routing.A(1))
     assert (bus.specific.seen, bus.local.seen) == (["specific"], ["local"])
+
+
+HANDLES_ALIAS_ROUTING = """
+from mycelium_mono import handles as on, routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import General
+
+
+class Local(General):
+    @on(A)
+    def on_local_a(self, msg):
+        self.seen.append("local")
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Local]
+"""
+
+
+def test_handles_imported_under_another_name_marks_methods_on_every_build(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, SUBCLASS_MARK_HANDLERS, HANDLES_ALIAS_ROUTING, 58261)
+    bus = routing.Bus(local=routing.Local())
+    bus.emit_a(routing.A(1))
+    assert bus.local.seen == ["local"]

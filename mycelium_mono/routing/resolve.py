@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mycelium_mono.handlers import MessageHandler, generic_message, handled_messages
+from mycelium_mono.handlers import MessageHandler, generic_message, handled_messages, handles
 from mycelium_mono.messages import is_message_class, snake_case
 from mycelium_mono.routing.errors import import_failure_note
 from mycelium_mono.routing.parse import dotted_name
@@ -502,11 +502,16 @@ class StaticScope(Scope):
     def _handles_targets(self, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[MessageInfo]:
         targets = []
         for dec in fn.decorator_list:
-            if isinstance(dec, ast.Call) and _decorator_named(dec, "handles") and dec.args:
+            if isinstance(dec, ast.Call) and dec.args and self._is_handles(dec.func):
                 info = self._message_of_expr(dec.args[0])
                 if info is not None:
                     targets.append(info)
         return targets
+
+    def _is_handles(self, func: ast.expr) -> bool:
+        """``handles`` by name, or by what the name is (``from mycelium_mono import handles as
+        on`` marks methods at run time too)."""
+        return _decorator_named(func, "handles") or self._resolve_expr(func) is handles
 
     def _message_of_expr(self, node: ast.expr) -> MessageInfo | None:
         symbol = self._resolve_expr(node)
