@@ -167,9 +167,8 @@ def lint(session: nox.Session) -> None:
 
 def _define_matrix(version: str) -> None:
     found = find_interpreter(version)
-    python = found.path if isinstance(found, Interpreter) else False
-
-    where = found.path if isinstance(found, Interpreter) else "NOT FOUND (the session fails)"
+    python: str | bool = found.path if isinstance(found, Interpreter) else False
+    where = python or "NOT FOUND (the session fails)"
 
     def tests(session: nox.Session) -> None:
         if isinstance(found, Missing):
