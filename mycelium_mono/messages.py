@@ -503,9 +503,10 @@ def _fast_condition(name: str, spec: FieldSpec) -> str | None:
 
 def _new_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
     # Two paths, one meaning. The fast one asks, in one tuple comparison, whether every value
-    # has exactly its field's type, then checks the ranges: 11 % fewer instructions for
-    # V2Swap than the per-field path (callgrind, 3.11). Anything else takes the per-field
-    # path, which converts (an int into a float field) or raises the field's error.
+    # has exactly its field's type, then checks the ranges (an unsigned range is one shift):
+    # about 7 % fewer instructions for V2Swap than the per-field checks (callgrind, 3.11).
+    # Anything else takes the per-field path, which converts (an int into a float field) or
+    # raises the first failing field's error, exactly as before.
     names = ", ".join(n for n, _ in fields)
     types = "".join(f"_type({n}), " for n, _ in fields)
     conditions = [f"({types}) == _types"]
