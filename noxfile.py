@@ -13,8 +13,9 @@ this machine for ``python3.12``). A version found nowhere is a failed session wh
 how to install it, never a skip: a matrix that silently shrinks to one Python tests nothing.
 
 Virtual environments are reused between runs (``reuse_venv``); the project is reinstalled into
-one only when ``pyproject.toml`` (or the example's requirements) changed since it was last installed there, so a second
-``make test`` spends its time on tests, and a fresh clone builds everything it needs.
+one only when ``pyproject.toml`` or the example's requirements changed since it was last
+installed there, so a second ``make test`` spends its time on tests, and a fresh clone builds
+everything it needs.
 """
 
 from __future__ import annotations
