@@ -4,13 +4,14 @@ Group **"inline: emit to 3 handlers"** — one message to three handlers doing `
 (the ``mycelium_bench`` fixtures, both buses built by the import hook):
 
 - reference: ``h1.handle(m); h2.handle(m); h3.handle(m)`` written at the call site;
-- ``bus.emit_bench_swap(m)`` with ``inline=True`` (bar: at most 0.6x the reference) and with
-  ``inline=False`` (straight-line calls);
+- ``bus.emit_bench_swap(m)`` with ``inline=True`` (bars, DESIGN section 5: at most 0.8x the
+  reference and at most 1.15x the floor of an emit method below) and with ``inline=False``
+  (straight-line calls);
 - psygnal ``emit_fast`` to the three bound methods (bar: inlined at least 6x faster);
 - the three bodies pasted at the call site (``h1.n += 1`` x3): the floor, with no emit call;
 - one call to an empty function plus the three pasted bodies: the floor of any emit *method*
-  (an inlined emit is still one call). Its row carries the 0.6x bar too, so one run shows
-  whether the bar is reachable by a method at all on the machine at hand.
+  (an inlined emit is still one call). The DESIGN's earlier 0.6x bar was below this row
+  (measured at 0.62x), so the inlined bar is now stated against it.
 
 Each benchmark call emits ``BATCH`` messages from a loop at the call site; the table divides
 by ``BATCH`` (the loop's own cost is in every row).
@@ -80,6 +81,7 @@ BANDIT_GROUP = "inline: Bandit monolith, per swap"
 SWAPS = 4_000
 HAND_WRITTEN = "hand-written `h.handle(m)` x3 (inline bench)"
 INLINED = "inline=True `bus.emit_bench_swap(m)`"
+CALL_FLOOR = "one empty call + bodies pasted (floor for any emit method)"
 
 
 @pytest.mark.benchmark(group=EMIT_GROUP)
@@ -99,9 +101,7 @@ def test_bodies_pasted_at_the_call_site(benchmark: Any, handlers: Handlers) -> N
 def test_one_call_and_the_bodies(benchmark: Any, handlers: Handlers) -> None:
     # The inlined emit minus everything generated code adds: if this row misses the bar, no
     # emit method can meet it here (the call alone costs what the bar leaves for it).
-    label = "one empty call + bodies pasted (floor for any emit method)"
-    measure(benchmark, call_floor(handlers), handlers, label,
-            bar={"vs": HAND_WRITTEN, "at_most": 0.6})
+    measure(benchmark, call_floor(handlers), handlers, CALL_FLOOR)
 
 
 @pytest.mark.benchmark(group=EMIT_GROUP)
@@ -111,7 +111,8 @@ def test_inlined(benchmark: Any, handlers: Handlers) -> None:
     assert bus._mycelium_inline_ok, "the inlined path must be the one timed"
     inlined = len(InlineBus.__mycelium_inlined__)
     measure(benchmark, emit_each(bus.emit_bench_swap), handlers, INLINED,
-            note=f"{inlined}/3 handler bodies inlined", bar={"vs": HAND_WRITTEN, "at_most": 0.6})
+            note=f"{inlined}/3 handler bodies inlined",
+            bar=[{"vs": HAND_WRITTEN, "at_most": 0.8}, {"vs": CALL_FLOOR, "at_most": 1.15}])
 
 
 @pytest.mark.benchmark(group=EMIT_GROUP)
