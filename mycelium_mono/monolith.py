@@ -9,10 +9,14 @@ the background backlog, pickling).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mycelium_mono.handlers import attach_emitter, detach_emitter
 from mycelium_mono.messages import is_message_class
+
+if TYPE_CHECKING:
+    # Only for the type checker: a bus without background routes never loads asyncio machinery.
+    from mycelium_mono.bus.hybrid import BackgroundBacklog as BackgroundBacklog
 
 __all__ = ["ErrorCallback", "GeneratedBus", "failed", "wrong_service"]
 
@@ -37,12 +41,12 @@ class GeneratedBus:
 
     _dispatch: dict[type, Callable[[Any], None]]
     _on_error: ErrorCallback | None
-    _background: Any
+    _background: BackgroundBacklog | None
 
     def _setup(
         self,
         on_error: ErrorCallback | None,
-        background: Any,
+        background: BackgroundBacklog | None,
         dispatch: dict[type, Callable[[Any], None]],
     ) -> None:
         self._on_error = on_error
@@ -66,7 +70,7 @@ class GeneratedBus:
         emit(msg)
 
     @property
-    def background(self) -> Any:
+    def background(self) -> BackgroundBacklog:
         """The backlog that runs background handlers of ``route(...)`` entries on the loop."""
         if self._background is None:
             # Imported here so a bus without background routes never loads asyncio machinery.

@@ -59,7 +59,7 @@ def bus_stub(table: ResolvedTable) -> ast.ClassDef:
     lines += [f"    {handler.attr}: {ref.text}" for handler, ref in table.handlers]
     params = "".join(f", {handler.attr}: {ref.text}" for handler, ref in table.handlers)
     lines.append(f"    def __init__(self{params}, *, on_error: {_MONOLITH}.ErrorCallback | None "
-                 f"= ..., background: {_TYPING}.Any = ...) -> None: ...")
+                 f"= ..., background: {_MONOLITH}.BackgroundBacklog | None = ...) -> None: ...")
     for route in table.routes:
         lines += _emit_stubs(route)
     messages = " | ".join(route.ref.text for route in table.routes)

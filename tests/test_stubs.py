@@ -54,6 +54,24 @@ WRONG_MESSAGE = """\
     bus.emit_swap(Signal(amount=3))
 """
 
+BACKGROUND = """\
+    import asyncio
+
+    from clishop.hybrid import HybridBus
+    from clishop.svc import Audit, Detector, Risk
+
+    hybrid = HybridBus(detector=Detector(), risk=Risk(), audit=Audit())
+
+
+    async def main() -> None:
+        await hybrid.background.drain()
+        queued: int = hybrid.background.stats.queued
+        hybrid.background.no_such_method()
+
+
+    asyncio.run(main())
+"""
+
 WRONG_SERVICE = """\
     from clishop.routing import MonolithBus
     from clishop.svc import Audit, Detector, Risk
@@ -108,6 +126,17 @@ def test_mypy_rejects_a_wrong_message_type_passed_to_emit(project: Path) -> None
             'type "Signal"; expected "Swap"  [arg-type]') in result.stdout
 
 
+def test_the_background_backlog_is_typed_in_the_stubs(project: Path) -> None:
+    # Issue 15.15: `bus.background` was Any, so a misspelt backlog method passed mypy.
+    assert stubs("clishop/hybrid.py", cwd=project).returncode == 0
+
+    result = mypy(project, BACKGROUND)
+
+    assert result.returncode == 1, result.stdout
+    assert '"BackgroundBacklog" has no attribute "no_such_method"' in result.stdout
+    assert result.stdout.count("error:") == 1, result.stdout
+
+
 def test_without_stubs_mypy_cannot_see_the_generated_methods(project: Path) -> None:
     # What the stubs are for: the routing class as written has no emit_swap.
     result = mypy(project, WRONG_MESSAGE)
@@ -150,7 +179,8 @@ def test_the_stub_carries_the_rest_of_the_module(project: Path) -> None:
     assert "SHOP_NAME: str" in routing
     assert "def make_bus() -> 'MonolithBus': ..." in routing
     assert ("def __init__(self, detector: Detector, risk: Risk, audit: Audit, *, on_error: "
-            "_mycelium_monolith.ErrorCallback | None=..., background: _typing.Any=...) -> None: "
+            "_mycelium_monolith.ErrorCallback | None=..., background: "
+            "_mycelium_monolith.BackgroundBacklog | None=...) -> None: "
             "...") in routing
     assert "def emit(self, msg: Swap | Signal) -> None: ..." in routing
     assert "def emit_swap_sync(self, msg: Swap) -> None: ..." in hybrid
