@@ -9,6 +9,11 @@ tail at its 1 s linger while reporting every frame as sent.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 from peers.harness import Peers
 from peers.inlet import ListInlet
@@ -22,6 +27,39 @@ pytestmark = [pytest.mark.network, pytest.mark.multiprocess]
 COUNT = 50_000
 MAXSIZE = 1000
 RUNS = 5
+RSS_BOUND_KB = 400_000
+"""Both processes: 50,000 frames of ~100 bytes, even all held at a 1M HWM, stay far below."""
+
+
+def rss_kb() -> int:
+    """This process's resident set now (VmRSS), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS line in /proc/self/status")
+
+
+@contextmanager
+def rss_growth() -> Iterator[list[int]]:
+    """Sample this process's RSS every 20 ms; yields ``[peak growth in KiB]`` once done.
+
+    The publisher is this (pytest) process, whose lifetime peak (VmHWM) belongs to earlier
+    tests too: what counts is how far the RSS rises above where it stood when the run began.
+    """
+    base, peak, done = rss_kb(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], rss_kb() - base)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join(timeout=5)
+        peak[0] = max(peak[0], rss_kb() - base)
 
 
 async def stalled_run(peers: Peers, hwm: int) -> tuple[dict[str, int], ZmqTransport, int]:
@@ -47,7 +85,8 @@ async def stalled_run(peers: Peers, hwm: int) -> tuple[dict[str, int], ZmqTransp
 async def test_a_stalled_subscriber_never_aborts_and_loses_nothing_unreported(
     peers: Peers, hwm: int, run: int
 ) -> None:
-    result, pub, returncode = await stalled_run(peers, hwm)
+    with rss_growth() as publisher_growth_kb:
+        result, pub, returncode = await stalled_run(peers, hwm)
     assert returncode == 0, f"subscriber exited {returncode} (-6 is libzmq's abort)"
     unreported = COUNT - result["count"] - pub.stats.extra["undelivered_at_close"]
     assert pub.stats.extra["close_linger_expired"] == 0
@@ -55,4 +94,5 @@ async def test_a_stalled_subscriber_never_aborts_and_loses_nothing_unreported(
     assert result["count"] == COUNT and result["out_of_order"] == 0
     assert result["sequence_gaps"] == 0
     assert result["queue_peak"] <= MAXSIZE
-    assert result["rss_peak_kb"] < 400_000, "the subscriber's memory grew without bound"
+    assert result["rss_peak_kb"] < RSS_BOUND_KB, "the subscriber's memory grew without bound"
+    assert publisher_growth_kb[0] < RSS_BOUND_KB, "the publisher's memory grew without bound"
