@@ -41,7 +41,7 @@ from bandit.runner import (
     run_adapters_node,
 )
 from bandit.services import PolygonAdapter
-from bandit.tokens import register
+from bandit.tokens import TOKENS, Token, register
 from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
 
 __all__ = ["LiveResult", "LiveSetup", "live_config", "node_urls", "prepare", "run_live",
@@ -66,6 +66,14 @@ class LiveSetup:
     def gas_cost_usd_e6(self) -> int:
         """One arbitrage's measured gas at the run's gas price, in micro-USD."""
         return self.arb_gas * GAS_PRICE_WEI * NATIVE_PRICE_USD_E6 // 10**18
+
+    @property
+    def tokens(self) -> tuple[Token, ...]:
+        """The table the live pipeline prices in: the bundled tokens plus the chain's, the same
+        as :func:`bandit.tokens.register` makes the global one (risk and execution read that).
+        The detector takes its table as a constructor argument (issue 16) and skips, counted,
+        every swap of a token outside it: without the chain's tokens it skips them all."""
+        return TOKENS + self.registry.tokens
 
     @property
     def priced_pools(self) -> frozenset[bytes]:
@@ -244,7 +252,7 @@ async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
     cfg = live_config(cfg, setup)
     fresh_outputs(cfg)
     executor = ChainExecutor(setup.rpc_url, setup.deployment.trader, setup.deployment.arb)
-    p = build_pipeline(cfg)
+    p = build_pipeline(cfg, tokens=setup.tokens)  # every mode: distributed's strategies node too
     p = replace(p, execution=type(p.execution)(cfg.execution, chain=executor))
     if on_swap is not None:
         p = replace(p, adapter=_ObservedAdapter(cfg.adapter, on_swap))

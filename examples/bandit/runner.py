@@ -29,6 +29,7 @@ from bandit.services import (
     PolygonAdapter,
     RiskManager,
 )
+from bandit.tokens import TOKENS, Token
 from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
 
 __all__ = ["MODES", "Pipeline", "Summary", "build_pipeline", "run_mode"]
@@ -82,11 +83,12 @@ def fresh_outputs(cfg: BanditConfig) -> None:
         path.unlink(missing_ok=True)
 
 
-def build_pipeline(cfg: BanditConfig) -> Pipeline:
-    """Every service, configured."""
+def build_pipeline(cfg: BanditConfig, *, tokens: Iterable[Token] = TOKENS) -> Pipeline:
+    """Every service, configured; the detector prices in ``tokens`` (live mode: the chain's,
+    see ``bandit.live.LiveSetup.tokens``)."""
     return Pipeline(
         adapter=PolygonAdapter(cfg.adapter),
-        detector=ArbitrageDetector(cfg.detector),
+        detector=ArbitrageDetector(cfg.detector, tokens=tokens),
         risk=RiskManager(cfg.risk),
         execution=ExecutionService(cfg.execution),
         audit=AuditLogger(cfg.audit),
