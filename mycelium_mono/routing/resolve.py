@@ -443,20 +443,35 @@ class StaticScope(Scope):
             generic = base_generic or generic
             found.update(inherited)
         functions = [s for s in node.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)]
-        own = {fn.name for fn in functions}
+        own = {fn.name: fn for fn in functions}
         # An override hides the marks of the method it replaces, as `handled_messages` sees it
         # (the class's own, unmarked `on_a` is what `getattr` finds).
-        found = {key: (name, m) for key, (name, m) in found.items()
-                 if m.method not in own or (generic is not None and key == generic.key)}
-        for fn in functions:  # the generic `handle` first: `@handles` marks win over it
-            if fn.name == "handle" and generic is not None:
-                found[generic.key] = (generic.name,
-                                      MethodInfo("handle", isinstance(fn, ast.AsyncFunctionDef)))
+        found = {key: (name, m) for key, (name, m) in found.items() if m.method not in own}
+        if generic is not None:
+            self._generic_handle(found, generic, own.get("handle"))
         for fn in functions:
             for info in self._handles_targets(fn):
                 found[info.key] = (info.name,
                                    MethodInfo(fn.name, isinstance(fn, ast.AsyncFunctionDef)))
         return found
+
+    @staticmethod
+    def _generic_handle(found: dict[str, tuple[str, MethodInfo]], generic: MessageInfo,
+                        own: ast.FunctionDef | ast.AsyncFunctionDef | None) -> None:
+        """``handle`` receives the generic message unless a ``@handles`` mark anywhere in the
+        MRO claims it: marks win over the generic ``handle``, as in ``handled_messages``. The
+        property test found the hook letting a routing-module class's own ``handle`` beat a
+        base's ``@handles`` mark for the same message, while the run-time build kept the mark.
+        """
+        current = found.get(generic.key)
+        if current is not None and current[1].method != "handle":
+            return  # a mark claims it
+        if own is not None:
+            found[generic.key] = (generic.name,
+                                  MethodInfo("handle", isinstance(own, ast.AsyncFunctionDef)))
+        elif current is None:
+            # Inherited: a base's `handle` hidden by a mark that this class's override removed.
+            found[generic.key] = (generic.name, MethodInfo("handle", False))
 
     def _base_methods(
         self, base: ast.expr, seen: set[str]
