@@ -259,13 +259,13 @@ else:
     from bandit.protocol import V2Swap as cls
 values = {values!r}[size]
 m = cls(**values)
-data = m.to_bytes()
+data, decode, encode = m.to_bytes(), cls.from_bytes, m.to_bytes
 if op == "construct":
     for _ in range(n): cls(**values)
 elif op == "decode":
-    for _ in range(n): cls.from_bytes(data)
+    for _ in range(n): decode(data)
 elif op == "encode":
-    for _ in range(n): m.to_bytes()
+    for _ in range(n): encode()
 elif op == "read a field":
     for _ in range(n): m.amount_in
 elif op == "replace":
