@@ -415,3 +415,47 @@ def test_text_is_exported_and_refuses_a_bad_capacity() -> None:
     assert mycelium_mono.Text is Text
     with pytest.raises(MessageError, match=r"Text capacity \(bytes in UTF-8\) must be a positive"):
         Text[0]
+
+
+class _Describe:
+    """A plain mixin: methods only, nothing that runs at construction."""
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} of {self.qty}"  # type: ignore[attr-defined]
+
+
+class _CountsInit:
+    """A base whose own __init__ runs once per construction, as for any class."""
+
+    calls: list[dict[str, object]] = []
+
+    def __init__(self, **fields: object) -> None:
+        _CountsInit.calls.append(fields)
+
+
+def test_a_mixin_base_keeps_its_methods_and_the_message_semantics() -> None:
+    @message(type_id=60090, topic="t")
+    class Order(_Describe):
+        qty: U64
+
+    order = Order(qty=3)
+    assert order.describe() == "Order of 3"
+    assert Order.from_bytes(order.to_bytes()) == order
+    with pytest.raises(AttributeError, match="immutable"):
+        order.qty = 4  # type: ignore[misc]
+    with pytest.raises(MessageError, match=r"Order\.qty"):
+        Order(qty=-1)
+
+
+def test_a_base_init_runs_once_per_construction_and_never_for_the_blank_object() -> None:
+    # The generated __new__ makes its blank object by calling the slots base when that runs
+    # no user code; a base with its own __init__ must not be called with no arguments there.
+    @message(type_id=60091, topic="t")
+    class Fill(_CountsInit):
+        qty: U64
+
+    _CountsInit.calls.clear()
+    assert Fill(qty=5).qty == 5
+    assert _CountsInit.calls == [{"qty": 5}]
+    assert Fill.from_bytes(Fill(qty=6).to_bytes()).qty == 6
+    assert _CountsInit.calls == [{"qty": 5}, {"qty": 6}]  # decoding calls no __init__
