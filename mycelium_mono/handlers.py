@@ -106,7 +106,7 @@ def handled_messages(cls: type[Any]) -> dict[type[Any], HandlerMethod]:
     """
     found: dict[type[Any], HandlerMethod] = {}
     generic = generic_message(cls)
-    if generic is not None and callable(getattr(cls, "handle", None)):
+    if generic is not None and defines_handle(cls):
         found[generic] = HandlerMethod(generic, "handle", _is_async(cls.handle))
     # The member each name resolves to (nearest in the MRO), then their marks from the
     # farthest class to the nearest: a subclass's mark for a message beats its base's (the
@@ -120,6 +120,15 @@ def handled_messages(cls: type[Any]) -> dict[type[Any], HandlerMethod]:
         for message_type in getattr(target, _HANDLES_ATTR, ()):
             found[message_type] = HandlerMethod(message_type, name, _is_async(target))
     return found
+
+
+def defines_handle(cls: type[Any]) -> bool:
+    """Whether a class of ``cls``'s own hierarchy defines ``handle``. MessageHandler's own
+    placeholder does not count: a ``MessageHandler[A]`` subclass without ``handle`` receives
+    nothing, so routing it is an import-time error instead of a NotImplementedError at the
+    first message (and the import hook reads the class statements the same way)."""
+    handle = getattr(cls, "handle", None)
+    return callable(handle) and handle is not MessageHandler.handle
 
 
 def generic_message(cls: type[Any]) -> type[Any] | None:

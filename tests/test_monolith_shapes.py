@@ -14,6 +14,7 @@ import pytest
 from helpers_shapes import BUILDS, Build, inlined, load_build, messages_source, services_of
 
 from mycelium_mono.pytest_plugin import forget_modules
+from mycelium_mono.routing.errors import RoutingError
 
 PACKAGE = "shapes_app"
 
@@ -609,3 +610,50 @@ def test_handles_imported_under_another_name_marks_methods_on_every_build(
     bus = routing.Bus(local=routing.Local())
     bus.emit_a(routing.A(1))
     assert bus.local.seen == ["local"]
+
+
+NO_HANDLE_HANDLERS = """
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A
+
+
+class Placeholder(MessageHandler[A]):
+    def __init__(self):
+        self.n = 0
+"""
+
+NO_HANDLE_ROUTING = {
+    "imported": """
+from mycelium_mono import routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import Placeholder
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Placeholder]
+""",
+    "local": """
+from mycelium_mono import MessageHandler, routing_config
+from shapes_app.messages import A
+
+
+class Placeholder(MessageHandler[A]):
+    pass
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Placeholder]
+""",
+}
+
+
+@pytest.mark.parametrize("where", sorted(NO_HANDLE_ROUTING))
+def test_a_message_handler_without_handle_is_refused_at_import_by_every_build(
+    tmp_path: Path, build: Build, where: str,
+) -> None:
+    # MessageHandler's own `handle` is a placeholder that raises: routing a subclass that never
+    # defines one used to pass the check and fail at the first emit, in every build.
+    with pytest.raises(RoutingError, match=r"E0001.*Placeholder does not handle A"):
+        load(tmp_path, build, NO_HANDLE_HANDLERS, NO_HANDLE_ROUTING[where], 58271)

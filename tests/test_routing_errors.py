@@ -153,14 +153,14 @@ def test_rendering_is_compiler_style(rewrite) -> None:  # type: ignore[no-untype
     assert lines[0].split(":")[1:3] == [str(error.lineno), str(error.offset)]
     assert lines[2].endswith("Signal = [Audit, Detector]")
     assert lines[3].endswith("^" * len("Detector"))
-    assert lines[-1].startswith("help: add a method decorated with @handles(Signal)")
+    assert lines[-1].startswith("help: mark a method of Detector with @handles(Signal)")
     assert "note: Detector handles: Swap" in lines
 
 
 def test_standard_traceback_shows_caret_and_help(rewrite) -> None:  # type: ignore[no-untyped-def]
     text = "".join(traceback.format_exception_only(rewrite("Signal = [Detector]")))
     assert "RoutingError: [E0001] Detector does not handle Signal" in text
-    assert "help: add a method decorated with @handles(Signal)" in text
+    assert "help: mark a method of Detector with @handles(Signal)" in text
 
 
 def test_errors_surface_at_import_through_both_paths(load_routing: LoadPackage) -> None:

@@ -288,6 +288,19 @@ async def test_spawning_something_that_handles_nothing_explains_what_to_write() 
     await runtime.shutdown(timeout=1)
 
 
+class Placeholder(MessageHandler[Order]):
+    """Subclasses MessageHandler[Order] but never defines handle()."""
+
+
+async def test_a_message_handler_without_handle_is_refused_at_spawn() -> None:
+    # MessageHandler.handle is only a placeholder: spawning used to succeed and then fail
+    # (and restart) on every Order with NotImplementedError.
+    runtime = ServiceRuntime()
+    with pytest.raises(TypeError, match="cannot spawn Placeholder"):
+        await runtime.spawn_service(Placeholder())
+    await runtime.shutdown(timeout=1)
+
+
 def test_service_decorator_requires_an_async_run() -> None:
     with pytest.raises(TypeError, match=r"async def run\(self, ctx"):
 

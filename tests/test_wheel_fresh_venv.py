@@ -138,7 +138,7 @@ def test_check_reports_a_routing_mistake_compiler_style(venv: FreshVenv, tmp_pat
     assert (f"warehouse/routing.py:{lineno}:27: error[E0001]: Receiving does not handle "
             "StockLow") in result.stdout
     assert "^^^^^^^^^" in result.stdout
-    assert "help: add a method decorated with @handles(StockLow) to Receiving" in result.stdout
+    assert "help: mark a method of Receiving with @handles(StockLow)" in result.stdout
 
 
 def test_show_prints_straight_line_emit_methods(venv: FreshVenv) -> None:

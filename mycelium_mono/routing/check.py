@@ -185,8 +185,8 @@ class _Checker:
         if method is None:
             handled = ", ".join(handler.handled_names()) or "nothing"
             self.error("E0001", f"{handler.name} does not handle {message.name}", ref.span,
-                       f"add a method decorated with @handles({message.name}) to {handler.name}, "
-                       f"or subclass MessageHandler[{message.name}]",
+                       f"mark a method of {handler.name} with @handles({message.name}), or make "
+                       f"it a MessageHandler[{message.name}] that defines handle(self, msg)",
                        note=f"{handler.name} handles: {handled}")
             return None
         if method.is_async and not background:

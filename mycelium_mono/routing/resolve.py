@@ -26,7 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mycelium_mono.handlers import MessageHandler, generic_message, handled_messages, handles
+from mycelium_mono.handlers import (
+    MessageHandler,
+    defines_handle,
+    generic_message,
+    handled_messages,
+    handles,
+)
 from mycelium_mono.messages import is_message_class, snake_case
 from mycelium_mono.routing.errors import import_failure_note
 from mycelium_mono.routing.parse import dotted_name
@@ -448,7 +454,8 @@ class StaticScope(Scope):
         # (the class's own, unmarked `on_a` is what `getattr` finds).
         found = {key: (name, m) for key, (name, m) in found.items() if m.method not in own}
         if generic is not None:
-            self._generic_handle(found, generic, own.get("handle"))
+            base_handle = any(self._base_defines_handle(b, {node.name}) for b in node.bases)
+            self._generic_handle(found, generic, own.get("handle"), inherited=base_handle)
         for fn in functions:
             for info in self._handles_targets(fn):
                 found[info.key] = (info.name,
@@ -457,7 +464,8 @@ class StaticScope(Scope):
 
     @staticmethod
     def _generic_handle(found: dict[str, tuple[str, MethodInfo]], generic: MessageInfo,
-                        own: ast.FunctionDef | ast.AsyncFunctionDef | None) -> None:
+                        own: ast.FunctionDef | ast.AsyncFunctionDef | None, *,
+                        inherited: bool) -> None:
         """``handle`` receives the generic message unless a ``@handles`` mark anywhere in the
         MRO claims it: marks win over the generic ``handle``, as in ``handled_messages``. The
         property test found the hook letting a routing-module class's own ``handle`` beat a
@@ -469,9 +477,27 @@ class StaticScope(Scope):
         if own is not None:
             found[generic.key] = (generic.name,
                                   MethodInfo("handle", isinstance(own, ast.AsyncFunctionDef)))
-        elif current is None:
+        elif current is None and inherited:
             # Inherited: a base's `handle` hidden by a mark that this class's override removed.
             found[generic.key] = (generic.name, MethodInfo("handle", False))
+
+    def _base_defines_handle(self, base: ast.expr, seen: set[str]) -> bool:
+        """Whether ``base`` or a class above it defines ``handle`` (MessageHandler's placeholder
+        does not count, as in ``handled_messages``). A base the hook cannot see counts."""
+        if isinstance(base, ast.Subscript):
+            return self._resolve_expr(base.value) is not MessageHandler
+        symbol = self._resolve_expr(base)
+        if isinstance(symbol, LocalClass):
+            if symbol.node.name in seen:
+                return True  # `class A(A)`: an earlier binding the hook does not follow
+            body = symbol.node.body
+            if any("handle" in _bound_names(statement) for statement in body):
+                return True
+            return any(self._base_defines_handle(b, {*seen, symbol.node.name})
+                       for b in symbol.node.bases)
+        if isinstance(symbol, type):
+            return symbol is not MessageHandler and defines_handle(symbol)
+        return True
 
     def _base_methods(
         self, base: ast.expr, seen: set[str]
