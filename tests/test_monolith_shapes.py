@@ -657,3 +657,43 @@ def test_a_message_handler_without_handle_is_refused_at_import_by_every_build(
     # defines one used to pass the check and fail at the first emit, in every build.
     with pytest.raises(RoutingError, match=r"E0001.*Placeholder does not handle A"):
         load(tmp_path, build, NO_HANDLE_HANDLERS, NO_HANDLE_ROUTING[where], 58271)
+
+
+ASYNC_BASE_HANDLE_HANDLERS = """
+from mycelium_mono import MessageHandler, handles
+from shapes_app.messages import A
+
+
+class Base(MessageHandler[A]):
+    async def handle(self, msg):
+        pass
+
+    @handles(A)
+    def on_a(self, msg):
+        pass
+"""
+
+ASYNC_BASE_HANDLE_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import Base
+
+
+class Sub(Base):
+    def on_a(self, msg):  # unmarked: A falls back to the inherited, async handle
+        pass
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Sub]
+"""
+
+
+def test_an_inherited_async_handle_uncovered_by_an_override_is_refused_on_the_sync_path(
+    tmp_path: Path, build: Build,
+) -> None:
+    # The hook took any inherited `handle` for a sync one here, and would have called the
+    # coroutine function without awaiting it; run time refused it (E0004). Now both refuse.
+    with pytest.raises(RoutingError, match=r"E0004.*Sub\.handle is async"):
+        load(tmp_path, build, ASYNC_BASE_HANDLE_HANDLERS, ASYNC_BASE_HANDLE_ROUTING, 58281)

@@ -21,6 +21,7 @@ import builtins
 import functools
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -454,7 +455,8 @@ class StaticScope(Scope):
         # (the class's own, unmarked `on_a` is what `getattr` finds).
         found = {key: (name, m) for key, (name, m) in found.items() if m.method not in own}
         if generic is not None:
-            base_handle = any(self._base_defines_handle(b, {node.name}) for b in node.bases)
+            base_handle = next((m for b in node.bases
+                                if (m := self._base_handle(b, {node.name})) is not None), None)
             self._generic_handle(found, generic, own.get("handle"), inherited=base_handle)
         for fn in functions:
             for info in self._handles_targets(fn):
@@ -465,7 +467,7 @@ class StaticScope(Scope):
     @staticmethod
     def _generic_handle(found: dict[str, tuple[str, MethodInfo]], generic: MessageInfo,
                         own: ast.FunctionDef | ast.AsyncFunctionDef | None, *,
-                        inherited: bool) -> None:
+                        inherited: MethodInfo | None) -> None:
         """``handle`` receives the generic message unless a ``@handles`` mark anywhere in the
         MRO claims it: marks win over the generic ``handle``, as in ``handled_messages``. The
         property test found the hook letting a routing-module class's own ``handle`` beat a
@@ -477,27 +479,35 @@ class StaticScope(Scope):
         if own is not None:
             found[generic.key] = (generic.name,
                                   MethodInfo("handle", isinstance(own, ast.AsyncFunctionDef)))
-        elif current is None and inherited:
+        elif current is None and inherited is not None:
             # Inherited: a base's `handle` hidden by a mark that this class's override removed.
-            found[generic.key] = (generic.name, MethodInfo("handle", False))
+            found[generic.key] = (generic.name, inherited)
 
-    def _base_defines_handle(self, base: ast.expr, seen: set[str]) -> bool:
-        """Whether ``base`` or a class above it defines ``handle`` (MessageHandler's placeholder
-        does not count, as in ``handled_messages``). A base the hook cannot see counts."""
+    def _base_handle(self, base: ast.expr, seen: set[str]) -> MethodInfo | None:
+        """The ``handle`` that ``base`` or a class above it defines, nearest first; None when
+        there is only MessageHandler's placeholder (as in ``handled_messages``). A base the hook
+        cannot see counts as a sync ``handle``: run time has the final word on it."""
         if isinstance(base, ast.Subscript):
-            return self._resolve_expr(base.value) is not MessageHandler
+            if self._resolve_expr(base.value) is MessageHandler:
+                return None
+            return MethodInfo("handle", False)
         symbol = self._resolve_expr(base)
         if isinstance(symbol, LocalClass):
             if symbol.node.name in seen:
-                return True  # `class A(A)`: an earlier binding the hook does not follow
-            body = symbol.node.body
-            if any("handle" in _bound_names(statement) for statement in body):
-                return True
-            return any(self._base_defines_handle(b, {*seen, symbol.node.name})
-                       for b in symbol.node.bases)
+                return MethodInfo("handle", False)  # `class A(A)`: an earlier binding
+            for statement in symbol.node.body:
+                if "handle" in _bound_names(statement):
+                    return MethodInfo("handle", isinstance(statement, ast.AsyncFunctionDef))
+            for outer in symbol.node.bases:
+                found = self._base_handle(outer, {*seen, symbol.node.name})
+                if found is not None:
+                    return found
+            return None
         if isinstance(symbol, type):
-            return symbol is not MessageHandler and defines_handle(symbol)
-        return True
+            if symbol is MessageHandler or not defines_handle(symbol):
+                return None
+            return MethodInfo("handle", inspect.iscoroutinefunction(symbol.handle))  # type: ignore[attr-defined]
+        return MethodInfo("handle", False)
 
     def _base_methods(
         self, base: ast.expr, seen: set[str]
