@@ -9,6 +9,7 @@ nothing was lost; repeats (at-least-once) are counted and bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import nats.js.errors
 import pytest
 from peers.harness import NatsServer, Peers, until
 from peers.inlet import ListInlet
-from peers.messages import Tick, tick
+from peers.messages import Quote, Tick, tick
 
 from mycelium_mono import MessageBus, MessageHandler, ServiceRuntime
 from mycelium_mono.bus.transports.nats import NatsTransport
@@ -310,3 +311,50 @@ def test_a_bad_stream_limit_is_refused_where_it_is_given() -> None:
         NatsTransport(jetstream=True, stream_max_msgs=0)
     with pytest.raises(ValueError, match=r"stream_discard must be 'old' or 'new'"):
         NatsTransport(jetstream=True, stream_discard="oldest")  # type: ignore[arg-type]
+
+
+class Relay(MessageHandler[Tick]):
+    """A pipeline stage: every Tick becomes a Quote for the next stage."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def handle(self, msg: Tick) -> None:
+        self.seen.append(msg.seq)
+        self.emit(Quote(seq=msg.seq, price=float(msg.value)))
+
+
+async def test_an_input_is_acked_only_once_what_its_handler_emitted_is_stored(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    # A stage's input may be acked only when its output is safe: if JetStream refuses the
+    # output (here the stream is full and discards new messages), acking the input would lose
+    # the message for good. Before, the input was acked as soon as the handler returned, while
+    # the output was still unconfirmed (and then never stored).
+    limits: dict[str, Any] = {"stream_max_msgs": 10, "stream_discard": "new"}
+    pub = NatsTransport(nats_server.url, jetstream=True, stream=stream_name, **limits)
+    await pub.start(ListInlet())
+    try:
+        for seq in range(1, 11):
+            await pub.publish(tick(seq))
+        await pub.flush()
+    finally:
+        await pub.close()
+    bus = MessageBus.with_nats(
+        nats_server.url, jetstream=True, stream=stream_name, name="relay",
+        flush_timeout_s=1.0, ack_timeout_s=0.3, **limits,
+    )  # fmt: skip
+    runtime = ServiceRuntime(bus)
+    relay = Relay()
+    await runtime.spawn_service(relay)
+    transport = bus.transport
+    await until(lambda: set(relay.seen) == set(range(1, 11)), timeout=30)
+    # Long enough for the old behaviour's acks to reach the server and for the stored-output
+    # barrier to give up on the refused Quotes (flush_timeout_s).
+    await until(lambda: transport.stats.extra.get("acks_withheld", 0) >= 1, timeout=15)
+    with contextlib.suppress(Exception):  # closing cannot store the Quotes either, and says so
+        await runtime.shutdown()
+    assert transport.stats.extra.get("acked", 0) == 0
+    info = await consumer_info(nats_server.url, stream_name, "relay-dist_test-4001")
+    assert info.ack_floor.stream_seq == 0, "an input was acked though its output was refused"
+    assert await stored_messages(nats_server.url, stream_name) == 10  # the ticks, no Quote

@@ -33,7 +33,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import nats.errors
 import nats.js.errors
@@ -52,7 +52,14 @@ from mycelium_mono.bus.transports.wire import (
     describe_mismatch,
 )
 
-__all__ = ["ConsumerOptions", "PullConsumer", "StreamOptions", "ensure_stream"]
+__all__ = [
+    "ConsumerOptions",
+    "OutputLedger",
+    "OutputsStored",
+    "PullConsumer",
+    "StreamOptions",
+    "ensure_stream",
+]
 
 log = logging.getLogger("mycelium_mono.transport.nats")
 
@@ -195,12 +202,68 @@ class ConsumerOptions:
         return float(self.backoff_s[min(deliveries, len(self.backoff_s)) - 1])
 
 
+class OutputLedger:
+    """A transport's JetStream publishes by index, in the order they reach the server.
+
+    An input may be acked only once what its handler emitted is stored: acking it while its
+    output is still unconfirmed loses the output for good if JetStream then refuses it (a full
+    stream that discards new messages, a subject it does not bind). A consumer takes a
+    :meth:`mark` when it offers a message (``since``) and when the message is settled
+    (``upto``); every output of that message's handler has an index between the two, so the
+    acker waits until everything below ``upto`` is settled and acks only if none of
+    ``since..upto`` was refused. Other handlers' outputs in that window make it wait longer,
+    never less.
+    """
+
+    # Refusals are rare; the last ones are enough to judge the inputs still in flight.
+    _REFUSALS_KEPT = 4096
+
+    def __init__(self) -> None:
+        self.appended = 0  # publishes handed to the server; the next one's index
+        self.sending = 0  # publish() calls between acceptance and the server
+        self.resolved = 0  # publishes below this index are stored or given up on
+        self.refused: deque[int] = deque(maxlen=self._REFUSALS_KEPT)
+        self.progress = asyncio.Event()
+
+    def mark(self, queued: int) -> int:
+        """An index above every output accepted so far (``queued``: not yet sent ones)."""
+        return self.appended + queued + self.sending
+
+    def append(self) -> int:
+        index = self.appended
+        self.appended += 1
+        self.progress.set()
+        return index
+
+    def resolve(self, count: int = 1) -> None:
+        self.resolved += count
+        self.progress.set()
+
+    def refuse(self, indices: list[int]) -> None:
+        self.refused.extend(indices)
+        self.resolve(len(indices))
+
+    def refused_between(self, since: int, upto: int) -> bool:
+        return any(since <= index < upto for index in self.refused)
+
+
+class OutputsStored(Protocol):
+    """What a consumer needs from its transport to ack only after the outputs are stored."""
+
+    def output_mark(self) -> int: ...
+
+    async def outputs_stored(self, since: int, upto: int) -> bool: ...
+
+
 @dataclass(frozen=True)
 class _Outcome:
-    """A settled message waiting for the acker: ``error`` None means ack."""
+    """A settled message waiting for the acker: ``error`` None means ack; ``since``..``upto``
+    are the output indices its handler's emits fall between (:class:`OutputLedger`)."""
 
     msg: Msg
     error: BaseException | None
+    since: int = 0
+    upto: int = 0
 
 
 class PullConsumer:
@@ -216,8 +279,10 @@ class PullConsumer:
         inbound: Inbound,
         is_own: Callable[[Decoded], bool],
         max_frame: int,
+        outputs: OutputsStored | None = None,
     ) -> None:
         self.js = js
+        self.outputs = outputs
         self.psub = psub
         self.subject = subject
         self.options = options
@@ -281,7 +346,7 @@ class PullConsumer:
             await self._dead_letter(m, error, deliveries)
             return
         self.inbound.stats.received += 1
-        settle = self._settler(m)
+        settle = self._settler(m, 0 if self.outputs is None else self.outputs.output_mark())
         msg = result.message
         inlet = self.inlet
         while not inlet.offer(msg, settle):
@@ -315,11 +380,13 @@ class PullConsumer:
 
     # -- settling ------------------------------------------------------------------------
 
-    def _settler(self, m: Msg) -> Settle:
+    def _settler(self, m: Msg, since: int) -> Settle:
         outcomes = self._outcomes
+        outputs = self.outputs
 
         def settle(error: BaseException | None) -> None:
-            outcomes.append(_Outcome(m, error))
+            upto = since if outputs is None else outputs.output_mark()
+            outcomes.append(_Outcome(m, error, since, upto))
             wakeup = self._acker_wakeup
             if wakeup is not None and not wakeup.done():
                 wakeup.set_result(None)
@@ -339,6 +406,8 @@ class PullConsumer:
         while outcomes:
             outcome = outcomes.popleft()
             try:
+                if outcome.error is None and not await self._outputs_stored(outcome):
+                    continue
                 if outcome.error is None:
                     await outcome.msg.ack()
                     self.inbound.count("acked")
@@ -347,6 +416,23 @@ class PullConsumer:
             except Exception as exc:  # connection lost: the server redelivers after ack_wait
                 self.inbound.count("ack_errors")
                 log.warning("settling a JetStream message on %s failed: %r", self.subject, exc)
+
+    async def _outputs_stored(self, outcome: _Outcome) -> bool:
+        """Whether what the handler emitted is stored; if not, the input stays unacked and the
+        server redelivers it after ``ack_wait`` (at-least-once: a repeat, never a loss)."""
+        outputs = self.outputs
+        if outputs is None or outcome.since == outcome.upto:
+            return True
+        if await outputs.outputs_stored(outcome.since, outcome.upto):
+            return True
+        self.inbound.count("acks_withheld")
+        log.warning(
+            "JetStream message %s on %s left unacked: what its handler emitted was not "
+            "stored; it is redelivered after ack_wait",
+            _stream_seq(outcome.msg),
+            self.subject,
+        )
+        return False
 
     async def _failed(self, m: Msg, error: BaseException) -> None:
         deliveries = m.metadata.num_delivered

@@ -46,6 +46,7 @@ from nats.js import JetStreamContext
 from mycelium_mono.bus.transports.base import Inlet, Transport, TransportStats
 from mycelium_mono.bus.transports.jetstream import (
     ConsumerOptions,
+    OutputLedger,
     PullConsumer,
     StreamOptions,
     check_last_stored,
@@ -96,6 +97,7 @@ class _Unacked:
     subject: str
     body: bytes
     msg_id: str
+    index: int  # its place in the OutputLedger
 
 
 async def _round_trip(nc: Client) -> None:
@@ -205,6 +207,8 @@ class NatsTransport(Transport):
         self._stream_topics: set[str] = set()
         self._stream_lock = asyncio.Lock()
         self._unacked: deque[_Unacked] = deque()
+        self._settle_lock = asyncio.Lock()
+        self._ledger = OutputLedger()
         self._pulls: list[JetStreamContext.PullSubscription] = []
         self.consumers: list[PullConsumer] = []
         self._nc: Client | None = None
@@ -384,6 +388,7 @@ class NatsTransport(Transport):
             self._in,
             self._is_own,
             self.max_frame,
+            outputs=self,
         )
         self._pulls.append(psub)
         self.consumers.append(consumer)
@@ -435,7 +440,12 @@ class NatsTransport(Transport):
         if self._outbox:
             self.publish_nowait(msg)
             return
-        await self._send(wire_type(type(msg)), self._out.body(msg))
+        ledger = self._ledger
+        ledger.sending += 1  # accepted: an input settled from now on waits for it
+        try:
+            await self._send(wire_type(type(msg)), self._out.body(msg))
+        finally:
+            ledger.sending -= 1
 
     def full(self) -> bool:
         """``max_in_flight`` messages already wait in the background sender's outbox."""
@@ -479,7 +489,7 @@ class NatsTransport(Transport):
         _, _, _, type_id, _, publisher, seq = HEADER.unpack_from(body)
         msg_id = f"{publisher:x}.{type_id}.{seq}"
         future = await js.publish_async(wt.subject, body, headers={_MSG_ID: msg_id})
-        self._unacked.append(_Unacked(future, wt.subject, body, msg_id))
+        self._unacked.append(_Unacked(future, wt.subject, body, msg_id, self._ledger.append()))
 
     async def _settle(self) -> None:
         """Wait for outstanding JetStream acks; re-send, in order, from the first missing one.
@@ -489,22 +499,29 @@ class NatsTransport(Transport):
         stream in publish order; the message ids make the re-sent copies of already stored
         messages no-ops.
         """
-        unacked = self._unacked
-        if not unacked:
-            return
-        await asyncio.wait([u.future for u in unacked], timeout=self.ack_timeout_s)
-        while unacked and _stored(unacked[0].future):
-            unacked.popleft()
-        if not unacked:
-            return
-        retry = list(unacked)
-        unacked.clear()
-        for u in retry:
-            u.future.cancel()  # releases nats-py's in-flight slot
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.flush_timeout_s
-        for u in retry:
-            await self._publish_confirmed(u, deadline)
+        async with self._settle_lock:  # the sender and the consumers' ack barrier share it
+            unacked = self._unacked
+            if not unacked:
+                return
+            await asyncio.wait([u.future for u in unacked], timeout=self.ack_timeout_s)
+            while unacked and _stored(unacked[0].future):
+                unacked.popleft()
+                self._ledger.resolve()
+            if not unacked:
+                return
+            retry = list(unacked)
+            unacked.clear()
+            for u in retry:
+                u.future.cancel()  # releases nats-py's in-flight slot
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.flush_timeout_s
+            for i, u in enumerate(retry):
+                try:
+                    await self._publish_confirmed(u, deadline)
+                except ConnectionError:
+                    self._ledger.refuse([r.index for r in retry[i:]])
+                    raise
+                self._ledger.resolve()
 
     async def _publish_confirmed(self, u: _Unacked, deadline: float) -> None:
         js = self._js
@@ -527,6 +544,33 @@ class NatsTransport(Transport):
                         f"help: is the NATS server at {self.url} up, with JetStream (-js)?"
                     ) from exc
                 await asyncio.sleep(0.1)
+
+    # -- the consumers' ack barrier (OutputsStored) ------------------------------------------
+
+    def output_mark(self) -> int:
+        """An index above every JetStream publish accepted so far (:class:`OutputLedger`)."""
+        return self._ledger.mark(len(self._outbox))
+
+    async def outputs_stored(self, since: int, upto: int) -> bool:
+        """Wait until the publishes below ``upto`` are stored or given up on (at most
+        ``flush_timeout_s``); True when none of ``since..upto`` was refused."""
+        ledger = self._ledger
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.flush_timeout_s
+        while ledger.resolved < upto:
+            if loop.time() >= deadline or self._js is None:
+                return False
+            if self._unacked and self._unacked[0].index < upto:
+                with contextlib.suppress(ConnectionError):  # counted and refused in the ledger
+                    await self._settle()
+                continue
+            # What is missing is still in the outbox, or inside a publish() on its way.
+            if self._outbox and (self._pump is None or self._pump.done()):
+                self._pump = loop.create_task(self._run_pump())
+            ledger.progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ledger.progress.wait(), deadline - loop.time())
+        return not ledger.refused_between(since, upto)
 
     async def flush(self) -> None:
         """Send everything queued; with JetStream, return once the server stored all of it.
