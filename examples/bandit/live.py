@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,11 +43,11 @@ from bandit.runner import (
     fresh_outputs,
     run_adapters_node,
 )
-from bandit.services import PolygonAdapter
+from bandit.services import ArbitrageDetector, DetectorConfig, PolygonAdapter
 from bandit.tokens import TOKENS, Token, register
 from mycelium_mono import LatencyTracker, MessageBus, ServiceRuntime
 
-__all__ = ["LiveResult", "LiveSetup", "live_config", "node_urls",
+__all__ = ["LiveResult", "LiveSetup", "OwnLegAwareDetector", "live_config", "node_urls",
            "prepare", "priced_as_configured", "run_live", "run_live_adapters"]
 
 BLOCK_INTERVAL_S = 2  # Polygon PoS; every block's timestamp is the previous one's + 2 s
@@ -178,6 +178,7 @@ class LiveResult:
     chain_reverts: int
     unknown_token_skips: int
     feed_stats: ClientStats | None  # the live client's counters (None: it ran elsewhere)
+    own_legs_held: int = 0  # swaps of our arbitrages' first legs: reserves updated, not priced
     registry: Registry | None = None  # what this run priced in
 
 
@@ -253,6 +254,72 @@ def _stopper(p: Pipeline) -> Callable[[], None]:
     return stop
 
 
+class OwnLegAwareDetector(ArbitrageDetector):
+    """The detector of live mode: it prices our own arbitrage only once it is whole.
+
+    ``BanditArb`` does both legs in one transaction, but the feed delivers logs one by one:
+    after the first leg's ``Sync`` the first pool has moved and the second not yet, a state
+    that exists only inside our transaction (21 of 113 signals of a 2,000-swap run were priced
+    on it, then rejected as STALE by the ``eth_call`` pre-check). A real bot knows its own
+    transactions: it sent them, and has read their receipts before their logs come back
+    (execution waits for the receipt; the feed's next log is handled after). The receipts list
+    the states each leg leaves (:attr:`ChainExecutor.mid_states`, ``end_states``). A swap
+    that arrives in a mid-transaction state only updates its pool's reserves; the last leg's
+    swap updates its pool, then every pool the transaction moved is priced against the other
+    pools of its pair, on the state after the transaction, and the most valuable cycle is the
+    signal (still at most one per swap). The first pool's state is real once the transaction
+    is whole: against a third pool of its pair it can still gap (in that run, 3 of the 85
+    arbitrages' best cycles were the first pool's). That run now: 88 signals, 85 fills, no
+    STALE (it was 113, 89, 21).
+
+    Not chosen: holding every transaction's swaps until its last log. ``eth_subscribe`` sends
+    logs one at a time without saying which is a transaction's last, so each block's last swap
+    would wait for the next block's first log (an extra block of latency on every swap, and
+    never, in the lock-step run), or for a receipt per transaction. A third party's multi-hop
+    transaction is still priced leg by leg (the market here has none; the pre-check catches
+    what it would cause).
+    """
+
+    def __init__(self, config: DetectorConfig, tokens: Iterable[Token],
+                 executor: ChainExecutor) -> None:
+        super().__init__(config, tokens=tokens)
+        self.executor = executor
+        self.own_legs_held = 0
+        self._held: list[bytes] = []  # pools our transaction moved before its last leg
+
+    def handle(self, swap: V2Swap) -> None:
+        state = (swap.pool_address, swap.block_number, swap.reserve0, swap.reserve1)
+        if swap.amount_in and state in self.executor.mid_states:
+            self.executor.mid_states.discard(state)
+            self._apply(swap)
+            self._held.append(swap.pool_address)
+            self.own_legs_held += 1
+        elif swap.amount_in and state in self.executor.end_states and self._held:
+            self.executor.end_states.discard(state)
+            self._apply(swap)
+            moved, self._held = [swap.pool_address, *self._held], []
+            self._price_all(swap, moved)
+        else:
+            super().handle(swap)
+
+    def _apply(self, swap: V2Swap) -> None:
+        """The reserves of a swap of ours, as ``handle`` applies them (our pools are priced:
+        we traded them)."""
+        self.swaps_seen += 1
+        self._update(swap)
+
+    def _price_all(self, swap: V2Swap, moved: list[bytes]) -> None:
+        """``handle``'s pricing over every pool in ``moved``; the first most valuable wins."""
+        best = None
+        for pool in moved:
+            found = self.best_cycle(pool)
+            if found is not None and (best is None or found.value_usd_e6 > best.value_usd_e6):
+                best = found
+        if best is not None:
+            self.signals_emitted += 1
+            self.emit(self._signal(swap, best))
+
+
 class _ObservedAdapter(PolygonAdapter):
     """The adapter with a callback on every swap it yields (tests, benchmarks)."""
 
@@ -279,7 +346,8 @@ async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
     fresh_outputs(cfg)
     executor = ChainExecutor(setup.rpc_url, setup.deployment.trader, setup.deployment.arb)
     p = build_pipeline(cfg, tokens=setup.tokens)  # every mode: distributed's strategies node too
-    p = replace(p, execution=type(p.execution)(cfg.execution, chain=executor))
+    detector = OwnLegAwareDetector(cfg.detector, setup.tokens, executor)
+    p = replace(p, execution=type(p.execution)(cfg.execution, chain=executor), detector=detector)
     if on_swap is not None:
         p = replace(p, adapter=_ObservedAdapter(cfg.adapter, on_swap))
     rpc = RpcClient(setup.rpc_url)
@@ -299,7 +367,7 @@ async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
     return LiveResult(summary, len(market.sent), tuple(market.receipts()), executor.fills,
                       executor.reverts, p.adapter.unknown_token_skips,
                       p.adapter.client.stats if p.adapter.client is not None else None,
-                      registry=setup.registry)
+                      detector.own_legs_held, setup.registry)
 
 
 async def _follow(mode: str, p: Pipeline, cfg: BanditConfig, setup: LiveSetup,
