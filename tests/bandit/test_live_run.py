@@ -47,7 +47,7 @@ class Run:
 
 def live_run(chain: LiveChain, out: Path, mode: str, limit: int, **kw: Any) -> Run:
     chain.fresh()
-    cfg, swaps = live_cfg(out), []
+    cfg, swaps = live_cfg(out), list[V2Swap]()
     setup = chain.setup if "setup" not in kw else kw.pop("setup")
     result = asyncio.run(run_live(mode, cfg, setup, limit=limit, feed=chain.feed,
                                   on_swap=swaps.append, **kw))
@@ -222,7 +222,7 @@ def test_reconnect_after_a_cut_and_503s_backfills_and_loses_no_swap(
         server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         chain.fresh()
-        cfg, swaps = live_cfg(tmp_path), []
+        cfg, swaps = live_cfg(tmp_path), list[V2Swap]()
         setup = replace(chain.setup, ws_url=f"ws://127.0.0.1:{port}")
         try:
             result = await run_live("monolith", cfg, setup, limit=SMALL, feed=chain.feed,
