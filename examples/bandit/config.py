@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,9 +19,39 @@ from bandit.services import (
     RiskConfig,
 )
 
-__all__ = ["BanditConfig", "default_config_path", "load_config"]
+__all__ = ["BanditConfig", "PriceConfig", "default_config_path", "load_config"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PriceConfig:
+    """Live mode's reference prices (``[prices]``), by the tokens' on-chain symbols.
+
+    ``usd_e6``: micro-USD per whole token; ``None`` (the key absent) means the bundled tokens'
+    prices (``bandit.tokens.TOKENS``). ``reference_pools``: a token priced at start by a pool
+    of the deployment against a token ``usd_e6`` prices (the numeraire), from that pool's
+    ``getReserves``; the pool is ``"SYMBOL/SYMBOL"`` (the first watched pool of that token
+    pair) or a ``0x`` pair address. A token priced neither way is skipped, counted.
+    """
+
+    usd_e6: Mapping[str, int] | None = None
+    reference_pools: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for symbol, price in (self.usd_e6 or {}).items():
+            if type(price) is not int or price <= 0:
+                raise ValueError(f"[prices] usd_e6.{symbol} = {price!r} is not a positive "
+                                 "integer\nhelp: micro-USD per whole token, e.g. 1_000_000 = "
+                                 "1 USD")
+        for symbol, pool in self.reference_pools.items():
+            if not isinstance(pool, str) or not pool:
+                raise ValueError(f"[prices] reference_pools.{symbol} = {pool!r} is not a pool"
+                                 "\nhelp: \"SYMBOL/NUMERAIRE\" (e.g. \"LINK/WETH\") or a "
+                                 "0x pair address")
+            if self.usd_e6 is not None and symbol in self.usd_e6:
+                raise ValueError(f"[prices] {symbol} is priced twice, in usd_e6 and in "
+                                 "reference_pools\nhelp: keep one of the two")
 
 
 @dataclass(frozen=True)
@@ -39,6 +70,7 @@ class BanditConfig:
     adapters_address: str
     strategies_address: str
     source: Path | None = None
+    prices: PriceConfig = field(default_factory=PriceConfig)
 
 
 def default_config_path() -> Path:
@@ -99,4 +131,5 @@ def load_config(path: Path | None = None, *, output_dir: Path | None = None,
         adapters_address=dist.get("adapters", "127.0.0.1:9310"),
         strategies_address=dist.get("strategies", "127.0.0.1:9311"),
         source=source,
+        prices=_section(raw, "prices", PriceConfig),
     )
