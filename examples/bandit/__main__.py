@@ -130,7 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.limit = 2_000  # a live replay of the whole feed takes minutes
     cfg = load_config(args.config, output_dir=args.out, overrides=_overrides(args))
     if args.mode == "live":
-        return _live(args, _without_http(cfg) if args.no_metrics_http else cfg)
+        from bandit.chain.node import NodeError
+        from bandit.chain.registry import PriceConfigError
+
+        try:
+            return _live(args, _without_http(cfg) if args.no_metrics_http else cfg)
+        except (PriceConfigError, NodeError) as exc:  # the message says what to change
+            print(f"bandit live: {exc}", file=sys.stderr)
+            return 2
     replay_in_one_go = args.mode in ("monolith", "hybrid") and cfg.adapter.source == "replay"
     if args.no_metrics_http or replay_in_one_go:
         # A monolith replay finishes in a second: /metrics is for the long-running modes.
