@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from mycelium_mono.routing.check import ResolvedRoute, ResolvedTable
-from mycelium_mono.routing.parse import is_routing_decorator
+from mycelium_mono.routing.parse import decorator_names, is_routing_decorator
 
 __all__ = ["bus_stub", "module_stub", "stub_path", "write_stub"]
 
@@ -34,10 +34,11 @@ _HEADER = "# Written by `mycelium-mono stubs`: what the import hook generates. D
 def module_stub(tree: ast.Module, tables: Sequence[ResolvedTable]) -> str:
     """The ``.pyi`` text for a routing module (parsed source + its resolved tables)."""
     by_line = {table.lineno: table for table in tables}
+    names = decorator_names(tree)  # `routing_config as rc` included, as the hook reads it
     body: list[ast.stmt] = []
     for stmt in tree.body:
         if isinstance(stmt, ast.ClassDef) and stmt.lineno in by_line and any(
-            is_routing_decorator(d) for d in stmt.decorator_list
+            is_routing_decorator(d, names) for d in stmt.decorator_list
         ):
             body.append(bus_stub(by_line[stmt.lineno]))
         else:

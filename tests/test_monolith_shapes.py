@@ -6,6 +6,7 @@ hook or run time, ``inline=True``/``False``, see ``helpers_shapes``).
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -697,3 +698,57 @@ def test_an_inherited_async_handle_uncovered_by_an_override_is_refused_on_the_sy
     # coroutine function without awaiting it; run time refused it (E0004). Now both refuse.
     with pytest.raises(RoutingError, match=r"E0004.*Sub\.handle is async"):
         load(tmp_path, build, ASYNC_BASE_HANDLE_HANDLERS, ASYNC_BASE_HANDLE_ROUTING, 58281)
+
+
+
+ALIASED_ROUTE_HANDLERS = """
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A, B
+
+
+class Now(MessageHandler[A]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += msg.value
+
+
+class Later(MessageHandler[B]):
+    def __init__(self):
+        self.n = 0
+
+    async def handle(self, msg):
+        self.n += msg.value
+"""
+
+ALIASED_ROUTE_ROUTING = """
+from mycelium_mono import routing_config as rc, route as r
+from shapes_app.messages import A, B
+from shapes_app.handlers import Now, Later
+
+
+@rc(inline=INLINE)
+class Bus:
+    A = r(sync=[Now])
+    B = r(background=[Later])
+"""
+
+
+def test_an_aliased_route_builds_and_a_side_without_handlers_is_left_out(
+    tmp_path: Path, build: Build,
+) -> None:
+    # `route as r` was E0007 ("must be a list of classes") in both builds; and an emit whose
+    # background side is empty queued an empty coroutine, so it needed a running event loop.
+    routing = load(tmp_path, build, ALIASED_ROUTE_HANDLERS, ALIASED_ROUTE_ROUTING, 58291)
+    bus = routing.Bus(**services_of(routing.Bus))
+    bus.emit_a(routing.A(4))  # no event loop here, and none needed: nothing to queue
+    assert bus.now.n == 4
+
+    async def emit_b() -> None:
+        bus.emit_b(routing.B(5))  # background only: queued, nothing runs yet
+        assert bus.later.n == 0
+        await bus.background.drain()
+
+    asyncio.run(emit_b())
+    assert bus.later.n == 5

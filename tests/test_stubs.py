@@ -194,3 +194,41 @@ def test_no_stub_is_written_for_a_module_with_routing_errors(project: Path) -> N
     assert "error[E0001]" in result.stderr
     assert "no stub written" in result.stderr
     assert not (project / "clishop" / "broken" / "e0001.pyi").exists()
+
+
+ALIASED = """\
+    # ruff: noqa
+    from mycelium_mono import route as r, routing_config as rc
+
+    from clishop.msgs import Signal, Swap
+    from clishop.svc import Audit, Detector, Risk
+
+
+    @rc
+    class AliasedBus:
+        Swap = r(sync=[Detector], background=[Risk])
+        Signal = [Audit]
+"""
+
+ALIASED_USE = """\
+    from clishop.aliased import AliasedBus
+    from clishop.msgs import Signal, Swap
+    from clishop.svc import Audit, Detector, Risk
+
+    bus = AliasedBus(detector=Detector(), risk=Risk(), audit=Audit())
+    bus.emit_swap_sync(Swap(pool=bytes(20), amount=1))
+    bus.emit_signal(Swap(pool=bytes(20), amount=1))
+"""
+
+
+def test_a_routing_class_under_aliased_names_gets_its_bus_stub(project: Path) -> None:
+    # `@rc` (routing_config as rc) used to be stubbed as the plain class it is in the source,
+    # so mypy saw no emit_* method at all, while the hook built the bus.
+    (project / "clishop" / "aliased.py").write_text(textwrap.dedent(ALIASED))
+    written = stubs("clishop.aliased", cwd=project)
+    assert written.returncode == 0, written.stderr
+    result = mypy(project, ALIASED_USE)
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1, result.stdout
+    assert 'Argument 1 to "emit_signal" of "AliasedBus" has incompatible type "Swap"' in errors[0]

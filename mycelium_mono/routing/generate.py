@@ -261,21 +261,34 @@ def _route_methods(route: ResolvedRoute, plan: _InlinePlan) -> list[ast.stmt]:
         plan.note(route.emit_name, call, NotInlined(
             "background path: queued on the event loop, where one call is noise"))
     name = route.emit_name
-    combined = _stmt(
-        f"def {name}(self, msg: {route.message_expr}) -> None:\n"
-        f"    '''Run the sync handlers now and queue the background ones on self.background.'''\n"
-        "    try:\n"
-        f"        self.{name}_sync(msg)\n"
-        "    finally:\n"
-        "        # Messages are immutable: the copy the background path needs is msg itself.\n"
-        f"        self.background.submit(self.{name}_async, msg)"
-    )
+    combined = _stmt(_combined_source(route, name))
     _place(combined, route.span)
     return [
         *_sync_methods(route, f"{name}_sync", route.sync, plan),
         _emit_method(route, f"{name}_async", route.background, is_async=True),
         combined,
     ]
+
+
+def _combined_source(route: ResolvedRoute, name: str) -> str:
+    head = f"def {name}(self, msg: {route.message_expr}) -> None:\n"
+    # A side with no handlers is left out: with an empty background an emit needs no event
+    # loop (and queues no empty coroutine); with an empty sync side it calls nothing first.
+    submit = f"self.background.submit(self.{name}_async, msg)"
+    if not route.background:
+        return head + ("    '''Run the sync handlers (the background path has none).'''\n"
+                       f"    self.{name}_sync(msg)")
+    if not route.sync:
+        return head + ("    '''Queue the background handlers on self.background.'''\n"
+                       f"    {submit}")
+    return head + (
+        "    '''Run the sync handlers now and queue the background ones on self.background.'''\n"
+        "    try:\n"
+        f"        self.{name}_sync(msg)\n"
+        "    finally:\n"
+        "        # Messages are immutable: the copy the background path needs is msg itself.\n"
+        f"        {submit}"
+    )
 
 
 def _sync_methods(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...],

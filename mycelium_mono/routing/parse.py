@@ -65,6 +65,7 @@ class ParseResult:
 _DECLARING_MODULES = frozenset({"mycelium_mono", "mycelium_mono.routing",
                                 "mycelium_mono.routing.declare"})
 DEFAULT_NAMES = frozenset({DECORATOR})
+DEFAULT_ROUTES = frozenset({ROUTE})
 
 
 def decorator_names(tree: ast.Module) -> frozenset[str]:
@@ -73,10 +74,19 @@ def decorator_names(tree: ast.Module) -> frozenset[str]:
     ``from mycelium_mono import routing_config as rc`` used to leave ``@rc`` classes to the
     run-time build, silently (issue 15.7).
     """
-    names = set(DEFAULT_NAMES)
+    return _names_for(tree, DECORATOR)
+
+
+def route_names(tree: ast.Module) -> frozenset[str]:
+    """The names the module binds ``route`` to (``route as r`` was an E0007 in both builds)."""
+    return _names_for(tree, ROUTE)
+
+
+def _names_for(tree: ast.Module, name: str) -> frozenset[str]:
+    names = {name}
     for stmt in ast.walk(tree):
         if isinstance(stmt, ast.ImportFrom) and stmt.module in _DECLARING_MODULES:
-            names.update(a.asname for a in stmt.names if a.name == DECORATOR and a.asname)
+            names.update(a.asname for a in stmt.names if a.name == name and a.asname)
     return frozenset(names)
 
 
@@ -98,16 +108,17 @@ def parse_module(tree: ast.Module, filename: str) -> ParseResult:
     """Every top-level ``@routing_config`` class in ``tree``."""
     classes: list[RoutingClass] = []
     diagnostics: list[Diagnostic] = []
-    names = decorator_names(tree)
+    names, routes = decorator_names(tree), route_names(tree)
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and routing_decorator(node, names) is not None:
-            parsed, problems = parse_class(node, filename, names)
+            parsed, problems = parse_class(node, filename, names, routes=routes)
             classes.append(parsed)
             diagnostics.extend(problems)
     return ParseResult(tuple(classes), tuple(diagnostics))
 
 
-def parse_class(node: ast.ClassDef, filename: str, names: frozenset[str] = DEFAULT_NAMES
+def parse_class(node: ast.ClassDef, filename: str, names: frozenset[str] = DEFAULT_NAMES, *,
+                routes: frozenset[str] = DEFAULT_ROUTES
                 ) -> tuple[RoutingClass, list[Diagnostic]]:
     """One routing class; problems are collected, never raised."""
     problems: list[Diagnostic] = []
@@ -125,7 +136,7 @@ def parse_class(node: ast.ClassDef, filename: str, names: frozenset[str] = DEFAU
         )
     entries = []
     for stmt in node.body:
-        entry = _parse_statement(stmt, filename, problems)
+        entry = _parse_statement(stmt, filename, problems, routes)
         if entry is not None:
             entries.append(entry)
     span = _class_name_span(node)
@@ -166,7 +177,7 @@ def _inline_option(decorator: ast.expr, filename: str, problems: list[Diagnostic
 
 
 def _parse_statement(
-    stmt: ast.stmt, filename: str, problems: list[Diagnostic]
+    stmt: ast.stmt, filename: str, problems: list[Diagnostic], routes: frozenset[str]
 ) -> RouteEntry | None:
     if _is_docstring_or_pass(stmt):
         return None
@@ -182,7 +193,7 @@ def _parse_statement(
         return None
     message = NameRef(stmt.targets[0].id, Span.of(stmt.targets[0]))
     value = stmt.value
-    if _is_route_call(value):
+    if _is_route_call(value, routes):
         assert isinstance(value, ast.Call)
         sync, background = _parse_route_call(value, filename, problems)
         return RouteEntry(message, sync, background, True, Span.of(stmt))
@@ -203,11 +214,11 @@ def _is_docstring_or_pass(stmt: ast.stmt) -> bool:
     )
 
 
-def _is_route_call(node: ast.expr) -> bool:
+def _is_route_call(node: ast.expr, routes: frozenset[str]) -> bool:
     if not isinstance(node, ast.Call):
         return False
     func = node.func
-    return (isinstance(func, ast.Name) and func.id == ROUTE) or (
+    return (isinstance(func, ast.Name) and func.id in routes) or (
         isinstance(func, ast.Attribute) and func.attr == ROUTE
     )
 

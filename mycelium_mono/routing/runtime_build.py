@@ -23,6 +23,7 @@ from mycelium_mono.routing.parse import (
     RoutingClass,
     decorator_names,
     parse_class,
+    route_names,
 )
 from mycelium_mono.routing.pipeline import (
     RewriteOptions,
@@ -100,7 +101,8 @@ def _parse_from_source(cls: type, line: int | None
     node = _class_statement(tree, cls, line)
     if node is None:
         return None
-    routing, problems = parse_class(node, filename, decorator_names(tree))
+    routing, problems = parse_class(node, filename, decorator_names(tree),
+                                    routes=route_names(tree))
     return routing, filename, source, problems
 
 
