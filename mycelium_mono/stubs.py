@@ -91,8 +91,7 @@ def _stub_statement(stmt: ast.stmt, *, top: bool) -> list[ast.stmt]:
     if isinstance(stmt, ast.ClassDef):
         return [_stub_class(stmt)]
     if isinstance(stmt, ast.AnnAssign):
-        value = None if stmt.value is None else ast.Constant(...)
-        return [ast.AnnAssign(stmt.target, stmt.annotation, value, stmt.simple)]
+        return [_stub_ann_assign(stmt)]
     if isinstance(stmt, ast.Assign):
         return _stub_assign(stmt)
     if isinstance(stmt, ast.If):
@@ -146,10 +145,62 @@ def _stub_assign(stmt: ast.Assign) -> list[ast.stmt]:
     return [ast.AnnAssign(ast.Name(t.id, ast.Store()), annotation, None, 1) for t in names]
 
 
+def _stub_ann_assign(stmt: ast.AnnAssign) -> ast.AnnAssign:
+    if stmt.value is None:
+        return stmt
+    if _is_bare_final(stmt.annotation):
+        # `X: Final = 10` takes its type from the value: a stub keeps a literal value (PEP 484
+        # allows it there) and otherwise says what the value's type is, never `= ...`, which
+        # would make X an EllipsisType.
+        if _simple_literal(stmt.value):
+            return stmt
+        annotation: ast.expr = ast.Subscript(stmt.annotation, _literal_type(stmt.value),
+                                             ast.Load())
+        return ast.AnnAssign(stmt.target, annotation, ast.Constant(...), stmt.simple)
+    return ast.AnnAssign(stmt.target, stmt.annotation, ast.Constant(...), stmt.simple)
+
+
+def _is_bare_final(annotation: ast.expr) -> bool:
+    return (isinstance(annotation, ast.Name) and annotation.id == "Final") or (
+        isinstance(annotation, ast.Attribute) and annotation.attr == "Final")
+
+
+def _simple_literal(value: ast.expr) -> bool:
+    if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub | ast.UAdd):
+        value = value.operand
+    return isinstance(value, ast.Constant) and type(value.value) in _LITERAL_TYPES
+
+
+_LITERAL_TYPES = (int, float, complex, str, bytes, bool)
+
+
 def _literal_type(value: ast.expr) -> ast.expr:
-    if isinstance(value, ast.Constant) and value.value is not None and value.value is not ...:
+    """The type of a literal value, containers of one element type included; else Any."""
+    if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub | ast.UAdd):
+        value = value.operand
+    if isinstance(value, ast.Constant) and type(value.value) in _LITERAL_TYPES:
         return ast.Name(type(value.value).__name__, ast.Load())
+    if isinstance(value, ast.List | ast.Set | ast.Tuple) and value.elts:
+        item = _one_type([_literal_type(e) for e in value.elts])
+        if item is not None:
+            container = {ast.List: "list", ast.Set: "set", ast.Tuple: "tuple"}[type(value)]
+            args = f"{item}, ..." if container == "tuple" else item
+            return _parse_expr(f"{container}[{args}]")
+    if isinstance(value, ast.Dict) and value.keys and all(k is not None for k in value.keys):
+        keys = _one_type([_literal_type(k) for k in value.keys if k is not None])
+        values = _one_type([_literal_type(v) for v in value.values])
+        if keys is not None and values is not None:
+            return _parse_expr(f"dict[{keys}, {values}]")
     return _parse_expr(f"{_TYPING}.Any")
+
+
+def _one_type(types: list[ast.expr]) -> str | None:
+    """The single element type of a literal container, or None when they differ or are Any."""
+    names = {ast.unparse(t) for t in types}
+    if len(names) != 1:
+        return None
+    (name,) = names
+    return None if name.endswith(".Any") else name
 
 
 def _uses_name(body: list[ast.stmt], name: str) -> bool:

@@ -232,3 +232,54 @@ def test_a_routing_class_under_aliased_names_gets_its_bus_stub(project: Path) ->
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, result.stdout
     assert 'Argument 1 to "emit_signal" of "AliasedBus" has incompatible type "Swap"' in errors[0]
+
+
+CONSTANTS = """\
+    # ruff: noqa
+    from typing import Final
+
+    from mycelium_mono import routing_config
+
+    from clishop.msgs import Signal
+    from clishop.svc import Audit
+
+    LIMIT: Final = 10
+    RATE: Final = -2.5
+    PAIRS: Final = (1, 2)
+    NAMES = ["swap", "signal"]
+    TABLE = {"swap": 1}
+    MIXED = [1, "a"]
+
+
+    @routing_config
+    class ConstBus:
+        Signal = [Audit]
+"""
+
+CONSTANTS_USE = """\
+    from clishop.consts import LIMIT, MIXED, NAMES, PAIRS, RATE, TABLE
+
+    limit: int = LIMIT
+    rate: float = RATE
+    pairs: tuple[int, ...] = PAIRS
+    names: list[str] = NAMES
+    table: dict[str, int] = TABLE
+    mixed: list[bytes] = MIXED  # Any: the stub cannot know
+    wrong: str = LIMIT
+"""
+
+
+def test_module_constants_keep_their_types_in_the_stub(project: Path) -> None:
+    # `LIMIT: Final = 10` used to be stubbed as `LIMIT: Final = ...` (an EllipsisType for mypy)
+    # and literal containers as Any.
+    (project / "clishop" / "consts.py").write_text(textwrap.dedent(CONSTANTS))
+    assert stubs("clishop.consts", cwd=project).returncode == 0
+    text = (project / "clishop" / "consts.pyi").read_text()
+    assert "LIMIT: Final = 10" in text and "RATE: Final = -2.5" in text
+    assert "PAIRS: Final[tuple[int, ...]] = ..." in text
+    assert "NAMES: list[str]" in text and "TABLE: dict[str, int]" in text
+    result = mypy(project, CONSTANTS_USE)
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1, result.stdout
+    assert 'Incompatible types in assignment (expression has type "int", variable has type ' \
+           '"str")' in errors[0]
