@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from math import sqrt
 
 from bandit.arbitrage import FEE_DEN, FEE_NUM, Opportunity, evaluate
 from bandit.protocol import ArbitrageSignal, V2Swap
@@ -15,6 +16,12 @@ __all__ = ["ArbitrageDetector", "DetectorConfig"]
 # is_profitable's factors, hoisted: 997²·a_y·b_x > 1000²·a_x·b_y.
 _GAMMA2 = FEE_NUM * FEE_NUM
 _ONE2 = FEE_DEN * FEE_DEN
+# The fee factor g = 0.997 and g² as floats, for _profit_bound only: no amount is a float.
+_G = FEE_NUM / FEE_DEN
+_G2 = _G * _G
+# The bound's safety margin, relative: the dozen float roundings it makes are each at most
+# 2**-53 (1.1e-16) relative, so 1e-12 covers them a thousand times over.
+_SLACK = 1e-12
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class _Pricing:
     min_profit: int
     price_usd_e6: int
     scale: int  # 10**decimals
+    # min_profit + gas_cost as a float: a cycle whose profit bound is below it cannot pay.
+    need: float
 
     @classmethod
     def of(cls, token: Token, cfg: DetectorConfig) -> _Pricing:
@@ -45,19 +54,23 @@ class _Pricing:
         def amount(usd_e6: int) -> int:
             return usd_e6 * scale // token.price_usd_e6
 
-        return cls(amount(cfg.max_input_usd_e6), amount(cfg.gas_cost_usd_e6),
-                   amount(cfg.min_profit_usd_e6), token.price_usd_e6, scale)
+        gas_cost, min_profit = amount(cfg.gas_cost_usd_e6), amount(cfg.min_profit_usd_e6)
+        return cls(amount(cfg.max_input_usd_e6), gas_cost, min_profit, token.price_usd_e6, scale,
+                   float(gas_cost + min_profit))
 
     def usd_e6(self, amount: int) -> int:
         return amount * self.price_usd_e6 // self.scale  # as bandit.tokens.usd_e6
 
 
-@dataclass
+@dataclass(slots=True)
 class _PoolState:
     token0: bytes
     token1: bytes
     reserve0: int
     reserve1: int
+    # The reserves as floats, converted once per swap, for _profit_bound only.
+    float0: float
+    float1: float
 
 
 @dataclass(frozen=True)
@@ -106,13 +119,15 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
 
     def _update(self, swap: V2Swap) -> None:
         state = self.pools.get(swap.pool_address)
+        r0, r1 = swap.reserve0, swap.reserve1
         if state is None:
             self.pools[swap.pool_address] = _PoolState(
-                swap.token0, swap.token1, swap.reserve0, swap.reserve1
+                swap.token0, swap.token1, r0, r1, float(r0), float(r1)
             )
             self.pairs.setdefault((swap.token0, swap.token1), []).append(swap.pool_address)
         else:
-            state.reserve0, state.reserve1 = swap.reserve0, swap.reserve1
+            state.reserve0, state.reserve1 = r0, r1
+            state.float0, state.float1 = float(r0), float(r1)
 
     def best_cycle(self, moved: bytes) -> _Candidate | None:
         """The most valuable profitable cycle between ``moved`` and any other pool of its pair.
@@ -122,12 +137,12 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
         that can pay are sized (see :meth:`_cycles`), in the order all four were tried
         before, so the winner (the first of the most valuable) is the same.
         """
-        state = self.pools[moved]
+        state, pools = self.pools[moved], self.pools
         best: _Candidate | None = None
         for other in self.pairs[(state.token0, state.token1)]:
             if other == moved:
                 continue
-            for buy, sell, zero_in in _cycles(state, self.pools[other], moved, other):
+            for buy, sell, zero_in in _cycles(state, pools[other], moved, other):
                 found = self._price(buy, sell, zero_in)
                 if found is not None and (best is None or found.value_usd_e6 > best.value_usd_e6):
                     best = found
@@ -137,11 +152,16 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
         a, b = self.pools[buy], self.pools[sell]
         if zero_in:
             token_in, token_mid = a.token0, a.token1
+            pricing = self.pricing[token_in]
+            if _profit_bound(a.float0, a.float1, b.float1, b.float0) < pricing.need:
+                return None  # cannot pay: evaluate() would return None (see _profit_bound)
             reserves = (a.reserve0, a.reserve1, b.reserve1, b.reserve0)
         else:
             token_in, token_mid = a.token1, a.token0
+            pricing = self.pricing[token_in]
+            if _profit_bound(a.float1, a.float0, b.float0, b.float1) < pricing.need:
+                return None
             reserves = (a.reserve1, a.reserve0, b.reserve0, b.reserve1)
-        pricing = self.pricing[token_in]
         found = evaluate(
             *reserves,
             max_input=pricing.max_input,
@@ -191,3 +211,21 @@ def _cycles(
     if _GAMMA2 * q > _ONE2 * p:
         return ((moved, other, False), (other, moved, True))
     return ()
+
+
+def _profit_bound(a_x: float, a_y: float, b_y: float, b_x: float) -> float:
+    """More than ``out - x`` of any sizing of the cycle, from its reserves as floats.
+
+    With g = 0.997 the round trip's real-valued curve is out(x) = K·x / (L + M·x), where
+    K = g²·a_y·b_x, L = a_x·b_y and M = g·b_y + g²·a_y, and out(x) - x peaks at (√K - √L)² / M
+    (at x*). The pair contract's floor divisions only return less and the ``max_input`` cap
+    only moves x off the peak, so when this bound is below ``min_profit + gas_cost``,
+    :func:`bandit.arbitrage.evaluate` returns None, and the detector skips its integer square
+    root and divisions (issue 16: 92 % of the bundled feed's sized cycles; the exact path still
+    decides every cycle that remains). Only called for a cycle that passed the exact
+    profitability test (K > L, so M > 0). The margin ``_SLACK·√K`` keeps the bound above the
+    true peak whatever the float roundings.
+    """
+    root_k = sqrt(_G2 * a_y * b_x)
+    gap = root_k - sqrt(a_x * b_y) + _SLACK * root_k
+    return gap * gap / (_G * b_y + _G2 * a_y) * (1.0 + _SLACK)
