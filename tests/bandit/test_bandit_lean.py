@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from bandit.arbitrage import evaluate
+from bandit.arbitrage import FEE_DEN, FEE_NUM, evaluate
 from bandit.protocol import OrderExecution, OrderStatus, RejectReason
 from bandit.services import ArbitrageDetector, DetectorConfig
 from bandit.services.audit import audit_record, audit_record_json
-from bandit.services.detector import _profit_bound
+from bandit.services.detector import _cycles, _cycles_exact, _PoolState, _profit_bound
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -88,3 +88,28 @@ def test_the_bound_is_tight_on_the_worked_case() -> None:
     assert found is not None
     bound = _profit_bound(float(a_x), float(a_y), float(b_y), float(b_x))
     assert found.amount_out - found.amount_in <= bound < 1.01 * (found.amount_out - found.amount_in)
+
+
+def _pool(r0: int, r1: int) -> _PoolState:
+    return _PoolState(b"\x00" * 20, b"", b"", r0, r1, float(r0), float(r1), [])
+
+
+@settings(max_examples=500, deadline=None)
+@given(m0=reserve, m1=reserve, o0=reserve, delta=st.integers(-3, 3), mirror=st.booleans())
+def test_the_float_direction_tests_agree_with_the_integers_at_the_edge(
+    m0: int, m1: int, o0: int, delta: int, mirror: bool
+) -> None:
+    # o1 right at the edge 997²·m1·o0 = 1000²·m0·o1 (give or take a few units), where the
+    # float products cannot tell and the exact integers must decide.
+    o1 = max(1, FEE_NUM**2 * m1 * o0 // (FEE_DEN**2 * m0) + delta)
+    m, o = (_pool(m0, m1), _pool(o0, o1)) if not mirror else (_pool(o0, o1), _pool(m0, m1))
+    assert _cycles(m, o) == _cycles_exact(m, o)
+
+
+@settings(max_examples=500, deadline=None)
+@given(m0=reserve, m1=reserve, o0=reserve, o1=reserve)
+def test_the_float_direction_tests_agree_with_the_integers(
+    m0: int, m1: int, o0: int, o1: int
+) -> None:
+    m, o = _pool(m0, m1), _pool(o0, o1)
+    assert _cycles(m, o) == _cycles_exact(m, o)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from math import sqrt
+from typing import NamedTuple
 
 from bandit.arbitrage import FEE_DEN, FEE_NUM, Opportunity, evaluate
 from bandit.protocol import ArbitrageSignal, V2Swap
@@ -22,6 +23,7 @@ _G2 = _G * _G
 # The bound's safety margin, relative: the dozen float roundings it makes are each at most
 # 2**-53 (1.1e-16) relative, so 1e-12 covers them a thousand times over.
 _SLACK = 1e-12
+_ABOVE, _BELOW = 1.0 + _SLACK, 1.0 - _SLACK
 
 
 @dataclass(frozen=True)
@@ -62,19 +64,23 @@ class _Pricing:
         return amount * self.price_usd_e6 // self.scale  # as bandit.tokens.usd_e6
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _PoolState:
+    address: bytes
     token0: bytes
     token1: bytes
     reserve0: int
     reserve1: int
-    # The reserves as floats, converted once per swap, for _profit_bound only.
+    # The reserves as floats, converted once per swap, for the float tests only (_cycles,
+    # _profit_bound): every amount is computed from the integers.
     float0: float
     float1: float
+    # Every pool of this pair, this one included, in first-seen order: one list shared by the
+    # pair, so a swap finds its counterparts without building the pair's key.
+    peers: list[_PoolState]
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):
     buy_pool: bytes
     sell_pool: bytes
     token_in: bytes
@@ -102,54 +108,65 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
         self.pricing = {t.address: _Pricing.of(t, self.config) for t in tokens}
         self.pools: dict[bytes, _PoolState] = {}
         self.pairs: dict[tuple[bytes, bytes], list[bytes]] = {}
+        self._peers: dict[tuple[bytes, bytes], list[_PoolState]] = {}
         self.swaps_seen = 0
         self.signals_emitted = 0
         self.unknown_token_swaps = 0
 
     def handle(self, swap: V2Swap) -> None:
         self.swaps_seen += 1
-        if swap.token0 not in self.pricing or swap.token1 not in self.pricing:
+        pricing = self.pricing
+        if swap.token0 not in pricing or swap.token1 not in pricing:
             self.unknown_token_swaps += 1
             return
-        self._update(swap)
-        best = self.best_cycle(swap.pool_address)
+        state = self._update(swap)
+        best = self._best(state)
         if best is not None:
             self.signals_emitted += 1
             self.emit(self._signal(swap, best))
 
-    def _update(self, swap: V2Swap) -> None:
+    def _update(self, swap: V2Swap) -> _PoolState:
         state = self.pools.get(swap.pool_address)
         r0, r1 = swap.reserve0, swap.reserve1
         if state is None:
-            self.pools[swap.pool_address] = _PoolState(
-                swap.token0, swap.token1, r0, r1, float(r0), float(r1)
-            )
-            self.pairs.setdefault((swap.token0, swap.token1), []).append(swap.pool_address)
-        else:
-            state.reserve0, state.reserve1 = r0, r1
-            state.float0, state.float1 = float(r0), float(r1)
+            return self._add_pool(swap)
+        state.reserve0, state.reserve1 = r0, r1
+        state.float0, state.float1 = float(r0), float(r1)
+        return state
+
+    def _add_pool(self, swap: V2Swap) -> _PoolState:
+        pair = (swap.token0, swap.token1)
+        peers = self._peers.setdefault(pair, [])
+        r0, r1 = swap.reserve0, swap.reserve1
+        state = _PoolState(swap.pool_address, swap.token0, swap.token1, r0, r1, float(r0),
+                           float(r1), peers)
+        peers.append(state)
+        self.pools[swap.pool_address] = state
+        self.pairs.setdefault(pair, []).append(swap.pool_address)
+        return state
 
     def best_cycle(self, moved: bytes) -> _Candidate | None:
         """The most valuable profitable cycle between ``moved`` and any other pool of its pair.
 
         Every other pool, in both directions and with either token as the input: the pool that
         just moved is the one whose price changed, so it is never skipped. Only the cycles
-        that can pay are sized (see :meth:`_cycles`), in the order all four were tried
-        before, so the winner (the first of the most valuable) is the same.
+        that can pay are sized (see :meth:`_cycles` and :func:`_profit_bound`), in the order
+        all four were tried before, so the winner (the first of the most valuable) is the same.
         """
-        state, pools = self.pools[moved], self.pools
+        return self._best(self.pools[moved])
+
+    def _best(self, state: _PoolState) -> _Candidate | None:
         best: _Candidate | None = None
-        for other in self.pairs[(state.token0, state.token1)]:
-            if other == moved:
+        for other in state.peers:
+            if other is state:
                 continue
-            for buy, sell, zero_in in _cycles(state, pools[other], moved, other):
+            for buy, sell, zero_in in _cycles(state, other):
                 found = self._price(buy, sell, zero_in)
                 if found is not None and (best is None or found.value_usd_e6 > best.value_usd_e6):
                     best = found
         return best
 
-    def _price(self, buy: bytes, sell: bytes, zero_in: bool) -> _Candidate | None:
-        a, b = self.pools[buy], self.pools[sell]
+    def _price(self, a: _PoolState, b: _PoolState, zero_in: bool) -> _Candidate | None:
         if zero_in:
             token_in, token_mid = a.token0, a.token1
             pricing = self.pricing[token_in]
@@ -171,7 +188,7 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
         if found is None:
             return None
         value = pricing.usd_e6(found.profit)
-        return _Candidate(buy, sell, token_in, token_mid, reserves, found, value)
+        return _Candidate(a.address, b.address, token_in, token_mid, reserves, found, value)
 
     def _signal(self, swap: V2Swap, best: _Candidate) -> ArbitrageSignal:
         a_x, a_y, b_y, b_x = best.reserves
@@ -195,21 +212,36 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
         )
 
 
-def _cycles(
-    m: _PoolState, o: _PoolState, moved: bytes, other: bytes
-) -> tuple[tuple[bytes, bytes, bool], ...]:
-    """The cycles through ``moved`` and ``other`` that bandit.arbitrage.is_profitable passes.
+def _cycles(m: _PoolState, o: _PoolState) -> tuple[tuple[_PoolState, _PoolState, bool], ...]:
+    """The cycles through pools ``m`` (moved) and ``o`` that bandit.arbitrage.is_profitable
+    passes, as (buy, sell, token0 in?).
 
-    Of the four (buy, sell, token0 in?) cycles, (moved, other, True) and (other, moved, False)
-    both reduce to γ²·m.r1·o.r0 > m.r0·o.r1, the other two to the mirror test; γ² < 1, so at
-    most one test holds. A cycle that fails it is never sized (optimal_input is 0), so
-    skipping it changes nothing but the time: 12 evaluations per swap became 0 or 2.
+    Of the four cycles, (m, o, True) and (o, m, False) both reduce to γ²·m.r1·o.r0 > m.r0·o.r1,
+    the other two to the mirror test; γ² < 1, so at most one test holds. A cycle that fails it
+    is never sized (optimal_input is 0), so skipping it changes nothing but the time: 12
+    evaluations per swap became 0 or 2. The tests are decided on the float reserves when they
+    clear the margin ``_SLACK`` (float products are off by a few 1e-16 at most), and on the
+    exact integers only in the sliver where they do not.
     """
+    p, q = m.float1 * o.float0, m.float0 * o.float1
+    if _G2 * p > q * _ABOVE:
+        return ((m, o, True), (o, m, False))
+    if _G2 * q > p * _ABOVE:
+        return ((m, o, False), (o, m, True))
+    if _G2 * p < q * _BELOW and _G2 * q < p * _BELOW:
+        return ()
+    return _cycles_exact(m, o)
+
+
+def _cycles_exact(
+    m: _PoolState, o: _PoolState
+) -> tuple[tuple[_PoolState, _PoolState, bool], ...]:
+    """:func:`_cycles` on the integer reserves (what the float tests stand in for)."""
     p, q = m.reserve1 * o.reserve0, m.reserve0 * o.reserve1
     if _GAMMA2 * p > _ONE2 * q:
-        return ((moved, other, True), (other, moved, False))
+        return ((m, o, True), (o, m, False))
     if _GAMMA2 * q > _ONE2 * p:
-        return ((moved, other, False), (other, moved, True))
+        return ((m, o, False), (o, m, True))
     return ()
 
 
