@@ -45,10 +45,14 @@ def _plain(value: Any) -> Any:
     return "0x" + value.hex() if isinstance(value, bytes) else value
 
 
+# (name, FieldSpec) per field, in declaration order; @message adds FIELDS at run time.
+_FIELDS: tuple[tuple[str, Any], ...] = OrderExecution.FIELDS  # type: ignore[attr-defined]
+
+
 def audit_record_json(execution: OrderExecution) -> bytes:
     """:func:`audit_record` through ``json.dumps``: the definition of the format (the tests
     compare the two), and what a field kind without a fast slot would use."""
-    record = {name: _plain(getattr(execution, name)) for name, _ in OrderExecution.FIELDS}
+    record = {name: _plain(getattr(execution, name)) for name, _ in _FIELDS}
     record["status"] = OrderStatus(execution.status).name
     record["reason"] = RejectReason(execution.reason).name
     return (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
@@ -58,8 +62,8 @@ def audit_record_json(execution: OrderExecution) -> bytes:
 # string over the fields in sorted-key order (issue 16: json.dumps built an encoder, a dict and
 # sorted its keys for every record). Ints print as json prints them (``int.__repr__``),
 # addresses are "0x" + hex and the two codes are their enum names: ASCII, nothing to escape.
-_KEYS = tuple(sorted(name for name, _ in OrderExecution.FIELDS))
-_KINDS = dict(OrderExecution.FIELDS)
+_KEYS = tuple(sorted(name for name, _ in _FIELDS))
+_KINDS = dict(_FIELDS)
 _NAMED = {"status": {s.value: s.name for s in OrderStatus},
           "reason": {r.value: r.name for r in RejectReason}}
 _FAST = all(k in _NAMED or _KINDS[k].kind in ("int", "bigint", "bytes") for k in _KEYS)
