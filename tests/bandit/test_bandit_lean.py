@@ -7,7 +7,7 @@ from bandit.arbitrage import FEE_DEN, FEE_NUM, evaluate
 from bandit.protocol import OrderExecution, OrderStatus, RejectReason
 from bandit.services import ArbitrageDetector, DetectorConfig
 from bandit.services.audit import audit_record, audit_record_json
-from bandit.services.detector import _cycles, _cycles_exact, _PoolState, _profit_bound
+from bandit.services.detector import _profit_bound
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,26 +90,23 @@ def test_the_bound_is_tight_on_the_worked_case() -> None:
     assert found.amount_out - found.amount_in <= bound < 1.01 * (found.amount_out - found.amount_in)
 
 
-def _pool(r0: int, r1: int) -> _PoolState:
-    return _PoolState(b"\x00" * 20, b"", b"", r0, r1, float(r0), float(r1), [])
-
-
 @settings(max_examples=500, deadline=None)
-@given(m0=reserve, m1=reserve, o0=reserve, delta=st.integers(-3, 3), mirror=st.booleans())
-def test_the_float_direction_tests_agree_with_the_integers_at_the_edge(
-    m0: int, m1: int, o0: int, delta: int, mirror: bool
+@given(m0=reserve, m1=reserve, o0=reserve, delta=st.integers(-3, 3), mirror=st.booleans(),
+       others=st.lists(st.tuples(reserve, reserve), max_size=2))
+def test_at_the_edge_of_profitability_the_integers_decide(
+    m0: int, m1: int, o0: int, delta: int, mirror: bool, others: list[tuple[int, int]]
 ) -> None:
-    # o1 right at the edge 997²·m1·o0 = 1000²·m0·o1 (give or take a few units), where the
-    # float products cannot tell and the exact integers must decide.
+    # The moved pool and one other right at the edge 997²·m1·o0 = 1000²·m0·o1 (give or take a
+    # few units), where the float products cannot tell the direction; no thresholds, so every
+    # cycle the integers pass is sized and the winner shows any cycle the floats got wrong.
     o1 = max(1, FEE_NUM**2 * m1 * o0 // (FEE_DEN**2 * m0) + delta)
-    m, o = (_pool(m0, m1), _pool(o0, o1)) if not mirror else (_pool(o0, o1), _pool(m0, m1))
-    assert _cycles(m, o) == _cycles_exact(m, o)
-
-
-@settings(max_examples=500, deadline=None)
-@given(m0=reserve, m1=reserve, o0=reserve, o1=reserve)
-def test_the_float_direction_tests_agree_with_the_integers(
-    m0: int, m1: int, o0: int, o1: int
-) -> None:
-    m, o = _pool(m0, m1), _pool(o0, o1)
-    assert _cycles(m, o) == _cycles_exact(m, o)
+    edge = [(m0, m1), (o0, o1)] if not mirror else [(o0, o1), (m0, m1)]
+    det = ArbitrageDetector(DetectorConfig(gas_cost_usd_e6=0, min_profit_usd_e6=0))
+    for i, (r0, r1) in enumerate([edge[1], *others]):
+        det._update(swap(i + 1, r0, r1))
+    det._update(swap(0, *edge[0]))
+    best = det.best_cycle(bytes([0]) * 20)
+    expected = every_cycle_best(det, bytes([0]) * 20)
+    got = None if best is None else (best.buy_pool, best.sell_pool, best.token_in,
+                                     best.reserves, best.found)
+    assert got == expected

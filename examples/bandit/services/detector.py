@@ -75,6 +75,9 @@ class _PoolState:
     # _profit_bound): every amount is computed from the integers.
     float0: float
     float1: float
+    # min_profit + gas_cost of token0 and token1 (_Pricing.need), for the same tests.
+    need0: float
+    need1: float
     # Every pool of this pair, this one included, in first-seen order: one list shared by the
     # pair, so a swap finds its counterparts without building the pair's key.
     peers: list[_PoolState]
@@ -139,7 +142,8 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
         peers = self._peers.setdefault(pair, [])
         r0, r1 = swap.reserve0, swap.reserve1
         state = _PoolState(swap.pool_address, swap.token0, swap.token1, r0, r1, float(r0),
-                           float(r1), peers)
+                           float(r1), self.pricing[swap.token0].need,
+                           self.pricing[swap.token1].need, peers)
         peers.append(state)
         self.pools[swap.pool_address] = state
         self.pairs.setdefault(pair, []).append(swap.pool_address)
@@ -150,35 +154,75 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
 
         Every other pool, in both directions and with either token as the input: the pool that
         just moved is the one whose price changed, so it is never skipped. Only the cycles
-        that can pay are sized (see :meth:`_cycles` and :func:`_profit_bound`), in the order
+        that can pay are sized (see :func:`_cycles` and :func:`_profit_bound`), in the order
         all four were tried before, so the winner (the first of the most valuable) is the same.
         """
         return self._best(self.pools[moved])
 
-    def _best(self, state: _PoolState) -> _Candidate | None:
+    def _best(self, m: _PoolState) -> _Candidate | None:
+        """best_cycle's loop: :func:`_cycles` and :func:`_profit_bound` written out.
+
+        The two cycles of the direction that passes the profitability test share
+        K = g²·m.r1·o.r0 and L = m.r0·o.r1 (the mirror direction: g²·m.r0·o.r1 and m.r1·o.r0),
+        so one √K - √L bounds both; only a cycle whose bound reaches its input token's need is
+        sized exactly. In the sliver where the float tests cannot tell the direction, the
+        integers decide (:func:`_cycles`). Per swap this is a few float operations per
+        counterpart pool: most swaps size nothing.
+        """
         best: _Candidate | None = None
-        for other in state.peers:
-            if other is state:
+        m0, m1, need0, need1 = m.float0, m.float1, m.need0, m.need1
+        for o in m.peers:
+            if o is m:
                 continue
-            for buy, sell, zero_in in _cycles(state, other):
-                found = self._price(buy, sell, zero_in)
-                if found is not None and (best is None or found.value_usd_e6 > best.value_usd_e6):
-                    best = found
+            o0, o1 = o.float0, o.float1
+            p, q = m1 * o0, m0 * o1
+            k, k_mirror = _G2 * p, _G2 * q
+            if k > q * _ABOVE:  # (m, o, token0 in), then (o, m, token1 in)
+                root = sqrt(k)
+                gap = root - sqrt(q) + _SLACK * root
+                peak = gap * gap * _ABOVE  # _profit_bound times M
+                if peak >= need0 * (_G * o1 + _G2 * m1):
+                    best = self._better(best, m, o, True)
+                if peak >= need1 * (_G * m0 + _G2 * o0):
+                    best = self._better(best, o, m, False)
+            elif k_mirror > p * _ABOVE:  # (m, o, token1 in), then (o, m, token0 in)
+                root = sqrt(k_mirror)
+                gap = root - sqrt(p) + _SLACK * root
+                peak = gap * gap * _ABOVE
+                if peak >= need1 * (_G * o0 + _G2 * m0):
+                    best = self._better(best, m, o, False)
+                if peak >= need0 * (_G * m1 + _G2 * o1):
+                    best = self._better(best, o, m, True)
+            elif not (k < q * _BELOW and k_mirror < p * _BELOW):
+                for buy, sell, zero_in in _cycles(m, o):
+                    if self._can_pay(buy, sell, zero_in):
+                        best = self._better(best, buy, sell, zero_in)
         return best
 
+    def _better(
+        self, best: _Candidate | None, a: _PoolState, b: _PoolState, zero_in: bool
+    ) -> _Candidate | None:
+        """``best``, or the cycle (a, b, zero_in) if it pays more (the first of equals wins)."""
+        found = self._price(a, b, zero_in)
+        if found is not None and (best is None or found.value_usd_e6 > best.value_usd_e6):
+            return found
+        return best
+
+    def _can_pay(self, a: _PoolState, b: _PoolState, zero_in: bool) -> bool:
+        """The cycle's :func:`_profit_bound` reaches its input token's need."""
+        if zero_in:
+            return _profit_bound(a.float0, a.float1, b.float1, b.float0) >= a.need0
+        return _profit_bound(a.float1, a.float0, b.float0, b.float1) >= a.need1
+
     def _price(self, a: _PoolState, b: _PoolState, zero_in: bool) -> _Candidate | None:
+        """Size the cycle exactly (:func:`bandit.arbitrage.evaluate`) and value it."""
         if zero_in:
             token_in, token_mid = a.token0, a.token1
-            pricing = self.pricing[token_in]
-            if _profit_bound(a.float0, a.float1, b.float1, b.float0) < pricing.need:
-                return None  # cannot pay: evaluate() would return None (see _profit_bound)
             reserves = (a.reserve0, a.reserve1, b.reserve1, b.reserve0)
         else:
             token_in, token_mid = a.token1, a.token0
-            pricing = self.pricing[token_in]
-            if _profit_bound(a.float1, a.float0, b.float0, b.float1) < pricing.need:
-                return None
             reserves = (a.reserve1, a.reserve0, b.reserve0, b.reserve1)
+        pricing = self.pricing[token_in]
         found = evaluate(
             *reserves,
             max_input=pricing.max_input,
@@ -214,29 +258,15 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
 
 def _cycles(m: _PoolState, o: _PoolState) -> tuple[tuple[_PoolState, _PoolState, bool], ...]:
     """The cycles through pools ``m`` (moved) and ``o`` that bandit.arbitrage.is_profitable
-    passes, as (buy, sell, token0 in?).
+    passes, as (buy, sell, token0 in?), on the integer reserves.
 
-    Of the four cycles, (m, o, True) and (o, m, False) both reduce to γ²·m.r1·o.r0 > m.r0·o.r1,
-    the other two to the mirror test; γ² < 1, so at most one test holds. A cycle that fails it
+    Of the four cycles, (m, o, True) and (o, m, False) both reduce to g²·m.r1·o.r0 > m.r0·o.r1,
+    the other two to the mirror test; g² < 1, so at most one test holds. A cycle that fails it
     is never sized (optimal_input is 0), so skipping it changes nothing but the time: 12
-    evaluations per swap became 0 or 2. The tests are decided on the float reserves when they
-    clear the margin ``_SLACK`` (float products are off by a few 1e-16 at most), and on the
-    exact integers only in the sliver where they do not.
+    evaluations per swap became 0 or 2. :meth:`ArbitrageDetector._best` makes the same tests
+    on the float reserves where they clear the margin ``_SLACK`` (float products are off by a
+    few 1e-16 at most) and calls this only in the sliver where they do not.
     """
-    p, q = m.float1 * o.float0, m.float0 * o.float1
-    if _G2 * p > q * _ABOVE:
-        return ((m, o, True), (o, m, False))
-    if _G2 * q > p * _ABOVE:
-        return ((m, o, False), (o, m, True))
-    if _G2 * p < q * _BELOW and _G2 * q < p * _BELOW:
-        return ()
-    return _cycles_exact(m, o)
-
-
-def _cycles_exact(
-    m: _PoolState, o: _PoolState
-) -> tuple[tuple[_PoolState, _PoolState, bool], ...]:
-    """:func:`_cycles` on the integer reserves (what the float tests stand in for)."""
     p, q = m.reserve1 * o.reserve0, m.reserve0 * o.reserve1
     if _GAMMA2 * p > _ONE2 * q:
         return ((m, o, True), (o, m, False))
