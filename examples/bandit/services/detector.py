@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from math import sqrt
 from typing import NamedTuple
 
-from bandit.arbitrage import FEE_DEN, FEE_NUM, Opportunity, evaluate
+from bandit.arbitrage import FEE_DEN, FEE_NUM, Opportunity, size_cycle
 from bandit.protocol import ArbitrageSignal, V2Swap
 from bandit.tokens import TOKENS, Token
 from mycelium_mono import MessageHandler
@@ -89,8 +89,15 @@ class _Candidate(NamedTuple):
     token_in: bytes
     token_mid: bytes
     reserves: tuple[int, int, int, int]  # a_x, a_y, b_y, b_x
-    found: Opportunity
+    sized: tuple[int, int, int]  # amount_in, amount_mid, amount_out (size_cycle)
+    gas_cost: int
     value_usd_e6: int
+
+    @property
+    def found(self) -> Opportunity:
+        """What :func:`bandit.arbitrage.evaluate` returns for this cycle (built on demand:
+        only tests ask, the signal is made from the numbers)."""
+        return Opportunity(*self.sized, self.gas_cost)
 
 
 class ArbitrageDetector(MessageHandler[V2Swap]):
@@ -215,7 +222,7 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
         return _profit_bound(a.float1, a.float0, b.float0, b.float1) >= a.need1
 
     def _price(self, a: _PoolState, b: _PoolState, zero_in: bool) -> _Candidate | None:
-        """Size the cycle exactly (:func:`bandit.arbitrage.evaluate`) and value it."""
+        """Size the cycle exactly (:func:`bandit.arbitrage.size_cycle`) and value it."""
         if zero_in:
             token_in, token_mid = a.token0, a.token1
             reserves = (a.reserve0, a.reserve1, b.reserve1, b.reserve0)
@@ -223,19 +230,17 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
             token_in, token_mid = a.token1, a.token0
             reserves = (a.reserve1, a.reserve0, b.reserve0, b.reserve1)
         pricing = self.pricing[token_in]
-        found = evaluate(
-            *reserves,
-            max_input=pricing.max_input,
-            gas_cost=pricing.gas_cost,
-            min_profit=pricing.min_profit,
-        )
-        if found is None:
+        gas = pricing.gas_cost
+        sized = size_cycle(*reserves, max_input=pricing.max_input, gas_cost=gas,
+                           min_profit=pricing.min_profit)
+        if sized is None:
             return None
-        value = pricing.usd_e6(found.profit)
-        return _Candidate(a.address, b.address, token_in, token_mid, reserves, found, value)
+        value = pricing.usd_e6(sized[2] - sized[0] - gas)  # Opportunity.profit
+        return _Candidate(a.address, b.address, token_in, token_mid, reserves, sized, gas, value)
 
     def _signal(self, swap: V2Swap, best: _Candidate) -> ArbitrageSignal:
         a_x, a_y, b_y, b_x = best.reserves
+        amount_in, amount_mid, amount_out = best.sized
         return ArbitrageSignal(
             opportunity_id=self.signals_emitted,
             source_seq=swap.seq,
@@ -245,10 +250,10 @@ class ArbitrageDetector(MessageHandler[V2Swap]):
             sell_pool=best.sell_pool,
             token_in=best.token_in,
             token_mid=best.token_mid,
-            amount_in=best.found.amount_in,
-            expected_mid=best.found.amount_mid,
-            expected_out=best.found.amount_out,
-            gas_cost=best.found.gas_cost,
+            amount_in=amount_in,
+            expected_mid=amount_mid,
+            expected_out=amount_out,
+            gas_cost=best.gas_cost,
             buy_reserve_in=a_x,
             buy_reserve_out=a_y,
             sell_reserve_in=b_y,
