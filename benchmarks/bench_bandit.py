@@ -20,9 +20,12 @@ Rows:
 The share of time in dispatch for a mode is ``1 - hand-wired / mode``: everything a mode adds
 over the hand-wired chain is message passing. Before issue 16 the detector sized all four
 cycles of every pool pair and converted its thresholds per candidate, so the work (26-31 µs
-per swap) hid every mode's dispatch; it now sizes only the cycles that can pay, with the
+per swap) hid every mode's dispatch; it now sizes only the cycles that pass the
+profitability test and whose float profit bound reaches the minimum profit, with the
 thresholds converted once per token, and the audited bytes are unchanged
-(``tests/bandit/test_bandit_detector.py`` pins the whole feed's audit log).
+(``tests/bandit/test_bandit_detector.py`` pins the whole feed's audit log). Per swap that
+took 131k instructions on main and 41k now (``examples/bandit/README.md``, "Where the time
+goes").
 
 Run: ``python benchmarks/report.py -k bench_bandit``.
 
