@@ -35,7 +35,9 @@ under ``valgrind --tool=callgrind --dump-before=os_getppid`` twice, with ``FEW``
 swaps; the child decodes its swaps and builds the pipeline first, then calls ``os.getppid()``
 around the run (closing the pipeline included), so only the run is in the counted part. The
 difference of the two counts divided by ``MANY - FEW`` is the cost of one swap of the feed's
-swaps ``FEW..MANY``: set-up, first-call costs and the event loop's start cancel.
+swaps ``FEW..MANY``: set-up, first-call costs and the event loop's start cancel. ``--cli``
+counts whole ``python -m bandit MODE --limit N`` processes the same way (feed replay and the
+runner's latency timing included).
 """
 
 from __future__ import annotations
@@ -268,11 +270,42 @@ def instructions_per_swap(mode: str, few: int = FEW, many: int = MANY) -> float:
     return (_counted(mode, many) - _counted(mode, few)) / (many - few)
 
 
+CLI_FEW, CLI_MANY = 5_000, 20_000
+"""``--cli``: swaps of the two ``python -m bandit MODE --limit N`` runs compared."""
+
+
+def _counted_cli(mode: str, swaps: int) -> int:
+    """Instructions of a whole ``python -m bandit MODE --limit swaps`` process."""
+    with tempfile.TemporaryDirectory(prefix="bench-bandit-cli-") as tmp:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             "-m", "bandit", mode, "--limit", str(swaps), "--out", tmp, "--fsync", "never",
+             "--no-metrics-http"],
+            check=False, capture_output=True, text=True,
+            env=dict(os.environ, PYTHONHASHSEED="0"),
+        )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"`python -m bandit {mode}` under valgrind failed:\n"
+                         f"{done.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def cli_instructions_per_swap(mode: str) -> float:
+    """Per swap of the command line's run, feed replay and latency timing included: start-up
+    (imports, building the bus) is in both processes and cancels."""
+    few, many = _counted_cli(mode, CLI_FEW), _counted_cli(mode, CLI_MANY)
+    return (many - few) / (CLI_MANY - CLI_FEW)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Bandit: instructions per swap, per mode")
     parser.add_argument("--instructions", action="store_true",
                         help="count every mode's instructions per swap with callgrind")
-    parser.add_argument("modes", nargs="*", default=list(MODES), help="modes to count")
+    parser.add_argument("--cli", action="store_true",
+                        help="count `python -m bandit MODE` runs instead (monolith, inproc, "
+                        "hybrid), the feed replay and the runner's timing included")
+    parser.add_argument("modes", nargs="*", help="modes to count (default: all)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "SWAPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -281,11 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.instructions:
         parser.error("run the wall-clock table with `python benchmarks/report.py -k "
                      "bench_bandit`; this script only counts (--instructions)")
-    print(f"Bandit, instructions per swap ({sys.implementation.cache_tag}, callgrind, "
-          f"swaps {FEW:,}..{MANY:,} of the bundled feed)")
+    if args.cli:
+        count, modes, span = cli_instructions_per_swap, ["monolith", "inproc", "hybrid"], (
+            f"`python -m bandit MODE`, swaps {CLI_FEW:,}..{CLI_MANY:,}")
+    else:
+        count, modes, span = instructions_per_swap, list(MODES), f"swaps {FEW:,}..{MANY:,}"
+    print(f"Bandit, instructions per swap ({sys.implementation.cache_tag}, callgrind, {span} "
+          "of the bundled feed)")
     print("| mode | instructions per swap |\n|---|---:|")
-    for mode in args.modes:
-        print(f"| {mode} | {instructions_per_swap(mode):,.0f} |", flush=True)
+    for mode in args.modes or modes:
+        print(f"| {mode} | {count(mode):,.0f} |", flush=True)
     return 0
 
 
