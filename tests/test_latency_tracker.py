@@ -129,3 +129,35 @@ async def test_measure_around_an_await_records_the_whole_await() -> None:
     with tracker.measure():
         assert await _sleep_10ms("a") == "a"
     assert tracker.report().max >= 10_000_000
+
+
+def _one_by_one(samples: list[int]) -> tuple[float, int, int, int, int, int, int]:
+    """What the tracker reported when every sample went straight into hdrh (before issue 16)."""
+    from hdrh.histogram import HdrHistogram
+
+    h = HdrHistogram(1, 60_000_000_000, 3)
+    out = sum(not h.record_value(max(ns, 1)) for ns in samples)
+    return (h.get_mean_value(), h.get_value_at_percentile(50.0), h.get_value_at_percentile(99.0),
+            h.get_value_at_percentile(99.9), h.get_max_value(), h.get_total_count(), out)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_recording_reports_what_recording_one_by_one_did(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    scale = [1, 3_000, 10**6, 10**9, 10**11, 5][seed]  # 10**11: some above 60 s
+    samples = [rng.randint(-5, scale) for _ in range(rng.choice([1, 999, 4096, 10_000]))]
+    tracker = LatencyTracker()
+    for ns in samples:
+        tracker.record(ns)
+    r = tracker.report()
+    assert (r.avg, r.p50, r.p99, r.p999, r.max, r.count, r.out_of_range) == _one_by_one(samples)
+
+
+def test_reset_forgets_buffered_samples_too() -> None:
+    tracker = LatencyTracker()
+    tracker.record(10)
+    tracker.reset()
+    tracker.record(20)
+    assert tracker.report().count == 1

@@ -24,6 +24,7 @@ __all__ = [
     "optimal_input",
     "paper_fill",
     "round_trip",
+    "size_cycle",
 ]
 
 FEE_NUM = 997
@@ -87,15 +88,27 @@ def evaluate(
     The closed form is the optimum of the real-valued curve; the re-simulation with the
     contract's floor divisions is what a fill would actually return, so profit is taken from it.
     """
+    sized = size_cycle(a_x, a_y, b_y, b_x, max_input=max_input, gas_cost=gas_cost,
+                       min_profit=min_profit)
+    return None if sized is None else Opportunity(*sized, gas_cost)
+
+
+def size_cycle(
+    a_x: int, a_y: int, b_y: int, b_x: int, *, max_input: int, gas_cost: int, min_profit: int
+) -> tuple[int, int, int] | None:
+    """:func:`evaluate`'s ``(amount_in, amount_mid, amount_out)``, without the Opportunity.
+
+    The detector sizes many cycles and signals the best one: building a frozen dataclass for
+    each sized cycle cost more than its arithmetic (issue 16's profile).
+    """
     x = min(optimal_input(a_x, a_y, b_y, b_x), max_input)
     if x <= 0:
         return None
     mid, out = round_trip(x, a_x, a_y, b_y, b_x)
-    # Opportunity.profit, before the Opportunity: most cycles the detector sizes do not pay,
-    # and building the frozen dataclass cost more than the test (issue 16's profile).
+    # Opportunity.profit, before any Opportunity: most cycles the detector sizes do not pay.
     if out - x - gas_cost < min_profit:
         return None
-    return Opportunity(x, mid, out, gas_cost)
+    return x, mid, out
 
 
 def _after_tax(amount: int, tax_bps: int) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
 
 from bandit.protocol import OrderExecution, OrderStatus, RejectReason
 from mycelium_mono import MessageHandler
 
-__all__ = ["AuditConfig", "AuditLogger", "audit_record"]
+__all__ = ["AuditConfig", "AuditLogger", "audit_record", "audit_record_json"]
 
 FsyncPolicy = Literal["always", "every", "never"]
 
@@ -44,12 +45,51 @@ def _plain(value: Any) -> Any:
     return "0x" + value.hex() if isinstance(value, bytes) else value
 
 
-def audit_record(execution: OrderExecution) -> bytes:
-    """One JSON line: every field, addresses as hex, names for the status codes, sorted keys."""
-    record = {name: _plain(getattr(execution, name)) for name, _ in OrderExecution.FIELDS}
+# (name, FieldSpec) per field, in declaration order; @message adds FIELDS at run time.
+_FIELDS: tuple[tuple[str, Any], ...] = OrderExecution.FIELDS  # type: ignore[attr-defined]
+
+
+def audit_record_json(execution: OrderExecution) -> bytes:
+    """:func:`audit_record` through ``json.dumps``: the definition of the format (the tests
+    compare the two), and what a field kind without a fast slot would use."""
+    record = {name: _plain(getattr(execution, name)) for name, _ in _FIELDS}
     record["status"] = OrderStatus(execution.status).name
     record["reason"] = RejectReason(execution.reason).name
     return (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+# The line ``json.dumps(..., sort_keys=True, separators=(",", ":"))`` writes, as one %-format
+# over the fields in sorted-key order (issue 16: json.dumps built an encoder, a dict and
+# sorted its keys for every record). Ints print as json prints them (``int.__repr__``),
+# addresses are "0x" + hex and the two codes are their enum names: ASCII, nothing to escape.
+_KEYS = tuple(sorted(name for name, _ in _FIELDS))
+_KINDS = dict(_FIELDS)
+_NAMED = {"status": {s.value: s.name for s in OrderStatus},
+          "reason": {r.value: r.name for r in RejectReason}}
+_FAST = all(k in _NAMED or _KINDS[k].kind in ("int", "bigint", "bytes") for k in _KEYS)
+_BYTES_AT = tuple(i for i, k in enumerate(_KEYS) if _KINDS[k].kind == "bytes")
+_STATUS_AT, _REASON_AT = _KEYS.index("status"), _KEYS.index("reason")
+# (%-formatting, not str.format: it parses the template faster, 1.0 against 1.6 µs a record.)
+_TEMPLATE = "{" + ",".join(
+    f'"{k}":"%s"' if k in _NAMED else f'"{k}":"0x%s"' if _KINDS[k].kind == "bytes"
+    else f'"{k}":%s' for k in _KEYS
+) + "}\n"
+_values = attrgetter(*_KEYS)
+
+
+def audit_record(execution: OrderExecution) -> bytes:
+    """One JSON line: every field, addresses as hex, names for the status codes, sorted keys."""
+    if not _FAST:
+        return audit_record_json(execution)  # a field kind the template does not know
+    values = list(_values(execution))
+    for i in _BYTES_AT:
+        values[i] = values[i].hex()
+    status, reason = _NAMED["status"].get(values[_STATUS_AT]), _NAMED["reason"].get(
+        values[_REASON_AT])
+    if status is None or reason is None:
+        return audit_record_json(execution)  # raises ValueError for the unknown code
+    values[_STATUS_AT], values[_REASON_AT] = status, reason
+    return (_TEMPLATE % tuple(values)).encode()
 
 
 class AuditLogger(MessageHandler[OrderExecution]):

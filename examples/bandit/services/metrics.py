@@ -84,9 +84,14 @@ class MetricsCollector(MessageHandler):  # type: ignore[type-arg]  # @handles me
         """Record one latency sample for ``stage`` (e.g. ``"dispatch"``)."""
         hist = self.latency.get(stage)
         if hist is None:
-            with self._lock:
-                hist = self.latency.setdefault(stage, Histogram())
+            hist = self.histogram(stage)
         hist.observe(seconds)
+
+    def histogram(self, stage: str) -> Histogram:
+        """``stage``'s histogram (created if new): a per-swap caller binds its ``observe``
+        once instead of looking the stage up for every sample."""
+        with self._lock:
+            return self.latency.setdefault(stage, Histogram())
 
     def render(self) -> str:
         """Everything in the Prometheus text exposition format (version 0.0.4)."""
