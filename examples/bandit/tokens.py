@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["TOKENS", "Token", "is_known", "register", "token_amount", "token_by_address",
            "usd_e6"]
@@ -27,7 +28,7 @@ class Token:
     # paper fills: that is what the risk manager's drawdown halt is for.
     transfer_tax_bps: int = 0
 
-    @property
+    @cached_property  # the feed replay reads it twice per swap: hash the symbol once
     def address(self) -> bytes:
         """A stable 20-byte address derived from the symbol (not a real deployment)."""
         return hashlib.blake2b(b"bandit-token:" + self.symbol.encode(), digest_size=20).digest()
