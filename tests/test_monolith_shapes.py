@@ -237,12 +237,12 @@ def test_item4_a_detached_handler_emits_to_the_bus_it_was_given_to_next(
     tmp_path: Path, build: Build,
 ) -> None:
     routing = load(tmp_path, build, EMITTING_HANDLERS, EMITTING_ROUTING, 58151)
-    shared = routing.Forward()
-    first = routing.Bus(forward=shared, sink=routing.Sink())
+    shared, first_sink = routing.Forward(), routing.Sink()
+    first = routing.Bus(forward=shared, sink=first_sink)
     first.detach()
     second = routing.Bus(forward=shared, sink=routing.Sink())
     second.emit_a(routing.A(5))
-    assert (first.sink.got, second.sink.got) == ([], [5])
+    assert (first_sink.got, second.sink.got) == ([], [5])
 
 
 def test_item4_a_bus_handler_spawned_on_a_service_runtime_is_refused(
