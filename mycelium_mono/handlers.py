@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_args, get_origin
 
 __all__ = [
+    "BusDetachedError",
     "HandlerMethod",
     "HandlerOwnedError",
     "MessageHandler",
@@ -27,6 +28,7 @@ __all__ = [
     "generic_message",
     "handled_messages",
     "handles",
+    "owner_description",
 ]
 
 M = TypeVar("M")
@@ -153,6 +155,27 @@ class HandlerOwnedError(RuntimeError):
     so emitting on bus ``a`` reached bus ``b``'s services (issue 11.4). Finding the bus that
     delivered each message would cost every emit a context switch; one owner costs nothing.
     """
+
+
+class BusDetachedError(RuntimeError):
+    """An emit on a bus after ``bus.detach()``: it gave its handlers away and delivers nothing.
+
+    Before, a detached bus kept calling the handlers it had freed, and their ``self.emit``
+    reached whichever bus owned them next. ``source`` is what raised it (one per bus).
+    """
+
+    def __init__(self, message: str, source: object = None) -> None:
+        super().__init__(message)
+        self.source = source
+
+
+def owner_description(handler: object) -> str:
+    """Who owns ``handler`` now, for messages: "Bus at 0x...", "a ServiceRuntime (...)", or
+    "no bus" (free, or a plain class, which never emits and so is never owned)."""
+    if not isinstance(handler, MessageHandler):
+        return "no bus"
+    current = getattr(handler.emit, "__self__", None)
+    return "no bus" if current is None or current is handler else _describe(current)
 
 
 def attach_emitter(handler: object, emit: Callable[[Any], Any]) -> None:

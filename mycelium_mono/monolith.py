@@ -8,17 +8,24 @@ the background backlog, pickling).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from mycelium_mono.handlers import attach_emitter, detach_emitter
+from mycelium_mono.handlers import (
+    BusDetachedError,
+    attach_emitter,
+    detach_emitter,
+    owner_description,
+)
 from mycelium_mono.messages import is_message_class
 
 if TYPE_CHECKING:
     # Only for the type checker: a bus without background routes never loads asyncio machinery.
     from mycelium_mono.bus.hybrid import BackgroundBacklog as BackgroundBacklog
 
-__all__ = ["ErrorCallback", "GeneratedBus", "failed", "wrong_service"]
+__all__ = ["BusDetachedError", "ErrorCallback", "GeneratedBus", "failed", "replace_service",
+           "wrong_service"]
 
 ErrorCallback = Callable[[Exception, str, Any], None]
 """``on_error(exc, "risk_manager.handle", msg)``: called once per failed handler."""
@@ -52,14 +59,43 @@ class GeneratedBus:
         self._on_error = on_error
         self._background = background
         self._dispatch = dispatch
-        for name in self.__mycelium_services__:
-            attach_emitter(getattr(self, name), self.emit)
+        attached: list[object] = []
+        try:
+            for name in self.__mycelium_services__:
+                service = getattr(self, name)
+                attach_emitter(service, self.emit)
+                attached.append(service)
+        except Exception:
+            # The bus is not built: the services it took before the refused one stay free.
+            for service in attached:
+                detach_emitter(service, self)
+            raise
 
     def detach(self) -> None:
         """Free this bus's services: their ``self.emit`` no longer reaches this bus, and each
-        can be given to another bus or a ServiceRuntime (issue 11.4)."""
-        for name in self.__mycelium_services__:
-            detach_emitter(getattr(self, name), self)
+        can be given to another bus or a ServiceRuntime (issue 11.4).
+
+        The bus then refuses every emit with :class:`BusDetachedError`. Each service slot, and
+        the backlog's, holds a :class:`_DetachedSlot` whose every attribute access raises, so
+        the generated emit code is the same as before (no flag test per emit): a call reads
+        ``self.<service>.handle`` and raises; inlined bodies are switched off through the
+        inline flag and their all-calls twin runs instead. Calls already queued on the
+        background backlog fail the same way when they run: drain before detaching.
+        """
+        if self._detached():
+            return
+        services = {name: getattr(self, name) for name in self.__mycelium_services__}
+        for service in services.values():
+            detach_emitter(service, self)
+        slot = _DetachedSlot(f"{type(self).__name__} at 0x{id(self):x}", services)
+        for name in services:
+            object.__setattr__(self, name, slot)
+        object.__setattr__(self, "_background", slot)
+        if getattr(type(self), "__mycelium_inlined__", None):
+            object.__setattr__(self, "_mycelium_inline_ok", False)
+
+    def _detached(self) -> bool:
+        return type(getattr(self, "_background", None)) is _DetachedSlot
 
     def emit(self, msg: Any) -> None:
         """Deliver ``msg`` to its routed handlers (one dict lookup, then the ``emit_*`` method)."""
@@ -100,6 +136,8 @@ class GeneratedBus:
         """
         calls = self.__mycelium_calls__[emit]
         attr, method = calls[index]
+        if isinstance(exc, BusDetachedError) and type(getattr(self, attr)) is _DetachedSlot:
+            raise exc  # a refused emit, not a handler's failure: no on_error, no group
         errors = failed(None, exc, self, f"{attr}.{method}")
         for attr, method in calls[index + 1 :]:
             try:
@@ -120,15 +158,87 @@ class GeneratedBus:
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
+        if self._detached():
+            _DetachedSlot.refuse(self._background)
         services = tuple(getattr(self, name) for name in self.__mycelium_services__)
         return (_rebuild, (type(self), services, self._on_error))
 
     def __repr__(self) -> str:
+        if self._detached():
+            return f"{type(self).__name__}(<detached>)"
         services = ", ".join(
             f"{name}={type(getattr(self, name)).__name__}(...)"
             for name in self.__mycelium_services__
         )
         return f"{type(self).__name__}({services})"
+
+
+class _DetachedSlot:
+    """What a detached bus holds instead of each service and of its backlog.
+
+    Every attribute access, store or deletion raises :class:`BusDetachedError` naming who owns
+    the handlers now (looked up when it is raised). One instance per detached bus.
+    """
+
+    __slots__ = ("_bus", "_services")
+
+    def __init__(self, bus: str, services: dict[str, object]) -> None:
+        object.__setattr__(self, "_bus", bus)
+        object.__setattr__(self, "_services", services)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "__class__":  # isinstance() asks for it: a slot is no service
+            return _DetachedSlot
+        _DetachedSlot.refuse(self)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        _DetachedSlot.refuse(self)
+
+    def __delattr__(self, name: str) -> None:
+        _DetachedSlot.refuse(self)
+
+    def __repr__(self) -> str:
+        return f"<service of detached {object.__getattribute__(self, '_bus')}>"
+
+    @staticmethod
+    def refuse(slot: object) -> NoReturn:
+        current = sys.exc_info()[1]
+        if isinstance(current, BusDetachedError) and current.source is slot:
+            # The same refused emit reaching a second slot (the background submit in the
+            # `finally` of a hybrid emit): one error, not one chained to another.
+            raise current
+        raise BusDetachedError(_detached_message(slot), slot)
+
+
+def _detached_message(slot: object) -> str:
+    bus: str = object.__getattribute__(slot, "_bus")
+    services: dict[str, object] = object.__getattribute__(slot, "_services")
+    owners = {name: owner_description(service) for name, service in services.items()}
+    if len(set(owners.values())) == 1:
+        now = next(iter(owners.values()))
+    else:
+        now = ": " + ", ".join(f"{name} → {owner}" for name, owner in owners.items())
+    name = bus.split(" at ")[0]
+    return (f"{bus} was detached (bus.detach()) and delivers nothing; its handlers now belong "
+            f"to{'' if now.startswith(':') else ' '}{now}\n"
+            f"help: emit on the bus that owns them now, or build a new {name}(...) with them")
+
+
+def replace_service(bus: GeneratedBus, name: str, value: object) -> None:
+    """``bus.<name> = value`` (the generated ``__setattr__``): checked as ``__init__`` checks,
+    then ``value`` is attached (it can emit; refused if another bus owns it) and the old
+    service released. Nothing changes if a check refuses."""
+    old = getattr(bus, name)
+    if type(old) is _DetachedSlot:
+        _DetachedSlot.refuse(old)
+    expected = bus.__mycelium_services__[name]
+    if not isinstance(value, expected):
+        raise wrong_service(bus, name, expected, value)
+    attach_emitter(value, bus.emit)
+    object.__setattr__(bus, name, value)
+    # One instance may fill two slots of a bus: it is released only when it fills none.
+    if old is not value and all(getattr(bus, n) is not old for n in bus.__mycelium_services__):
+        detach_emitter(old, bus)
 
 
 def _rebuild(cls: type[GeneratedBus], services: tuple[Any, ...], on_error: Any) -> GeneratedBus:

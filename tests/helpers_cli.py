@@ -85,3 +85,51 @@ class ChainBus:
     Signal = [Audit]
     Order = route(sync=[Book], background=[Store])
 '''
+
+
+# A sync handler emitting into a background-only route: every timed emit queues one call, and
+# the factories give the bus backlogs far smaller than a timing run (issue: bench's 20,000
+# emits overflowed the default 10,000-call backlog and died of BacklogFull).
+INTO_BACKGROUND = '''\
+from mycelium_mono import MessageHandler, route, routing_config
+from mycelium_mono.bus import BackgroundBacklog
+
+from clishop.msgs import Order, Swap
+
+
+class Forwarder(MessageHandler[Swap]):
+    def __init__(self, per_emit: int = 1, first: int = 1) -> None:
+        self.per_emit, self.first, self.calls = per_emit, first, 0
+
+    def handle(self, swap: Swap) -> None:
+        count = self.first if self.calls == 0 else self.per_emit
+        self.calls += 1
+        for _ in range(count):
+            self.emit(Order(amount=swap.amount))
+
+
+class Store(MessageHandler[Order]):
+    def __init__(self) -> None:
+        self.stored = 0
+
+    async def handle(self, order: Order) -> None:  # type: ignore[override]
+        self.stored += 1
+
+
+@routing_config
+class IntoBackground:
+    Swap = [Forwarder]
+    Order = route(background=[Store])
+
+
+def small_backlog() -> IntoBackground:
+    return IntoBackground(Forwarder(), Store(), background=BackgroundBacklog(maxsize=64))
+
+
+def three_per_emit() -> IntoBackground:
+    return IntoBackground(Forwarder(3, 3), Store(), background=BackgroundBacklog(maxsize=2))
+
+
+def more_after_the_first() -> IntoBackground:
+    return IntoBackground(Forwarder(2, 0), Store(), background=BackgroundBacklog(maxsize=64))
+'''

@@ -17,7 +17,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_cli import CHAIN_TO_HYBRID, CONSOLE_SCRIPT, cli, cli_env, copy_clipkgs, run
+from helpers_cli import (
+    CHAIN_TO_HYBRID,
+    CONSOLE_SCRIPT,
+    INTO_BACKGROUND,
+    cli,
+    cli_env,
+    copy_clipkgs,
+    run,
+)
 
 ERROR_TOKENS = {
     # code: the text the caret must sit under, on the line marked `# error here`
@@ -413,6 +421,60 @@ def test_bench_times_an_emit_whose_chain_reaches_a_hybrid_route(project: Path) -
     line = next(text for text in result.stdout.splitlines() if "ChainBus.emit_swap " in text)
     assert re.search(r"Swap → 1 handler: +[\d.]+ ns per emit; dict-and-loop", line), line
     assert "not timed" not in result.stdout
+
+
+def test_bench_times_more_emits_than_the_background_backlog_holds(project: Path) -> None:
+    # 20,000 timed emits (the default) each queued a call into the 10,000-call backlog: bench
+    # died with an ExceptionGroup/BacklogFull traceback. It now drains between chunks.
+    (project / "clishop" / "intobg.py").write_text(INTO_BACKGROUND)
+    result = cli("bench", "clishop.intobg", "--repeat", "1", cwd=project)
+
+    assert result.returncode == 0, result.stderr
+    assert "best of 1 x 20000 emits" in result.stdout
+    line = next(text for text in result.stdout.splitlines()
+                if "IntoBackground.emit_swap " in text)
+    assert re.search(r"Swap → 1 handler: +[\d.]+ ns per emit; dict-and-loop", line), line
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_drains_a_small_backlog_between_chunks_and_all_calls_run(project: Path) -> None:
+    (project / "clishop" / "intobg.py").write_text(INTO_BACKGROUND)
+    code = ("from mycelium_mono.cli.bench import time_bus\n"
+            "from mycelium_mono.cli.target import find_target, resolved_tables\n"
+            "from clishop.intobg import small_backlog\n"
+            "bus = small_backlog()\n"
+            "(table,), _ = resolved_tables(find_target('clishop.intobg'))\n"
+            "[swap, _] = time_bus(bus, table, number=1000, repeat=2)\n"
+            "print(swap.error, bus.store.stored, len(bus.background))")
+    result = run([sys.executable, "-c", code], project)
+
+    assert result.returncode == 0, result.stderr
+    # One untimed emit, then 2 runs x (1000 bus emits + 1000 dict-and-loop calls), each one
+    # call queued and run: 64 at a time, none refused, none left over.
+    assert result.stdout.split() == ["None", str(1 + 2 * 2 * 1000), "0"]
+
+
+def test_bench_says_when_one_emit_queues_more_than_the_backlog_holds(project: Path) -> None:
+    (project / "clishop" / "intobg.py").write_text(INTO_BACKGROUND)
+    for factory, expected in (
+        # The untimed emit already overflows a 2-call backlog: reported, not a traceback.
+        ("three_per_emit", "not timed (a handler raised on an all-zero Swap: IntoBackground"
+                           ".emit_swap: 1 handler(s) failed (forwarder.handle) (1 sub-exception)"
+                           ": BacklogFull: background backlog is full (2 calls"),
+        # Queues nothing on the untimed emit, two per emit after: a chunk of free room
+        # overflows, and the run says so.
+        ("more_after_the_first", "not timed (timing 20000 emits failed: IntoBackground.emit_swap"
+                                 ": 1 handler(s) failed (forwarder.handle) (1 sub-exception): "
+                                 "BacklogFull: background backlog is full (64 calls"),
+    ):
+        result = cli("bench", "clishop.intobg", "--factory", f"clishop.intobg:{factory}",
+                     "--repeat", "1", cwd=project)
+
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        line = next(text for text in result.stdout.splitlines()
+                    if "IntoBackground.emit_swap " in text)
+        assert expected in line, line
 
 
 # --- check: one package at a time, skipped trees, E0012's traceback (issue 15) ---------------

@@ -237,12 +237,12 @@ def test_item4_a_detached_handler_emits_to_the_bus_it_was_given_to_next(
     tmp_path: Path, build: Build,
 ) -> None:
     routing = load(tmp_path, build, EMITTING_HANDLERS, EMITTING_ROUTING, 58151)
-    shared = routing.Forward()
-    first = routing.Bus(forward=shared, sink=routing.Sink())
+    shared, first_sink = routing.Forward(), routing.Sink()
+    first = routing.Bus(forward=shared, sink=first_sink)
     first.detach()
     second = routing.Bus(forward=shared, sink=routing.Sink())
     second.emit_a(routing.A(5))
-    assert (first.sink.got, second.sink.got) == ([], [5])
+    assert (first_sink.got, second.sink.got) == ([], [5])
 
 
 def test_item4_a_bus_handler_spawned_on_a_service_runtime_is_refused(
@@ -752,3 +752,219 @@ def test_an_aliased_route_builds_and_a_side_without_handlers_is_left_out(
 
     asyncio.run(emit_b())
     assert bus.later.n == 5
+
+
+DETACH_HANDLERS = """
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A, B, C
+
+SEEN = []
+
+
+class Forward(MessageHandler[A]):
+    def handle(self, msg):
+        self.emit(B(msg.value))
+
+
+class Quiet(MessageHandler[A]):
+    # Never touches self: an inlined copy of this body reads nothing a detached bus could refuse.
+    def handle(self, msg):
+        SEEN.append(msg.value)
+
+
+class Sink(MessageHandler[B]):
+    def __init__(self):
+        self.got = []
+
+    def handle(self, msg):
+        self.got.append(msg.value)
+
+
+class Tally(MessageHandler[C]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += msg.value
+
+
+class Later(MessageHandler[C]):
+    def __init__(self):
+        self.got = []
+
+    async def handle(self, msg):
+        self.got.append(msg.value)
+"""
+
+DETACH_ROUTING = """
+from mycelium_mono import route, routing_config
+from shapes_app.messages import A, B, C
+from shapes_app.handlers import Forward, Later, Quiet, Sink, Tally
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [Quiet, Forward]
+    B = [Sink]
+    C = route(sync=[Tally], background=[Later])
+"""
+
+
+def _detach_bus(routing: Any, **services: Any) -> Any:
+    made = {"quiet": routing.Quiet(), "forward": routing.Forward(), "sink": routing.Sink(),
+            "tally": routing.Tally(), "later": routing.Later()}
+    return routing.Bus(**{**made, **services})
+
+
+def test_a_detached_bus_refuses_every_emit_naming_who_owns_its_handlers_now(
+    tmp_path: Path, build: Build,
+) -> None:
+    from mycelium_mono.handlers import BusDetachedError
+
+    routing = load(tmp_path, build, DETACH_HANDLERS, DETACH_ROUTING, 58501)
+    if build.inline:
+        assert {"quiet", "forward"} <= inlined(routing.Bus)
+    forward, first_sink = routing.Forward(), routing.Sink()
+    errors: list[Any] = []
+    first = _detach_bus(routing, forward=forward, sink=first_sink,
+                        on_error=lambda *args: errors.append(args))
+    seen = sys.modules[f"{PACKAGE}.handlers"].SEEN
+    first.emit_a(routing.A(1))
+    assert (seen, first_sink.got) == ([1], [1])
+    first.detach()
+    first.detach()  # twice is once
+    name = f"Bus at 0x{id(first):x}"
+    with pytest.raises(BusDetachedError, match=rf"^{name} was detached \(bus.detach\(\)\) and "
+                       r"delivers nothing; its handlers now belong to no bus\nhelp: emit on "):
+        first.emit_a(routing.A(2))
+    second = _detach_bus(routing, forward=forward)
+    for emit in (lambda: first.emit_a(routing.A(3)), lambda: first.emit(routing.A(3)),
+                 lambda: first.emit_b(routing.B(3))):
+        with pytest.raises(BusDetachedError, match=rf"forward → Bus at 0x{id(second):x}, "
+                           r"sink → no bus") as caught:
+            emit()
+        assert caught.value.__context__ is None  # one refusal, not one chained to another
+    # Nothing ran: not the inlined body that reads no service, not a handler, not on_error.
+    assert (seen, first_sink.got, second.sink.got, errors) == ([1], [1], [], [])
+    second.emit_a(routing.A(4))
+    assert (seen, second.sink.got) == ([1, 4], [4])
+    assert repr(first) == "Bus(<detached>)"
+
+
+def test_a_detached_bus_refuses_the_background_path_without_queueing(
+    tmp_path: Path, build: Build,
+) -> None:
+    from mycelium_mono.handlers import BusDetachedError
+
+    routing = load(tmp_path, build, DETACH_HANDLERS, DETACH_ROUTING, 58511)
+    later = routing.Later()
+    bus = _detach_bus(routing, later=later)
+    tally = bus.tally
+
+    async def emit_then_detach() -> None:
+        bus.emit_c(routing.C(1))
+        backlog = bus.background
+        await backlog.drain()
+        bus.detach()
+        with pytest.raises(BusDetachedError, match="its handlers now belong to no bus") as caught:
+            bus.emit_c(routing.C(2))  # the sync side, then the background submit in `finally`
+        assert caught.value.__context__ is None
+        with pytest.raises(BusDetachedError):
+            bus.background.submit(bus.emit_c_async, routing.C(3))
+        assert len(backlog) == 0
+        await backlog.drain()
+
+    asyncio.run(emit_then_detach())
+    assert (tally.n, later.got) == (1, [1])
+
+
+def test_a_detached_bus_takes_no_new_service(tmp_path: Path, build: Build) -> None:
+    from mycelium_mono.handlers import BusDetachedError
+
+    routing = load(tmp_path, build, DETACH_HANDLERS, DETACH_ROUTING, 58521)
+    bus = _detach_bus(routing)
+    bus.detach()
+    sink = routing.Sink()
+    with pytest.raises(BusDetachedError):
+        bus.sink = sink
+    _detach_bus(routing, sink=sink)  # and the one refused stays free
+
+
+def test_a_bus_refused_for_an_owned_service_leaves_the_others_free(
+    tmp_path: Path, build: Build,
+) -> None:
+    from mycelium_mono import HandlerOwnedError
+
+    routing = load(tmp_path, build, DETACH_HANDLERS, DETACH_ROUTING, 58531)
+    owner = _detach_bus(routing)
+    forward = routing.Forward()
+    with pytest.raises(HandlerOwnedError):
+        _detach_bus(routing, forward=forward, sink=owner.sink)
+    bus = _detach_bus(routing, forward=forward)  # was owned by the bus that was never built
+    bus.emit_a(routing.A(5))
+    assert bus.sink.got == [5]
+
+
+def test_a_replaced_service_receives_and_emits_and_the_old_one_is_free(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, DETACH_HANDLERS, DETACH_ROUTING, 58541)
+    old_forward, old_sink = routing.Forward(), routing.Sink()
+    bus = _detach_bus(routing, forward=old_forward, sink=old_sink)
+    bus.emit_a(routing.A(1))
+    new_forward, new_sink = routing.Forward(), routing.Sink()
+    bus.forward = new_forward
+    bus.emit_a(routing.A(2))
+    assert old_sink.got == [1, 2]
+    bus.sink = new_sink
+    bus.emit_a(routing.A(3))
+    assert (old_sink.got, new_sink.got) == ([1, 2], [3])
+    assert (bus.forward, bus.sink) == (new_forward, new_sink)
+    if build.inline:
+        assert bus._mycelium_inline_ok  # exact types: the inlined path is still taken
+    # The old instances are free: another bus takes them, and their emits reach it.
+    other = _detach_bus(routing, forward=old_forward, sink=old_sink)
+    other.emit_a(routing.A(6))
+    assert (old_sink.got, new_sink.got) == ([1, 2, 6], [3])
+
+
+def test_a_replacement_of_the_wrong_type_or_owned_elsewhere_leaves_the_bus_unchanged(
+    tmp_path: Path, build: Build,
+) -> None:
+    from mycelium_mono import HandlerOwnedError
+
+    routing = load(tmp_path, build, DETACH_HANDLERS, DETACH_ROUTING, 58551)
+    sink = routing.Sink()
+    bus = _detach_bus(routing, sink=sink)
+    with pytest.raises(TypeError) as at_init:
+        _detach_bus(routing, sink="not a Sink")
+    with pytest.raises(TypeError) as at_set:
+        bus.sink = "not a Sink"
+    assert str(at_set.value) == str(at_init.value)
+    assert "argument 'sink' must be a Sink instance, got str" in str(at_set.value)
+    other = _detach_bus(routing)
+    with pytest.raises(HandlerOwnedError, match=rf"already owned by Bus at 0x{id(other):x}; "
+                       rf"it cannot also be given to Bus at 0x{id(bus):x}"):
+        bus.sink = other.sink
+    assert bus.sink is sink
+    if build.inline:
+        assert bus._mycelium_inline_ok
+    bus.emit_a(routing.A(7))
+    assert (sink.got, other.sink.got) == ([7], [])
+
+
+def test_a_service_replaced_by_a_subclass_is_called_not_inlined(
+    tmp_path: Path, build: Build,
+) -> None:
+    routing = load(tmp_path, build, DETACH_HANDLERS, DETACH_ROUTING, 58561)
+
+    class Doubling(routing.Forward):  # type: ignore[misc,name-defined]
+        def handle(self, msg: Any) -> None:
+            self.emit(routing.B(2 * msg.value))
+
+    bus = _detach_bus(routing)
+    bus.forward = Doubling()
+    bus.emit_a(routing.A(4))
+    assert bus.sink.got == [8]
+    if build.inline:
+        assert not bus._mycelium_inline_ok

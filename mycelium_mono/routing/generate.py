@@ -165,8 +165,7 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
         body.append(_stmt(f"__mycelium_inlined__ = {_inlined_spec(plan)!r}"))
     _place_all(body, table.span)
     body.append(_init(table, guarded=bool(plan.guarded)))
-    if plan.guarded:
-        body.append(_setattr(table))
+    body.append(_setattr(table, guarded=bool(plan.guarded)))
     body.extend(methods)
     # Parsed, not built field by field: a parsed node has every field this Python defines
     # (3.12 added ClassDef.type_params, PEP 695), on every supported version (issue 13).
@@ -226,7 +225,8 @@ def _init(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
             f"    if not isinstance({handler.attr}, {ref.text}):",
             f"        raise {SUPPORT}.wrong_service(self, {handler.attr!r}, {ref.text}, "
             f"{handler.attr})",
-            f"    self.{handler.attr} = {handler.attr}",
+            # Past `__setattr__`, which is for replacing a service on a built bus.
+            f"    object.__setattr__(self, {handler.attr!r}, {handler.attr})",
         ]
     dispatch = ", ".join(f"{r.message_expr}: self.{r.emit_name}" for r in table.routes)
     lines.append(f"    self._setup(on_error, background, {{{dispatch}}})")
@@ -242,13 +242,17 @@ def _init(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
     return fn
 
 
-def _setattr(table: ResolvedTable) -> ast.stmt:
-    """Reassigning a service re-runs the inline guard; reads of services stay plain slots."""
+def _setattr(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
+    """``bus.<service> = new`` is checked and attached as in ``__init__`` (the new one can
+    emit, the old one is freed), then re-runs the inline guard; reads stay plain slots."""
+    recheck = f"        {INLINE_SUPPORT}.recheck(self)\n" if guarded else ""
     fn = _stmt(
         "def __setattr__(self, name: str, value: object) -> None:\n"
-        "    object.__setattr__(self, name, value)\n"
         "    if name in self.__mycelium_services__:\n"
-        f"        {INLINE_SUPPORT}.recheck(self)"
+        f"        {SUPPORT}.replace_service(self, name, value)\n"
+        f"{recheck}"
+        "    else:\n"
+        "        object.__setattr__(self, name, value)"
     )
     _place(fn, table.span)
     return fn
