@@ -48,13 +48,14 @@ class Stage:
     max_ack_pending: int = 64
     slow_ms: float = 0.0
     ack_wait_s: float = 1.5
+    max_in_flight: int = 4000
 
     def args(self, server: NatsServer, stream: str) -> list[str]:
         return [
             "--url", server.url, "--stream", stream, "--name", "relay", "--mode", self.mode,
             "--fetch-batch", str(self.fetch_batch),
             "--max-ack-pending", str(self.max_ack_pending), "--slow-ms", str(self.slow_ms),
-            "--ack-wait", str(self.ack_wait_s),
+            "--ack-wait", str(self.ack_wait_s), "--max-in-flight", str(self.max_in_flight),
         ]  # fmt: skip
 
 
@@ -215,3 +216,30 @@ async def test_sigkill_of_a_pipeline_stage_loses_no_output(
     kills = await run_with_kills(peers, nats_server, stream_name, stage, seed)
     await check_outputs(nats_server, stream_name, stage, kills)
 
+
+async def finish(peers: Peers, server: NatsServer, stream: str, args: list[str]) -> None:
+    last = peers.spawn("js_stage", *args)
+    await last.aexpect("READY", timeout=60)
+    await wait_settled(server.url, stream, timeout=60)
+    last.stop()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_stage_killed_right_after_its_first_acks_loses_no_output(
+    peers: Peers, nats_server: NatsServer, stream_name: str, mode: str
+) -> None:
+    # The narrowest window: the process dies right after an input ack reached the server,
+    # early in its life (its first Quote waits for the stream to be looked up) and with one
+    # publish in flight at a time (every emit waits behind the previous one's PubAck). An
+    # ack sent before the Quote was stored would lose that Quote here.
+    await publish_ticks(nats_server.url, stream_name, COUNT)
+    stage = Stage(mode, fetch_batch=4, max_ack_pending=8, max_in_flight=1, ack_wait_s=1.0)
+    args = stage.args(nats_server, stream_name)
+    kills = (1, 2, 3, 5, 8)
+    for after in kills:
+        doomed = peers.spawn("js_stage", *args, "--die-after", str(after), "--die-at", "acked")
+        await doomed.aexpect("READY", timeout=60)
+        code = await asyncio.to_thread(doomed.proc.wait, 60)
+        assert code == -9, f"stage exited {code}, not by SIGKILL:\n{doomed.stderr_tail()}"
+    await finish(peers, nats_server, stream_name, args)
+    await check_outputs(nats_server, stream_name, stage, len(kills))
