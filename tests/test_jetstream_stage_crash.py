@@ -145,11 +145,9 @@ async def run_with_kills(
     points = list(SELF_KILLS)
     rng.shuffle(points)
     for at in points:
-        after = rng.randrange(COUNT // 30, COUNT // 6)
-        doomed = peers.spawn("js_stage", *args, "--die-after", str(after), "--die-at", at)
-        await doomed.aexpect("READY", timeout=60)
-        code = await asyncio.to_thread(doomed.proc.wait, 60)
-        assert code == -9, f"stage exited {code}, not by SIGKILL:\n{doomed.stderr_tail()}"
+        # At most 4 x 375 (+ what one ack lags behind): work is always left for the next kill.
+        after = rng.randrange(COUNT // 30, COUNT // 8)
+        await self_killed(peers, server, stream, [*args, "--die-after", str(after), "--die-at", at])
     outside = rng.randrange(COUNT // 3, COUNT * 2 // 3)
     victim = peers.spawn("js_stage", *args)
     await victim.aexpect("READY", timeout=60)
@@ -160,6 +158,21 @@ async def run_with_kills(
     await wait_settled(server.url, stream, timeout=60)
     last.stop()
     return len(points) + 1
+
+
+async def self_killed(peers: Peers, server: NatsServer, stream: str, args: list[str]) -> None:
+    """Run a stage that SIGKILLs itself; fail if it finished the stream before its kill."""
+    doomed = peers.spawn("js_stage", *args)
+    await doomed.aexpect("READY", timeout=60)
+
+    async def dead() -> None:
+        while doomed.proc.poll() is None:
+            assert not await stage_settled(server.url, stream), "nothing left to kill it on"
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(dead(), 60)
+    code = doomed.proc.returncode
+    assert code == -9, f"stage exited {code}, not by SIGKILL:\n{doomed.stderr_tail()}"
 
 
 async def until_acked(url: str, stream: str, floor: int) -> None:
@@ -237,9 +250,8 @@ async def test_a_stage_killed_right_after_its_first_acks_loses_no_output(
     args = stage.args(nats_server, stream_name)
     kills = (1, 2, 3, 5, 8)
     for after in kills:
-        doomed = peers.spawn("js_stage", *args, "--die-after", str(after), "--die-at", "acked")
-        await doomed.aexpect("READY", timeout=60)
-        code = await asyncio.to_thread(doomed.proc.wait, 60)
-        assert code == -9, f"stage exited {code}, not by SIGKILL:\n{doomed.stderr_tail()}"
+        await self_killed(
+            peers, nats_server, stream_name, [*args, "--die-after", str(after), "--die-at", "acked"]
+        )
     await finish(peers, nats_server, stream_name, args)
     await check_outputs(nats_server, stream_name, stage, len(kills))

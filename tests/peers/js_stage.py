@@ -23,8 +23,9 @@ import signal
 import time
 from typing import Any
 
+from nats.aio.msg import Msg
+
 from mycelium_mono import MessageBus, MessageHandler, ServiceContext, ServiceRuntime
-from mycelium_mono.bus.transports.jetstream import PullConsumer
 from peers.common import say, wait_for
 from peers.messages import Quote, Tick
 
@@ -85,17 +86,16 @@ class AsyncRelay(MessageHandler[Tick]):
 
 
 def die_after_first_ack(fuse: Fuse) -> None:
-    """Wrap the consumer's settling so the process dies right after an ack once armed."""
-    original = PullConsumer._settle_outcomes
+    """Wrap every ack so the process dies right after the first one sent once armed."""
+    original = Msg.ack
 
-    async def settle_then_maybe_die(self: PullConsumer) -> None:
-        acked_before = self.inbound.stats.extra.get("acked", 0)
+    async def ack_then_maybe_die(self: Msg) -> None:
         await original(self)
-        if fuse.armed("acked") and self.inbound.stats.extra.get("acked", 0) > acked_before:
-            await self.js._nc.flush()  # the ack is on the wire, then the crash
+        if fuse.armed("acked"):
+            await self._client.flush()  # a PING/PONG: the server has the ack, then the crash
             die()
 
-    PullConsumer._settle_outcomes = settle_then_maybe_die  # type: ignore[method-assign]
+    Msg.ack = ack_then_maybe_die  # type: ignore[method-assign]
 
 
 async def main() -> None:
