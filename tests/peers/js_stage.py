@@ -110,6 +110,7 @@ async def main() -> None:
     parser.add_argument("--ack-wait", type=float, default=2.0)
     parser.add_argument("--maxsize", type=int, default=100)
     parser.add_argument("--max-in-flight", type=int, default=4000)
+    parser.add_argument("--max-deliver", type=int, default=5)
     parser.add_argument("--die-after", type=int, default=0)
     parser.add_argument("--die-at", choices=["emit", "return", "acked"], default="return")
     args = parser.parse_args()
@@ -120,6 +121,7 @@ async def main() -> None:
         "jetstream": True, "stream": args.stream, "durable": args.name,
         "ack_wait_s": args.ack_wait, "fetch_batch": args.fetch_batch,
         "max_ack_pending": args.max_ack_pending, "max_in_flight": args.max_in_flight,
+        "max_deliver": args.max_deliver,
     }  # fmt: skip
     bus = MessageBus.with_nats(args.url, **options)
     runtime = ServiceRuntime(bus, maxsize=args.maxsize)
