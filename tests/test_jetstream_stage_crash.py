@@ -163,9 +163,11 @@ async def run_with_kills(
 
 
 async def self_killed(peers: Peers, server: NatsServer, stream: str, args: list[str]) -> None:
-    """Run a stage that SIGKILLs itself; fail if it finished the stream before its kill."""
+    """Run a stage that SIGKILLs itself; fail if it finished the stream before its kill.
+
+    Not waiting for READY: a stage dying on its first input may do so before saying it.
+    """
     doomed = peers.spawn("js_stage", *args)
-    await doomed.aexpect("READY", timeout=60)
 
     async def dead() -> None:
         while doomed.proc.poll() is None:
@@ -322,8 +324,12 @@ async def test_a_stage_that_keeps_dying_dead_letters_what_it_held_and_loses_noth
     await finish(peers, nats_server, stream_name, args)
     quotes = set(await stored_quotes(nats_server.url, stream_name))
     dead = await dead_letters(nats_server.url, stream_name)
-    assert len(dead) == len(set(dead)), f"dead-lettered twice: {sorted(dead)}"
+    # An input can be dead-lettered twice: its term is not confirmed, and the stage that
+    # dead-lettered it may die before the term reached the server.
     assert quotes | set(dead) == set(range(1, count + 1)), "an input has neither"
     # Only the window the killed stages held can have reached max_deliver.
     assert set(dead) <= set(range(1, stage.max_ack_pending + 1)), sorted(dead)
-    print(f"dead-lettered without a Quote: {len(dead)} of {count}: {sorted(dead)}")
+    print(
+        f"dead-lettered: {len(set(dead))} of {count} ({len(dead)} copies), without a Quote: "
+        f"{len(set(dead) - quotes)}"
+    )
