@@ -10,8 +10,8 @@ handler returns). ``--slow-ms`` sleeps before the emit (the work).
 point no outside ``kill`` can hit: ``--die-at emit`` inside the handler right after the
 emit, ``return`` as soon as the handler returned (the runtime settled the input, the acker
 has not run yet), ``acked`` right after the first input ack this process sends once K
-were handled (its output stored, the ack written to the socket). Prints ``READY`` once
-consuming, then runs until killed (or ``QUIT``).
+were handled (its output stored; a PING/PONG after the ack: the server has it). Prints
+``READY`` once consuming, then runs until killed (or ``QUIT``).
 """
 
 from __future__ import annotations
