@@ -518,7 +518,9 @@ class NatsTransport(Transport):
             for i, u in enumerate(retry):
                 try:
                     await self._publish_confirmed(u, deadline)
-                except ConnectionError:
+                except (ConnectionError, NatsPermissionError):
+                    # Given up on (a refused subject is never stored either): the ledger must
+                    # hear of it, or every later input waits for these indices forever.
                     self._ledger.refuse([r.index for r in retry[i:]])
                     raise
                 self._ledger.resolve()
@@ -561,7 +563,8 @@ class NatsTransport(Transport):
             if loop.time() >= deadline or self._js is None:
                 return False
             if self._unacked and self._unacked[0].index < upto:
-                with contextlib.suppress(ConnectionError):  # counted and refused in the ledger
+                # Counted, and refused in the ledger.
+                with contextlib.suppress(ConnectionError, NatsPermissionError):
                     await self._settle()
                 continue
             # What is missing is still in the outbox, or inside a publish() on its way.
