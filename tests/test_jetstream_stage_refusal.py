@@ -6,7 +6,10 @@ stored, or it waits for it forever. A publish the server's permissions refused r
 ``ConnectionError`` as refused: the indices it had taken out of ``_unacked`` were never
 resolved, and every later input of the stage waited ``flush_timeout_s``, was withheld,
 redelivered and withheld again. With ``max_deliver=3`` all 10 of 10 Ticks were
-dead-lettered, though only Tick 3's output was refused; now only Tick 3 is.
+dead-lettered, though only Tick 3's output was refused; now only Tick 3 is, on both emit
+paths: through a sync ``self.emit`` the refused Signal used to stay at the head of the
+outbox (every emit behind it waited), and the inputs of one fetched batch all counted the
+Signal as theirs (their output window started at the offer, not when their handler began).
 """
 
 from __future__ import annotations
@@ -46,9 +49,7 @@ class Relay(MessageHandler[Tick]):
     """Tick 3 becomes a Signal the server refuses; every other Tick a Quote it stores.
 
     Emits with ``await ctx.emit``: once the server refused Signals, that publish raises in
-    the handler, so Tick 3 fails and is dead-lettered. (Through a sync ``self.emit`` the
-    refused Signal stays at the head of the transport's outbox and every later emit waits
-    behind it: see the report on branch ``stagecrash``; not fixed here.)
+    the handler, so Tick 3 fails and is dead-lettered.
     """
 
     def __init__(self) -> None:
@@ -62,6 +63,21 @@ class Relay(MessageHandler[Tick]):
             await self.ctx.emit(Quote(seq=msg.seq, price=float(msg.value)))
 
 
+class SyncRelay(MessageHandler[Tick]):
+    """The same through a sync ``self.emit``: the Signal goes to the transport's outbox.
+
+    The refused Signal used to stay at the head of the outbox, so every emit behind it waited
+    (8 of 10 Ticks dead-lettered); now it is dropped there, counted, and its index refused,
+    so only Tick 3 fails (its handler returned, but its output was not stored).
+    """
+
+    def handle(self, msg: Tick) -> None:
+        if msg.seq == 3:
+            self.emit(Signal(seq=msg.seq, edge=0.0))
+        else:
+            self.emit(Quote(seq=msg.seq, price=float(msg.value)))
+
+
 async def stage_settled(url: str) -> bool:
     nc = await nats.connect(url, **USER)
     try:
@@ -71,8 +87,9 @@ async def stage_settled(url: str) -> bool:
     return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
+@pytest.mark.parametrize("emit", ["await ctx.emit", "self.emit"])
 async def test_a_refused_output_does_not_stop_the_stage_acking_the_others(
-    js_permissions_server: Server,
+    js_permissions_server: Server, emit: str,
 ) -> None:
     url = js_permissions_server.url
     pub = NatsTransport(url, jetstream=True, stream="STAGE", **USER)  # type: ignore[arg-type]
@@ -88,8 +105,11 @@ async def test_a_refused_output_does_not_stop_the_stage_acking_the_others(
         flush_timeout_s=1.0, ack_timeout_s=0.3, max_deliver=3, backoff_s=(0.05,), **USER,
     )  # fmt: skip
     runtime = ServiceRuntime(bus)
-    relay = Relay()
-    relay.ctx = (await runtime.spawn_service(relay)).context
+    if emit == "self.emit":
+        await runtime.spawn_service(SyncRelay())
+    else:
+        relay = Relay()
+        relay.ctx = (await runtime.spawn_service(relay)).context
     await bus.ready()
     transport = bus.transport
     try:

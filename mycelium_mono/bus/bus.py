@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -116,12 +116,19 @@ class QueueFullError(asyncio.QueueFull):
 class _Settlement:
     """One received message's pending acknowledgement, shared by the subscribers that got it."""
 
-    __slots__ = ("_error", "_remaining", "_settle")
+    __slots__ = ("_began", "_error", "_remaining", "_settle")
 
     def __init__(self, settle: Settle, remaining: int) -> None:
         self._settle = settle
         self._remaining = remaining
         self._error: BaseException | None = None
+        self._began: Callable[[], None] | None = getattr(settle, "began", None)
+
+    def began(self) -> None:
+        """The first handler starts on the message (later ones change nothing)."""
+        began, self._began = self._began, None
+        if began is not None:
+            began()
 
     def done(self, error: BaseException | None = None) -> None:
         if error is not None:
@@ -341,6 +348,13 @@ class Subscriber(Generic[M]):
         in_hand = self._in_hand
         while in_hand:
             in_hand.popleft()[1].done(error)
+
+    def began(self, msg: Any) -> None:
+        """A handler starts on ``msg`` (a received message): a no-op if it is untracked."""
+        for held, settlement in self._in_hand:
+            if held is msg:
+                settlement.began()
+                return
 
     def settle(self, msg: Any, error: BaseException | None = None) -> None:
         """Done (or failed with ``error``) with one received message; a no-op if untracked."""

@@ -340,6 +340,7 @@ class ServiceRuntime:
                 method, is_async = table[type(msg)]
                 error: Exception | None = None
                 ctx._in_handler = True
+                sub.began(msg)  # a no-op unless a transport awaits its settlement
                 try:
                     if is_async:
                         await method(msg)

@@ -34,7 +34,9 @@ __all__ = ["CallbackInlet", "Inlet", "NullTransport", "Settle", "Transport", "Tr
 
 Settle = Callable[[BaseException | None], None]
 """Called once when every local subscriber finished with a message: ``None`` if all were
-done with it, else the (last) error reported for it."""
+done with it, else the (last) error reported for it. A settle callable may also have a
+``began()`` method: the bus calls it once, when the first handler starts on the message
+(JetStream uses it to know which of its outputs that handler can have emitted)."""
 
 
 class Inlet(Protocol):

@@ -207,25 +207,30 @@ class OutputLedger:
 
     An input may be acked only once what its handler emitted is stored: acking it while its
     output is still unconfirmed loses the output for good if JetStream then refuses it (a full
-    stream that discards new messages, a subject it does not bind). A consumer takes a
-    :meth:`mark` when it offers a message (``since``) and when the message is settled
-    (``upto``); every output of that message's handler has an index between the two, so the
-    acker waits until everything below ``upto`` is settled and acks only if none of
-    ``since..upto`` was refused. Other handlers' outputs in that window make it wait longer,
-    never less.
+    stream that discards new messages, a subject the server does not let us publish to). A
+    consumer takes :meth:`offer_mark` when it offers a message (``since``) and
+    :meth:`settle_mark` when the message is settled (``upto``); every output of that message's
+    handler gets an index between the two, so the acker waits until everything below ``upto``
+    is settled and acks only if none of ``since..upto`` was refused. Other handlers' outputs in
+    that window make it wait longer, never less.
     """
 
     # Refusals are rare; the last ones are enough to judge the inputs still in flight.
     _REFUSALS_KEPT = 4096
 
     def __init__(self) -> None:
-        self.appended = 0  # publishes handed to the server; the next one's index
+        self.appended = 0  # publishes handed to the server (or refused); the next one's index
         self.sending = 0  # publish() calls between acceptance and the server
-        self.resolved = 0  # publishes below this index are stored or given up on
-        self.refused: deque[int] = deque(maxlen=self._REFUSALS_KEPT)
+        self.resolved = 0  # every index below this one is stored or given up on
+        self._resolved_above: set[int] = set()  # settled out of order, above `resolved`
+        self.refused: deque[tuple[int, str]] = deque(maxlen=self._REFUSALS_KEPT)
         self.progress = asyncio.Event()
 
-    def mark(self, queued: int) -> int:
+    def offer_mark(self) -> int:
+        """A lower bound of the index of any output accepted from now on."""
+        return self.appended
+
+    def settle_mark(self, queued: int) -> int:
         """An index above every output accepted so far (``queued``: not yet sent ones)."""
         return self.appended + queued + self.sending
 
@@ -235,24 +240,36 @@ class OutputLedger:
         self.progress.set()
         return index
 
-    def resolve(self, count: int = 1) -> None:
-        self.resolved += count
+    def resolve(self, index: int) -> None:
+        """``index`` is stored or given up on; ``resolved`` moves over every settled prefix."""
+        if index == self.resolved:
+            self.resolved += 1
+            while self.resolved in self._resolved_above:
+                self._resolved_above.remove(self.resolved)
+                self.resolved += 1
+        elif index > self.resolved:
+            self._resolved_above.add(index)
         self.progress.set()
 
-    def refuse(self, indices: list[int]) -> None:
-        self.refused.extend(indices)
-        self.resolve(len(indices))
+    def refuse(self, indices: list[int], reason: str) -> None:
+        self.refused.extend((index, reason) for index in indices)
+        for index in indices:
+            self.resolve(index)
 
-    def refused_between(self, since: int, upto: int) -> bool:
-        return any(since <= index < upto for index in self.refused)
+    def refusal_between(self, since: int, upto: int) -> str | None:
+        """Why an output in ``since..upto`` was given up on, or None."""
+        return next((why for index, why in self.refused if since <= index < upto), None)
 
 
 class OutputsStored(Protocol):
     """What a consumer needs from its transport to ack only after the outputs are stored."""
 
+    def offer_mark(self) -> int: ...
+
     def output_mark(self) -> int: ...
 
-    async def outputs_stored(self, since: int, upto: int) -> bool: ...
+    async def outputs_stored(self, since: int, upto: int) -> str | None:
+        """None once the outputs ``since..upto`` are stored; else why they are not."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +281,33 @@ class _Outcome:
     error: BaseException | None
     since: int = 0
     upto: int = 0
+
+
+class _Settler:
+    """The settle callback of one fetched message, and where its outputs can start.
+
+    ``since`` is the transport's output mark when the message was offered; :meth:`began`
+    raises it to the mark when the first handler starts on it (a batch is offered at once,
+    so the offer mark would count every output of the batch's earlier messages as this
+    one's, and one refused output would fail them all).
+    """
+
+    __slots__ = ("consumer", "m", "since")
+
+    def __init__(self, consumer: PullConsumer, m: Msg, since: int) -> None:
+        self.consumer = consumer
+        self.m = m
+        self.since = since
+
+    def began(self) -> None:
+        outputs = self.consumer.outputs
+        if outputs is not None:
+            self.since = max(self.since, outputs.offer_mark())
+
+    def __call__(self, error: BaseException | None) -> None:
+        outputs = self.consumer.outputs
+        upto = self.since if outputs is None else outputs.output_mark()
+        self.consumer._settled(_Outcome(self.m, error, self.since, upto))
 
 
 class PullConsumer:
@@ -346,7 +390,7 @@ class PullConsumer:
             await self._dead_letter(m, error, deliveries)
             return
         self.inbound.stats.received += 1
-        settle = self._settler(m, 0 if self.outputs is None else self.outputs.output_mark())
+        settle = self._settler(m, 0 if self.outputs is None else self.outputs.offer_mark())
         msg = result.message
         inlet = self.inlet
         while not inlet.offer(msg, settle):
@@ -381,17 +425,13 @@ class PullConsumer:
     # -- settling ------------------------------------------------------------------------
 
     def _settler(self, m: Msg, since: int) -> Settle:
-        outcomes = self._outcomes
-        outputs = self.outputs
+        return _Settler(self, m, since)
 
-        def settle(error: BaseException | None) -> None:
-            upto = since if outputs is None else outputs.output_mark()
-            outcomes.append(_Outcome(m, error, since, upto))
-            wakeup = self._acker_wakeup
-            if wakeup is not None and not wakeup.done():
-                wakeup.set_result(None)
-
-        return settle
+    def _settled(self, outcome: _Outcome) -> None:
+        self._outcomes.append(outcome)
+        wakeup = self._acker_wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     async def _ack_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -406,33 +446,37 @@ class PullConsumer:
         while outcomes:
             outcome = outcomes.popleft()
             try:
-                if outcome.error is None and not await self._outputs_stored(outcome):
-                    continue
-                if outcome.error is None:
+                error = outcome.error
+                if error is None:
+                    error = await self._outputs_not_stored(outcome)
+                if error is None:
                     await outcome.msg.ack()
                     self.inbound.count("acked")
                 else:
-                    await self._failed(outcome.msg, outcome.error)
+                    await self._failed(outcome.msg, error)
             except Exception as exc:  # connection lost: the server redelivers after ack_wait
                 self.inbound.count("ack_errors")
                 log.warning("settling a JetStream message on %s failed: %r", self.subject, exc)
 
-    async def _outputs_stored(self, outcome: _Outcome) -> bool:
-        """Whether what the handler emitted is stored; if not, the input stays unacked and the
-        server redelivers it after ``ack_wait`` (at-least-once: a repeat, never a loss)."""
+    async def _outputs_not_stored(self, outcome: _Outcome) -> RuntimeError | None:
+        """None once what the handler emitted is stored; else the input fails as if the
+        handler had raised (nak with backoff, dead-lettered after ``max_deliver`` with the
+        reason in its headers): at-least-once, a repeat, never a loss."""
         outputs = self.outputs
         if outputs is None or outcome.since == outcome.upto:
-            return True
-        if await outputs.outputs_stored(outcome.since, outcome.upto):
-            return True
+            return None
+        why = await outputs.outputs_stored(outcome.since, outcome.upto)
+        if why is None:
+            return None
         self.inbound.count("acks_withheld")
         log.warning(
-            "JetStream message %s on %s left unacked: what its handler emitted was not "
-            "stored; it is redelivered after ack_wait",
+            "JetStream message %s on %s not acked: what its handler emitted was not stored "
+            "(%s); it is delivered again",
             _stream_seq(outcome.msg),
             self.subject,
+            why,
         )
-        return False
+        return RuntimeError(f"what the handler emitted was not stored by JetStream: {why}")
 
     async def _failed(self, m: Msg, error: BaseException) -> None:
         deliveries = m.metadata.num_delivered

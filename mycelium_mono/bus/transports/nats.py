@@ -467,6 +467,17 @@ class NatsTransport(Transport):
         outbox = self._outbox
         while outbox:
             wt, body = outbox[0]
+            try:
+                self._watch.check("publish", wt.subject)
+            except NatsPermissionError:
+                # The server refuses this subject: the message can never be sent, and held at
+                # the head it would stop every emit behind it. Counted and logged once by the
+                # watch; its index is refused, so the input that emitted it stays unacked.
+                outbox.popleft()
+                if self._js is not None:
+                    why = f"the server refuses publishing to {wt.subject}"
+                    self._ledger.refuse([self._ledger.append()], why)
+                continue
             await self._send(wt, body)
             outbox.popleft()
 
@@ -505,8 +516,7 @@ class NatsTransport(Transport):
                 return
             await asyncio.wait([u.future for u in unacked], timeout=self.ack_timeout_s)
             while unacked and _stored(unacked[0].future):
-                unacked.popleft()
-                self._ledger.resolve()
+                self._ledger.resolve(unacked.popleft().index)
             if not unacked:
                 return
             retry = list(unacked)
@@ -515,15 +525,24 @@ class NatsTransport(Transport):
                 u.future.cancel()  # releases nats-py's in-flight slot
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.flush_timeout_s
+            # The ledger hears of every index given up on, or every later input would wait
+            # for it forever: a subject the server refuses costs only its own messages (the
+            # ones behind it are re-sent and may well be stored), a lost server the rest.
+            refused: NatsPermissionError | None = None
             for i, u in enumerate(retry):
                 try:
                     await self._publish_confirmed(u, deadline)
-                except (ConnectionError, NatsPermissionError):
-                    # Given up on (a refused subject is never stored either): the ledger must
-                    # hear of it, or every later input waits for these indices forever.
-                    self._ledger.refuse([r.index for r in retry[i:]])
+                except NatsPermissionError as exc:
+                    self._ledger.refuse([u.index],
+                                        f"the server refuses publishing to {u.subject}")
+                    refused = exc
+                    continue
+                except ConnectionError as exc:
+                    self._ledger.refuse([r.index for r in retry[i:]], str(exc).split("\n")[0])
                     raise
-                self._ledger.resolve()
+                self._ledger.resolve(u.index)
+            if refused is not None:
+                raise refused
 
     async def _publish_confirmed(self, u: _Unacked, deadline: float) -> None:
         js = self._js
@@ -549,19 +568,23 @@ class NatsTransport(Transport):
 
     # -- the consumers' ack barrier (OutputsStored) ------------------------------------------
 
+    def offer_mark(self) -> int:
+        """A lower bound of any JetStream publish accepted from now on (:class:`OutputLedger`)."""
+        return self._ledger.offer_mark()
+
     def output_mark(self) -> int:
         """An index above every JetStream publish accepted so far (:class:`OutputLedger`)."""
-        return self._ledger.mark(len(self._outbox))
+        return self._ledger.settle_mark(len(self._outbox))
 
-    async def outputs_stored(self, since: int, upto: int) -> bool:
+    async def outputs_stored(self, since: int, upto: int) -> str | None:
         """Wait until the publishes below ``upto`` are stored or given up on (at most
-        ``flush_timeout_s``); True when none of ``since..upto`` was refused."""
+        ``flush_timeout_s``); None when none of ``since..upto`` was given up on, else why."""
         ledger = self._ledger
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.flush_timeout_s
         while ledger.resolved < upto:
             if loop.time() >= deadline or self._js is None:
-                return False
+                return f"not confirmed within flush_timeout_s ({self.flush_timeout_s} s)"
             if self._unacked and self._unacked[0].index < upto:
                 # Counted, and refused in the ledger.
                 with contextlib.suppress(ConnectionError, NatsPermissionError):
@@ -573,7 +596,7 @@ class NatsTransport(Transport):
             ledger.progress.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ledger.progress.wait(), deadline - loop.time())
-        return not ledger.refused_between(since, upto)
+        return ledger.refusal_between(since, upto)
 
     async def flush(self) -> None:
         """Send everything queued; with JetStream, return once the server stored all of it.
