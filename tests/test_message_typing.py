@@ -64,8 +64,11 @@ def test_every_generated_member_is_typed_with_the_message_base(tmp_path: Path) -
 def test_without_the_base_the_members_are_attr_defined_errors(tmp_path: Path) -> None:
     result = run_mypy(tmp_path, PROGRAM.format(base=""))
     assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stdout.splitlines() if line.endswith("[attr-defined]")]
     for member in MEMBERS:
-        assert f'has no attribute "{member}"  [attr-defined]' in result.stdout, member
+        # 3.13's mypy adds a hint to one of them: '...has no attribute "replace"; maybe
+        # "__replace__"?'.
+        assert any(f'has no attribute "{member}"' in line for line in errors), member
 
 
 def test_the_typed_program_runs_with_and_without_the_base(tmp_path: Path) -> None:
