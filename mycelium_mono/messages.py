@@ -34,7 +34,6 @@ from typing import (
     Annotated,
     Any,
     ClassVar,
-    Protocol,
     Self,
     TypeVar,
     get_args,
@@ -119,7 +118,23 @@ I64 = Annotated[int, _int(64, signed=True)]
 U128 = Annotated[int, _bigint(128)]
 U256 = Annotated[int, _bigint(256)]
 F32 = Annotated[float, FieldSpec("float", "f", 4, label="F32")]
+"""A float carried in 4 bytes (IEEE binary32).
+
+The value is rounded to float32 when the message is constructed, so the object holds what
+the wire carries: ``M.from_bytes(m.to_bytes()) == m`` and the hash is kept (``F32`` field
+``21.7`` reads ``21.700000762939453`` from the start, in every mode). Infinities and NaN
+keep their class. A finite value whose rounding would overflow is refused.
+
+NaN: as in any record type, equality compares the fields with ``==``, and ``nan != nan``
+by IEEE 754, so a message holding NaN is unequal to its own round trip. Test with
+:func:`math.isnan` where NaN can occur.
+"""
 F64 = Annotated[float, FieldSpec("float", "d", 8, label="F64")]
+"""A float carried in 8 bytes (IEEE binary64, a Python float exactly).
+
+NaN: as in any record type, equality compares the fields with ``==``, and ``nan != nan``
+by IEEE 754, so a message holding NaN is unequal to its own round trip.
+"""
 Bool = Annotated[bool, FieldSpec("bool", "?", 1, label="Bool")]
 
 
@@ -171,8 +186,22 @@ Bytes32 = Annotated[bytes, Bytes(32)]
 
 
 
-class Message(Protocol):
-    """What every ``@message`` class provides (for annotations and ``isinstance``-free typing)."""
+class Message:
+    """Optional base of a ``@message`` class: declares the generated members for type checkers.
+
+    ``@message`` generates ``to_bytes``, ``from_bytes``, ``replace`` and the class constants
+    at run time, where a type checker cannot see them. Inherit this class to have them
+    typed (``from_bytes`` and ``replace`` return the class itself)::
+
+        @message(type_id=19, topic="market_data")
+        class V2Swap(Message):
+            pool_address: Address
+
+    It adds nothing at run time: no fields, no slots (``__slots__ = ()``), no ``__init__``;
+    the generated methods replace these declarations. ``@message`` works the same without it.
+    """
+
+    __slots__ = ()
 
     TYPE_ID: ClassVar[int]
     TOPIC: ClassVar[str]
@@ -180,10 +209,23 @@ class Message(Protocol):
     FINGERPRINT: ClassVar[int]
     FIELDS: ClassVar[tuple[tuple[str, FieldSpec], ...]]
 
-    def to_bytes(self) -> bytes: ...
+    def to_bytes(self) -> bytes:
+        raise _not_a_message(type(self), "to_bytes")
 
     @classmethod
-    def from_bytes(cls, buffer: bytes | bytearray | memoryview) -> Self: ...
+    def from_bytes(cls, buffer: bytes | bytearray | memoryview) -> Self:
+        raise _not_a_message(cls, "from_bytes")
+
+    def replace(self, /, **changes: Any) -> Self:
+        raise _not_a_message(type(self), "replace")
+
+
+def _not_a_message(cls: type[Any], member: str) -> MessageError:
+    # Only reached for a class that inherits Message without being decorated.
+    return MessageError(
+        f"{cls.__qualname__}.{member}(): {cls.__qualname__} inherits Message but is not a "
+        "@message class\nhelp: decorate it with @message(type_id=..., topic=...)"
+    )
 
 
 _REGISTRY: dict[int, type[Any]] = {}
@@ -247,13 +289,17 @@ def _collect_fields(
     cls: type[Any], localns: dict[str, Any]
 ) -> tuple[tuple[str, FieldSpec], ...]:
     module = sys.modules.get(cls.__module__)
+    own = inspect.get_annotations(cls)
+    # Only the class's own annotations are fields, so only they are resolved: a base's
+    # (Message's, a mixin's) are strings meant for the base's module, not the user's.
+    holder = type(cls.__name__, (), {"__annotations__": own, "__module__": cls.__module__})
     try:
         hints = get_type_hints(
-            cls, globalns=vars(module) if module else None, localns=localns, include_extras=True
+            holder, globalns=vars(module) if module else None, localns=localns,
+            include_extras=True,
         )
     except Exception as exc:  # NameError and friends from a bad annotation
         raise MessageError(f"{cls.__qualname__}: cannot resolve field annotations: {exc}") from exc
-    own = inspect.get_annotations(cls)
     fields: list[tuple[str, FieldSpec]] = []
     for name in own:
         hint = hints[name]
@@ -406,6 +452,7 @@ def _build_class(
         FIELDS=fields,
         FINGERPRINT=_fingerprint(cls.__name__, fields),
         _STRUCT=layout,
+        __init_subclass__=classmethod(_refuse_subclass),
     )
     # The slots live on a private base; only it is ever written to (see above).
     slots_base = type(f"{cls.__name__}Fields", cls.__bases__,
@@ -417,6 +464,23 @@ def _build_class(
     for method_name, method in _generate_methods(new_cls, fields, layout).items():
         setattr(new_cls, method_name, method)
     return new_cls
+
+
+def _refuse_subclass(cls: type[Any], /, **kwargs: Any) -> None:
+    """Message classes are final: raised by the class statement of any subclass.
+
+    The wire has one fixed layout per type id. A subclass either keeps the parent's layout
+    under its type id (two classes, one id) or would extend it, changing layouts silently
+    whenever a base gains a field; neither is what a reader of the class statement expects.
+    """
+    parent = next(base for base in cls.__mro__[1:] if is_message_class(base))
+    raise MessageError(
+        f"{cls.__qualname__} cannot subclass the message class {parent.__qualname__}: "
+        "message classes are final (each type id has one fixed wire layout)\n"
+        "help: compose instead: a new @message class that lists the fields it needs "
+        f"({parent.__qualname__}'s included); share methods through a plain mixin class "
+        "that both inherit"
+    )
 
 
 _METHOD_NAMES = (
@@ -446,6 +510,8 @@ def _generate_methods(
         "_unpack": layout.unpack,
         "_struct_error": struct.error,
         "_F32_LIMIT": _F32_LIMIT,
+        "_pack_f32": _F32_STRUCT.pack,
+        "_unpack_f32": _F32_STRUCT.unpack,
         "_value_error": _value_error,
         "_as_float": _as_float,
         "_text_fits": _text_fits,
@@ -519,6 +585,7 @@ def _new_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
     # Anything else takes the per-field path, which converts (an int into a float field) or
     # raises the first failing field's error, exactly as before.
     names = ", ".join(n for n, _ in fields)
+    stored = [(n, _stored_value(n, s)) for n, s in fields]
     types = "".join(f"_type({n}), " for n, _ in fields)
     conditions = [f"({types}) == _types"]
     conditions.extend(c for n, s in fields if (c := _fast_condition(n, s)) is not None)
@@ -526,13 +593,22 @@ def _new_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
     lines = [
         f"def __new__(cls, {names}):\n",
         f"    if ({joined}):\n",
-        _build_lines([(n, n) for n, _ in fields], "cls", indent=8),
+        _build_lines(stored, "cls", indent=8),
         f"    return _checked_new(cls, {names})\n",
         f"\ndef _checked_new(cls, {names}):\n",
     ]
     lines.extend(_check_lines(name, spec) for name, spec in fields)
-    lines.append(_build_lines([(n, n) for n, _ in fields], "cls", indent=4))
+    lines.append(_build_lines(stored, "cls", indent=4))
     return "".join(lines)
+
+
+def _stored_value(name: str, spec: FieldSpec) -> str:
+    """What __new__ stores for a checked value: F32 rounded as the wire will carry it."""
+    if spec.kind == "float" and spec.fmt == "f":
+        # Packing and unpacking is the rounding struct does on the way out; doing it here
+        # makes the object equal to its own round trip. Only F32 fields pay for it.
+        return f"_unpack_f32(_pack_f32({name}))[0]"
+    return name
 
 
 def _build_lines(values: list[tuple[str, str]], cls: str, *, indent: int) -> str:
@@ -616,6 +692,7 @@ def _decode_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
 # The smallest magnitude struct's "f" rounds to infinity and refuses with OverflowError:
 # halfway between the largest float32, 2**128 - 2**104, and 2**128 (ties go to even).
 _F32_LIMIT = float(2**128 - 2**103)
+_F32_STRUCT = struct.Struct("<f")
 
 
 def _as_float(cls: type[Any], field: str, label: str, value: int) -> float:

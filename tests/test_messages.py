@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 import struct
 from typing import Annotated
@@ -23,6 +24,7 @@ from mycelium_mono import (
     Address,
     Bool,
     Bytes,
+    Message,
     MessageError,
     Text,
     message,
@@ -459,3 +461,171 @@ def test_a_base_init_runs_once_per_construction_and_never_for_the_blank_object()
     assert _CountsInit.calls == [{"qty": 5}]
     assert Fill.from_bytes(Fill(qty=6).to_bytes()).qty == 6
     assert _CountsInit.calls == [{"qty": 5}, {"qty": 6}]  # decoding calls no __init__
+
+
+# --- an F32 field holds what the wire carries (stranger r04) -----------------------------
+
+
+_F32_MAX = 3.4028234663852886e38  # the largest finite float32, 2**128 - 2**104
+
+
+def _as_float32(value: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+def test_an_f32_value_is_rounded_at_construction_so_both_modes_read_the_same() -> None:
+    reading = Reading(small=21.7, big=21.7)
+    back = Reading.from_bytes(reading.to_bytes())
+    assert reading.small == back.small == 21.700000762939453
+    assert reading.big == 21.7  # F64 is a Python float exactly: nothing to round
+    assert back == reading and hash(back) == hash(reading)
+    # What a handler comparing with the literal decides, in process and after the wire.
+    assert (reading.small > 21.7) is (back.small > 21.7) is True
+
+
+def test_f32_rounding_holds_through_replace_pickle_and_an_int() -> None:
+    reading = Reading(small=0.0, big=0.0)
+    assert reading.replace(small=0.1).small == _as_float32(0.1)
+    assert pickle.loads(pickle.dumps(Reading(small=0.1, big=0.0))).small == _as_float32(0.1)
+    converted = Reading(small=2**100 + 1, big=0.0)  # the per-field path converts the int
+    assert type(converted.small) is float and converted.small == float(2**100)
+
+
+def test_f32_keeps_the_sign_of_zero_and_the_class_of_inf_and_nan() -> None:
+    negative_zero = Reading(small=-0.0, big=0.0)
+    assert math.copysign(1.0, negative_zero.small) == -1.0
+    assert math.copysign(1.0, Reading.from_bytes(negative_zero.to_bytes()).small) == -1.0
+    for value in (math.inf, -math.inf):
+        assert Reading(small=value, big=0.0).small == value
+    assert math.isnan(Reading(small=math.nan, big=0.0).small)
+
+
+def test_the_largest_value_that_rounds_to_a_finite_float32_is_its_maximum() -> None:
+    # Below the overflow threshold everything rounds to at most the float32 maximum.
+    assert Reading(small=3.4028235e38, big=0.0).small == _F32_MAX
+    just_below_overflow = math.nextafter(-float(2**128 - 2**103), 0.0)
+    assert Reading(small=just_below_overflow, big=0.0).small == -_F32_MAX
+
+
+def _assert_f32_round_trip(value: float | int) -> None:
+    reading = Reading(small=value, big=1.0)
+    back = Reading.from_bytes(reading.to_bytes())
+    if math.isnan(float(value)):
+        # nan != nan by IEEE; the class survives (see the F32 docstring).
+        assert math.isnan(reading.small) and math.isnan(back.small)
+        return
+    assert reading.small == _as_float32(float(value))
+    assert back == reading
+    assert hash(back) == hash(reading)
+    assert back.to_bytes() == reading.to_bytes()
+
+
+@given(st.floats(width=32))
+def test_every_float32_survives_the_round_trip_unchanged(value: float) -> None:
+    _assert_f32_round_trip(value)
+
+
+@given(st.floats(min_value=-_F32_MAX, max_value=_F32_MAX))
+def test_every_float_in_range_is_equal_to_its_round_trip(value: float) -> None:
+    _assert_f32_round_trip(value)
+
+
+@given(st.integers(min_value=-(2**128 - 2**104), max_value=2**128 - 2**104))
+def test_every_int_in_range_is_equal_to_its_round_trip(value: int) -> None:
+    _assert_f32_round_trip(value)
+
+
+def test_f64_nan_is_unequal_to_its_round_trip_as_in_any_record_type() -> None:
+    # Documented, not changed: equality compares the fields with ==.
+    reading = Reading(small=0.0, big=math.nan)
+    assert Reading.from_bytes(reading.to_bytes()) != reading
+
+
+# --- message classes are final (stranger r14) ---------------------------------------------
+
+
+@message(type_id=60101, topic="final.reading")
+class Counted:
+    n: U32
+
+
+def test_a_decorated_subclass_is_refused_at_the_class_statement() -> None:
+    with pytest.raises(MessageError, match=r"Calibrated cannot subclass the message class "
+                                           r"Counted: message classes are final") as info:
+        @message(type_id=60102, topic="final.calibrated")
+        class Calibrated(Counted):
+            offset: U32
+    assert "help: compose instead" in str(info.value)
+    assert message_class(60102) is None
+
+
+def test_an_undecorated_subclass_is_refused_too_even_behind_a_mixin() -> None:
+    with pytest.raises(MessageError, match=r"WithHelpers cannot subclass .*Counted"):
+        class WithHelpers(Counted):
+            def doubled(self) -> int:
+                return self.n * 2
+    with pytest.raises(MessageError, match=r"Mixed cannot subclass .*Counted"):
+        class Mixed(_Describe, Counted):
+            pass
+    assert isinstance(MessageError("x"), TypeError)  # what a caller may catch
+
+
+def test_the_refusal_leaves_the_message_class_working() -> None:
+    with pytest.raises(MessageError):
+        class Sub(Counted):
+            pass
+    assert Counted.from_bytes(Counted(n=4).to_bytes()) == Counted(n=4)
+    assert type(Counted(n=4)) is Counted
+
+
+# --- the optional Message base (stranger r03) -----------------------------------------------
+
+
+@message(type_id=60103, topic="based.order")
+class BasedOrder(Message):
+    sku: Annotated[str, Text(8)]
+    qty: U32
+
+
+@message(type_id=60104, topic="based.order")
+class BasedOrder2:  # the same fields without the base, for comparison
+    sku: Annotated[str, Text(8)]
+    qty: U32
+
+
+def test_the_message_base_changes_no_byte_and_no_member() -> None:
+    order = BasedOrder(sku="AB", qty=3)
+    plain = BasedOrder2(sku="AB", qty=3)
+    assert order.to_bytes() == plain.to_bytes()
+    assert BasedOrder.SIZE == BasedOrder2.SIZE and BasedOrder.FIELDS == BasedOrder2.FIELDS
+    assert BasedOrder.from_bytes(order.to_bytes()) == order
+    assert order.replace(qty=4) == BasedOrder(sku="AB", qty=4)
+    assert not hasattr(order, "__dict__")
+    assert isinstance(order, Message) and not isinstance(plain, Message)
+    # The generated methods, not the base's declarations, are what runs.
+    assert BasedOrder.to_bytes is not Message.to_bytes
+    assert BasedOrder.__dict__["from_bytes"] is not Message.__dict__["from_bytes"]
+
+
+def test_the_base_alone_says_it_needs_the_decorator() -> None:
+    class Undecorated(Message):
+        pass
+
+    for call in (lambda: Undecorated().to_bytes(), lambda: Undecorated.from_bytes(b""),
+                 lambda: Undecorated().replace()):
+        with pytest.raises(MessageError, match=r"inherits Message but is not a @message class"):
+            call()
+
+
+def test_a_fingerprint_is_the_same_with_or_without_the_base() -> None:
+    @message(type_id=60105, topic="based.x")
+    class Probe(Message):
+        n: U32
+
+    with_base = Probe.FINGERPRINT
+
+    @message(type_id=60105, topic="based.x")
+    class Probe:  # type: ignore[no-redef]
+        n: U32
+
+    assert with_base == Probe.FINGERPRINT

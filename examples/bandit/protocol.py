@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from mycelium_mono import I64, U8, U64, U256, Address, Bool, message
+from mycelium_mono import I64, U8, U64, U256, Address, Bool, Message, message
 
 __all__ = [
     "ArbitrageSignal",
@@ -27,7 +27,7 @@ __all__ = [
 
 
 @message(type_id=19, topic="market_data")
-class V2Swap:
+class V2Swap(Message):
     """One Uniswap-V2 swap, with the pool's reserves right after it.
 
     The seed design's ``V2Swap`` carried only pool, tokens, amounts and a timestamp. From that
@@ -53,7 +53,7 @@ class V2Swap:
 
 
 @message(type_id=20, topic="arbitrage")
-class ArbitrageSignal:
+class ArbitrageSignal(Message):
     """A profitable two-pool cycle: ``token_in`` into ``buy_pool``, the other token back out
     of ``sell_pool``. Carries the reserves it was priced on, so downstream services simulate
     against exactly the same snapshot in every process."""
@@ -90,7 +90,7 @@ class RejectReason(IntEnum):
 
 
 @message(type_id=21, topic="orders")
-class OrderRequest:
+class OrderRequest(Message):
     """The risk manager's decision on one signal, with the signal's snapshot attached."""
 
     order_id: U64
@@ -118,7 +118,7 @@ class OrderStatus(IntEnum):
 
 
 @message(type_id=22, topic="executions")
-class OrderExecution:
+class OrderExecution(Message):
     """A paper fill (or a rejection passed through), as the audit trail records it."""
 
     order_id: U64
