@@ -424,8 +424,9 @@ def _register(cls: type[Any]) -> None:
 # object.__new__ without the argument checks of calling object.__new__ as a function (about
 # 300 instructions fewer per message; 10,925 / 9,147 now). Measured and dearer for the range
 # checks of the fast path: chained compares, bit_length, OR-ing same-width fields, one
-# struct.pack of the U64s, min/max; per-field `type(x) is T` tests instead of one tuple. Only when a user's base class brings its own __new__
-# or __init__ would that run user code, so then the object is made by object.__new__ directly.
+# struct.pack of the U64s, min/max; per-field `type(x) is T` tests instead of one tuple.
+# Only when a user's base class brings its own __new__ or __init__ would calling the base
+# run user code, so then the object is made by object.__new__ directly.
 def _blank_maker(fields_base: type[Any]) -> Any:
     own_new: object = fields_base.__new__
     own_init: object = fields_base.__init__
