@@ -266,6 +266,8 @@ class OutputsStored(Protocol):
 
     def offer_mark(self) -> int: ...
 
+    def begin_mark(self) -> int: ...
+
     def output_mark(self) -> int: ...
 
     async def outputs_stored(self, since: int, upto: int) -> str | None:
@@ -302,7 +304,7 @@ class _Settler:
     def began(self) -> None:
         outputs = self.consumer.outputs
         if outputs is not None:
-            self.since = max(self.since, outputs.offer_mark())
+            self.since = max(self.since, outputs.begin_mark())
 
     def __call__(self, error: BaseException | None) -> None:
         outputs = self.consumer.outputs
