@@ -203,16 +203,18 @@ class ConsumerOptions:
 
 
 class OutputLedger:
-    """A transport's JetStream publishes by index, in the order they reach the server.
+    """A transport's JetStream publishes by index, in the order they reach the server (or are
+    dropped unsent as refused).
 
     An input may be acked only once what its handler emitted is stored: acking it while its
     output is still unconfirmed loses the output for good if JetStream then refuses it (a full
     stream that discards new messages, a subject the server does not let us publish to). A
-    consumer takes :meth:`offer_mark` when it offers a message (``since``) and
-    :meth:`settle_mark` when the message is settled (``upto``); every output of that message's
-    handler gets an index between the two, so the acker waits until everything below ``upto``
-    is settled and acks only if none of ``since..upto`` was refused. Other handlers' outputs in
-    that window make it wait longer, never less.
+    consumer's window for an input starts at :meth:`offer_mark` when it offers the message,
+    raised to :meth:`begin_mark` when the first handler starts on it, and ends at
+    :meth:`settle_mark` when the message is settled; every output of that handler gets an
+    index inside it, so the acker waits until everything below the end is settled and acks
+    only if none of the window was given up on. Other handlers' outputs in the window make it
+    wait longer, never less.
     """
 
     # Refusals are rare; the last ones are enough to judge the inputs still in flight.
@@ -229,6 +231,11 @@ class OutputLedger:
     def offer_mark(self) -> int:
         """A lower bound of the index of any output accepted from now on."""
         return self.appended
+
+    def begin_mark(self, queued: int) -> int:
+        """Where a handler starting now puts its first output: behind the ``queued`` ones (a
+        batch of sync handlers runs without yielding, so the pump has not sent them yet)."""
+        return self.appended + queued
 
     def settle_mark(self, queued: int) -> int:
         """An index above every output accepted so far (``queued``: not yet sent ones)."""

@@ -573,10 +573,8 @@ class NatsTransport(Transport):
         return self._ledger.offer_mark()
 
     def begin_mark(self) -> int:
-        """Where the outputs of a handler starting now begin: a sync emit queues behind what
-        the outbox holds (other handlers' outputs; one batch runs without yielding, so the
-        pump has not sent them yet)."""
-        return self._ledger.appended + len(self._outbox)
+        """Where the outputs of a handler starting now begin (:class:`OutputLedger`)."""
+        return self._ledger.begin_mark(len(self._outbox))
 
     def output_mark(self) -> int:
         """An index above every JetStream publish accepted so far (:class:`OutputLedger`)."""
