@@ -252,14 +252,18 @@ def test_decode(benchmark: Any, size: str, label: str) -> None:
 _PROBE = """
 import sys
 sys.path[:0] = {path!r}
-size, op, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+size, op, n, record = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if size == "small":
     from mycelium_bench.messages import BenchSwap as cls
 else:
     from bandit.protocol import V2Swap as cls
+if record != "@message":
+    from mycelium_bench import construct_floor
+    cls = getattr(construct_floor, record)(cls)
 values = {values!r}[size]
 m = cls(**values)
-data, decode, encode = m.to_bytes(), cls.from_bytes, m.to_bytes
+if record == "@message":
+    data, decode, encode = m.to_bytes(), cls.from_bytes, m.to_bytes
 if op == "construct":
     for _ in range(n): cls(**values)
 elif op == "decode":
@@ -274,15 +278,18 @@ elif op == "replace":
 INSTRUCTION_OPS = ("construct", "decode", "encode", "read a field", "replace")
 
 
-def _collected(size: str, op: str, n: int) -> int:
+def _collected(size: str, op: str, n: int, record: str = OURS) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     path = [here, os.path.join(here, "fixtures"), *sys.path]
     # The interpreter binary itself, not a venv's symlink or a wrapper script.
     python = os.path.realpath(sys.executable)
     result = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", python, "-c",
-         _PROBE.format(path=path, values=VALUES), size, op, str(n)],
+         _PROBE.format(path=path, values=VALUES), size, op, str(n), record],
         capture_output=True, text=True, check=True,
+        # A fixed hash seed: the probe's module-level names live in a dict whose probing, and
+        # so its count, would otherwise move by a few dozen instructions between runs.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = re.search(r"Collected : (\d+)", result.stderr)
     if found is None:
@@ -290,13 +297,28 @@ def _collected(size: str, op: str, n: int) -> int:
     return int(found.group(1))
 
 
-def instruction_counts(few: int = 2_000, many: int = 22_000) -> dict[tuple[str, str], int]:
+def _per_operation(size: str, op: str, record: str, few: int, many: int) -> int:
     """Instructions per operation: (count at ``many`` - count at ``few``) / (many - few)."""
-    return {
-        (size, op): (_collected(size, op, many) - _collected(size, op, few)) // (many - few)
-        for size in SIZES
-        for op in INSTRUCTION_OPS
-    }
+    return (_collected(size, op, many, record) - _collected(size, op, few, record)) // (many - few)
+
+
+def instruction_counts(few: int = 2_000, many: int = 22_000) -> dict[tuple[str, str], int]:
+    """@message's instructions per operation, for both sizes."""
+    return {(size, op): _per_operation(size, op, OURS, few, many)
+            for size in SIZES for op in INSTRUCTION_OPS}
+
+
+# The records of benchmarks/fixtures/mycelium_bench/construct_floor.py, and what they show.
+FLOOR_RECORDS = {
+    "plain_slots_class": "plain `__slots__` class, validates nothing (the keyword-call floor)",
+    "validated_tuple_class": "validated tuple subclass (issue 16's proposed design, same checks)",
+}
+
+
+def floor_counts(few: int = 2_000, many: int = 22_000) -> dict[str, int]:
+    """Instructions per ``V2Swap(**fields)`` for each floor record and for @message."""
+    return {record: _per_operation("large", "construct", record, few, many)
+            for record in (*FLOOR_RECORDS, OURS)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     counts = instruction_counts()
     for op in INSTRUCTION_OPS:
         print(f"| {op} | {counts['small', op]:,} | {counts['large', op]:,} |")
+    print("\nV2Swap(**fields), instructions per call, beside the records that bracket it")
+    print("| record | instructions |\n|---|---:|")
+    floors = floor_counts()
+    for record, label in FLOOR_RECORDS.items():
+        print(f"| {label} | {floors[record]:,} |")
+    print(f"| @message | {floors[OURS]:,} |")
     return 0
 
 
