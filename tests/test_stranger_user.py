@@ -1,0 +1,236 @@
+"""A stranger who read only README.md builds a hospital ward app (tests/stranger_user) and uses
+every command on it, mistakes included; each finding of that trial is held here.
+
+The ward: ``Admission`` carries every field type; ``BedAllocator`` assigns beds until they run
+out, then emits ``WardFull`` into a hybrid route (so the first emits queue nothing in the
+background and the later ones do); ``ward/desk.py`` is a routing module with its handler class
+written in it. The commands run for real, in a subprocess, from a copy of the project.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import shutil
+import subprocess
+import sys
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers_cli import cli, run
+
+from mycelium_mono import (
+    F32,
+    F64,
+    U8,
+    U64,
+    Address,
+    Bytes,
+    MessageError,
+    Text,
+    message,
+)
+
+APP = Path(__file__).parent / "stranger_user"
+pytestmark = pytest.mark.multiprocess
+
+
+@pytest.fixture
+def ward(tmp_path: Path) -> Path:
+    root = tmp_path / "hospital"
+    shutil.copytree(APP, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
+    return root
+
+
+def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+# -- bench: a route whose handler reaches a hybrid route only after its first messages -------
+
+
+def test_bench_times_a_route_that_starts_queueing_background_calls_after_its_first_emit(
+        ward: Path) -> None:
+    # The untimed first emit assigns a bed (nothing queued, the backlog not even created);
+    # every later one emits WardFull into the background. 20,000 emits used to overflow the
+    # 10,000-call backlog: "not timed (... BacklogFull ...)".
+    result = cli("bench", "ward.routing", "--number", "20000", "--repeat", "1", cwd=ward)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not timed" not in result.stdout, result.stdout
+    assert "WardBus.emit_admission" in result.stdout
+    assert "ns per emit" in result.stdout.split("WardBus.emit_admission", 1)[1].splitlines()[0]
+
+
+# -- stubs ------------------------------------------------------------------------------------
+
+
+def test_stubs_of_a_module_without_a_routing_class_is_refused_and_writes_nothing(
+        ward: Path) -> None:
+    # It used to write ward/services.pyi, which then shadowed services.py for mypy.
+    result = cli("stubs", "ward.services", cwd=ward)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no @routing_config class" in result.stderr
+    assert "help:" in result.stderr
+    assert not (ward / "ward" / "services.pyi").exists()
+    _no_traceback(result)
+
+
+def test_stubs_keep_the_instance_attributes_of_classes_in_the_routing_module(ward: Path) -> None:
+    result = cli("stubs", "ward.desk", cwd=ward)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    stub = (ward / "ward" / "desk.pyi").read_text()
+    assert "moves: list[int]" in stub
+    assert "busy: bool" in stub
+
+
+def test_the_ward_app_type_checks_under_mypy_strict_with_its_stubs(ward: Path) -> None:
+    for module in ("ward.routing", "ward.desk"):
+        made = cli("stubs", module, cwd=ward)
+        assert made.returncode == 0, made.stdout + made.stderr
+    result = run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "ward",
+                  "main.py", "check_types.py"], ward)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    typed = run([sys.executable, "check_types.py"], ward)  # and it runs as it type-checks
+    assert typed.returncode == 0, typed.stderr
+
+
+# -- syntax errors: one message, the right file, no traceback -----------------------------------
+
+
+@pytest.mark.parametrize("command", ["show", "doctor", "stubs", "bench"])
+def test_a_syntax_error_in_the_routing_module_is_one_message(ward: Path, command: str) -> None:
+    routing = ward / "ward" / "routing.py"
+    routing.write_text(routing.read_text() + "x = (\n")
+    lineno = len(routing.read_text().splitlines())
+
+    result = cli(command, "ward.routing", cwd=ward)
+
+    _no_traceback(result)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"ward/routing.py:{lineno}:5: error[syntax]: invalid Python syntax" in result.stderr
+    assert "help:" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["show", "doctor", "stubs", "bench"])
+def test_a_syntax_error_in_a_handler_module_names_that_module(ward: Path, command: str) -> None:
+    services = ward / "ward" / "services.py"
+    services.write_text(services.read_text() + "def broken(:\n")
+    lineno = len(services.read_text().splitlines())
+
+    result = cli(command, "ward.routing", cwd=ward)
+
+    _no_traceback(result)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"ward/services.py:{lineno}:12: error[syntax]" in result.stderr
+    assert "def broken(:" in result.stderr
+
+
+def test_check_reports_a_handler_modules_syntax_error_at_the_import_with_the_file(
+        ward: Path) -> None:
+    # It used to say "ward/routing.py:44:12: error[syntax]", a line routing.py does not have.
+    services = ward / "ward" / "services.py"
+    services.write_text(services.read_text() + "def broken(:\n")
+    lineno = len(services.read_text().splitlines())
+    routing_lines = (ward / "ward" / "routing.py").read_text().splitlines()
+    import_line = routing_lines.index("from ward.services import BedAllocator, Journal, Pager, "
+                                      "Triage") + 1
+
+    result = cli("check", "ward", cwd=ward)
+
+    _no_traceback(result)
+    assert result.returncode == 1
+    assert f"ward/routing.py:{import_line}:1: error[E0012]" in result.stdout, result.stdout
+    assert "SyntaxError" in result.stdout
+    assert f'File "ward/services.py", line {lineno}' in result.stdout
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+@message(type_id=9201, topic="ward.edge")
+class Vitals:
+    acuity: U8
+    seq: U64
+    temp: F32
+    weight: F64
+    tag: Text[6]
+    ref: Bytes[4]
+    device: Address
+
+
+def _vitals(**changes: Any) -> Vitals:
+    fields: dict[str, Any] = dict(acuity=1, seq=2, temp=37.0, weight=70.0, tag="é€x",
+                                  ref=b"abcd", device=bytes(20))
+    return Vitals(**{**fields, **changes})
+
+
+class Acuity(IntEnum):
+    CRITICAL = 1
+
+
+class Ticks(int):
+    pass
+
+
+class Grams(float):
+    pass
+
+
+@pytest.mark.parametrize(("field", "value", "hint"), [
+    ("acuity", Acuity.CRITICAL, "pass int(value)"),
+    ("seq", Ticks(5), "pass int(value)"),
+    ("temp", Grams(1.5), "pass float(value)"),
+    ("weight", Grams(1.5), "pass float(value)"),
+    ("ref", bytearray(b"abcd"), "pass bytes(value)"),
+    ("ref", memoryview(b"abcd"), "pass bytes(value)"),
+    ("device", bytearray(20), "pass bytes(value)"),
+])
+def test_a_subclass_or_bytes_like_value_is_refused_with_what_to_pass(
+        field: str, value: object, hint: str) -> None:
+    # "must be an int in 0..255, got Acuity <Acuity.CRITICAL: 1>" contradicted itself: an
+    # IntEnum is an int. Construction still refuses it (exact types only); the error says how.
+    with pytest.raises(MessageError, match=rf"Vitals\.{field} .*{hint}") as caught:
+        _vitals(**{field: value})
+    assert str(caught.value).count("\n") == 0
+
+
+def test_a_wrong_value_that_is_no_subclass_gets_no_conversion_hint() -> None:
+    for field, value in (("acuity", 256), ("acuity", True), ("ref", b"abc"), ("temp", "1.0")):
+        with pytest.raises(MessageError) as caught:
+            _vitals(**{field: value})
+        assert "pass " not in str(caught.value), str(caught.value)
+
+
+def test_boundaries_text_capacity_and_floats() -> None:
+    assert _vitals(acuity=255).acuity == 255
+    assert _vitals(seq=2**64 - 1).seq == 2**64 - 1
+    with pytest.raises(MessageError):
+        _vitals(seq=2**64)
+    assert Vitals.from_bytes(_vitals(tag="é€x").to_bytes()).tag == "é€x"   # exactly 6 bytes
+    with pytest.raises(MessageError, match="7 bytes in UTF-8"):
+        _vitals(tag="é€xy")
+    nan = _vitals(temp=math.nan, weight=math.inf)
+    back = Vitals.from_bytes(nan.to_bytes())
+    assert math.isnan(back.temp) and back.weight == math.inf
+    with pytest.raises(MessageError):
+        _vitals(temp=3.5e38)
+
+
+class _Forged:
+    """Pickles as a Vitals whose acuity is out of range, as a hostile pickle could."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Vitals, (999, 2, 37.0, 70.0, "x", b"abcd", bytes(20)))
+
+
+def test_pickle_round_trips_through_the_constructor_and_its_checks() -> None:
+    msg = _vitals()
+    assert pickle.loads(pickle.dumps(msg)) == msg
+    with pytest.raises(MessageError, match=r"Vitals\.acuity"):
+        pickle.loads(pickle.dumps(_Forged()))
