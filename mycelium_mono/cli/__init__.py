@@ -8,17 +8,19 @@ Exit status: 0 all good, 1 the command found problems (routing errors, failed do
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from mycelium_mono.cli.bench import run_bench
 from mycelium_mono.cli.cache import run_cache
-from mycelium_mono.cli.check import run_check, run_show
+from mycelium_mono.cli.check import run_check, run_show, syntax_diagnostic
 from mycelium_mono.cli.doctor import run_doctor
 from mycelium_mono.cli.run import run_run
 from mycelium_mono.cli.stubs import run_stubs
-from mycelium_mono.cli.target import UsageError
+from mycelium_mono.cli.target import UsageError, use_color
+from mycelium_mono.routing.errors import RoutingError, render_diagnostic, shown_path
 
 __all__ = ["build_parser", "main"]
 
@@ -135,7 +137,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         sys.stderr.write(f"mycelium-mono {args.command}: error: {exc}\n")
         return EXIT_USAGE
+    except SyntaxError as exc:
+        # The routing module, or a module it imports, does not parse (a RoutingError is a
+        # SyntaxError too): compiler style, like `check`, not a traceback.
+        sys.stderr.write(_render_syntax_error(exc) + "\n")
+        return EXIT_PROBLEMS
     except BrokenPipeError:
         # `mycelium-mono show ... | head`: the reader left; that is not an error.
         sys.stderr.close()
         return EXIT_OK
+
+
+def _render_syntax_error(exc: SyntaxError) -> str:
+    color = use_color(sys.stderr)
+    if isinstance(exc, RoutingError):
+        return exc.render(color=color)
+    lines: list[str] = []
+    if exc.filename:
+        try:
+            with open(exc.filename, "rb") as file:
+                lines = importlib.util.decode_source(file.read()).splitlines()
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            lines = []
+    filename = shown_path(exc.filename) if exc.filename else "<unknown>"
+    return render_diagnostic(syntax_diagnostic(exc, filename), lines, color=color) + "\n"
