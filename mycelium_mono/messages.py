@@ -745,7 +745,40 @@ def _value_error(cls: type[Any], field: str, label: str, value: object) -> Messa
     spec = dict(cls.FIELDS)[field]
     return MessageError(
         f"{cls.__qualname__}.{field} ({label}) must be {_expected(spec)}, got {_got(value)}"
+        f"{_conversion_hint(spec, value)}"
     )
+
+
+def _conversion_hint(spec: FieldSpec, value: object) -> str:
+    """What to pass instead of a subclass or bytes-like value the plain type would accept.
+
+    A field takes exactly ``int``, ``float``, ``str`` or ``bytes`` (what the wire decodes to,
+    so a message equals its round trip). "must be an int in 0..255, got Acuity
+    <Acuity.CRITICAL: 1>" read as a contradiction (an IntEnum is an int), so the error says
+    which conversion makes the value acceptable, only when it would.
+    """
+    if isinstance(value, bool):
+        return ""  # a bool is refused for every field but Bool, converted or not
+    kind, name = spec.kind, type(value).__name__
+    if kind in ("int", "bigint") and isinstance(value, int) and type(value) is not int:
+        if spec.lo <= value <= spec.hi:
+            return f" ({name} is an int subclass; the field holds a plain int: pass int(value))"
+    elif kind == "float" and isinstance(value, int | float) and type(value) not in (int, float):
+        try:
+            plain = float(value)
+        except OverflowError:
+            return ""
+        if spec.fmt != "f" or not math.isfinite(plain) or abs(plain) < _F32_LIMIT:
+            return (f" ({name} is not a plain float; the field "
+                    "holds a plain float: pass float(value))")
+    elif kind == "bytes" and isinstance(value, bytes | bytearray | memoryview) and (
+            type(value) is not bytes):
+        if memoryview(value).nbytes == spec.size:
+            return f" ({name} is not bytes: pass bytes(value))"
+    elif kind == "text" and isinstance(value, str) and type(value) is not str and _text_fits(
+            str(value), spec.size):
+        return f" ({name} is a str subclass; the field holds a plain str: pass str(value))"
+    return ""
 
 
 def _buffer_error(cls: type[Any], buffer: Any) -> MessageError:
