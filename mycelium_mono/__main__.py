@@ -158,9 +158,15 @@ def _top_level_module_file(name: str) -> str | None:
 def check_target(request: RunRequest) -> None:
     """A one-line usage error for a target that does not exist (not a runpy traceback)."""
     if request.is_module:
-        if _find_module(request.target) is None:
+        spec = _find_module(request.target)
+        if spec is None:
             # What `python -m nosuch` says, instead of runpy's traceback.
             raise UsageError(f"no module named {request.target!r}")
+        if getattr(spec, "submodule_search_locations", None) is not None and _find_module(
+                f"{request.target}.__main__") is None:
+            raise UsageError(f"{request.target!r} is a package and has no __main__.py\n"
+                             f"help: run one of its modules (-m {request.target}.main), or "
+                             f"add {request.target.replace('.', '/')}/__main__.py")
     elif not os.path.isfile(request.target):
         where = "" if os.path.isabs(request.target) else f" (in {os.getcwd()})"
         raise UsageError(f"cannot run {request.target}: no such file{where}")

@@ -237,3 +237,31 @@ def test_pickle_round_trips_through_the_constructor_and_its_checks() -> None:
     with pytest.raises(MessageError, match=r"Vitals\.acuity"):
         pickle.loads(pickle.dumps(_Forged()))
     assert copy.copy(msg) is msg and copy.deepcopy(msg) is msg
+
+
+# -- run and bench arguments --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runner", ["console", "module"])
+def test_run_of_a_package_without_main_is_one_line_not_a_traceback(ward: Path,
+                                                                     runner: str) -> None:
+    argv = ([str(Path(sys.executable).parent / "mycelium-mono")] if runner == "console"
+            else [sys.executable, "-m", "mycelium_mono"])
+    result = run([*argv, "run", "-m", "ward"], ward)
+
+    _no_traceback(result)
+    assert result.returncode == 2, result.stderr
+    assert "'ward' is a package and has no __main__.py" in result.stderr
+    assert "help: run one of its modules" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--number", "--repeat"])
+@pytest.mark.parametrize("value", ["0", "-5", "ten"])
+def test_bench_refuses_a_count_that_is_not_positive(ward: Path, option: str, value: str) -> None:
+    # --number 0 used to print "not timed (ZeroDivisionError)" for every route, exit 0;
+    # --number -5 a traceback.
+    result = cli("bench", "ward.routing", option, value, cwd=ward)
+
+    _no_traceback(result)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"argument {option}: must be a positive integer, got {value!r}" in result.stderr

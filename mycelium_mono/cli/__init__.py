@@ -104,11 +104,24 @@ def _add_bench(commands: Subcommands) -> None:
     sub.add_argument("--factory", metavar="MODULE:FUNCTION", default=None,
                      help="a function returning a constructed bus (default: construct every "
                      "service with no arguments)")
-    sub.add_argument("--number", type=int, default=20_000, help="emits per timing run")
-    sub.add_argument("--repeat", type=int, default=5, help="timing runs; the best is reported")
+    sub.add_argument("--number", type=_positive_int, default=20_000,
+                     help="emits per timing run")
+    sub.add_argument("--repeat", type=_positive_int, default=5,
+                     help="timing runs; the best is reported")
     sub.add_argument("--no-hook", action="store_true",
                      help="import the module without the import hook")
     sub.set_defaults(handler=run_bench)
+
+
+def _positive_int(text: str) -> int:
+    """``--number 0`` timed nothing and divided by zero; ``-5`` raised a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _add_run(commands: Subcommands) -> None:
