@@ -265,3 +265,47 @@ def test_bench_refuses_a_count_that_is_not_positive(ward: Path, option: str, val
     _no_traceback(result)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"argument {option}: must be a positive integer, got {value!r}" in result.stderr
+
+
+# -- doctor and bench call the handlers: their prints must not bury the report ------------------
+
+NOISY = '''\
+from mycelium_mono import MessageHandler, route, routing_config
+
+from ward.messages import BedAssigned, WardFull
+
+
+class Shouter(MessageHandler[BedAssigned]):
+    def handle(self, b: BedAssigned) -> None:
+        print("bed", b.bed, "assigned")
+        self.emit(WardFull(ward_no=1, waiting=b.bed))
+
+
+class Pager(MessageHandler[WardFull]):
+    async def handle(self, f: WardFull) -> None:
+        print("paged ward", f.ward_no)
+
+
+@routing_config
+class NoisyBus:
+    BedAssigned = [Shouter]
+    WardFull = route(background=[Pager])
+'''
+
+
+@pytest.mark.parametrize("argv", [["doctor", "ward.noisy"],
+                                  ["bench", "ward.noisy", "--number", "2000", "--repeat", "1"]])
+def test_what_the_handlers_print_while_timed_is_counted_not_shown(ward: Path,
+                                                                  argv: list[str]) -> None:
+    (ward / "ward" / "noisy.py").write_text(NOISY)
+
+    result = cli(*argv, cwd=ward)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bed 0 assigned" not in result.stdout and "paged ward" not in result.stdout, \
+        result.stdout[:2000]
+    timed = [line for line in result.stdout.splitlines() if "NoisyBus.emit_bed_assigned" in line]
+    assert len(timed) == 1 and "ns per emit" in timed[0], result.stdout
+    # Every timed emit printed one line and queued one background call, which printed another.
+    counted = int(timed[0].split("its handlers printed ")[1].split(" line")[0].replace(",", ""))
+    assert counted >= 2 * 2000
