@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_cli import cli, run
+from helpers_cli import cli, cli_env, run
 
 from mycelium_mono import (
     F32,
@@ -309,3 +309,28 @@ def test_what_the_handlers_print_while_timed_is_counted_not_shown(ward: Path,
     # Every timed emit printed one line and queued one background call, which printed another.
     counted = int(timed[0].split("its handlers printed ")[1].split(" line")[0].replace(",", ""))
     assert counted >= 2 * 2000
+
+
+@pytest.mark.parametrize("action", [["info"], ["clean"], ["clean", "-n"]])
+@pytest.mark.parametrize(("where", "what"), [("wrad", "no such directory"),
+                                             ("ward/routing.py", "not a directory")])
+def test_cache_of_a_directory_that_is_not_there_is_a_usage_error(
+        ward: Path, action: list[str], where: str, what: str) -> None:
+    result = cli("cache", *action, where, cwd=ward)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{where}: {what}" in result.stderr
+    assert result.stdout == ""
+
+
+def test_cache_clean_dry_run_takes_its_directory_after_the_flag(ward: Path) -> None:
+    # `cache clean -n ward` used to fail: "unrecognized arguments: ward".
+    made = run([sys.executable, "-c", "import mycelium_mono; mycelium_mono.install_import_hook("
+                "packages=['ward']); import ward.routing"], ward,
+               env=cli_env(PYTHONDONTWRITEBYTECODE=None))
+    assert made.returncode == 0, made.stderr
+    for argv in (["clean", "-n", "ward"], ["-n", "clean", "ward"], ["clean", "ward", "-n"]):
+        result = cli("cache", *argv, cwd=ward)
+        assert result.returncode == 0, result.stderr
+        assert "would remove 1 cache file" in result.stdout, result.stdout
+    assert list((ward / "ward" / "__pycache__").glob("*.mycelium.pyc"))

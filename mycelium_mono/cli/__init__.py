@@ -143,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Everything after `run` belongs to the runner and the target (`-m`, `--packages`,
         # the script's own options): argparse's REMAINDER would try to parse leading options.
         argv = ["run", "--", *argv[1:]]
+    if argv[:1] == ["cache"] and "--" not in argv:
+        # `cache clean -n DIR`: argparse has given `roots` its (empty) share by the time it
+        # meets -n, and then refuses DIR as unrecognized; the flag goes first instead.
+        flags = [a for a in argv[1:] if a in ("-n", "--dry-run")]
+        argv = ["cache", *flags, *[a for a in argv[1:] if a not in flags]]
     args = build_parser().parse_args(argv)
     handler: Command = args.handler
     try:
