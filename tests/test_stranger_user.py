@@ -334,3 +334,32 @@ def test_cache_clean_dry_run_takes_its_directory_after_the_flag(ward: Path) -> N
         assert result.returncode == 0, result.stderr
         assert "would remove 1 cache file" in result.stdout, result.stdout
     assert list((ward / "ward" / "__pycache__").glob("*.mycelium.pyc"))
+
+
+# -- the pytest plugin: a package the ini file names that does not exist -------------------------
+
+WARD_TEST = '''\
+from ward.routing import WardBus
+
+
+def test_origin():
+    print("origin:", WardBus.__mycelium_origin__)
+'''
+
+
+@pytest.mark.parametrize(("packages", "origin", "warned"), [
+    ("wrd", "runtime", True), ("ward", "import hook", False)])
+def test_a_mistyped_mycelium_packages_entry_is_warned_about(
+        ward: Path, packages: str, origin: str, warned: bool) -> None:
+    # With `wrd` the session tested runtime-built buses and said nothing.
+    (ward / "pytest.ini").write_text(f"[pytest]\nmycelium_packages = {packages}\n"
+                                     "pythonpath = .\n")
+    (ward / "test_ward.py").write_text(WARD_TEST)
+
+    result = run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                  "-p", "no:asyncio", "test_ward.py"], ward)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"origin: {origin}" in result.stdout
+    message = "mycelium_packages names 'wrd', which is not importable here"
+    assert (message in result.stdout) is warned, result.stdout
