@@ -203,13 +203,25 @@ def run(request: RunRequest, packages: Sequence[str]) -> None:
     install_import_hook(packages)
     _point_spawned_children_here()
     if request.is_module:
+        _warn_missing_packages(packages)
         sys.argv = [request.target, *request.args]  # run_module puts the file path in argv[0]
         runpy.run_module(request.target, run_name="__main__", alter_sys=True)
     else:
         script = os.path.abspath(request.target)
         sys.argv = [request.target, *request.args]
         sys.path[0] = os.path.dirname(script)  # what `python script.py` would have put there
+        _warn_missing_packages(packages)
         runpy.run_path(script, run_name="__main__")
+
+
+def _warn_missing_packages(packages: Sequence[str]) -> None:
+    """``--packages wrd`` (for ward) rewrote nothing and said nothing: the program ran on the
+    runtime-built buses. One warning per name no import could find from here."""
+    for name in packages:
+        if name not in sys.modules and _find_module(name) is None:
+            print(f"warning: run: no package named {name!r} is importable here, so the hook "
+                  f"rewrites nothing for it (from --packages or {PACKAGES_ENV}: a typo?)",
+                  file=sys.stderr)
 
 
 def _find_module(name: str) -> object | None:

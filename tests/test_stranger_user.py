@@ -363,3 +363,26 @@ def test_a_mistyped_mycelium_packages_entry_is_warned_about(
     assert f"origin: {origin}" in result.stdout
     message = "mycelium_packages names 'wrd', which is not importable here"
     assert (message in result.stdout) is warned, result.stdout
+
+
+MAIN_WITHOUT_HOOK = '''\
+from ward.routing import WardBus
+
+print("origin:", WardBus.__mycelium_origin__)
+'''
+
+
+@pytest.mark.parametrize(("option", "env"), [(["--packages", "wrd"], {}),
+                                             ([], {"MYCELIUM_PACKAGES": "wrd"})])
+def test_run_warns_about_a_package_name_nothing_can_import(
+        ward: Path, option: list[str], env: dict[str, str]) -> None:
+    (ward / "plain_main.py").write_text(MAIN_WITHOUT_HOOK)
+    result = run([sys.executable, "-m", "mycelium_mono", "run", *option, "plain_main.py"], ward,
+                 env=cli_env(**env))
+
+    assert result.returncode == 0, result.stderr
+    assert "origin: runtime" in result.stdout
+    assert "warning: run: no package named 'wrd' is importable here" in result.stderr
+    right = run([sys.executable, "-m", "mycelium_mono", "run", "--packages", "ward",
+                 "plain_main.py"], ward)
+    assert "origin: import hook" in right.stdout and right.stderr == "", right.stderr
