@@ -14,14 +14,18 @@ import math
 import pickle
 import re
 import shutil
+import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+import helpers_modules
 import pytest
 from helpers_cli import cli, cli_env, run
+from test_wheel_fresh_venv import _checked, _clean_env, _run
 
 from mycelium_mono import (
     F32,
@@ -35,6 +39,7 @@ from mycelium_mono import (
     message,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 APP = Path(__file__).parent / "stranger_user"
 pytestmark = pytest.mark.multiprocess
 
@@ -386,3 +391,95 @@ def test_run_warns_about_a_package_name_nothing_can_import(
     right = run([sys.executable, "-m", "mycelium_mono", "run", "--packages", "ward",
                  "plain_main.py"], ward)
     assert "origin: import hook" in right.stdout and right.stderr == "", right.stderr
+
+
+# -- from the built wheel, in a fresh Python 3.13 venv ---------------------------------------------
+# The stranger's ward app (tests/stranger_user) from the built wheel, in a fresh Python 3.13 venv.
+#
+# What README.md tells a new user to do, with nothing from this checkout on ``sys.path``: build
+# the wheel, install it with the ``[tcp]`` extra into a new 3.13 venv, then run the app with
+# ``mycelium-mono run`` (monolith and hybrid under the hook), and the two-process ZeroMQ run
+# (``desk_node.py`` publishes admissions, ``ward_node.py`` allocates beds on a ServiceRuntime and
+# answers), each process started with ``mycelium-mono run``. Python 3.13 is found as ``make
+# test`` finds it (noxfile.find_interpreter); if it is missing the test fails and says how to
+# install it. The pattern is tests/test_wheel_fresh_venv.py's: one venv for the module.
+
+
+@dataclass(frozen=True)
+class Venv313:
+    python: Path
+    app: Path
+
+    @property
+    def command(self) -> str:
+        return str(self.python.parent / "mycelium-mono")
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv313:
+    found = helpers_modules.noxfile().find_interpreter("3.13")
+    if not hasattr(found, "path"):
+        pytest.fail(found.message())
+    base = tmp_path_factory.mktemp("stranger313")
+    env = _clean_env()
+    pip = [sys.executable, "-m", "pip"]
+    _checked(_run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(base / "dist"), str(ROOT)],
+                  base, env), "building the wheel")
+    wheel = next((base / "dist").glob("mycelium_mono-*.whl"))
+    _checked(_run([found.path, "-m", "venv", "--without-pip", str(base / "venv")], base, env),
+             "creating the 3.13 venv")
+    python = base / "venv" / "bin" / "python"
+    _checked(_run([*pip, "--python", str(python), "install", "--quiet", f"{wheel}[tcp]"], base,
+                  env), "installing the wheel with [tcp]")
+    app = base / "hospital"
+    shutil.copytree(APP, app, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
+    return Venv313(python, app)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_the_venv_is_python_313_with_the_installed_wheel(venv: Venv313) -> None:
+    result = _run([str(venv.python), "-c", "import sys, mycelium_mono; "
+                   "print(sys.version_info[:2], mycelium_mono.__file__)"], venv.app, _clean_env())
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("(3, 13) ")
+    assert Path(result.stdout.split(" ", 2)[2].strip()).is_relative_to(venv.python.parent.parent)
+
+
+def test_the_ward_runs_under_the_hook_from_the_wheel(venv: Venv313) -> None:
+    result = _run([venv.command, "run", "main.py"], venv.app, _clean_env())
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "['bed 1', 'bed 2', 'full 1', 'full 2'] [1, 2] import hook\n"
+    assert result.stderr == ""
+
+
+def test_desk_and_ward_talk_over_zeromq_in_two_processes(venv: Venv313) -> None:
+    desk_port, ward_port = _free_ports(2)
+    env = _clean_env()
+    ward = subprocess.Popen([venv.command, "run", "ward_node.py", str(ward_port), str(desk_port)],
+                            cwd=venv.app, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        desk = _run([venv.command, "run", "desk_node.py", str(desk_port), str(ward_port)],
+                    venv.app, env)
+        ward_out, ward_err = ward.communicate(timeout=60)
+    finally:
+        if ward.poll() is None:
+            ward.kill()
+            ward.communicate()
+
+    assert desk.returncode == 0, desk.stdout + desk.stderr
+    assert desk.stdout == "desk got [1, 2, 1]\n"
+    assert ward.returncode == 0, ward_out + ward_err
+    assert ward_out == "ward served Admission x3; hook: import hook\n"
