@@ -376,16 +376,36 @@ def _check_frame_size(
 
 def _field_spec(cls: type[Any], name: str, hint: Any) -> FieldSpec:
     if get_origin(hint) is Annotated:
-        for meta in get_args(hint)[1:]:
+        declared, *metadata = get_args(hint)
+        for meta in metadata:
             if isinstance(meta, FieldSpec):
-                return meta
+                return _checked_python_type(cls, name, declared, meta, meta)
             if isinstance(meta, _Sized):
-                return meta.spec
+                return _checked_python_type(cls, name, declared, meta.spec, meta)
     hint_name = getattr(hint, "__name__", repr(hint))
     raise MessageError(
         f"{cls.__qualname__}.{name}: {hint_name} has no wire layout\n"
         "help: use a field type from mycelium_mono (U8..U256, I8..I64, F32, F64, Bool, "
         "Address, Bytes[N], Text[N])"
+    )
+
+
+_PYTHON_TYPES = {"int": int, "bigint": int, "float": float, "bool": bool, "bytes": bytes,
+                 "text": str}
+
+
+def _checked_python_type(cls: type[Any], name: str, declared: Any, spec: FieldSpec,
+                         meta: object) -> FieldSpec:
+    """``Annotated[int, Text(12)]`` made a type checker see an int where the field holds a
+    str: refused at the class statement, since every read of the field would be mistyped."""
+    python = _PYTHON_TYPES.get(spec.kind)
+    if python is None or declared is python:
+        return spec
+    shown = getattr(declared, "__name__", repr(declared))
+    raise MessageError(
+        f"{cls.__qualname__}.{name}: Annotated[{shown}, {meta!r}] declares {shown}, but the "
+        f"field holds {python.__name__}\n"
+        f"help: write Annotated[{python.__name__}, {meta!r}]"
     )
 
 

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import helpers_modules
 import pytest
@@ -483,3 +483,16 @@ def test_desk_and_ward_talk_over_zeromq_in_two_processes(venv: Venv313) -> None:
     assert desk.stdout == "desk got [1, 2, 1]\n"
     assert ward.returncode == 0, ward_out + ward_err
     assert ward_out == "ward served Admission x3; hook: import hook\n"
+
+
+@pytest.mark.parametrize(("annotation", "right"), [
+    (Annotated[int, Text(12)], "Annotated[str, Text(12)]"),
+    (Annotated[str, Bytes(4)], "Annotated[bytes, Bytes(4)]"),
+    (Annotated[float, U8.__metadata__[0]], "Annotated[int, "),
+])
+def test_an_annotated_field_whose_python_type_disagrees_with_its_layout_is_refused(
+        annotation: Any, right: str) -> None:
+    # Annotated[int, Text(12)] was accepted: mypy saw an int, every read returned a str.
+    with pytest.raises(MessageError, match=re.escape(f"help: write {right}")):
+        message(type_id=9290, topic="ward.edge")(
+            type("Chart", (), {"__annotations__": {"note": annotation}}))
