@@ -263,8 +263,9 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
     ``type_id`` identifies the type on the wire (0..65535, unique per process);
     ``topic`` groups types for transports with prefix filtering (default: snake_case name).
     """
-    if not isinstance(type_id, int) or not 0 <= type_id <= 0xFFFF:
+    if isinstance(type_id, bool) or not isinstance(type_id, int) or not 0 <= type_id <= 0xFFFF:
         raise MessageError(f"type_id must be an int in 0..65535, got {type_id!r}")
+    type_id = int(type_id)  # an IntEnum of the app's type ids is welcome; TYPE_ID is an int
     if topic is not None:
         _check_topic(topic, f"@message(type_id={type_id})")
 

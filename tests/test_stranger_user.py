@@ -496,3 +496,20 @@ def test_an_annotated_field_whose_python_type_disagrees_with_its_layout_is_refus
     with pytest.raises(MessageError, match=re.escape(f"help: write {right}")):
         message(type_id=9290, topic="ward.edge")(
             type("Chart", (), {"__annotations__": {"note": annotation}}))
+
+
+@pytest.mark.parametrize("type_id", [True, False, 1.0])
+def test_a_type_id_that_is_not_an_int_is_refused(type_id: Any) -> None:
+    # @message(type_id=True) made a message with type id 1, a bool where a U16 field refuses one.
+    with pytest.raises(MessageError, match=r"type_id must be an int in 0\.\.65535"):
+        message(type_id=type_id, topic="ward.edge")(
+            type("Chart", (), {"__annotations__": {"bed": U8}}))
+
+
+def test_an_int_enum_of_type_ids_gives_a_plain_int_type_id() -> None:
+    class TypeIds(IntEnum):
+        CHART = 9291
+
+    chart = message(type_id=TypeIds.CHART, topic="ward.edge")(
+        type("Chart", (), {"__annotations__": {"bed": U8}}))
+    assert chart.TYPE_ID == 9291 and type(chart.TYPE_ID) is int
