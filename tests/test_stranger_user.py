@@ -107,6 +107,20 @@ def test_the_ward_app_type_checks_under_mypy_strict_with_its_stubs(ward: Path) -
     assert typed.returncode == 0, typed.stderr
 
 
+def test_stubs_kept_apart_under_mypy_path_serve_the_code_that_uses_the_bus(ward: Path) -> None:
+    # README: with -o typings/ mypy reads the stubs for modules it does not check itself.
+    made = cli("stubs", "ward.routing", "ward.desk", "-o", "typings", cwd=ward)
+    assert made.returncode == 0, made.stdout + made.stderr
+    env = cli_env(MYPYPATH="typings")
+    mypy = [sys.executable, "-m", "mypy", "--strict", "--no-incremental"]
+
+    users = run([*mypy, "main.py", "check_types.py"], ward, env=env)
+    assert users.returncode == 0, users.stdout + users.stderr
+    package_too = run([*mypy, "ward", "main.py", "check_types.py"], ward, env=env)
+    assert package_too.returncode == 1
+    assert '"WardBus" has no attribute "emit_admission"' in package_too.stdout
+
+
 # -- syntax errors: one message, the right file, no traceback -----------------------------------
 
 
