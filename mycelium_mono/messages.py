@@ -24,6 +24,7 @@ import inspect
 import keyword
 import linecache
 import math
+import operator
 import re
 import struct
 import sys
@@ -781,17 +782,24 @@ def _conversion_hint(spec: FieldSpec, value: object) -> str:
     if isinstance(value, bool):
         return ""  # a bool is refused for every field but Bool, converted or not
     kind, name = spec.kind, type(value).__name__
-    if kind in ("int", "bigint") and isinstance(value, int) and type(value) is not int:
-        if spec.lo <= value <= spec.hi:
-            return f" ({name} is an int subclass; the field holds a plain int: pass int(value))"
-    elif kind == "float" and isinstance(value, int | float) and type(value) not in (int, float):
+    if kind in ("int", "bigint") and not isinstance(value, str | bytes | float) and hasattr(
+            type(value), "__index__") and type(value) is not int:
+        # An int subclass (IntEnum), or an integer of another library (numpy.int64).
         try:
-            plain = float(value)
-        except OverflowError:
+            plain = operator.index(value)  # type: ignore[arg-type]
+        except Exception:
             return ""
-        if spec.fmt != "f" or not math.isfinite(plain) or abs(plain) < _F32_LIMIT:
-            return (f" ({name} is not a plain float; the field "
-                    "holds a plain float: pass float(value))")
+        if spec.lo <= plain <= spec.hi:
+            return f" ({name} is not a plain int: pass int(value))"
+    elif kind == "float" and not isinstance(value, str | bytes) and hasattr(
+            type(value), "__float__") and type(value) not in (int, float):
+        # A float subclass (numpy.float64), or a float of another library (numpy.float32).
+        try:
+            plain_float = float(value)  # type: ignore[arg-type]
+        except Exception:
+            return ""
+        if spec.fmt != "f" or not math.isfinite(plain_float) or abs(plain_float) < _F32_LIMIT:
+            return f" ({name} is not a plain float: pass float(value))"
     elif kind == "bytes" and isinstance(value, bytes | bytearray | memoryview) and (
             type(value) is not bytes):
         if memoryview(value).nbytes == spec.size:

@@ -203,8 +203,28 @@ class Grams(float):
     pass
 
 
+class NumpyLikeInt:
+    """What numpy.int64 is to a message: no int subclass, an int through __index__."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+class NumpyLikeFloat:
+    """numpy.float32: no float subclass, a float through __float__."""
+
+    def __float__(self) -> float:
+        return 1.5
+
+
 @pytest.mark.parametrize(("field", "value", "hint"), [
     ("acuity", Acuity.CRITICAL, "pass int(value)"),
+    ("acuity", NumpyLikeInt(3), "pass int(value)"),
+    ("seq", NumpyLikeInt(2**64 - 1), "pass int(value)"),
+    ("temp", NumpyLikeFloat(), "pass float(value)"),
     ("seq", Ticks(5), "pass int(value)"),
     ("temp", Grams(1.5), "pass float(value)"),
     ("weight", Grams(1.5), "pass float(value)"),
@@ -222,7 +242,9 @@ def test_a_subclass_or_bytes_like_value_is_refused_with_what_to_pass(
 
 
 def test_a_wrong_value_that_is_no_subclass_gets_no_conversion_hint() -> None:
-    for field, value in (("acuity", 256), ("acuity", True), ("ref", b"abc"), ("temp", "1.0")):
+    for field, value in (("acuity", 256), ("acuity", True), ("ref", b"abc"), ("temp", "1.0"),
+                         ("acuity", NumpyLikeInt(256)), ("acuity", Acuity.CRITICAL * 300),
+                         ("temp", 1.0j), ("acuity", 1.0)):
         with pytest.raises(MessageError) as caught:
             _vitals(**{field: value})
         assert "pass " not in str(caught.value), str(caught.value)
