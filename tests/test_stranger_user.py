@@ -549,3 +549,20 @@ def test_an_int_enum_of_type_ids_gives_a_plain_int_type_id() -> None:
     chart = message(type_id=TypeIds.CHART, topic="ward.edge")(
         type("Chart", (), {"__annotations__": {"bed": U8}}))
     assert chart.TYPE_ID == 9291 and type(chart.TYPE_ID) is int
+
+
+@pytest.mark.parametrize("argv", [["show", "routing"], ["check", "routing"],
+                                  ["stubs", "routing"], ["doctor", "routing"],
+                                  ["bench", "routing", "--number", "100", "--repeat", "1"]])
+def test_a_module_named_from_inside_its_package_directory_is_that_packages_module(
+        ward: Path, argv: list[str]) -> None:
+    # From ward/, `show routing` imported ward/routing.py as a top-level `routing`, and its own
+    # `from ward.messages import ...` failed: "E0012 cannot import 'ward.messages'".
+    result = cli(*argv, cwd=ward / "ward")
+
+    _no_traceback(result)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "E0012" not in result.stdout + result.stderr
+    assert ("class WardBus" in result.stdout or "1 routing class ok" in result.stdout
+            or "wrote" in result.stdout or "ns per emit" in result.stdout
+            or "0 failures" in result.stdout), result.stdout
