@@ -566,3 +566,38 @@ def test_a_module_named_from_inside_its_package_directory_is_that_packages_modul
     assert ("class WardBus" in result.stdout or "1 routing class ok" in result.stdout
             or "wrote" in result.stdout or "ns per emit" in result.stdout
             or "0 failures" in result.stdout), result.stdout
+
+
+RECORDING = '''\
+from pathlib import Path
+
+from mycelium_mono import MessageHandler, routing_config
+
+from ward.messages import BedAssigned  # noqa: F401
+
+
+class Ledger(MessageHandler[BedAssigned]):
+    def handle(self, b: BedAssigned) -> None:
+        with Path("ledger.txt").open("a") as file:   # a side effect, like a real pager
+            file.write("x")
+
+
+@routing_config
+class LedgerBus:
+    BedAssigned = [Ledger]
+'''
+
+
+def test_doctor_no_timing_never_calls_the_handlers(ward: Path) -> None:
+    (ward / "ward" / "ledger.py").write_text(RECORDING)
+
+    quiet = cli("doctor", "ward.ledger", "--no-timing", cwd=ward)
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert "emit timing" not in quiet.stdout
+    assert "LedgerBus constructor" in quiet.stdout
+    assert not (ward / "ledger.txt").exists()
+
+    timed = cli("doctor", "ward.ledger", cwd=ward)
+    assert timed.returncode == 0, timed.stdout + timed.stderr
+    assert "LedgerBus emit timing" in timed.stdout
+    assert len((ward / "ledger.txt").read_text()) > 1000  # what the README warns about

@@ -75,6 +75,9 @@ def _add_doctor(commands: Subcommands) -> None:
                      help="import the module without the import hook (the run-time build path)")
     sub.add_argument("--factory", metavar="MODULE:FUNCTION", default=None,
                      help="a function returning a constructed bus, for the emit timing")
+    sub.add_argument("--no-timing", action="store_true",
+                     help="skip the quick emit timing, which calls every routed handler "
+                     "thousands of times with all-zero messages")
     sub.add_argument("--format", choices=("text", "json"), default="text")
     sub.set_defaults(handler=run_doctor)
 
