@@ -34,9 +34,12 @@ from mycelium_mono import (
     U64,
     Address,
     Bytes,
+    MessageBus,
     MessageError,
     Text,
+    handles,
     message,
+    routing_config,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -601,3 +604,29 @@ def test_doctor_no_timing_never_calls_the_handlers(ward: Path) -> None:
     assert timed.returncode == 0, timed.stdout + timed.stderr
     assert "LedgerBus emit timing" in timed.stdout
     assert len((ward / "ledger.txt").read_text()) > 1000  # what the README warns about
+
+
+class VitalsLog:
+    @handles(Vitals)
+    def on_vitals(self, v: Vitals) -> None:
+        pass
+
+
+@routing_config
+class VitalsBus:
+    Vitals = [VitalsLog]
+
+
+def test_emitting_or_publishing_the_message_class_itself_says_to_make_an_instance() -> None:
+    # `bus.emit(Vitals)` said "help: emit a @message instance; a type is not a message class".
+    bus = VitalsBus(vitals_log=VitalsLog())
+    with pytest.raises(TypeError) as emitted:
+        bus.emit(Vitals)
+    assert "VitalsBus has no route for the class Vitals" in str(emitted.value)
+    assert "help: emit an instance: Vitals(...)" in str(emitted.value)
+    with pytest.raises(TypeError, match=r"help: emit a @message instance; an int is not"):
+        bus.emit(3)
+    with pytest.raises(TypeError) as published:
+        MessageBus().publisher(Vitals).publish_nowait(Vitals)  # type: ignore[arg-type]
+    assert "was given the class Vitals, not an instance\nhelp: publish Vitals(...)" in str(
+        published.value)

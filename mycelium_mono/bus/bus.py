@@ -629,13 +629,14 @@ class Publisher(Generic[M]):
 
     def _wrong_type(self, msg: object) -> TypeError:
         given = type(msg).__name__
+        wanted = self.message_type.__name__
         # Issue 15: a str was told to use bus.publisher(str), which is no message type.
+        if isinstance(msg, type) and is_message_class(msg):
+            return TypeError(f"publisher for {wanted} was given the class {msg.__name__}, not "
+                             f"an instance\nhelp: publish {msg.__name__}(...)")
         hint = (f"use bus.publisher({given}) for that message type" if is_message_class(type(msg))
-                else f"publish a {self.message_type.__name__}(...) instance; a {given} is not "
-                "a @message class")
-        return TypeError(
-            f"publisher for {self.message_type.__name__} was given a {given}\nhelp: {hint}"
-        )
+                else f"publish a {wanted}(...) instance; a {given} is not a @message class")
+        return TypeError(f"publisher for {wanted} was given a {given}\nhelp: {hint}")
 
     def __repr__(self) -> str:
         return f"<Publisher {self.message_type.__name__}>"
