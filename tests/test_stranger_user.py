@@ -630,3 +630,24 @@ def test_emitting_or_publishing_the_message_class_itself_says_to_make_an_instanc
         MessageBus().publisher(Vitals).publish_nowait(Vitals)  # type: ignore[arg-type]
     assert "was given the class Vitals, not an instance\nhelp: publish Vitals(...)" in str(
         published.value)
+
+
+@pytest.mark.parametrize(("typo", "meant", "where"), [
+    ("BedAlocator", "BedAllocator", "    Admission = [Triage, BedAlocator]"),
+    ("Admision", "Admission", "    Admision = [Triage, BedAllocator]"),
+])
+def test_a_typo_in_a_routed_name_suggests_the_imported_name(ward: Path, typo: str, meant: str,
+                                                            where: str) -> None:
+    routing = ward / "ward" / "routing.py"
+    routing.write_text(routing.read_text().replace("    Admission = [Triage, BedAllocator]",
+                                                   where))
+    checked = cli("check", "ward", cwd=ward)
+    ran = run([sys.executable, "-c", "from ward.routing import WardBus"], ward)  # no hook
+
+    assert checked.returncode == 1
+    assert f"error[E0002]: unknown name `{typo}`" in checked.stdout
+    assert f"did you mean `{meant}`?" in checked.stdout, checked.stdout
+    assert ran.returncode == 1
+    # Without the hook a handler typo is Python's own NameError ("Did you mean: ..."); a
+    # message typo is read by @routing_config, which now says the same.
+    assert "did you mean" in ran.stderr.lower() and meant in ran.stderr, ran.stderr
