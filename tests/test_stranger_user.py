@@ -651,3 +651,20 @@ def test_a_typo_in_a_routed_name_suggests_the_imported_name(ward: Path, typo: st
     # Without the hook a handler typo is Python's own NameError ("Did you mean: ..."); a
     # message typo is read by @routing_config, which now says the same.
     assert "did you mean" in ran.stderr.lower() and meant in ran.stderr, ran.stderr
+
+
+@pytest.mark.parametrize(("module", "call", "extra"), [
+    ("zmq", "MessageBus.with_tcp('127.0.0.1:9')", "tcp"),
+    ("nats", "MessageBus.with_nats('nats://127.0.0.1:4222')", "nats"),
+])
+def test_a_transport_without_its_extra_says_which_extra_to_install(module: str, call: str,
+                                                                   extra: str) -> None:
+    # In a venv with the bare wheel this was "ModuleNotFoundError: No module named 'zmq'".
+    # sys.modules[name] = None makes importing it fail exactly as a missing package does.
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from mycelium_mono import MessageBus\n"
+            f"try:\n    {call}\nexcept ImportError as exc:\n    print(exc)\n")
+    result = run([sys.executable, "-c", code], Path.cwd())
+
+    assert result.returncode == 0, result.stderr
+    assert f"help: pip install 'mycelium-mono[{extra}]'" in result.stdout, result.stdout

@@ -642,6 +642,15 @@ class Publisher(Generic[M]):
         return f"<Publisher {self.message_type.__name__}>"
 
 
+def _missing_extra(exc: ModuleNotFoundError, module: str, package: str,
+                   extra: str) -> ImportError:
+    """A bare "No module named 'zmq'" said nothing of the extra that installs it."""
+    if (exc.name or "").partition(".")[0] != module:
+        return exc  # something else is missing: its own error says what
+    return ImportError(f"this transport needs the {package} package, which is not installed\n"
+                       f"help: pip install 'mycelium-mono[{extra}]'", name=module)
+
+
 class MessageBus:
     """Typed asyncio publish/subscribe, in one process or across processes.
 
@@ -676,8 +685,10 @@ class MessageBus:
         ``curve=CurveConfig(...)`` encrypts and checks peers' keys; a bind off loopback
         (``allow_public=True``) without it warns (README: Security).
         """
-        from mycelium_mono.bus.transports.zmq import ZmqTransport
-
+        try:
+            from mycelium_mono.bus.transports.zmq import ZmqTransport
+        except ModuleNotFoundError as exc:
+            raise _missing_extra(exc, "zmq", "pyzmq", "tcp") from exc
         return cls(ZmqTransport(address, **options))
 
     @classmethod
@@ -688,8 +699,10 @@ class MessageBus:
         ``nkeys_seed=``, ``user_credentials=``, ``tls=``, ``tls_ca_file=``, ...) or
         ``security=NatsSecurity(...)``; see :class:`~.transports.nats.NatsTransport`.
         """
-        from mycelium_mono.bus.transports.nats import NatsTransport
-
+        try:
+            from mycelium_mono.bus.transports.nats import NatsTransport
+        except ModuleNotFoundError as exc:
+            raise _missing_extra(exc, "nats", "nats-py", "nats") from exc
         return cls(NatsTransport(url, **options))
 
     @property
