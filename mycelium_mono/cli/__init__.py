@@ -159,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"mycelium-mono {args.command}: error: {exc}\n")
         return EXIT_USAGE
     except SyntaxError as exc:
+        if args.command == "run":
+            raise  # the program's own: its runner prints it as Python would, traceback and all
         # The routing module, or a module it imports, does not parse (a RoutingError is a
         # SyntaxError too): compiler style, like `check`, not a traceback.
         sys.stderr.write(_render_syntax_error(exc) + "\n")
