@@ -158,9 +158,15 @@ def _top_level_module_file(name: str) -> str | None:
 def check_target(request: RunRequest) -> None:
     """A one-line usage error for a target that does not exist (not a runpy traceback)."""
     if request.is_module:
-        if _find_module(request.target) is None:
+        spec = _find_module(request.target)
+        if spec is None:
             # What `python -m nosuch` says, instead of runpy's traceback.
             raise UsageError(f"no module named {request.target!r}")
+        if getattr(spec, "submodule_search_locations", None) is not None and _find_module(
+                f"{request.target}.__main__") is None:
+            raise UsageError(f"{request.target!r} is a package and has no __main__.py\n"
+                             f"help: run one of its modules (-m {request.target}.main), or "
+                             f"add {request.target.replace('.', '/')}/__main__.py")
     elif not os.path.isfile(request.target):
         where = "" if os.path.isabs(request.target) else f" (in {os.getcwd()})"
         raise UsageError(f"cannot run {request.target}: no such file{where}")
@@ -197,13 +203,25 @@ def run(request: RunRequest, packages: Sequence[str]) -> None:
     install_import_hook(packages)
     _point_spawned_children_here()
     if request.is_module:
+        _warn_missing_packages(packages)
         sys.argv = [request.target, *request.args]  # run_module puts the file path in argv[0]
         runpy.run_module(request.target, run_name="__main__", alter_sys=True)
     else:
         script = os.path.abspath(request.target)
         sys.argv = [request.target, *request.args]
         sys.path[0] = os.path.dirname(script)  # what `python script.py` would have put there
+        _warn_missing_packages(packages)
         runpy.run_path(script, run_name="__main__")
+
+
+def _warn_missing_packages(packages: Sequence[str]) -> None:
+    """``--packages wrd`` (for ward) rewrote nothing and said nothing: the program ran on the
+    runtime-built buses. One warning per name no import could find from here."""
+    for name in packages:
+        if name not in sys.modules and _find_module(name) is None:
+            print(f"warning: run: no package named {name!r} is importable here, so the hook "
+                  f"rewrites nothing for it (from --packages or {PACKAGES_ENV}: a typo?)",
+                  file=sys.stderr)
 
 
 def _find_module(name: str) -> object | None:

@@ -24,6 +24,7 @@ import inspect
 import keyword
 import linecache
 import math
+import operator
 import re
 import struct
 import sys
@@ -263,8 +264,9 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
     ``type_id`` identifies the type on the wire (0..65535, unique per process);
     ``topic`` groups types for transports with prefix filtering (default: snake_case name).
     """
-    if not isinstance(type_id, int) or not 0 <= type_id <= 0xFFFF:
+    if isinstance(type_id, bool) or not isinstance(type_id, int) or not 0 <= type_id <= 0xFFFF:
         raise MessageError(f"type_id must be an int in 0..65535, got {type_id!r}")
+    type_id = int(type_id)  # an IntEnum of the app's type ids is welcome; TYPE_ID is an int
     if topic is not None:
         _check_topic(topic, f"@message(type_id={type_id})")
 
@@ -376,16 +378,36 @@ def _check_frame_size(
 
 def _field_spec(cls: type[Any], name: str, hint: Any) -> FieldSpec:
     if get_origin(hint) is Annotated:
-        for meta in get_args(hint)[1:]:
+        declared, *metadata = get_args(hint)
+        for meta in metadata:
             if isinstance(meta, FieldSpec):
-                return meta
+                return _checked_python_type(cls, name, declared, meta, meta)
             if isinstance(meta, _Sized):
-                return meta.spec
+                return _checked_python_type(cls, name, declared, meta.spec, meta)
     hint_name = getattr(hint, "__name__", repr(hint))
     raise MessageError(
         f"{cls.__qualname__}.{name}: {hint_name} has no wire layout\n"
         "help: use a field type from mycelium_mono (U8..U256, I8..I64, F32, F64, Bool, "
         "Address, Bytes[N], Text[N])"
+    )
+
+
+_PYTHON_TYPES = {"int": int, "bigint": int, "float": float, "bool": bool, "bytes": bytes,
+                 "text": str}
+
+
+def _checked_python_type(cls: type[Any], name: str, declared: Any, spec: FieldSpec,
+                         meta: object) -> FieldSpec:
+    """``Annotated[int, Text(12)]`` made a type checker see an int where the field holds a
+    str: refused at the class statement, since every read of the field would be mistyped."""
+    python = _PYTHON_TYPES.get(spec.kind)
+    if python is None or declared is python:
+        return spec
+    shown = getattr(declared, "__name__", repr(declared))
+    raise MessageError(
+        f"{cls.__qualname__}.{name}: Annotated[{shown}, {meta!r}] declares {shown}, but the "
+        f"field holds {python.__name__}\n"
+        f"help: write Annotated[{python.__name__}, {meta!r}]"
     )
 
 
@@ -745,7 +767,47 @@ def _value_error(cls: type[Any], field: str, label: str, value: object) -> Messa
     spec = dict(cls.FIELDS)[field]
     return MessageError(
         f"{cls.__qualname__}.{field} ({label}) must be {_expected(spec)}, got {_got(value)}"
+        f"{_conversion_hint(spec, value)}"
     )
+
+
+def _conversion_hint(spec: FieldSpec, value: object) -> str:
+    """What to pass instead of a subclass or bytes-like value the plain type would accept.
+
+    A field takes exactly ``int``, ``float``, ``str`` or ``bytes`` (what the wire decodes to,
+    so a message equals its round trip). "must be an int in 0..255, got Acuity
+    <Acuity.CRITICAL: 1>" read as a contradiction (an IntEnum is an int), so the error says
+    which conversion makes the value acceptable, only when it would.
+    """
+    if isinstance(value, bool):
+        return ""  # a bool is refused for every field but Bool, converted or not
+    kind, name = spec.kind, type(value).__name__
+    if kind in ("int", "bigint") and not isinstance(value, str | bytes | float) and hasattr(
+            type(value), "__index__") and type(value) is not int:
+        # An int subclass (IntEnum), or an integer of another library (numpy.int64).
+        try:
+            plain = operator.index(value)  # type: ignore[arg-type]
+        except Exception:
+            return ""
+        if spec.lo <= plain <= spec.hi:
+            return f" ({name} is not a plain int: pass int(value))"
+    elif kind == "float" and not isinstance(value, str | bytes) and hasattr(
+            type(value), "__float__") and type(value) not in (int, float):
+        # A float subclass (numpy.float64), or a float of another library (numpy.float32).
+        try:
+            plain_float = float(value)  # type: ignore[arg-type]
+        except Exception:
+            return ""
+        if spec.fmt != "f" or not math.isfinite(plain_float) or abs(plain_float) < _F32_LIMIT:
+            return f" ({name} is not a plain float: pass float(value))"
+    elif kind == "bytes" and isinstance(value, bytes | bytearray | memoryview) and (
+            type(value) is not bytes):
+        if memoryview(value).nbytes == spec.size:
+            return f" ({name} is not bytes: pass bytes(value))"
+    elif kind == "text" and isinstance(value, str) and type(value) is not str and _text_fits(
+            str(value), spec.size):
+        return f" ({name} is a str subclass; the field holds a plain str: pass str(value))"
+    return ""
 
 
 def _buffer_error(cls: type[Any], buffer: Any) -> MessageError:

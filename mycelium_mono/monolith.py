@@ -119,8 +119,14 @@ class GeneratedBus:
         routed = ", ".join(sorted(t.__name__ for t in self._dispatch)) or "nothing"
         given = type(msg).__name__
         # Issue 15: `add str = [...]` was suggested for emit("text"); only messages are routed.
-        hint = (f"add `{given} = [...]` to the routing class" if is_message_class(type(msg))
-                else f"emit a @message instance; a {given} is not a message class")
+        if isinstance(msg, type) and is_message_class(msg):
+            # bus.emit(WardFull): "a type is not a message class" said the opposite of the slip
+            given = f"the class {msg.__name__}"
+            hint = f"emit an instance: {msg.__name__}(...)"
+        elif is_message_class(type(msg)):
+            hint = f"add `{given} = [...]` to the routing class"
+        else:
+            hint = f"emit a @message instance; {_article(given)} {given} is not a message class"
         return TypeError(
             f"{type(self).__name__} has no route for {given}\n"
             f"note: it routes {routed}\n"

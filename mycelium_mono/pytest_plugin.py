@@ -80,6 +80,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[_SESSION_HOOK]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Once every conftest and test module is imported (sys.path as the tests see it): a
+    # package the ini file names that cannot be found is most likely a typo, and with it the
+    # whole session silently tested the runtime-built buses instead of the rewritten ones.
+    if session_hook(session.config) is None:
+        return
+    import importlib.util
+    import warnings
+
+    for name in session.config.getini("mycelium_packages"):
+        if not name or name in sys.modules:
+            continue
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            warnings.warn(pytest.PytestConfigWarning(
+                f"mycelium_packages names {name!r}, which is not importable here: the import "
+                f"hook rewrites nothing for it (a typo? check the ini file's "
+                "mycelium_packages)"), stacklevel=1)
+
+
 def _install_session_hook(config: pytest.Config) -> None:
     if _SESSION_HOOK in config.stash:
         return

@@ -128,10 +128,56 @@ def _stub_function(fn: ast.FunctionDef | ast.AsyncFunctionDef
 
 
 def _stub_class(node: ast.ClassDef) -> ast.ClassDef:
-    body = [stmt for stmt in node.body if _is_docstring(stmt)][:1] + _stub_many(node.body)
+    stubbed = _stub_many(node.body)
+    body = [stmt for stmt in node.body if _is_docstring(stmt)][:1] + _instance_attributes(
+        node, stubbed) + stubbed
     stub = copy.copy(node)  # as in _stub_function: keeps type_params and any newer field
     stub.body = body or [ast.Expr(ast.Constant(...))]
     return stub
+
+
+def _instance_attributes(node: ast.ClassDef, stubbed: list[ast.stmt]) -> list[ast.stmt]:
+    """``self.x = ...`` in the class's methods, declared as ``x: T`` (the annotation, or the
+    literal's type, else Any): the stub drops the method bodies, and without these a checker
+    reading it says the instance has no attribute ``x`` (a handler's ``self.lines``)."""
+    declared = {name for stmt in stubbed for name in _declared_names(stmt)}
+    annotated: dict[str, ast.expr] = {}  # `self.x: T = ...`: the written type beats a guess
+    guessed: dict[str, ast.expr] = {}
+    for fn in node.body:
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) or not fn.args.args:
+            continue
+        if any(isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod")
+               for d in fn.decorator_list):
+            continue
+        me = fn.args.args[0].arg
+        for stmt in ast.walk(fn):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Attribute) and (
+                    _is_attribute_of(stmt.target, me)):
+                annotated.setdefault(stmt.target.attr, stmt.annotation)
+            elif isinstance(stmt, ast.Assign):
+                for target in stmt.targets:
+                    if isinstance(target, ast.Attribute) and _is_attribute_of(target, me):
+                        guessed.setdefault(target.attr, _literal_type(stmt.value))
+                    for part in target.elts if isinstance(target, ast.Tuple | ast.List) else ():
+                        if isinstance(part, ast.Attribute) and _is_attribute_of(part, me):
+                            guessed.setdefault(part.attr, _parse_expr(f"{_TYPING}.Any"))
+    found = {**guessed, **annotated}
+    return [ast.AnnAssign(ast.Name(name, ast.Store()), found[name], None, 1)
+            for name in dict.fromkeys([*guessed, *annotated]) if name not in declared]
+
+
+def _is_attribute_of(target: ast.expr, name: str) -> bool:
+    return isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and (
+        target.value.id == name)
+
+
+def _declared_names(stmt: ast.stmt) -> list[str]:
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [stmt.name]
+    if isinstance(stmt, ast.AnnAssign | ast.Assign):
+        targets = [stmt.target] if isinstance(stmt, ast.AnnAssign) else stmt.targets
+        return [t.id for t in targets if isinstance(t, ast.Name)]
+    return []
 
 
 def _stub_assign(stmt: ast.Assign) -> list[ast.stmt]:

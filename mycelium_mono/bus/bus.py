@@ -629,16 +629,26 @@ class Publisher(Generic[M]):
 
     def _wrong_type(self, msg: object) -> TypeError:
         given = type(msg).__name__
+        wanted = self.message_type.__name__
         # Issue 15: a str was told to use bus.publisher(str), which is no message type.
+        if isinstance(msg, type) and is_message_class(msg):
+            return TypeError(f"publisher for {wanted} was given the class {msg.__name__}, not "
+                             f"an instance\nhelp: publish {msg.__name__}(...)")
         hint = (f"use bus.publisher({given}) for that message type" if is_message_class(type(msg))
-                else f"publish a {self.message_type.__name__}(...) instance; a {given} is not "
-                "a @message class")
-        return TypeError(
-            f"publisher for {self.message_type.__name__} was given a {given}\nhelp: {hint}"
-        )
+                else f"publish a {wanted}(...) instance; a {given} is not a @message class")
+        return TypeError(f"publisher for {wanted} was given a {given}\nhelp: {hint}")
 
     def __repr__(self) -> str:
         return f"<Publisher {self.message_type.__name__}>"
+
+
+def _missing_extra(exc: ModuleNotFoundError, module: str, package: str,
+                   extra: str) -> ImportError:
+    """A bare "No module named 'zmq'" said nothing of the extra that installs it."""
+    if (exc.name or "").partition(".")[0] != module:
+        return exc  # something else is missing: its own error says what
+    return ImportError(f"this transport needs the {package} package, which is not installed\n"
+                       f"help: pip install 'mycelium-mono[{extra}]'", name=module)
 
 
 class MessageBus:
@@ -675,8 +685,10 @@ class MessageBus:
         ``curve=CurveConfig(...)`` encrypts and checks peers' keys; a bind off loopback
         (``allow_public=True``) without it warns (README: Security).
         """
-        from mycelium_mono.bus.transports.zmq import ZmqTransport
-
+        try:
+            from mycelium_mono.bus.transports.zmq import ZmqTransport
+        except ModuleNotFoundError as exc:
+            raise _missing_extra(exc, "zmq", "pyzmq", "tcp") from exc
         return cls(ZmqTransport(address, **options))
 
     @classmethod
@@ -687,8 +699,10 @@ class MessageBus:
         ``nkeys_seed=``, ``user_credentials=``, ``tls=``, ``tls_ca_file=``, ...) or
         ``security=NatsSecurity(...)``; see :class:`~.transports.nats.NatsTransport`.
         """
-        from mycelium_mono.bus.transports.nats import NatsTransport
-
+        try:
+            from mycelium_mono.bus.transports.nats import NatsTransport
+        except ModuleNotFoundError as exc:
+            raise _missing_extra(exc, "nats", "nats-py", "nats") from exc
         return cls(NatsTransport(url, **options))
 
     @property

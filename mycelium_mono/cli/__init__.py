@@ -8,17 +8,19 @@ Exit status: 0 all good, 1 the command found problems (routing errors, failed do
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from mycelium_mono.cli.bench import run_bench
 from mycelium_mono.cli.cache import run_cache
-from mycelium_mono.cli.check import run_check, run_show
+from mycelium_mono.cli.check import run_check, run_show, syntax_diagnostic
 from mycelium_mono.cli.doctor import run_doctor
 from mycelium_mono.cli.run import run_run
 from mycelium_mono.cli.stubs import run_stubs
-from mycelium_mono.cli.target import UsageError
+from mycelium_mono.cli.target import UsageError, use_color
+from mycelium_mono.routing.errors import RoutingError, render_diagnostic, shown_path
 
 __all__ = ["build_parser", "main"]
 
@@ -73,6 +75,9 @@ def _add_doctor(commands: Subcommands) -> None:
                      help="import the module without the import hook (the run-time build path)")
     sub.add_argument("--factory", metavar="MODULE:FUNCTION", default=None,
                      help="a function returning a constructed bus, for the emit timing")
+    sub.add_argument("--no-timing", action="store_true",
+                     help="skip the quick emit timing, which calls every routed handler "
+                     "thousands of times with all-zero messages")
     sub.add_argument("--format", choices=("text", "json"), default="text")
     sub.set_defaults(handler=run_doctor)
 
@@ -102,11 +107,24 @@ def _add_bench(commands: Subcommands) -> None:
     sub.add_argument("--factory", metavar="MODULE:FUNCTION", default=None,
                      help="a function returning a constructed bus (default: construct every "
                      "service with no arguments)")
-    sub.add_argument("--number", type=int, default=20_000, help="emits per timing run")
-    sub.add_argument("--repeat", type=int, default=5, help="timing runs; the best is reported")
+    sub.add_argument("--number", type=_positive_int, default=20_000,
+                     help="emits per timing run")
+    sub.add_argument("--repeat", type=_positive_int, default=5,
+                     help="timing runs; the best is reported")
     sub.add_argument("--no-hook", action="store_true",
                      help="import the module without the import hook")
     sub.set_defaults(handler=run_bench)
+
+
+def _positive_int(text: str) -> int:
+    """``--number 0`` timed nothing and divided by zero; ``-5`` raised a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _add_run(commands: Subcommands) -> None:
@@ -128,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Everything after `run` belongs to the runner and the target (`-m`, `--packages`,
         # the script's own options): argparse's REMAINDER would try to parse leading options.
         argv = ["run", "--", *argv[1:]]
+    if argv[:1] == ["cache"] and "--" not in argv:
+        # `cache clean -n DIR`: argparse has given `roots` its (empty) share by the time it
+        # meets -n, and then refuses DIR as unrecognized; the flag goes first instead.
+        flags = [a for a in argv[1:] if a in ("-n", "--dry-run")]
+        argv = ["cache", *flags, *[a for a in argv[1:] if a not in flags]]
     args = build_parser().parse_args(argv)
     handler: Command = args.handler
     try:
@@ -135,7 +158,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         sys.stderr.write(f"mycelium-mono {args.command}: error: {exc}\n")
         return EXIT_USAGE
+    except SyntaxError as exc:
+        if args.command == "run":
+            raise  # the program's own: its runner prints it as Python would, traceback and all
+        # The routing module, or a module it imports, does not parse (a RoutingError is a
+        # SyntaxError too): compiler style, like `check`, not a traceback.
+        sys.stderr.write(_render_syntax_error(exc) + "\n")
+        return EXIT_PROBLEMS
     except BrokenPipeError:
         # `mycelium-mono show ... | head`: the reader left; that is not an error.
         sys.stderr.close()
         return EXIT_OK
+
+
+def _render_syntax_error(exc: SyntaxError) -> str:
+    color = use_color(sys.stderr)
+    if isinstance(exc, RoutingError):
+        return exc.render(color=color)
+    lines: list[str] = []
+    if exc.filename:
+        try:
+            with open(exc.filename, "rb") as file:
+                lines = importlib.util.decode_source(file.read()).splitlines()
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            lines = []
+    filename = shown_path(exc.filename) if exc.filename else "<unknown>"
+    return render_diagnostic(syntax_diagnostic(exc, filename), lines, color=color) + "\n"

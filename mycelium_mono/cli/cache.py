@@ -12,6 +12,7 @@ import os
 import sys
 from typing import TextIO
 
+from mycelium_mono.cli.target import UsageError
 from mycelium_mono.routing.cache import (
     CACHE_SUFFIX,
     CacheEntry,
@@ -28,6 +29,12 @@ __all__ = ["cache_status", "run_cache"]
 
 def run_cache(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     roots = args.roots or [os.getcwd()]
+    for root in roots:
+        if not os.path.isdir(root):
+            # A typo'd directory used to report "0 cache files ... under /nonexistent", exit 0.
+            what = "not a directory" if os.path.exists(root) else "no such directory"
+            raise UsageError(f"{root}: {what}\nhelp: pass the project directories to search "
+                             "(default: the current directory)")
     if args.action == "info":
         return _info(roots, out)
     return _clean(roots, out, dry_run=args.dry_run)

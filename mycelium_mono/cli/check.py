@@ -42,7 +42,7 @@ from mycelium_mono.routing.generate import CallNote
 from mycelium_mono.routing.parse import parse_module
 from mycelium_mono.routing.pipeline import rewrite_module
 
-__all__ = ["CheckResult", "check_target", "run_check", "run_show"]
+__all__ = ["CheckResult", "check_target", "run_check", "run_show", "syntax_diagnostic"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,10 @@ def check_target(target: Target) -> CheckResult:
     except RoutingError as exc:
         return CheckResult(target, exc.diagnostics, lines, count)
     except SyntaxError as exc:
+        if exc.filename and os.path.abspath(exc.filename) != os.path.abspath(target.filename):
+            # A handler or message module that does not parse: its import failed (E0012),
+            # at the routing module's import line; the note shows the file and line.
+            return CheckResult(target, (_import_diagnostic(target, tree, exc),), lines, count)
         return CheckResult(target, (_syntax_diagnostic(target, exc),), lines, count)
     except Exception as exc:  # a handler module that raises on import
         return CheckResult(target, (_import_diagnostic(target, tree, exc),), lines, count)
@@ -76,24 +80,36 @@ def check_target(target: Target) -> CheckResult:
 
 
 def _syntax_diagnostic(target: Target, exc: SyntaxError) -> Diagnostic:
+    return syntax_diagnostic(exc, target.display)
+
+
+def syntax_diagnostic(exc: SyntaxError, filename: str) -> Diagnostic:
+    """``exc`` as a compiler-style diagnostic of ``filename`` (the file it is about)."""
     line = exc.lineno or 1
     col = max(0, (exc.offset or 1) - 1)
     same_line = exc.end_lineno in (None, line)
     end = max(col + 1, (exc.end_offset or col + 2) - 1) if same_line else col + 1
-    return Diagnostic("syntax", f"invalid Python syntax: {exc.msg}", target.display,
+    return Diagnostic("syntax", f"invalid Python syntax: {exc.msg}", filename,
                       Span(line, col, line, end),
                       help="fix the syntax first: routing is checked on a module that parses")
 
 
 def _import_diagnostic(target: Target, tree: ast.Module, exc: Exception) -> Diagnostic:
     frames = traceback.extract_tb(exc.__traceback__)
+    note = import_failure_note(exc)
+    if isinstance(exc, SyntaxError) and exc.filename:
+        # The file that does not parse is no frame of the traceback: point at it here.
+        frames.append(traceback.FrameSummary(exc.filename, exc.lineno or 1, "<module>"))
+        where = f'  File "{shown_path(exc.filename)}", line {exc.lineno}'
+        text = (exc.text or "").strip()
+        note = "the import failed here:\n" + where + (f"\n    {text}" if text else "")
     first, *rest = str(exc).splitlines() or [""]
     # The exception's own `help:` line (ours have one) replaces the generic one, not adds to it.
     own_help = next((line[len("help:"):].strip() for line in rest if line.startswith("help:")),
                     None)
     return Diagnostic("E0012", f"importing a module named by the routing table raised "
                       f"{type(exc).__name__}: {first}", target.display,
-                      _import_span(tree, frames), note=import_failure_note(exc),
+                      _import_span(tree, frames), note=note,
                       help=own_help or "the handler and message modules must import cleanly "
                       "on their own")
 

@@ -9,7 +9,13 @@ import os
 import sys
 from typing import TextIO
 
-from mycelium_mono.cli.target import Target, find_target, resolved_tables, use_color
+from mycelium_mono.cli.target import (
+    Target,
+    UsageError,
+    find_target,
+    resolved_tables,
+    use_color,
+)
 from mycelium_mono.routing.errors import render_diagnostic
 from mycelium_mono.stubs import module_stub, stub_path, write_stub
 
@@ -31,10 +37,16 @@ def run_stubs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                              "errors first\n")
             status = 1
             continue
+        if not tables:
+            # A stub beside a module with no bus adds nothing and shadows the module for the
+            # type checker, which then reads only the stub.
+            raise UsageError(f"{target.display}: no @routing_config class, no stub written\n"
+                             "help: `stubs` takes a routing module (one with a "
+                             "@routing_config class)")
         text = module_stub(ast.parse(target.text, target.filename), tables)
         path = stub_path(target.filename, target.module_name, args.output)
         write_stub(path, text)
-        buses = ", ".join(t.name for t in tables) or "no routing class"
+        buses = ", ".join(t.name for t in tables)
         out.write(f"wrote {path} ({buses})\n")
         if args.output is not None:
             for parent in _write_parent_stubs(target, args.output):

@@ -192,6 +192,13 @@ def _target_from_module(name: str) -> Target:
     if origin is None or not origin.endswith(".py") or not os.path.isfile(origin):
         raise UsageError(f"module {name!r} is not a Python source file (origin: {origin})\n"
                          "help: routing modules are .py files")
+    root, full_name = _module_name_of(os.path.abspath(origin))
+    if full_name.endswith(f".{name}"):
+        # `show routing` from inside the package directory: the file is ward.routing, and
+        # importing it as `routing` failed on its own `from ward.messages import ...` (E0012
+        # "No module named 'ward'"). Read it as the path names it.
+        _prepend_path(root)
+        return Target(origin, full_name, _read(origin))
     return Target(origin, name, _read(origin))
 
 

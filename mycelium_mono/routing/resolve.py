@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import difflib
 import functools
 import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,9 +230,18 @@ class LiveScope(Scope):
             obj = getattr(builtins, head)
         else:
             return Unresolved(f"unknown name `{head}`",
-                              f"import {head} or define it before the routing class",
+                              _did_you_mean(head, self.namespace)
+                              + f"import {head} or define it before the routing class",
                               unknown_name=True)
         return _getattr_chain(obj, rest, text)
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``did you mean `BedAllocator`? `` for the typo ``BedAlocator`` (else nothing): "import
+    BedAlocator (or define it)" alone sent a new user after a class that does not exist."""
+    close = difflib.get_close_matches(name, [k for k in known if not k.startswith("__")], n=1,
+                                      cutoff=0.8)
+    return f"did you mean `{close[0]}`? else " if close else ""
 
 
 @dataclass(frozen=True)
@@ -349,7 +359,8 @@ class StaticScope(Scope):
         if hasattr(builtins, head):
             return _getattr_chain(getattr(builtins, head), rest, text)
         return Unresolved(f"unknown name `{head}`",
-                          f"import {head} (or define it) above the routing class",
+                          _did_you_mean(head, self.bindings)
+                          + f"import {head} (or define it) above the routing class",
                           unknown_name=True)
 
     def _import(self, binding: _Import) -> Symbol:
