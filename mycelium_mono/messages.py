@@ -540,6 +540,7 @@ def _generate_methods(
         "_value_error": _value_error,
         "_as_float": _as_float,
         "_text_fits": _text_fits,
+        "_text_from_wire": _text_from_wire,
         "_buffer_error": _buffer_error,
         "_frozen": _frozen,
     }
@@ -698,9 +699,7 @@ def _decode_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
         if spec.kind == "bigint":
             converted.append(f"_from_int({name}, 'little')")
         elif spec.kind == "text":
-            # NUL is refused at construction, so trailing NULs are padding. Bytes that are
-            # not UTF-8 (a corrupt or foreign peer) become U+FFFD: decoding never raises.
-            converted.append(f"{name}.rstrip(b'\\0').decode('utf-8', 'replace')")
+            converted.append(f"_text_from_wire({name}, {spec.size})")
         else:
             converted.append(name)
     build = _build_lines(list(zip((n for n, _ in fields), converted, strict=True)), "_cls",
@@ -725,6 +724,22 @@ def _as_float(cls: type[Any], field: str, label: str, value: int) -> float:
         return float(value)
     except OverflowError:
         raise _value_error(cls, field, label, value) from None
+
+
+def _text_from_wire(raw: bytes, capacity: int) -> str:
+    """A ``Text`` field's bytes as the str the constructor would have accepted.
+
+    NUL is refused at construction, so the first NUL ends the text and the rest is padding;
+    a corrupt or foreign peer's NUL inside the text ends it too (not kept: the message would
+    hold a value its own ``replace()`` refuses). Bytes that are not UTF-8 become U+FFFD, so
+    decoding never raises; since each U+FFFD is 3 bytes in UTF-8, a text that then outgrows
+    its capacity loses characters from its end until it fits, as the constructor requires.
+    """
+    text = raw.partition(b"\0")[0].decode("utf-8", "replace")
+    if "\ufffd" in text:  # valid UTF-8 of at most `capacity` bytes always fits
+        while not _text_fits(text, capacity):
+            text = text[:-1]
+    return text
 
 
 def _text_fits(value: str, capacity: int) -> bool:

@@ -629,3 +629,20 @@ def test_a_fingerprint_is_the_same_with_or_without_the_base() -> None:
         n: U32
 
     assert with_base == Probe.FINGERPRINT
+
+
+def test_a_nul_inside_text_on_the_wire_ends_the_text() -> None:
+    # A corrupt or foreign peer's frame: kept, it would be a value the constructor refuses.
+    data = b"AB\0CD" + b"\0" * 7 + (1).to_bytes(4, "little")
+    decoded = Shipment.from_bytes(data)
+    assert decoded.sku == "AB"
+    assert decoded.replace(qty=2) == Shipment(sku="AB", qty=2)
+    assert Shipment.from_bytes(decoded.to_bytes()) == decoded
+
+
+def test_invalid_utf8_that_outgrows_the_capacity_is_cut_to_fit() -> None:
+    data = b"\xff" * 12 + (1).to_bytes(4, "little")  # 12 U+FFFD are 36 bytes in UTF-8
+    decoded = Shipment.from_bytes(data)
+    assert decoded.sku == "\ufffd" * 4
+    assert decoded.replace(qty=2).sku == decoded.sku  # the constructor accepts what decode made
+    assert Shipment.from_bytes(decoded.to_bytes()) == decoded
