@@ -229,6 +229,14 @@ class BackgroundBacklog:
             except Exception as exc:
                 self._failed += 1
                 self._report(exc)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the worker itself is being cancelled (close(), a new loop)
+                # The handler's own CancelledError (something it awaited was cancelled) is
+                # that call's failure: it used to end the worker, and drain() then hung.
+                self._failed += 1
+                self._report(_cancelled_call(fn, exc))
             self._completed += 1
             if self._progress:
                 self._notify_progress()
@@ -265,6 +273,16 @@ class BackgroundBacklog:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+
+
+def _cancelled_call(fn: Callable[..., Any], exc: asyncio.CancelledError) -> Exception:
+    """A handler's CancelledError as an ``Exception`` (an ``ExceptionGroup`` holds no other)."""
+    failure = RuntimeError(
+        f"background handler {_name(fn)} raised CancelledError (something it awaited was "
+        "cancelled); the backlog carried on with the next call"
+    )
+    failure.__cause__ = exc
+    return failure
 
 
 def default_backlog() -> BackgroundBacklog:

@@ -277,12 +277,14 @@ class ServiceRuntime:
             try:
                 await run(running.context)
                 return
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                    raise
                 running.exceptions.append(exc)
                 if not await self._restart_after(running, exc):
                     return
 
-    async def _restart_after(self, running: RunningService, exc: Exception) -> bool:
+    async def _restart_after(self, running: RunningService, exc: BaseException) -> bool:
         """Log the failure and sleep the backoff; False if the service should stay down."""
         if self._stopping.is_set():
             logger.warning(
@@ -338,7 +340,7 @@ class ServiceRuntime:
         while await sub.wait():
             for msg in sub.drain():
                 method, is_async = table[type(msg)]
-                error: Exception | None = None
+                error: BaseException | None = None
                 ctx._in_handler = True
                 sub.began(msg)  # a no-op unless a transport awaits its settlement
                 try:
@@ -346,7 +348,11 @@ class ServiceRuntime:
                         await method(msg)
                     else:
                         method(msg)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                        raise  # the runtime (or a caller) cancels this service
+                    # A handler's own CancelledError is its failure, like any other: it used
+                    # to end the service silently and strand everything queued for it.
                     error = exc
                     running.errors += 1
                     logger.error(
@@ -410,17 +416,25 @@ class ServiceRuntime:
         for sleeper in list(self._sleepers):
             if not sleeper.done():
                 sleeper.set_result(False)
-        if not await self._wait_quiescent(deadline):
-            busy = [s.name for s in self.services if not s.done and not s.context._is_idle()]
+        # shutdown() awaited inside a service's own task: that service is the one shutting
+        # down, so it is neither waited for (it used to wait the whole timeout for itself)
+        # nor cancelled (it used to cancel itself and await its own task forever).
+        me = asyncio.current_task()
+        if not await self._wait_quiescent(deadline, me):
+            busy = [s.name for s in self.services if not self._settled(s, me)]
             logger.warning("shutdown: %s still busy after %.1fs; cancelling", busy, timeout)
         for running in self.services:
             for sub in running.context.subscriptions:
                 sub.close()
-        await self._finish_tasks(max(0.0, deadline - loop.time()))
+        await self._finish_tasks(max(0.0, deadline - loop.time()), me)
         if close_bus:
             await self.bus.close()
 
-    async def _wait_quiescent(self, deadline: float) -> bool:
+    @staticmethod
+    def _settled(running: RunningService, me: asyncio.Task[Any] | None) -> bool:
+        return running.done or running.task is me or running.context._is_idle()
+
+    async def _wait_quiescent(self, deadline: float, me: asyncio.Task[Any] | None) -> bool:
         """Wait until every service has returned or sits idle in recv(); False on timeout.
 
         The state must hold across two loop turns: one turn lets a just-woken consumer
@@ -431,7 +445,7 @@ class ServiceRuntime:
         while calm < 2:
             if loop.time() >= deadline:
                 return False
-            if all(s.done or s.context._is_idle() for s in self.services):
+            if all(self._settled(s, me) for s in self.services):
                 calm += 1
                 await asyncio.sleep(0)
             else:
@@ -439,8 +453,12 @@ class ServiceRuntime:
                 await asyncio.sleep(0.001)
         return True
 
-    async def _finish_tasks(self, grace: float) -> None:
-        tasks = [s.task for s in self.services if s.task is not None and not s.task.done()]
+    async def _finish_tasks(self, grace: float, me: asyncio.Task[Any] | None) -> None:
+        tasks = [
+            s.task
+            for s in self.services
+            if s.task is not None and s.task is not me and not s.task.done()
+        ]
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -462,6 +480,12 @@ class ServiceRuntime:
         finally:
             handle.cancel()
             self._sleepers.discard(fut)
+
+
+def _cancelling() -> bool:
+    """True if the current task was asked to cancel (not merely handed a CancelledError)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
