@@ -101,6 +101,28 @@ async def test_a_service_that_calls_shutdown_itself_finishes_promptly_and_closes
     assert runtime.bus._closed
 
 
+# -- README "Across processes": publish_nowait before start ------------------------------
+
+
+async def test_publish_nowait_before_a_tcp_bus_started_queues_nothing_locally() -> None:
+    # The error says "await bus.start() first"; a caller who does so and retries must not
+    # hand the local subscriber the same parcel twice.
+    bus = MessageBus.with_tcp("127.0.0.1:0")
+    alerts = bus.subscribe(Delayed)
+    pub = bus.publisher(Delayed)
+    try:
+        pub.publish_nowait(Delayed(parcel=7, hours=30))
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("publish_nowait before start did not refuse")
+    assert len(alerts) == 0 and bus.stats.published == 0
+    await bus.start()
+    pub.publish_nowait(Delayed(parcel=7, hours=30))
+    assert alerts.drain() == [Delayed(parcel=7, hours=30)]
+    await bus.close()
+
+
 async def test_a_run_service_raising_its_own_cancelled_error_is_restarted() -> None:
     runtime = ServiceRuntime(MessageBus(), backoff_initial=0.01)
     alerts = runtime.bus.subscribe(Delayed)

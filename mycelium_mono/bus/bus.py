@@ -590,8 +590,11 @@ class Publisher(Generic[M]):
         if type(msg) is not self.message_type:
             raise self._wrong_type(msg)
         bus = self._bus
-        if bus._remote and bus._transport.full():
-            raise QueueFullError(type(msg), [], bus._transport)  # before any local delivery
+        if bus._remote:  # both refusals before any local delivery: a retry cannot duplicate
+            if not bus._started:
+                raise bus._not_started("publish_nowait")
+            if bus._transport.full():
+                raise QueueFullError(type(msg), [], bus._transport)
         subscribers = self._topic.subscribers
         bus._published += 1
         if not subscribers:
@@ -615,8 +618,6 @@ class Publisher(Generic[M]):
                     raise
                 break
         if bus._remote:
-            if not bus._started:
-                raise bus._not_started("publish_nowait")
             bus._transport.publish_nowait(msg)
         if refused is not None:
             raise QueueOverflowError(type(msg), refused)
