@@ -143,3 +143,31 @@ async def test_a_run_service_raising_its_own_cancelled_error_is_restarted() -> N
     assert not tracker.task.cancelled() and tracker.restarts == 1
     assert alerts.drain() == [Delayed(parcel=9, hours=48)]
     await runtime.shutdown(timeout=2)
+
+
+# -- README: "A MessageHandler instance belongs to one bus or runtime" ------------------------
+
+
+class ScanCounter(MessageHandler[Scan]):
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+
+    def handle(self, s: Scan) -> None:
+        self.seqs.append(s.seq)
+
+
+async def test_spawning_one_handler_instance_twice_on_a_runtime_is_refused() -> None:
+    from mycelium_mono import HandlerOwnedError
+
+    runtime = ServiceRuntime(MessageBus())
+    counter = ScanCounter()
+    await runtime.spawn_service(counter, name="counter")
+    with pytest.raises(HandlerOwnedError, match=r"already running on this ServiceRuntime as "
+                       r"service 'counter'"):
+        await runtime.spawn_service(counter)
+    pub = runtime.bus.publisher(Scan)
+    for n in (1, 2, 3):
+        await pub.publish(scan(n))
+    await runtime.shutdown(timeout=2)
+    assert counter.seqs == [1, 2, 3]   # each parcel counted once
+    assert len(runtime.services) == 1

@@ -32,7 +32,12 @@ from mycelium_mono.bus.bus import (
     Subscriber,
 )
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
-from mycelium_mono.handlers import attach_emitter, handled_messages
+from mycelium_mono.handlers import (
+    HandlerOwnedError,
+    MessageHandler,
+    attach_emitter,
+    handled_messages,
+)
 
 __all__ = ["RunningService", "ServiceContext", "ServiceRuntime", "service"]
 
@@ -242,6 +247,16 @@ class ServiceRuntime:
                 f"spawn_service({type(svc).__qualname__}) during shutdown\n"
                 "help: spawn every service before calling shutdown()/wait_for_shutdown()"
             )
+        for other in self.services:
+            if other.instance is svc and isinstance(svc, MessageHandler) and not other.done:
+                # Same owner, so attach_emitter lets it through; but a second consumer of one
+                # instance handed it every message twice.
+                raise HandlerOwnedError(
+                    f"{type(svc).__qualname__} instance at 0x{id(svc):x} is already running on "
+                    f"this ServiceRuntime as service {other.name!r}; spawning it again would "
+                    "give it every message twice\n"
+                    "help: spawn a second instance if you want two consumers"
+                )
         await self.bus.start()
         label = name or self._unique_name(type(svc).__name__)
         ctx = ServiceContext(self, label)
