@@ -11,10 +11,13 @@ import asyncio
 import time
 
 import pytest
+from peers.harness import Peer, Peers, free_port, until
 from peers.stranger_parcels import Delayed, Scan
 
 from mycelium_mono import MessageBus, MessageHandler, ServiceRuntime, service
 from mycelium_mono.bus.hybrid import BackgroundBacklog
+
+pytest_plugins = ["conftest_distributed"]
 
 
 def scan(seq: int, hub: int = 1) -> Scan:
@@ -171,3 +174,228 @@ async def test_spawning_one_handler_instance_twice_on_a_runtime_is_refused() -> 
     await runtime.shutdown(timeout=2)
     assert counter.seqs == [1, 2, 3]   # each parcel counted once
     assert len(runtime.services) == 1
+
+
+# -- README "Flexible": bounded per-subscriber queues; every drop is counted --------------
+
+
+async def _depots_against_one_sorter(policy: str, seed: int) -> None:
+    """Eight depot tasks mixing ``await publish`` and ``publish_nowait`` into one small queue.
+
+    The bound is checked after every single operation; at the end every scan is accounted
+    for exactly once (received, or counted as dropped / rejected / refused), and what was
+    received keeps each depot's order.
+    """
+    import random
+
+    from mycelium_mono import QueueFullError
+    from mycelium_mono.bus.bus import QueueOverflowError
+
+    rng = random.Random(seed)
+    bus = MessageBus()
+    maxsize = 7
+    sorter = bus.subscribe(Scan, maxsize=maxsize, policy=policy)  # type: ignore[arg-type]
+    per_depot = 400
+    refused_nowait = 0
+    overflowed = 0
+    received: list[Scan] = []
+    worst = 0
+
+    def check() -> None:
+        nonlocal worst
+        worst = max(worst, len(sorter))
+        assert len(sorter) <= maxsize, f"{policy}: {len(sorter)} queued > maxsize {maxsize}"
+
+    async def depot(hub: int) -> None:
+        nonlocal refused_nowait, overflowed
+        pub = bus.publisher(Scan)
+        for n in range(1, per_depot + 1):
+            msg = scan(n, hub)
+            try:
+                if rng.random() < 0.5:
+                    pub.publish_nowait(msg)
+                else:
+                    await pub.publish(msg)
+            except QueueFullError:
+                refused_nowait += 1   # nothing queued anywhere: the depot could retry
+            except QueueOverflowError:
+                overflowed += 1
+            check()
+            if rng.random() < 0.3:
+                await asyncio.sleep(0)
+
+    async def consumer() -> None:
+        while True:
+            try:
+                if rng.random() < 0.5:
+                    received.append(await sorter.recv())
+                else:
+                    received.extend(await sorter.recv_batch())
+            except Exception:
+                return
+            check()
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+
+    eater = asyncio.create_task(consumer())
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(depot(h) for h in range(1, 9)))
+        while len(sorter):
+            await asyncio.sleep(0)
+    sorter.close()
+    await asyncio.wait_for(eater, 5)
+    stats = sorter.stats
+    sent = 8 * per_depot
+    assert worst == maxsize   # the queue did fill: the bound was really tested
+    assert stats.high_water <= maxsize
+    assert len(received) == stats.delivered
+    assert len(received) + stats.dropped + stats.rejected + refused_nowait == sent
+    assert len(set(received)) == len(received)   # no scan twice
+    for hub in range(1, 9):
+        seqs = [s.seq for s in received if s.hub == hub]
+        assert seqs == sorted(seqs), f"{policy}: depot {hub} reordered"
+    if policy == "block":
+        assert stats.dropped == stats.rejected == 0 and refused_nowait > 0
+    elif policy == "drop_oldest":
+        assert refused_nowait == stats.rejected == 0 and stats.dropped > 0
+    else:
+        assert refused_nowait == stats.dropped == 0 and stats.rejected == overflowed > 0
+    assert bus.stats.published == sent - refused_nowait
+    await bus.close()
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_oldest", "raise"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_concurrent_depots_never_overfill_a_sorter_and_every_scan_is_counted(
+    policy: str, seed: int
+) -> None:
+    await _depots_against_one_sorter(policy, seed)
+
+
+# -- README "Across processes" / "Delivery guarantees", ZeroMQ lossless -----------------------
+#
+# Promised: every frame a connected subscriber's prefix matches, per-publisher order; a crash
+# loses "frames in the dead process's queues and sockets"; a restarted process is a new
+# incarnation, so its seq 1 is new, not a replay; a full "block" subscriber holds the
+# publisher's `await publish` (the subscriber never exceeds maxsize).
+
+
+def _split_incarnations(seqs: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for s in seqs:
+        if s == 1 or not runs:
+            runs.append([])
+        runs[-1].append(s)
+    return runs
+
+
+@pytest.mark.network
+async def test_ready_hears_a_late_depot_while_an_early_one_has_filled_the_sorter() -> None:
+    # README: subscribe, connect_to every peer, `await bus.ready()`, then consume; publishers
+    # `wait_for_subscribers`. The first depot starts as soon as it hears the sorter, fills
+    # its queue, and the SUB stops reading (back-pressure): ready() must still hear the
+    # second depot's acknowledgement instead of timing out behind the first one's scans.
+    early = MessageBus.with_tcp("127.0.0.1:0")
+    await early.start()
+    late_port = free_port()
+    sorter = MessageBus.with_tcp("127.0.0.1:0", ready_timeout_s=5)
+    bins = sorter.subscribe(Scan, maxsize=10)
+    await sorter.start()
+
+    async def flood() -> None:
+        await early.wait_for_subscribers(1, Scan)
+        pub = early.publisher(Scan)
+        for n in range(1, 201):
+            await pub.publish(scan(n, hub=1))
+
+    flooding = asyncio.create_task(flood())
+    late = MessageBus.with_tcp(f"127.0.0.1:{late_port}")
+    try:
+        await sorter.connect_to(early.transport.address)  # type: ignore[attr-defined]
+        await sorter.connect_to(f"127.0.0.1:{late_port}")   # not bound yet: starts later
+        await until(lambda: len(bins) == 10, timeout=10)      # full: the SUB is parked
+        await late.start()
+        await sorter.ready()
+        got = []
+        async with asyncio.timeout(10):
+            while len(got) < 200:
+                got.extend(await bins.recv_batch())
+        await asyncio.wait_for(flooding, 10)
+        assert [s.seq for s in got] == list(range(1, 201))
+        assert bins.stats.high_water <= 10
+    finally:
+        flooding.cancel()
+        await asyncio.gather(flooding, return_exceptions=True)
+        for bus in (early, late, sorter):
+            await bus.close()
+
+
+@pytest.mark.network
+async def test_three_depots_one_killed_and_restarted_mid_stream_into_a_slow_sorter(
+    peers: Peers,
+) -> None:
+    count, maxsize = 20_000, 50
+    ports = {hub: free_port() for hub in (1, 2, 3)}
+
+    def depot(hub: int) -> Peer:
+        return peers.spawn(
+            "stranger_depot", "--bind", f"127.0.0.1:{ports[hub]}", "--hub", str(hub),
+            "--count", str(count), "--hwm", "1000", "--yield-every", "20", name=f"depot{hub}",
+        )
+
+    depots = {hub: depot(hub) for hub in (1, 2, 3)}
+    addresses = {hub: await p.aexpect("READY") for hub, p in depots.items()}
+    sorter = MessageBus.with_tcp("127.0.0.1:0", hwm=1000)
+    bins = sorter.subscribe(Scan, maxsize=maxsize)
+    await sorter.start()
+    for hub in (1, 2, 3):
+        await sorter.connect_to(addresses[hub])
+    await sorter.ready()
+    got: list[Scan] = []
+    worst = 0
+
+    async def sort_slowly() -> None:
+        nonlocal worst
+        async for s in bins:
+            worst = max(worst, len(bins) + 1)
+            got.append(s)
+            if len(got) % 50 == 0:
+                await asyncio.sleep(0.001)
+
+    sorting = asyncio.create_task(sort_slowly())
+    try:
+        await until(lambda: sum(s.hub == 2 for s in got) >= 3_000, timeout=60)
+        depots[2].kill()                                       # SIGKILL mid-stream
+        restarted = depot(2)
+        assert await restarted.aexpect("READY") == addresses[2]   # same port, new process
+        results = {hub: await depots[hub].aresult() for hub in (1, 3)}
+        results[2] = await restarted.aresult()
+
+        def restarted_done() -> bool:
+            runs = _split_incarnations([s.seq for s in got if s.hub == 2])
+            return len(runs) == 2 and len(runs[1]) == count
+
+        await until(
+            lambda: restarted_done() and all(
+                sum(s.hub == h for s in got) == count for h in (1, 3)), timeout=60)
+        await asyncio.sleep(0.2)   # anything extra (a repeat) would arrive now
+    finally:
+        for p in (*depots.values(), *peers.started):
+            p.stop()
+        await sorter.close()
+        await asyncio.wait_for(sorting, 10)
+
+    for hub in (1, 3):   # the survivors: nothing lost, repeated or reordered
+        assert [s.seq for s in got if s.hub == hub] == list(range(1, count + 1))
+        assert results[hub]["sent"] == results[hub]["published"] == count
+    first, second = _split_incarnations([s.seq for s in got if s.hub == 2])
+    assert first == list(range(1, len(first) + 1)), "the killed depot lost a frame mid-stream"
+    assert 3_000 <= len(first) <= count   # paced at <= 20k/s: usually killed well before the end
+    assert second == list(range(1, count + 1))
+    assert results[2]["sent"] == count
+    stats = sorter.transport.stats
+    assert stats.received == len(got) == sorter.stats.received_remote
+    assert stats.sequence_gaps == 0 and stats.dropped_malformed == 0
+    assert stats.extra.get("duplicates", 0) == 0
+    assert stats.extra["publishers_seen"] == 4   # three depots, one of them twice
+    assert worst <= maxsize and bins.stats.high_water <= maxsize

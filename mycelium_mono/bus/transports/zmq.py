@@ -176,9 +176,11 @@ class ZmqTransport(Transport):
         self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inlet: Inlet | None = None
-        # A received message the bus refused (a full "block" subscriber) and the task that
-        # offers it again once there is space; the SUB is not read meanwhile.
-        self._parked: Any = None
+        # Received messages the bus refused (a full "block" subscriber), in arrival order,
+        # and the task that offers them again once there is space; the SUB is not read
+        # meanwhile, except by ready(), which must still hear acknowledgements (see
+        # _drain_sub) and holds the data frames it reads on the way, at most hwm of them.
+        self._held: deque[Any] = deque()
         self._unparking: asyncio.Task[None] | None = None
 
     @property
@@ -310,6 +312,7 @@ class ZmqTransport(Transport):
             self._guard.cancel()
         if self._unparking is not None:
             self._unparking.cancel()
+        self._held.clear()
         # None first: a drain or poll already scheduled with call_soon then does nothing.
         self._xpub = self._sub = None
         unsent = len(self._backlog)
@@ -364,7 +367,9 @@ class ZmqTransport(Transport):
         naming the types still unacknowledged after ``timeout`` (``ready_timeout_s``).
         """
         limit = self.ready_timeout_s if timeout is None else timeout
-        await self._wait_until(self._all_acked, limit, lambda: self._ready_timeout_message(limit))
+        await self._wait_until(
+            self._all_acked, limit, lambda: self._ready_timeout_message(limit), for_ready=True
+        )
 
     def _all_acked(self) -> bool:
         if self._in.mismatches:
@@ -409,14 +414,19 @@ class ZmqTransport(Transport):
         return sum(c for p, c in self._subscriptions.items() if prefix.startswith(p))
 
     async def _wait_until(
-        self, done: Callable[[], bool], timeout: float, message: Callable[[], str]
+        self,
+        done: Callable[[], bool],
+        timeout: float,
+        message: Callable[[], str],
+        *,
+        for_ready: bool = False,
     ) -> None:
         loop = self._require(self._loop, "ready")
         deadline = loop.time() + timeout
         while not done():
             # Sends on the same socket can consume the FD's wake-up: look ourselves too.
             self._service_xpub()
-            self._drain_sub()
+            self._drain_sub(for_ready)
             if done():
                 return
             left = deadline - loop.time()
@@ -573,11 +583,21 @@ class ZmqTransport(Transport):
         if self._loop is not None:
             self._loop.call_soon(self._drain_sub)
 
-    def _drain_sub(self) -> None:
-        """One wake-up, then NOBLOCK receives until EAGAIN (or a batch, then yield)."""
+    def _drain_sub(self, for_ready: bool = False) -> None:
+        """One wake-up, then NOBLOCK receives until EAGAIN (or a batch, then yield).
+
+        While the bus refuses (messages are held) the SUB is not read: that is the
+        back-pressure. ``for_ready``: ready() is waiting for acknowledgements, which queue
+        behind data frames on the same socket; read on, holding the data frames (at most
+        ``hwm``), or a peer that starts publishing first would make ready() time out.
+        """
         sub = self._sub
         inlet = self._inlet
-        if sub is None or inlet is None or self._parked is not None:
+        if sub is None or inlet is None:
+            return
+        if self._held:
+            if for_ready:
+                self._read_while_held(sub)
             return
         handle = self._handle
         n = 0
@@ -611,22 +631,40 @@ class ZmqTransport(Transport):
             return result.message
         return None
 
+    def _read_while_held(self, sub: zmq.Socket[Any]) -> None:
+        """Read acknowledgements for ready() while held; hold the data frames read on the way."""
+        held = self._held
+        try:
+            while len(held) < max(1, self.hwm):
+                try:
+                    frame = sub.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                msg = self._handle(frame)
+                if msg is not None:
+                    held.append(msg)
+        finally:
+            self._in.sync_stats()
+
     def _park(self, sub: zmq.Socket[Any], msg: Any) -> None:
         """Hold ``msg`` and stop reading the SUB until the bus has room (back-pressure)."""
         loop = self._loop
         assert loop is not None
-        self._parked = msg
+        self._held.append(msg)
         self._in.count("backpressure_waits")
         # Not reading is what pushes back: the FD stays readable, so stop watching it.
         loop.remove_reader(sub.FD)
-        self._unparking = loop.create_task(self._unpark(msg))
+        self._unparking = loop.create_task(self._unpark())
 
-    async def _unpark(self, msg: Any) -> None:
+    async def _unpark(self) -> None:
         inlet = self._inlet
         assert inlet is not None
-        while not inlet.offer(msg):
-            await inlet.space(type(msg))
-        self._parked = None
+        held = self._held
+        while held:  # in arrival order: each publisher's order is kept
+            msg = held[0]
+            while not inlet.offer(msg):
+                await inlet.space(type(msg))
+            held.popleft()
         self._unparking = None
         sub, loop = self._sub, self._loop
         if sub is not None and loop is not None:
