@@ -399,3 +399,32 @@ async def test_three_depots_one_killed_and_restarted_mid_stream_into_a_slow_sort
     assert stats.extra.get("duplicates", 0) == 0
     assert stats.extra["publishers_seen"] == 4   # three depots, one of them twice
     assert worst <= maxsize and bins.stats.high_water <= maxsize
+
+
+# -- README "Hybrid": drain() waits for the backlog; close(timeout) stops it ------------------
+
+
+async def test_drain_returns_after_close_gave_up_on_a_stuck_background_handler() -> None:
+    # close(timeout=...) stops a backlog whose handler hangs (a dead database): a drain()
+    # waiting meanwhile, and one called afterwards, must return, and the calls that never
+    # ran must be counted, not left "queued" forever.
+    backlog = BackgroundBacklog(maxsize=10)
+    stored: list[int] = []
+
+    async def store(s: Scan) -> None:
+        if s.seq == 2:
+            await asyncio.sleep(3600)   # the database never answers
+        stored.append(s.seq)
+
+    for n in range(1, 6):
+        backlog.submit(store, scan(n))
+    waiting = asyncio.create_task(backlog.drain())
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(backlog.close(timeout=0.2), 5)
+    await asyncio.wait_for(waiting, 2)            # a TimeoutError here: drain() hung
+    await asyncio.wait_for(backlog.drain(), 2)
+    stats = backlog.stats
+    assert stored == [1]
+    assert stats.queued == 0
+    assert stats.completed == 1 and stats.dropped == 4     # 2 (cut off) and 3, 4, 5 (never run)
+    assert stats.completed + stats.dropped == stats.submitted == 5
