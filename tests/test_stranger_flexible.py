@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from peers.harness import Peer, Peers, free_port, until
@@ -428,3 +429,53 @@ async def test_drain_returns_after_close_gave_up_on_a_stuck_background_handler()
     assert stats.queued == 0
     assert stats.completed == 1 and stats.dropped == 4     # 2 (cut off) and 3, 4, 5 (never run)
     assert stats.completed + stats.dropped == stats.submitted == 5
+
+
+def _rss_kib(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+@pytest.mark.network
+async def test_memory_stays_flat_on_both_sides_while_a_slow_sorter_holds_back_a_depot(
+    peers: Peers,
+) -> None:
+    # README: a full "block" subscriber stops reading, the HWM holds the publisher's
+    # `await publish`. So neither side should buffer the stream: measured, in both processes,
+    # while 200,000 scans (about 13 MB of frames) go through a sorter ~5x slower than the depot.
+    count, maxsize = 200_000, 100
+    depot = peers.spawn("stranger_depot", "--bind", "127.0.0.1:0", "--hub", "1",
+                        "--count", str(count), "--hwm", "1000")
+    address = await depot.aexpect("READY")
+    sorter = MessageBus.with_tcp("127.0.0.1:0", hwm=1000)
+    bins = sorter.subscribe(Scan, maxsize=maxsize)
+    await sorter.start()
+    await sorter.connect_to(address)
+    await sorter.ready()
+    received = 0
+    in_order = True
+    samples: dict[str, list[int]] = {"depot": [], "sorter": []}
+    try:
+        async with asyncio.timeout(120):
+            while received < count:
+                for s in await bins.recv_batch():
+                    received += 1
+                    in_order = in_order and s.seq == received
+                if received >= 20_000 and received // 20_000 > len(samples["depot"]):
+                    samples["depot"].append(_rss_kib(depot.proc.pid))
+                    samples["sorter"].append(_rss_kib())
+                await asyncio.sleep(0.002)   # the slow consumer
+        result = await depot.aresult()
+    finally:
+        depot.stop()
+        await sorter.close()
+    assert in_order and received == count
+    assert result["sent"] == result["published"] == count
+    assert result.get("hwm_waits", 0) > 0, "the depot was never held back: the test proves nothing"
+    assert bins.stats.high_water <= maxsize
+    for side, kib in samples.items():
+        assert len(kib) >= 8, samples
+        growth = max(kib) - kib[0]
+        assert growth < 6 * 1024, f"{side} RSS grew {growth} KiB under back-pressure: {kib}"
