@@ -479,3 +479,53 @@ async def test_memory_stays_flat_on_both_sides_while_a_slow_sorter_holds_back_a_
         assert len(kib) >= 8, samples
         growth = max(kib) - kib[0]
         assert growth < 6 * 1024, f"{side} RSS grew {growth} KiB under back-pressure: {kib}"
+
+
+class StallingSorter(MessageHandler[Scan]):
+    """Sorts scans; once, its sync handler blocks the event loop for 1.5 s (a slow disk)."""
+
+    def __init__(self) -> None:
+        self.seqs: dict[int, list[int]] = {1: [], 2: []}
+
+    def handle(self, s: Scan) -> None:
+        self.seqs[s.hub].append(s.seq)
+        if s.hub == 1 and s.seq == 500:
+            time.sleep(1.5)
+        if s.seq % 97 == 0:
+            self.emit(Delayed(parcel=s.parcel, hours=s.hub))
+
+
+@pytest.mark.network
+async def test_a_runtime_handler_stalling_its_loop_loses_nothing_from_two_depots(
+    peers: Peers,
+) -> None:
+    count = 10_000
+    depots = [
+        peers.spawn("stranger_depot", "--bind", "127.0.0.1:0", "--hub", str(hub),
+                    "--count", str(count), "--hwm", "500", name=f"depot{hub}")
+        for hub in (1, 2)
+    ]
+    addresses = [await d.aexpect("READY") for d in depots]
+    runtime = ServiceRuntime(MessageBus.with_tcp("127.0.0.1:0", hwm=500), maxsize=100)
+    sorter = StallingSorter()
+    alerts = runtime.bus.subscribe(Delayed, maxsize=1_000)
+    running = await runtime.spawn_service(sorter)
+    for address in addresses:
+        await runtime.bus.connect_to(address)
+    await runtime.bus.ready()
+    try:
+        await until(lambda: all(len(v) == count for v in sorter.seqs.values()), timeout=60)
+        results = [await d.aresult() for d in depots]
+    finally:
+        for d in depots:
+            d.stop()
+        await runtime.shutdown(timeout=5)
+    for hub in (1, 2):
+        assert sorter.seqs[hub] == list(range(1, count + 1)), f"depot {hub}: lost or reordered"
+    assert running.handled == 2 * count and running.errors == 0
+    assert all(r["sent"] == count and r["dropped_overflow"] == 0 for r in results)
+    flagged = alerts.drain()
+    assert len(flagged) == 2 * (count // 97)
+    stats = runtime.bus.transport.stats
+    assert stats.received == 2 * count and stats.sequence_gaps == 0
+    assert stats.extra.get("duplicates", 0) == 0
