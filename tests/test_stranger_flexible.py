@@ -529,3 +529,34 @@ async def test_a_runtime_handler_stalling_its_loop_loses_nothing_from_two_depots
     stats = runtime.bus.transport.stats
     assert stats.received == 2 * count and stats.sequence_gaps == 0
     assert stats.extra.get("duplicates", 0) == 0
+
+
+async def test_a_service_awaiting_shutdown_already_under_way_is_not_waited_for() -> None:
+    # main() shuts down (a SIGTERM); meanwhile a service also asks for shutdown (it found
+    # its carrier feed gone). It is waiting for that very shutdown: waiting for it in turn
+    # used to hold the shutdown for its whole timeout, then cancel the service.
+    runtime = ServiceRuntime(MessageBus())
+    watch = DelayWatch()
+    await runtime.spawn_service(watch)
+    feed_gone = asyncio.Event()
+
+    @service
+    class CarrierFeed:
+        async def run(self, ctx: object) -> None:
+            await runtime.bus.publisher(Scan).publish(scan(1))
+            await feed_gone.wait()
+            await runtime.shutdown(timeout=4)
+
+    feed = await runtime.spawn_service(CarrierFeed())
+    await asyncio.sleep(0.01)
+    main_shutdown = asyncio.create_task(runtime.shutdown(timeout=4))
+    await asyncio.sleep(0.01)
+    feed_gone.set()
+    started = time.monotonic()
+    await asyncio.wait_for(main_shutdown, 10)
+    assert feed.task is not None
+    await asyncio.wait_for(asyncio.shield(feed.task), 2)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2, f"shutdown waited {elapsed:.1f}s for a service waiting for it"
+    assert not feed.task.cancelled() and feed.failure is None
+    assert watch.seen == [1]

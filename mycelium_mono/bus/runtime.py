@@ -226,6 +226,9 @@ class ServiceRuntime:
         self._stop_requested = asyncio.Event()
         self._sleepers: set[asyncio.Future[bool]] = set()
         self._shutdown_done: asyncio.Future[None] | None = None
+        # Tasks awaiting a shutdown already under way (a service that asked for it too):
+        # the shutdown neither waits for them nor cancels them.
+        self._awaiting_shutdown: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> ServiceRuntime:
         await self.bus.start()
@@ -415,7 +418,13 @@ class ServiceRuntime:
     async def shutdown(self, timeout: float = 5.0, *, close_bus: bool = True) -> None:
         """Stop producers, let consumers drain what is queued, cancel after ``timeout`` s."""
         if self._shutdown_done is not None:
-            await asyncio.shield(self._shutdown_done)
+            me = asyncio.current_task()
+            if me is not None:
+                self._awaiting_shutdown.add(me)
+            try:
+                await asyncio.shield(self._shutdown_done)
+            finally:
+                self._awaiting_shutdown.discard(me)
             return
         self._shutdown_done = asyncio.get_running_loop().create_future()
         try:
@@ -445,9 +454,14 @@ class ServiceRuntime:
         if close_bus:
             await self.bus.close()
 
-    @staticmethod
-    def _settled(running: RunningService, me: asyncio.Task[Any] | None) -> bool:
-        return running.done or running.task is me or running.context._is_idle()
+    def _settled(self, running: RunningService, me: asyncio.Task[Any] | None) -> bool:
+        task = running.task
+        return (
+            running.done
+            or task is me
+            or task in self._awaiting_shutdown
+            or running.context._is_idle()
+        )
 
     async def _wait_quiescent(self, deadline: float, me: asyncio.Task[Any] | None) -> bool:
         """Wait until every service has returned or sits idle in recv(); False on timeout.
@@ -472,7 +486,10 @@ class ServiceRuntime:
         tasks = [
             s.task
             for s in self.services
-            if s.task is not None and s.task is not me and not s.task.done()
+            if s.task is not None
+            and s.task is not me
+            and s.task not in self._awaiting_shutdown
+            and not s.task.done()
         ]
         if not tasks:
             return
