@@ -327,6 +327,10 @@ class ZmqTransport(Transport):
         started = loop.time()
         await asyncio.to_thread(ctx.term)
         expired = loop.time() - started >= linger_s - 0.005 and linger_s > 0
+        # Frames left in our backlog mean libzmq's send queue was at its HWM, and the time
+        # spent waiting for it left no linger: libzmq dropped what it held. That used to be
+        # reported as close_linger_expired=0 (the lost frames counted as sent, silently).
+        expired = expired or unsent > 0
         self._report_close(unsent, expired and self.lossless)
         self._wake()
         self._in.sync_stats()
