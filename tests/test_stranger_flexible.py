@@ -610,3 +610,36 @@ async def test_a_lossless_close_that_runs_out_of_time_reports_what_libzmq_droppe
     assert t.extra["undelivered_at_close"] > 0
     assert len(got) < t.sent                      # frames libzmq held were lost at close...
     assert t.extra["close_linger_expired"] == 1   # ...and the report says so
+
+
+@pytest.mark.network
+async def test_a_mesh_where_every_depot_connects_to_every_address_delivers_each_scan_once() -> None:
+    # One address list for the whole cluster, each depot connecting to all of it (itself
+    # included), is the obvious way to configure a mesh. A depot must not hear itself: its
+    # local subscribers already have what it published.
+    depots = [MessageBus.with_tcp("127.0.0.1:0") for _ in range(3)]
+    boards = [d.subscribe(Scan) for d in depots]
+    try:
+        for d in depots:
+            await d.start()
+        cluster = [d.transport.address for d in depots]  # type: ignore[attr-defined]
+        for d in depots:
+            for address in cluster:
+                await d.connect_to(address)
+        for d in depots:
+            await asyncio.wait_for(d.ready(), 10)
+            await d.wait_for_subscribers(2, Scan)
+        for hub, d in enumerate(depots, 1):
+            pub = d.publisher(Scan)
+            for n in range(1, 101):
+                await pub.publish(scan(n, hub))
+        await until(lambda: all(len(b) >= 300 for b in boards), timeout=10)
+        await asyncio.sleep(0.2)   # a repeat would arrive now
+        for board in boards:
+            got = board.drain()
+            assert len(got) == 300
+            for hub in (1, 2, 3):
+                assert [s.seq for s in got if s.hub == hub] == list(range(1, 101))
+    finally:
+        for d in depots:
+            await d.close()

@@ -278,6 +278,11 @@ class ZmqTransport(Transport):
         endpoint = endpoint_of(address, allow_public=self.allow_public)
         if endpoint in self.peers:
             return  # one connection per peer: ready() counts one acknowledgement per peer
+        if endpoint == self.endpoint:
+            # A cluster-wide address list includes this bus: hearing itself would hand its
+            # local subscribers each of its own messages a second time.
+            log.debug("connect_to(%r): that is this bus's own XPUB; not connecting", address)
+            return
         warn_if_exposed(endpoint, self.curve, "connect to")
         if self.curve is not None:
             key = self.curve.peer_keys.get(address) or self.curve.peer_keys.get(endpoint)
@@ -626,6 +631,11 @@ class ZmqTransport(Transport):
         result = _decode_frame(frame, self.max_frame)
         if isinstance(result, Dropped):
             self._in.drop(result)
+            return None
+        if result.publisher == self._out.publisher:
+            # Our own frame or ack (this bus reached its own XPUB under another spelling):
+            # the local subscribers already have it, and it is no peer's acknowledgement.
+            self._in.count("own_frames")
             return None
         if result.message is None:
             self._on_ack(frame, result)
