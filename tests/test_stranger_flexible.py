@@ -643,3 +643,19 @@ async def test_a_mesh_where_every_depot_connects_to_every_address_delivers_each_
     finally:
         for d in depots:
             await d.close()
+
+
+async def test_a_handler_is_free_for_a_new_runtime_once_its_runtime_shut_down() -> None:
+    # A supervisor rebuilds the runtime (new bus, same service objects, their state kept).
+    # HandlerOwnedError's help says to free the handler from its first owner, but a runtime
+    # has no detach(): once it has shut down it must not own anything any more.
+    counter = ScanCounter()
+    first = ServiceRuntime(MessageBus())
+    await first.spawn_service(counter)
+    await first.bus.publisher(Scan).publish(scan(1))
+    await first.shutdown(timeout=2)
+    second = ServiceRuntime(MessageBus())
+    await second.spawn_service(counter)
+    await second.bus.publisher(Scan).publish(scan(2))
+    await second.shutdown(timeout=2)
+    assert counter.seqs == [1, 2]

@@ -36,6 +36,7 @@ from mycelium_mono.handlers import (
     HandlerOwnedError,
     MessageHandler,
     attach_emitter,
+    detach_emitter,
     handled_messages,
 )
 
@@ -451,6 +452,10 @@ class ServiceRuntime:
             for sub in running.context.subscriptions:
                 sub.close()
         await self._finish_tasks(max(0.0, deadline - loop.time()), me)
+        # The runtime owns nothing once it is down: a new runtime (or bus) may take the same
+        # handler instances, as bus.detach() allows for a MonolithBus.
+        for running in self.services:
+            detach_emitter(running.instance, running.context)
         if close_bus:
             await self.bus.close()
 
