@@ -659,3 +659,94 @@ async def test_a_handler_is_free_for_a_new_runtime_once_its_runtime_shut_down() 
     await second.bus.publisher(Scan).publish(scan(2))
     await second.shutdown(timeout=2)
     assert counter.seqs == [1, 2]
+
+
+_UNPICKLED: list[str] = []
+
+
+class _Trap:
+    """Unpickling this records it: a frame carrying it must never be unpickled."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (_UNPICKLED.append, ("unpickled!",))
+
+
+@pytest.mark.network
+async def test_garbage_from_a_raw_socket_is_counted_while_the_sorter_is_full_and_never_unpickled(
+) -> None:
+    # README: malformed frames (truncated, oversize, unknown type, wrong fingerprint,
+    # garbage) are dropped and counted in bus.transport.stats; nothing is unpickled. Here
+    # they arrive mixed into a valid stream while the sorter's queue is full (the SUB is
+    # held back), and ready() is awaited meanwhile.
+    import pickle
+    import random
+
+    import zmq
+
+    from mycelium_mono.bus.transports.wire import HEADER, Outbound, WireMismatchError, wire_type
+
+    wt = wire_type(Scan)
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.XPUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.bind("tcp://127.0.0.1:0")
+    sorter = MessageBus.with_tcp("127.0.0.1:0")
+    bins = sorter.subscribe(Scan, maxsize=5)
+    out = Outbound(publisher=4242)
+    rng = random.Random(7)
+    try:
+        await sorter.start()
+        await sorter.connect_to(raw.getsockopt_string(zmq.LAST_ENDPOINT))
+        raw.setsockopt(zmq.RCVTIMEO, 10_000)
+        assert await asyncio.to_thread(raw.recv) == b"\x01" + wt.prefix
+        raw.send(out.ack(wt.prefix, Scan.TYPE_ID))
+        await sorter.ready()
+
+        def header(type_id: int = Scan.TYPE_ID, fp: int = wt.fingerprint, seq: int = 1,
+                   magic: bytes = b"MY") -> bytes:
+            return HEADER.pack(magic, 1, 0, type_id, fp, 999, seq)
+
+        malformed = [
+            wt.prefix + b"\x01\x02",                                        # truncated
+            wt.prefix + header() + b"\0" * 70_000,                           # oversize
+            wt.prefix + header(magic=b"PK") + scan(1).to_bytes(),           # bad magic
+            wt.prefix + header() + scan(1).to_bytes()[:-3],                  # wrong length
+            wt.prefix + pickle.dumps(_Trap()),                               # a pickle
+            wt.prefix + rng.randbytes(46),                                   # random bytes
+            wt.prefix + header(type_id=65_000) + scan(1).to_bytes(),         # unknown type
+        ]
+        frames = [out.frame(scan(n, hub=4)) for n in range(1, 21)]
+        stream = []
+        for i, frame in enumerate(frames):
+            stream.append(frame)
+            if i < len(malformed):
+                stream.append(malformed[i])
+        stream.insert(12, frames[2])                                         # a replay
+        for frame in stream:
+            raw.send(frame)
+        await until(lambda: len(bins) == 5, timeout=10)   # full: the SUB is held back
+        await sorter.ready()                               # reads on, holding the stream
+        got: list[Scan] = []
+        async with asyncio.timeout(10):
+            while len(got) < 20:
+                got.extend(await bins.recv_batch())
+        raw.send(out.frame(scan(21, hub=4)))               # still alive afterwards
+        async with asyncio.timeout(10):
+            got.extend(await bins.recv_batch())
+        stats = sorter.transport.stats
+        assert [s.seq for s in got] == list(range(1, 22))
+        assert stats.received == 21 and stats.extra["duplicates"] == 1
+        assert stats.dropped_malformed == 6, stats
+        assert stats.dropped_unknown_type == 1, stats
+        assert _UNPICKLED == []
+        assert bins.stats.high_water <= 5
+        # A peer defining Scan differently: dropped, counted, and ready() says so loudly.
+        raw.send(wt.prefix + header(fp=wt.fingerprint ^ 1, seq=22) + scan(22).to_bytes())
+        await until(lambda: stats.extra.get("drop_fingerprint_mismatch", 0) == 1, timeout=10)
+        with pytest.raises(WireMismatchError, match="layout fingerprint"):
+            await sorter.ready()
+        assert len(bins) == 0
+    finally:
+        await sorter.close()
+        raw.close(0)
+        ctx.term()
