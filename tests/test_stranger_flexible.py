@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from peers.harness import Peer, Peers, free_port, until
@@ -750,3 +751,70 @@ async def test_garbage_from_a_raw_socket_is_counted_while_the_sorter_is_full_and
         await sorter.close()
         raw.close(0)
         ctx.term()
+
+
+@pytest.mark.network
+async def test_a_stuck_sorter_sigkilled_releases_the_depot_and_a_restarted_one_joins_cleanly(
+    peers: Peers,
+) -> None:
+    # Lossless: a stuck sorter holds the depot's `await publish` (README: the HWM holds the
+    # publisher). Killing it must release the depot — the other sorter then gets the whole
+    # stream — and a sorter started in its place is a new subscriber: from where it joined,
+    # every scan once, in order (no replay).
+    count = 300_000   # ~20 MB of frames: more than the stuck sorter's socket buffers hold
+    depot = MessageBus.with_tcp("127.0.0.1:0", hwm=200)
+    await depot.start()
+    address = depot.transport.address  # type: ignore[attr-defined]
+    fast = peers.spawn("stranger_sorter", "--connect", address, name="fast")
+    stuck = peers.spawn("stranger_sorter", "--connect", address, "--stuck", "--maxsize", "50",
+                        "--hwm", "200", name="stuck")
+    await fast.aexpect("READY")
+    await stuck.aexpect("READY")
+    await depot.wait_for_subscribers(2, Scan)
+    pub = depot.publisher(Scan)
+    published = 0
+
+    async def run_depot() -> None:
+        nonlocal published
+        for n in range(1, count + 1):
+            await pub.publish(scan(n))
+            published = n
+
+    running = asyncio.create_task(run_depot())
+    try:
+        await until(lambda: published > 0)
+        await asyncio.sleep(1.5)
+        held_at = published
+        assert held_at < count, "the stuck sorter never held the depot back"
+        await asyncio.sleep(0.5)
+        assert published - held_at < 100, "the depot kept going past a stuck lossless sorter"
+        stuck.kill()
+        await until(lambda: published > held_at + 1_000, timeout=15)   # released
+        late = peers.spawn("stranger_sorter", "--connect", address, name="late")
+        await late.aexpect("READY")
+        joined_at = published
+        await asyncio.wait_for(running, 120)
+
+        async def report(sorter: Peer) -> dict[str, Any]:
+            for _ in range(300):   # until the sorter has the depot's last scan (<= 30 s)
+                sorter.send("REPORT")
+                result = await sorter.aresult()
+                if result["last"] == count:
+                    await asyncio.sleep(0.3)   # a repeat would arrive now
+                    sorter.send("REPORT")
+                    return await sorter.aresult()
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"{sorter.name} never got scan {count}: {result}")
+
+        fast_result, late_result = await report(fast), await report(late)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        for p in peers.started:
+            p.stop()
+        await depot.close()
+    assert fast_result == {"first": 1, "last": count, "count": count, "in_order": True}
+    assert late_result["in_order"] and late_result["last"] == count
+    assert late_result["count"] == count - late_result["first"] + 1
+    assert late_result["first"] <= joined_at + 1 or joined_at == count
+    assert depot.transport.stats.dropped_overflow == 0
