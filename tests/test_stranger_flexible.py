@@ -818,3 +818,45 @@ async def test_a_stuck_sorter_sigkilled_releases_the_depot_and_a_restarted_one_j
     assert late_result["count"] == count - late_result["first"] + 1
     assert late_result["first"] <= joined_at + 1 or joined_at == count
     assert depot.transport.stats.dropped_overflow == 0
+
+
+class Requeue(MessageHandler[Scan]):
+    """A scan that failed to sort is scanned again, up to seq 3 (a retry via its own queue)."""
+
+    def __init__(self) -> None:
+        self.chains: dict[int, list[int]] = {}
+
+    def handle(self, s: Scan) -> None:
+        self.chains.setdefault(s.parcel, []).append(s.seq)
+        if s.seq < 3:
+            self.emit(s.replace(seq=s.seq + 1))
+
+
+async def test_a_handler_requeueing_into_its_own_full_queue_does_not_wait_for_itself() -> None:
+    # README: a handler's sync self.emit into a full "block" queue is held and published
+    # before the handler's next message. When the full queue is the handler's own, waiting
+    # for space means waiting for itself: the service (and the feed behind it) used to hang
+    # for good. It must keep its bound and still get through every retry.
+    runtime = ServiceRuntime(MessageBus(), maxsize=5)
+    requeue = Requeue()
+    running = await runtime.spawn_service(requeue)
+    [own] = running.context.subscriptions
+    pub = runtime.bus.publisher(Scan)
+    worst = 0
+
+    async def feed() -> None:
+        nonlocal worst
+        for parcel in range(20):
+            await pub.publish(Scan(hub=1, seq=1, parcel=parcel))
+            worst = max(worst, len(own))
+
+    feeding = asyncio.create_task(feed())
+    try:
+        await asyncio.wait_for(asyncio.shield(feeding), 5)
+        await until(lambda: sum(map(len, requeue.chains.values())) == 60, timeout=5)
+    finally:
+        feeding.cancel()
+        await runtime.shutdown(timeout=2)
+    assert requeue.chains == {parcel: [1, 2, 3] for parcel in range(20)}
+    assert worst <= 5 and own.stats.high_water <= 5
+    assert running.errors == 0

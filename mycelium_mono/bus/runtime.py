@@ -30,6 +30,7 @@ from mycelium_mono.bus.bus import (
     Publisher,
     QueueFullError,
     Subscriber,
+    _full_blockers,
 )
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
 from mycelium_mono.handlers import (
@@ -105,12 +106,25 @@ class ServiceContext:
                 raise
             self._held.append(msg)
 
-    async def _release_held(self) -> None:
-        """Publish what a handler emitted into full queues, waiting for space, in order."""
+    async def _release_held(self, own: Subscriber[Any] | None = None) -> None:
+        """Publish what a handler emitted into full queues, waiting for space, in order.
+
+        ``own`` is the service's own subscription when it may not be waited for: a held
+        message that ``own`` (full) refuses stays held, with everything after it, until the
+        service has taken its next batch — waiting would be waiting for itself.
+        """
         held, self._held = self._held, []
         for i, msg in enumerate(held):
+            pub = self._publisher(type(msg))
             try:
-                await self._publisher(type(msg)).publish(msg)
+                if own is not None:
+                    while blockers := _full_blockers(pub._topic.subscribers):
+                        if own in blockers:
+                            self._held = held[i:] + self._held
+                            return
+                        await blockers[0]._wait_for_space()
+                # Nothing local is full now, and publish queues locally before it awaits.
+                await pub.publish(msg)
             except BaseException:
                 self._held = held[i + 1 :] + self._held
                 raise
@@ -119,6 +133,13 @@ class ServiceContext:
         """Wait until every "block" queue this service publishes to is below its bound."""
         for pub in list(self._publishers.values()):
             await pub.wait_for_space()
+
+    async def _wait_for_space_except(self, own: Subscriber[Any]) -> None:
+        """:meth:`wait_for_space`, but never for ``own`` (only this service empties it)."""
+        for pub in list(self._publishers.values()):
+            for sub in pub._topic.subscribers:
+                if sub is not own and sub.policy == "block" and len(sub) >= sub.maxsize:
+                    await sub._wait_for_space()
 
     def subscribe(
         self,
@@ -357,7 +378,10 @@ class ServiceRuntime:
         """Wake once per batch, call the handler for each message, then honour back-pressure."""
         ctx = running.context
         while await sub.wait():
-            for msg in sub.drain():
+            batch = sub.drain()
+            if ctx._held:  # held back by this very queue, which has room now
+                await ctx._release_held(self._own(sub))
+            for msg in batch:
                 method, is_async = table[type(msg)]
                 error: BaseException | None = None
                 ctx._in_handler = True
@@ -385,12 +409,18 @@ class ServiceRuntime:
                 finally:
                     ctx._in_handler = False
                 if ctx._held:  # what it emitted into full queues, before its next message
-                    await ctx._release_held()
+                    await ctx._release_held(self._own(sub))
                 # Settled only now that the handler returned and its emits are published: an
                 # acknowledging transport acks it, or (error) redelivers it (issue 12).
                 sub.settle(msg, error)
                 running.handled += 1
-            await ctx.wait_for_space()
+            await ctx._wait_for_space_except(sub)
+
+    @staticmethod
+    def _own(sub: Subscriber[Any]) -> Subscriber[Any] | None:
+        """The subscription a service's held emits may skip waiting for: its own, unless a
+        transport awaits settlement of what it holds (those emits must be published first)."""
+        return None if sub._in_hand or sub._marks else sub
 
     # -- shutdown ----------------------------------------------------------------------------
 
