@@ -860,3 +860,34 @@ async def test_a_handler_requeueing_into_its_own_full_queue_does_not_wait_for_it
     assert requeue.chains == {parcel: [1, 2, 3] for parcel in range(20)}
     assert worst <= 5 and own.stats.high_water <= 5
     assert running.errors == 0
+
+
+@pytest.mark.network
+async def test_ready_still_waits_for_an_absent_depot_after_another_depot_restarted() -> None:
+    # README: `await bus.ready()` waits for the acknowledgements of every connected peer.
+    # A restarted peer acknowledges again under its new incarnation id; that must not pass
+    # for the acknowledgement of another peer that never came up.
+    port_a, port_b = free_port(), free_port()
+    a = MessageBus.with_tcp(f"127.0.0.1:{port_a}")
+    await a.start()
+    sorter = MessageBus.with_tcp("127.0.0.1:0", ready_timeout_s=1.5)
+    sorter.subscribe(Scan)
+    await sorter.start()
+    a2 = MessageBus.with_tcp(f"127.0.0.1:{port_a}")
+    b = MessageBus.with_tcp(f"127.0.0.1:{port_b}")
+    try:
+        await sorter.connect_to(f"127.0.0.1:{port_a}")
+        await sorter.connect_to(f"127.0.0.1:{port_b}")   # depot b is not running yet
+        with pytest.raises(TimeoutError, match=rf"127\.0\.0\.1:{port_b}"):
+            await sorter.ready()
+        await a.close()
+        await a2.start()                                   # depot a restarted, same port
+        await a2.wait_for_subscribers(1, Scan)
+        with pytest.raises(TimeoutError):
+            await sorter.ready()                           # b has still not answered
+        await b.start()
+        # now both have (the SUB's reconnect to b has backed off to 2 s: allow for it)
+        await sorter.transport.ready(timeout=10)  # type: ignore[call-arg]
+    finally:
+        for bus in (a, a2, b, sorter):
+            await bus.close()

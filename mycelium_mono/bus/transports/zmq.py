@@ -67,6 +67,7 @@ from mycelium_mono.bus.transports.wire import (
     Inbound,
     Outbound,
     WireMismatchError,
+    endpoint_token,
     parse_prefix,
     wire_type,
 )
@@ -164,7 +165,11 @@ class ZmqTransport(Transport):
         self._out = Outbound()
         self._in = Inbound(self.stats)
         self._prefixes: set[bytes] = set()
-        self._acks: dict[bytes, set[int]] = {}
+        # Per prefix, who acknowledged it: ("peer", endpoint) when the ack names an endpoint
+        # we connected to (a restart of that peer is still that peer), else ("id", its
+        # incarnation id) — peers that predate endpoint tokens, or another spelling.
+        self._acks: dict[bytes, set[tuple[str, object]]] = {}
+        self._peer_tokens: dict[int, str] = {}
         self._subscriptions: Counter[bytes] = Counter()
         self._backlog: deque[bytes] = deque()
         self._waiters: list[asyncio.Future[None]] = []
@@ -295,6 +300,7 @@ class ZmqTransport(Transport):
             sub.setsockopt(zmq.CURVE_SERVERKEY, key)
         sub.connect(endpoint)
         self.peers.append(endpoint)
+        self._peer_tokens[endpoint_token(endpoint)] = endpoint
         self._schedule_drain()
 
     async def close(self) -> None:
@@ -578,7 +584,7 @@ class ZmqTransport(Transport):
                 local.__qualname__,
                 local.TOPIC,
             )
-        frame = self._out.ack(prefix, type_id)
+        frame = self._out.ack(prefix, type_id, endpoint_token(self.endpoint))
         if self._backlog:
             self._backlog.append(frame)
             return
@@ -689,8 +695,10 @@ class ZmqTransport(Transport):
         self._in.count("acks_received")
         prefix = frame[: frame.index(b"\0") + 1]
         acked = self._acks.get(prefix)
-        if acked is not None and ack.publisher not in acked:
-            acked.add(ack.publisher)
+        peer = self._peer_tokens.get(ack.sequence) if ack.sequence else None
+        who: tuple[str, object] = ("id", ack.publisher) if peer is None else ("peer", peer)
+        if acked is not None and who not in acked:
+            acked.add(who)
             self._wake()
 
     # -- helpers -----------------------------------------------------------------------
