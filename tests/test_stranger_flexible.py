@@ -891,3 +891,40 @@ async def test_ready_still_waits_for_an_absent_depot_after_another_depot_restart
     finally:
         for bus in (a, a2, b, sorter):
             await bus.close()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("policy", ["drop_oldest", "raise"])
+async def test_over_zeromq_a_lossy_policy_subscriber_counts_every_scan_it_did_not_keep(
+    policy: str,
+) -> None:
+    # README: "drop_oldest"/"raise" drop or refuse and count. Scans from a peer cannot be
+    # refused back to anyone: each is either queued or counted, exactly, and the transport
+    # never holds the stream back for such a subscriber.
+    count, maxsize = 5_000, 10
+    depot = MessageBus.with_tcp("127.0.0.1:0")
+    await depot.start()
+    sorter = MessageBus.with_tcp("127.0.0.1:0")
+    board = sorter.subscribe(Scan, maxsize=maxsize, policy=policy)  # type: ignore[arg-type]
+    try:
+        await sorter.start()
+        await sorter.connect_to(depot.transport.address)  # type: ignore[attr-defined]
+        await sorter.ready()
+        await depot.wait_for_subscribers(1, Scan)
+        pub = depot.publisher(Scan)
+        for n in range(1, count + 1):
+            await pub.publish(scan(n))
+        await until(lambda: sorter.stats.received_remote == count, timeout=20)
+        kept = board.drain()
+        stats = board.stats
+        if policy == "drop_oldest":
+            assert [s.seq for s in kept] == list(range(count - maxsize + 1, count + 1))
+            assert stats.dropped == count - maxsize and stats.rejected == 0
+        else:
+            assert [s.seq for s in kept] == list(range(1, maxsize + 1))
+            assert stats.rejected == count - maxsize and stats.dropped == 0
+        assert sorter.transport.stats.extra.get("backpressure_waits", 0) == 0
+        assert sorter.transport.stats.received == count
+    finally:
+        await depot.close()
+        await sorter.close()
