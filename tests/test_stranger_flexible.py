@@ -928,3 +928,23 @@ async def test_over_zeromq_a_lossy_policy_subscriber_counts_every_scan_it_did_no
     finally:
         await depot.close()
         await sorter.close()
+
+
+class SlowCarrier(MessageHandler[Scan]):
+    async def handle(self, s: Scan) -> None:
+        await asyncio.sleep(3)   # a carrier API that takes its time
+
+
+async def test_a_shutdown_cut_short_by_its_caller_is_done_again_by_the_next_call() -> None:
+    # main() bounds its shutdown (`asyncio.wait_for(runtime.shutdown(), 0.5)`), gives up,
+    # and calls shutdown() again with a short timeout to be sure: that call must really
+    # shut down, not return at once because a shutdown "happened".
+    runtime = ServiceRuntime(MessageBus())
+    carrier = await runtime.spawn_service(SlowCarrier())
+    await runtime.bus.publisher(Scan).publish(scan(1))
+    await asyncio.sleep(0.05)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runtime.shutdown(timeout=5), 0.5)
+    await asyncio.wait_for(runtime.shutdown(timeout=0.5), 5)
+    assert carrier.done and runtime.bus._closed
+    await asyncio.wait_for(runtime.shutdown(), 1)   # and once done, done

@@ -251,6 +251,7 @@ class ServiceRuntime:
         # Tasks awaiting a shutdown already under way (a service that asked for it too):
         # the shutdown neither waits for them nor cancels them.
         self._awaiting_shutdown: set[asyncio.Task[Any]] = set()
+        self._shut_down = False
 
     async def __aenter__(self) -> ServiceRuntime:
         await self.bus.start()
@@ -448,20 +449,29 @@ class ServiceRuntime:
 
     async def shutdown(self, timeout: float = 5.0, *, close_bus: bool = True) -> None:
         """Stop producers, let consumers drain what is queued, cancel after ``timeout`` s."""
-        if self._shutdown_done is not None:
+        while (pending := self._shutdown_done) is not None:
+            if self._shut_down:
+                return
             me = asyncio.current_task()
             if me is not None:
                 self._awaiting_shutdown.add(me)
             try:
-                await asyncio.shield(self._shutdown_done)
+                await asyncio.shield(pending)
             finally:
                 self._awaiting_shutdown.discard(me)
-            return
+            # Not finished: that shutdown was cut short (cancelled, or it raised). Loop:
+            # take it up unless another waiter already has.
         self._shutdown_done = asyncio.get_running_loop().create_future()
         try:
             await self._shutdown(timeout, close_bus)
+            self._shut_down = True
         finally:
-            self._shutdown_done.set_result(None)
+            done = self._shutdown_done
+            if not self._shut_down:
+                # Cut short: the next shutdown() does it again (it used to return at once,
+                # the bus open and services still running).
+                self._shutdown_done = None
+            done.set_result(None)
 
     async def _shutdown(self, timeout: float, close_bus: bool) -> None:
         loop = asyncio.get_running_loop()
