@@ -948,3 +948,43 @@ async def test_a_shutdown_cut_short_by_its_caller_is_done_again_by_the_next_call
     await asyncio.wait_for(runtime.shutdown(timeout=0.5), 5)
     assert carrier.done and runtime.bus._closed
     await asyncio.wait_for(runtime.shutdown(), 1)   # and once done, done
+
+
+@pytest.mark.network
+async def test_a_close_cut_short_by_its_caller_still_frees_the_port_and_reports() -> None:
+    # A lossless close with a stuck sorter waits up to close_timeout_s (10 s). A caller who
+    # bounds it (`asyncio.wait_for(bus.close(), 0.5)`) must still get the port back, as
+    # must one who calls close() again; and what was not sent is reported.
+    import zmq
+
+    from mycelium_mono.bus.transports.wire import wire_type
+
+    port = free_port()
+    depot = MessageBus.with_tcp(f"127.0.0.1:{port}", hwm=10)
+    await depot.start()
+    ctx = zmq.Context()
+    stuck = ctx.socket(zmq.SUB)   # subscribed, connected, never reads
+    stuck.setsockopt(zmq.RCVHWM, 10)
+    stuck.setsockopt(zmq.LINGER, 0)
+    stuck.setsockopt(zmq.SUBSCRIBE, wire_type(Scan).prefix)
+    stuck.connect(f"tcp://127.0.0.1:{port}")
+    again = MessageBus.with_tcp(f"127.0.0.1:{port}")
+    try:
+        await depot.wait_for_subscribers(1, Scan)
+        pub = depot.publisher(Scan)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):
+                for n in range(1, 10**7):
+                    await pub.publish(scan(n))
+        pub.publish_nowait(scan(10**7))            # the backlog is not empty
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(depot.close(), 0.5)
+        await asyncio.wait_for(depot.close(), 2)   # a second close finishes, promptly
+        extra = depot.transport.stats.extra
+        assert extra["undelivered_at_close"] >= 1 and extra["close_linger_expired"] == 1
+        await again.start()                         # the port is free again
+    finally:
+        await again.close()
+        await depot.close()
+        stuck.close(0)
+        ctx.term()

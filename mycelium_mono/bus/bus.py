@@ -659,6 +659,7 @@ class MessageBus:
         self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
+        self._transport_open = False  # started and not yet closed by close()
         self._sub_count = 0
         self._published = 0
         self._no_local_subscriber = 0
@@ -764,15 +765,19 @@ class MessageBus:
 
     async def close(self) -> None:
         """Close the transport and every subscription (queued messages stay receivable)."""
-        if self._closed:
+        if self._closed and not self._transport_open:
             return
-        self._closed = True
-        for sub in list(self._subscribers):
-            sub.close()
-        self._wake_subscription_waiters()
-        if self._started:
-            self._started = False
+        if not self._closed:
+            self._closed = True
+            for sub in list(self._subscribers):
+                sub.close()
+            self._wake_subscription_waiters()
+            self._transport_open, self._started = self._started, False
+        if self._transport_open:
+            # Cleared only once the transport's close returned: a close cut short (a caller's
+            # timeout) is finished by the next close() instead of being skipped.
             await self._transport.close()
+            self._transport_open = False
 
     async def __aenter__(self) -> MessageBus:
         await self.start()

@@ -314,9 +314,17 @@ class ZmqTransport(Transport):
         loop, xpub, sub = self._loop, self._xpub, self._sub
         assert loop is not None and xpub is not None and sub is not None
         deadline = loop.time() + (self.close_timeout_s if self.lossless else 0.0)
+        cut_short = False
         if self._backlog and self.lossless:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_drained(), self.close_timeout_s)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_drained(), self.close_timeout_s)
+            except asyncio.CancelledError:
+                # The caller stopped waiting (asyncio.wait_for around close()): close now,
+                # with no linger, and report; leaving the sockets open used to keep the port
+                # bound, and a second close() found nothing to do.
+                cut_short = True
+                deadline = loop.time()
         loop.remove_reader(xpub.FD)
         loop.remove_reader(sub.FD)
         if self._guard is not None:
@@ -345,6 +353,8 @@ class ZmqTransport(Transport):
         self._report_close(unsent, expired and self.lossless)
         self._wake()
         self._in.sync_stats()
+        if cut_short:
+            raise asyncio.CancelledError
 
     def _report_close(self, unsent: int, linger_expired: bool) -> None:
         extra = self.stats.extra
