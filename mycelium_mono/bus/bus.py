@@ -590,8 +590,11 @@ class Publisher(Generic[M]):
         if type(msg) is not self.message_type:
             raise self._wrong_type(msg)
         bus = self._bus
-        if bus._remote and bus._transport.full():
-            raise QueueFullError(type(msg), [], bus._transport)  # before any local delivery
+        if bus._remote:  # both refusals before any local delivery: a retry cannot duplicate
+            if not bus._started:
+                raise bus._not_started("publish_nowait")
+            if bus._transport.full():
+                raise QueueFullError(type(msg), [], bus._transport)
         subscribers = self._topic.subscribers
         bus._published += 1
         if not subscribers:
@@ -615,8 +618,6 @@ class Publisher(Generic[M]):
                     raise
                 break
         if bus._remote:
-            if not bus._started:
-                raise bus._not_started("publish_nowait")
             bus._transport.publish_nowait(msg)
         if refused is not None:
             raise QueueOverflowError(type(msg), refused)
@@ -668,6 +669,7 @@ class MessageBus:
         self._start_lock = asyncio.Lock()
         self._started = False
         self._closed = False
+        self._transport_open = False  # started and not yet closed by close()
         self._sub_count = 0
         self._published = 0
         self._no_local_subscriber = 0
@@ -777,15 +779,19 @@ class MessageBus:
 
     async def close(self) -> None:
         """Close the transport and every subscription (queued messages stay receivable)."""
-        if self._closed:
+        if self._closed and not self._transport_open:
             return
-        self._closed = True
-        for sub in list(self._subscribers):
-            sub.close()
-        self._wake_subscription_waiters()
-        if self._started:
-            self._started = False
+        if not self._closed:
+            self._closed = True
+            for sub in list(self._subscribers):
+                sub.close()
+            self._wake_subscription_waiters()
+            self._transport_open, self._started = self._started, False
+        if self._transport_open:
+            # Cleared only once the transport's close returned: a close cut short (a caller's
+            # timeout) is finished by the next close() instead of being skipped.
             await self._transport.close()
+            self._transport_open = False
 
     async def __aenter__(self) -> MessageBus:
         await self.start()

@@ -21,6 +21,7 @@ drains sees them (issue 15: they used to be only logged, and ``drain()`` returne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -98,6 +99,7 @@ class BackgroundBacklog:
         self._overfilled = 0
         self._unraised: list[Exception] = []
         self._unraised_lost = 0
+        self._in_flight = 0  # 1 while the worker awaits a call
 
     def submit(self, fn: Callable[[M], Awaitable[None]], msg: M) -> None:
         """Queue ``await fn(msg)`` to run in the background; never blocks the caller."""
@@ -159,16 +161,27 @@ class BackgroundBacklog:
             await fut
 
     async def close(self, timeout: float | None = None) -> None:
-        """Refuse new calls, run what is queued (up to ``timeout`` s), stop the worker."""
+        """Refuse new calls, run what is queued (up to ``timeout`` s), stop the worker.
+
+        Calls that did not finish by then (the one cut off and those never started) are
+        counted as ``dropped``, and every ``drain()`` returns.
+        """
         self._closed = True
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settle(), timeout)
-        except TimeoutError:
-            logger.warning("background backlog closed with %d calls not run", len(self._queue))
         worker, self._worker = self._worker, None
         if worker is not None and not worker.done():
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+        not_run = len(self._queue) + self._in_flight
+        if not_run:
+            # They will never run: before, they stayed "queued" and drain() waited forever.
+            logger.warning("background backlog closed with %d calls not run", not_run)
+            self._queue.clear()
+            self._in_flight = 0
+            self._dropped += not_run
+        self._notify_progress()
+        self._wake_space_waiters()
         self._raise_failures()
 
     @property
@@ -224,11 +237,21 @@ class BackgroundBacklog:
             fn, msg = queue.popleft()
             if self._space_waiters:
                 self._wake_space_waiters()
+            self._in_flight = 1
             try:
                 await fn(msg)
             except Exception as exc:
                 self._failed += 1
                 self._report(exc)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the worker itself is being cancelled (close(), a new loop)
+                # The handler's own CancelledError (something it awaited was cancelled) is
+                # that call's failure: it used to end the worker, and drain() then hung.
+                self._failed += 1
+                self._report(_cancelled_call(fn, exc))
+            self._in_flight = 0
             self._completed += 1
             if self._progress:
                 self._notify_progress()
@@ -265,6 +288,16 @@ class BackgroundBacklog:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+
+
+def _cancelled_call(fn: Callable[..., Any], exc: asyncio.CancelledError) -> Exception:
+    """A handler's CancelledError as an ``Exception`` (an ``ExceptionGroup`` holds no other)."""
+    failure = RuntimeError(
+        f"background handler {_name(fn)} raised CancelledError (something it awaited was "
+        "cancelled); the backlog carried on with the next call"
+    )
+    failure.__cause__ = exc
+    return failure
 
 
 def default_backlog() -> BackgroundBacklog:

@@ -30,9 +30,16 @@ from mycelium_mono.bus.bus import (
     Publisher,
     QueueFullError,
     Subscriber,
+    _full_blockers,
 )
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
-from mycelium_mono.handlers import attach_emitter, handled_messages
+from mycelium_mono.handlers import (
+    HandlerOwnedError,
+    MessageHandler,
+    attach_emitter,
+    detach_emitter,
+    handled_messages,
+)
 
 __all__ = ["RunningService", "ServiceContext", "ServiceRuntime", "service"]
 
@@ -99,12 +106,25 @@ class ServiceContext:
                 raise
             self._held.append(msg)
 
-    async def _release_held(self) -> None:
-        """Publish what a handler emitted into full queues, waiting for space, in order."""
+    async def _release_held(self, own: Subscriber[Any] | None = None) -> None:
+        """Publish what a handler emitted into full queues, waiting for space, in order.
+
+        ``own`` is the service's own subscription when it may not be waited for: a held
+        message that ``own`` (full) refuses stays held, with everything after it, until the
+        service has taken its next batch — waiting would be waiting for itself.
+        """
         held, self._held = self._held, []
         for i, msg in enumerate(held):
+            pub = self._publisher(type(msg))
             try:
-                await self._publisher(type(msg)).publish(msg)
+                if own is not None:
+                    while blockers := _full_blockers(pub._topic.subscribers):
+                        if own in blockers:
+                            self._held = held[i:] + self._held
+                            return
+                        await blockers[0]._wait_for_space()
+                # Nothing local is full now, and publish queues locally before it awaits.
+                await pub.publish(msg)
             except BaseException:
                 self._held = held[i + 1 :] + self._held
                 raise
@@ -113,6 +133,13 @@ class ServiceContext:
         """Wait until every "block" queue this service publishes to is below its bound."""
         for pub in list(self._publishers.values()):
             await pub.wait_for_space()
+
+    async def _wait_for_space_except(self, own: Subscriber[Any]) -> None:
+        """:meth:`wait_for_space`, but never for ``own`` (only this service empties it)."""
+        for pub in list(self._publishers.values()):
+            for sub in pub._topic.subscribers:
+                if sub is not own and sub.policy == "block" and len(sub) >= sub.maxsize:
+                    await sub._wait_for_space()
 
     def subscribe(
         self,
@@ -221,6 +248,10 @@ class ServiceRuntime:
         self._stop_requested = asyncio.Event()
         self._sleepers: set[asyncio.Future[bool]] = set()
         self._shutdown_done: asyncio.Future[None] | None = None
+        # Tasks awaiting a shutdown already under way (a service that asked for it too):
+        # the shutdown neither waits for them nor cancels them.
+        self._awaiting_shutdown: set[asyncio.Task[Any]] = set()
+        self._shut_down = False
 
     async def __aenter__(self) -> ServiceRuntime:
         await self.bus.start()
@@ -242,6 +273,16 @@ class ServiceRuntime:
                 f"spawn_service({type(svc).__qualname__}) during shutdown\n"
                 "help: spawn every service before calling shutdown()/wait_for_shutdown()"
             )
+        for other in self.services:
+            if other.instance is svc and isinstance(svc, MessageHandler) and not other.done:
+                # Same owner, so attach_emitter lets it through; but a second consumer of one
+                # instance handed it every message twice.
+                raise HandlerOwnedError(
+                    f"{type(svc).__qualname__} instance at 0x{id(svc):x} is already running on "
+                    f"this ServiceRuntime as service {other.name!r}; spawning it again would "
+                    "give it every message twice\n"
+                    "help: spawn a second instance if you want two consumers"
+                )
         await self.bus.start()
         label = name or self._unique_name(type(svc).__name__)
         ctx = ServiceContext(self, label)
@@ -277,12 +318,14 @@ class ServiceRuntime:
             try:
                 await run(running.context)
                 return
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                    raise
                 running.exceptions.append(exc)
                 if not await self._restart_after(running, exc):
                     return
 
-    async def _restart_after(self, running: RunningService, exc: Exception) -> bool:
+    async def _restart_after(self, running: RunningService, exc: BaseException) -> bool:
         """Log the failure and sleep the backoff; False if the service should stay down."""
         if self._stopping.is_set():
             logger.warning(
@@ -336,9 +379,12 @@ class ServiceRuntime:
         """Wake once per batch, call the handler for each message, then honour back-pressure."""
         ctx = running.context
         while await sub.wait():
-            for msg in sub.drain():
+            batch = sub.drain()
+            if ctx._held:  # held back by this very queue, which has room now
+                await ctx._release_held(self._own(sub))
+            for msg in batch:
                 method, is_async = table[type(msg)]
-                error: Exception | None = None
+                error: BaseException | None = None
                 ctx._in_handler = True
                 sub.began(msg)  # a no-op unless a transport awaits its settlement
                 try:
@@ -346,7 +392,11 @@ class ServiceRuntime:
                         await method(msg)
                     else:
                         method(msg)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                        raise  # the runtime (or a caller) cancels this service
+                    # A handler's own CancelledError is its failure, like any other: it used
+                    # to end the service silently and strand everything queued for it.
                     error = exc
                     running.errors += 1
                     logger.error(
@@ -360,12 +410,18 @@ class ServiceRuntime:
                 finally:
                     ctx._in_handler = False
                 if ctx._held:  # what it emitted into full queues, before its next message
-                    await ctx._release_held()
+                    await ctx._release_held(self._own(sub))
                 # Settled only now that the handler returned and its emits are published: an
                 # acknowledging transport acks it, or (error) redelivers it (issue 12).
                 sub.settle(msg, error)
                 running.handled += 1
-            await ctx.wait_for_space()
+            await ctx._wait_for_space_except(sub)
+
+    @staticmethod
+    def _own(sub: Subscriber[Any]) -> Subscriber[Any] | None:
+        """The subscription a service's held emits may skip waiting for: its own, unless a
+        transport awaits settlement of what it holds (those emits must be published first)."""
+        return None if sub._in_hand or sub._marks else sub
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -393,14 +449,29 @@ class ServiceRuntime:
 
     async def shutdown(self, timeout: float = 5.0, *, close_bus: bool = True) -> None:
         """Stop producers, let consumers drain what is queued, cancel after ``timeout`` s."""
-        if self._shutdown_done is not None:
-            await asyncio.shield(self._shutdown_done)
-            return
+        while (pending := self._shutdown_done) is not None:
+            if self._shut_down:
+                return
+            me = asyncio.current_task()
+            if me is not None:
+                self._awaiting_shutdown.add(me)
+            try:
+                await asyncio.shield(pending)
+            finally:
+                self._awaiting_shutdown.discard(me)
+            # Not finished: that shutdown was cut short (cancelled, or it raised). Loop:
+            # take it up unless another waiter already has.
         self._shutdown_done = asyncio.get_running_loop().create_future()
         try:
             await self._shutdown(timeout, close_bus)
+            self._shut_down = True
         finally:
-            self._shutdown_done.set_result(None)
+            done = self._shutdown_done
+            if not self._shut_down:
+                # Cut short: the next shutdown() does it again (it used to return at once,
+                # the bus open and services still running).
+                self._shutdown_done = None
+            done.set_result(None)
 
     async def _shutdown(self, timeout: float, close_bus: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -410,17 +481,34 @@ class ServiceRuntime:
         for sleeper in list(self._sleepers):
             if not sleeper.done():
                 sleeper.set_result(False)
-        if not await self._wait_quiescent(deadline):
-            busy = [s.name for s in self.services if not s.done and not s.context._is_idle()]
+        # shutdown() awaited inside a service's own task: that service is the one shutting
+        # down, so it is neither waited for (it used to wait the whole timeout for itself)
+        # nor cancelled (it used to cancel itself and await its own task forever).
+        me = asyncio.current_task()
+        if not await self._wait_quiescent(deadline, me):
+            busy = [s.name for s in self.services if not self._settled(s, me)]
             logger.warning("shutdown: %s still busy after %.1fs; cancelling", busy, timeout)
         for running in self.services:
             for sub in running.context.subscriptions:
                 sub.close()
-        await self._finish_tasks(max(0.0, deadline - loop.time()))
+        await self._finish_tasks(max(0.0, deadline - loop.time()), me)
+        # The runtime owns nothing once it is down: a new runtime (or bus) may take the same
+        # handler instances, as bus.detach() allows for a MonolithBus.
+        for running in self.services:
+            detach_emitter(running.instance, running.context)
         if close_bus:
             await self.bus.close()
 
-    async def _wait_quiescent(self, deadline: float) -> bool:
+    def _settled(self, running: RunningService, me: asyncio.Task[Any] | None) -> bool:
+        task = running.task
+        return (
+            running.done
+            or task is me
+            or task in self._awaiting_shutdown
+            or running.context._is_idle()
+        )
+
+    async def _wait_quiescent(self, deadline: float, me: asyncio.Task[Any] | None) -> bool:
         """Wait until every service has returned or sits idle in recv(); False on timeout.
 
         The state must hold across two loop turns: one turn lets a just-woken consumer
@@ -431,7 +519,7 @@ class ServiceRuntime:
         while calm < 2:
             if loop.time() >= deadline:
                 return False
-            if all(s.done or s.context._is_idle() for s in self.services):
+            if all(self._settled(s, me) for s in self.services):
                 calm += 1
                 await asyncio.sleep(0)
             else:
@@ -439,8 +527,15 @@ class ServiceRuntime:
                 await asyncio.sleep(0.001)
         return True
 
-    async def _finish_tasks(self, grace: float) -> None:
-        tasks = [s.task for s in self.services if s.task is not None and not s.task.done()]
+    async def _finish_tasks(self, grace: float, me: asyncio.Task[Any] | None) -> None:
+        tasks = [
+            s.task
+            for s in self.services
+            if s.task is not None
+            and s.task is not me
+            and s.task not in self._awaiting_shutdown
+            and not s.task.done()
+        ]
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -462,6 +557,12 @@ class ServiceRuntime:
         finally:
             handle.cancel()
             self._sleepers.discard(fut)
+
+
+def _cancelling() -> bool:
+    """True if the current task was asked to cancel (not merely handed a CancelledError)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:

@@ -58,6 +58,7 @@ __all__ = [
     "decode_body",
     "decode_frame",
     "describe_mismatch",
+    "endpoint_token",
     "parse_prefix",
     "wire_type",
 ]
@@ -271,13 +272,27 @@ class Outbound:
         payload: bytes = msg.to_bytes()
         return wt.prefix + header + payload
 
-    def ack(self, prefix: bytes, type_id: int) -> bytes:
-        """Acknowledge a subscription to ``prefix``, with this side's fingerprint for the type."""
+    def ack(self, prefix: bytes, type_id: int, endpoint: int = 0) -> bytes:
+        """Acknowledge a subscription to ``prefix``, with this side's fingerprint for the type.
+
+        ``endpoint`` (:func:`endpoint_token` of the sender's bound address) travels in the
+        sequence field, unused by acknowledgements (0 from senders that predate it): with
+        it a subscriber tells a restarted peer (same endpoint, new incarnation id) from a
+        second peer.
+        """
         cls = message_class(type_id)
         fingerprint = 0 if cls is None else wire_type(cls).fingerprint
         return prefix + HEADER.pack(
-            MAGIC, VERSION, FLAG_ACK, type_id, fingerprint, self.publisher, 0
+            MAGIC, VERSION, FLAG_ACK, type_id, fingerprint, self.publisher, endpoint
         )
+
+
+def endpoint_token(endpoint: str) -> int:
+    """A nonzero 64-bit digest of an endpoint string (``tcp://127.0.0.1:9000``); 0 for ``""``."""
+    if not endpoint:
+        return 0
+    digest = hashlib.blake2b(endpoint.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") | 1
 
 
 class SequenceTracker:

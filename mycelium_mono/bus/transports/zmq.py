@@ -67,6 +67,7 @@ from mycelium_mono.bus.transports.wire import (
     Inbound,
     Outbound,
     WireMismatchError,
+    endpoint_token,
     parse_prefix,
     wire_type,
 )
@@ -164,7 +165,11 @@ class ZmqTransport(Transport):
         self._out = Outbound()
         self._in = Inbound(self.stats)
         self._prefixes: set[bytes] = set()
-        self._acks: dict[bytes, set[int]] = {}
+        # Per prefix, who acknowledged it: ("peer", endpoint) when the ack names an endpoint
+        # we connected to (a restart of that peer is still that peer), else ("id", its
+        # incarnation id) — peers that predate endpoint tokens, or another spelling.
+        self._acks: dict[bytes, set[tuple[str, object]]] = {}
+        self._peer_tokens: dict[int, str] = {}
         self._subscriptions: Counter[bytes] = Counter()
         self._backlog: deque[bytes] = deque()
         self._waiters: list[asyncio.Future[None]] = []
@@ -176,9 +181,11 @@ class ZmqTransport(Transport):
         self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inlet: Inlet | None = None
-        # A received message the bus refused (a full "block" subscriber) and the task that
-        # offers it again once there is space; the SUB is not read meanwhile.
-        self._parked: Any = None
+        # Received messages the bus refused (a full "block" subscriber), in arrival order,
+        # and the task that offers them again once there is space; the SUB is not read
+        # meanwhile, except by ready(), which must still hear acknowledgements (see
+        # _drain_sub) and holds the data frames it reads on the way, at most hwm of them.
+        self._held: deque[Any] = deque()
         self._unparking: asyncio.Task[None] | None = None
 
     @property
@@ -276,6 +283,11 @@ class ZmqTransport(Transport):
         endpoint = endpoint_of(address, allow_public=self.allow_public)
         if endpoint in self.peers:
             return  # one connection per peer: ready() counts one acknowledgement per peer
+        if endpoint == self.endpoint:
+            # A cluster-wide address list includes this bus: hearing itself would hand its
+            # local subscribers each of its own messages a second time.
+            log.debug("connect_to(%r): that is this bus's own XPUB; not connecting", address)
+            return
         warn_if_exposed(endpoint, self.curve, "connect to")
         if self.curve is not None:
             key = self.curve.peer_keys.get(address) or self.curve.peer_keys.get(endpoint)
@@ -288,6 +300,7 @@ class ZmqTransport(Transport):
             sub.setsockopt(zmq.CURVE_SERVERKEY, key)
         sub.connect(endpoint)
         self.peers.append(endpoint)
+        self._peer_tokens[endpoint_token(endpoint)] = endpoint
         self._schedule_drain()
 
     async def close(self) -> None:
@@ -301,15 +314,24 @@ class ZmqTransport(Transport):
         loop, xpub, sub = self._loop, self._xpub, self._sub
         assert loop is not None and xpub is not None and sub is not None
         deadline = loop.time() + (self.close_timeout_s if self.lossless else 0.0)
+        cut_short = False
         if self._backlog and self.lossless:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wait_drained(), self.close_timeout_s)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_drained(), self.close_timeout_s)
+            except asyncio.CancelledError:
+                # The caller stopped waiting (asyncio.wait_for around close()): close now,
+                # with no linger, and report; leaving the sockets open used to keep the port
+                # bound, and a second close() found nothing to do.
+                cut_short = True
+                deadline = loop.time()
         loop.remove_reader(xpub.FD)
         loop.remove_reader(sub.FD)
         if self._guard is not None:
             self._guard.cancel()
         if self._unparking is not None:
             self._unparking.cancel()
+        self._held.clear()
         # None first: a drain or poll already scheduled with call_soon then does nothing.
         self._xpub = self._sub = None
         unsent = len(self._backlog)
@@ -324,9 +346,15 @@ class ZmqTransport(Transport):
         started = loop.time()
         await asyncio.to_thread(ctx.term)
         expired = loop.time() - started >= linger_s - 0.005 and linger_s > 0
+        # Frames left in our backlog mean libzmq's send queue was at its HWM, and the time
+        # spent waiting for it left no linger: libzmq dropped what it held. That used to be
+        # reported as close_linger_expired=0 (the lost frames counted as sent, silently).
+        expired = expired or unsent > 0
         self._report_close(unsent, expired and self.lossless)
         self._wake()
         self._in.sync_stats()
+        if cut_short:
+            raise asyncio.CancelledError
 
     def _report_close(self, unsent: int, linger_expired: bool) -> None:
         extra = self.stats.extra
@@ -364,7 +392,9 @@ class ZmqTransport(Transport):
         naming the types still unacknowledged after ``timeout`` (``ready_timeout_s``).
         """
         limit = self.ready_timeout_s if timeout is None else timeout
-        await self._wait_until(self._all_acked, limit, lambda: self._ready_timeout_message(limit))
+        await self._wait_until(
+            self._all_acked, limit, lambda: self._ready_timeout_message(limit), for_ready=True
+        )
 
     def _all_acked(self) -> bool:
         if self._in.mismatches:
@@ -409,14 +439,19 @@ class ZmqTransport(Transport):
         return sum(c for p, c in self._subscriptions.items() if prefix.startswith(p))
 
     async def _wait_until(
-        self, done: Callable[[], bool], timeout: float, message: Callable[[], str]
+        self,
+        done: Callable[[], bool],
+        timeout: float,
+        message: Callable[[], str],
+        *,
+        for_ready: bool = False,
     ) -> None:
         loop = self._require(self._loop, "ready")
         deadline = loop.time() + timeout
         while not done():
             # Sends on the same socket can consume the FD's wake-up: look ourselves too.
             self._service_xpub()
-            self._drain_sub()
+            self._drain_sub(for_ready)
             if done():
                 return
             left = deadline - loop.time()
@@ -559,7 +594,7 @@ class ZmqTransport(Transport):
                 local.__qualname__,
                 local.TOPIC,
             )
-        frame = self._out.ack(prefix, type_id)
+        frame = self._out.ack(prefix, type_id, endpoint_token(self.endpoint))
         if self._backlog:
             self._backlog.append(frame)
             return
@@ -573,11 +608,21 @@ class ZmqTransport(Transport):
         if self._loop is not None:
             self._loop.call_soon(self._drain_sub)
 
-    def _drain_sub(self) -> None:
-        """One wake-up, then NOBLOCK receives until EAGAIN (or a batch, then yield)."""
+    def _drain_sub(self, for_ready: bool = False) -> None:
+        """One wake-up, then NOBLOCK receives until EAGAIN (or a batch, then yield).
+
+        While the bus refuses (messages are held) the SUB is not read: that is the
+        back-pressure. ``for_ready``: ready() is waiting for acknowledgements, which queue
+        behind data frames on the same socket; read on, holding the data frames (at most
+        ``hwm``), or a peer that starts publishing first would make ready() time out.
+        """
         sub = self._sub
         inlet = self._inlet
-        if sub is None or inlet is None or self._parked is not None:
+        if sub is None or inlet is None:
+            return
+        if self._held:
+            if for_ready:
+                self._read_while_held(sub)
             return
         handle = self._handle
         n = 0
@@ -603,6 +648,11 @@ class ZmqTransport(Transport):
         if isinstance(result, Dropped):
             self._in.drop(result)
             return None
+        if result.publisher == self._out.publisher:
+            # Our own frame or ack (this bus reached its own XPUB under another spelling):
+            # the local subscribers already have it, and it is no peer's acknowledgement.
+            self._in.count("own_frames")
+            return None
         if result.message is None:
             self._on_ack(frame, result)
             return None
@@ -611,22 +661,40 @@ class ZmqTransport(Transport):
             return result.message
         return None
 
+    def _read_while_held(self, sub: zmq.Socket[Any]) -> None:
+        """Read acknowledgements for ready() while held; hold the data frames read on the way."""
+        held = self._held
+        try:
+            while len(held) < max(1, self.hwm):
+                try:
+                    frame = sub.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                msg = self._handle(frame)
+                if msg is not None:
+                    held.append(msg)
+        finally:
+            self._in.sync_stats()
+
     def _park(self, sub: zmq.Socket[Any], msg: Any) -> None:
         """Hold ``msg`` and stop reading the SUB until the bus has room (back-pressure)."""
         loop = self._loop
         assert loop is not None
-        self._parked = msg
+        self._held.append(msg)
         self._in.count("backpressure_waits")
         # Not reading is what pushes back: the FD stays readable, so stop watching it.
         loop.remove_reader(sub.FD)
-        self._unparking = loop.create_task(self._unpark(msg))
+        self._unparking = loop.create_task(self._unpark())
 
-    async def _unpark(self, msg: Any) -> None:
+    async def _unpark(self) -> None:
         inlet = self._inlet
         assert inlet is not None
-        while not inlet.offer(msg):
-            await inlet.space(type(msg))
-        self._parked = None
+        held = self._held
+        while held:  # in arrival order: each publisher's order is kept
+            msg = held[0]
+            while not inlet.offer(msg):
+                await inlet.space(type(msg))
+            held.popleft()
         self._unparking = None
         sub, loop = self._sub, self._loop
         if sub is not None and loop is not None:
@@ -637,8 +705,10 @@ class ZmqTransport(Transport):
         self._in.count("acks_received")
         prefix = frame[: frame.index(b"\0") + 1]
         acked = self._acks.get(prefix)
-        if acked is not None and ack.publisher not in acked:
-            acked.add(ack.publisher)
+        peer = self._peer_tokens.get(ack.sequence) if ack.sequence else None
+        who: tuple[str, object] = ("id", ack.publisher) if peer is None else ("peer", peer)
+        if acked is not None and who not in acked:
+            acked.add(who)
             self._wake()
 
     # -- helpers -----------------------------------------------------------------------
