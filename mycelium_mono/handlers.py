@@ -70,7 +70,8 @@ class MessageHandler(Generic[M]):
     def emit(self, msg: Any, /) -> None:
         """Send ``msg`` downstream through whichever bus owns this handler."""
         raise NotAttachedError(
-            f"{type(self).__qualname__}.emit() was called before any bus owns this handler\n"
+            f"{type(self).__qualname__}.emit() was called while no bus owns this handler "
+            "(before one did, or after its bus was detached or its runtime shut down)\n"
             "help: pass the handler to a MonolithBus(...) or spawn it on a ServiceRuntime first"
         )
 

@@ -191,6 +191,9 @@ async def test_closed_bus_closes_subscriptions_and_refuses_awaiting_publish() ->
     assert [m.seq async for m in sub] == [1]
     with pytest.raises(BusClosedError):
         await pub.publish(Tick(seq=2))
+    with pytest.raises(BusClosedError):  # not counted as published to nobody
+        pub.publish_nowait(Tick(seq=3))
+    assert bus.stats.published == 1
 
 
 async def test_async_with_starts_and_closes_the_bus() -> None:

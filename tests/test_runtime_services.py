@@ -197,6 +197,42 @@ async def test_a_service_that_keeps_failing_is_given_up_after_the_limit(
 
 
 @service
+class SubscribesThenBreaks:
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, ctx: ServiceContext) -> None:
+        self.runs += 1
+        ctx.subscribe(Order, maxsize=2, policy="block")
+        raise RuntimeError("misconfigured")
+
+
+async def test_a_service_given_up_no_longer_holds_back_block_publishers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runtime = ServiceRuntime(max_restarts=1, backoff_initial=0.2)
+    other = runtime.bus.subscribe(Order, maxsize=100)
+    with caplog.at_level(logging.ERROR, logger="mycelium_mono.runtime"):
+        running = await runtime.spawn_service(SubscribesThenBreaks())
+        pub = runtime.bus.publisher(Order)
+        for _ in range(100):  # its first run subscribed and raised: it waits out the backoff
+            if running.context.subscriptions:
+                break
+            await asyncio.sleep(0.001)
+        await pub.publish(Order(order_id=0, qty=1))  # queued for it while it still restarts
+        assert running.task is not None
+        await asyncio.wait_for(running.task, 10)
+        # Its "block" subscription held 2: left open, the third publish would wait forever.
+        for i in range(1, 10):
+            await asyncio.wait_for(pub.publish(Order(order_id=i, qty=1)), 5)
+    assert [other.recv_nowait().order_id for _ in range(10)] == list(range(10))
+    assert all(sub.closed for sub in running.context.subscriptions)
+    assert any("subscriptions are closed, 1 queued messages unhandled" in r.getMessage()
+               for r in caplog.records)
+    await runtime.shutdown(timeout=1)
+
+
+@service
 class Ticker:
     """A producer that sleeps between messages until shutdown."""
 

@@ -590,6 +590,8 @@ class Publisher(Generic[M]):
         if type(msg) is not self.message_type:
             raise self._wrong_type(msg)
         bus = self._bus
+        if bus._closed:  # as `await publish` refuses (it used to vanish, counted as unheard)
+            raise bus._closed_error()
         if bus._remote:  # both refusals before any local delivery: a retry cannot duplicate
             if not bus._started:
                 raise bus._not_started("publish_nowait")
@@ -719,9 +721,7 @@ class MessageBus:
         if self._started:
             return
         if self._closed:
-            raise BusClosedError(
-                "this MessageBus is closed\nhelp: create a new MessageBus to publish again"
-            )
+            raise self._closed_error()
         async with self._start_lock:
             if not self._started:
                 await self._transport.start(self._inlet)
@@ -776,6 +776,12 @@ class MessageBus:
         """Connect to a peer bus at ``address`` (transports with peers only)."""
         await self.start()
         await self._transport.connect_to(address)
+
+    @staticmethod
+    def _closed_error() -> BusClosedError:
+        return BusClosedError(
+            "this MessageBus is closed\nhelp: create a new MessageBus to publish again"
+        )
 
     async def close(self) -> None:
         """Close the transport and every subscription (queued messages stay receivable)."""

@@ -334,10 +334,18 @@ class ServiceRuntime:
             running.failure = exc
             return False
         if running.restarts >= self.max_restarts:
+            # Nobody will read its subscriptions again: left open, a full "block" one would
+            # stall every publisher of its types for good. Closed, publishers pass it by; what
+            # it had queued stays in `running.context.subscriptions` (counted in the log).
+            unread = sum(len(sub) for sub in running.context.subscriptions)
+            for sub in running.context.subscriptions:
+                sub.close()
             logger.error(
-                "service %s raised and used up its %d restarts; giving up",
+                "service %s raised and used up its %d restarts; giving up (its subscriptions "
+                "are closed, %d queued messages unhandled)",
                 running.name,
                 self.max_restarts,
+                unread,
                 exc_info=exc,
             )
             running.failure = exc
