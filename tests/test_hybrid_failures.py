@@ -95,3 +95,28 @@ async def test_failures_kept_for_drain_are_bounded_and_the_rest_counted() -> Non
             as caught:
         await asyncio.wait_for(bus.background.drain(), 10)
     assert len(caught.value.exceptions) == 100
+
+
+async def test_a_refused_emit_ran_no_handler_so_a_retry_runs_each_once() -> None:
+    from mycelium_mono import BacklogFull
+
+    bus = _bus(background=BackgroundBacklog(maxsize=2))
+    bus.emit_parcel(Parcel(parcel_id=0))
+    bus.emit_parcel(Parcel(parcel_id=2))
+    with pytest.raises(BacklogFull):
+        bus.emit_parcel(Parcel(parcel_id=4))
+    assert bus.scanner.seen == [0, 2]  # it used to be [0, 2, 4]: the sync side ran, then refused
+    await asyncio.wait_for(bus.background.wait_for_space(), 5)
+    bus.emit_parcel(Parcel(parcel_id=4))  # the retry the error asks for
+    await asyncio.wait_for(bus.background.drain(), 5)
+    assert bus.scanner.seen == [0, 2, 4]
+    assert bus.shipping.shipped == [0, 2, 4]
+
+
+def test_an_emit_without_an_event_loop_runs_no_handler() -> None:
+    from mycelium_mono.bus import NoEventLoopError
+
+    bus = _bus()
+    with pytest.raises(NoEventLoopError):
+        bus.emit_parcel(Parcel(parcel_id=0))
+    assert bus.scanner.seen == []

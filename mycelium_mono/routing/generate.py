@@ -285,13 +285,16 @@ def _combined_source(route: ResolvedRoute, name: str) -> str:
     if not route.sync:
         return head + ("    '''Queue the background handlers on self.background.'''\n"
                        f"    {submit}")
+    # Queued first: a backlog that refuses (BacklogFull, no event loop, closed) then refuses
+    # before any handler ran, so a retry cannot run the sync handlers twice. The worker cannot
+    # start before this emit returns (the caller holds the event loop's thread), so the sync
+    # path still runs first, and this message's background call is queued before those of the
+    # messages its sync handlers emit, the order a bus's subscribers would receive them in.
     return head + (
-        "    '''Run the sync handlers now and queue the background ones on self.background.'''\n"
-        "    try:\n"
-        f"        self.{name}_sync(msg)\n"
-        "    finally:\n"
-        "        # Messages are immutable: the copy the background path needs is msg itself.\n"
-        f"        {submit}"
+        "    '''Queue the background handlers on self.background, then run the sync ones.'''\n"
+        "    # Messages are immutable: the copy the background path needs is msg itself.\n"
+        f"    {submit}\n"
+        f"    self.{name}_sync(msg)"
     )
 
 
