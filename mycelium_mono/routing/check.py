@@ -7,6 +7,7 @@ order) and, per message, the method each handler receives it with.
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass
 
 from mycelium_mono.messages import snake_case
@@ -164,6 +165,13 @@ class _Checker:
     def register(self, info: HandlerInfo, ref: NameRef) -> HandlerInfo | None:
         if info.key in self.handlers:
             return self.handlers[info.key][0]
+        if keyword.iskeyword(info.attr):
+            # `class Return` → `return`: no `MonolithBus(return=...)`, no `self.return`.
+            self.error("E0011", f"handler class {info.name} would be stored as `{info.attr}`, "
+                       "a Python keyword, which cannot name the bus's argument and attribute",
+                       ref.span, "rename the handler class (the bus takes one keyword "
+                       "argument per handler class, its name in snake_case)")
+            return None
         if info.attr in RESERVED_ATTRS or info.attr.startswith(("emit_", "_")):
             self.error("E0011", f"handler class {info.name} would be stored as `{info.attr}`, "
                        "which the generated bus uses itself", ref.span,

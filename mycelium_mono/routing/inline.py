@@ -23,9 +23,9 @@ meaning:
   far more than a ``break``.
 
 Everything the rewrite cannot prove keeps the call: closures and ``super()``, generators,
-``global``/``nonlocal``, frame and namespace introspection, nested functions, imports in the
-body, decorators, defaults or extra parameters, a class with its own ``__getattribute__``, a
-name the module does not define.
+``global``/``nonlocal``, a ``break``/``continue`` in a ``finally`` block, frame and namespace
+introspection, nested functions, imports in the body, decorators, defaults or extra parameters,
+a class with its own ``__getattribute__``, a name the module does not define.
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
@@ -325,7 +325,26 @@ def _unsupported_node(node: ast.AST) -> str | None:
         return f"uses {node.id}"
     if isinstance(node, ast.Attribute) and node.attr in _FRAME_ATTRS:
         return f"inspects frames (.{node.attr})"
+    if isinstance(node, ast.Try | ast.TryStar) and _leaves_loop(node.finalbody):
+        # A `break`/`continue` in a `finally` cancels a `return` of its `try`; inlined, that
+        # return has already set its flag and the code after the loop would be skipped.
+        return "break/continue in a finally block"
     return None
+
+
+def _leaves_loop(body: list[ast.stmt]) -> bool:
+    """``body`` holds a ``break`` or ``continue`` of a loop around it (not one of its own)."""
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Break | ast.Continue):
+            return True
+        if isinstance(node, ast.For | ast.AsyncFor | ast.While):
+            pending.extend(node.orelse)  # a loop's `else` belongs to the loop around it
+            continue
+        if not isinstance(node, ast.expr):
+            pending.extend(ast.iter_child_nodes(node))
+    return False
 
 
 # -- the rewrite ------------------------------------------------------------------------------

@@ -1,0 +1,474 @@
+"""A stranger's differential attack on monolith mode: a library-loan system.
+
+Each scenario writes a small ``loanapp`` package, imports its routing module by the four
+builds (import hook or run time, ``inline=True``/``False``; see ``helpers_shapes``) and
+replays the same messages through the bus and through hand-written code calling the same
+handlers in the same order (depth first, failures gathered into an ``ExceptionGroup`` as the
+README describes). The log of side effects, the handlers' state and every failure (type,
+text, the handler it is attributed to, its ``__context__``) must be the same.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from helpers_shapes import BUILDS, Build, inlined, load_build
+
+from mycelium_mono.handlers import attach_emitter
+from mycelium_mono.messages import snake_case
+from mycelium_mono.pytest_plugin import forget_modules
+from mycelium_mono.routing.errors import RoutingError
+
+PACKAGE = "loanapp"
+
+MESSAGES = """from mycelium_mono import message, I64, U32
+
+@message(type_id=64701, topic="loan.checkout")
+class Checkout:
+    member: U32
+    book: U32
+
+@message(type_id=64702, topic="loan.returned")
+class Returned:
+    member: U32
+    book: U32
+
+@message(type_id=64703, topic="loan.overdue")
+class Overdue:
+    member: U32
+    days: I64
+
+@message(type_id=64704, topic="loan.notice")
+class Notice:
+    member: U32
+    code: I64
+"""
+
+HANDLERS = """import contextlib
+import functools
+from dataclasses import dataclass, field
+
+from mycelium_mono import MessageHandler, handles
+from loanapp.messages import Checkout, Returned, Overdue, Notice
+
+LOG = []
+msg = "module-level msg"        # a global named like the emit's parameter
+h1 = "module-level h1"          # ... and like the emit's handler locals
+exc = "module-level exc"
+COUNT = 0
+
+
+@contextlib.contextmanager
+def desk(name):
+    LOG.append(("open", name))
+    try:
+        yield name.upper()
+    finally:
+        LOG.append(("close", name))
+
+
+class Guard:
+    def __init__(self, swallow):
+        self.swallow = swallow
+    def __enter__(self):
+        LOG.append("guard-in")
+        return self
+    def __exit__(self, et, ev, tb):
+        LOG.append(("guard-out", et.__name__ if et else None))
+        return self.swallow
+
+
+class Shapes(MessageHandler[Checkout]):
+    '''A body with every statement kind the inliner may paste.'''
+    def __init__(self):
+        self.seen = []
+
+    def handle(this, loan):
+        self = this.seen                  # a local named self
+        msg = loan.book                   # a local named msg
+        errors = [loan.member]            # the generated code's own names as locals
+        h2 = h1                           # global named h1
+        returned_h1 = None
+        _mycelium_builtins = len(errors)
+        with desk("front") as d:
+            self.append((d, msg))
+        with Guard(True):
+            if loan.book == 13:
+                raise KeyError(loan.book)
+        match loan.book:
+            case 0:
+                self.append("zero")
+                return
+            case int(n) if n > 100:
+                self.append(("big", n))
+            case _:
+                pass
+        if (w := loan.book % 7) == 3:
+            self.append(("walrus", w))
+        for i in range(loan.book % 4):
+            if i == 2:
+                break
+        else:
+            self.append("no-break")
+        squares = [k * k for k in range(3) if k != loan.member]
+        pairs = {k: msg for k in range(2)}
+        total = sum(k for k in squares)
+        self.append((f"{loan.member:03d}/{msg!r}", squares, pairs, total, h2, _mycelium_builtins))
+        try:
+            if loan.book == 7:
+                1 / 0
+        except ZeroDivisionError as exc:
+            self.append(("caught", type(exc).__name__))
+        finally:
+            self.append("finally")
+        del squares
+        print_args = (*errors, *[msg])
+        self.append(max(*print_args, 0))
+        if loan.member == 99:
+            return loan.member * 2
+        LOG.append(("shapes", loan.member, loan.book, returned_h1))
+
+
+class FinallyDesk(MessageHandler[Checkout]):
+    def __init__(self):
+        self.n = 0
+    def handle(self, msg):
+        for i in range(3):
+            try:
+                if i == msg.book % 3:
+                    return
+                self.n += 1
+            finally:
+                LOG.append(("fin", i))
+                if msg.member == 5:
+                    continue
+        LOG.append(("after-loop", self.n))
+
+
+class LoanPolicy(MessageHandler[Checkout]):
+    '''A template: handle() asks helpers its subclasses override.'''
+    limit = 2
+
+    def __init__(self):
+        self.loans = {}
+
+    def handle(self, msg):
+        if self.allowed(msg):
+            self.loans[msg.member] = self.loans.get(msg.member, 0) + 1
+            LOG.append((self.tag(), "lent", msg.member, self.loans[msg.member]))
+            return
+        LOG.append((self.tag(), "refused", msg.member))
+        self.emit(Notice(msg.member, code=1))
+
+    def allowed(self, msg):
+        raise NotImplementedError
+
+    @classmethod
+    def tag(cls):
+        return cls.__name__
+
+    @staticmethod
+    def rank(n):
+        return n * 10
+
+
+class StudentPolicy(LoanPolicy):
+    def allowed(self, msg):
+        return self.loans.get(msg.member, 0) < self.limit
+
+
+class StaffPolicy(LoanPolicy):
+    limit = 5
+
+    def __init__(self):
+        super().__init__()
+        self.limit = 1            # the instance shadows the class attribute
+
+    def allowed(self, msg):
+        return self.loans.get(msg.member, 0) < self.limit
+
+
+class Noticeboard(MessageHandler[Notice]):
+    def __init__(self):
+        self.posted = 0
+
+    @property
+    def label(self):
+        return f"board#{self.posted}"
+
+    def handle(self, note):
+        self.posted += 1
+        LOG.append(("notice", note.member, note.code, self.label))
+        if note.code == 1 and note.member % 2:
+            self.emit(Overdue(note.member, days=LoanPolicy.rank(note.member)))
+        if note.code == 9:
+            raise LookupError(f"no member {note.member}")
+
+
+@dataclass
+class FineDesk(MessageHandler[Overdue]):
+    rate: int = 3
+    fines: dict = field(default_factory=dict)
+
+    def handle(self, od):
+        global COUNT
+        COUNT += 1
+        fine = od.days * self.rate
+        self.fines[od.member] = self.fines.get(od.member, 0) + fine
+        LOG.append(("fine", od.member, fine, COUNT))
+        if fine > 100:
+            self.emit(Notice(od.member, code=9))
+
+
+class ReturnsDesk:
+    __slots__ = ("count",)
+
+    def __init__(self):
+        self.count = 0
+
+    @handles(Returned)
+    def back(self, r):
+        self.count += 1
+        LOG.append(("back", r.member, r.book, self.count))
+
+    @handles(Overdue)
+    def late(self, od):
+        LOG.append(("late", od.member, od.days))
+        if od.days < 0:
+            raise ValueError("negative days")
+"""
+
+ROUTING = """from mycelium_mono import routing_config
+from loanapp.messages import Checkout, Returned, Overdue, Notice  # noqa: F401
+from loanapp.handlers import (
+    FinallyDesk, FineDesk, Noticeboard, ReturnsDesk, Shapes, StaffPolicy, StudentPolicy,
+)
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Shapes, StudentPolicy, StaffPolicy, FinallyDesk]
+    Notice = [Noticeboard]
+    Overdue = [ReturnsDesk, FineDesk]
+    Returned = [ReturnsDesk]
+"""
+
+# What a person writes instead of the bus: message name → (handler attribute, method), in the
+# routing class's order.
+ROUTES: dict[str, list[tuple[str, str]]] = {
+    "Checkout": [("shapes", "handle"), ("student_policy", "handle"),
+                 ("staff_policy", "handle"), ("finally_desk", "handle")],
+    "Notice": [("noticeboard", "handle")],
+    "Overdue": [("returns_desk", "late"), ("fine_desk", "handle")],
+    "Returned": [("returns_desk", "back")],
+}
+
+
+@pytest.fixture(params=BUILDS, ids=lambda b: b.name)
+def build(request: pytest.FixtureRequest) -> Any:
+    yield request.param
+    forget_modules(PACKAGE)
+
+
+def load(tmp_path: Path, build: Build, handlers: str = HANDLERS, routing: str = ROUTING,
+         extra: dict[str, str] | None = None) -> ModuleType:
+    modules = {"messages": MESSAGES, "handlers": handlers, "routing": routing, **(extra or {})}
+    return load_build(tmp_path, PACKAGE, modules, build)
+
+
+def describe(exc: BaseException) -> Any:
+    """A failure as data: type, text, the handler it is attributed to, its members."""
+    where = next((n for n in getattr(exc, "__notes__", ()) if n.startswith("raised in ")), None)
+    if where is not None:
+        where = where.split(" by ")[-1]
+    if isinstance(exc, BaseExceptionGroup):
+        text = exc.message.split(".", 1)[-1]  # "LoanBus.emit_x: ..." → "emit_x: ..."
+        return ("group", text, where, tuple(describe(e) for e in exc.exceptions))
+    return (type(exc).__name__, str(exc), where)
+
+
+class HandWritten:
+    """Each routed handler's method called in order; an emit from a handler runs its
+    receivers before the handler's next line; failures are gathered as the bus does."""
+
+    def __init__(self, services: dict[str, Any], routes: dict[str, list[tuple[str, str]]],
+                 bus_name: str) -> None:
+        self.services = services
+        self.routes = routes
+        self.bus_name = bus_name
+        for service in services.values():
+            attach_emitter(service, self.emit)
+
+    def emit(self, msg: Any) -> None:
+        name = type(msg).__name__
+        failures: list[tuple[str, Exception]] = []
+        for attr, method in self.routes[name]:
+            try:
+                getattr(self.services[attr], method)(msg)
+            except Exception as exc:
+                failures.append((f"{attr}.{method}", exc))
+        for where, exc in failures:
+            exc.add_note(f"raised in {self.bus_name} by {where}")
+        if failures:
+            names = ", ".join(where for where, _ in failures)
+            raise ExceptionGroup(f"{self.bus_name}.emit_{snake_case(name)}: {len(failures)} "
+                                 f"handler(s) failed ({names})", [exc for _, exc in failures])
+
+
+def replay(module: ModuleType, target: Any, feed: Iterable[tuple[str, tuple[int, ...]]]
+           ) -> list[Any]:
+    log = module.LOG
+    log.clear()
+    module.COUNT = 0
+    out: list[Any] = []
+    for name, args in feed:
+        msg = getattr(module, name)(*args)
+        try:
+            result = target.emit(msg)
+        except Exception as exc:
+            out.append(("raised", describe(exc)))
+        else:
+            out.append(("ok", result))
+    return [*out, ("log", list(log))]
+
+
+def state(services: dict[str, Any]) -> dict[str, Any]:
+    def of(obj: Any) -> Any:
+        slots = getattr(type(obj), "__slots__", ())
+        values = {s: getattr(obj, s) for s in slots if hasattr(obj, s)}
+        values.update({k: v for k, v in getattr(obj, "__dict__", {}).items() if k != "emit"})
+        return values
+    return {attr: of(service) for attr, service in services.items()}
+
+
+def differential(routing: ModuleType, bus_name: str, feed: list[tuple[str, tuple[int, ...]]],
+                 routes: dict[str, list[tuple[str, str]]],
+                 make: Callable[[type], Any] = lambda cls: cls()) -> tuple[Any, Any]:
+    """(what the bus did, what hand-written calls did) on fresh services each."""
+    bus_cls = getattr(routing, bus_name)
+    services_cls: dict[str, type] = bus_cls.__mycelium_services__
+    handlers = sys.modules[f"{PACKAGE}.handlers"]
+    on_bus = {attr: make(cls) for attr, cls in services_cls.items()}
+    bus = bus_cls(**on_bus)
+    got = [replay(handlers, bus, feed), state(on_bus)]
+    by_hand = {attr: make(cls) for attr, cls in services_cls.items()}
+    expected = [replay(handlers, HandWritten(by_hand, routes, bus_name), feed), state(by_hand)]
+    return got, expected
+
+
+FEED: list[tuple[str, tuple[int, ...]]] = [
+    ("Checkout", (1, 0)), ("Checkout", (1, 3)), ("Checkout", (1, 7)), ("Checkout", (3, 13)),
+    ("Checkout", (3, 101)), ("Checkout", (5, 10)), ("Checkout", (5, 4)), ("Checkout", (99, 2)),
+    ("Checkout", (3, 5)), ("Checkout", (7, 6)), ("Checkout", (7, 8)), ("Checkout", (7, 9)),
+    ("Returned", (1, 0)), ("Overdue", (2, -1)), ("Overdue", (4, 50)), ("Notice", (6, 9)),
+    ("Notice", (11, 1)),
+]
+
+
+def test_a_loan_desk_behaves_like_hand_written_calls(tmp_path: Path, build: Build) -> None:
+    routing = load(tmp_path, build)
+    if build.inline:  # the bodies under test really are pasted in
+        assert {"shapes", "student_policy", "staff_policy", "noticeboard",
+                "returns_desk"} <= inlined(routing.LoanBus)
+    got, expected = differential(routing, "LoanBus", FEED, ROUTES)
+    assert got == expected
+
+
+KEYWORD_HANDLERS = """
+from mycelium_mono import MessageHandler
+from loanapp.messages import Returned
+
+LOG = []
+
+
+class Return(MessageHandler[Returned]):   # a returns desk, named as the domain names it
+    def handle(self, msg):
+        LOG.append(msg.book)
+"""
+
+KEYWORD_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Returned  # noqa: F401
+from loanapp.handlers import Return
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Returned = [Return]
+"""
+
+
+def test_a_handler_class_whose_attribute_would_be_a_keyword_is_a_routing_error(
+        tmp_path: Path, build: Build) -> None:
+    """`class Return` would be stored as `return`: the bus could take no `return=` argument.
+    It used to be a SyntaxError from inside the generator (`h1 = self.return`)."""
+    with pytest.raises(RoutingError) as caught:
+        load(tmp_path, build, KEYWORD_HANDLERS, KEYWORD_ROUTING)
+    error = caught.value
+    assert error.code == "E0011"
+    assert "`return`" in str(error) and "keyword" in str(error)
+    assert error.text is not None
+    assert error.text[error.offset - 1 : error.end_offset - 1] == "Return"
+    assert "^^^^^^" in str(error) and "rename the handler class" in str(error)
+
+
+FINALLY_HANDLERS = """
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout
+
+LOG = []
+
+
+class Retry(MessageHandler[Checkout]):
+    def handle(self, msg):
+        for attempt in range(3):
+            try:
+                if attempt == msg.book:
+                    return                      # cancelled by the `continue` below
+            finally:
+                LOG.append(("attempt", attempt))
+                if msg.member:
+                    continue
+        LOG.append("after the loop")
+
+
+class Sweep(MessageHandler[Checkout]):
+    def handle(self, msg):
+        while True:
+            try:
+                return                          # cancelled by the `break` below
+            finally:
+                if msg.member:
+                    break
+        LOG.append("swept")
+"""
+
+FINALLY_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout  # noqa: F401
+from loanapp.handlers import Retry, Sweep
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Retry, Sweep]
+"""
+
+
+def test_a_break_or_continue_in_finally_that_cancels_a_return_is_honoured(
+        tmp_path: Path, build: Build) -> None:
+    """`continue` in a `finally` cancels the `return` in its `try` (Python's rule until 3.14
+    warns about it). Inlined, the return had already set its flag: the code after the loop
+    was skipped."""
+    routing = load(tmp_path, build, FINALLY_HANDLERS, FINALLY_ROUTING)
+    feed = [("Checkout", (1, 0)), ("Checkout", (1, 2)), ("Checkout", (0, 1)),
+            ("Checkout", (1, 5))]
+    routes = {"Checkout": [("retry", "handle"), ("sweep", "handle")]}
+    got, expected = differential(routing, "LoanBus", feed, routes)
+    assert got == expected
+    assert "after the loop" in got[0][-1][1] and "swept" in got[0][-1][1]
