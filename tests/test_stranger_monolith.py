@@ -472,3 +472,113 @@ def test_a_break_or_continue_in_finally_that_cancels_a_return_is_honoured(
     got, expected = differential(routing, "LoanBus", feed, routes)
     assert got == expected
     assert "after the loop" in got[0][-1][1] and "swept" in got[0][-1][1]
+
+
+LOCAL_ROUTING = """
+from mycelium_mono import MessageHandler, handles, routing_config
+from loanapp.messages import Checkout, Returned  # noqa: F401
+
+LOG = []
+
+
+class Counter(MessageHandler[Checkout]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += msg.book * BONUS          # BONUS is bound below the routing class
+        LOG.append(("counted", self.n, describe(msg)))
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Counter]
+
+
+BONUS = 3
+
+
+def describe(msg):
+    return f"{msg.member}:{msg.book}"
+"""
+
+
+def test_a_routing_module_class_reading_names_bound_below_the_bus(
+        tmp_path: Path, build: Build) -> None:
+    """Python reads a method's globals when it runs, so names bound later in the module work;
+    the hook sees the module before any of it ran."""
+    routing = load(tmp_path, build, "LOG = []\\n", LOCAL_ROUTING)
+    bus = routing.LoanBus(counter=routing.Counter())
+    bus.emit(routing.Checkout(2, 5))
+    assert routing.LOG == [("counted", 15, "2:5")]
+    assert bus.counter.n == 15
+
+
+CONTEXT_HANDLERS = """
+import sys
+
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout
+
+LOG = []
+
+
+class Fines(MessageHandler[Checkout]):
+    def handle(self, msg):
+        raise KeyError("fines ledger offline")
+
+
+class Mailer(MessageHandler[Checkout]):
+    def handle(self, msg):
+        try:
+            {}["smtp"]
+        except KeyError:
+            raise ConnectionError("mail relay down")
+
+
+class Shelf(MessageHandler[Checkout]):
+    def handle(self, msg):
+        raise ValueError(f"shelf {msg.book} unknown")
+"""
+
+CONTEXT_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout  # noqa: F401
+from loanapp.handlers import Fines, Mailer, Shelf
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Fines, Mailer, Shelf]
+"""
+
+
+def chain(exc: BaseException | None) -> list[str]:
+    out = []
+    while exc is not None:
+        out.append(type(exc).__name__)
+        exc = exc.__context__
+    return out
+
+
+def test_a_later_failure_is_not_chained_to_an_earlier_handlers_failure(
+        tmp_path: Path, build: Build) -> None:
+    """The handlers after a failed one used to run inside the emit's `except`: each later
+    failure carried the first handler's exception as its `__context__`, and the printed group
+    opened with that failure and "During handling of the above exception, another exception
+    occurred". Hand-written calls of independent handlers chain nothing."""
+    import traceback
+
+    routing = load(tmp_path, build, CONTEXT_HANDLERS, CONTEXT_ROUTING)
+    bus = routing.LoanBus(fines=routing.Fines(), mailer=routing.Mailer(), shelf=routing.Shelf())
+    with pytest.raises(ExceptionGroup) as caught:
+        bus.emit_checkout(routing.Checkout(1, 2))
+    group = caught.value
+    assert [chain(e) for e in group.exceptions] == [
+        ["KeyError"], ["ConnectionError", "KeyError"], ["ValueError"]]
+    assert group.exceptions[1].__context__ is not group.exceptions[0]
+    assert group.__context__ is None or group.__suppress_context__
+    printed = "".join(traceback.format_exception(group))
+    assert "During handling of the above exception" in printed  # Mailer's own chain only
+    assert printed.count("During handling of the above exception") == 1
+    assert printed.count("KeyError: 'fines ledger offline'") == 1
