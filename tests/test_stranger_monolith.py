@@ -582,3 +582,61 @@ def test_a_later_failure_is_not_chained_to_an_earlier_handlers_failure(
     assert "During handling of the above exception" in printed  # Mailer's own chain only
     assert printed.count("During handling of the above exception") == 1
     assert printed.count("KeyError: 'fines ledger offline'") == 1
+
+
+FROZEN_HANDLERS = """
+from dataclasses import dataclass, field
+
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout, Notice
+
+LOG = []
+
+
+@dataclass(frozen=True)
+class LoanRules(MessageHandler[Checkout]):
+    '''Configuration as a frozen dataclass; its state lives in a mutable field.'''
+    limit: int = 2
+    loans: dict = field(default_factory=dict)
+
+    def handle(self, msg):
+        count = self.loans.get(msg.member, 0)
+        if count >= self.limit:
+            self.emit(Notice(msg.member, code=1))
+            return
+        self.loans[msg.member] = count + 1
+
+
+class Board(MessageHandler[Notice]):
+    def handle(self, msg):
+        LOG.append(("notice", msg.member, msg.code))
+"""
+
+FROZEN_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout, Notice  # noqa: F401
+from loanapp.handlers import Board, LoanRules
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [LoanRules]
+    Notice = [Board]
+"""
+
+
+def test_a_frozen_dataclass_handler_is_given_its_emit(tmp_path: Path, build: Build) -> None:
+    """`handler.emit = bus.emit` raised FrozenInstanceError from inside the bus constructor;
+    a frozen dataclass is an ordinary way to write a configured service."""
+    routing = load(tmp_path, build, FROZEN_HANDLERS, FROZEN_ROUTING)
+    rules = routing.LoanRules(limit=1)
+    bus = routing.LoanBus(loan_rules=rules, board=routing.Board())
+    for book in (1, 2, 3):
+        bus.emit(routing.Checkout(7, book))
+    handlers = sys.modules[f"{PACKAGE}.handlers"]
+    assert handlers.LOG == [("notice", 7, 1), ("notice", 7, 1)]
+    assert rules == routing.LoanRules(limit=1, loans={7: 1})  # emit is no field
+    bus.detach()
+    other = routing.LoanBus(loan_rules=rules, board=routing.Board())
+    other.emit(routing.Checkout(7, 4))
+    assert handlers.LOG[-1] == ("notice", 7, 1) and len(handlers.LOG) == 3
