@@ -37,6 +37,8 @@ class GeneratedBus:
     __slots__ = ("__weakref__", "_background", "_dispatch", "_on_error")
 
     __mycelium_services__: ClassVar[dict[str, type]] = {}
+    __mycelium_routes__: ClassVar[dict[type, str]] = {}
+    """Per routed message class, the name of the emit method ``emit(msg)`` calls."""
     __mycelium_calls__: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
     """Per sync emit method, its ``(service attribute, method)`` pairs in routing order."""
     __mycelium_notes__: ClassVar[tuple[tuple[str, str, str, str, str], ...]] = ()

@@ -640,3 +640,55 @@ def test_a_frozen_dataclass_handler_is_given_its_emit(tmp_path: Path, build: Bui
     other = routing.LoanBus(loan_rules=rules, board=routing.Board())
     other.emit(routing.Checkout(7, 4))
     assert handlers.LOG[-1] == ("notice", 7, 1) and len(handlers.LOG) == 3
+
+
+def test_the_bus_keeps_the_classes_it_was_built_from_when_the_module_drops_or_patches_them(
+        tmp_path: Path, build: Build) -> None:
+    """A class statement evaluates its names once. The generated constructor read the routing
+    module's globals `Desk` and `Checkout` at every construction: after `del Desk, Checkout`
+    it raised NameError, and under `mock.patch("loanapp.routing.Desk")` (patch where it is
+    used) it checked the service against the mock."""
+    from unittest import mock
+
+    handlers = """
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout
+
+LOG = []
+
+
+class Desk(MessageHandler[Checkout]):
+    def handle(self, msg):
+        LOG.append(msg.book)
+"""
+    routing_text = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout
+from loanapp.handlers import Desk
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Desk]
+
+
+def make_bus():
+    return LoanBus(desk=Desk())
+
+
+desk_class = Desk
+del Desk, Checkout  # the module exports the bus, not what it was built from
+"""
+    routing = load(tmp_path, build, handlers, routing_text)
+    desk_class = routing.desk_class
+    message = sys.modules[f"{PACKAGE}.messages"].Checkout
+    bus = routing.LoanBus(desk=desk_class())
+    bus.emit(message(1, 5))
+    bus.emit_checkout(message(1, 6))
+    with mock.patch.object(routing, "Desk", create=True), \
+            mock.patch.object(routing, "Checkout", create=True):
+        patched = routing.LoanBus(desk=desk_class())
+        patched.emit(message(2, 7))
+        with pytest.raises(TypeError, match="must be a Desk instance"):
+            routing.LoanBus(desk=object())
+    assert sys.modules[f"{PACKAGE}.handlers"].LOG == [5, 6, 7]

@@ -155,6 +155,7 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
         _stmt(f'"""{_docstring(table)}"""'),
         _stmt(f"__slots__ = {_slots(table, plan)!r}"),
         _stmt(_services_mapping(table)),
+        _stmt(_routes_mapping(table)),
     ]
     body.append(_stmt(f"__mycelium_calls__ = {_calls_table(table)!r}"))
     # What was decided for each handler and why, carried by the class itself: `show` and
@@ -218,18 +219,24 @@ def _services_mapping(table: ResolvedTable) -> str:
 
 
 def _init(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
+    """The constructor. Handler and message classes are the ones the class statement saw
+    (``__mycelium_services__``, ``__mycelium_routes__``), never the routing module's globals
+    read again: a module may ``del`` or rebind those names, or a test patch them, later."""
     params = "".join(f", {h.attr}: {ref.text}" for h, ref in table.handlers)
-    lines = [f"def __init__(self{params}, *, on_error=None, background=None) -> None:"]
-    for handler, ref in table.handlers:
+    lines = [f"def __init__(self{params}, *, on_error=None, background=None) -> None:",
+             # `_`-names cannot be handler attributes (E0011): no parameter is shadowed.
+             "    _services = self.__mycelium_services__"]
+    for handler, _ in table.handlers:
+        expected = f"_services[{handler.attr!r}]"
         lines += [
-            f"    if not isinstance({handler.attr}, {ref.text}):",
-            f"        raise {SUPPORT}.wrong_service(self, {handler.attr!r}, {ref.text}, "
+            f"    if not isinstance({handler.attr}, {expected}):",
+            f"        raise {SUPPORT}.wrong_service(self, {handler.attr!r}, {expected}, "
             f"{handler.attr})",
             # Past `__setattr__`, which is for replacing a service on a built bus.
             f"    object.__setattr__(self, {handler.attr!r}, {handler.attr})",
         ]
-    dispatch = ", ".join(f"{r.message_expr}: self.{r.emit_name}" for r in table.routes)
-    lines.append(f"    self._setup(on_error, background, {{{dispatch}}})")
+    lines.append("    self._setup(on_error, background, {message: getattr(self, emit) for "
+                 "message, emit in self.__mycelium_routes__.items()})")
     if guarded:
         lines.append(f"    {INLINE_SUPPORT}.recheck(self)")
     fn = _stmt("\n".join(lines))
@@ -237,9 +244,16 @@ def _init(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
     _place(fn, table.span)
     # The two statements checking and storing a service point at where it was first routed.
     for index, (_, ref) in enumerate(table.handlers):
-        for stmt in fn.body[2 * index : 2 * index + 2]:
+        for stmt in fn.body[1 + 2 * index : 3 + 2 * index]:
             _place(stmt, ref.span)
     return fn
+
+
+def _routes_mapping(table: ResolvedTable) -> str:
+    """Message class → the emit method ``emit(msg)`` dispatches it to (evaluated once, with
+    the class statement, as the table itself was)."""
+    items = ", ".join(f"{r.message_expr}: {r.emit_name!r}" for r in table.routes)
+    return f"__mycelium_routes__ = {{{items}}}"
 
 
 def _setattr(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
