@@ -692,3 +692,64 @@ del Desk, Checkout  # the module exports the bus, not what it was built from
         with pytest.raises(TypeError, match="must be a Desk instance"):
             routing.LoanBus(desk=object())
     assert sys.modules[f"{PACKAGE}.handlers"].LOG == [5, 6, 7]
+
+
+def test_self_stays_the_service_that_received_the_message_when_the_bus_swaps_it(
+        tmp_path: Path, build: Build) -> None:
+    """Inlined, a body that uses `self` once read `self.counter` off the bus at that use (the
+    alias `h1 = self.counter` dropped), so a handler whose work swaps the bus's service first
+    counted on the new service. Called, `self` is the one the message was given to."""
+    handlers = """
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout
+
+BUS = []
+
+
+def rotate_shift():
+    BUS[0].counter = Counter()        # the admin desk hands the counter to the next shift
+
+
+class Counter(MessageHandler[Checkout]):
+    def __init__(self):
+        self.n = 0
+
+    def handle(self, msg):
+        if msg.book == 0:
+            rotate_shift()
+        self.n += 1
+
+
+class Tally(MessageHandler[Checkout]):
+    def __init__(self):
+        self.total = 0
+
+    def handle(self, msg):
+        self.total = tally_after_rotating(msg)
+
+
+def tally_after_rotating(msg):
+    BUS[0].tally = Tally()
+    return msg.book + 10
+"""
+    routing_text = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout  # noqa: F401
+from loanapp.handlers import Counter, Tally
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Counter, Tally]
+"""
+    routing = load(tmp_path, build, handlers, routing_text)
+    module = sys.modules[f"{PACKAGE}.handlers"]
+    first, tally = module.Counter(), module.Tally()
+    bus = routing.LoanBus(counter=first, tally=tally)
+    module.BUS.append(bus)
+    bus.emit(module.Checkout(1, 0))
+    assert (first.n, bus.counter.n) == (1, 0)
+    assert (tally.total, bus.tally.total) == (10, 0)
+    second = bus.counter
+    bus.emit(module.Checkout(1, 4))
+    assert (second.n, bus.counter is second) == (1, True)

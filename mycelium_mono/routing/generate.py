@@ -443,9 +443,41 @@ def _drop_single_use_aliases(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None
                       for stmt in block.body for n in ast.walk(stmt))
         if len(uses) != 1 or repeats or not isinstance(uses[0].ctx, ast.Load):
             continue
+        # `self` is the service the message was given to: the slot may be read late only if
+        # nothing runs before that read (`h1.n += 1`). A body that first calls out could
+        # replace the bus's service (`bus.counter = Counter()`) before `self.counter.n += 1`.
+        if len(block.body) < 2 or _first_evaluated(block.body[1]) is not uses[0]:
+            continue
         _replace_node(block, uses[0], copy.deepcopy(alias.value))
         body[index] = ast.Pass()  # keeps indexes stable; removed below
     fn.body = [stmt for stmt in body if not isinstance(stmt, ast.Pass)]
+
+
+def _first_evaluated(node: ast.AST) -> ast.AST:
+    """The sub-expression Python evaluates first when it runs ``node`` (for the forms where
+    that is plain; anything else answers itself, which no alias use is)."""
+    while True:
+        if isinstance(node, ast.Expr | ast.Return) and node.value is not None:
+            node = node.value
+        elif isinstance(node, ast.AugAssign):
+            node = node.target  # its object is loaded before the value is computed
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            # The value runs first; a constant runs nothing, so the target's object is next.
+            node = node.targets[0] if isinstance(node.value, ast.Constant) else node.value
+        elif isinstance(node, ast.If | ast.While):
+            node = node.test
+        elif isinstance(node, ast.Call):
+            node = node.func
+        elif isinstance(node, ast.Attribute | ast.Subscript):
+            node = node.value
+        elif isinstance(node, ast.BinOp | ast.Compare):
+            node = node.left
+        elif isinstance(node, ast.BoolOp):
+            node = node.values[0]
+        elif isinstance(node, ast.UnaryOp):
+            node = node.operand
+        else:
+            return node
 
 
 def _is_alias(stmt: ast.stmt) -> bool:
