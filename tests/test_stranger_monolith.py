@@ -753,3 +753,159 @@ class LoanBus:
     second = bus.counter
     bus.emit(module.Checkout(1, 4))
     assert (second.n, bus.counter is second) == (1, True)
+
+
+SHARED_HANDLERS = """
+from mycelium_mono import MessageHandler, handles
+from loanapp.messages import Checkout, Returned, Notice
+
+LOG = []
+
+
+class Catalogue:
+    '''A plain class (no self.emit): the README lets it serve several buses.'''
+    def __init__(self):
+        self.out = set()
+
+    @handles(Checkout)
+    def lend(self, msg):
+        self.out.add(msg.book)
+        LOG.append(("lend", msg.book, sorted(self.out)))
+
+    @handles(Returned)
+    def back(self, msg):
+        self.out.discard(msg.book)
+        LOG.append(("back", msg.book, sorted(self.out)))
+
+
+class Reminder(MessageHandler[Returned]):
+    def __init__(self, branch):
+        self.branch = branch
+
+    def handle(self, msg):
+        LOG.append(("remind", self.branch, msg.member))
+        self.emit(Notice(msg.member, code=len(self.branch)))
+
+
+class Board(MessageHandler[Notice]):
+    def handle(self, msg):
+        LOG.append(("board", msg.code))
+"""
+
+SHARED_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout, Notice, Returned  # noqa: F401
+from loanapp.handlers import Board, Catalogue, Reminder
+
+
+@routing_config(inline=INLINE)
+class FrontDesk:
+    Checkout = [Catalogue]
+    Returned = [Catalogue, Reminder]
+    Notice = [Board]
+
+
+@routing_config(inline=OTHER)
+class NightDrop:
+    Returned = [Reminder, Catalogue]
+    Notice = [Board]
+"""
+
+SECOND_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Returned, Notice  # noqa: F401
+from loanapp.handlers import Board, Catalogue, Reminder
+
+
+@routing_config(inline=INLINE)
+class Branch:
+    Returned = [Reminder, Catalogue]
+    Notice = [Board]
+"""
+
+
+def test_one_plain_handler_serves_buses_of_one_and_of_two_modules(
+        tmp_path: Path, build: Build) -> None:
+    """Three buses (two routing classes in one module, inlined and called, one in another
+    module) share one Catalogue; each MessageHandler belongs to one bus. The log is what
+    calling the same methods in the same order by hand gives."""
+    import importlib
+
+    routing = load(tmp_path, build, SHARED_HANDLERS,
+                   SHARED_ROUTING.replace("OTHER", str(not build.inline)),
+                   extra={"branch": SECOND_ROUTING.replace("INLINE", str(build.inline))})
+    if build.path == "hook":
+        from mycelium_mono.routing.hook import install_import_hook
+        with install_import_hook([PACKAGE]):
+            second = importlib.import_module(f"{PACKAGE}.branch")
+    else:
+        second = importlib.import_module(f"{PACKAGE}.branch")
+    module = sys.modules[f"{PACKAGE}.handlers"]
+    catalogue = module.Catalogue()
+    front = routing.FrontDesk(catalogue=catalogue, reminder=module.Reminder("front"),
+                              board=module.Board())
+    night = routing.NightDrop(reminder=module.Reminder("night"), catalogue=catalogue,
+                              board=module.Board())
+    branch = second.Branch(reminder=module.Reminder("branch"), catalogue=catalogue,
+                           board=module.Board())
+    Checkout, Returned = module.Checkout, module.Returned
+    front.emit(Checkout(1, 10))
+    front.emit(Checkout(2, 11))
+    night.emit(Returned(1, 10))
+    front.emit_returned(Returned(2, 11))
+    branch.emit(Returned(3, 12))
+    assert module.LOG == [
+        ("lend", 10, [10]), ("lend", 11, [10, 11]),
+        ("remind", "night", 1), ("board", 5), ("back", 10, [11]),
+        ("back", 11, []), ("remind", "front", 2), ("board", 5),
+        ("remind", "branch", 3), ("board", 6), ("back", 12, []),
+    ]
+    assert second.Branch.__mycelium_origin__ == routing.FrontDesk.__mycelium_origin__
+
+
+def test_a_method_patched_after_the_bus_is_built_is_seen_as_the_readme_says(
+        tmp_path: Path, build: Build) -> None:
+    """README, "Why inline defaults to False": with inline=True "a method patched on a live
+    handler after the bus is built is not seen"; called, it is (the call looks the method up).
+    Setting the service again re-runs the guard, and the patch is then seen inlined too."""
+    from unittest import mock
+
+    handlers = """
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout
+
+LOG = []
+
+
+class Desk(MessageHandler[Checkout]):
+    def handle(self, msg):
+        LOG.append(("real", msg.book))
+"""
+    routing_text = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout  # noqa: F401
+from loanapp.handlers import Desk
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Desk]
+"""
+    routing = load(tmp_path, build, handlers, routing_text)
+    module = sys.modules[f"{PACKAGE}.handlers"]
+    desk = module.Desk()
+    bus = routing.LoanBus(desk=desk)
+    assert ("desk" in inlined(routing.LoanBus)) == build.inline
+
+    def fake(msg: Any) -> None:
+        module.LOG.append(("patched", msg.book))
+
+    with mock.patch.object(desk, "handle", fake):
+        bus.emit(module.Checkout(1, 1))
+        bus.desk = desk  # the guard runs again
+        bus.emit(module.Checkout(1, 2))
+    bus.desk = desk
+    bus.emit(module.Checkout(1, 3))
+    expected = [("real" if build.inline else "patched", 1), ("patched", 2), ("real", 3)]
+    log = module.LOG
+    assert log == expected
