@@ -909,3 +909,297 @@ class LoanBus:
     expected = [("real" if build.inline else "patched", 1), ("patched", 2), ("real", 3)]
     log = module.LOG
     assert log == expected
+
+
+
+def test_an_unbound_local_is_named_as_the_handler_wrote_it(tmp_path: Path, build: Build) -> None:
+    """Inlined, the handler's locals are renamed `h1_<name>`: an UnboundLocalError said
+    "cannot access local variable 'h1_due'", a name nobody wrote."""
+    handlers = """
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout
+
+LOG = []
+
+
+class Due(MessageHandler[Checkout]):
+    def handle(self, msg):
+        if msg.book > 10:
+            due = msg.book * 2
+        LOG.append(due)
+
+
+class Helper(MessageHandler[Checkout]):
+    def handle(self, msg):
+        LOG.append(compute(msg.book))
+
+
+def compute(n):
+    if n > 10:
+        h1_total = n
+    return h1_total       # a callee's own local, which really is called h1_total
+"""
+    routing_text = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout  # noqa: F401
+from loanapp.handlers import Due, Helper
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Due, Helper]
+"""
+    routing = load(tmp_path, build, handlers, routing_text)
+    assert inlined(routing.LoanBus) == ({"due", "helper"} if build.inline else set())
+    module = sys.modules[f"{PACKAGE}.handlers"]
+    bus = routing.LoanBus(due=module.Due(), helper=module.Helper())
+    with pytest.raises(ExceptionGroup) as caught:
+        bus.emit(module.Checkout(1, 2))
+    due, helper = caught.value.exceptions
+    assert type(due) is UnboundLocalError and type(helper) is UnboundLocalError
+    assert "local variable 'due'" in str(due)
+    assert "local variable 'h1_total'" in str(helper)
+
+
+# -- hypothesis: handler bodies a person writes, inlined, called and by hand -----------------
+#
+# tests/test_inline_hypothesis.py draws assignments, loops, returns and try blocks; this grammar
+# adds what it leaves out: `with` (a manager that may swallow), `match`, the walrus,
+# comprehensions and generator expressions reading locals, `self` and the message, f-strings,
+# star-args and keyword-only calls, `del`, try/except/else/finally with returns anywhere (a
+# return in finally included), `self.emit` of a downstream message whose handler may raise
+# (caught by the body or not), and locals named like the generated code's own (`exc`,
+# `errors`, `h2`, and with a renamed signature `def handle(this, loan)`, `self` and `msg`).
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+HYP_HEADER = """
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout, Notice
+
+K = 3
+
+
+def f(v):
+    return v * 2 - K
+
+
+def kw(*, a, b=1):
+    return a - b
+
+
+class Guard:
+    def __init__(self, log, swallow):
+        self.log = log
+        self.swallow = swallow
+
+    def __enter__(self):
+        self.log.append("enter")
+        return 5
+
+    def __exit__(self, kind, value, tb):
+        self.log.append(("exit", kind.__name__ if kind else None))
+        return self.swallow
+
+
+class Board(MessageHandler[Notice]):
+    def __init__(self):
+        self.log = []
+
+    def handle(self, msg):
+        self.log.append(("board", msg.code))
+        if msg.code == 3:
+            raise LookupError(f"code {msg.code}")
+"""
+
+HYP_LOCALS = ("a", "b", "exc", "errors", "h2")
+
+
+def hyp_atoms(local_names: tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.sampled_from([*local_names, "S.x", "M.book", "M.member", "K", "len(S.log)",
+                            "0", "1", "2", "-1", "7"])
+
+
+def hyp_expressions(local_names: tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.recursive(
+        hyp_atoms(local_names),
+        lambda inner: st.one_of(
+            st.tuples(inner, st.sampled_from(["+", "-", "*", "//", "%"]), inner).map(
+                lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            inner.map(lambda e: f"f({e})"),
+            inner.map(lambda e: f"abs({e}) % 9"),
+            st.tuples(inner, inner).map(lambda t: f"max(*[{t[0]}, {t[1]}], 0)"),
+            st.tuples(inner, inner).map(lambda t: f"kw(a={t[0]}, b={t[1]})"),
+            st.tuples(inner, inner).map(
+                lambda t: f"sum([v * {t[0]} for v in range(abs({t[1]}) % 4) if v != 1])"),
+            inner.map(lambda e: f"sum(v + S.x for v in range(abs({e}) % 3))"),
+            inner.map(lambda e: f"len({{v: M.member for v in range(abs({e}) % 3)}})"),
+        ),
+        max_leaves=4,
+    )
+
+
+@st.composite
+def hyp_statement(draw: st.DrawFn, names: tuple[str, ...], depth: int, in_loop: bool
+                  ) -> list[str]:
+    expr = hyp_expressions(names)
+    local = st.sampled_from(names)
+    kinds = ["assign", "augment", "append", "fstring", "return", "raise", "walrus", "del",
+             "emit", "emit"]
+    if depth < 3:
+        kinds += ["if", "for", "while", "try", "with", "match", "emit_caught"]
+    if in_loop:
+        kinds += ["break", "continue"]
+    kind = draw(st.sampled_from(kinds))
+    condition = f"{draw(expr)} {draw(st.sampled_from(['<', '>', '==', '!=']))} {draw(expr)}"
+    nested = depth + 1
+
+    def sub(loop: bool = in_loop) -> list[str]:
+        return hyp_indent(draw(hyp_block(names, nested, loop)))
+
+    if kind == "assign":
+        return [f"{draw(local)} = {draw(expr)}"]
+    if kind == "augment":
+        return [f"S.x += {draw(expr)}"]
+    if kind == "append":
+        return [f"S.log.append({draw(expr)})"]
+    if kind == "fstring":
+        return [f"S.log.append(f'{{{draw(local)}}}/{{M.book!r:>4}}')"]
+    if kind == "return":
+        return [draw(st.sampled_from(["return", f"return {draw(expr)}"]))]
+    if kind == "raise":
+        return [f"if {condition}:", f"    raise ValueError({draw(expr)})"]
+    if kind == "walrus":
+        name = draw(local)
+        return [f"if ({name} := {draw(expr)}) > 2:", f"    S.log.append(('w', {name}))"]
+    if kind == "del":
+        name = draw(local)
+        return [f"del {name}", f"{name} = {draw(expr)}"]
+    if kind == "emit":
+        return [f"S.emit(Notice(M.member, code=abs({draw(expr)}) % 5))"]
+    if kind == "emit_caught":
+        return ["try:", f"    S.emit(Notice(M.member, code=abs({draw(expr)}) % 5))",
+                "except ExceptionGroup as group:",
+                "    S.log.append(('caught', [str(e) for e in group.exceptions]))"]
+    if kind in ("break", "continue"):
+        return [f"if {condition}:", f"    {kind}"]
+    if kind == "if":
+        lines = [f"if {condition}:", *sub()]
+        return lines + (["else:", *sub()] if draw(st.booleans()) else [])
+    if kind == "for":
+        var = draw(st.sampled_from(["i", *names]))
+        lines = [f"for {var} in range({draw(st.integers(0, 3))}):",
+                 f"    S.log.append(('loop', {var}))", *sub(True)]
+        return lines + (["else:", *sub()] if draw(st.booleans()) else [])
+    if kind == "while":
+        counter = f"w{depth}"
+        lines = [f"{counter} = 0", f"while {counter} < {draw(st.integers(0, 3))}:",
+                 f"    {counter} += 1", *sub(True)]
+        return lines + (["else:", *sub()] if draw(st.booleans()) else [])
+    if kind == "with":
+        swallow = draw(st.booleans())
+        target = draw(st.sampled_from(["", f" as {draw(local)}"]))
+        return [f"with Guard(S.log, {swallow}){target}:", *sub()]
+    if kind == "match":
+        lines = [f"match {draw(expr)} % 3:", "    case 0:", *hyp_indent(sub()),
+                 "    case 1 | -1:", *hyp_indent(sub())]
+        if draw(st.booleans()):
+            lines += ["    case _:", *hyp_indent(sub())]
+        return lines
+    # try: every clause, a return possible in each (the finally's own loops only)
+    lines = ["try:", *sub(), "except ZeroDivisionError:", *sub()]
+    if draw(st.booleans()):
+        lines += ["else:", *sub()]
+    if draw(st.booleans()):
+        lines += ["finally:", "    S.log.append('finally')", *sub(False)]
+    return lines
+
+
+@st.composite
+def hyp_block(draw: st.DrawFn, names: tuple[str, ...], depth: int, in_loop: bool
+              ) -> list[str]:
+    statements = draw(st.lists(hyp_statement(names, depth, in_loop), min_size=1, max_size=3))
+    return [line for stmt in statements for line in stmt]
+
+
+def hyp_indent(lines: list[str]) -> list[str]:
+    return ["    " + line for line in lines]
+
+
+@st.composite
+def hyp_handler(draw: st.DrawFn) -> tuple[bool, list[str]]:
+    renamed = draw(st.booleans())  # def handle(this, loan) with locals `self` and `msg`
+    names = (*HYP_LOCALS, "self", "msg") if renamed else HYP_LOCALS
+    return renamed, draw(hyp_block(names, 0, False))
+
+
+def hyp_class(name: str, renamed: bool, body: list[str]) -> str:
+    s, m = ("this", "loan") if renamed else ("self", "msg")
+    names = (*HYP_LOCALS, "self", "msg") if renamed else HYP_LOCALS
+    prologue = [f"{n} = {k}" for k, n in enumerate(names)] + ["i = 0"]
+    epilogue = [f"S.log.append(('end', {', '.join(names)}, i))"]
+    lines = [line.replace("S.", f"{s}.").replace("M.", f"{m}.")
+             for line in [*prologue, *body, *epilogue]]
+    method = "\n".join("        " + line for line in lines)
+    return (f"\n\nclass {name}(MessageHandler[Checkout]):\n"
+            "    def __init__(self):\n        self.x = 0\n        self.log = []\n\n"
+            f"    def handle({s}, {m}):\n{method}\n")
+
+
+HYP_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout, Notice  # noqa: F401
+from loanapp.handlers import Board, H0, H1
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [H0, H1]
+    Notice = [Board]
+"""
+
+HYP_ROUTES = {"Checkout": [("h0", "handle"), ("h1", "handle")], "Notice": [("board", "handle")]}
+
+
+def hyp_observe(routing: ModuleType, target_for: Callable[[dict[str, Any]], Any],
+                values: list[tuple[int, int]]) -> Any:
+    services = {attr: cls() for attr, cls in routing.LoanBus.__mycelium_services__.items()}
+    target = target_for(services)
+    handlers = sys.modules[f"{PACKAGE}.handlers"]
+    outcomes = []
+    for member, book in values:
+        try:
+            target.emit(handlers.Checkout(member, book))
+            outcomes.append(None)
+        except ExceptionGroup as group:
+            outcomes.append(describe(group))
+    return outcomes, {a: (getattr(s, "x", None), s.log) for a, s in services.items()}
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(handlers=st.lists(hyp_handler(), min_size=2, max_size=2),
+       values=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 20)), min_size=1,
+                       max_size=6))
+def test_hypothesis_bodies_behave_like_hand_written_calls_on_every_build(
+        tmp_path_factory: pytest.TempPathFactory, handlers: list[tuple[bool, list[str]]],
+        values: list[tuple[int, int]]) -> None:
+    text = HYP_HEADER + "".join(hyp_class(f"H{n}", renamed, body)
+                                for n, (renamed, body) in enumerate(handlers))
+    root = tmp_path_factory.mktemp("hyp")
+    expected = None
+    try:
+        for build in BUILDS:
+            routing = load(root, build, text, HYP_ROUTING)
+            if build.inline:  # nothing in the grammar needs a fallback
+                assert inlined(routing.LoanBus) == {"h0", "h1", "board"}, \
+                    routing.LoanBus.__mycelium_notes__
+            got = hyp_observe(routing, lambda s, r=routing: r.LoanBus(**s), values)
+            if expected is None:
+                expected = hyp_observe(
+                    routing, lambda s: HandWritten(s, HYP_ROUTES, "LoanBus"), values)
+            assert got == expected, (build.name, text)
+            forget_modules(PACKAGE)
+    finally:
+        forget_modules(PACKAGE)

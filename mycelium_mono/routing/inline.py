@@ -44,6 +44,7 @@ import copy
 import functools
 import inspect
 import linecache
+import re
 import sys
 import types
 import zlib
@@ -698,11 +699,25 @@ def located(exc: Exception,
     indexes of the emit method to handler lines (see ``generate._locate_origins``).
     """
     filename, qualname, firstlineno, digest, runs = origin
+    _unrename(exc)
     line = _raising_line(exc, digest, runs) or firstlineno
     text = linecache.getline(filename, line).strip()
     exc.add_note(f"inlined {qualname} raised at {filename}:{line}: {text}\n"
                  "(build the bus with inline=False to see the handler's own frame)")
     return exc
+
+
+_RENAMED_LOCAL = re.compile(r"'h\d+_(\w+)'")
+
+
+def _unrename(exc: Exception) -> None:
+    """An UnboundLocalError raised by the inlined statements themselves names the local as
+    the handler wrote it (``due``), not as the rewrite renamed it (``h1_due``). One raised in
+    a callee (``tb_next``: a frame below the emit's) is that callee's and is left alone."""
+    tb = exc.__traceback__
+    if (type(exc) is UnboundLocalError and tb is not None and tb.tb_next is None
+            and len(exc.args) == 1 and isinstance(exc.args[0], str)):
+        exc.args = (_RENAMED_LOCAL.sub(r"'\1'", exc.args[0], count=1),)
 
 
 def _raising_line(exc: Exception, digest: int, runs: tuple[tuple[int, int, int], ...]
