@@ -49,7 +49,8 @@ class Notice:
     code: I64
 """
 
-HANDLERS = """import contextlib
+HANDLERS = """import abc
+import contextlib
 import functools
 from dataclasses import dataclass, field
 
@@ -241,12 +242,84 @@ class ReturnsDesk:
         LOG.append(("late", od.member, od.days))
         if od.days < 0:
             raise ValueError("negative days")
+
+
+class AuditMixin:
+    def handle(self, msg):
+        LOG.append(("audit", type(self).__name__, msg.book))
+        super().handle(msg)
+
+
+class ShelfBase(MessageHandler[Returned]):
+    def __init__(self):
+        self.shelved = []
+
+    def handle(self, msg):
+        self.shelved.append(msg.book)
+        LOG.append(("shelved", self.__where(msg)))
+
+    def __where(self, msg):              # private: mangled as _ShelfBase__where
+        return f"row {msg.book % 3}"
+
+
+class AuditedShelf(AuditMixin, ShelfBase):
+    pass
+
+
+class Lender(abc.ABC):
+    '''An abstract template in the handler module: its subclasses fill in `fee`.'''
+    @abc.abstractmethod
+    def fee(self, msg): ...
+
+    def handle(self, msg):
+        LOG.append(("fee", type(self).__name__, self.fee(msg)))
+
+
+class CardLender(Lender, MessageHandler[Returned]):
+    def fee(self, msg):
+        return msg.member * 2
+
+
+def make_counter(label):
+    class Counter(MessageHandler[Returned]):
+        tag = label
+
+        def handle(self, msg):
+            self.__n = getattr(self, "_Counter__n", 0) + 1
+            LOG.append((self.tag, self.__n))
+    return Counter
+
+
+MorningCounter = make_counter("morning")
+
+
+class Borrowed(MessageHandler[Returned]):
+    handle = ShelfBase.handle            # assigned from another class
+    _ShelfBase__where = ShelfBase._ShelfBase__where   # what ShelfBase.handle's self.__where reads
+
+    def __init__(self):
+        self.shelved = []
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(self, msg):
+        LOG.append(("wrapped", fn.__name__))
+        return fn(self, msg)
+    return wrapper
+
+
+class Decorated(MessageHandler[Returned]):
+    @logged
+    def handle(self, msg):
+        LOG.append(("decorated", msg.book))
 """
 
 ROUTING = """from mycelium_mono import routing_config
 from loanapp.messages import Checkout, Returned, Overdue, Notice  # noqa: F401
 from loanapp.handlers import (
-    FinallyDesk, FineDesk, Noticeboard, ReturnsDesk, Shapes, StaffPolicy, StudentPolicy,
+    AuditedShelf, Borrowed, CardLender, Decorated, FinallyDesk, FineDesk, MorningCounter,
+    Noticeboard, ReturnsDesk, Shapes, StaffPolicy, StudentPolicy,
 )
 
 
@@ -255,7 +328,7 @@ class LoanBus:
     Checkout = [Shapes, StudentPolicy, StaffPolicy, FinallyDesk]
     Notice = [Noticeboard]
     Overdue = [ReturnsDesk, FineDesk]
-    Returned = [ReturnsDesk]
+    Returned = [ReturnsDesk, AuditedShelf, CardLender, MorningCounter, Borrowed, Decorated]
 """
 
 # What a person writes instead of the bus: message name → (handler attribute, method), in the
@@ -265,7 +338,9 @@ ROUTES: dict[str, list[tuple[str, str]]] = {
                  ("staff_policy", "handle"), ("finally_desk", "handle")],
     "Notice": [("noticeboard", "handle")],
     "Overdue": [("returns_desk", "late"), ("fine_desk", "handle")],
-    "Returned": [("returns_desk", "back")],
+    "Returned": [("returns_desk", "back"), ("audited_shelf", "handle"),
+                 ("card_lender", "handle"), ("counter", "handle"),  # named by __name__
+                 ("borrowed", "handle"), ("decorated", "handle")],
 }
 
 
