@@ -1036,6 +1036,43 @@ class LoanBus:
     assert "local variable 'h1_total'" in str(helper)
 
 
+
+def test_a_comprehension_in_a_generator_expressions_first_iterable_is_inlined(
+        tmp_path: Path, build: Build) -> None:
+    """A generator expression's first iterable runs in the enclosing function, so on 3.12+
+    (PEP 709) a list or dict comprehension there puts its variable among the method's
+    locals. The inliner skipped every generator expression when listing those names, could
+    not prove the locals and kept such a handler a call on 3.12 and 3.13 only."""
+    handlers = """
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout
+
+LOG = []
+
+
+class Shelves(MessageHandler[Checkout]):
+    def handle(self, msg):
+        rows = sum(n for n in range(len([r for r in range(msg.book) if r % 2])))
+        LOG.append((rows, max(len({k: v for k, v in enumerate("ab")}) for _ in "x")))
+"""
+    routing_text = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout  # noqa: F401
+from loanapp.handlers import Shelves
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Shelves]
+"""
+    routing = load(tmp_path, build, handlers, routing_text)
+    assert inlined(routing.LoanBus) == ({"shelves"} if build.inline else set()), \
+        routing.LoanBus.__mycelium_notes__
+    module = sys.modules[f"{PACKAGE}.handlers"]
+    routing.LoanBus(shelves=module.Shelves()).emit(module.Checkout(1, 7))
+    assert module.LOG == [(3, 2)]
+
+
 # -- hypothesis: handler bodies a person writes, inlined, called and by hand -----------------
 #
 # tests/test_inline_hypothesis.py draws assignments, loops, returns and try blocks; this grammar

@@ -457,9 +457,9 @@ def _inlined_comprehension_names(body: Sequence[ast.stmt], mangle: str | None) -
 
     Since 3.12 (PEP 709) list, set and dict comprehensions are inlined into the function: their
     targets appear among its locals although they stay invisible outside the comprehension.
-    Generator expressions (and comprehensions inside them) keep their own code object. Without
-    this, 3.12+ proved no handler with a comprehension local and kept every one a call
-    (issue 11.3).
+    Generator expressions (and comprehensions inside them, but for their first iterable, which
+    the enclosing function evaluates) keep their own code object. Without this, 3.12+ proved
+    no handler with a comprehension local and kept every one a call (issue 11.3).
     """
     if sys.version_info < (3, 12):
         return set()
@@ -467,7 +467,12 @@ def _inlined_comprehension_names(body: Sequence[ast.stmt], mangle: str | None) -
     pending: list[ast.AST] = list(body)
     while pending:
         node = pending.pop()
-        if isinstance(node, ast.GeneratorExp | ast.Lambda):
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.GeneratorExp):
+            # Its first iterable runs in the enclosing function (a comprehension there is
+            # inlined into it); the rest belongs to the generator's own code object.
+            pending.append(node.generators[0].iter)
             continue
         if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp):
             names.update(_mangle(n.id, mangle) for gen in node.generators
