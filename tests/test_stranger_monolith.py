@@ -1073,6 +1073,73 @@ class LoanBus:
     assert module.LOG == [(3, 2)]
 
 
+
+FACTORY_HANDLERS = """
+from mycelium_mono import handles
+from loanapp.messages import Checkout, Returned
+
+LOG = []
+
+
+def make_counter(label, rename):
+    class Counter:
+        tag = label
+
+        @handles(Returned)
+        def back(self, msg):
+            LOG.append((self.tag, "back", msg.book))
+
+        @handles(Checkout)
+        def out(self, msg):
+            LOG.append((self.tag, "out", msg.book))
+
+    if rename:
+        Counter.__name__ = Counter.__qualname__ = f"{label.title()}Counter"
+    return Counter
+
+
+MorningCounter = make_counter("morning", RENAME)
+EveningCounter = make_counter("evening", RENAME)
+"""
+
+FACTORY_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout, Returned  # noqa: F401
+from loanapp.handlers import EveningCounter, MorningCounter
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Returned = [MorningCounter]
+    Checkout = [EveningCounter]
+"""
+
+
+def test_two_classes_from_one_factory_are_not_taken_for_one_class(
+        tmp_path: Path, build: Build) -> None:
+    """Two classes a factory function made share `module.qualname`, which was the handler's
+    key: the second was taken for the first, and Checkout went to the MorningCounter instance
+    (the bus had one `counter` slot), silently. The two share a bus attribute name, so it is
+    a routing error; named apart in the factory, each receives its own messages."""
+    with pytest.raises(RoutingError) as caught:
+        load(tmp_path, build, FACTORY_HANDLERS.replace("RENAME", "False"), FACTORY_ROUTING)
+    error = caught.value
+    assert error.code == "E0011"
+    assert "MorningCounter" in str(error) and "EveningCounter" in str(error)
+    assert error.text is not None
+    assert error.text[error.offset - 1 : error.end_offset - 1] == "EveningCounter"
+    forget_modules(PACKAGE)
+
+    routing = load(tmp_path / "renamed", build, FACTORY_HANDLERS.replace("RENAME", "True"),
+                   FACTORY_ROUTING)
+    module = sys.modules[f"{PACKAGE}.handlers"]
+    bus = routing.LoanBus(morning_counter=module.MorningCounter(),
+                          evening_counter=module.EveningCounter())
+    bus.emit(module.Returned(1, 1))
+    bus.emit(module.Checkout(1, 2))
+    assert module.LOG == [("morning", "back", 1), ("evening", "out", 2)]
+
+
 # -- hypothesis: handler bodies a person writes, inlined, called and by hand -----------------
 #
 # tests/test_inline_hypothesis.py draws assignments, loops, returns and try blocks; this grammar

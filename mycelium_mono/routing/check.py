@@ -163,8 +163,19 @@ class _Checker:
         return self.register(info, ref)
 
     def register(self, info: HandlerInfo, ref: NameRef) -> HandlerInfo | None:
-        if info.key in self.handlers:
-            return self.handlers[info.key][0]
+        known = self.handlers.get(info.key)
+        if known is not None:
+            first, first_ref = known
+            if first.live is None or info.live is None or first.live is info.live:
+                return first
+            # Two classes one factory function made: the same module and qualname, which is
+            # the key. Taken for one class, the second's messages went to the first's slot.
+            self.error("E0011", f"{ref.text} and {first_ref.text} are two classes with the same "
+                       f"name, {info.key}: the bus would store both as `{info.attr}`", ref.span,
+                       "give each class its own name (a class made by a factory function: set "
+                       "its __name__ and __qualname__ there), or route one class",
+                       note=f"{first_ref.text} is routed at line {first_ref.span.lineno}")
+            return None
         if keyword.iskeyword(info.attr):
             # `class Return` → `return`: no `MonolithBus(return=...)`, no `self.return`.
             self.error("E0011", f"handler class {info.name} would be stored as `{info.attr}`, "
