@@ -1140,6 +1140,108 @@ def test_two_classes_from_one_factory_are_not_taken_for_one_class(
     assert module.LOG == [("morning", "back", 1), ("evening", "out", 2)]
 
 
+
+CATALOG_MESSAGES = """
+from mycelium_mono import U32, message
+
+
+@message(type_id=64720, topic="catalog.notice")
+class Notice:                       # another module's Notice: the catalogue's, not a member's
+    shelf: U32
+
+
+def make_event(type_id, topic, rename):
+    class Event:
+        n: U32
+
+    if rename:
+        Event.__name__ = Event.__qualname__ = topic.split(".")[-1].title()
+    return message(type_id=type_id, topic=topic)(Event)
+
+
+Opened = make_event(64721, "desk.opened", RENAME)
+Closed = make_event(64722, "desk.closed", RENAME)
+"""
+
+BOARD_HANDLERS = """
+from mycelium_mono import handles
+from loanapp.catalog import Closed, Opened
+from loanapp.catalog import Notice as ShelfNotice
+from loanapp.messages import Notice
+
+LOG = []
+
+
+class Board:
+    @handles(Notice)
+    def member(self, msg):
+        LOG.append(("member", msg.member))
+
+    @handles(ShelfNotice)
+    def shelf(self, msg):
+        LOG.append(("shelf", msg.shelf))
+
+    @handles(Opened)
+    def opened(self, msg):
+        LOG.append(("opened", msg.n))
+
+    @handles(Closed)
+    def closed(self, msg):
+        LOG.append(("closed", msg.n))
+"""
+
+BOARD_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.catalog import Closed, Opened  # noqa: F401
+from loanapp.catalog import Notice as ShelfNotice  # noqa: F401
+from loanapp.messages import Notice  # noqa: F401
+from loanapp.handlers import Board
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    ROUTES
+"""
+
+
+@pytest.mark.parametrize("routes", [
+    pytest.param(("Notice = [Board]", "ShelfNotice = [Board]"), id="two-modules"),
+    pytest.param(("Opened = [Board]", "Closed = [Board]"), id="one-factory"),
+])
+def test_two_message_classes_of_one_name_are_a_routing_error_not_one_emit_method(
+        tmp_path: Path, build: Build, routes: tuple[str, str]) -> None:
+    """`loanapp.messages.Notice` and `loanapp.catalog.Notice` (imported as ShelfNotice) both
+    got `emit_notice`: the second method replaced the first, and a member's Notice went to
+    `board.shelf` (AttributeError inside the group). Two events a factory made were "routed
+    twice" (E0006, help: merge the lines). Named apart, every one is delivered."""
+    def routing_for(rename: bool) -> tuple[str, str]:
+        table = "\n    ".join(routes)
+        catalog = CATALOG_MESSAGES.replace("RENAME", str(rename))
+        if rename:  # type ids are registered per class name for the whole process
+            catalog = catalog.replace("6472", "6473")
+        return BOARD_ROUTING.replace("ROUTES", table), {"catalog": catalog}
+
+    text, extra = routing_for(False)
+    with pytest.raises(RoutingError) as caught:
+        load(tmp_path, build, BOARD_HANDLERS, text, extra)
+    error = caught.value
+    first, second = (line.split(" = ")[0] for line in routes)
+    assert error.code == "E0006", str(error)
+    assert first in str(error) and second in str(error)
+    assert error.text is not None
+    assert error.text[error.offset - 1 : error.end_offset - 1] == second
+    forget_modules(PACKAGE)
+    if routes[0].startswith("Notice"):
+        return  # two modules' classes called Notice: one bus cannot name both emit_notice
+    text, extra = routing_for(True)
+    routing = load(tmp_path / "renamed", build, BOARD_HANDLERS, text, extra)
+    module = sys.modules[f"{PACKAGE}.handlers"]
+    bus = routing.LoanBus(board=module.Board())
+    bus.emit(module.Opened(1))
+    bus.emit_closed(module.Closed(2))
+    assert module.LOG == [("opened", 1), ("closed", 2)]
+
+
 # -- hypothesis: handler bodies a person writes, inlined, called and by hand -----------------
 #
 # tests/test_inline_hypothesis.py draws assignments, loops, returns and try blocks; this grammar

@@ -82,7 +82,8 @@ class _Checker:
         self.problems: list[Diagnostic] = []
         self.handlers: dict[str, tuple[HandlerInfo, NameRef]] = {}
         self.attrs: dict[str, HandlerInfo] = {}
-        self.routed: dict[str, RouteEntry] = {}
+        self.routed: dict[str, tuple[RouteEntry, MessageInfo]] = {}
+        self.emit_names: dict[str, RouteEntry] = {}
 
     def error(self, code: str, message: str, span: Span, help: str | None = None,
               note: str | None = None) -> None:
@@ -120,13 +121,37 @@ class _Checker:
                        f"decorate {ref.text} with @message(type_id=..., topic=...), or route "
                        "the message class it was meant to be")
             return None
-        first = self.routed.get(info.key)
-        if first is not None:
+        known = self.routed.get(info.key)
+        if known is not None:
+            first, first_info = known
+            if None not in (info.type_id, first_info.type_id) and \
+                    info.type_id != first_info.type_id:
+                # Two classes a factory function made: one module and qualname, the key.
+                self.error("E0006", f"{ref.text} and {first.message.text} are two message "
+                           f"classes with the same name, {info.key}", ref.span,
+                           "give each message class its own name (a class made by a factory "
+                           "function: set its __name__ and __qualname__ there)",
+                           note=f"{first.message.text} is routed on line {first.span.lineno}")
+                return None
             self.error("E0006", f"{info.name} is routed twice", ref.span,
                        "merge the two lines into one list (or one route(...))",
                        note=f"first routed on line {first.span.lineno}")
             return None
-        self.routed[info.key] = entry
+        emit = f"emit_{snake_case(info.name)}"
+        names = [emit, f"{emit}_sync", f"{emit}_async"] if entry.split else [emit]
+        clash = next((name for name in names if name in self.emit_names), None)
+        if clash is not None:
+            # `messages.Notice` and `catalog.Notice as ShelfNotice`: one emit_notice replaced
+            # the other, and the first's messages went to the second's handlers.
+            other = self.emit_names[clash]
+            self.error("E0006", f"{ref.text} and {other.message.text} would both be emitted by "
+                       f"`{clash}` (the bus names each emit method after its message class)",
+                       ref.span, "route one of them on another bus, or rename one message "
+                       "class (everywhere it is exchanged: its name is part of its fingerprint)",
+                       note=f"{other.message.text} is routed on line {other.span.lineno}")
+            return None
+        self.routed[info.key] = (entry, info)
+        self.emit_names.update(dict.fromkeys(names, entry))
         return info
 
     def check_handlers(self, refs: tuple[NameRef, ...], message: MessageInfo | None,
