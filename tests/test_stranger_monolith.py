@@ -1242,6 +1242,120 @@ def test_two_message_classes_of_one_name_are_a_routing_error_not_one_emit_method
     assert module.LOG == [("opened", 1), ("closed", 2)]
 
 
+PIPELINE_HANDLERS = """
+from mycelium_mono import MessageHandler, handles
+from loanapp.messages import Checkout, Notice, Overdue
+
+
+class Policy(MessageHandler[Checkout]):
+    '''Lends up to two books a member; a third is refused with a Notice.'''
+    def __init__(self):
+        self.loans, self.log = {}, []
+
+    def handle(self, msg):
+        held = self.loans.get(msg.member, 0)
+        self.log.append((msg.member, msg.book, held))
+        if held >= 2:
+            self.emit(Notice(msg.member, code=held))
+            return
+        self.loans[msg.member] = held + 1
+
+
+class Board(MessageHandler[Notice]):
+    def __init__(self):
+        self.log = []
+
+    def handle(self, note):
+        self.log.append((note.member, note.code))
+        if note.member % 2:
+            self.emit(Overdue(note.member, days=note.code * 7))
+
+
+class Fines(MessageHandler[Overdue]):
+    def __init__(self):
+        self.total, self.log = 0, []
+
+    def handle(self, od):
+        self.total += od.days
+        self.log.append((od.member, self.total))
+
+
+class Audit:
+    def __init__(self):
+        self.log = []
+
+    @handles(Checkout)
+    def out(self, msg):
+        self.log.append(("out", msg.member, msg.book))
+
+    @handles(Notice)
+    def noted(self, msg):
+        self.log.append(("notice", msg.member))
+
+    @handles(Overdue)
+    def late(self, msg):
+        self.log.append(("late", msg.member, msg.days))
+"""
+
+PIPELINE_ROUTING = """
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout, Notice, Overdue  # noqa: F401
+from loanapp.handlers import Audit, Board, Fines, Policy
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [Policy, Audit]
+    Notice = [Board, Audit]
+    Overdue = [Audit, Fines]
+"""
+
+
+def test_one_producer_per_message_type_the_monolith_and_the_message_bus_agree(
+        tmp_path: Path, build: Build) -> None:
+    """README, "What differs between the monolith and the bus": with one producer per message
+    type every subscriber sees the same messages in the same order on the asyncio MessageBus
+    (queued, first in first out) as on the monolith (depth first)."""
+    import asyncio
+
+    from mycelium_mono import MessageBus, ServiceRuntime
+
+    routing = load(tmp_path, build, PIPELINE_HANDLERS, PIPELINE_ROUTING)
+    module = sys.modules[f"{PACKAGE}.handlers"]
+    feed = [module.Checkout(member, book) for book in range(5) for member in (1, 2, 3)]
+
+    def fresh() -> dict[str, Any]:
+        return {"policy": module.Policy(), "audit": module.Audit(), "board": module.Board(),
+                "fines": module.Fines()}
+
+    def logs(services: dict[str, Any]) -> dict[str, Any]:
+        audit = services["audit"].log
+        return {**{name: s.log for name, s in services.items() if name != "audit"},
+                **{f"audit-{kind}": [e for e in audit if e[0] == kind]
+                   for kind in ("out", "notice", "late")},
+                "fines-total": services["fines"].total}
+
+    on_monolith = fresh()
+    bus = routing.LoanBus(**on_monolith)
+    for msg in feed:
+        bus.emit(msg)
+
+    async def on_the_message_bus() -> dict[str, Any]:
+        services = fresh()
+        runtime = ServiceRuntime(MessageBus())
+        for service in services.values():
+            await runtime.spawn_service(service)
+        publisher = runtime.bus.publisher(module.Checkout)
+        for msg in feed:
+            await publisher.publish(msg)
+        await runtime.shutdown()  # graceful: every queue drained first
+        return services
+
+    flexible = asyncio.run(asyncio.wait_for(on_the_message_bus(), 30))
+    assert logs(on_monolith) == logs(flexible)
+    assert logs(on_monolith)["fines-total"] > 0 and len(logs(on_monolith)["board"]) == 9
+
+
 # -- hypothesis: handler bodies a person writes, inlined, called and by hand -----------------
 #
 # tests/test_inline_hypothesis.py draws assignments, loops, returns and try blocks; this grammar
