@@ -1356,6 +1356,41 @@ def test_one_producer_per_message_type_the_monolith_and_the_message_bus_agree(
     assert logs(on_monolith)["fines-total"] > 0 and len(logs(on_monolith)["board"]) == 9
 
 
+@pytest.mark.parametrize("name", ["Self", "Object", "Isinstance", "Getattr"])
+def test_a_handler_class_named_like_a_name_the_constructor_uses_is_a_routing_error(
+        tmp_path: Path, build: Build, name: str) -> None:
+    """The constructor takes one argument per handler class and uses `self`, `object`,
+    `isinstance` and `getattr`: `class Object` shadowed `object.__setattr__` ("expected 2
+    arguments, got 3" from the routing line), `class Self` was a SyntaxError (duplicate
+    argument) from inside the library."""
+    handlers = f"""
+from mycelium_mono import MessageHandler
+from loanapp.messages import Checkout
+
+
+class {name}(MessageHandler[Checkout]):
+    def handle(self, msg):
+        pass
+"""
+    routing_text = f"""
+from mycelium_mono import routing_config
+from loanapp.messages import Checkout  # noqa: F401
+from loanapp.handlers import {name}
+
+
+@routing_config(inline=INLINE)
+class LoanBus:
+    Checkout = [{name}]
+"""
+    with pytest.raises(RoutingError) as caught:
+        load(tmp_path, build, handlers, routing_text)
+    error = caught.value
+    assert error.code == "E0011"
+    assert f"`{name.lower()}`" in str(error) and "rename the handler class" in str(error)
+    assert error.text is not None
+    assert error.text[error.offset - 1 : error.end_offset - 1] == name
+
+
 # -- hypothesis: handler bodies a person writes, inlined, called and by hand -----------------
 #
 # tests/test_inline_hypothesis.py draws assignments, loops, returns and try blocks; this grammar

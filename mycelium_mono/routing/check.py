@@ -64,8 +64,10 @@ class ResolvedTable:
     routes: tuple[ResolvedRoute, ...]
 
 
-RESERVED_ATTRS = frozenset({"emit", "background", "on_error", "detach"})
-"""Names of the generated bus's own members; a handler attribute may not shadow them."""
+RESERVED_ATTRS = frozenset({"emit", "background", "on_error", "detach",
+                            "self", "object", "isinstance", "getattr"})
+"""Names of the generated bus's own members, and the names its constructor (which takes one
+argument per handler attribute) uses: a handler attribute may not shadow them."""
 
 LINTER_NOTE = (
     "linters count a name on the left of `=` as unused: if `ruff --fix` or autoflake removed "
