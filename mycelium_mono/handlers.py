@@ -200,7 +200,8 @@ def attach_emitter(handler: object, emit: Callable[[Any], Any]) -> None:
             "help: give each bus or runtime its own handler instance, or free it from the "
             "first one with bus.detach()"
         )
-    handler.emit = emit  # type: ignore[method-assign]
+    # Past the class's own __setattr__: a frozen dataclass refuses `handler.emit = ...`.
+    object.__setattr__(handler, "emit", emit)
 
 
 def detach_emitter(handler: object, owner: object | None = None) -> None:
@@ -210,7 +211,7 @@ def detach_emitter(handler: object, owner: object | None = None) -> None:
     current = getattr(handler.emit, "__self__", None)
     if current is handler or (owner is not None and _domain(current) is not _domain(owner)):
         return
-    del handler.emit
+    object.__delattr__(handler, "emit")
 
 
 def _domain(owner: object) -> object:

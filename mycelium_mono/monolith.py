@@ -37,6 +37,8 @@ class GeneratedBus:
     __slots__ = ("__weakref__", "_background", "_dispatch", "_on_error")
 
     __mycelium_services__: ClassVar[dict[str, type]] = {}
+    __mycelium_routes__: ClassVar[dict[type, str]] = {}
+    """Per routed message class, the name of the emit method ``emit(msg)`` calls."""
     __mycelium_calls__: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
     """Per sync emit method, its ``(service attribute, method)`` pairs in routing order."""
     __mycelium_notes__: ClassVar[tuple[tuple[str, str, str, str, str], ...]] = ()
@@ -145,23 +147,31 @@ class GeneratedBus:
         if isinstance(exc, BusDetachedError) and type(getattr(self, attr)) is _DetachedSlot:
             raise exc  # a refused emit, not a handler's failure: no on_error, no group
         errors = failed(None, exc, self, f"{attr}.{method}")
+        first = exc
         for attr, method in calls[index + 1 :]:
             try:
                 getattr(getattr(self, attr), method)(msg)
             except Exception as exc:
-                failed(errors, exc, self, f"{attr}.{method}")
-        self._raise_failures(emit, msg, errors)
+                failed(errors, _unchained(exc, first), self, f"{attr}.{method}")
+        self._raise_failures(emit, msg, errors, after=first)
 
-    def _raise_failures(self, method: str, msg: Any, errors: list[tuple[str, Exception]]) -> None:
+    def _raise_failures(self, method: str, msg: Any, errors: list[tuple[str, Exception]],
+                        *, after: Exception | None = None) -> None:
+        """Hand ``errors`` to ``on_error`` or raise them as one group. ``after``: the failure
+        whose ``except`` this runs in (a sync emit's), which the group does not chain to."""
         if self._on_error is not None:
             for where, exc in errors:
                 self._on_error(exc, where, msg)
             return
         names = ", ".join(where for where, _ in errors)
-        raise ExceptionGroup(
+        group = ExceptionGroup(
             f"{type(self).__name__}.{method}: {len(errors)} handler(s) failed ({names})",
             [exc for _, exc in errors],
         )
+        if after is not None:
+            raise group from None  # its first member, not the context it was raised in
+        raise group
+
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._detached():
@@ -249,6 +259,25 @@ def replace_service(bus: GeneratedBus, name: str, value: object) -> None:
 
 def _rebuild(cls: type[GeneratedBus], services: tuple[Any, ...], on_error: Any) -> GeneratedBus:
     return cls(*services, on_error=on_error)  # type: ignore[call-arg]
+
+
+def _unchained(exc: Exception, first: Exception) -> Exception:
+    """``exc`` without the link to ``first`` that only running in ``first``'s ``except`` made.
+
+    The handlers after a failed one run inside the emit's ``except`` clause, so Python chains
+    whatever they raise to the first failure (``__context__``), and a printed group showed that
+    failure again with "During handling of the above exception...". Called by hand, one after
+    the other, independent handlers chain nothing.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if link.__context__ is first:
+            link.__context__ = None
+            break
+        link = link.__context__
+    return exc
 
 
 def failed(

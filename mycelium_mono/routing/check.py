@@ -7,6 +7,7 @@ order) and, per message, the method each handler receives it with.
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass
 
 from mycelium_mono.messages import snake_case
@@ -63,8 +64,10 @@ class ResolvedTable:
     routes: tuple[ResolvedRoute, ...]
 
 
-RESERVED_ATTRS = frozenset({"emit", "background", "on_error", "detach"})
-"""Names of the generated bus's own members; a handler attribute may not shadow them."""
+RESERVED_ATTRS = frozenset({"emit", "background", "on_error", "detach",
+                            "self", "object", "isinstance", "getattr"})
+"""Names of the generated bus's own members, and the names its constructor (which takes one
+argument per handler attribute) uses: a handler attribute may not shadow them."""
 
 LINTER_NOTE = (
     "linters count a name on the left of `=` as unused: if `ruff --fix` or autoflake removed "
@@ -81,7 +84,8 @@ class _Checker:
         self.problems: list[Diagnostic] = []
         self.handlers: dict[str, tuple[HandlerInfo, NameRef]] = {}
         self.attrs: dict[str, HandlerInfo] = {}
-        self.routed: dict[str, RouteEntry] = {}
+        self.routed: dict[str, tuple[RouteEntry, MessageInfo]] = {}
+        self.emit_names: dict[str, RouteEntry] = {}
 
     def error(self, code: str, message: str, span: Span, help: str | None = None,
               note: str | None = None) -> None:
@@ -119,13 +123,37 @@ class _Checker:
                        f"decorate {ref.text} with @message(type_id=..., topic=...), or route "
                        "the message class it was meant to be")
             return None
-        first = self.routed.get(info.key)
-        if first is not None:
+        known = self.routed.get(info.key)
+        if known is not None:
+            first, first_info = known
+            if None not in (info.type_id, first_info.type_id) and \
+                    info.type_id != first_info.type_id:
+                # Two classes a factory function made: one module and qualname, the key.
+                self.error("E0006", f"{ref.text} and {first.message.text} are two message "
+                           f"classes with the same name, {info.key}", ref.span,
+                           "give each message class its own name (a class made by a factory "
+                           "function: set its __name__ and __qualname__ there)",
+                           note=f"{first.message.text} is routed on line {first.span.lineno}")
+                return None
             self.error("E0006", f"{info.name} is routed twice", ref.span,
                        "merge the two lines into one list (or one route(...))",
                        note=f"first routed on line {first.span.lineno}")
             return None
-        self.routed[info.key] = entry
+        emit = f"emit_{snake_case(info.name)}"
+        names = [emit, f"{emit}_sync", f"{emit}_async"] if entry.split else [emit]
+        clash = next((name for name in names if name in self.emit_names), None)
+        if clash is not None:
+            # `messages.Notice` and `catalog.Notice as ShelfNotice`: one emit_notice replaced
+            # the other, and the first's messages went to the second's handlers.
+            other = self.emit_names[clash]
+            self.error("E0006", f"{ref.text} and {other.message.text} would both be emitted by "
+                       f"`{clash}` (the bus names each emit method after its message class)",
+                       ref.span, "route one of them on another bus, or rename one message "
+                       "class (everywhere it is exchanged: its name is part of its fingerprint)",
+                       note=f"{other.message.text} is routed on line {other.span.lineno}")
+            return None
+        self.routed[info.key] = (entry, info)
+        self.emit_names.update(dict.fromkeys(names, entry))
         return info
 
     def check_handlers(self, refs: tuple[NameRef, ...], message: MessageInfo | None,
@@ -162,8 +190,26 @@ class _Checker:
         return self.register(info, ref)
 
     def register(self, info: HandlerInfo, ref: NameRef) -> HandlerInfo | None:
-        if info.key in self.handlers:
-            return self.handlers[info.key][0]
+        known = self.handlers.get(info.key)
+        if known is not None:
+            first, first_ref = known
+            if first.live is None or info.live is None or first.live is info.live:
+                return first
+            # Two classes one factory function made: the same module and qualname, which is
+            # the key. Taken for one class, the second's messages went to the first's slot.
+            self.error("E0011", f"{ref.text} and {first_ref.text} are two classes with the same "
+                       f"name, {info.key}: the bus would store both as `{info.attr}`", ref.span,
+                       "give each class its own name (a class made by a factory function: set "
+                       "its __name__ and __qualname__ there), or route one class",
+                       note=f"{first_ref.text} is routed at line {first_ref.span.lineno}")
+            return None
+        if keyword.iskeyword(info.attr):
+            # `class Return` → `return`: no `MonolithBus(return=...)`, no `self.return`.
+            self.error("E0011", f"handler class {info.name} would be stored as `{info.attr}`, "
+                       "a Python keyword, which cannot name the bus's argument and attribute",
+                       ref.span, "rename the handler class (the bus takes one keyword "
+                       "argument per handler class, its name in snake_case)")
+            return None
         if info.attr in RESERVED_ATTRS or info.attr.startswith(("emit_", "_")):
             self.error("E0011", f"handler class {info.name} would be stored as `{info.attr}`, "
                        "which the generated bus uses itself", ref.span,

@@ -155,6 +155,7 @@ def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
         _stmt(f'"""{_docstring(table)}"""'),
         _stmt(f"__slots__ = {_slots(table, plan)!r}"),
         _stmt(_services_mapping(table)),
+        _stmt(_routes_mapping(table)),
     ]
     body.append(_stmt(f"__mycelium_calls__ = {_calls_table(table)!r}"))
     # What was decided for each handler and why, carried by the class itself: `show` and
@@ -218,18 +219,24 @@ def _services_mapping(table: ResolvedTable) -> str:
 
 
 def _init(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
+    """The constructor. Handler and message classes are the ones the class statement saw
+    (``__mycelium_services__``, ``__mycelium_routes__``), never the routing module's globals
+    read again: a module may ``del`` or rebind those names, or a test patch them, later."""
     params = "".join(f", {h.attr}: {ref.text}" for h, ref in table.handlers)
-    lines = [f"def __init__(self{params}, *, on_error=None, background=None) -> None:"]
-    for handler, ref in table.handlers:
+    lines = [f"def __init__(self{params}, *, on_error=None, background=None) -> None:",
+             # `_`-names cannot be handler attributes (E0011): no parameter is shadowed.
+             "    _services = self.__mycelium_services__"]
+    for handler, _ in table.handlers:
+        expected = f"_services[{handler.attr!r}]"
         lines += [
-            f"    if not isinstance({handler.attr}, {ref.text}):",
-            f"        raise {SUPPORT}.wrong_service(self, {handler.attr!r}, {ref.text}, "
+            f"    if not isinstance({handler.attr}, {expected}):",
+            f"        raise {SUPPORT}.wrong_service(self, {handler.attr!r}, {expected}, "
             f"{handler.attr})",
             # Past `__setattr__`, which is for replacing a service on a built bus.
             f"    object.__setattr__(self, {handler.attr!r}, {handler.attr})",
         ]
-    dispatch = ", ".join(f"{r.message_expr}: self.{r.emit_name}" for r in table.routes)
-    lines.append(f"    self._setup(on_error, background, {{{dispatch}}})")
+    lines.append("    self._setup(on_error, background, {message: getattr(self, emit) for "
+                 "message, emit in self.__mycelium_routes__.items()})")
     if guarded:
         lines.append(f"    {INLINE_SUPPORT}.recheck(self)")
     fn = _stmt("\n".join(lines))
@@ -237,9 +244,16 @@ def _init(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
     _place(fn, table.span)
     # The two statements checking and storing a service point at where it was first routed.
     for index, (_, ref) in enumerate(table.handlers):
-        for stmt in fn.body[2 * index : 2 * index + 2]:
+        for stmt in fn.body[1 + 2 * index : 3 + 2 * index]:
             _place(stmt, ref.span)
     return fn
+
+
+def _routes_mapping(table: ResolvedTable) -> str:
+    """Message class → the emit method ``emit(msg)`` dispatches it to (evaluated once, with
+    the class statement, as the table itself was)."""
+    items = ", ".join(f"{r.message_expr}: {r.emit_name!r}" for r in table.routes)
+    return f"__mycelium_routes__ = {{{items}}}"
 
 
 def _setattr(table: ResolvedTable, *, guarded: bool) -> ast.stmt:
@@ -432,9 +446,41 @@ def _drop_single_use_aliases(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None
                       for stmt in block.body for n in ast.walk(stmt))
         if len(uses) != 1 or repeats or not isinstance(uses[0].ctx, ast.Load):
             continue
+        # `self` is the service the message was given to: the slot may be read late only if
+        # nothing runs before that read (`h1.n += 1`). A body that first calls out could
+        # replace the bus's service (`bus.counter = Counter()`) before `self.counter.n += 1`.
+        if len(block.body) < 2 or _first_evaluated(block.body[1]) is not uses[0]:
+            continue
         _replace_node(block, uses[0], copy.deepcopy(alias.value))
         body[index] = ast.Pass()  # keeps indexes stable; removed below
     fn.body = [stmt for stmt in body if not isinstance(stmt, ast.Pass)]
+
+
+def _first_evaluated(node: ast.AST) -> ast.AST:
+    """The sub-expression Python evaluates first when it runs ``node`` (for the forms where
+    that is plain; anything else answers itself, which no alias use is)."""
+    while True:
+        if isinstance(node, ast.Expr | ast.Return) and node.value is not None:
+            node = node.value
+        elif isinstance(node, ast.AugAssign):
+            node = node.target  # its object is loaded before the value is computed
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            # The value runs first; a constant runs nothing, so the target's object is next.
+            node = node.targets[0] if isinstance(node.value, ast.Constant) else node.value
+        elif isinstance(node, ast.If | ast.While):
+            node = node.test
+        elif isinstance(node, ast.Call):
+            node = node.func
+        elif isinstance(node, ast.Attribute | ast.Subscript):
+            node = node.value
+        elif isinstance(node, ast.BinOp | ast.Compare):
+            node = node.left
+        elif isinstance(node, ast.BoolOp):
+            node = node.values[0]
+        elif isinstance(node, ast.UnaryOp):
+            node = node.operand
+        else:
+            return node
 
 
 def _is_alias(stmt: ast.stmt) -> bool:

@@ -23,9 +23,9 @@ meaning:
   far more than a ``break``.
 
 Everything the rewrite cannot prove keeps the call: closures and ``super()``, generators,
-``global``/``nonlocal``, frame and namespace introspection, nested functions, imports in the
-body, decorators, defaults or extra parameters, a class with its own ``__getattribute__``, a
-name the module does not define.
+``global``/``nonlocal``, a ``break``/``continue`` in a ``finally`` block, frame and namespace
+introspection, nested functions, imports in the body, decorators, defaults or extra parameters,
+a class with its own ``__getattribute__``, a name the module does not define.
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
@@ -44,6 +44,7 @@ import copy
 import functools
 import inspect
 import linecache
+import re
 import sys
 import types
 import zlib
@@ -325,7 +326,26 @@ def _unsupported_node(node: ast.AST) -> str | None:
         return f"uses {node.id}"
     if isinstance(node, ast.Attribute) and node.attr in _FRAME_ATTRS:
         return f"inspects frames (.{node.attr})"
+    if isinstance(node, ast.Try | ast.TryStar) and _leaves_loop(node.finalbody):
+        # A `break`/`continue` in a `finally` cancels a `return` of its `try`; inlined, that
+        # return has already set its flag and the code after the loop would be skipped.
+        return "break/continue in a finally block"
     return None
+
+
+def _leaves_loop(body: list[ast.stmt]) -> bool:
+    """``body`` holds a ``break`` or ``continue`` of a loop around it (not one of its own)."""
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Break | ast.Continue):
+            return True
+        if isinstance(node, ast.For | ast.AsyncFor | ast.While):
+            pending.extend(node.orelse)  # a loop's `else` belongs to the loop around it
+            continue
+        if not isinstance(node, ast.expr):
+            pending.extend(ast.iter_child_nodes(node))
+    return False
 
 
 # -- the rewrite ------------------------------------------------------------------------------
@@ -437,9 +457,9 @@ def _inlined_comprehension_names(body: Sequence[ast.stmt], mangle: str | None) -
 
     Since 3.12 (PEP 709) list, set and dict comprehensions are inlined into the function: their
     targets appear among its locals although they stay invisible outside the comprehension.
-    Generator expressions (and comprehensions inside them) keep their own code object. Without
-    this, 3.12+ proved no handler with a comprehension local and kept every one a call
-    (issue 11.3).
+    Generator expressions (and comprehensions inside them, but for their first iterable, which
+    the enclosing function evaluates) keep their own code object. Without this, 3.12+ proved
+    no handler with a comprehension local and kept every one a call (issue 11.3).
     """
     if sys.version_info < (3, 12):
         return set()
@@ -447,7 +467,12 @@ def _inlined_comprehension_names(body: Sequence[ast.stmt], mangle: str | None) -
     pending: list[ast.AST] = list(body)
     while pending:
         node = pending.pop()
-        if isinstance(node, ast.GeneratorExp | ast.Lambda):
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, ast.GeneratorExp):
+            # Its first iterable runs in the enclosing function (a comprehension there is
+            # inlined into it); the rest belongs to the generator's own code object.
+            pending.append(node.generators[0].iter)
             continue
         if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp):
             names.update(_mangle(n.id, mangle) for gen in node.generators
@@ -679,11 +704,25 @@ def located(exc: Exception,
     indexes of the emit method to handler lines (see ``generate._locate_origins``).
     """
     filename, qualname, firstlineno, digest, runs = origin
+    _unrename(exc)
     line = _raising_line(exc, digest, runs) or firstlineno
     text = linecache.getline(filename, line).strip()
     exc.add_note(f"inlined {qualname} raised at {filename}:{line}: {text}\n"
                  "(build the bus with inline=False to see the handler's own frame)")
     return exc
+
+
+_RENAMED_LOCAL = re.compile(r"'h\d+_(\w+)'")
+
+
+def _unrename(exc: Exception) -> None:
+    """An UnboundLocalError raised by the inlined statements themselves names the local as
+    the handler wrote it (``due``), not as the rewrite renamed it (``h1_due``). One raised in
+    a callee (``tb_next``: a frame below the emit's) is that callee's and is left alone."""
+    tb = exc.__traceback__
+    if (type(exc) is UnboundLocalError and tb is not None and tb.tb_next is None
+            and len(exc.args) == 1 and isinstance(exc.args[0], str)):
+        exc.args = (_RENAMED_LOCAL.sub(r"'\1'", exc.args[0], count=1),)
 
 
 def _raising_line(exc: Exception, digest: int, runs: tuple[tuple[int, int, int], ...]
