@@ -10,6 +10,9 @@ acknowledged only when every local subscriber is done with it:
 - failed (a handler raised, a ``"raise"`` subscriber refused it) → ``nak`` with the next
   ``backoff_s`` delay, and after ``max_deliver`` deliveries → a copy to the dead-letter
   subject (stored in its own stream, with the last error in the headers), then ``term``;
+  the copy's ``Nats-Msg-Id`` is the input's stream and sequence, so an input dead-lettered
+  again (the consumer died before its term) is stored once within the dead-letter stream's
+  duplicate window (2 minutes by default), counted as ``dead_letter_repeats``;
 - delivered more than ``max_deliver`` times without ever being settled (the consumer kept
   crashing on it) → dead-lettered on arrival, before it can crash the consumer again;
 - undecodable (garbage, truncated, unknown type) → ``term``, logged loudly and counted as
@@ -65,6 +68,7 @@ log = logging.getLogger("mycelium_mono.transport.nats")
 
 # JetStream's error code for "subjects overlap with an existing stream".
 _OVERLAP = 10065
+_MSG_ID = "Nats-Msg-Id"
 _DISCARD = {"old": DiscardPolicy.OLD, "new": DiscardPolicy.NEW}
 
 
@@ -502,10 +506,14 @@ class PullConsumer:
             "Mycelium-Deliveries": str(deliveries),
             "Mycelium-Subject": m.subject,
             "Mycelium-Stream-Seq": _stream_seq(m),
+            # One id per input: dead-lettering it again (the consumer died before the term
+            # below reached the server) is dropped by the dead-letter stream's duplicate
+            # window instead of storing a second copy.
+            _MSG_ID: dead_letter_msg_id(m),
         }
         try:
             await self._ensure_dead_letter_stream()
-            await self.js.publish(subject, m.data, headers=headers, timeout=5.0)
+            ack = await self.js.publish(subject, m.data, headers=headers, timeout=5.0)
         except Exception as exc:
             # Not stored anywhere: keep it in the main stream (redelivered after the delay).
             self.inbound.count("dead_letter_errors")
@@ -513,6 +521,15 @@ class PullConsumer:
             await m.nak(delay=self.options.delay(deliveries))
             return
         await m.term()
+        if ack.duplicate:
+            self.inbound.count("dead_letter_repeats")
+            log.warning(
+                "JetStream message %s on %s was already dead-lettered to %s (not stored again)",
+                _stream_seq(m),
+                m.subject,
+                subject,
+            )
+            return
         self.inbound.count("dead_lettered")
         log.error(
             "JetStream message %s on %s dead-lettered to %s after %d deliveries; last error: %r",
@@ -535,6 +552,12 @@ class PullConsumer:
 def dead_letter_stream_name(prefix: str) -> str:
     """The stream that stores ``<prefix>.>``: the prefix with separators made name-safe."""
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in prefix).upper()
+
+
+def dead_letter_msg_id(m: Msg) -> str:
+    """The dead-letter copy's ``Nats-Msg-Id``: the input's stream and stream sequence."""
+    meta = m.metadata
+    return f"dlq.{meta.stream}.{meta.sequence.stream}"
 
 
 def _stream_seq(m: Msg) -> str:
