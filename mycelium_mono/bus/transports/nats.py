@@ -442,10 +442,17 @@ class NatsTransport(Transport):
             return
         ledger = self._ledger
         ledger.sending += 1  # accepted: an input settled from now on waits for it
+        indexed = False
         try:
-            await self._send(wire_type(type(msg)), self._out.body(msg))
+            indexed = await self._send(wire_type(type(msg)), self._out.body(msg))
         finally:
             ledger.sending -= 1
+            if not indexed and self._js is not None:
+                # Failed (or cancelled) before it took an index: an input settled meanwhile
+                # counted it as sending and waits for an index below its mark. Nothing will
+                # be stored, and this caller hears why, so the slot is resolved empty (not
+                # refused: another task's failure is not that input's).
+                ledger.resolve(ledger.append())
 
     def full(self) -> bool:
         """``max_in_flight`` messages already wait in the background sender's outbox."""
@@ -481,7 +488,8 @@ class NatsTransport(Transport):
             await self._send(wt, body)
             outbox.popleft()
 
-    async def _send(self, wt: WireType, body: bytes) -> None:
+    async def _send(self, wt: WireType, body: bytes) -> bool:
+        """Send; True once a JetStream publish took its index in the ledger."""
         nc = self._require()
         self._watch.check("publish", wt.subject)
         if self._js is None:
@@ -489,8 +497,10 @@ class NatsTransport(Transport):
         else:
             await self._send_stored(self._js, wt, body)
         self.stats.sent += 1
+        return self._js is not None
 
     async def _send_stored(self, js: JetStreamContext, wt: WireType, body: bytes) -> None:
+        """Hand ``body`` to the server; its ledger index is taken last, once it is sent."""
         topic = wt.cls.TOPIC
         if topic not in self._stream_topics:
             await self._ensure_stream(topic)
