@@ -13,7 +13,9 @@ has not run yet), ``acked`` right after the first input ack this process sends o
 were handled (its output stored; a PING/PONG after the ack: the server has it), ``term``
 right before the first ``term`` it would send once K were handled (for a dead-lettered input:
 its copy is stored in the dead-letter stream, the input is still unsettled at the server).
-``--fail-seq N`` makes the handler raise on Tick N (every time). Prints ``READY`` once
+``--fail-seq N`` makes the handler raise on Tick N (every time). ``--record PATH``: the seq
+of every Tick a handler *began* on is appended there (one ``os.write``, O_APPEND: it survives
+the SIGKILL that follows). Prints ``READY`` once
 consuming, then runs until killed (or ``QUIT``).
 """
 
@@ -40,10 +42,15 @@ def die() -> None:
 class Fuse:
     """Counts handled inputs and SIGKILLs this process at the chosen point."""
 
-    def __init__(self, after: int, at: str) -> None:
+    def __init__(self, after: int, at: str, record: int | None = None) -> None:
         self.after = after
         self.at = at
         self.handled = 0
+        self.record = record
+
+    def began(self, seq: int) -> None:
+        if self.record is not None:
+            os.write(self.record, f"{seq}\n".encode())
 
     def emitted(self) -> None:
         self.handled += 1
@@ -67,6 +74,7 @@ class SyncRelay(MessageHandler[Tick]):
         self.fail_seq = fail_seq
 
     def handle(self, msg: Tick) -> None:
+        self.fuse.began(msg.seq)
         if self.slow_s:
             time.sleep(self.slow_s)
         if msg.seq == self.fail_seq:
@@ -86,6 +94,7 @@ class AsyncRelay(MessageHandler[Tick]):
 
     async def handle(self, msg: Tick) -> None:
         assert self.ctx is not None
+        self.fuse.began(msg.seq)
         if self.slow_s:
             await asyncio.sleep(self.slow_s)
         if msg.seq == self.fail_seq:
@@ -137,9 +146,13 @@ async def main() -> None:
     parser.add_argument("--max-deliver", type=int, default=5)
     parser.add_argument("--die-after", type=int, default=0)
     parser.add_argument("--fail-seq", type=int, default=0)
+    parser.add_argument("--record", default=None)
     parser.add_argument("--die-at", choices=["emit", "return", "acked", "term"], default="return")
     args = parser.parse_args()
-    fuse = Fuse(args.die_after, args.die_at)
+    record = None
+    if args.record:
+        record = os.open(args.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fuse = Fuse(args.die_after, args.die_at, record)
     if args.die_at == "acked":
         die_after_first_ack(fuse)
     if args.die_at == "term":

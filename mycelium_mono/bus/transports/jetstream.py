@@ -14,7 +14,15 @@ acknowledged only when every local subscriber is done with it:
   again (the consumer died before its term) is stored once within the dead-letter stream's
   duplicate window (2 minutes by default), counted as ``dead_letter_repeats``;
 - delivered more than ``max_deliver`` times without ever being settled (the consumer kept
-  crashing on it) → dead-lettered on arrival, before it can crash the consumer again;
+  crashing, or exceeded ``ack_wait``, while holding it) → one more try *alone*: the consumer
+  waits until nothing else it fetched is unsettled, offers it, and fetches nothing more
+  until it is settled, so a crash now charges a delivery to this message only. The server
+  counts a delivery for every message a consumer fetched, begun or not, so a consumer
+  SIGKILLed again and again would otherwise push every message it had prefetched past the
+  limit though only one was ever handled. Delivered more than ``max_deliver + 1`` times
+  (it did not settle even alone) → dead-lettered on arrival, before it can crash the
+  consumer again. After a start, and after such a message, the consumer fetches one
+  message at a time until one arrives that was delivered ``max_deliver`` times or fewer;
 - undecodable (garbage, truncated, unknown type) → ``term``, logged loudly and counted as
   ``poison``: it can never be processed, and acking it "as processed" would hide it;
 - a fingerprint mismatch (this process defines the type differently from the publisher) →
@@ -351,6 +359,13 @@ class PullConsumer:
         self._acker_wakeup: asyncio.Future[None] | None = None
         self._dead_letter_ready = False
         self.stopped_for_mismatch = False
+        # Offered to the bus and not yet acked/nak'd/termed at the server.
+        self._held = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Fetch one at a time: at a start (what comes first may be what crashed the last
+        # process), and after a message past max_deliver (the next may be one too).
+        self._isolating = True
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -359,7 +374,7 @@ class PullConsumer:
         acker = asyncio.get_running_loop().create_task(self._ack_forever())
         try:
             while not closing() and not self.stopped_for_mismatch:
-                msgs = await self._fetch()
+                msgs = await self._fetch(1 if self._isolating else self.options.fetch_batch)
                 for m in msgs:
                     if self.stopped_for_mismatch:
                         break  # the rest of the batch stays unacked, redelivered later
@@ -371,9 +386,9 @@ class PullConsumer:
                 await acker
             await self._settle_outcomes()
 
-    async def _fetch(self) -> list[Msg]:
+    async def _fetch(self, batch: int) -> list[Msg]:
         try:
-            return await self.psub.fetch(self.options.fetch_batch, timeout=1.0)
+            return await self.psub.fetch(batch, timeout=1.0)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except nats.errors.ConnectionClosedError:
@@ -395,21 +410,52 @@ class PullConsumer:
         deliveries = m.metadata.num_delivered
         if deliveries > 1:
             self.inbound.count("redelivered")
-        if deliveries > self.options.max_deliver:
+        limit = self.options.max_deliver
+        if deliveries > limit + 1:
             error = RuntimeError(
-                f"delivered {deliveries} times without being settled (the consumer crashed "
-                "or exceeded ack_wait each time)"
+                f"delivered {deliveries} times without being settled, the last time alone "
+                "(the consumer crashed or exceeded ack_wait each time)"
             )
             await self._dead_letter(m, error, deliveries)
             return
+        alone = deliveries > limit
+        self._isolating = alone
+        if alone:
+            # Its last try: nothing else held, so a crash now costs no other message a
+            # delivery (the server counts one for everything fetched and not settled).
+            self.inbound.count("tried_alone")
+            await self._until_idle()
         self.inbound.stats.received += 1
         settle = self._settler(m, 0 if self.outputs is None else self.outputs.offer_mark())
         msg = result.message
         inlet = self.inlet
+        self._hold()
         while not inlet.offer(msg, settle):
             # A full "block" subscriber: hold this one, fetch nothing more (back-pressure).
             self.inbound.count("backpressure_waits")
             await inlet.space(type(msg))
+        if alone:
+            await self._until_idle()
+
+    def _hold(self) -> None:
+        self._held += 1
+        self._idle.clear()
+
+    def _release(self) -> None:
+        self._held -= 1
+        if self._held <= 0:
+            self._held = 0
+            self._idle.set()
+
+    async def _until_idle(self) -> None:
+        """Wait until every message offered is settled at the server (at most ``ack_wait``:
+        by then the server hands out the unsettled ones again anyway)."""
+        if self._held == 0:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.options.ack_wait_s)
+        except TimeoutError:
+            self.inbound.count("alone_wait_timeouts")
 
     async def _undecodable(self, m: Msg, dropped: Dropped) -> None:
         self.inbound.drop(dropped)
@@ -470,6 +516,8 @@ class PullConsumer:
             except Exception as exc:  # connection lost: the server redelivers after ack_wait
                 self.inbound.count("ack_errors")
                 log.warning("settling a JetStream message on %s failed: %r", self.subject, exc)
+            finally:
+                self._release()
 
     async def _outputs_not_stored(self, outcome: _Outcome) -> RuntimeError | None:
         """None once what the handler emitted is stored; else the input fails as if the
