@@ -70,6 +70,7 @@ __all__ = [
     "PullConsumer",
     "StreamOptions",
     "ensure_stream",
+    "update_durable",
 ]
 
 log = logging.getLogger("mycelium_mono.transport.nats")
@@ -595,6 +596,52 @@ class PullConsumer:
         name = dead_letter_stream_name(prefix)
         await ensure_stream(self.js, StreamOptions(name), f"{prefix}.>")
         self._dead_letter_ready = True
+
+
+# The consumer settings a process may change between restarts (the server updates them in
+# place); the rest of the configuration is the same in every process.
+_UPDATABLE = ("ack_wait", "max_ack_pending", "max_deliver")
+
+
+async def update_durable(
+    js: JetStreamContext, stream: str, durable: str, wanted: ConsumerConfig
+) -> None:
+    """Give an existing durable consumer the settings ``wanted`` asks for.
+
+    nats-py's ``pull_subscribe`` creates a durable consumer only if it is missing: without
+    this, a process restarted with another ``ack_wait_s`` or ``max_ack_pending`` would get
+    the old ones from the server, silently. Raises :class:`ValueError` if the server will
+    not change them.
+    """
+    try:
+        info = await js.consumer_info(stream, durable)
+    except nats.js.errors.NotFoundError:
+        return  # pull_subscribe creates it with ``wanted``
+    have = info.config
+    changes = {
+        key: getattr(wanted, key)
+        for key in _UPDATABLE
+        if getattr(have, key) != getattr(wanted, key)
+    }
+    if not changes:
+        return
+    before = {key: getattr(have, key) for key in changes}
+    try:
+        await js.add_consumer(stream, config=have.evolve(**changes))
+    except nats.js.errors.BadRequestError as exc:
+        raise ValueError(
+            f"JetStream consumer {durable!r} of stream {stream!r} has {before}; this process "
+            f"asks for {changes} and the server refused to change it: {exc.description}\n"
+            f"help: use the old settings, or delete the consumer (`nats consumer rm {stream} "
+            f"{durable}`: what it had not acknowledged is delivered from the start again)"
+        ) from exc
+    log.warning(
+        "JetStream consumer %s of stream %s changed from %s to %s (this process's settings)",
+        durable,
+        stream,
+        before,
+        changes,
+    )
 
 
 def dead_letter_stream_name(prefix: str) -> str:

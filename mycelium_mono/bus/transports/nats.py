@@ -51,6 +51,7 @@ from mycelium_mono.bus.transports.jetstream import (
     StreamOptions,
     check_last_stored,
     ensure_stream,
+    update_durable,
 )
 from mycelium_mono.bus.transports.nats_auth import (
     REFUSED,
@@ -372,11 +373,12 @@ class NatsTransport(Transport):
         await self._ensure_stream(message_type.TOPIC)
         # Refuse a mismatched definition before the consumer takes anything (issue 12).
         await check_last_stored(self._js, self.stream, subject, self.max_frame)
+        durable = self._consumer_name(message_type)
+        config = self.consumer_options.config()
+        if durable is not None:  # restarted with other settings: the server gets them
+            await update_durable(self._js, self.stream, durable, config)
         psub = await self._js.pull_subscribe(
-            subject,
-            durable=self._consumer_name(message_type),
-            stream=self.stream,
-            config=self.consumer_options.config(),
+            subject, durable=durable, stream=self.stream, config=config
         )
         assert self._inlet is not None
         consumer = PullConsumer(
