@@ -115,3 +115,34 @@ async def test_a_stage_killed_again_and_again_at_random_points_loses_nothing(
     # A message reaches max_deliver + 2 unbegun only if a kill lands between its lone
     # fetch and its handler's start: at most one per kill, and rarely.
     assert len(unhandled) <= kills // 4, f"dead-lettered never begun: {sorted(unhandled)}"
+
+
+async def test_an_input_that_kills_its_stage_every_time_is_dead_lettered_alone(
+    peers: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+) -> None:
+    # Tick 5 SIGKILLs the stage whenever a handler begins on it (a crash loop). It must end
+    # up dead-lettered, so the stage gets past it, and it alone: the inputs every dying
+    # stage held with it reach the limit too, and each gets its try alone first.
+    count = 300
+    record = tmp_path / "began.txt"
+    await publish_ticks(nats_server.url, stream_name, count)
+    stage = Stage("sync", fetch_batch=16, max_ack_pending=32, ack_wait_s=1.0, max_deliver=3)
+    args = [*stage.args(nats_server, stream_name), "--record", str(record), "--crash-seq", "5"]
+    deaths = 0
+    for _ in range(stage.max_deliver + 4):
+        runner = peers.spawn("js_stage", *args)
+        while runner.proc.poll() is None and not await stage_settled(nats_server.url, stream_name):
+            await asyncio.sleep(0.05)
+        if runner.proc.poll() is None:
+            runner.stop()
+            break
+        assert runner.proc.returncode == -9, runner.stderr_tail()
+        deaths += 1
+    else:
+        raise AssertionError(f"still dying after {deaths} runs: Tick 5 was never dead-lettered")
+    lost, dead, _ = await outcome(nats_server, stream_name, count, record)
+    print(f"{deaths} deaths, dead-lettered {dead}")
+    assert not lost, f"lost {sorted(lost)}"
+    assert dead == [5], dead
+    # Once at each of its max_deliver deliveries and once more alone, then dead-lettered.
+    assert deaths == stage.max_deliver + 1, deaths

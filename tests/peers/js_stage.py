@@ -13,9 +13,10 @@ has not run yet), ``acked`` right after the first input ack this process sends o
 were handled (its output stored; a PING/PONG after the ack: the server has it), ``term``
 right before the first ``term`` it would send once K were handled (for a dead-lettered input:
 its copy is stored in the dead-letter stream, the input is still unsettled at the server).
-``--fail-seq N`` makes the handler raise on Tick N (every time). ``--record PATH``: the seq
-of every Tick a handler *began* on is appended there (one ``os.write``, O_APPEND: it survives
-the SIGKILL that follows). Prints ``READY`` once
+``--fail-seq N`` makes the handler raise on Tick N (every time); ``--crash-seq N``
+SIGKILLs the process as soon as a handler begins on Tick N (every time: a crash loop).
+``--record PATH``: the seq of every Tick a handler *began* on is appended there (one
+``os.write``, O_APPEND: it survives the SIGKILL that follows). Prints ``READY`` once
 consuming, then runs until killed (or ``QUIT``).
 """
 
@@ -47,10 +48,13 @@ class Fuse:
         self.at = at
         self.handled = 0
         self.record = record
+        self.crash_seq = 0
 
     def began(self, seq: int) -> None:
         if self.record is not None:
             os.write(self.record, f"{seq}\n".encode())
+        if seq == self.crash_seq:
+            die()
 
     def emitted(self) -> None:
         self.handled += 1
@@ -146,6 +150,7 @@ async def main() -> None:
     parser.add_argument("--max-deliver", type=int, default=5)
     parser.add_argument("--die-after", type=int, default=0)
     parser.add_argument("--fail-seq", type=int, default=0)
+    parser.add_argument("--crash-seq", type=int, default=0)
     parser.add_argument("--record", default=None)
     parser.add_argument("--die-at", choices=["emit", "return", "acked", "term"], default="return")
     args = parser.parse_args()
@@ -153,6 +158,7 @@ async def main() -> None:
     if args.record:
         record = os.open(args.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     fuse = Fuse(args.die_after, args.die_at, record)
+    fuse.crash_seq = args.crash_seq
     if args.die_at == "acked":
         die_after_first_ack(fuse)
     if args.die_at == "term":
