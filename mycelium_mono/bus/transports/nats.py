@@ -205,6 +205,7 @@ class NatsTransport(Transport):
         self._tasks: list[asyncio.Task[None]] = []
         self._outbox: deque[tuple[WireType, bytes]] = deque()
         self._pump: asyncio.Task[None] | None = None
+        self._unsendable: ValueError | None = None  # why the sender dropped an emit
         self._stream_topics: set[str] = set()
         self._stream_lock = asyncio.Lock()
         self._unacked: deque[_Unacked] = deque()
@@ -295,7 +296,7 @@ class NatsTransport(Transport):
             return
         try:
             await self.flush()
-        except (ConnectionError, NatsPermissionError) as exc:  # counted; say it once more
+        except (ConnectionError, NatsPermissionError, ValueError) as exc:  # counted; say it
             log.error("closing %r with messages the server did not take: %s", self, exc)
         self._closing = True
         for task in self._tasks:
@@ -476,19 +477,29 @@ class NatsTransport(Transport):
         outbox = self._outbox
         while outbox:
             wt, body = outbox[0]
+            why: str | None = None
             try:
                 self._watch.check("publish", wt.subject)
             except NatsPermissionError:
-                # The server refuses this subject: the message can never be sent, and held at
-                # the head it would stop every emit behind it. Counted and logged once by the
-                # watch; its index is refused, so the input that emitted it stays unacked.
-                outbox.popleft()
-                if self._js is not None:
-                    why = f"the server refuses publishing to {wt.subject}"
-                    self._ledger.refuse([self._ledger.append()], why)
-                continue
-            await self._send(wt, body)
+                # The server refuses this subject: the message can never be sent. Counted
+                # and logged once by the watch.
+                why = f"the server refuses publishing to {wt.subject}"
+            else:
+                try:
+                    await self._send(wt, body)
+                except ValueError as exc:
+                    # No stream of ours can store it (another stream captures its subject):
+                    # as final as a refusal. flush() raises it once; counted and logged.
+                    why = str(exc).split("\n")[0]
+                    self._in.count("publish_failed")
+                    if self._unsendable is None:
+                        log.error("emit of %s cannot be stored: %s", wt.subject, exc)
+                    self._unsendable = exc
             outbox.popleft()
+            if why is not None and self._js is not None:
+                # Held at the head it would stop every emit behind it; its index is refused,
+                # so the input that emitted it is failed (nak, dead-lettered with `why`).
+                self._ledger.refuse([self._ledger.append()], why)
 
     async def _send(self, wt: WireType, body: bytes) -> bool:
         """Send; True once a JetStream publish took its index in the ledger."""
@@ -618,7 +629,9 @@ class NatsTransport(Transport):
         """Send everything queued; with JetStream, return once the server stored all of it.
 
         Raises :class:`ConnectionError` if JetStream did not store a message within
-        ``flush_timeout_s`` (after retrying).
+        ``flush_timeout_s`` (after retrying), :class:`ValueError` (once) if a queued message
+        could not be stored by any stream of ours (another stream captures its subject:
+        dropped, its input failed).
         """
         while self._outbox:
             if self._pump is None or self._pump.done():
@@ -629,6 +642,9 @@ class NatsTransport(Transport):
         if nc is not None and not nc.is_closed:
             await _round_trip(nc)
         self._watch.check("publish")
+        unsendable, self._unsendable = self._unsendable, None
+        if unsendable is not None:  # the rest is sent and stored: now say what was not
+            raise unsendable
 
     # -- helpers ---------------------------------------------------------------------------
 
