@@ -65,13 +65,14 @@ class Pipeline:
         self.record = record
         self.mode = mode
         self.running: dict[str, Peer] = {}
+        self.extra: list[str] = []  # more js_pipe arguments (after the defaults: they win)
 
     def args(self, role: str) -> list[str]:
         return [
             "--url", self.server.url, "--stream", self.stream, "--name", f"pipe-{role}",
             "--role", role, "--mode", self.mode, "--record", str(self.record),
             "--fetch-batch", "16", "--max-ack-pending", str(MAX_ACK_PENDING),
-            "--ack-wait", "1.5", "--slow-ms", "0.5",
+            "--ack-wait", "1.5", "--slow-ms", "0.5", *self.extra,
         ]  # fmt: skip
 
     async def start(self, role: str) -> None:
