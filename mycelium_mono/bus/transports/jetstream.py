@@ -13,16 +13,16 @@ acknowledged only when every local subscriber is done with it:
   the copy's ``Nats-Msg-Id`` is the input's stream and sequence, so an input dead-lettered
   again (the consumer died before its term) is stored once within the dead-letter stream's
   duplicate window (2 minutes by default), counted as ``dead_letter_repeats``;
-- delivered more than ``max_deliver`` times without ever being settled (the consumer kept
-  crashing, or exceeded ``ack_wait``, while holding it) → one more try *alone*: the consumer
-  waits until nothing else it fetched is unsettled, offers it, and fetches nothing more
-  until it is settled, so a crash now charges a delivery to this message only. The server
-  counts a delivery for every message a consumer fetched, begun or not, so a consumer
-  SIGKILLed again and again would otherwise push every message it had prefetched past the
-  limit though only one was ever handled. Delivered more than ``max_deliver + 1`` times
-  (it did not settle even alone) → dead-lettered on arrival, before it can crash the
-  consumer again. After a start, and after such a message, the consumer fetches one
-  message at a time until one arrives that was delivered ``max_deliver`` times or fewer;
+- a redelivery (the consumer crashed or exceeded ``ack_wait`` while holding it, or it
+  failed) → handled *alone*: the consumer waits until nothing else it fetched is
+  unsettled, offers it, and fetches nothing more until it is settled, one at a time while
+  redeliveries come (the server hands them out before new messages), so a crash now
+  charges a delivery to that message only. The server counts a delivery for every
+  message a consumer fetched, begun or not: without this, a consumer SIGKILLed again and
+  again pushed every message it had prefetched past ``max_deliver`` though only one was
+  ever handled. After a start the first fetch takes one message too;
+- delivered more than ``max_deliver + 1`` times without ever being settled (it did not
+  settle even alone) → dead-lettered on arrival, before it can crash the consumer again;
 - undecodable (garbage, truncated, unknown type) → ``term``, logged loudly and counted as
   ``poison``: it can never be processed, and acking it "as processed" would hide it;
 - a fingerprint mismatch (this process defines the type differently from the publisher) →
@@ -365,7 +365,7 @@ class PullConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         # Fetch one at a time: at a start (what comes first may be what crashed the last
-        # process), and after a message past max_deliver (the next may be one too).
+        # process), and while redeliveries come (the next may be one too).
         self._isolating = True
 
     # -- fetching ------------------------------------------------------------------------
@@ -419,11 +419,11 @@ class PullConsumer:
             )
             await self._dead_letter(m, error, deliveries)
             return
-        alone = deliveries > limit
+        alone = deliveries > 1
         self._isolating = alone
         if alone:
-            # Its last try: nothing else held, so a crash now costs no other message a
-            # delivery (the server counts one for everything fetched and not settled).
+            # Nothing else held, so a crash now costs no other message a delivery (the
+            # server counts one for everything fetched and not settled).
             self.inbound.count("tried_alone")
             await self._until_idle()
         self.inbound.stats.received += 1
