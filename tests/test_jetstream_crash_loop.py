@@ -3,9 +3,9 @@
 The server counts a delivery for every message a consumer fetched and did not settle, begun
 or not. A stage that keeps dying used to push its whole prefetched window past
 ``max_deliver``, and all of it was dead-lettered on arrival though the handler had begun on
-one message only. Now a message delivered more than ``max_deliver`` times without being
-settled gets one more try alone (nothing else fetched or unsettled), and only one that did
-not settle even then is dead-lettered on arrival.
+one message only. Now every redelivery is handled alone (fetched one at a time, offered with
+nothing else unsettled), so a kill charges one redelivered message, and only one delivered
+more than ``max_deliver + 1`` times without settling is dead-lettered on arrival.
 
 Each test runs a private ``nats-server -js`` and the stage of ``tests/peers/js_stage.py``
 (``--record``: the seq of every Tick a handler began on, written before the work), then

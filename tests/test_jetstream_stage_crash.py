@@ -313,7 +313,7 @@ async def test_a_stage_that_keeps_dying_dead_letters_what_it_held_and_loses_noth
 ) -> None:
     # A stage SIGKILLed max_deliver + 1 times, each time on its first input: the server
     # counts a delivery for every input it had handed out (fetched, not yet handled), so
-    # the whole window can reach max_deliver. Each such input then gets one try alone
+    # the whole window could reach max_deliver; redeliveries are now handled alone
     # (test_jetstream_crash_loop.py counts what is still dead-lettered unhandled). What this
     # pins: no input vanishes; each has its Quote or is stored in the dead-letter stream.
     count = 200
