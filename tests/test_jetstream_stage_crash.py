@@ -293,7 +293,10 @@ async def dead_letters(url: str, stream: str) -> list[int]:
     try:
         js = nc.jetstream()
         dlq = f"DLQ_{stream}"
-        total = int((await js.stream_info(dlq)).state.messages)
+        try:
+            total = int((await js.stream_info(dlq)).state.messages)
+        except nats.js.errors.NotFoundError:
+            return []  # nothing was ever dead-lettered
         seqs = []
         for stream_seq in range(1, total + 1):
             stored = await js.get_msg(dlq, stream_seq)
@@ -310,9 +313,9 @@ async def test_a_stage_that_keeps_dying_dead_letters_what_it_held_and_loses_noth
 ) -> None:
     # A stage SIGKILLed max_deliver + 1 times, each time on its first input: the server
     # counts a delivery for every input it had handed out (fetched, not yet handled), so
-    # the whole window reaches max_deliver and is dead-lettered on arrival, though only the
-    # first input was ever handled. What this pins: no input vanishes; each has its Quote or
-    # is stored in the dead-letter stream.
+    # the whole window could reach max_deliver; redeliveries are now handled alone
+    # (test_jetstream_crash_loop.py counts what is still dead-lettered unhandled). What this
+    # pins: no input vanishes; each has its Quote or is stored in the dead-letter stream.
     count = 200
     await publish_ticks(nats_server.url, stream_name, count)
     stage = Stage("sync", fetch_batch=16, max_ack_pending=16, ack_wait_s=1.0)
@@ -324,9 +327,10 @@ async def test_a_stage_that_keeps_dying_dead_letters_what_it_held_and_loses_noth
     await finish(peers, nats_server, stream_name, args)
     quotes = set(await stored_quotes(nats_server.url, stream_name))
     dead = await dead_letters(nats_server.url, stream_name)
-    # An input can be dead-lettered twice: its term is not confirmed, and the stage that
-    # dead-lettered it may die before the term reached the server.
     assert quotes | set(dead) == set(range(1, count + 1)), "an input has neither"
+    # Dead-lettered again (a stage died before its term) is stored once: the copies share
+    # a message id (test_jetstream_dead_letter.py).
+    assert len(dead) == len(set(dead)), f"an input dead-lettered twice: {dead}"
     # Only the window the killed stages held can have reached max_deliver.
     assert set(dead) <= set(range(1, stage.max_ack_pending + 1)), sorted(dead)
     print(

@@ -10,8 +10,19 @@ acknowledged only when every local subscriber is done with it:
 - failed (a handler raised, a ``"raise"`` subscriber refused it) → ``nak`` with the next
   ``backoff_s`` delay, and after ``max_deliver`` deliveries → a copy to the dead-letter
   subject (stored in its own stream, with the last error in the headers), then ``term``;
-- delivered more than ``max_deliver`` times without ever being settled (the consumer kept
-  crashing on it) → dead-lettered on arrival, before it can crash the consumer again;
+  the copy's ``Nats-Msg-Id`` is the input's stream and sequence, so an input dead-lettered
+  again (the consumer died before its term) is stored once within the dead-letter stream's
+  duplicate window (2 minutes by default), counted as ``dead_letter_repeats``;
+- a redelivery (the consumer crashed or exceeded ``ack_wait`` while holding it, or it
+  failed) → handled *alone*: the consumer waits until nothing else it fetched is
+  unsettled, offers it, and fetches nothing more until it is settled, one at a time while
+  redeliveries come (the server hands them out before new messages), so a crash now
+  charges a delivery to that message only. The server counts a delivery for every
+  message a consumer fetched, begun or not: without this, a consumer SIGKILLed again and
+  again pushed every message it had prefetched past ``max_deliver`` though only one was
+  ever handled. After a start the first fetch takes one message too;
+- delivered more than ``max_deliver + 1`` times without ever being settled (it did not
+  settle even alone) → dead-lettered on arrival, before it can crash the consumer again;
 - undecodable (garbage, truncated, unknown type) → ``term``, logged loudly and counted as
   ``poison``: it can never be processed, and acking it "as processed" would hide it;
 - a fingerprint mismatch (this process defines the type differently from the publisher) →
@@ -59,12 +70,14 @@ __all__ = [
     "PullConsumer",
     "StreamOptions",
     "ensure_stream",
+    "update_durable",
 ]
 
 log = logging.getLogger("mycelium_mono.transport.nats")
 
 # JetStream's error code for "subjects overlap with an existing stream".
 _OVERLAP = 10065
+_MSG_ID = "Nats-Msg-Id"
 _DISCARD = {"old": DiscardPolicy.OLD, "new": DiscardPolicy.NEW}
 
 
@@ -347,6 +360,13 @@ class PullConsumer:
         self._acker_wakeup: asyncio.Future[None] | None = None
         self._dead_letter_ready = False
         self.stopped_for_mismatch = False
+        # Offered to the bus and not yet acked/nak'd/termed at the server.
+        self._held = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Fetch one at a time: at a start (what comes first may be what crashed the last
+        # process), and while redeliveries come (the next may be one too).
+        self._isolating = True
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -355,7 +375,7 @@ class PullConsumer:
         acker = asyncio.get_running_loop().create_task(self._ack_forever())
         try:
             while not closing() and not self.stopped_for_mismatch:
-                msgs = await self._fetch()
+                msgs = await self._fetch(1 if self._isolating else self.options.fetch_batch)
                 for m in msgs:
                     if self.stopped_for_mismatch:
                         break  # the rest of the batch stays unacked, redelivered later
@@ -367,9 +387,9 @@ class PullConsumer:
                 await acker
             await self._settle_outcomes()
 
-    async def _fetch(self) -> list[Msg]:
+    async def _fetch(self, batch: int) -> list[Msg]:
         try:
-            return await self.psub.fetch(self.options.fetch_batch, timeout=1.0)
+            return await self.psub.fetch(batch, timeout=1.0)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except nats.errors.ConnectionClosedError:
@@ -391,21 +411,52 @@ class PullConsumer:
         deliveries = m.metadata.num_delivered
         if deliveries > 1:
             self.inbound.count("redelivered")
-        if deliveries > self.options.max_deliver:
+        limit = self.options.max_deliver
+        if deliveries > limit + 1:
             error = RuntimeError(
-                f"delivered {deliveries} times without being settled (the consumer crashed "
-                "or exceeded ack_wait each time)"
+                f"delivered {deliveries} times without being settled, the last time alone "
+                "(the consumer crashed or exceeded ack_wait each time)"
             )
             await self._dead_letter(m, error, deliveries)
             return
+        alone = deliveries > 1
+        self._isolating = alone
+        if alone:
+            # Nothing else held, so a crash now costs no other message a delivery (the
+            # server counts one for everything fetched and not settled).
+            self.inbound.count("tried_alone")
+            await self._until_idle()
         self.inbound.stats.received += 1
         settle = self._settler(m, 0 if self.outputs is None else self.outputs.offer_mark())
         msg = result.message
         inlet = self.inlet
+        self._hold()
         while not inlet.offer(msg, settle):
             # A full "block" subscriber: hold this one, fetch nothing more (back-pressure).
             self.inbound.count("backpressure_waits")
             await inlet.space(type(msg))
+        if alone:
+            await self._until_idle()
+
+    def _hold(self) -> None:
+        self._held += 1
+        self._idle.clear()
+
+    def _release(self) -> None:
+        self._held -= 1
+        if self._held <= 0:
+            self._held = 0
+            self._idle.set()
+
+    async def _until_idle(self) -> None:
+        """Wait until every message offered is settled at the server (at most ``ack_wait``:
+        by then the server hands out the unsettled ones again anyway)."""
+        if self._held == 0:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.options.ack_wait_s)
+        except TimeoutError:
+            self.inbound.count("alone_wait_timeouts")
 
     async def _undecodable(self, m: Msg, dropped: Dropped) -> None:
         self.inbound.drop(dropped)
@@ -466,6 +517,8 @@ class PullConsumer:
             except Exception as exc:  # connection lost: the server redelivers after ack_wait
                 self.inbound.count("ack_errors")
                 log.warning("settling a JetStream message on %s failed: %r", self.subject, exc)
+            finally:
+                self._release()
 
     async def _outputs_not_stored(self, outcome: _Outcome) -> RuntimeError | None:
         """None once what the handler emitted is stored; else the input fails as if the
@@ -502,10 +555,14 @@ class PullConsumer:
             "Mycelium-Deliveries": str(deliveries),
             "Mycelium-Subject": m.subject,
             "Mycelium-Stream-Seq": _stream_seq(m),
+            # One id per input: dead-lettering it again (the consumer died before the term
+            # below reached the server) is dropped by the dead-letter stream's duplicate
+            # window instead of storing a second copy.
+            _MSG_ID: dead_letter_msg_id(m),
         }
         try:
             await self._ensure_dead_letter_stream()
-            await self.js.publish(subject, m.data, headers=headers, timeout=5.0)
+            ack = await self.js.publish(subject, m.data, headers=headers, timeout=5.0)
         except Exception as exc:
             # Not stored anywhere: keep it in the main stream (redelivered after the delay).
             self.inbound.count("dead_letter_errors")
@@ -513,6 +570,15 @@ class PullConsumer:
             await m.nak(delay=self.options.delay(deliveries))
             return
         await m.term()
+        if ack.duplicate:
+            self.inbound.count("dead_letter_repeats")
+            log.warning(
+                "JetStream message %s on %s was already dead-lettered to %s (not stored again)",
+                _stream_seq(m),
+                m.subject,
+                subject,
+            )
+            return
         self.inbound.count("dead_lettered")
         log.error(
             "JetStream message %s on %s dead-lettered to %s after %d deliveries; last error: %r",
@@ -532,9 +598,61 @@ class PullConsumer:
         self._dead_letter_ready = True
 
 
+# The consumer settings a process may change between restarts (the server updates them in
+# place); the rest of the configuration is the same in every process.
+_UPDATABLE = ("ack_wait", "max_ack_pending", "max_deliver")
+
+
+async def update_durable(
+    js: JetStreamContext, stream: str, durable: str, wanted: ConsumerConfig
+) -> None:
+    """Give an existing durable consumer the settings ``wanted`` asks for.
+
+    nats-py's ``pull_subscribe`` creates a durable consumer only if it is missing: without
+    this, a process restarted with another ``ack_wait_s`` or ``max_ack_pending`` would get
+    the old ones from the server, silently. Raises :class:`ValueError` if the server will
+    not change them.
+    """
+    try:
+        info = await js.consumer_info(stream, durable)
+    except nats.js.errors.NotFoundError:
+        return  # pull_subscribe creates it with ``wanted``
+    have = info.config
+    changes = {
+        key: getattr(wanted, key)
+        for key in _UPDATABLE
+        if getattr(have, key) != getattr(wanted, key)
+    }
+    if not changes:
+        return
+    before = {key: getattr(have, key) for key in changes}
+    try:
+        await js.add_consumer(stream, config=have.evolve(**changes))
+    except nats.js.errors.BadRequestError as exc:
+        raise ValueError(
+            f"JetStream consumer {durable!r} of stream {stream!r} has {before}; this process "
+            f"asks for {changes} and the server refused to change it: {exc.description}\n"
+            f"help: use the old settings, or delete the consumer (`nats consumer rm {stream} "
+            f"{durable}`: what it had not acknowledged is delivered from the start again)"
+        ) from exc
+    log.warning(
+        "JetStream consumer %s of stream %s changed from %s to %s (this process's settings)",
+        durable,
+        stream,
+        before,
+        changes,
+    )
+
+
 def dead_letter_stream_name(prefix: str) -> str:
     """The stream that stores ``<prefix>.>``: the prefix with separators made name-safe."""
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in prefix).upper()
+
+
+def dead_letter_msg_id(m: Msg) -> str:
+    """The dead-letter copy's ``Nats-Msg-Id``: the input's stream and stream sequence."""
+    meta = m.metadata
+    return f"dlq.{meta.stream}.{meta.sequence.stream}"
 
 
 def _stream_seq(m: Msg) -> str:
