@@ -179,13 +179,24 @@ class BusStats:
 
 
 class _Topic:
-    """The live subscribers of one message type; publishers hold it, so they see new ones."""
+    """The live subscribers of one message type; publishers hold it, so they see new ones.
 
-    __slots__ = ("message_type", "subscribers")
+    ``local`` is who a publish of this process delivers to directly: every subscriber, or
+    none when the transport hands this process its own publishes back (JetStream: the
+    stored copy, acknowledged once handled, is the only copy).
+    """
 
-    def __init__(self, message_type: type[Any]) -> None:
+    __slots__ = ("local", "message_type", "subscribers", "through_transport")
+
+    def __init__(self, message_type: type[Any], through_transport: bool) -> None:
         self.message_type = message_type
+        self.through_transport = through_transport
         self.subscribers: tuple[Subscriber[Any], ...] = ()
+        self.local: tuple[Subscriber[Any], ...] = ()
+
+    def set_subscribers(self, subscribers: tuple[Subscriber[Any], ...]) -> None:
+        self.subscribers = subscribers
+        self.local = () if self.through_transport else subscribers
 
 
 class Subscriber(Generic[M]):
@@ -551,9 +562,10 @@ class Publisher(Generic[M]):
         bus = self._bus
         if not bus._started:
             await bus.start()
-        subscribers = self._topic.subscribers
+        topic = self._topic
+        subscribers = topic.local
         bus._published += 1
-        if not subscribers:
+        if not subscribers and not topic.subscribers:
             bus._no_local_subscriber += 1
         refused: list[Subscriber[Any]] | None = None
         for sub in subscribers:
@@ -597,9 +609,10 @@ class Publisher(Generic[M]):
                 raise bus._not_started("publish_nowait")
             if bus._transport.full():
                 raise QueueFullError(type(msg), [], bus._transport)
-        subscribers = self._topic.subscribers
+        topic = self._topic
+        subscribers = topic.local
         bus._published += 1
-        if not subscribers:
+        if not subscribers and not topic.subscribers:
             bus._no_local_subscriber += 1
         # The common case (room everywhere) inline: a call per subscriber costs ~15% here.
         refused: list[Subscriber[Any]] | None = None
@@ -626,7 +639,7 @@ class Publisher(Generic[M]):
 
     async def wait_for_space(self) -> None:
         """Wait until every "block" subscriber of this type is below its bound."""
-        for sub in self._topic.subscribers:
+        for sub in self._topic.local:
             if sub.policy == "block" and len(sub._queue) >= sub.maxsize:
                 await sub._wait_for_space()
 
@@ -854,7 +867,7 @@ class MessageBus:
         sub: Subscriber[Any] = Subscriber(self, types, maxsize, policy, unique, ack)
         for message_type in types:
             topic = self._topic(message_type)
-            topic.subscribers = (*topic.subscribers, sub)
+            topic.set_subscribers((*topic.subscribers, sub))
             self._transport.subscribe(message_type)
         self._subscribers.append(sub)
         self._wake_subscription_waiters()
@@ -897,7 +910,9 @@ class MessageBus:
                     f"help: decorate {message_type.__name__} with @message(type_id=..., "
                     "topic=...), or pass the message class you meant"
                 )
-            topic = self._topics[message_type] = _Topic(message_type)
+            topic = self._topics[message_type] = _Topic(
+                message_type, self._transport.delivers_own_messages
+            )
         return topic
 
     def _offer(self, msg: Any, settle: Settle | None) -> bool:
@@ -943,7 +958,7 @@ class MessageBus:
         for message_type in sub.message_types:
             topic = self._topics.get(message_type)
             if topic is not None:
-                topic.subscribers = tuple(s for s in topic.subscribers if s is not sub)
+                topic.set_subscribers(tuple(s for s in topic.subscribers if s is not sub))
         if sub in self._subscribers:
             self._subscribers.remove(sub)
             self._retired.append(sub)

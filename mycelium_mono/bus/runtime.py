@@ -118,7 +118,7 @@ class ServiceContext:
             pub = self._publisher(type(msg))
             try:
                 if own is not None:
-                    while blockers := _full_blockers(pub._topic.subscribers):
+                    while blockers := _full_blockers(pub._topic.local):
                         if own in blockers:
                             self._held = held[i:] + self._held
                             return
@@ -137,7 +137,7 @@ class ServiceContext:
     async def _wait_for_space_except(self, own: Subscriber[Any]) -> None:
         """:meth:`wait_for_space`, but never for ``own`` (only this service empties it)."""
         for pub in list(self._publishers.values()):
-            for sub in pub._topic.subscribers:
+            for sub in pub._topic.local:
                 if sub is not own and sub.policy == "block" and len(sub) >= sub.maxsize:
                     await sub._wait_for_space()
 

@@ -94,6 +94,12 @@ class Transport(ABC):
 
     stats: TransportStats
 
+    delivers_own_messages: bool = False
+    """True when this process's own publishes come back to it from the engine (JetStream's
+    stored copies): the bus then does not also deliver them locally. A local copy lives only
+    in memory, and acknowledging the stored one as a duplicate of it lost, on a crash, every
+    message the local subscribers had not finished."""
+
     @abstractmethod
     async def start(self, inlet: Inlet) -> None:
         """Bind/connect what the transport needs and begin offering received messages."""

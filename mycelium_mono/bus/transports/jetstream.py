@@ -54,7 +54,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy,
 
 from mycelium_mono.bus.transports.base import Inlet, Settle
 from mycelium_mono.bus.transports.wire import (
-    Decoded,
     Dropped,
     DropReason,
     Inbound,
@@ -343,7 +342,6 @@ class PullConsumer:
         options: ConsumerOptions,
         inlet: Inlet,
         inbound: Inbound,
-        is_own: Callable[[Decoded], bool],
         max_frame: int,
         outputs: OutputsStored | None = None,
     ) -> None:
@@ -354,7 +352,6 @@ class PullConsumer:
         self.options = options
         self.inlet = inlet
         self.inbound = inbound
-        self.is_own = is_own
         self.max_frame = max_frame
         self._outcomes: deque[_Outcome] = deque()
         self._acker_wakeup: asyncio.Future[None] | None = None
@@ -405,8 +402,8 @@ class PullConsumer:
         if isinstance(result, Dropped):
             await self._undecodable(m, result)
             return
-        if result.message is None or self.is_own(result):
-            await m.ack()  # our own publish: the bus already delivered it locally
+        if result.message is None:
+            await m.ack()  # a subscription acknowledgement carries no message
             return
         deliveries = m.metadata.num_delivered
         if deliveries > 1:

@@ -17,13 +17,12 @@ check and sequence tracking apply as over ZeroMQ.
   name: ``durable=`` if given, else ``name=``; its server-side name is
   ``<durable>-<topic>-<type id>``, so a restarted process with the same name gets
   everything it had not acknowledged. With neither, the consumer is ephemeral and sees only
-  messages published after it started. Messages this process published itself are
-  acknowledged, not delivered (the bus already delivered them locally). Redeliveries are
-  delivered again (at-least-once) and counted as ``redelivered``. Not at-least-once yet:
-  that acknowledgement comes when the stored copy is fetched, while the local delivery
-  is only in memory, so a process that consumes a type it also publishes loses, when it
-  crashes, what its local subscribers had not handled (two stages on one bus, SIGKILLed
-  once: 1525 of 2000 lost). Run such stages on separate transports (processes).
+  messages published after it started. Messages this process published itself reach its
+  own subscribers the same way, from the stream (``delivers_own_messages``): the bus does
+  not deliver them locally as well. A local copy would live only in memory, and the stored
+  one used to be acknowledged as its duplicate when fetched, so two stages on one bus
+  SIGKILLed once lost 1525 of 2000 messages their local subscribers had not handled.
+  Redeliveries are delivered again (at-least-once) and counted as ``redelivered``.
 
 Measured on the 2-core build machine: NATS round trip ≈ 250 µs, JetStream publish+ack
 ≈ 130 µs; hence JetStream publishes are pipelined (``publish_async``, up to
@@ -71,7 +70,6 @@ from mycelium_mono.bus.transports.nats_auth import (
 from mycelium_mono.bus.transports.wire import (
     HEADER,
     MAX_FRAME,
-    Decoded,
     Dropped,
     Inbound,
     Outbound,
@@ -393,7 +391,6 @@ class NatsTransport(Transport):
             self.consumer_options,
             self._inlet,
             self._in,
-            self._is_own,
             self.max_frame,
             outputs=self,
         )
@@ -402,8 +399,10 @@ class NatsTransport(Transport):
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(consumer.run(lambda: self._closing)))
 
-    def _is_own(self, decoded: Decoded) -> bool:
-        return decoded.publisher == self._out.publisher
+    @property
+    def delivers_own_messages(self) -> bool:  # type: ignore[override]
+        """JetStream hands this process its own stored publishes (core NATS: ``no_echo``)."""
+        return self.jetstream
 
     def _consumer_name(self, message_type: type[Any]) -> str | None:
         if self.durable is None:
