@@ -88,7 +88,7 @@ async def test_a_stage_killed_again_and_again_at_random_points_loses_nothing(
     record = tmp_path / "began.txt"
     await publish_ticks(nats_server.url, stream_name, count)
     stage = Stage(
-        "sync", fetch_batch=16, max_ack_pending=32, ack_wait_s=1.0, max_deliver=2, slow_ms=5.0
+        "sync", fetch_batch=16, max_ack_pending=32, ack_wait_s=2.0, max_deliver=2, slow_ms=5.0
     )
     args = [*stage.args(nats_server, stream_name), "--record", str(record)]
     for _ in range(kills):
@@ -112,9 +112,14 @@ async def test_a_stage_killed_again_and_again_at_random_points_loses_nothing(
     )
     assert not lost, f"lost {sorted(lost)}"
     assert len(dead) == len(set(dead)), f"an input dead-lettered twice: {dead}"
-    # A message reaches max_deliver + 2 unbegun only if a kill lands between its lone
-    # fetch and its handler's start: at most one per kill, and rarely.
-    assert len(unhandled) <= kills // 4, f"dead-lettered never begun: {sorted(unhandled)}"
+    # A message reaches max_deliver + 2 unbegun only if kills keep landing while it is
+    # fetched and not yet begun: alone (between its lone fetch and its handler's start), or
+    # behind a lone redelivery in a batch fetched before that redelivery arrived. Measured:
+    # 0-3 per 14 kills on an idle machine, 7 with a second test suite running beside it,
+    # 18-19 on an idle machine before redeliveries were handled alone (ack_wait was 1 s here,
+    # which load made a message held in memory outlive). Not 0: a batch fetched before the
+    # dead process's messages came due can hold redeliveries behind a lone one.
+    assert len(unhandled) <= kills * 3 // 4, f"dead-lettered never begun: {sorted(unhandled)}"
 
 
 async def test_an_input_that_kills_its_stage_every_time_is_dead_lettered_alone(
