@@ -367,6 +367,17 @@ class NatsTransport(Transport):
         await _round_trip(nc)
         self._watch.check("subscription")  # and it said so if it refused one
 
+    async def _consumers_created(self) -> None:
+        """Wait for the consumers subscribe() is still creating (their errors: ready()).
+
+        This process's own publishes reach its subscribers only from the stream, and an
+        ephemeral consumer takes only what is stored after it exists: a publish sent before
+        the consumer of a just-subscribed type was created would never reach it.
+        """
+        creating = [t for t in self._pending if not t.done()]
+        if creating:
+            await asyncio.wait(creating)
+
     async def _subscribe(self, message_type: type[Any]) -> None:
         nc = self._require()
         subject = wire_type(message_type).subject
@@ -520,6 +531,8 @@ class NatsTransport(Transport):
         topic = wt.cls.TOPIC
         if topic not in self._stream_topics:
             await self._ensure_stream(topic)
+        if self._pending:
+            await self._consumers_created()
         if len(self._unacked) >= self.max_in_flight:
             await self._settle()
         # The server drops a re-sent copy with the same id: retries cannot duplicate.
