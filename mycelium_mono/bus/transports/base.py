@@ -100,6 +100,11 @@ class Transport(ABC):
     in memory, and acknowledging the stored one as a duplicate of it lost, on a crash, every
     message the local subscribers had not finished."""
 
+    def own_in_flight(self) -> int:
+        """With ``delivers_own_messages``: how many of this process's own publishes its own
+        subscribers are still to receive (a graceful shutdown waits for them)."""
+        return 0
+
     @abstractmethod
     async def start(self, inlet: Inlet) -> None:
         """Bind/connect what the transport needs and begin offering received messages."""

@@ -364,6 +364,9 @@ class PullConsumer:
         # Fetch one at a time: at a start (what comes first may be what crashed the last
         # process), and while redeliveries come (the next may be one too).
         self._isolating = True
+        # The highest stream sequence offered to the bus (own_in_flight() compares it with
+        # this process's own stored publishes).
+        self.taken_seq = 0
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -377,6 +380,7 @@ class PullConsumer:
                     if self.stopped_for_mismatch:
                         break  # the rest of the batch stays unacked, redelivered later
                     await self._take(m)
+                    self.taken_seq = max(self.taken_seq, m.metadata.sequence.stream)
                 self.inbound.sync_stats()
         finally:
             acker.cancel()
