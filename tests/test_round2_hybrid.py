@@ -57,10 +57,17 @@ class Round2HybridBus:
     Inner = route(sync=[InnerSync], background=[InnerBackground])
 
 
-def _bus(nested: bool = False, **kwargs: Any) -> Any:
+@routing_config(inline=True)
+class Round2InlineHybridBus:
+    Outer = route(sync=[OuterSync], background=[OuterBackground])
+    Inner = route(sync=[InnerSync], background=[InnerBackground])
+
+
+def _bus(nested: bool = False, inline: bool = False, **kwargs: Any) -> Any:
     LOG.clear()
     outer = OuterSync()
-    bus = Round2HybridBus(  # type: ignore[call-arg]
+    cls: Any = Round2InlineHybridBus if inline else Round2HybridBus
+    bus = cls(
         outer_sync=outer, outer_background=OuterBackground(), inner_sync=InnerSync(),
         inner_background=InnerBackground(), **kwargs,
     )  # fmt: skip
@@ -108,7 +115,8 @@ def _eager_factory(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, An
 EAGER = getattr(asyncio, "eager_task_factory", _eager_factory)
 
 
-async def test_the_sync_handlers_run_first_under_an_eager_task_factory() -> None:
+@pytest.mark.parametrize("inline", [False, True])
+async def test_the_sync_handlers_run_first_under_an_eager_task_factory(inline: bool) -> None:
     # README: "the backlog's task cannot start before the emit returns, so the sync handlers
     # still run first". An eager task factory (Python 3.12+) starts a task inside
     # create_task: the backlog's worker, started by the first emit, ran the background
@@ -116,7 +124,7 @@ async def test_the_sync_handlers_run_first_under_an_eager_task_factory() -> None
     loop = asyncio.get_running_loop()
     loop.set_task_factory(EAGER)  # type: ignore[arg-type]
     try:
-        bus = _bus()
+        bus = _bus(inline=inline)
         bus.emit_outer(Outer(n=1))
         bus.emit_outer(Outer(n=2))
         await asyncio.wait_for(bus.background.drain(), 5)
@@ -127,10 +135,11 @@ async def test_the_sync_handlers_run_first_under_an_eager_task_factory() -> None
         loop.set_task_factory(None)
 
 
-async def test_a_raising_sync_handler_does_not_cancel_the_background_call() -> None:
+@pytest.mark.parametrize("inline", [False, True])
+async def test_a_raising_sync_handler_does_not_cancel_the_background_call(inline: bool) -> None:
     # Every routed handler runs even if an earlier one raised (README, monolith): the
     # background half included, now that it is queued first.
-    bus = _bus()
+    bus = _bus(inline=inline)
     with pytest.raises(ExceptionGroup) as caught:
         bus.emit_outer(Outer(n=99))
     assert caught.group_contains(LookupError, match="outer 99")
@@ -138,10 +147,11 @@ async def test_a_raising_sync_handler_does_not_cancel_the_background_call() -> N
     assert LOG == ["sync outer 99", "background outer 99"]
 
 
-async def test_nested_hybrid_emits_queue_background_calls_in_publish_order() -> None:
+@pytest.mark.parametrize("inline", [False, True])
+async def test_nested_hybrid_emits_queue_background_calls_in_publish_order(inline: bool) -> None:
     # The outer message's background call is queued before its sync handler emits Inner:
     # the order a MessageBus's subscribers would receive Outer and Inner in.
-    bus = _bus(nested=True)
+    bus = _bus(nested=True, inline=inline)
     for n in range(1, 4):
         bus.emit_outer(Outer(n=n))
     await asyncio.wait_for(bus.background.drain(), 5)
@@ -153,10 +163,11 @@ async def test_nested_hybrid_emits_queue_background_calls_in_publish_order() -> 
     ]
 
 
-async def test_a_nested_emit_that_fills_the_backlog_is_reported_and_runs_no_inner_handler() -> None:
+@pytest.mark.parametrize("inline", [False, True])
+async def test_a_nested_emit_that_fills_the_backlog_is_reported(inline: bool) -> None:
     # Backlog of 1: Outer's background call takes the slot, its sync handler's Inner is
     # refused before any Inner handler ran; the outer emit reports it.
-    bus = _bus(nested=True, background=BackgroundBacklog(maxsize=1))
+    bus = _bus(nested=True, inline=inline, background=BackgroundBacklog(maxsize=1))
     with pytest.raises(ExceptionGroup) as caught:
         bus.emit_outer(Outer(n=1))
     from mycelium_mono import BacklogFull
