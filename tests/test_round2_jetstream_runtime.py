@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from peers.harness import NatsServer
@@ -70,3 +71,50 @@ async def test_a_graceful_shutdown_finishes_what_the_runtime_emitted_to_itself(
     await runtime.shutdown(timeout=20)
     assert sorted(also) == list(range(1, COUNT + 1)), f"{len(also)} of {COUNT} Quotes seen"
     assert got == list(range(1, COUNT + 1)), f"{len(got)} of {COUNT} Signals"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_stage_consuming_its_own_output_type_handles_each_once_and_acks_all(
+    nats_server: NatsServer, stream_name: str, mode: str
+) -> None:
+    # Quote(seq < 1000) -> Quote(seq + 1000) on one runtime, through a queue of 1: the
+    # stage's input is acked only once its output (of the type it consumes) is stored, and
+    # its own full queue must not hold back its own emits (they wait in the stream).
+    seen: list[int] = []
+
+    class Loop(MessageHandler[Quote]):
+        ctx: ServiceContext | None = None
+
+        async def handle(self, msg: Quote) -> None:
+            seen.append(msg.seq)
+            if msg.seq < 1000:
+                out = Quote(seq=msg.seq + 1000, price=msg.price)
+                if mode == "sync":
+                    self.emit(out)
+                else:
+                    assert self.ctx is not None
+                    await self.ctx.emit(out)
+
+    count = 100
+    bus = MessageBus.with_nats(nats_server.url, jetstream=True, stream=stream_name,
+                               durable="loop", ack_wait_s=2.0)  # fmt: skip
+    runtime = ServiceRuntime(bus, maxsize=1)
+    handler = Loop()
+    running = await runtime.spawn_service(handler)
+    handler.ctx = running.context
+    await bus.start()
+    pub = bus.publisher(Quote)
+    for n in range(1, count + 1):
+        await pub.publish(Quote(seq=n, price=float(n)))
+    async with asyncio.timeout(30):
+        while len(seen) < 2 * count:
+            await asyncio.sleep(0.01)
+    await runtime.shutdown(timeout=10, close_bus=False)
+    try:
+        transport: Any = bus.transport
+        info = await transport._js.consumer_info(stream_name, transport._consumer_name(Quote))
+    finally:
+        await bus.close()
+    expected = [*range(1, count + 1), *range(1001, 1001 + count)]
+    assert sorted(seen) == expected, f"{len(seen)} handled, {len(set(seen))} distinct"
+    assert info.num_ack_pending == 0 and info.num_pending == 0
