@@ -118,3 +118,47 @@ async def test_a_stage_consuming_its_own_output_type_handles_each_once_and_acks_
     expected = [*range(1, count + 1), *range(1001, 1001 + count)]
     assert sorted(seen) == expected, f"{len(seen)} handled, {len(set(seen))} distinct"
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_work_queue_peer_taking_own_emits_does_not_stall_the_shutdown(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    # Two buses sharing one durable (a work queue) each consume Quote; one of them also
+    # emits the Quotes. Those its peer takes never come back to it: its graceful shutdown
+    # must still end promptly (it waits only until its consumer found nothing left).
+    seen: list[int] = []
+
+    class Count(MessageHandler[Quote]):
+        async def handle(self, msg: Quote) -> None:
+            seen.append(msg.seq)
+            await asyncio.sleep(0.002)
+
+    @service
+    class Quotes:
+        async def run(self, ctx: ServiceContext) -> None:
+            for n in range(1, COUNT + 1):
+                await ctx.emit(Quote(seq=n, price=float(n)))
+
+    def bus() -> MessageBus:
+        return MessageBus.with_nats(nats_server.url, jetstream=True, stream=stream_name,
+                                    durable="wq", fetch_batch=4)  # fmt: skip
+
+    peer = ServiceRuntime(bus())
+    await peer.spawn_service(Count())
+    await peer.bus.start()
+    runtime = ServiceRuntime(bus())
+    await runtime.spawn_service(Count())
+    feed = await runtime.spawn_service(Quotes())
+    try:
+        assert feed.task is not None
+        await asyncio.wait_for(feed.task, 30)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await runtime.shutdown(timeout=15)
+        took = loop.time() - began
+    finally:
+        await peer.shutdown(timeout=10)
+    taken_here = runtime.bus.transport.stats.received
+    assert 0 < taken_here < COUNT, f"the peer took none or all ({taken_here} of {COUNT} here)"
+    assert took < 5, f"shutdown took {took:.1f}s"
+    assert sorted(set(seen)) == list(range(1, COUNT + 1))

@@ -620,16 +620,22 @@ class NatsTransport(Transport):
             seq = future.result().seq
             self._own_seq[subject] = max(self._own_seq.get(subject, 0), seq)
 
+    def own_mark(self, subject: str) -> int:
+        """The stream sequence of our last stored publish to ``subject`` (0: none)."""
+        return self._own_seq.get(subject, 0)
+
     def own_in_flight(self) -> int:
         """Own publishes still to be sent or confirmed, plus the consumed subjects whose
-        consumer has not yet offered this process's last stored publish there: until then,
-        its own subscribers have not seen everything it emitted to them."""
+        consumer has not yet offered this process's last stored publish there (nor come back
+        empty from a fetch begun after it was stored: a work queue's other process took it):
+        until then, its own subscribers have not seen everything it emitted to them."""
         if self._js is None:
             return 0
         waiting = len(self._outbox) + sum(not u.future.done() for u in self._unacked)
         if self._own_seq:
             for consumer in self.consumers:
-                if consumer.taken_seq < self._own_seq.get(consumer.subject, 0):
+                reached = max(consumer.taken_seq, consumer.caught_up)
+                if reached < self._own_seq.get(consumer.subject, 0):
                     waiting += 1
         return waiting
 
