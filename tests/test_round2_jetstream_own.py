@@ -127,3 +127,35 @@ async def test_a_type_published_and_not_subscribed_is_not_fetched_back(
         assert bus.transport.consumers == []  # type: ignore[attr-defined]
     finally:
         await bus.close()
+
+
+async def test_wait_for_space_waits_for_a_full_transport_send_queue(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    # QueueFullError's help: "await publisher.wait_for_space() before publish_nowait". With
+    # the transport's send queue full and no full "block" subscriber (on JetStream an own
+    # type has no local one any more), wait_for_space returned at once without yielding:
+    # the retry loop spun forever, the sender never ran.
+    from mycelium_mono import QueueFullError
+
+    bus = MessageBus.with_nats(nats_server.url, jetstream=True, stream=stream_name,
+                               max_in_flight=4)  # fmt: skip
+    try:
+        sub = bus.subscribe(Fill)
+        await bus.start()
+        pub = bus.publisher(Fill)
+        refusals = 0
+        for n in range(1, 101):
+            for _attempt in range(1000):  # bounded: a spinning retry fails instead of hanging
+                try:
+                    pub.publish_nowait(Fill(seq=n, qty=n))
+                    break
+                except QueueFullError:
+                    refusals += 1
+                    await pub.wait_for_space()
+            else:
+                raise AssertionError(f"Fill {n}: still refused after wait_for_space, 1000 times")
+        assert refusals > 0  # the send queue did fill up
+        assert await drain(sub, 100) == list(range(1, 101))
+    finally:
+        await bus.close()

@@ -25,6 +25,7 @@ their own modules and are the only places that import an engine.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,6 +125,11 @@ class Transport(ABC):
         anywhere (issue 12: a lossless ZeroMQ backlog grew without limit). Default: never.
         """
         return False
+
+    async def wait_for_space(self) -> None:
+        """Wait until :meth:`full` is False (its sender drains the queue on this loop)."""
+        while self.full():
+            await asyncio.sleep(0.001)
 
     @abstractmethod
     def subscribe(self, message_type: type[Any]) -> None:
