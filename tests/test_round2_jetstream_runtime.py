@@ -162,3 +162,41 @@ async def test_a_work_queue_peer_taking_own_emits_does_not_stall_the_shutdown(
     assert 0 < taken_here < COUNT, f"the peer took none or all ({taken_here} of {COUNT} here)"
     assert took < 5, f"shutdown took {took:.1f}s"
     assert sorted(set(seen)) == list(range(1, COUNT + 1))
+
+
+@pytest.mark.parametrize("jetstream", [True, False])
+async def test_a_handler_spawned_gets_what_a_peer_publishes_right_after(
+    nats_server: NatsServer, stream_name: str, jetstream: bool
+) -> None:
+    # spawn_service: "Subscriptions of a handler service exist when this returns, so
+    # nothing published afterwards is missed". Over NATS the subscription (an ephemeral
+    # JetStream consumer takes only what is stored after it exists) was created in the
+    # background after spawn_service returned.
+    got: list[int] = []
+
+    class Sink(MessageHandler[Signal]):
+        def handle(self, msg: Signal) -> None:
+            got.append(msg.seq)
+
+    options: dict[str, object] = {"jetstream": jetstream}
+    if jetstream:
+        options["stream"] = stream_name
+    peer = MessageBus.with_nats(nats_server.url, **options)  # type: ignore[arg-type]
+    await peer.start()
+    if jetstream:  # the stream exists before the consumer: only the consumer is awaited
+        await peer.publisher(Signal).publish(Signal(seq=0, edge=0.0))
+        await peer.transport.flush()  # type: ignore[attr-defined]
+    runtime = ServiceRuntime(MessageBus.with_nats(nats_server.url, **options))  # type: ignore[arg-type]
+    try:
+        await runtime.spawn_service(Sink())
+        pub = peer.publisher(Signal)
+        for n in range(1, 4):
+            await pub.publish(Signal(seq=n, edge=float(n)))
+        await peer.transport.flush()  # type: ignore[attr-defined]
+        async with asyncio.timeout(10):
+            while len(got) < 3:
+                await asyncio.sleep(0.01)
+        assert got == [1, 2, 3]
+    finally:
+        await runtime.shutdown(timeout=5)
+        await peer.close()
