@@ -299,10 +299,6 @@ class ServiceRuntime:
             ctx._adopt(sub)
             running.task = asyncio.create_task(self._consume(running, sub, table), name=label)
         self.services.append(running)
-        if running.kind == "handler":
-            # In effect at the transport before this returns (NATS subscribes, and creates a
-            # JetStream consumer, in the background): a peer's next publish reaches it.
-            await self.bus.ready()
         return running
 
     def _unique_name(self, base: str) -> str:
