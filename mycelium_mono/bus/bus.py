@@ -638,10 +638,14 @@ class Publisher(Generic[M]):
             raise QueueOverflowError(type(msg), refused)
 
     async def wait_for_space(self) -> None:
-        """Wait until every "block" subscriber of this type is below its bound."""
+        """Wait until every "block" subscriber of this type is below its bound, and the
+        transport's send queue too (``publish_nowait`` refuses while either is full)."""
         for sub in self._topic.local:
             if sub.policy == "block" and len(sub._queue) >= sub.maxsize:
                 await sub._wait_for_space()
+        transport = self._bus._transport
+        if transport.full():
+            await transport.wait_for_space()
 
     def _wrong_type(self, msg: object) -> TypeError:
         given = type(msg).__name__

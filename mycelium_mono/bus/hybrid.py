@@ -225,7 +225,10 @@ class BackgroundBacklog:
             old.cancel()
         self._loop = loop
         self._wakeup = None
-        self._worker = loop.create_task(self._work(), name="mycelium-background-backlog")
+        # A Task, not loop.create_task: an eager task factory (Python 3.12+) would run the
+        # worker's first step inside this submit, i.e. a background handler before the sync
+        # handlers of the emit that queued it. A Task is always started by the loop.
+        self._worker = asyncio.Task(self._work(), loop=loop, name="mycelium-background-backlog")
 
     async def _work(self) -> None:
         queue = self._queue

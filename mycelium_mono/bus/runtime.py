@@ -496,6 +496,11 @@ class ServiceRuntime:
         if not await self._wait_quiescent(deadline, me):
             busy = [s.name for s in self.services if not self._settled(s, me)]
             logger.warning("shutdown: %s still busy after %.1fs; cancelling", busy, timeout)
+            if own := self.bus.transport.own_in_flight():
+                logger.warning(
+                    "shutdown: %d of this process's own emits had not come back from the "
+                    "stream (a work queue's other process may have taken them)", own
+                )
         for running in self.services:
             for sub in running.context.subscriptions:
                 sub.close()
@@ -523,11 +528,18 @@ class ServiceRuntime:
         take its messages before we look again.
         """
         loop = asyncio.get_running_loop()
+        transport = self.bus.transport
         calm = 0
         while calm < 2:
             if loop.time() >= deadline:
                 return False
             if all(self._settled(s, me) for s in self.services):
+                # JetStream hands this process its own emits back from the stream: one
+                # still on its way is a message some service here has yet to handle.
+                if transport.own_in_flight():
+                    calm = 0
+                    await asyncio.sleep(0.002)
+                    continue
                 calm += 1
                 await asyncio.sleep(0)
             else:

@@ -25,6 +25,7 @@ their own modules and are the only places that import an engine.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +101,11 @@ class Transport(ABC):
     in memory, and acknowledging the stored one as a duplicate of it lost, on a crash, every
     message the local subscribers had not finished."""
 
+    def own_in_flight(self) -> int:
+        """With ``delivers_own_messages``: how many of this process's own publishes its own
+        subscribers are still to receive (a graceful shutdown waits for them)."""
+        return 0
+
     @abstractmethod
     async def start(self, inlet: Inlet) -> None:
         """Bind/connect what the transport needs and begin offering received messages."""
@@ -119,6 +125,11 @@ class Transport(ABC):
         anywhere (issue 12: a lossless ZeroMQ backlog grew without limit). Default: never.
         """
         return False
+
+    async def wait_for_space(self) -> None:
+        """Wait until :meth:`full` is False (its sender drains the queue on this loop)."""
+        while self.full():
+            await asyncio.sleep(0.001)
 
     @abstractmethod
     def subscribe(self, message_type: type[Any]) -> None:

@@ -292,6 +292,9 @@ class OutputsStored(Protocol):
     async def outputs_stored(self, since: int, upto: int) -> str | None:
         """None once the outputs ``since..upto`` are stored; else why they are not."""
 
+    def own_mark(self, subject: str) -> int:
+        """The stream sequence of this process's last stored publish to ``subject``."""
+
 
 @dataclass(frozen=True)
 class _Outcome:
@@ -364,6 +367,12 @@ class PullConsumer:
         # Fetch one at a time: at a start (what comes first may be what crashed the last
         # process), and while redeliveries come (the next may be one too).
         self._isolating = True
+        # The highest stream sequence offered to the bus (own_in_flight() compares it with
+        # this process's own stored publishes).
+        self.taken_seq = 0
+        # What own_mark() said when a fetch began that came back empty: everything stored
+        # up to there had been delivered (here, or to a work queue's other process).
+        self.caught_up = 0
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -372,11 +381,15 @@ class PullConsumer:
         acker = asyncio.get_running_loop().create_task(self._ack_forever())
         try:
             while not closing() and not self.stopped_for_mismatch:
+                mark = 0 if self.outputs is None else self.outputs.own_mark(self.subject)
                 msgs = await self._fetch(1 if self._isolating else self.options.fetch_batch)
+                if not msgs:
+                    self.caught_up = max(self.caught_up, mark)
                 for m in msgs:
                     if self.stopped_for_mismatch:
                         break  # the rest of the batch stays unacked, redelivered later
                     await self._take(m)
+                    self.taken_seq = max(self.taken_seq, m.metadata.sequence.stream)
                 self.inbound.sync_stats()
         finally:
             acker.cancel()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections import deque
@@ -45,6 +46,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from mycelium_mono.bus.transports.base import Inlet, Transport, TransportStats
 from mycelium_mono.bus.transports.jetstream import (
@@ -202,6 +204,9 @@ class NatsTransport(Transport):
         self._in = Inbound(self.stats)
         self._watch = RefusalWatch(url, self.security, self._in.count)
         self._types: dict[type[Any], None] = {}
+        # Per subject this process consumes: the highest stream sequence of its own stored
+        # publishes there (its own subscribers get them only from the stream).
+        self._own_seq: dict[str, int] = {}
         self._subscribed: set[type[Any]] = set()
         self._pending: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -367,6 +372,17 @@ class NatsTransport(Transport):
         await _round_trip(nc)
         self._watch.check("subscription")  # and it said so if it refused one
 
+    async def _consumers_created(self) -> None:
+        """Wait for the consumers subscribe() is still creating (their errors: ready()).
+
+        This process's own publishes reach its subscribers only from the stream, and an
+        ephemeral consumer takes only what is stored after it exists: a publish sent before
+        the consumer of a just-subscribed type was created would never reach it.
+        """
+        creating = [t for t in self._pending if not t.done()]
+        if creating:
+            await asyncio.wait(creating)
+
     async def _subscribe(self, message_type: type[Any]) -> None:
         nc = self._require()
         subject = wire_type(message_type).subject
@@ -520,12 +536,16 @@ class NatsTransport(Transport):
         topic = wt.cls.TOPIC
         if topic not in self._stream_topics:
             await self._ensure_stream(topic)
+        if self._pending:
+            await self._consumers_created()
         if len(self._unacked) >= self.max_in_flight:
             await self._settle()
         # The server drops a re-sent copy with the same id: retries cannot duplicate.
         _, _, _, type_id, _, publisher, seq = HEADER.unpack_from(body)
         msg_id = f"{publisher:x}.{type_id}.{seq}"
         future = await js.publish_async(wt.subject, body, headers={_MSG_ID: msg_id})
+        if wt.cls in self._types:
+            future.add_done_callback(functools.partial(self._stored_own, wt.subject))
         self._unacked.append(_Unacked(future, wt.subject, body, msg_id, self._ledger.append()))
 
     async def _settle(self) -> None:
@@ -557,7 +577,9 @@ class NatsTransport(Transport):
             refused: NatsPermissionError | None = None
             for i, u in enumerate(retry):
                 try:
-                    await self._publish_confirmed(u, deadline)
+                    ack = await self._publish_confirmed(u, deadline)
+                    if any(c.subject == u.subject for c in self.consumers):
+                        self._own_seq[u.subject] = max(self._own_seq.get(u.subject, 0), ack.seq)
                 except NatsPermissionError as exc:
                     self._ledger.refuse([u.index],
                                         f"the server refuses publishing to {u.subject}")
@@ -570,16 +592,15 @@ class NatsTransport(Transport):
             if refused is not None:
                 raise refused
 
-    async def _publish_confirmed(self, u: _Unacked, deadline: float) -> None:
+    async def _publish_confirmed(self, u: _Unacked, deadline: float) -> PubAck:
         js = self._js
         assert js is not None
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await js.publish(
+                return await js.publish(
                     u.subject, u.body, timeout=self.ack_timeout_s, headers={_MSG_ID: u.msg_id}
                 )
-                return
             except (TimeoutError, nats.errors.Error) as exc:
                 self._watch.check("publish", u.subject)  # refused: retrying cannot help
                 self._in.count("publish_retries")
@@ -591,6 +612,32 @@ class NatsTransport(Transport):
                         f"help: is the NATS server at {self.url} up, with JetStream (-js)?"
                     ) from exc
                 await asyncio.sleep(0.1)
+
+    # -- own publishes coming back (a graceful shutdown waits for them) ----------------------
+
+    def _stored_own(self, subject: str, future: asyncio.Future[Any]) -> None:
+        if _stored(future):
+            seq = future.result().seq
+            self._own_seq[subject] = max(self._own_seq.get(subject, 0), seq)
+
+    def own_mark(self, subject: str) -> int:
+        """The stream sequence of our last stored publish to ``subject`` (0: none)."""
+        return self._own_seq.get(subject, 0)
+
+    def own_in_flight(self) -> int:
+        """Own publishes still to be sent or confirmed, plus the consumed subjects whose
+        consumer has not yet offered this process's last stored publish there (nor come back
+        empty from a fetch begun after it was stored: a work queue's other process took it):
+        until then, its own subscribers have not seen everything it emitted to them."""
+        if self._js is None:
+            return 0
+        waiting = len(self._outbox) + sum(not u.future.done() for u in self._unacked)
+        if self._own_seq:
+            for consumer in self.consumers:
+                reached = max(consumer.taken_seq, consumer.caught_up)
+                if reached < self._own_seq.get(consumer.subject, 0):
+                    waiting += 1
+        return waiting
 
     # -- the consumers' ack barrier (OutputsStored) ------------------------------------------
 
