@@ -265,8 +265,10 @@ class ServiceRuntime:
     async def spawn_service(self, svc: object, *, name: str | None = None) -> RunningService:
         """Start ``svc``: its ``run(ctx)`` if it has one, else its handler methods.
 
-        Subscriptions of a handler service exist when this returns, so nothing published
-        afterwards is missed.
+        Subscriptions of a handler service exist on the bus when this returns, so nothing
+        published afterwards in this process is missed. Over a network the engine learns of
+        them a moment later: before a peer publishes, ``await runtime.bus.ready()`` once every
+        service is spawned (a durable JetStream consumer keeps what arrives meanwhile).
         """
         if self._stopping.is_set():
             raise RuntimeError(
