@@ -578,8 +578,7 @@ class NatsTransport(Transport):
             for i, u in enumerate(retry):
                 try:
                     ack = await self._publish_confirmed(u, deadline)
-                    if any(c.subject == u.subject for c in self.consumers):
-                        self._own_seq[u.subject] = max(self._own_seq.get(u.subject, 0), ack.seq)
+                    self._note_own(u.subject, ack.seq)
                 except NatsPermissionError as exc:
                     self._ledger.refuse([u.index],
                                         f"the server refuses publishing to {u.subject}")
@@ -617,7 +616,11 @@ class NatsTransport(Transport):
 
     def _stored_own(self, subject: str, future: asyncio.Future[Any]) -> None:
         if _stored(future):
-            seq = future.result().seq
+            self._note_own(subject, future.result().seq)
+
+    def _note_own(self, subject: str, seq: int) -> None:
+        """Our publish to ``subject`` is stored at ``seq`` (only subjects we consume count)."""
+        if any(c.subject == subject for c in self.consumers):
             self._own_seq[subject] = max(self._own_seq.get(subject, 0), seq)
 
     def own_mark(self, subject: str) -> int:
