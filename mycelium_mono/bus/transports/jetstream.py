@@ -50,7 +50,14 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    Header,
+    StreamConfig,
+)
 
 from mycelium_mono.bus.transports.base import Inlet, Settle
 from mycelium_mono.bus.transports.wire import (
@@ -63,6 +70,7 @@ from mycelium_mono.bus.transports.wire import (
 )
 
 __all__ = [
+    "MSG_ID",
     "ConsumerOptions",
     "OutputLedger",
     "OutputsStored",
@@ -76,7 +84,8 @@ log = logging.getLogger("mycelium_mono.transport.nats")
 
 # JetStream's error code for "subjects overlap with an existing stream".
 _OVERLAP = 10065
-_MSG_ID = "Nats-Msg-Id"
+MSG_ID = Header.MSG_ID.value
+"""The header JetStream deduplicates by (within the stream's duplicate window)."""
 _DISCARD = {"old": DiscardPolicy.OLD, "new": DiscardPolicy.NEW}
 
 
@@ -568,7 +577,7 @@ class PullConsumer:
             # One id per input: dead-lettering it again (the consumer died before the term
             # below reached the server) is dropped by the dead-letter stream's duplicate
             # window instead of storing a second copy.
-            _MSG_ID: dead_letter_msg_id(m),
+            MSG_ID: dead_letter_msg_id(m),
         }
         try:
             await self._ensure_dead_letter_stream()

@@ -50,6 +50,7 @@ from nats.js.api import PubAck
 
 from mycelium_mono.bus.transports.base import Inlet, Transport, TransportStats
 from mycelium_mono.bus.transports.jetstream import (
+    MSG_ID,
     ConsumerOptions,
     OutputLedger,
     PullConsumer,
@@ -91,7 +92,6 @@ NATS_START_HELP = (
 )
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
-_MSG_ID = "Nats-Msg-Id"
 
 
 @dataclass(frozen=True)
@@ -543,7 +543,7 @@ class NatsTransport(Transport):
         # The server drops a re-sent copy with the same id: retries cannot duplicate.
         _, _, _, type_id, _, publisher, seq = HEADER.unpack_from(body)
         msg_id = f"{publisher:x}.{type_id}.{seq}"
-        future = await js.publish_async(wt.subject, body, headers={_MSG_ID: msg_id})
+        future = await js.publish_async(wt.subject, body, headers={MSG_ID: msg_id})
         if wt.cls in self._types:
             future.add_done_callback(functools.partial(self._stored_own, wt.subject))
         self._unacked.append(_Unacked(future, wt.subject, body, msg_id, self._ledger.append()))
@@ -598,7 +598,7 @@ class NatsTransport(Transport):
         while True:
             try:
                 return await js.publish(
-                    u.subject, u.body, timeout=self.ack_timeout_s, headers={_MSG_ID: u.msg_id}
+                    u.subject, u.body, timeout=self.ack_timeout_s, headers={MSG_ID: u.msg_id}
                 )
             except (TimeoutError, nats.errors.Error) as exc:
                 self._watch.check("publish", u.subject)  # refused: retrying cannot help
