@@ -392,15 +392,11 @@ def _field_spec(cls: type[Any], name: str, hint: Any) -> FieldSpec:
     )
 
 
-_PYTHON_TYPES = {"int": int, "bigint": int, "float": float, "bool": bool, "bytes": bytes,
-                 "text": str}
-
-
 def _checked_python_type(cls: type[Any], name: str, declared: Any, spec: FieldSpec,
                          meta: object) -> FieldSpec:
     """``Annotated[int, Text(12)]`` made a type checker see an int where the field holds a
     str: refused at the class statement, since every read of the field would be mistyped."""
-    python = _PYTHON_TYPES.get(spec.kind)
+    python = _EXACT_TYPES.get(spec.kind)
     if python is None or declared is python:
         return spec
     shown = getattr(declared, "__name__", repr(declared))
