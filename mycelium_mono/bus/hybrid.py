@@ -247,8 +247,7 @@ class BackgroundBacklog:
                 self._failed += 1
                 self._report(exc)
             except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is None or task.cancelling():
+                if cancelling():
                     raise  # the worker itself is being cancelled (close(), a new loop)
                 # The handler's own CancelledError (something it awaited was cancelled) is
                 # that call's failure: it used to end the worker, and drain() then hung.
@@ -291,6 +290,14 @@ class BackgroundBacklog:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+
+
+def cancelling() -> bool:
+    """True if the current task was asked to cancel, not merely handed a CancelledError by
+    something it awaited (a handler's own, which the backlog and the runtime count as that
+    handler's failure)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _cancelled_call(fn: Callable[..., Any], exc: asyncio.CancelledError) -> Exception:

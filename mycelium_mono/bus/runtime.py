@@ -32,6 +32,7 @@ from mycelium_mono.bus.bus import (
     Subscriber,
     _full_blockers,
 )
+from mycelium_mono.bus.hybrid import cancelling
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
 from mycelium_mono.handlers import (
     HandlerOwnedError,
@@ -321,7 +322,7 @@ class ServiceRuntime:
                 await run(running.context)
                 return
             except (Exception, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                if isinstance(exc, asyncio.CancelledError) and cancelling():
                     raise
                 running.exceptions.append(exc)
                 if not await self._restart_after(running, exc):
@@ -403,7 +404,7 @@ class ServiceRuntime:
                     else:
                         method(msg)
                 except (Exception, asyncio.CancelledError) as exc:
-                    if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                    if isinstance(exc, asyncio.CancelledError) and cancelling():
                         raise  # the runtime (or a caller) cancels this service
                     # A handler's own CancelledError is its failure, like any other: it used
                     # to end the service silently and strand everything queued for it.
@@ -579,12 +580,6 @@ class ServiceRuntime:
         finally:
             handle.cancel()
             self._sleepers.discard(fut)
-
-
-def _cancelling() -> bool:
-    """True if the current task was asked to cancel (not merely handed a CancelledError)."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
