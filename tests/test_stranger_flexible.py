@@ -8,6 +8,7 @@ reordered messages against exactly that promise.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ async def test_a_handler_raising_cancelled_error_keeps_the_service_handling() ->
 # -- ServiceRuntime lifecycle: shutdown requested from inside a service ---------------------
 
 
-async def test_a_service_that_calls_shutdown_itself_finishes_promptly_and_closes_the_bus() -> None:
+async def test_a_service_that_calls_shutdown_itself_finishes_promptly_and_closes_the_bus(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     runtime = ServiceRuntime(MessageBus())
     watch = DelayWatch()
     await runtime.spawn_service(watch)
@@ -94,11 +97,11 @@ async def test_a_service_that_calls_shutdown_itself_finishes_promptly_and_closes
             await runtime.shutdown(timeout=4)   # the feed is over: stop everything
 
     depot = await runtime.spawn_service(Depot())
-    started = time.monotonic()
     assert depot.task is not None
-    await asyncio.wait_for(asyncio.shield(depot.task), 10)
-    elapsed = time.monotonic() - started
-    assert elapsed < 2, f"shutdown from inside a service waited {elapsed:.1f}s for itself"
+    with caplog.at_level(logging.WARNING, logger="mycelium_mono.runtime"):
+        await asyncio.wait_for(asyncio.shield(depot.task), 10)
+    # Waiting for itself, it used to run out its 4 s timeout, then cancel itself.
+    assert "still busy" not in caplog.text, caplog.text
     assert depot.failure is None and not depot.task.cancelled()
     assert watch.seen == [1, 2, 4]
     assert all(s.done for s in runtime.services)
@@ -532,7 +535,9 @@ async def test_a_runtime_handler_stalling_its_loop_loses_nothing_from_two_depots
     assert stats.extra.get("duplicates", 0) == 0
 
 
-async def test_a_service_awaiting_shutdown_already_under_way_is_not_waited_for() -> None:
+async def test_a_service_awaiting_shutdown_already_under_way_is_not_waited_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # main() shuts down (a SIGTERM); meanwhile a service also asks for shutdown (it found
     # its carrier feed gone). It is waiting for that very shutdown: waiting for it in turn
     # used to hold the shutdown for its whole timeout, then cancel the service.
@@ -553,12 +558,12 @@ async def test_a_service_awaiting_shutdown_already_under_way_is_not_waited_for()
     main_shutdown = asyncio.create_task(runtime.shutdown(timeout=4))
     await asyncio.sleep(0.01)
     feed_gone.set()
-    started = time.monotonic()
-    await asyncio.wait_for(main_shutdown, 10)
-    assert feed.task is not None
-    await asyncio.wait_for(asyncio.shield(feed.task), 2)
-    elapsed = time.monotonic() - started
-    assert elapsed < 2, f"shutdown waited {elapsed:.1f}s for a service waiting for it"
+    with caplog.at_level(logging.WARNING, logger="mycelium_mono.runtime"):
+        await asyncio.wait_for(main_shutdown, 10)
+        assert feed.task is not None
+        await asyncio.wait_for(asyncio.shield(feed.task), 10)
+    # Waiting for the service that waits for it, it used to run out its 4 s timeout.
+    assert "still busy" not in caplog.text, caplog.text
     assert not feed.task.cancelled() and feed.failure is None
     assert watch.seen == [1]
 
@@ -591,9 +596,8 @@ async def test_a_lossless_close_that_runs_out_of_time_reports_what_libzmq_droppe
             while True:
                 pub.publish_nowait(scan(seq + 1))
                 seq += 1
-        started = time.monotonic()
-        await depot.close()
-        took = time.monotonic() - started
+        async with asyncio.timeout(3):         # close_timeout_s=0.5 bounds it
+            await depot.close()
         got: list[Scan] = []
         while True:                            # the sorter wakes up and takes what reached it
             try:
@@ -605,7 +609,6 @@ async def test_a_lossless_close_that_runs_out_of_time_reports_what_libzmq_droppe
         await depot.close()
         await sorter.close()
     t = depot.transport.stats
-    assert took < 3, f"close took {took:.1f}s with close_timeout_s=0.5"
     assert [s.seq for s in got] == list(range(1, len(got) + 1))   # a prefix, in order
     assert t.sent + t.extra["undelivered_at_close"] == depot.stats.published
     assert t.extra["undelivered_at_close"] > 0
