@@ -975,10 +975,15 @@ async def test_a_close_cut_short_by_its_caller_still_frees_the_port_and_reports(
     try:
         await depot.wait_for_subscribers(1, Scan)
         pub = depot.publisher(Scan)
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(1):
-                for n in range(1, 10**7):
-                    await pub.publish(scan(n))
+        # Publish until a publish is held back (the sorter's buffers and the kernel's are
+        # full): a fixed second was not always enough to fill them on a loaded machine, and
+        # then the close below had nothing to wait for.
+        async with asyncio.timeout(60):
+            for n in range(1, 10**7):
+                try:
+                    await asyncio.wait_for(pub.publish(scan(n)), 0.5)
+                except TimeoutError:
+                    break
         pub.publish_nowait(scan(10**7))            # the backlog is not empty
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(depot.close(), 0.5)
