@@ -135,30 +135,30 @@ class GeneratedBus:
             f"help: {hint}"
         )
 
-    def _failed_at(self, emit: str, index: int, msg: Any, exc: Exception) -> None:
+    def _failed_at(self, emit: str, msg: Any, index: int, exc: Exception) -> None:
         """Handler ``index`` of ``emit`` raised ``exc``: call the ones after it, report all.
 
         Only failures come here, so the fast path of a generated emit carries no bookkeeping.
-        The remaining handlers are called, never inlined: the inline guard guarantees that
-        calling them means the same.
+        The emit calls this after its ``except`` is over, so the handlers after the failed one
+        run as they would called by hand: ``sys.exception()`` is None in them and nothing they
+        raise is chained to ``exc``. They are called, never inlined: the inline guard
+        guarantees that calling them means the same.
         """
         calls = self.__mycelium_calls__[emit]
         attr, method = calls[index]
         if isinstance(exc, BusDetachedError) and type(getattr(self, attr)) is _DetachedSlot:
             raise exc  # a refused emit, not a handler's failure: no on_error, no group
         errors = failed(None, exc, self, f"{attr}.{method}")
-        first = exc
         for attr, method in calls[index + 1 :]:
             try:
                 getattr(getattr(self, attr), method)(msg)
-            except Exception as exc:
-                failed(errors, _unchained(exc, first), self, f"{attr}.{method}")
-        self._raise_failures(emit, msg, errors, after=first)
+            except Exception as later:
+                failed(errors, later, self, f"{attr}.{method}")
+        self._raise_failures(emit, msg, errors)
 
-    def _raise_failures(self, method: str, msg: Any, errors: list[tuple[str, Exception]],
-                        *, after: Exception | None = None) -> None:
-        """Hand ``errors`` to ``on_error`` or raise them as one group. ``after``: the failure
-        whose ``except`` this runs in (a sync emit's), which the group does not chain to."""
+    def _raise_failures(self, method: str, msg: Any, errors: list[tuple[str, Exception]]
+                        ) -> None:
+        """Hand ``errors`` to ``on_error`` or raise them as one group."""
         if self._on_error is not None:
             for where, exc in errors:
                 self._on_error(exc, where, msg)
@@ -168,8 +168,6 @@ class GeneratedBus:
             f"{type(self).__name__}.{method}: {len(errors)} handler(s) failed ({names})",
             [exc for _, exc in errors],
         )
-        if after is not None:
-            raise group from None  # its first member, not the context it was raised in
         raise group
 
 
@@ -259,25 +257,6 @@ def replace_service(bus: GeneratedBus, name: str, value: object) -> None:
 
 def _rebuild(cls: type[GeneratedBus], services: tuple[Any, ...], on_error: Any) -> GeneratedBus:
     return cls(*services, on_error=on_error)  # type: ignore[call-arg]
-
-
-def _unchained(exc: Exception, first: Exception) -> Exception:
-    """``exc`` without the link to ``first`` that only running in ``first``'s ``except`` made.
-
-    The handlers after a failed one run inside the emit's ``except`` clause, so Python chains
-    whatever they raise to the first failure (``__context__``), and a printed group showed that
-    failure again with "During handling of the above exception...". Called by hand, one after
-    the other, independent handlers chain nothing.
-    """
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        if link.__context__ is first:
-            link.__context__ = None
-            break
-        link = link.__context__
-    return exc
 
 
 def failed(

@@ -7,6 +7,7 @@ hook or run time, ``inline=True``/``False``, see ``helpers_shapes``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -968,3 +969,87 @@ def test_a_service_replaced_by_a_subclass_is_called_not_inlined(
     assert bus.sink.got == [8]
     if build.inline:
         assert not bus._mycelium_inline_ok
+
+
+FAILURE_CONTEXT_HANDLERS = """
+import sys
+from mycelium_mono import MessageHandler
+from shapes_app.messages import A
+
+SEEN = []
+
+
+class First(MessageHandler[A]):
+    def handle(self, msg):
+        raise ValueError("first")
+
+
+class Second(MessageHandler[A]):
+    def handle(self, msg):
+        SEEN.append(("second", sys.exception()))
+        try:
+            raise KeyError("second")
+        except KeyError:
+            SEEN.append(("second, in its own except", sys.exception()))
+        SEEN.append(("second, after its except", sys.exception()))
+
+
+class Third(MessageHandler[A]):
+    def handle(self, msg):
+        SEEN.append(("third", sys.exception()))
+        raise RuntimeError("third")
+"""
+
+FAILURE_CONTEXT_ROUTING = """
+from mycelium_mono import routing_config
+from shapes_app.messages import A
+from shapes_app.handlers import First, Second, Third
+
+
+@routing_config(inline=INLINE)
+class Bus:
+    A = [First, Second, Third]
+"""
+
+
+def hand_written_failure_context(handlers: Any) -> list[tuple[str, Any]]:
+    """What the same three handlers see when called by hand, one after the other."""
+    handlers.SEEN.clear()
+    for handler in (handlers.First(), handlers.Second(), handlers.Third()):
+        with contextlib.suppress(Exception):
+            handler.handle(None)
+    return [(where, type(exc)) for where, exc in handlers.SEEN]
+
+
+@pytest.mark.parametrize("on_error", [False, True], ids=["group", "on_error"])
+def test_a_handler_after_a_failed_one_does_not_run_inside_its_except(
+    tmp_path: Path, build: Build, on_error: bool,
+) -> None:
+    # Called by hand, the second and third handlers run after the first one's `except` has
+    # ended: sys.exception() is None in them, and nothing they raise is chained to it.
+    routing = load(tmp_path, build, FAILURE_CONTEXT_HANDLERS, FAILURE_CONTEXT_ROUTING, 58571)
+    handlers = sys.modules[f"{PACKAGE}.handlers"]
+    reported: list[tuple[Exception, Any]] = []
+
+    def record(exc: Exception, where: str, msg: Any) -> None:
+        reported.append((exc, sys.exception()))
+
+    expected = hand_written_failure_context(handlers)
+    handlers.SEEN.clear()
+    kwargs = {"on_error": record} if on_error else {}
+    bus = routing.Bus(**services_of(routing.Bus), **kwargs)
+    if on_error:
+        bus.emit_a(routing.A(1))
+        assert [type(exc) for exc, _ in reported] == [ValueError, RuntimeError]
+        assert [during for _, during in reported] == [None, None]
+        third = reported[1][0]
+    else:
+        with pytest.raises(ExceptionGroup) as info:
+            bus.emit_a(routing.A(1))
+        assert [type(e) for e in info.value.exceptions] == [ValueError, RuntimeError]
+        assert info.value.__context__ is None
+        third = info.value.exceptions[1]
+    assert [(where, type(exc)) for where, exc in handlers.SEEN] == expected
+    assert expected == [("second", type(None)), ("second, in its own except", KeyError),
+                        ("second, after its except", type(None)), ("third", type(None))]
+    assert third.__context__ is None
