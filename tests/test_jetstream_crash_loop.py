@@ -113,12 +113,11 @@ async def test_a_stage_killed_again_and_again_at_random_points_loses_nothing(
     assert not lost, f"lost {sorted(lost)}"
     assert len(dead) == len(set(dead)), f"an input dead-lettered twice: {dead}"
     # A message reaches max_deliver + 2 unbegun only if kills keep landing while it is
-    # fetched and not yet begun: alone (between its lone fetch and its handler's start), or
-    # behind a lone redelivery in a batch fetched before that redelivery arrived. Measured:
-    # 0-3 per 14 kills on an idle machine, 7 with a second test suite running beside it,
-    # 18-19 on an idle machine before redeliveries were handled alone (ack_wait was 1 s here,
-    # which load made a message held in memory outlive). Not 0: a batch fetched before the
-    # dead process's messages came due can hold redeliveries behind a lone one.
+    # fetched and not yet begun: alone, between its lone fetch and its handler's start.
+    # Measured: 0 in 6 seeds with two busy loops beside the test, since redeliveries no
+    # longer wait in a batch fetched before they came due (the start window); before that,
+    # 0-3 per 14 kills on an idle machine, 5-7 with a second test suite running beside it,
+    # and 18-19 before redeliveries were handled alone at all.
     assert len(unhandled) <= kills * 3 // 4, f"dead-lettered never begun: {sorted(unhandled)}"
 
 
@@ -151,3 +150,38 @@ async def test_an_input_that_kills_its_stage_every_time_is_dead_lettered_alone(
     assert dead == [5], dead
     # Once at each of its max_deliver deliveries and once more alone, then dead-lettered.
     assert deaths == stage.max_deliver + 1, deaths
+
+
+async def test_inputs_coming_due_while_a_restarted_stage_is_busy_are_each_tried_alone(
+    peers: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+) -> None:
+    # Tick 2 SIGKILLs the stage whenever a handler begins on it. Each stage dies holding a
+    # window fetched with Tick 2; the next one starts before that window comes due, so its
+    # first fetches bring new inputs, and it is busy with them (5 ms each) when the window
+    # comes back. Fetched back in one batch, the window was charged a delivery at every
+    # death though only Tick 2 was ever begun, and after max_deliver + 1 deaths all of it
+    # was dead-lettered on arrival, never handled.
+    count = 600
+    record = tmp_path / "began.txt"
+    await publish_ticks(nats_server.url, stream_name, count)
+    stage = Stage(
+        "sync", fetch_batch=16, max_ack_pending=32, ack_wait_s=1.0, max_deliver=2, slow_ms=5.0
+    )
+    args = [*stage.args(nats_server, stream_name), "--record", str(record), "--crash-seq", "2"]
+    deaths = 0
+    for _ in range(stage.max_deliver + 4):
+        runner = peers.spawn("js_stage", *args)
+        while runner.proc.poll() is None and not await stage_settled(nats_server.url, stream_name):
+            await asyncio.sleep(0.05)
+        if runner.proc.poll() is None:
+            runner.stop()
+            break
+        assert runner.proc.returncode == -9, runner.stderr_tail()
+        deaths += 1
+    else:
+        raise AssertionError(f"still dying after {deaths} runs: Tick 2 was never dead-lettered")
+    lost, dead, unhandled = await outcome(nats_server, stream_name, count, record)
+    print(f"{deaths} deaths, dead-lettered {dead}, never begun {sorted(unhandled)}")
+    assert not lost, f"lost {sorted(lost)}"
+    assert not unhandled, f"dead-lettered without a handler beginning on them: {unhandled}"
+    assert dead == [2], dead

@@ -20,7 +20,9 @@ acknowledged only when every local subscriber is done with it:
   charges a delivery to that message only. The server counts a delivery for every
   message a consumer fetched, begun or not: without this, a consumer SIGKILLed again and
   again pushed every message it had prefetched past ``max_deliver`` though only one was
-  ever handled. After a start the first fetch takes one message too;
+  ever handled. After a start the first fetch takes one message too, and so does every
+  fetch while messages delivered before the start may still come due (at most
+  ``1.5 * ack_wait_s + 0.5`` s; it ends once the server has nothing pending but ours);
 - delivered more than ``max_deliver + 1`` times without ever being settled (it did not
   settle even alone) → dead-lettered on arrival, before it can crash the consumer again;
 - undecodable (garbage, truncated, unknown type) → ``term``, logged loudly and counted as
@@ -376,6 +378,10 @@ class PullConsumer:
         # Fetch one at a time: at a start (what comes first may be what crashed the last
         # process), and while redeliveries come (the next may be one too).
         self._isolating = True
+        # And, after a start, until what was delivered before it comes due or is settled
+        # (see _others_pending); loop times, 0.0 when there is no such window.
+        self._window_ends = 0.0
+        self._window_checked = 0.0
         # The highest stream sequence offered to the bus (own_in_flight() compares it with
         # this process's own stored publishes).
         self.taken_seq = 0
@@ -389,9 +395,11 @@ class PullConsumer:
         """Fetch until ``closing()``; the acker runs beside it in the same task group."""
         acker = asyncio.get_running_loop().create_task(self._ack_forever())
         try:
+            await self._open_start_window()
             while not closing() and not self.stopped_for_mismatch:
                 mark = 0 if self.outputs is None else self.outputs.own_mark(self.subject)
-                msgs = await self._fetch(1 if self._isolating else self.options.fetch_batch)
+                alone = self._isolating or await self._others_pending()
+                msgs = await self._fetch(1 if alone else self.options.fetch_batch)
                 if not msgs:
                     self.caught_up = max(self.caught_up, mark)
                 for m in msgs:
@@ -405,6 +413,49 @@ class PullConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await acker
             await self._settle_outcomes()
+
+    # Inputs delivered before this start (to a process that died, or to a work queue's other
+    # process) come back as redeliveries once ack_wait has passed. Fetched in one batch, they
+    # all wait behind the first, which is tried alone, and a death then charges every one of
+    # them a delivery: a stage dying on one input dead-lettered the 15 fetched with it, never
+    # begun (test_inputs_coming_due_while_a_restarted_stage_is_busy_are_each_tried_alone).
+    # So while any may still come, every fetch takes one message.
+    _WINDOW_CHECK_S = 0.5
+
+    async def _open_start_window(self) -> None:
+        info = await self._consumer_info()
+        if info is None or info.num_ack_pending:
+            loop = asyncio.get_running_loop()
+            # Each was delivered before now, so each is due within ack_wait (the margin is
+            # the server's redelivery timer and this process's own start-up).
+            self._window_ends = loop.time() + self.options.ack_wait_s * 1.5 + 0.5
+            self._window_checked = loop.time()
+            self.inbound.count("start_windows")
+
+    async def _others_pending(self) -> bool:
+        """Whether inputs delivered before this start may still come due (checked with the
+        server every half second: the window closes once nothing is pending but ours)."""
+        if not self._window_ends:
+            return False
+        now = asyncio.get_running_loop().time()
+        if now >= self._window_ends:
+            self._window_ends = 0.0
+            return False
+        if now - self._window_checked >= self._WINDOW_CHECK_S:
+            self._window_checked = now
+            info = await self._consumer_info()
+            if info is not None and info.num_ack_pending <= self._held:
+                self._window_ends = 0.0
+                return False
+        return True
+
+    async def _consumer_info(self) -> Any:
+        try:
+            return await self.psub.consumer_info()
+        except Exception as exc:  # unknown: assume something may come due
+            self.inbound.count("consumer_info_errors")
+            log.debug("JetStream consumer info for %s failed: %r", self.subject, exc)
+            return None
 
     async def _fetch(self, batch: int) -> list[Msg]:
         try:
