@@ -49,6 +49,25 @@ async def outcome(
     return lost, dead, set(dead) - began(record)
 
 
+async def run_until_it_gets_past(
+    peers: Peers, server: NatsServer, stream: str, args: list[str], stage: Stage, crash_seq: int
+) -> int:
+    """Start the stage again after each death until it settles the stream; the deaths."""
+    deaths = 0
+    for _ in range(stage.max_deliver + 4):
+        runner = peers.spawn("js_stage", *args)
+        while runner.proc.poll() is None and not await stage_settled(server.url, stream):
+            await asyncio.sleep(0.05)
+        if runner.proc.poll() is None:
+            runner.stop()
+            return deaths
+        assert runner.proc.returncode == -9, runner.stderr_tail()
+        deaths += 1
+    raise AssertionError(
+        f"still dying after {deaths} runs: Tick {crash_seq} was never dead-lettered"
+    )
+
+
 async def test_a_stage_dying_on_every_first_input_dead_letters_only_what_it_began(
     peers: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
 ) -> None:
@@ -132,18 +151,7 @@ async def test_an_input_that_kills_its_stage_every_time_is_dead_lettered_alone(
     await publish_ticks(nats_server.url, stream_name, count)
     stage = Stage("sync", fetch_batch=16, max_ack_pending=32, ack_wait_s=1.0, max_deliver=3)
     args = [*stage.args(nats_server, stream_name), "--record", str(record), "--crash-seq", "5"]
-    deaths = 0
-    for _ in range(stage.max_deliver + 4):
-        runner = peers.spawn("js_stage", *args)
-        while runner.proc.poll() is None and not await stage_settled(nats_server.url, stream_name):
-            await asyncio.sleep(0.05)
-        if runner.proc.poll() is None:
-            runner.stop()
-            break
-        assert runner.proc.returncode == -9, runner.stderr_tail()
-        deaths += 1
-    else:
-        raise AssertionError(f"still dying after {deaths} runs: Tick 5 was never dead-lettered")
+    deaths = await run_until_it_gets_past(peers, nats_server, stream_name, args, stage, 5)
     lost, dead, _ = await outcome(nats_server, stream_name, count, record)
     print(f"{deaths} deaths, dead-lettered {dead}")
     assert not lost, f"lost {sorted(lost)}"
@@ -168,20 +176,10 @@ async def test_inputs_coming_due_while_a_restarted_stage_is_busy_are_each_tried_
         "sync", fetch_batch=16, max_ack_pending=32, ack_wait_s=1.0, max_deliver=2, slow_ms=5.0
     )
     args = [*stage.args(nats_server, stream_name), "--record", str(record), "--crash-seq", "2"]
-    deaths = 0
-    for _ in range(stage.max_deliver + 4):
-        runner = peers.spawn("js_stage", *args)
-        while runner.proc.poll() is None and not await stage_settled(nats_server.url, stream_name):
-            await asyncio.sleep(0.05)
-        if runner.proc.poll() is None:
-            runner.stop()
-            break
-        assert runner.proc.returncode == -9, runner.stderr_tail()
-        deaths += 1
-    else:
-        raise AssertionError(f"still dying after {deaths} runs: Tick 2 was never dead-lettered")
+    deaths = await run_until_it_gets_past(peers, nats_server, stream_name, args, stage, 2)
     lost, dead, unhandled = await outcome(nats_server, stream_name, count, record)
     print(f"{deaths} deaths, dead-lettered {dead}, never begun {sorted(unhandled)}")
     assert not lost, f"lost {sorted(lost)}"
     assert not unhandled, f"dead-lettered without a handler beginning on them: {unhandled}"
     assert dead == [2], dead
+    assert deaths == stage.max_deliver + 1, deaths
