@@ -441,6 +441,13 @@ class Subscriber(Generic[M]):
             if not bus._started and not bus._closed:
                 await bus.start()
                 continue
+            parked = self._waiter
+            if parked is not None and not parked.done():
+                # Another consumer of this subscription is parked (a worker pool, as on an
+                # asyncio.Queue): be woken with it. Replacing its waiter left it parked for
+                # good, even after close(). Publishers still wake one future (hot path).
+                await self._wait_beside(parked)
+                continue
             waiter = asyncio.get_running_loop().create_future()
             self._waiter = waiter
             try:
@@ -449,6 +456,21 @@ class Subscriber(Generic[M]):
                 if self._waiter is waiter:
                     self._waiter = None
         return True
+
+    @staticmethod
+    async def _wait_beside(parked: asyncio.Future[None]) -> None:
+        """Wait until ``parked`` (another consumer's waiter) is woken or cancelled."""
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake(_: asyncio.Future[None]) -> None:
+            if not mine.done():
+                mine.set_result(None)
+
+        parked.add_done_callback(wake)
+        try:
+            await mine
+        finally:
+            parked.remove_done_callback(wake)
 
     async def _wait_for_space(self) -> None:
         """Park a "block" publisher until this queue is below its bound or closed."""
