@@ -595,3 +595,21 @@ def test_a_slow_remote_sink_keeps_its_bound_and_flat_memory_over_200k_readings(
     assert result["rss_end"] - result["rss_quarter"] < 8 * 1024, result  # KiB
     assert result["publisher_growth"] < 1024 * 1024, result
     assert result["backlog_peak"] <= 1000, result  # lossless: waits, never hoards
+
+
+def test_the_sequence_tracker_stays_bounded_across_endless_incarnations() -> None:
+    # Turbine controllers restarted again and again: each restart is a new incarnation.
+    from mycelium_mono.bus.transports.wire import MAX_TRACKED, SequenceTracker
+
+    tracker = SequenceTracker()
+    live = 1
+    assert tracker.observe(live, 9301, 1)
+    for incarnation in range(2, 3 * MAX_TRACKED):
+        assert tracker.observe(incarnation * 2 + 1, 9301, 1)
+        assert tracker.observe(incarnation * 2 + 1, 9301, 2)
+        if incarnation % 100 == 0:
+            assert tracker.observe(live, 9301, incarnation // 100 + 1)  # still in sequence
+    assert len(tracker._last) <= MAX_TRACKED and len(tracker.publishers) <= MAX_TRACKED
+    assert tracker.publishers_seen == 3 * MAX_TRACKED - 1
+    assert tracker.gaps == tracker.duplicates == 0
+    assert not tracker.observe(live, 9301, 1)  # the live one was kept: a replay is refused
