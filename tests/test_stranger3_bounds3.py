@@ -613,3 +613,49 @@ def test_the_sequence_tracker_stays_bounded_across_endless_incarnations() -> Non
     assert tracker.publishers_seen == 3 * MAX_TRACKED - 1
     assert tracker.gaps == tracker.duplicates == 0
     assert not tracker.observe(live, 9301, 1)  # the live one was kept: a replay is refused
+
+
+async def test_a_hostile_nats_publisher_is_dropped_counted_and_bounded(shared_nats: str) -> None:
+    import nats
+
+    from mycelium_mono.bus.transports.wire import HEADER, MAGIC, VERSION, wire_type
+
+    bus = MessageBus.with_nats(shared_nats)
+    sub = bus.subscribe(Alarm, maxsize=32)
+    await bus.ready()
+    raw = await nats.connect(shared_nats)
+    taken: list[int] = []
+
+    async def take() -> None:
+        async for a in sub:
+            taken.append(a.seq)
+
+    consumer = asyncio.create_task(take())
+    try:
+        wt = wire_type(Alarm)
+        body = Alarm(turbine=2, code=7, seq=0).to_bytes()
+        flood = 6_000
+        for i in range(flood):
+            forged = secrets.randbits(63) | 1
+            fp = wt.fingerprint if i % 2 == 0 else wt.fingerprint ^ 0xBAD
+            await raw.publish(wt.subject, HEADER.pack(MAGIC, VERSION, 0, wt.type_id, fp, forged, 1)
+                              + body)
+            if i % 500 == 0:
+                await raw.publish(wt.subject, b"\x80\x04garbage" * 3)  # a pickle-ish body
+                await raw.flush()
+        honest = bus.publisher(Alarm)
+        await honest.publish(Alarm(turbine=2, code=1, seq=99))
+        await raw.flush()
+        await until(lambda: len(taken) >= flood // 2 + 1, timeout=30)
+        t = bus.transport
+        assert len(taken) == flood // 2 + 1
+        assert t.stats.dropped_malformed == flood // 500
+        assert t.stats.extra["drop_fingerprint_mismatch"] == flood // 2
+        inbound = t._in  # type: ignore[attr-defined]
+        assert len(inbound.tracker._last) <= 5_000 and len(inbound.mismatches) <= 100
+        assert sub.stats.high_water <= 32
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+        await raw.close()
+        await bus.close()
