@@ -86,6 +86,12 @@ class ServiceContext:
     async def emit(self, msg: Any) -> None:
         """Publish ``msg`` downstream (waits for space under the "block" policy)."""
         await self._publisher(type(msg)).publish(msg)
+        if self._runtime._subscriptions_closed:
+            # Shutdown closed every subscription, so the back-pressure this emit used to
+            # wait on is gone and an in-process publish never suspends: a producer still
+            # emitting in a loop spun the event loop for good and shutdown(timeout) never
+            # got to cancel it. Yield, so the cancellation after the timeout lands here.
+            await asyncio.sleep(0)
 
     def emit_nowait(self, msg: Any) -> None:
         """Publish without waiting; this is what a handler's sync ``self.emit`` calls.
@@ -253,6 +259,7 @@ class ServiceRuntime:
         # the shutdown neither waits for them nor cancels them.
         self._awaiting_shutdown: set[asyncio.Task[Any]] = set()
         self._shut_down = False
+        self._subscriptions_closed = False  # shutdown closed them: see ServiceContext.emit
 
     async def __aenter__(self) -> ServiceRuntime:
         await self.bus.start()
@@ -504,6 +511,7 @@ class ServiceRuntime:
                     "shutdown: %d of this process's own emits had not come back from the "
                     "stream (a work queue's other process may have taken them)", own
                 )
+        self._subscriptions_closed = True
         for running in self.services:
             for sub in running.context.subscriptions:
                 sub.close()

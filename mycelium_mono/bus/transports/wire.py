@@ -44,7 +44,9 @@ __all__ = [
     "HEADER",
     "MAGIC",
     "MAX_FRAME",
+    "MAX_MISMATCHES",
     "MAX_PREFIX",
+    "MAX_TRACKED",
     "VERSION",
     "Decoded",
     "DropReason",
@@ -85,6 +87,18 @@ MAX_SEQUENCE_JUMP = 1 << 20
 Issue 12: one frame with ``seq=10**12`` from a live publisher made every later valid frame
 a "duplicate". A jump this large is dropped and counted (``sequence_out_of_range``); two
 consecutive frames beyond it (``S``, ``S + 1``) are a real jump and resynchronise."""
+
+
+MAX_TRACKED = 4096
+"""Most (incarnation, type id) pairs a :class:`SequenceTracker` remembers, and most
+incarnation ids it counts as seen. Every restart of a peer is a new incarnation, and a hostile
+peer can forge a new one per frame: unbounded, the tracker grew by one entry per forged frame
+(30,000 forged frames, 10,000 entries and 30 MB). Past the bound the pair seen least recently
+is forgotten (``stats.extra["sequences_forgotten"]``): its next frame starts afresh."""
+
+MAX_MISMATCHES = 64
+"""Most (publisher, type id) fingerprint mismatches kept and logged; the rest are counted in
+``stats.extra["mismatches_not_logged"]`` (each frame is still counted as a drop)."""
 
 
 class WireMismatchError(RuntimeError):
@@ -308,16 +322,25 @@ class SequenceTracker:
     def __init__(self) -> None:
         self._last: dict[tuple[int, int], int] = {}
         self._suspect: dict[tuple[int, int], int] = {}
-        self.publishers: set[int] = set()
+        self._publishers: dict[int, None] = {}  # insertion order: the oldest go first
+        self.publishers_seen = 0
+        self.forgotten = 0
         self.gaps = 0
         self.missed = 0
         self.duplicates = 0
         self.out_of_range = 0
 
+    @property
+    def publishers(self) -> set[int]:
+        """The incarnation ids seen (the latest :data:`MAX_TRACKED` of them)."""
+        return set(self._publishers)
+
     def observe(self, publisher: int, type_id: int, seq: int) -> bool:
         """Record ``seq``; False means a duplicate the caller must not deliver."""
         key = (publisher, type_id)
-        last = self._last.get(key)
+        # pop and put back: the dict stays in least-recently-seen order, so the bound
+        # (MAX_TRACKED) forgets an incarnation gone quiet, never a live one.
+        last = self._last.pop(key, None)
         if last is not None and seq == last + 1:
             self._last[key] = seq
             return True
@@ -326,11 +349,13 @@ class SequenceTracker:
     def _unusual(self, key: tuple[int, int], last: int | None, seq: int) -> bool:
         if last is None:
             # A new incarnation (or we joined mid-stream: what came before was never ours).
-            self.publishers.add(key[0])
+            self._remember(key)
         elif seq <= last:
+            self._last[key] = last
             self.duplicates += 1
             return False
         elif seq - last > MAX_SEQUENCE_JUMP and self._suspect.get(key) != seq - 1:
+            self._last[key] = last
             self._suspect[key] = seq
             self.out_of_range += 1
             return False
@@ -340,6 +365,24 @@ class SequenceTracker:
         self._suspect.pop(key, None)
         self._last[key] = seq
         return True
+
+    def _remember(self, key: tuple[int, int]) -> None:
+        """Make room for a new (incarnation, type id) pair: the bound is MAX_TRACKED.
+
+        ``_publishers`` only counts incarnations (it is in first-seen order): one forgotten
+        there and seen again is counted again in ``publishers_seen``."""
+        last = self._last
+        while len(last) >= MAX_TRACKED:
+            oldest = next(iter(last))
+            del last[oldest]
+            self._suspect.pop(oldest, None)
+            self.forgotten += 1
+        publishers = self._publishers
+        if key[0] not in publishers:
+            self.publishers_seen += 1
+            while len(publishers) >= MAX_TRACKED:
+                del publishers[next(iter(publishers))]
+            publishers[key[0]] = None
 
 
 @dataclass(frozen=True)
@@ -389,7 +432,9 @@ class Inbound:
         extra = self.stats.extra
         extra["messages_missed"] = t.missed
         extra["sequence_out_of_range"] = t.out_of_range
-        extra["publishers_seen"] = len(t.publishers)
+        extra["publishers_seen"] = t.publishers_seen
+        if t.forgotten:
+            extra["sequences_forgotten"] = t.forgotten
 
     def drop(self, dropped: Dropped) -> None:
         """Count ``dropped``; log a fingerprint mismatch once per publisher and type."""
@@ -405,6 +450,18 @@ class Inbound:
     def _mismatch(self, dropped: Dropped) -> None:
         key = (dropped.publisher, dropped.type_id)
         if key in self.mismatches:
+            return
+        if len(self.mismatches) >= MAX_MISMATCHES:
+            # A peer forging a new publisher id per frame logged an error per frame and grew
+            # this table without end: past the bound, count (and say so once).
+            if not self.stats.extra.get("mismatches_not_logged"):
+                log.error(
+                    "%d peers or incarnations send types with a layout that differs from "
+                    "this process's; further ones are only counted "
+                    "(stats.extra['mismatches_not_logged'])",
+                    MAX_MISMATCHES,
+                )
+            self.count("mismatches_not_logged")
             return
         found = _mismatch_of(dropped)
         self.mismatches[key] = found

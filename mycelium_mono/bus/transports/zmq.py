@@ -89,6 +89,9 @@ log = logging.getLogger("mycelium_mono.transport.zmq")
 _DRAIN_BATCH = 2048
 # A guard while frames wait for POLLOUT: the FD wake-up is what normally resumes them.
 _POLL_GUARD_S = 0.01
+# Acknowledgements of one prefix kept from senders that name no endpoint we connected to
+# (peers that predate endpoint tokens, or their restarts), beyond one per connected peer.
+_MAX_UNNAMED_ACKS = 1024
 # The authenticator matches this exactly (pyzmq has no wildcard for callback providers).
 _ZAP_DOMAIN = "mycelium"
 
@@ -708,6 +711,11 @@ class ZmqTransport(Transport):
         peer = self._peer_tokens.get(ack.sequence) if ack.sequence else None
         who: tuple[str, object] = ("id", ack.publisher) if peer is None else ("peer", peer)
         if acked is not None and who not in acked:
+            if peer is None and len(acked) >= len(self.peers) + _MAX_UNNAMED_ACKS:
+                # Forged acknowledgements under a new publisher id each grew this set by
+                # one per frame: past the bound, count them instead.
+                self._in.count("acks_ignored")
+                return
             acked.add(who)
             self._wake()
 
