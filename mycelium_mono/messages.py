@@ -279,6 +279,7 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
         chosen = topic or snake_case(cls.__name__)
         if topic is None:
             _check_topic(chosen, f"{cls.__qualname__} (its default topic)")
+        _check_prefix(cls, type_id, chosen)
         _check_frame_size(cls, fields, type_id, chosen)
         new_cls = _build_class(cls, fields, type_id, chosen)
         _register(new_cls)
@@ -344,6 +345,10 @@ def _check_field_name(cls: type[Any], name: str) -> None:
 # that both stay equal to wire.py's.
 FRAME_LIMIT = 1 << 16
 FRAME_HEADER_SIZE = 30
+# wire.py's MAX_PREFIX: a ZeroMQ frame's "<topic>.<type_id>\0" is looked for in its first
+# 256 bytes only, so a longer topic was accepted here and then every frame of the type was
+# dropped as bad_prefix by every receiving peer.
+FRAME_PREFIX_LIMIT = 256
 
 # Dot-separated parts of letters, digits, "_" and "-": what a NATS subject token and a
 # ZeroMQ prefix both carry (no NUL, whitespace, wildcards or empty parts).
@@ -357,6 +362,18 @@ def _check_topic(topic: object, where: str) -> None:
             "prefix are built from it)\n"
             "help: use ASCII letters, digits, '_' and '-', in parts separated by single dots, "
             "e.g. 'market_data' or 'orders.eu'"
+        )
+
+
+def _check_prefix(cls: type[Any], type_id: int, topic: str) -> None:
+    prefix = len(topic) + len(str(type_id)) + 2  # "<topic>.<type_id>\0", topic ASCII
+    if prefix > FRAME_PREFIX_LIMIT:
+        raise MessageError(
+            f"{cls.__qualname__}: topic {topic[:40]!r}... is {len(topic)} characters, so its "
+            f"frame prefix '<topic>.{type_id}\\0' would be {prefix} bytes; a transport reads "
+            f"at most {FRAME_PREFIX_LIMIT} and drops the frame as a bad prefix\n"
+            f"help: shorten the topic to at most {FRAME_PREFIX_LIMIT - prefix + len(topic)} "
+            "characters"
         )
 
 

@@ -592,6 +592,9 @@ def test_every_topic_message_accepts_can_be_framed_and_decoded(topic: str) -> No
 
 def test_a_topic_whose_prefix_fits_exactly_is_accepted_and_one_byte_more_is_refused() -> None:
     from mycelium_mono.bus.transports.wire import MAX_PREFIX
+    from mycelium_mono.messages import FRAME_PREFIX_LIMIT
+
+    assert FRAME_PREFIX_LIMIT == MAX_PREFIX  # messages.py mirrors it (no import of bus/)
 
     fits = "t" * (MAX_PREFIX - len(".47361\0"))
     assert isinstance(decode_frame(Outbound().frame(_stock_alert(fits)(level=1))), Decoded)
