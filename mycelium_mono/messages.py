@@ -35,6 +35,7 @@ from typing import (
     Annotated,
     Any,
     ClassVar,
+    Generic,
     Self,
     TypeVar,
     get_args,
@@ -275,6 +276,7 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
     caller_locals = dict(sys._getframe(1).f_locals)
 
     def wrap(cls: type[T]) -> type[T]:
+        _check_class_body(cls)
         fields = _collect_fields(cls, caller_locals)
         chosen = topic or snake_case(cls.__name__)
         if topic is None:
@@ -286,6 +288,19 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
         return new_cls
 
     return wrap
+
+
+def _check_class_body(cls: type[Any]) -> None:
+    """Refuse, at the class statement, what @message would otherwise break or drop unseen."""
+    if Generic in cls.__mro__:
+        # type() cannot rebuild a class on a bare Generic base: this used to surface as a bare
+        # TypeError ("Cannot inherit from plain Generic") naming neither the class nor a fix.
+        raise MessageError(
+            f"{cls.__qualname__}: a message class cannot be generic (Generic[...] among its "
+            "bases): every field has one fixed wire layout, which a type parameter cannot give\n"
+            "help: remove Generic[...] from the bases and give each field a concrete field type "
+            "(U32, Text[N], Bytes[N], ...); define one message class per payload"
+        )
 
 
 def _collect_fields(
