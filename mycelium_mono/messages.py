@@ -301,6 +301,27 @@ def _check_class_body(cls: type[Any]) -> None:
             "help: remove Generic[...] from the bases and give each field a concrete field type "
             "(U32, Text[N], Bytes[N], ...); define one message class per payload"
         )
+    if is_message_class(cls):
+        raise MessageError(f"{cls.__qualname__} is already a @message class\n"
+                           "help: decorate it once")
+    own = cls.__dict__
+    if "__dataclass_fields__" in own:
+        raise MessageError(
+            f"{cls.__qualname__}: @message cannot be combined with @dataclass (the dataclass's "
+            "__init__ would set the frozen fields, its __eq__ would be replaced)\n"
+            "help: remove @dataclass: @message generates the constructor, equality, hash, "
+            "repr and replace()"
+        )
+    # These used to be replaced without a word: a class's own __eq__, to_bytes() or
+    # TYPE_ID = 9 was dropped. A __repr__ of its own is kept (as a dataclass keeps it).
+    for member in _GENERATED_MEMBERS:
+        if member in own:
+            raise MessageError(
+                f"{cls.__qualname__}.{member}: @message generates {member} for every message "
+                "(the wire layout, equality and immutability depend on it), so this one would "
+                "be silently replaced\n"
+                f"help: remove {member} from the class body (or give the method another name)"
+            )
 
 
 def _collect_fields(
@@ -515,6 +536,8 @@ def _build_class(
     new_cls: type[Any] = metaclass(cls.__name__, (slots_base,), namespace)
     new_cls.__qualname__ = cls.__qualname__
     for method_name, method in _generate_methods(new_cls, fields, layout).items():
+        if method_name == "__repr__" and "__repr__" in cls.__dict__:
+            continue  # the class's own repr wins (it may mask a field, e.g. an id)
         setattr(new_cls, method_name, method)
     return new_cls
 
@@ -535,6 +558,15 @@ def _refuse_subclass(cls: type[Any], /, **kwargs: Any) -> None:
         "that both inherit"
     )
 
+
+# What @message sets on every message class, besides __repr__ (a class's own one is kept):
+# written in the class body, each is refused rather than silently replaced. __eq__ comes
+# before __hash__: a class body that defines __eq__ gets __hash__ = None from Python too.
+_GENERATED_MEMBERS = (
+    "__eq__", "__hash__", "__new__", "__setattr__", "__delattr__", "__reduce__", "__copy__",
+    "__deepcopy__", "__replace__", "__match_args__", "__init_subclass__", "replace",
+    "to_bytes", "from_bytes", "TYPE_ID", "TOPIC", "SIZE", "FIELDS", "FINGERPRINT",
+)
 
 _METHOD_NAMES = (
     "__new__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__", "__reduce__",
