@@ -322,6 +322,17 @@ def _check_class_body(cls: type[Any]) -> None:
                 "be silently replaced\n"
                 f"help: remove {member} from the class body (or give the method another name)"
             )
+    for base in cls.__mro__[1:-1]:
+        if "__new__" in base.__dict__:
+            # The generated __new__ builds the object without calling a base's __new__ (and
+            # decoding must run no user code), so this one never ran: refused, not skipped.
+            raise MessageError(
+                f"{cls.__qualname__}: its base {base.__qualname__} defines __new__, which a "
+                f"message never calls ({base.__qualname__}.__new__ would be skipped at every "
+                "construction and decode)\n"
+                f"help: move what {base.__qualname__}.__new__ does into __init__ (it runs once "
+                "per construction, with the field values) or out of the mixin"
+            )
 
 
 def _collect_fields(
