@@ -11,6 +11,7 @@ holding a value its constructor would refuse.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import enum
 import math
@@ -449,6 +450,10 @@ def test_random_bytes_of_the_right_size_decode_to_a_message_its_constructor_acce
     assert_holds(Dispense.from_bytes(memoryview(raw)), fields_of(msg))
 
 
+def _offset_of(field: str) -> int:
+    return sum(MODEL[n].size for n in NAMES[:NAMES.index(field)])
+
+
 def _text_slots() -> list[tuple[int, int]]:
     """(offset, capacity) of each Text field in Dispense's layout."""
     out, offset = [], 0
@@ -714,3 +719,62 @@ def test_definition_mistakes_each_name_the_class_and_the_field() -> None:
 
     assert [n for n, _ in WithClassVar.FIELDS] == ["doses"]
     assert WithClassVar.MAX_DOSES == 8 and WithClassVar.SIZE == 1
+
+
+# --- a live ZeroMQ subscriber fed hostile frames by a raw socket -----------------------
+
+
+@pytest.mark.network
+async def test_a_live_zeromq_subscriber_delivers_only_constructible_prescriptions() -> None:
+    import zmq
+    import zmq.asyncio
+    from helpers_fuzz import accounted, mutate
+    from peers.harness import until
+    from peers.inlet import ListInlet
+
+    from mycelium_mono.bus.transports.zmq import ZmqTransport
+
+    ctx = zmq.asyncio.Context()
+    raw = ctx.socket(zmq.XPUB)  # the hostile peer
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.bind("tcp://127.0.0.1:0")
+    got: list[Any] = []
+    transport = ZmqTransport("127.0.0.1:0")
+    await transport.start(ListInlet(got))
+    try:
+        transport.subscribe(Dispense)
+        await transport.connect_to(raw.getsockopt_string(zmq.LAST_ENDPOINT))
+        prefix = wire_type(Dispense).prefix
+        assert await asyncio.wait_for(raw.recv(), 10) == b"\x01" + prefix
+        rng = random.Random(47351)
+        out = Outbound()
+        sample = Dispense(**_sample())
+        frames: list[bytes] = []
+        junk_payloads = 0
+        for _ in range(300):
+            frame = bytearray(out.frame(sample))
+            payload_at = len(frame) - Dispense.SIZE
+            for offset, capacity in _text_slots():  # a peer's text that is not UTF-8
+                start = payload_at + offset
+                frame[start:start + capacity] = rng.randbytes(capacity)
+            frame[payload_at + _offset_of("controlled")] = rng.randrange(256)  # Bool: any byte
+            frames.append(bytes(frame))
+            junk_payloads += 1
+            frames.append(prefix + mutate(out.frame(sample)[len(prefix):], rng))
+        before = accounted(transport.stats)
+        for frame in frames:
+            await raw.send(frame)
+        await until(lambda: accounted(transport.stats) == before + len(frames), timeout=20)
+        assert len(got) >= junk_payloads  # each of these had a valid header and length
+        for msg in got:
+            assert type(msg) is Dispense
+            assert_constructible(msg)
+        # still alive: a clean prescription from a new publisher arrives as sent
+        got.clear()
+        await raw.send(Outbound().frame(sample))
+        await until(lambda: len(got) == 1)
+        assert got == [sample]
+    finally:
+        await transport.close()
+        raw.close()
+        ctx.term()
