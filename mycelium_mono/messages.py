@@ -588,7 +588,7 @@ _METHOD_NAMES = (
 def _generate_methods(
     cls: type[Any], fields: tuple[tuple[str, FieldSpec], ...], layout: struct.Struct
 ) -> dict[str, Any]:
-    source = _methods_source(cls.__name__, fields)
+    source = _methods_source(fields)
     filename = f"<mycelium-mono message {cls.__module__}.{cls.__qualname__}>"
     # Registering the text is what lets tracebacks and debuggers show generated lines.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -599,6 +599,7 @@ def _generate_methods(
         "_from_int": int.from_bytes, "_isfinite": math.isfinite, "_TypeError": TypeError,
         "_sorted": sorted,
         "_cls": cls,
+        "_class_name": cls.__name__,
         "_fields": cls.__bases__[0],
         "_blank": _blank_maker(cls.__bases__[0]),
         "_types": tuple(_EXACT_TYPES[spec.kind] for _, spec in fields),
@@ -715,12 +716,14 @@ def _build_lines(values: list[tuple[str, str]], cls: str, *, indent: int) -> str
     return f"{pad}self = _blank()\n{stores}{pad}self.__class__ = {cls}\n{pad}return self\n"
 
 
-def _methods_source(class_name: str, fields: tuple[tuple[str, FieldSpec], ...]) -> str:
+def _methods_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
     names = [n for n, _ in fields]
     self_values = "".join(f"self.{n}, " for n in names)
     lines = [_new_source(fields)]
     reprs = ", ".join(f"{n}={{self.{n}!r}}" for n in names)
-    lines.append(f"\ndef __repr__(self):\n    return f'{class_name}({reprs})'\n")
+    # The name comes from the class, not the source: type("Dose'Check", ...) is a valid class
+    # whose name used to be pasted into this f-string (a SyntaxError, or braces evaluated).
+    lines.append(f"\ndef __repr__(self):\n    return _class_name + f'({reprs})'\n")
     lines.append(
         "\ndef __eq__(self, other):\n"
         "    if _type(other) is not _type(self):\n        return _NotImplemented\n"

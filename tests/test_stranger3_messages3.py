@@ -778,3 +778,38 @@ async def test_a_live_zeromq_subscriber_delivers_only_constructible_prescription
         await transport.close()
         raw.close()
         ctx.term()
+
+
+# --- classes made with type(), and buffers that are not bytes ---------------------------
+
+
+@pytest.mark.parametrize(("type_id", "name"), enumerate(
+    ["Dose'Check", "Dose{doses}", "Dose}", 'Dose"', "Dose\\", "Dose'''"], start=47370))
+def test_a_class_made_by_type_with_any_name_becomes_a_working_message(
+    type_id: int, name: str
+) -> None:
+    # A formulary loader that names classes from its table (type(name, (), ns)): a quote or
+    # a brace in the name used to end up inside the generated source, a SyntaxError at
+    # @message ("unterminated string literal") or a NameError at the first repr().
+    cls = message(type_id=type_id, topic="pharmacy.formulary")(
+        type(name, (), {"__annotations__": {"doses": U8}}))
+    made = cls(doses=2)
+    assert repr(made) == f"{name}(doses=2)"
+    assert cls.from_bytes(made.to_bytes()) == made
+
+
+@message(type_id=47380, topic="pharmacy.window")
+class DoseWindow(Message):
+    first_minute: U16
+    last_minute: U16
+    max_doses: U32
+
+
+def test_a_wrong_length_memoryview_of_wide_items_reports_its_bytes() -> None:
+    # The error used to report len() of the view (items, here 4 bytes each), not its bytes.
+    window = DoseWindow(first_minute=480, last_minute=1200, max_doses=4)
+    raw = window.to_bytes()
+    assert DoseWindow.from_bytes(memoryview(raw).cast("I")) == window
+    for wrong in (raw[:4], raw + bytes(4)):
+        with pytest.raises(MessageError, match=rf"needs exactly 8 bytes, got {len(wrong)}$"):
+            DoseWindow.from_bytes(memoryview(wrong).cast("I"))
