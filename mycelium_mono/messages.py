@@ -900,8 +900,13 @@ def _conversion_hint(spec: FieldSpec, value: object) -> str:
 
 
 def _buffer_error(cls: type[Any], buffer: Any) -> MessageError:
+    # Bytes, not len(): a memoryview of one 4-byte item has len() 1 (struct reads bytes).
+    try:
+        got = memoryview(buffer).nbytes
+    except TypeError:
+        got = len(buffer)
     return MessageError(
-        f"{cls.__qualname__}.from_bytes() needs exactly {cls.SIZE} bytes, got {len(buffer)}"
+        f"{cls.__qualname__}.from_bytes() needs exactly {cls.SIZE} bytes, got {got}"
     )
 
 
