@@ -641,10 +641,12 @@ def _check_lines(name: str, spec: FieldSpec) -> str:
         cond = f"_type({name}) is not _str or not _text_fits({name}, {spec.size})"
     elif spec.kind == "float":
         # An int is accepted and converted, as float() would; a huge one is a clear error.
+        # F32 passes its limit, so an int too big for it is reported as the int it was.
+        limit = "_F32_LIMIT" if spec.fmt == "f" else "None"
         lines = (
             f"    if _type({name}) is not _float:\n"
             f"        if _type({name}) is not _int:\n    {error}"
-            f"        {name} = _as_float(_cls, {name!r}, {spec.describe()!r}, {name})\n"
+            f"        {name} = _as_float(_cls, {name!r}, {spec.describe()!r}, {name}, {limit})\n"
         )
         if spec.fmt == "f":
             # struct.pack('f') raises OverflowError only at a remote publish (issue 15.13).
@@ -793,11 +795,15 @@ _F32_LIMIT = float(2**128 - 2**103)
 _F32_STRUCT = struct.Struct("<f")
 
 
-def _as_float(cls: type[Any], field: str, label: str, value: int) -> float:
+def _as_float(cls: type[Any], field: str, label: str, value: int, limit: float | None) -> float:
     try:
-        return float(value)
+        converted = float(value)
     except OverflowError:
         raise _value_error(cls, field, label, value) from None
+    if limit is not None and not -limit < converted < limit:
+        # Checked here, not after: the error used to show the converted float instead.
+        raise _value_error(cls, field, label, value)
+    return converted
 
 
 def _text_from_wire(raw: bytes, capacity: int) -> str:

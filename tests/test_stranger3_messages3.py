@@ -813,3 +813,14 @@ def test_a_wrong_length_memoryview_of_wide_items_reports_its_bytes() -> None:
     for wrong in (raw[:4], raw + bytes(4)):
         with pytest.raises(MessageError, match=rf"needs exactly 8 bytes, got {len(wrong)}$"):
             DoseWindow.from_bytes(memoryview(wrong).cast("I"))
+
+
+@pytest.mark.parametrize("dose", [2**200, 2**128, -(2**128 - 2**103)])
+def test_an_int_too_big_for_f32_is_reported_as_the_int_that_was_passed(dose: int) -> None:
+    # The error used to show the float it had converted the int to ("got float 1.6e+60")
+    # beside "or an int in that range", a value the caller never wrote.
+    with pytest.raises(MessageError) as caught:
+        Dispense(**{**_sample(), "dose_mg": dose})
+    text = str(caught.value)
+    assert text.startswith("Dispense.dose_mg (F32) must be")
+    assert f"got int {dose!r}"[:60] in text, text
