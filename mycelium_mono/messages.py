@@ -850,7 +850,13 @@ def _expected(spec: FieldSpec) -> str:
 
 
 def _got(value: object) -> str:
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits() has no str (Python 3.11+)
+        if not isinstance(value, int):
+            raise
+        shown = f"of {value.bit_length()} bits" if value >= 0 else (
+            f"below zero, of {value.bit_length()} bits")
     if len(shown) > 80:
         shown = shown[:77] + "..."
     got = f"{type(value).__name__} {shown}"

@@ -880,3 +880,14 @@ def test_a_frame_of_invalid_utf8_text_decodes_in_time_linear_in_its_size() -> No
     baseline = _best_of(lambda: hostile.decode("utf-8", "replace"))
     decode = _best_of(lambda: ClinicalNote.from_bytes(hostile))
     assert decode < max(200 * baseline, 0.05), (decode, baseline)
+
+
+@pytest.mark.parametrize("field", ["doses", "batch_hash", "adjust64", "weight_kg", "dose_mg"])
+@pytest.mark.parametrize("value", [10**5000, -(10**5000)], ids=["big", "negative"])
+def test_an_int_too_long_to_print_is_still_a_message_error_naming_the_field(
+    field: str, value: int
+) -> None:
+    # Python refuses str() of an int past 4,300 digits (ValueError): building the error text
+    # for such a value raised that ValueError instead of the field's MessageError.
+    with pytest.raises(MessageError, match=rf"^Dispense\.{field} \(.*got int .*bits"):
+        Dispense(**{**_sample(), field: value})
