@@ -292,9 +292,10 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
 
 def _check_class_body(cls: type[Any]) -> None:
     """Refuse, at the class statement, what @message would otherwise break or drop unseen."""
-    if Generic in cls.__mro__:
+    if Generic in cls.__bases__:
         # type() cannot rebuild a class on a bare Generic base: this used to surface as a bare
         # TypeError ("Cannot inherit from plain Generic") naming neither the class nor a fix.
+        # Only a direct base: a Protocol or Box[int] mixin (Generic further up) works.
         raise MessageError(
             f"{cls.__qualname__}: a message class cannot be generic (Generic[...] among its "
             "bases): every field has one fixed wire layout, which a type parameter cannot give\n"

@@ -19,7 +19,7 @@ import pickle
 import random
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated, Any, ClassVar, Generic, Optional, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Optional, Protocol, TypeVar
 
 import messages3_reference as ref
 import pytest
@@ -622,6 +622,26 @@ def test_a_generic_message_is_refused_with_a_message_error_naming_the_class() ->
         @message(type_id=47362, topic="pharmacy.batch")
         class Batch(Message, Generic[T]):  # type: ignore[no-redef]
             count: U32
+
+
+class _Describable(Protocol):
+    def describe(self) -> str:
+        return f"{type(self).__name__} x{self.doses}"  # type: ignore[attr-defined]
+
+
+class _Box(Generic[T]):
+    def unit(self) -> str:
+        return "mg"
+
+
+def test_a_protocol_or_parametrised_generic_mixin_still_works() -> None:
+    @message(type_id=47369, topic="pharmacy.mixins")
+    class Refill(_Describable, _Box[int]):
+        doses: U8
+
+    refill = Refill(doses=2)
+    assert refill.describe() == "Refill x2" and refill.unit() == "mg"
+    assert Refill.from_bytes(refill.to_bytes()) == refill
 
 
 def _method(self: Any, *args: Any, **kwargs: Any) -> Any:
