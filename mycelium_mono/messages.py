@@ -35,6 +35,7 @@ from typing import (
     Annotated,
     Any,
     ClassVar,
+    Generic,
     Self,
     TypeVar,
     get_args,
@@ -275,16 +276,64 @@ def message(*, type_id: int, topic: str | None = None) -> Callable[[type[T]], ty
     caller_locals = dict(sys._getframe(1).f_locals)
 
     def wrap(cls: type[T]) -> type[T]:
+        _check_class_body(cls)
         fields = _collect_fields(cls, caller_locals)
         chosen = topic or snake_case(cls.__name__)
         if topic is None:
             _check_topic(chosen, f"{cls.__qualname__} (its default topic)")
+        _check_prefix(cls, type_id, chosen)
         _check_frame_size(cls, fields, type_id, chosen)
         new_cls = _build_class(cls, fields, type_id, chosen)
         _register(new_cls)
         return new_cls
 
     return wrap
+
+
+def _check_class_body(cls: type[Any]) -> None:
+    """Refuse, at the class statement, what @message would otherwise break or drop unseen."""
+    if Generic in cls.__bases__:
+        # type() cannot rebuild a class on a bare Generic base: this used to surface as a bare
+        # TypeError ("Cannot inherit from plain Generic") naming neither the class nor a fix.
+        # Only a direct base: a Protocol or Box[int] mixin (Generic further up) works.
+        raise MessageError(
+            f"{cls.__qualname__}: a message class cannot be generic (Generic[...] among its "
+            "bases): every field has one fixed wire layout, which a type parameter cannot give\n"
+            "help: remove Generic[...] from the bases and give each field a concrete field type "
+            "(U32, Text[N], Bytes[N], ...); define one message class per payload"
+        )
+    if is_message_class(cls):
+        raise MessageError(f"{cls.__qualname__} is already a @message class\n"
+                           "help: decorate it once")
+    own = cls.__dict__
+    if "__dataclass_fields__" in own:
+        raise MessageError(
+            f"{cls.__qualname__}: @message cannot be combined with @dataclass (the dataclass's "
+            "__init__ would set the frozen fields, its __eq__ would be replaced)\n"
+            "help: remove @dataclass: @message generates the constructor, equality, hash, "
+            "repr and replace()"
+        )
+    # These used to be replaced without a word: a class's own __eq__, to_bytes() or
+    # TYPE_ID = 9 was dropped. A __repr__ of its own is kept (as a dataclass keeps it).
+    for member in _GENERATED_MEMBERS:
+        if member in own:
+            raise MessageError(
+                f"{cls.__qualname__}.{member}: @message generates {member} for every message "
+                "(the wire layout, equality and immutability depend on it), so this one would "
+                "be silently replaced\n"
+                f"help: remove {member} from the class body (or give the method another name)"
+            )
+    for base in cls.__mro__[1:-1]:
+        if "__new__" in base.__dict__:
+            # The generated __new__ builds the object without calling a base's __new__ (and
+            # decoding must run no user code), so this one never ran: refused, not skipped.
+            raise MessageError(
+                f"{cls.__qualname__}: its base {base.__qualname__} defines __new__, which a "
+                f"message never calls ({base.__qualname__}.__new__ would be skipped at every "
+                "construction and decode)\n"
+                f"help: move what {base.__qualname__}.__new__ does into __init__ (it runs once "
+                "per construction, with the field values) or out of the mixin"
+            )
 
 
 def _collect_fields(
@@ -344,6 +393,10 @@ def _check_field_name(cls: type[Any], name: str) -> None:
 # that both stay equal to wire.py's.
 FRAME_LIMIT = 1 << 16
 FRAME_HEADER_SIZE = 30
+# wire.py's MAX_PREFIX: a ZeroMQ frame's "<topic>.<type_id>\0" is looked for in its first
+# 256 bytes only, so a longer topic was accepted here and then every frame of the type was
+# dropped as bad_prefix by every receiving peer.
+FRAME_PREFIX_LIMIT = 256
 
 # Dot-separated parts of letters, digits, "_" and "-": what a NATS subject token and a
 # ZeroMQ prefix both carry (no NUL, whitespace, wildcards or empty parts).
@@ -357,6 +410,18 @@ def _check_topic(topic: object, where: str) -> None:
             "prefix are built from it)\n"
             "help: use ASCII letters, digits, '_' and '-', in parts separated by single dots, "
             "e.g. 'market_data' or 'orders.eu'"
+        )
+
+
+def _check_prefix(cls: type[Any], type_id: int, topic: str) -> None:
+    prefix = len(topic) + len(str(type_id)) + 2  # "<topic>.<type_id>\0", topic ASCII
+    if prefix > FRAME_PREFIX_LIMIT:
+        raise MessageError(
+            f"{cls.__qualname__}: topic {topic[:40]!r}... is {len(topic)} characters, so its "
+            f"frame prefix '<topic>.{type_id}\\0' would be {prefix} bytes; a transport reads "
+            f"at most {FRAME_PREFIX_LIMIT} and drops the frame as a bad prefix\n"
+            f"help: shorten the topic to at most {FRAME_PREFIX_LIMIT - prefix + len(topic)} "
+            "characters"
         )
 
 
@@ -483,6 +548,8 @@ def _build_class(
     new_cls: type[Any] = metaclass(cls.__name__, (slots_base,), namespace)
     new_cls.__qualname__ = cls.__qualname__
     for method_name, method in _generate_methods(new_cls, fields, layout).items():
+        if method_name == "__repr__" and "__repr__" in cls.__dict__:
+            continue  # the class's own repr wins (it may mask a field, e.g. an id)
         setattr(new_cls, method_name, method)
     return new_cls
 
@@ -504,6 +571,15 @@ def _refuse_subclass(cls: type[Any], /, **kwargs: Any) -> None:
     )
 
 
+# What @message sets on every message class, besides __repr__ (a class's own one is kept):
+# written in the class body, each is refused rather than silently replaced. __eq__ comes
+# before __hash__: a class body that defines __eq__ gets __hash__ = None from Python too.
+_GENERATED_MEMBERS = (
+    "__eq__", "__hash__", "__new__", "__setattr__", "__delattr__", "__reduce__", "__copy__",
+    "__deepcopy__", "__replace__", "__match_args__", "__init_subclass__", "replace",
+    "to_bytes", "from_bytes", "TYPE_ID", "TOPIC", "SIZE", "FIELDS", "FINGERPRINT",
+)
+
 _METHOD_NAMES = (
     "__new__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__", "__reduce__",
     "__copy__", "__deepcopy__", "replace", "to_bytes",
@@ -513,7 +589,7 @@ _METHOD_NAMES = (
 def _generate_methods(
     cls: type[Any], fields: tuple[tuple[str, FieldSpec], ...], layout: struct.Struct
 ) -> dict[str, Any]:
-    source = _methods_source(cls.__name__, fields)
+    source = _methods_source(fields)
     filename = f"<mycelium-mono message {cls.__module__}.{cls.__qualname__}>"
     # Registering the text is what lets tracebacks and debuggers show generated lines.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
@@ -524,6 +600,7 @@ def _generate_methods(
         "_from_int": int.from_bytes, "_isfinite": math.isfinite, "_TypeError": TypeError,
         "_sorted": sorted,
         "_cls": cls,
+        "_class_name": cls.__name__,
         "_fields": cls.__bases__[0],
         "_blank": _blank_maker(cls.__bases__[0]),
         "_types": tuple(_EXACT_TYPES[spec.kind] for _, spec in fields),
@@ -565,10 +642,12 @@ def _check_lines(name: str, spec: FieldSpec) -> str:
         cond = f"_type({name}) is not _str or not _text_fits({name}, {spec.size})"
     elif spec.kind == "float":
         # An int is accepted and converted, as float() would; a huge one is a clear error.
+        # F32 passes its limit, so an int too big for it is reported as the int it was.
+        limit = "_F32_LIMIT" if spec.fmt == "f" else "None"
         lines = (
             f"    if _type({name}) is not _float:\n"
             f"        if _type({name}) is not _int:\n    {error}"
-            f"        {name} = _as_float(_cls, {name!r}, {spec.describe()!r}, {name})\n"
+            f"        {name} = _as_float(_cls, {name!r}, {spec.describe()!r}, {name}, {limit})\n"
         )
         if spec.fmt == "f":
             # struct.pack('f') raises OverflowError only at a remote publish (issue 15.13).
@@ -640,12 +719,14 @@ def _build_lines(values: list[tuple[str, str]], cls: str, *, indent: int) -> str
     return f"{pad}self = _blank()\n{stores}{pad}self.__class__ = {cls}\n{pad}return self\n"
 
 
-def _methods_source(class_name: str, fields: tuple[tuple[str, FieldSpec], ...]) -> str:
+def _methods_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
     names = [n for n, _ in fields]
     self_values = "".join(f"self.{n}, " for n in names)
     lines = [_new_source(fields)]
     reprs = ", ".join(f"{n}={{self.{n}!r}}" for n in names)
-    lines.append(f"\ndef __repr__(self):\n    return f'{class_name}({reprs})'\n")
+    # The name comes from the class, not the source: type("Dose'Check", ...) is a valid class
+    # whose name used to be pasted into this f-string (a SyntaxError, or braces evaluated).
+    lines.append(f"\ndef __repr__(self):\n    return _class_name + f'({reprs})'\n")
     lines.append(
         "\ndef __eq__(self, other):\n"
         "    if _type(other) is not _type(self):\n        return _NotImplemented\n"
@@ -715,11 +796,15 @@ _F32_LIMIT = float(2**128 - 2**103)
 _F32_STRUCT = struct.Struct("<f")
 
 
-def _as_float(cls: type[Any], field: str, label: str, value: int) -> float:
+def _as_float(cls: type[Any], field: str, label: str, value: int, limit: float | None) -> float:
     try:
-        return float(value)
+        converted = float(value)
     except OverflowError:
         raise _value_error(cls, field, label, value) from None
+    if limit is not None and not -limit < converted < limit:
+        # Checked here, not after: the error used to show the converted float instead.
+        raise _value_error(cls, field, label, value)
+    return converted
 
 
 def _text_from_wire(raw: bytes, capacity: int) -> str:
@@ -733,8 +818,12 @@ def _text_from_wire(raw: bytes, capacity: int) -> str:
     """
     text = raw.partition(b"\0")[0].decode("utf-8", "replace")
     if "\ufffd" in text:  # valid UTF-8 of at most `capacity` bytes always fits
-        while not _text_fits(text, capacity):
-            text = text[:-1]
+        encoded = text.encode()  # valid UTF-8 now: "replace" leaves no surrogate
+        if len(encoded) > capacity:
+            # Cut the bytes and drop the character the cut split: the longest prefix that
+            # fits, in one pass. Cutting one character at a time and re-encoding the rest
+            # each time was quadratic: one 65,000-byte Text of 0xFF took 11 s to decode.
+            text = encoded[:capacity].decode("utf-8", "ignore")
     return text
 
 
@@ -762,7 +851,13 @@ def _expected(spec: FieldSpec) -> str:
 
 
 def _got(value: object) -> str:
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits() has no str (Python 3.11+)
+        if not isinstance(value, int):
+            raise
+        shown = f"of {value.bit_length()} bits" if value >= 0 else (
+            f"below zero, of {value.bit_length()} bits")
     if len(shown) > 80:
         shown = shown[:77] + "..."
     got = f"{type(value).__name__} {shown}"
@@ -822,8 +917,13 @@ def _conversion_hint(spec: FieldSpec, value: object) -> str:
 
 
 def _buffer_error(cls: type[Any], buffer: Any) -> MessageError:
+    # Bytes, not len(): a memoryview of one 4-byte item has len() 1 (struct reads bytes).
+    try:
+        got = memoryview(buffer).nbytes
+    except TypeError:
+        got = len(buffer)
     return MessageError(
-        f"{cls.__qualname__}.from_bytes() needs exactly {cls.SIZE} bytes, got {len(buffer)}"
+        f"{cls.__qualname__}.from_bytes() needs exactly {cls.SIZE} bytes, got {got}"
     )
 
 
