@@ -1,0 +1,176 @@
+"""A stranger's attack on the inliner: a restaurant kitchen-display system (KDS).
+
+Orders come in, tickets are fired to stations (grill, fry, pass), timers bump them. Each
+scenario writes a small ``kds`` package, imports its routing module by the four builds (import
+hook or run time, ``inline=True``/``False``; ``helpers_shapes``) and compares what the bus
+did with what plain hand-written code does: each routed handler called in order, an emit from
+a handler running its receivers before the handler's next line, failures gathered into an
+``ExceptionGroup``. The trace holds every side effect in order, the state of every station,
+each failure's type and text, and ``sys.exception()`` as each handler saw it.
+
+The one rule under test: the inliner never runs different code than calling the handler would.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from helpers_shapes import BUILDS, Build, inlined, load_build
+
+from mycelium_mono.handlers import attach_emitter
+from mycelium_mono.messages import snake_case
+from mycelium_mono.pytest_plugin import forget_modules
+
+PACKAGE = "kds"
+
+MESSAGES = """from mycelium_mono import message, I64, U32
+
+@message(type_id=64901, topic="kds.order")
+class OrderPlaced:
+    table: U32
+    dish: U32
+
+@message(type_id=64902, topic="kds.fired")
+class TicketFired:
+    ticket: U32
+    station: U32
+
+@message(type_id=64903, topic="kds.bumped")
+class TicketBumped:
+    ticket: U32
+    secs: I64
+"""
+
+
+@pytest.fixture(params=BUILDS, ids=lambda b: b.name)
+def build(request: pytest.FixtureRequest) -> Any:
+    yield request.param
+    forget_modules(PACKAGE)
+
+
+def load(tmp_path: Path, build: Build, handlers: str, routing: str,
+         extra: dict[str, str] | None = None) -> ModuleType:
+    modules = {"messages": MESSAGES, "handlers": handlers, "routing": routing, **(extra or {})}
+    return load_build(tmp_path, PACKAGE, modules, build)
+
+
+def handlers_module() -> ModuleType:
+    return sys.modules[f"{PACKAGE}.handlers"]
+
+
+class HandWritten:
+    """Each routed handler's method called in order, failures gathered as the bus does."""
+
+    def __init__(self, services: dict[str, Any], routes: dict[str, list[tuple[str, str]]],
+                 bus_name: str) -> None:
+        self.services = services
+        self.routes = routes
+        self.bus_name = bus_name
+        for service in services.values():
+            attach_emitter(service, self.emit)
+
+    def emit(self, msg: Any) -> None:
+        name = type(msg).__name__
+        failures: list[tuple[str, Exception]] = []
+        for attr, method in self.routes[name]:
+            try:
+                getattr(self.services[attr], method)(msg)
+            except Exception as exc:
+                failures.append((f"{attr}.{method}", exc))
+        if failures:
+            names = ", ".join(where for where, _ in failures)
+            raise ExceptionGroup(f"{self.bus_name}.emit_{snake_case(name)}: {len(failures)} "
+                                 f"handler(s) failed ({names})", [exc for _, exc in failures])
+
+
+def describe(exc: BaseException) -> Any:
+    if isinstance(exc, BaseExceptionGroup):
+        return ("group", exc.message.split(".", 1)[-1],
+                tuple(describe(e) for e in exc.exceptions))
+    return (type(exc).__name__, str(exc))
+
+
+# --- a station replaced or the bus detached while an emit is running ---------------------------
+
+SWAP_HANDLERS = """
+from mycelium_mono import MessageHandler
+from kds.messages import OrderPlaced
+
+LOG = []
+BUS = []
+
+
+class Expo(MessageHandler[OrderPlaced]):
+    '''The expediter: a VIP table gets the training fryer swapped out for the senior one.'''
+    def handle(self, order):
+        LOG.append(("expo", order.table))
+        if order.table == 7:
+            BUS[0].fry = SeniorFry()
+        if order.table == 86:          # kitchen closed mid-rush: the screen is handed back
+            BUS[0].detach()
+
+
+class Fry(MessageHandler[OrderPlaced]):
+    def __init__(self):
+        self.baskets = 0
+
+    def handle(self, order):
+        LOG.append(("fry", type(self).__name__, order.dish))
+        self.baskets += 1
+
+
+class SeniorFry(Fry):
+    def handle(self, order):
+        LOG.append(("senior fry", order.dish))
+        self.baskets += 2
+"""
+
+SWAP_ROUTING = """
+from mycelium_mono import routing_config
+from kds.messages import OrderPlaced  # noqa: F401
+from kds.handlers import Expo, Fry
+
+
+@routing_config(inline=INLINE)
+class Pass:
+    OrderPlaced = [Expo, Fry]
+"""
+
+
+def test_a_station_swapped_for_a_subclass_mid_emit_runs_the_subclass_method(
+        tmp_path: Path, build: Build) -> None:
+    """Called, the fryer slot is read when its turn comes: the SeniorFry put there by the
+    expediter runs its own handle. Inlined, the emit had checked its guard once on entry
+    and pasted Fry's body onto the SeniorFry: ('fry', 'SeniorFry', 3)."""
+    routing = load(tmp_path, build, SWAP_HANDLERS, SWAP_ROUTING)
+    module = handlers_module()
+    if build.inline:
+        assert inlined(routing.Pass) == {"expo", "fry"}
+    bus = routing.Pass(expo=module.Expo(), fry=module.Fry())
+    module.BUS.append(bus)
+    bus.emit_order_placed(module.OrderPlaced(7, 3))
+    assert module.LOG == [("expo", 7), ("senior fry", 3)]
+    assert bus.fry.baskets == 2
+    module.LOG.clear()
+    bus.emit_order_placed(module.OrderPlaced(1, 4))     # from now on the guard says: call
+    assert module.LOG == [("expo", 1), ("senior fry", 4)]
+
+
+def test_a_bus_detached_mid_emit_runs_no_statement_of_a_later_handler(
+        tmp_path: Path, build: Build) -> None:
+    """Called, the next handler's method is looked up on the detached slot and the emit
+    raises BusDetachedError before any of its code runs. Inlined, Fry's first line ran on
+    the slot ('fry', '_DetachedSlot', 5) before its `self.baskets` raised."""
+    from mycelium_mono.handlers import BusDetachedError
+
+    routing = load(tmp_path, build, SWAP_HANDLERS, SWAP_ROUTING)
+    module = handlers_module()
+    bus = routing.Pass(expo=module.Expo(), fry=module.Fry())
+    module.BUS.append(bus)
+    with pytest.raises(BusDetachedError):
+        bus.emit(module.OrderPlaced(86, 5))
+    assert module.LOG == [("expo", 86)]
