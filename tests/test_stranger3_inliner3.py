@@ -174,3 +174,76 @@ def test_a_bus_detached_mid_emit_runs_no_statement_of_a_later_handler(
     with pytest.raises(BusDetachedError):
         bus.emit(module.OrderPlaced(86, 5))
     assert module.LOG == [("expo", 86)]
+
+
+# --- a handler's locals die when it returns ------------------------------------------------------
+
+LIFETIME_HANDLERS = """
+import weakref
+from mycelium_mono import MessageHandler
+from kds.messages import OrderPlaced
+
+LOG = []
+OPEN = weakref.WeakSet()           # the tickets on the screen: alive while someone holds one
+
+
+class Ticket:
+    def __init__(self, table):
+        self.table = table
+        OPEN.add(self)
+        LOG.append(("print", table))
+
+    def __del__(self):
+        LOG.append(("spike", self.table))   # the paper ticket goes on the spike
+
+
+class Printer(MessageHandler[OrderPlaced]):
+    def handle(self, order):
+        ticket = Ticket(order.table)
+        copies = [ticket, ticket]
+        if order.dish == 0:
+            return                       # an early return frees them too
+        LOG.append(("printed", len(copies)))
+
+
+class Screen(MessageHandler[OrderPlaced]):
+    def handle(self, order):
+        LOG.append(("screen shows", sorted(t.table for t in OPEN)))
+"""
+
+LIFETIME_ROUTING = """
+from mycelium_mono import routing_config
+from kds.messages import OrderPlaced  # noqa: F401
+from kds.handlers import Printer, Screen
+
+
+@routing_config(inline=INLINE)
+class Line:
+    OrderPlaced = [Printer, Screen]
+"""
+
+
+def test_a_handlers_locals_are_freed_before_the_next_handler_runs(
+        tmp_path: Path, build: Build) -> None:
+    """Called, the printer's frame (its `ticket`, its `copies`) is gone when it returns, so
+    the screen sees no open ticket and the ticket is spiked first. Inlined, `h1_ticket`
+    lived on in the emit's frame until the emit returned: the screen still showed it."""
+    routing = load(tmp_path, build, LIFETIME_HANDLERS, LIFETIME_ROUTING)
+    module = handlers_module()
+    if build.inline:
+        assert inlined(routing.Line) == {"printer", "screen"}
+    routes = {"OrderPlaced": [("printer", "handle"), ("screen", "handle")]}
+    hand = HandWritten({"printer": module.Printer(), "screen": module.Screen()}, routes, "Line")
+    expected = []
+    for dish in (1, 0):
+        module.LOG.clear()
+        hand.emit(module.OrderPlaced(4, dish))
+        expected.append(list(module.LOG))
+    assert expected[0] == [("print", 4), ("printed", 2), ("spike", 4), ("screen shows", [])]
+    got = []
+    bus = routing.Line(printer=module.Printer(), screen=module.Screen())
+    for dish in (1, 0):
+        module.LOG.clear()
+        bus.emit_order_placed(module.OrderPlaced(4, dish))
+        got.append(list(module.LOG))
+    assert got == expected

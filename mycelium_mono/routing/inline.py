@@ -378,7 +378,8 @@ class _Rewriter:
         except _Unprovable as exc:
             return NotInlined(str(exc))
         # Not `h1_returned`: every `h1_<name>` is some local's new name.
-        statements = [*prologue, *_Returns(f"returned_{self.instance}").rewrite(renamed)]
+        statements = [*prologue, *_Returns(f"returned_{self.instance}").rewrite(renamed),
+                      *self._release(body, renames)]
         return InlinedBody(tuple(statements), tuple(sorted(self.modules)),
                            self.code.co_qualname, self.code.co_filename,
                            self.code.co_firstlineno, code_crc(self.code))
@@ -401,6 +402,25 @@ class _Rewriter:
                 copies.append(ast.Assign([ast.Name(renames[param], ast.Store())],
                                          ast.Name(source, ast.Load())))
         return copies
+
+    def _release(self, body: Sequence[ast.stmt], renames: dict[str, str]) -> list[ast.stmt]:
+        """``h1_ticket = h1_copies = None`` once the body is done (fallen off its end or left
+        by a rewritten ``return``): a called handler's locals die with its frame when it
+        returns, before the next handler runs, and a ``__del__``, a ``weakref`` callback or a
+        ``WeakSet`` of open tickets sees that. Inlined, they lived on in the emit's frame
+        until the emit returned. Released in the frame's order (``co_varnames``, then cells).
+        A cell a generator expression may still read (it can outlive the body) is left
+        alone: emptying it would change what the generator sees. Not done when the body
+        raises: the traceback keeps a called handler's frame alive too."""
+        code = self.code
+        names = [*code.co_varnames, *(n for n in code.co_cellvars if n not in code.co_varnames)]
+        if any(isinstance(n, ast.GeneratorExp) for stmt in body for n in ast.walk(stmt)):
+            names = [n for n in names if n not in code.co_cellvars]
+        targets = [renames[n] for n in names
+                   if n in renames and renames[n] not in (self.instance, self.message)]
+        if not targets:
+            return []
+        return [ast.Assign([ast.Name(t, ast.Store()) for t in targets], ast.Constant(None))]
 
     def global_ref(self, name: str) -> ast.expr:
         """``name`` as the handler's module sees it, read live through that module."""
