@@ -13,13 +13,14 @@ The one rule under test: the inliner never runs different code than calling the 
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from helpers_shapes import BUILDS, Build, inlined, load_build
+from helpers_shapes import BUILDS, Build, inlined, load_build, write_package
 
 from mycelium_mono.handlers import attach_emitter
 from mycelium_mono.messages import snake_case
@@ -247,3 +248,96 @@ def test_a_handlers_locals_are_freed_before_the_next_handler_runs(
         bus.emit_order_placed(module.OrderPlaced(4, dish))
         got.append(list(module.LOG))
     assert got == expected
+
+
+# --- a station written in the routing module reads its globals as it does itself -------------
+
+BRANCH_ROUTING = """
+import os
+from mycelium_mono import MessageHandler, routing_config
+from kds.messages import TicketBumped
+from kds.handlers import LOG
+
+if os.environ.get("KDS_WHOLE_MINUTES_{token}"):   # never set: the builtin round is the one
+    def round(x, n=None):
+        return int(x)
+if os.environ.get("KDS_LATE_{token}"):
+    LATE_AFTER = 5
+
+
+class Timer(MessageHandler[TicketBumped]):
+    def handle(self, bump):
+        LOG.append(("minutes", round(bump.secs / 60, 1)))
+        try:
+            LOG.append(("late after", LATE_AFTER))
+        except NameError as exc:
+            LOG.append(("no threshold", type(exc).__name__))
+
+
+@routing_config(inline=INLINE)
+class Pass:
+    TicketBumped = [Timer]
+"""
+
+
+def test_a_routing_module_station_reads_a_builtin_its_module_shadows_on_one_branch_only(
+        tmp_path: Path, build: Build) -> None:
+    """The module binds `round` and `LATE_AFTER` only if an environment variable is set. The
+    method, called, finds the builtin round and raises NameError for LATE_AFTER. Inlined, the
+    body read both through the module: AttributeError: module 'kds.routing' has no attribute
+    'round'."""
+    routing = load(tmp_path, build, "LOG = []\n",
+                   BRANCH_ROUTING.replace("{token}", "3f9c1d"))
+    module = handlers_module()
+    if build.inline:
+        assert inlined(routing.Pass) == {"timer"}
+    bus = routing.Pass(timer=routing.Timer())
+    bump = sys.modules[f"{PACKAGE}.messages"].TicketBumped(12, 150)
+    bus.emit_ticket_bumped(bump)
+    got = list(module.LOG)
+    module.LOG.clear()
+    routing.Timer().handle(bump)
+    assert got == module.LOG == [("minutes", 2.5), ("no threshold", "NameError")]
+
+
+IN_FUNCTION_ROUTING = """
+from mycelium_mono import MessageHandler, routing_config
+from kds.messages import TicketBumped
+
+LOG = []
+RATE = 1
+
+
+class Timer(MessageHandler[TicketBumped]):
+    def handle(self, bump):
+        LOG.append(RATE * bump.secs)
+
+
+def make_pass():
+    @routing_config(inline=True)
+    class Pass:
+        TicketBumped = [Timer]
+    return Pass
+"""
+
+
+def test_a_routing_class_built_in_a_function_sees_a_global_rebound_after_the_build(
+        tmp_path: Path) -> None:
+    """Built in a function, the bus runs in a copy of the module's globals: the routing
+    module's own station still reads them through the module, live."""
+    write_package(tmp_path, PACKAGE, {"messages": MESSAGES, "routing": IN_FUNCTION_ROUTING})
+    sys.path.insert(0, str(tmp_path))
+    try:
+        routing = importlib.import_module(f"{PACKAGE}.routing")
+    finally:
+        sys.path.remove(str(tmp_path))
+        importlib.invalidate_caches()
+    try:
+        bus_cls = routing.make_pass()
+        assert inlined(bus_cls) == {"timer"}
+        bus = bus_cls(timer=routing.Timer())
+        routing.RATE = 10
+        bus.emit(sys.modules[f"{PACKAGE}.messages"].TicketBumped(1, 3))
+        assert routing.LOG == [30]
+    finally:
+        forget_modules(PACKAGE)

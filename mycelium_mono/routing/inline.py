@@ -129,6 +129,10 @@ class MethodSource:
     module: str
     defines: Callable[[str], bool]
     """Whether the method's module binds a global of that name."""
+    own_globals: bool = False
+    """The emit method runs in the method's own module globals (a method written in the
+    routing module): its global names stay plain names, looked up exactly as it looks them
+    up, falling back to builtins when the module has not bound them."""
 
 
 def code_crc(code: types.CodeType) -> int:
@@ -208,7 +212,8 @@ def live_method_source(raw: object, method: str) -> MethodSource | NotInlined:
 
 
 def local_method_source(node: ast.FunctionDef, class_name: str, module: str, filename: str,
-                        text: str, defines: Callable[[str], bool]) -> MethodSource | NotInlined:
+                        text: str, defines: Callable[[str], bool], *, own_globals: bool = False
+                        ) -> MethodSource | NotInlined:
     """``class_name.<node>`` written in the routing module ``module`` (file text ``text``).
 
     Its code object is the one compiling that text gives, which is the code the module will
@@ -225,7 +230,7 @@ def local_method_source(node: ast.FunctionDef, class_name: str, module: str, fil
     if problem is not None:
         return NotInlined(problem)
     # A copy: the rewrite renames in place, and `node` is part of the module being compiled.
-    return MethodSource(code, copy.deepcopy(node), module, defines)
+    return MethodSource(code, copy.deepcopy(node), module, defines, own_globals)
 
 
 def _code_problem(code: types.CodeType) -> str | None:
@@ -424,6 +429,12 @@ class _Rewriter:
 
     def global_ref(self, name: str) -> ast.expr:
         """``name`` as the handler's module sees it, read live through that module."""
+        if self.source.own_globals and self._plain_global(name) and (
+                self.source.defines(name) or hasattr(builtins, name)):
+            # The routing module's own method: its global is the emit's global. Read through
+            # the module, a name the module binds only on one branch (`if FAST: def round`)
+            # raised AttributeError where the method itself falls back to the builtin.
+            return ast.Name(name, ast.Load())
         if self.source.defines(name):
             module = self.source.module
             self.modules.add(module)
@@ -431,6 +442,19 @@ class _Rewriter:
         if hasattr(builtins, name):
             return ast.Attribute(ast.Name(BUILTINS_ALIAS, ast.Load()), name, ast.Load())
         raise _Unprovable(f"`{name}` is not defined in {self.source.module}")
+
+
+    def _plain_global(self, name: str) -> bool:
+        """``name`` read as a plain name in the emit method means the same global: it is
+        none of the emit's own locals (``self``, ``msg``, ``exc``, ``failure``, ``h1``,
+        ``h1_total``, ``returned_h1``) and no private name the bus class would mangle."""
+        if name in _EMIT_LOCALS or _EMIT_LOCAL.match(name):
+            return False
+        return not (name.startswith("__") and not name.endswith("__"))
+
+
+_EMIT_LOCALS = frozenset({"self", "msg", "exc", "failure"})
+_EMIT_LOCAL = re.compile(r"(returned_)?h\d+(_|$)")
 
 
 class _Unprovable(Exception):
