@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -341,3 +342,224 @@ def test_a_routing_class_built_in_a_function_sees_a_global_rebound_after_the_bui
         assert routing.LOG == [30]
     finally:
         forget_modules(PACKAGE)
+
+
+# --- a whole kitchen, by hand and by every build -----------------------------------------------
+
+KITCHEN_HANDLERS = '''
+import sys
+from mycelium_mono import MessageHandler, handles
+from kds.messages import OrderPlaced, TicketFired, TicketBumped
+from kds import fryline
+
+LOG = []
+STATION = "grill"                 # fryline.py has a STATION of its own
+msg = "module msg"                # globals named like the emit's locals
+failure = "module failure"
+h2 = "module h2"
+
+
+def print(*args, **kwargs):       # shadows the builtin for this module only
+    LOG.append(("print", args, tuple(sorted(kwargs.items()))))
+
+
+class Elapsed:
+    """A data descriptor: every read is logged."""
+    def __set_name__(self, owner, name):
+        self.name = "_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        LOG.append(("read", self.name))
+        return getattr(obj, self.name, 0)
+
+    def __set__(self, obj, value):
+        LOG.append(("write", self.name, value))
+        setattr(obj, self.name, value)
+
+
+class Grill(MessageHandler[OrderPlaced]):
+    """Slotted, with a class attribute, a property and a descriptor."""
+    __slots__ = ("tickets", "last", "_cook_secs")
+    CAPACITY = 3
+    cook_secs = Elapsed()
+
+    def __init__(self):
+        self.tickets = []
+        self.last = None
+
+    @property
+    def full(self):
+        LOG.append(("full?", len(self.tickets)))
+        return len(self.tickets) >= self.CAPACITY
+
+    def handle(self, order):
+        LOG.append(("exc at grill", repr(sys.exception())))
+        if self.full:
+            print("grill full", order.table, sep="|")
+            raise OverflowError(f"{order.table=} {STATION=}")
+        self.last = order                       # keeps the message for later
+        self.tickets.append(order.dish)
+        self.cook_secs += 60 * order.dish
+        assert order.dish != 13, f"{order.dish=!r} is not on the menu"
+        len = sum(d for d in self.tickets if d != self.CAPACITY)   # a local named len
+        type = [*self.tickets, *(order.table,)]                     # and one named type
+        LOG.append(("grill", STATION, len, type, f"{self.cook_secs=:>5}"))
+        self.emit(TicketFired(order.dish, 1))
+
+
+class Expo:
+    """The expediter: a plain class with @handles methods, emitting on its own bus."""
+    def __init__(self, bus_ref):
+        self.bus_ref = bus_ref
+        self.fired = {}
+
+    @handles(TicketFired)
+    def on_fired(this, fired):
+        LOG.append(("exc at pass", repr(sys.exception())))
+        self = this.fired                        # a local named self
+        exc = self.get(fired.ticket, 0)          # and one named exc
+        self[fired.ticket] = exc + 1
+        match fired:
+            case TicketFired(station=1, ticket=t) if t % 2:
+                this.bus_ref[0].emit(TicketBumped(t, -30))        # nested emit, same bus
+            case TicketFired(ticket=0):
+                return "nothing to fire"                           # ignored return value
+            case TicketFired(ticket=t) if t > 9:
+                raise LookupError(t)
+            case _:
+                pass
+        LOG.append(("pass", sorted(self.items()), msg, failure, h2))
+
+    @handles(TicketBumped)
+    def on_bumped(self, bump):
+        LOG.append(("exc at bump", repr(sys.exception())))
+        count = 0
+        while (count := count + 1) < 4:
+            if bump.secs + 60 * count >= 0:
+                break
+        else:
+            LOG.append("never caught up")
+        args = (bump.ticket, count)
+        kwargs = {"sep": "/"}
+        print(*args, **kwargs)
+        if bump.secs < -100:
+            del args
+            LOG.append(("deleted", args))          # UnboundLocalError, named `args`
+        if bump.ticket % 3 == 0:
+            self.bus_ref[0].emit(TicketBumped(bump.ticket + 1, bump.secs - 200))
+
+
+class Fryer(fryline.FryBase):
+    """Inherits its handle from another module, with its own STATION global."""
+'''
+
+FRYLINE = '''
+from mycelium_mono import MessageHandler
+from kds.messages import OrderPlaced
+
+STATION = "fry"
+LOG = []
+
+
+class FryBase(MessageHandler[OrderPlaced]):
+    def __init__(self):
+        self.baskets = 0
+
+    def handle(self, order):
+        import_log().append(("exc at fry", repr(sys_exception())))
+        try:
+            if order.dish % 4 == 0:
+                raise ValueError("basket stuck")
+            self.baskets += 1
+        except ValueError as exc:
+            import_log().append(("fry caught", str(exc)))
+            return
+        else:
+            import_log().append(("fry", STATION, self.baskets))
+            return self.baskets
+        finally:
+            import_log().append("fry finally")
+
+
+def import_log():
+    from kds import handlers
+    return handlers.LOG
+
+
+def sys_exception():
+    import sys
+    return sys.exception()
+'''
+
+KITCHEN_ROUTING = """
+from mycelium_mono import routing_config
+from kds.messages import OrderPlaced, TicketFired, TicketBumped  # noqa: F401
+from kds.handlers import Grill, Fryer, Expo
+
+
+@routing_config(inline=INLINE)
+class Kitchen:
+    OrderPlaced = [Grill, Fryer]
+    TicketFired = [Expo]
+    TicketBumped = [Expo]
+"""
+
+KITCHEN_ROUTES = {"OrderPlaced": [("grill", "handle"), ("fryer", "handle")],
+                  "TicketFired": [("expo", "on_fired")],
+                  "TicketBumped": [("expo", "on_bumped")]}
+
+KITCHEN_FEED = [("OrderPlaced", (1, 3)), ("OrderPlaced", (2, 4)), ("OrderPlaced", (3, 13)),
+                ("TicketFired", (0, 2)), ("TicketFired", (12, 2)), ("TicketBumped", (3, -50)),
+                ("TicketBumped", (5, -400)), ("OrderPlaced", (4, 1)), ("OrderPlaced", (5, 2)),
+                ("OrderPlaced", (6, 6))]
+
+
+def state_of(service: Any) -> Any:
+    names = [*getattr(type(service), "__slots__", ()), *getattr(service, "__dict__", {})]
+    return {n: repr(getattr(service, n)) for n in names
+            if n not in ("emit", "bus_ref") and hasattr(service, n)}
+
+
+def run_kitchen(module: ModuleType, make_target: Callable[[dict[str, Any], list[Any]], Any],
+                in_except: bool) -> Any:
+    """Replay the feed; ``in_except``: every emit is made inside an ``except`` block."""
+    bus_ref: list[Any] = []
+    services = {"grill": module.Grill(), "fryer": module.Fryer(), "expo": module.Expo(bus_ref)}
+    target = make_target(services, bus_ref)
+    bus_ref.append(target)
+    module.LOG.clear()
+    outcomes = []
+    for name, args in KITCHEN_FEED:
+        message = getattr(module, name)(*args)
+        try:
+            if in_except:
+                try:
+                    raise KeyError("rush hour")
+                except KeyError:
+                    target.emit(message)
+            else:
+                target.emit(message)
+            outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(describe(exc))
+    return outcomes, list(module.LOG), {a: state_of(s) for a, s in services.items()}
+
+
+@pytest.mark.parametrize("in_except", [False, True], ids=["plain", "in-except"])
+def test_a_kitchen_behaves_like_hand_written_calls(tmp_path: Path, build: Build,
+                                                   in_except: bool) -> None:
+    routing = load(tmp_path, build, KITCHEN_HANDLERS, KITCHEN_ROUTING, {"fryline": FRYLINE})
+    module = handlers_module()
+    if build.inline:
+        notes = {(n[1], n[2]): (n[3], n[4]) for n in routing.Kitchen.__mycelium_notes__}
+        assert inlined(routing.Kitchen) == {"grill", "fryer", "expo"}, notes
+    got = run_kitchen(module, lambda services, _: routing.Kitchen(**services), in_except)
+    expected = run_kitchen(
+        module, lambda services, _: HandWritten(services, KITCHEN_ROUTES, "Kitchen"), in_except)
+    assert got == expected
+    outcomes, log, _ = got
+    assert ("print", (3, 1), (("sep", "/"),)) in log           # the module's own print
+    assert ("exc at fry", "KeyError('rush hour')" if in_except else "None") in log
+    assert sum(1 for o in outcomes if o != "ok") >= 4            # the failures are exercised
