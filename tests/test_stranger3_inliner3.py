@@ -14,6 +14,7 @@ The one rule under test: the inliner never runs different code than calling the 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -249,6 +250,62 @@ def test_a_handlers_locals_are_freed_before_the_next_handler_runs(
         bus.emit_order_placed(module.OrderPlaced(4, dish))
         got.append(list(module.LOG))
     assert got == expected
+
+
+RETURN_HANDLERS = """
+from mycelium_mono import MessageHandler
+from kds.messages import OrderPlaced
+
+LOG = []
+
+
+class Ticket:
+    def __init__(self, table):
+        self.table = table
+
+    def __del__(self):
+        LOG.append(("spike", self.table))
+
+
+class Rail:
+    # the ticket rail: holds the ticket while a cook reads it
+    def __enter__(self):
+        LOG.append("on the rail")
+
+    def __exit__(self, *exc_info):
+        LOG.append("off the rail")
+
+
+class Printer(MessageHandler[OrderPlaced]):
+    def handle(self, order):
+        spare = Ticket(-order.table)
+        with Rail():
+            return Ticket(order.table)       # the value is ignored by whoever called
+
+
+class Screen(MessageHandler[OrderPlaced]):
+    def handle(self, order):
+        LOG.append("screen")
+"""
+
+
+def test_a_returned_value_outlives_the_with_block_and_the_locals_as_in_a_call(
+        tmp_path: Path, build: Build) -> None:
+    """Called, the returned ticket is held while Rail.__exit__ runs and dropped by the caller
+    after the frame (its `spare`) is gone. Inlined, `return Ticket(...)` became a bare
+    expression: the ticket was spiked before it left the rail."""
+    routing = load(tmp_path, build, RETURN_HANDLERS, LIFETIME_ROUTING)
+    module = handlers_module()
+    if build.inline:
+        assert inlined(routing.Line) == {"printer", "screen"}
+    message = module.OrderPlaced(4, 1)
+    module.Printer().handle(message)
+    module.Screen().handle(message)
+    expected = list(module.LOG)
+    assert expected == ["on the rail", "off the rail", ("spike", -4), ("spike", 4), "screen"]
+    module.LOG.clear()
+    routing.Line(printer=module.Printer(), screen=module.Screen()).emit(message)
+    assert expected == module.LOG
 
 
 # --- a station written in the routing module reads its globals as it does itself -------------
@@ -563,3 +620,301 @@ def test_a_kitchen_behaves_like_hand_written_calls(tmp_path: Path, build: Build,
     assert ("print", (3, 1), (("sep", "/"),)) in log           # the module's own print
     assert ("exc at fry", "KeyError('rush hour')" if in_except else "None") in log
     assert sum(1 for o in outcomes if o != "ok") >= 4            # the failures are exercised
+
+
+# --- differential: generated station bodies -----------------------------------------------------
+#
+# What the earlier rounds' grammar did not draw: locals holding objects whose finaliser logs,
+# sys.exception() read at every point, nested emits that fail (caught or not), a station
+# replacing another (or itself) on the live bus by a subclass or a fresh instance, a lazy
+# generator expression over locals kept on `self` and consumed by a later message, reads
+# through a descriptor and a property, assert, star-args, f-strings with `=`, return values
+# that are objects, loops with else, a suppressing `with`; and a third station from another
+# module whose globals have the same names.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+DIFF_COMMON = '''
+import sys
+from mycelium_mono import MessageHandler
+from kds.messages import OrderPlaced, TicketFired
+
+LOG = []
+BUS = []
+LABEL = "line"
+
+
+class Ticket:
+    def __init__(self, n):
+        self.n = n
+        LOG.append(("print", n))
+
+    def __del__(self):
+        LOG.append(("spike", self.n))
+
+
+class Gauge:
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        LOG.append(("gauge", obj.k))
+        return obj.k
+
+
+class Swallow:
+    def __enter__(self):
+        LOG.append(("enter", ex()))
+        return self
+
+    def __exit__(self, et, ev, tb):
+        LOG.append(("exit", et.__name__ if et else None, ex()))
+        return True
+
+
+def ex():
+    e = sys.exception()
+    return None if e is None else type(e).__name__
+
+
+def kw(*args, **kwargs):
+    return sum(args) + sum(kwargs.values())
+
+
+class Base(MessageHandler[OrderPlaced]):
+    gauge = Gauge()
+
+    def __init__(self):
+        self.k = 0
+        self.pending = None
+
+    @property
+    def load(self):
+        LOG.append(("load", self.k))
+        return self.k * 2
+
+
+class Sink(MessageHandler[TicketFired]):
+    def __init__(self):
+        self.k = 0
+
+    def handle(self, fired):
+        LOG.append(("sink", fired.ticket, ex()))
+        self.k += 1
+        if fired.ticket % 5 == 3:
+            raise KeyError(fired.ticket)
+'''
+
+DIFF_OTHER_HEAD = '''
+from kds.handlers import LOG, BUS, Base, Ticket, Swallow, ex, kw, TicketFired
+LABEL = "other module"
+'''
+
+DIFF_ROUTING = """
+from mycelium_mono import routing_config
+from kds.messages import OrderPlaced, TicketFired  # noqa: F401
+from kds.handlers import H0, H1, Sink
+from kds.other import H2
+
+
+@routing_config(inline=INLINE)
+class Line:
+    OrderPlaced = [H0, H1, H2]
+    TicketFired = [Sink]
+"""
+
+DIFF_ROUTES = {"OrderPlaced": [("h0", "handle"), ("h1", "handle"), ("h2", "handle")],
+               "TicketFired": [("sink", "handle")]}
+
+INT_ATOMS = ["a", "b", "S.k", "M.dish", "M.table", "1", "2", "7", "len(LOG) % 4", "S.gauge",
+             "S.load"]
+
+
+def diff_expr() -> st.SearchStrategy[str]:
+    return st.recursive(
+        st.sampled_from(INT_ATOMS),
+        lambda inner: st.one_of(
+            st.tuples(inner, st.sampled_from(["+", "-", "*", "%"]), inner).map(
+                lambda t: f"({t[0]} {t[1]} {t[2]})"),
+            st.tuples(inner, inner).map(lambda t: f"kw(*[{t[0]}], b={t[1]})"),
+            inner.map(lambda e: f"sum(x * S.k for x in range(abs({e}) % 3))"),
+        ),
+        max_leaves=3,
+    )
+
+
+@st.composite
+def diff_statement(draw: st.DrawFn, depth: int, in_loop: bool) -> list[str]:
+    e = diff_expr()
+    kinds = ["int", "ticket", "ticket", "untie", "k", "ex", "fstring", "emit", "emit_caught",
+             "swap", "lazy", "consume", "return", "raise", "assert", "del", "label", "walrus"]
+    if depth < 2:
+        kinds += ["if", "for", "try", "with"]
+    if in_loop:
+        kinds += ["break", "continue"]
+    kind = draw(st.sampled_from(kinds))
+    tag = draw(st.integers(0, 99))
+    cond = f"{draw(e)} {draw(st.sampled_from(['<', '>', '==', '!=']))} {draw(e)}"
+
+    def sub(loop: bool = in_loop) -> list[str]:
+        return ["    " + line for line in draw(diff_block(depth + 1, loop))]
+
+    ticket = draw(st.sampled_from(["t1", "t2"]))
+    if kind == "int":
+        return [f"{draw(st.sampled_from(['a', 'b']))} = {draw(e)}"]
+    if kind == "ticket":
+        return [f"{ticket} = Ticket({tag})"]
+    if kind == "untie":
+        return [f"{ticket} = {draw(st.sampled_from(['None', 't1', 't2', '[t1]']))}"]
+    if kind == "k":
+        return [f"S.k += {draw(e)}"]
+    if kind == "ex":
+        return [f"LOG.append(('ex', {tag}, ex()))"]
+    if kind == "fstring":
+        return ["LOG.append(f'{a=} {S.k=:>3} {M.dish=!r}')"]
+    if kind == "emit":
+        return [f"S.emit(TicketFired(abs({draw(e)}) % 10, {tag}))"]
+    if kind == "emit_caught":
+        return ["try:", f"    S.emit(TicketFired(abs({draw(e)}) % 10, {tag}))",
+                "except ExceptionGroup as g:",
+                "    LOG.append(('caught', len(g.exceptions), ex()))"]
+    if kind == "swap":
+        target = draw(st.sampled_from(["h0", "h1", "h2"]))
+        cls = draw(st.sampled_from(["Sub", "Same"]))
+        return [f"BUS[0].{target} = BUS[0].make_{cls.lower()}('{target}')"]
+    if kind == "lazy":
+        return [f"S.pending = (x + a + b for x in range({tag % 3}))"]
+    if kind == "consume":
+        return ["if S.pending is not None:", "    LOG.append(('pending', list(S.pending)))",
+                "    S.pending = None"]
+    if kind == "return":
+        return [draw(st.sampled_from(["return", f"return {draw(e)}", f"return Ticket({tag})",
+                                      f"return {ticket}"]))]
+    if kind == "raise":
+        return [f"if {cond}:", f"    raise ValueError({tag})"]
+    if kind == "assert":
+        return [f"assert {cond}, f'{{M.dish=}} {tag}'"]
+    if kind == "del":
+        return [f"del {ticket}"]
+    if kind == "label":
+        return ["LOG.append(('label', LABEL))"]
+    if kind == "walrus":
+        return [f"if (c := {draw(e)}) > {tag % 5}:", "    LOG.append(('walrus', c))"]
+    if kind in ("break", "continue"):
+        return [f"if {cond}:", f"    {kind}"]
+    if kind == "if":
+        return [f"if {cond}:", *sub(), "else:", *sub()]
+    if kind == "for":
+        lines = [f"for i in range({tag % 3}):", *sub(True)]
+        return lines + (["else:", *sub()] if draw(st.booleans()) else [])
+    if kind == "with":
+        return ["with Swallow():", *sub()]
+    lines = ["try:", *sub(), "except (ValueError, AssertionError) as err:",
+             "    LOG.append(('in except', type(err).__name__, ex()))", *sub()]
+    if draw(st.booleans()):
+        lines += ["else:", *sub()]
+    if draw(st.booleans()):
+        lines += ["finally:", "    LOG.append(('finally', ex()))"]
+    return lines
+
+
+@st.composite
+def diff_block(draw: st.DrawFn, depth: int, in_loop: bool) -> list[str]:
+    statements = draw(st.lists(diff_statement(depth, in_loop), min_size=1, max_size=3))
+    return [line for stmt in statements for line in stmt]
+
+
+def diff_class(name: str, body: list[str]) -> str:
+    lines = ["a = M.dish", "b = 1", "t1 = t2 = None", *body, "LOG.append(('end', a, b, S.k))"]
+    method = "\n".join("        " + line.replace("S.", "self.").replace("M.", "order.")
+                       for line in lines)
+    return (f"\n\nclass {name}(Base):\n    def handle(self, order):\n{method}\n"
+            f"\n\nclass Sub{name}({name}):\n    def handle(self, order):\n"
+            f"        LOG.append(('sub {name}', order.dish, ex()))\n"
+            "        self.k += 100\n")
+
+
+class SwappableBus:
+    """What a station replacing another does, written by hand: ``bus.h1 = Sub()`` puts it
+    where the next call reads from, the newcomer emits here, the old one is freed."""
+
+    def __init__(self, target: Any, services: dict[str, Any]) -> None:
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "services", services)
+
+    def make_sub(self, attr: str) -> Any:
+        return getattr(sys.modules[self._module(attr)], f"Sub{attr.upper()}")()
+
+    def make_same(self, attr: str) -> Any:
+        return getattr(sys.modules[self._module(attr)], attr.upper())()
+
+    @staticmethod
+    def _module(attr: str) -> str:
+        return f"{PACKAGE}.other" if attr == "h2" else f"{PACKAGE}.handlers"
+
+    def emit(self, msg: Any) -> None:
+        self.target.emit(msg)
+
+
+class HandWrittenLine(HandWritten):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in getattr(self, "services", {}):
+            from mycelium_mono.handlers import detach_emitter
+            old = self.services[name]
+            attach_emitter(value, self.emit)
+            self.services[name] = value
+            if all(s is not old for s in self.services.values()):
+                detach_emitter(old, self)
+        else:
+            object.__setattr__(self, name, value)
+
+
+def diff_observe(handlers: ModuleType, make: Callable[[dict[str, Any]], Any],
+                 feed: list[tuple[int, int]]) -> Any:
+    other = sys.modules[f"{PACKAGE}.other"]
+    services = {"h0": handlers.H0(), "h1": handlers.H1(), "h2": other.H2(),
+                "sink": handlers.Sink()}
+    target = make(services)
+    handlers.BUS[:] = [SwappableBus(target, services)]
+    handlers.LOG.clear()
+    outcomes = []
+    for table, dish in feed:
+        try:
+            target.emit(handlers.OrderPlaced(table, dish))
+            outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(describe(exc))
+    final = {a: (type(getattr(target, a) if hasattr(target, a) else target.services[a]).__name__,
+                 (getattr(target, a) if hasattr(target, a) else target.services[a]).k)
+             for a in services}
+    handlers.BUS.clear()
+    return outcomes, list(handlers.LOG), final
+
+
+@settings(max_examples=int(os.environ.get("KDS_EXAMPLES", "40")), deadline=None,
+          derandomize=not os.environ.get("KDS_EXAMPLES"),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(bodies=st.lists(diff_block(0, False), min_size=3, max_size=3),
+       feed=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 20)), min_size=1, max_size=5))
+def test_generated_station_bodies_behave_like_hand_written_calls_on_every_build(
+        tmp_path_factory: pytest.TempPathFactory, bodies: list[list[str]],
+        feed: list[tuple[int, int]]) -> None:
+    handlers_text = DIFF_COMMON + diff_class("H0", bodies[0]) + diff_class("H1", bodies[1])
+    other_text = DIFF_OTHER_HEAD + diff_class("H2", bodies[2])
+    root = tmp_path_factory.mktemp("kds")
+    expected = None
+    try:
+        for build in BUILDS:
+            routing = load(root, build, handlers_text, DIFF_ROUTING, {"other": other_text})
+            if build.inline:
+                assert inlined(routing.Line) == {"h0", "h1", "h2", "sink"}, \
+                    routing.Line.__mycelium_notes__
+            handlers = handlers_module()
+            got = diff_observe(handlers, lambda s, r=routing: r.Line(**s), feed)
+            if expected is None:
+                expected = diff_observe(
+                    handlers, lambda s: HandWrittenLine(s, DIFF_ROUTES, "Line"), feed)
+            assert got == expected, (build.name, handlers_text, other_text)
+            forget_modules(PACKAGE)
+    finally:
+        forget_modules(PACKAGE)

@@ -383,8 +383,10 @@ class _Rewriter:
         except _Unprovable as exc:
             return NotInlined(str(exc))
         # Not `h1_returned`: every `h1_<name>` is some local's new name.
-        statements = [*prologue, *_Returns(f"returned_{self.instance}").rewrite(renamed),
-                      *self._release(body, renames)]
+        returns = _Returns(f"returned_{self.instance}", f"returning_{self.instance}")
+        rewritten = returns.rewrite(renamed)
+        statements = [*prologue, *rewritten,
+                      *self._release(body, renames, returns.value if returns.value_used else None)]
         return InlinedBody(tuple(statements), tuple(sorted(self.modules)),
                            self.code.co_qualname, self.code.co_filename,
                            self.code.co_firstlineno, code_crc(self.code))
@@ -408,7 +410,8 @@ class _Rewriter:
                                          ast.Name(source, ast.Load())))
         return copies
 
-    def _release(self, body: Sequence[ast.stmt], renames: dict[str, str]) -> list[ast.stmt]:
+    def _release(self, body: Sequence[ast.stmt], renames: dict[str, str],
+                 returned: str | None) -> list[ast.stmt]:
         """``h1_ticket = h1_copies = None`` once the body is done (fallen off its end or left
         by a rewritten ``return``): a called handler's locals die with its frame when it
         returns, before the next handler runs, and a ``__del__``, a ``weakref`` callback or a
@@ -416,13 +419,17 @@ class _Rewriter:
         until the emit returned. Released in the frame's order (``co_varnames``, then cells).
         A cell a generator expression may still read (it can outlive the body) is left
         alone: emptying it would change what the generator sees. Not done when the body
-        raises: the traceback keeps a called handler's frame alive too."""
+        raises: the traceback keeps a called handler's frame alive too. A returned value
+        (``returned``) goes last: a call's caller drops it after the frame is gone, and a
+        ``with`` block's ``__exit__`` runs while it is still held."""
         code = self.code
         names = [*code.co_varnames, *(n for n in code.co_cellvars if n not in code.co_varnames)]
         if any(isinstance(n, ast.GeneratorExp) for stmt in body for n in ast.walk(stmt)):
             names = [n for n in names if n not in code.co_cellvars]
         targets = [renames[n] for n in names
                    if n in renames and renames[n] not in (self.instance, self.message)]
+        if returned is not None:
+            targets.append(returned)
         if not targets:
             return []
         return [ast.Assign([ast.Name(t, ast.Store()) for t in targets], ast.Constant(None))]
@@ -447,14 +454,15 @@ class _Rewriter:
     def _plain_global(self, name: str) -> bool:
         """``name`` read as a plain name in the emit method means the same global: it is
         none of the emit's own locals (``self``, ``msg``, ``exc``, ``failure``, ``h1``,
-        ``h1_total``, ``returned_h1``) and no private name the bus class would mangle."""
+        ``h1_total``, ``returned_h1``, ``returning_h1``) and no private name the bus class
+        would mangle."""
         if name in _EMIT_LOCALS or _EMIT_LOCAL.match(name):
             return False
         return not (name.startswith("__") and not name.endswith("__"))
 
 
 _EMIT_LOCALS = frozenset({"self", "msg", "exc", "failure"})
-_EMIT_LOCAL = re.compile(r"(returned_)?h\d+(_|$)")
+_EMIT_LOCAL = re.compile(r"(returned_|returning_)?h\d+(_|$)")
 
 
 class _Unprovable(Exception):
@@ -635,9 +643,11 @@ class _Returns:
     ``return`` needs no wrapper at all.
     """
 
-    def __init__(self, flag: str) -> None:
+    def __init__(self, flag: str, value: str) -> None:
         self.flag = flag
         self.flag_used = False
+        self.value = value
+        self.value_used = False
 
     def rewrite(self, body: list[ast.stmt]) -> list[ast.stmt]:
         returns = [n for s in body for n in ast.walk(s) if isinstance(n, ast.Return)]
@@ -653,10 +663,13 @@ class _Returns:
         return wrapped
 
     def _evaluate(self, node: ast.Return) -> list[ast.stmt]:
-        """The returned expression still runs for its side effects; the value is dropped."""
+        """The returned expression still runs for its side effects; the value is kept in
+        ``returning_h1`` until the body is done, as a returning frame holds it: dropped at
+        once, a ``return Ticket()`` inside ``with`` was freed before ``__exit__`` ran."""
         if node.value is None or isinstance(node.value, ast.Constant):
             return []
-        return [ast.Expr(node.value)]
+        self.value_used = True
+        return [ast.Assign([ast.Name(self.value, ast.Store())], node.value)]
 
     def _block(self, body: list[ast.stmt], depth: int) -> list[ast.stmt]:
         out: list[ast.stmt] = []
