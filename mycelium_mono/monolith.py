@@ -156,6 +156,25 @@ class GeneratedBus:
                 failed(errors, later, self, f"{attr}.{method}")
         self._raise_failures(emit, msg, errors)
 
+    def _resume_calls(self, emit: str, msg: Any, index: int) -> None:
+        """The inline guard turned false while ``emit`` ran its inlined path: an earlier
+        handler replaced a service (``bus.fry = SeniorFry()``) or detached the bus. Handlers
+        ``index`` on are called, as the all-calls twin calls them: pasting a body written for
+        the routed class onto a subclass, a mock or a detached slot runs other code than the
+        call would. Every handler before ``index`` has returned, none raised.
+        """
+        calls = self.__mycelium_calls__[emit]
+        failure: tuple[int, Exception] | None = None
+        for position in range(index, len(calls)):
+            attr, method = calls[position]
+            try:
+                getattr(getattr(self, attr), method)(msg)
+            except Exception as exc:
+                failure = position, exc
+                break
+        if failure is not None:  # after the except, as the emit itself reaches _failed_at
+            self._failed_at(emit, msg, *failure)
+
     def _raise_failures(self, method: str, msg: Any, errors: list[tuple[str, Exception]]
                         ) -> None:
         """Hand ``errors`` to ``on_error`` or raise them as one group."""

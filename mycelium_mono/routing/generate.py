@@ -29,7 +29,9 @@ three trivial handlers, dropping the ``errors`` local and its final test this wa
 
 With ``inline=True`` the call is replaced, where :mod:`mycelium_mono.routing.inline` can keep
 its meaning, by the handler's body (``h1 = self.risk_manager`` then the body with ``self``
-renamed ``h1``), behind one flag test per emit::
+renamed ``h1``), behind one flag test per emit (and per inlined body after the first, since
+an earlier handler may have replaced a service or detached the bus: ``_resume_calls`` then
+calls the rest)::
 
     def emit_v2_swap(self, msg: V2Swap) -> None:
         if not self._mycelium_inline_ok:
@@ -359,6 +361,12 @@ def _emit_method(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...]
         if is_async:
             lines += _handler_lines(call, index + 1, body, [f"errors = {record}"], indent=4)
         else:
+            if body is not None and index:
+                # The guard was checked on entry, but an earlier handler may since have
+                # replaced this service (by a subclass or mock, whose own method a call would
+                # run) or detached the bus: the flag says so, and the rest is called.
+                lines += [f"        if not self.{INLINE_FLAG}:",
+                          f"            return self._resume_calls({name!r}, msg, {index})"]
             on_failure = [f"failure = {index}, {record}", "break"]
             lines += _handler_lines(call, index + 1, body, on_failure, indent=8)
     if is_async and calls:
@@ -666,6 +674,22 @@ def _place_handlers(fn: ast.FunctionDef | ast.AsyncFunctionDef,
             target = stmt.targets[0].id
             if target.startswith("h") and target[1:].isdigit():
                 _place(stmt, calls[int(target[1:]) - 1].ref.span)
+        elif (index := _resumes_at(stmt)) is not None:
+            _place(stmt, calls[index].ref.span)
+
+
+def _resumes_at(stmt: ast.stmt) -> int | None:
+    """The handler index of a guard re-check ``if not self._mycelium_inline_ok: return
+    self._resume_calls(emit, msg, index)``, or None for any other statement."""
+    if not (isinstance(stmt, ast.If) and isinstance(stmt.body[0], ast.Return)):
+        return None
+    call = stmt.body[0].value
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "_resume_calls"):
+        return None
+    index = call.args[-1]
+    assert isinstance(index, ast.Constant) and isinstance(index.value, int)
+    return index.value
 
 
 def _stmt(source: str) -> ast.stmt:

@@ -32,7 +32,9 @@ At run time the bus takes the inlined path only while every inlined service pass
 method on the class is still the one that was inlined, and the instance has not replaced the
 method in its ``__dict__``. The guard runs when the bus is built and whenever a service
 attribute of the bus is reassigned — one flag test per emit instead of one type test per
-handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the 2-core box). Patching a
+handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the 2-core box), and the same flag
+again before each inlined body after the first: a handler may replace a later service or
+detach the bus while the emit runs, and the rest is then called. Patching a
 method on a live handler *after* its bus was built is not seen; build the bus after patching.
 """
 
@@ -127,6 +129,10 @@ class MethodSource:
     module: str
     defines: Callable[[str], bool]
     """Whether the method's module binds a global of that name."""
+    own_globals: bool = False
+    """The emit method runs in the method's own module globals (a method written in the
+    routing module): its global names stay plain names, looked up exactly as it looks them
+    up, falling back to builtins when the module has not bound them."""
 
 
 def code_crc(code: types.CodeType) -> int:
@@ -206,7 +212,8 @@ def live_method_source(raw: object, method: str) -> MethodSource | NotInlined:
 
 
 def local_method_source(node: ast.FunctionDef, class_name: str, module: str, filename: str,
-                        text: str, defines: Callable[[str], bool]) -> MethodSource | NotInlined:
+                        text: str, defines: Callable[[str], bool], *, own_globals: bool = False
+                        ) -> MethodSource | NotInlined:
     """``class_name.<node>`` written in the routing module ``module`` (file text ``text``).
 
     Its code object is the one compiling that text gives, which is the code the module will
@@ -223,7 +230,7 @@ def local_method_source(node: ast.FunctionDef, class_name: str, module: str, fil
     if problem is not None:
         return NotInlined(problem)
     # A copy: the rewrite renames in place, and `node` is part of the module being compiled.
-    return MethodSource(code, copy.deepcopy(node), module, defines)
+    return MethodSource(code, copy.deepcopy(node), module, defines, own_globals)
 
 
 def _code_problem(code: types.CodeType) -> str | None:
@@ -376,7 +383,10 @@ class _Rewriter:
         except _Unprovable as exc:
             return NotInlined(str(exc))
         # Not `h1_returned`: every `h1_<name>` is some local's new name.
-        statements = [*prologue, *_Returns(f"returned_{self.instance}").rewrite(renamed)]
+        returns = _Returns(f"returned_{self.instance}", f"returning_{self.instance}")
+        rewritten = returns.rewrite(renamed)
+        statements = [*prologue, *rewritten,
+                      *self._release(body, renames, returns.value if returns.value_used else None)]
         return InlinedBody(tuple(statements), tuple(sorted(self.modules)),
                            self.code.co_qualname, self.code.co_filename,
                            self.code.co_firstlineno, code_crc(self.code))
@@ -400,8 +410,38 @@ class _Rewriter:
                                          ast.Name(source, ast.Load())))
         return copies
 
+    def _release(self, body: Sequence[ast.stmt], renames: dict[str, str],
+                 returned: str | None) -> list[ast.stmt]:
+        """``h1_ticket = h1_copies = None`` once the body is done (fallen off its end or left
+        by a rewritten ``return``): a called handler's locals die with its frame when it
+        returns, before the next handler runs, and a ``__del__``, a ``weakref`` callback or a
+        ``WeakSet`` of open tickets sees that. Inlined, they lived on in the emit's frame
+        until the emit returned. Released in the frame's order (``co_varnames``, then cells).
+        A cell a generator expression may still read (it can outlive the body) is left
+        alone: emptying it would change what the generator sees. Not done when the body
+        raises: the traceback keeps a called handler's frame alive too. A returned value
+        (``returned``) goes last: a call's caller drops it after the frame is gone, and a
+        ``with`` block's ``__exit__`` runs while it is still held."""
+        code = self.code
+        names = [*code.co_varnames, *(n for n in code.co_cellvars if n not in code.co_varnames)]
+        if any(isinstance(n, ast.GeneratorExp) for stmt in body for n in ast.walk(stmt)):
+            names = [n for n in names if n not in code.co_cellvars]
+        targets = [renames[n] for n in names
+                   if n in renames and renames[n] not in (self.instance, self.message)]
+        if returned is not None:
+            targets.append(returned)
+        if not targets:
+            return []
+        return [ast.Assign([ast.Name(t, ast.Store()) for t in targets], ast.Constant(None))]
+
     def global_ref(self, name: str) -> ast.expr:
         """``name`` as the handler's module sees it, read live through that module."""
+        if self.source.own_globals and self._plain_global(name) and (
+                self.source.defines(name) or hasattr(builtins, name)):
+            # The routing module's own method: its global is the emit's global. Read through
+            # the module, a name the module binds only on one branch (`if FAST: def round`)
+            # raised AttributeError where the method itself falls back to the builtin.
+            return ast.Name(name, ast.Load())
         if self.source.defines(name):
             module = self.source.module
             self.modules.add(module)
@@ -409,6 +449,20 @@ class _Rewriter:
         if hasattr(builtins, name):
             return ast.Attribute(ast.Name(BUILTINS_ALIAS, ast.Load()), name, ast.Load())
         raise _Unprovable(f"`{name}` is not defined in {self.source.module}")
+
+
+    def _plain_global(self, name: str) -> bool:
+        """``name`` read as a plain name in the emit method means the same global: it is
+        none of the emit's own locals (``self``, ``msg``, ``exc``, ``failure``, ``h1``,
+        ``h1_total``, ``returned_h1``, ``returning_h1``) and no private name the bus class
+        would mangle."""
+        if name in _EMIT_LOCALS or _EMIT_LOCAL.match(name):
+            return False
+        return not (name.startswith("__") and not name.endswith("__"))
+
+
+_EMIT_LOCALS = frozenset({"self", "msg", "exc", "failure"})
+_EMIT_LOCAL = re.compile(r"(returned_|returning_)?h\d+(_|$)")
 
 
 class _Unprovable(Exception):
@@ -589,9 +643,11 @@ class _Returns:
     ``return`` needs no wrapper at all.
     """
 
-    def __init__(self, flag: str) -> None:
+    def __init__(self, flag: str, value: str) -> None:
         self.flag = flag
         self.flag_used = False
+        self.value = value
+        self.value_used = False
 
     def rewrite(self, body: list[ast.stmt]) -> list[ast.stmt]:
         returns = [n for s in body for n in ast.walk(s) if isinstance(n, ast.Return)]
@@ -607,10 +663,13 @@ class _Returns:
         return wrapped
 
     def _evaluate(self, node: ast.Return) -> list[ast.stmt]:
-        """The returned expression still runs for its side effects; the value is dropped."""
+        """The returned expression still runs for its side effects; the value is kept in
+        ``returning_h1`` until the body is done, as a returning frame holds it: dropped at
+        once, a ``return Ticket()`` inside ``with`` was freed before ``__exit__`` ran."""
         if node.value is None or isinstance(node.value, ast.Constant):
             return []
-        return [ast.Expr(node.value)]
+        self.value_used = True
+        return [ast.Assign([ast.Name(self.value, ast.Store())], node.value)]
 
     def _block(self, body: list[ast.stmt], depth: int) -> list[ast.stmt]:
         out: list[ast.stmt] = []

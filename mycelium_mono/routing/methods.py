@@ -54,7 +54,7 @@ def _local(handler: HandlerInfo, klass: LocalClass, method: str
     if source is None or not isinstance(binding, ast.FunctionDef):
         return NotInlined(f"{klass.node.name}.{method} is not a plain `def` in the class body")
     return local_method_source(binding, klass.node.name, source.module, source.filename,
-                               source.text, source.defines)
+                               source.text, source.defines, own_globals=source.shares_globals)
 
 
 def _binding(node: ast.ClassDef, name: str) -> ast.stmt | None:

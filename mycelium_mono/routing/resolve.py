@@ -80,6 +80,10 @@ class RoutingSource:
     filename: str
     text: str
     tree: ast.Module = field(compare=False, hash=False, repr=False)
+    shares_globals: bool = True
+    """The generated bus runs in this module's own globals (the hook's rewrite, and the
+    run-time build of a module-level routing class; not one in a function, built in a
+    copy of them): a method written here can then read its globals as it does itself."""
 
     def class_node(self, name: str) -> ast.ClassDef | None:
         """The top-level ``class name`` statement (the last one, as the module leaves it)."""

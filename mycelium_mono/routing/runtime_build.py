@@ -52,8 +52,10 @@ def build_at_runtime(
         routing, filename, source = _table_from_attributes(cls, inline, namespace), None, None
     else:
         routing, filename, source, parse_problems = parsed
+    module = sys.modules.get(cls.__module__)
     written = None if parsed is None else RoutingSource(
-        cls.__module__, parsed[1], parsed[2], ast.parse(parsed[2], parsed[1]))
+        cls.__module__, parsed[1], parsed[2], ast.parse(parsed[2], parsed[1]),
+        shares_globals=module is not None and namespace is vars(module))
     scope = LiveScope(namespace, cls.__module__, written)
     shown_name = filename or generated_filename(f"{cls.__module__}.{cls.__qualname__}")
     generated, problems = build_tables([(routing, scope)], shown_name, RewriteOptions())
