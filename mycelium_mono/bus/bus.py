@@ -701,6 +701,10 @@ def _missing_extra(exc: ModuleNotFoundError, module: str, package: str,
                        f"help: pip install 'mycelium-mono[{extra}]'", name=module)
 
 
+_SUMMED = ("delivered", "dropped", "rejected", "overfilled", "blocked")
+"""The SubscriberStats counters BusStats sums over every subscription, closed ones included."""
+
+
 class MessageBus:
     """Typed asyncio publish/subscribe, in one process or across processes.
 
@@ -727,9 +731,9 @@ class MessageBus:
         # whoever holds one, and their counters must stay in the bus totals. A strong list
         # kept every closed subscription, and what it still had queued, for the life of the
         # bus (53 MB after 20,000 subscribe/close); once one is gone its counters are
-        # folded into _folded (delivered, dropped, rejected, overfilled, blocked).
+        # folded into _folded.
         self._retired: weakref.WeakSet[Subscriber[Any]] = weakref.WeakSet()
-        self._folded = [0, 0, 0, 0, 0]
+        self._folded = dict.fromkeys(_SUMMED, 0)
         # Woken by every new subscription: wait_for_subscribers() recounts then.
         self._subscription_waiters: list[asyncio.Future[None]] = []
 
@@ -915,17 +919,14 @@ class MessageBus:
     def stats(self) -> BusStats:
         """A snapshot of the bus's counters, summed over live and closed subscriptions."""
         every = [s.stats for s in (*self._subscribers, *self._retired)]
-        delivered, dropped, rejected, overfilled, blocked = self._folded
+        totals = {name: self._folded[name] + sum(getattr(s, name) for s in every)
+                  for name in _SUMMED}
         return BusStats(
             published=self._published,
             no_local_subscriber=self._no_local_subscriber,
             received_remote=self._received_remote,
-            delivered=delivered + sum(s.delivered for s in every),
-            dropped=dropped + sum(s.dropped for s in every),
-            rejected=rejected + sum(s.rejected for s in every),
-            overfilled=overfilled + sum(s.overfilled for s in every),
-            blocked=blocked + sum(s.blocked for s in every),
             subscribers=len(self._subscribers),
+            **totals,
         )
 
     def subscribers(self) -> list[Subscriber[Any]]:
@@ -1008,12 +1009,9 @@ class MessageBus:
         Collected in a reference cycle, its weak reference is cleared before this runs:
         fold whether or not it is still listed."""
         self._retired.discard(sub)
-        folded = self._folded
-        folded[0] += sub._delivered
-        folded[1] += sub._dropped
-        folded[2] += sub._rejected
-        folded[3] += sub._overfilled
-        folded[4] += sub._blocked
+        stats = sub.stats
+        for name in _SUMMED:
+            self._folded[name] += getattr(stats, name)
 
     def _not_started(self, operation: str) -> RuntimeError:
         if self._closed:

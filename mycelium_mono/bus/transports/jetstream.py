@@ -55,6 +55,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    ConsumerInfo,
     DeliverPolicy,
     DiscardPolicy,
     Header,
@@ -424,7 +425,7 @@ class PullConsumer:
 
     async def _open_start_window(self) -> None:
         info = await self._consumer_info()
-        if info is None or info.num_ack_pending:
+        if info is None or info.num_ack_pending != 0:  # None (not reported): unknown
             loop = asyncio.get_running_loop()
             # Each was delivered before now, so each is due within ack_wait (the margin is
             # the server's redelivery timer and this process's own start-up).
@@ -444,12 +445,13 @@ class PullConsumer:
         if now - self._window_checked >= self._WINDOW_CHECK_S:
             self._window_checked = now
             info = await self._consumer_info()
-            if info is not None and info.num_ack_pending <= self._held:
+            pending = None if info is None else info.num_ack_pending
+            if pending is not None and pending <= self._held:
                 self._window_ends = 0.0
                 return False
         return True
 
-    async def _consumer_info(self) -> Any:
+    async def _consumer_info(self) -> ConsumerInfo | None:
         try:
             return await self.psub.consumer_info()
         except Exception as exc:  # unknown: assume something may come due
