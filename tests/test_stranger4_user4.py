@@ -1,0 +1,724 @@
+"""A brand-new user follows README.md top to bottom with an application of their own.
+
+The application (``tests/user4_app/gridwatch``) is a substation: ``MeterReading`` (every field
+kind the README's table lists) → ``ThresholdRule`` emits an ``Alarm`` over 250 V → ``Dispatcher``
+emits a ``BreakerCommand`` (a trip) for a severe one → ``Auditor`` writes both down, and
+``Archive`` (``async def``) stores each trip in the background. It runs here in process: the
+monolith through the hook and without it, the flexible ``MessageBus``/``ServiceRuntime``, hybrid
+mode, ``LatencyTracker``; and every ``mycelium-mono`` subcommand runs on a copy of it in a
+subprocess, wrong inputs included. Each README claim exercised is asserted; the two that were
+not true held each a failing test before its fix (``bench --factory`` of a function needing
+arguments ended in a traceback; a handler's emit on a bus closed under its runtime said only
+"create a new MessageBus").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import gc
+import math
+import pickle
+import shutil
+import subprocess
+import sys
+import tracemalloc
+from collections.abc import Iterator
+from enum import IntEnum
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import pytest
+from helpers_cli import cli, cli_env, run
+
+import mycelium_mono
+from mycelium_mono import (
+    U8,
+    BacklogFull,
+    LatencyTracker,
+    MessageBus,
+    MessageError,
+    MessageHandler,
+    QueueFullError,
+    ServiceRuntime,
+    Text,
+    message,
+    routing_config,
+    service,
+)
+from mycelium_mono.bus.bus import BusClosedError, QueueOverflowError
+from mycelium_mono.bus.hybrid import BackgroundBacklog
+from mycelium_mono.handlers import BusDetachedError, HandlerOwnedError
+from mycelium_mono.pytest_plugin import forget_modules
+
+APP = Path(__file__).parent / "user4_app"
+if str(APP) not in sys.path:
+    sys.path.insert(0, str(APP))
+
+from gridwatch.feed import feed, reading  # noqa: E402
+from gridwatch.messages import Alarm, BreakerCommand, MeterReading, OperatorNote  # noqa: E402
+from gridwatch.services import (  # noqa: E402
+    Archive,
+    Auditor,
+    Dispatcher,
+    ThresholdRule,
+    TrendRecorder,
+)
+
+pytestmark = pytest.mark.multiprocess
+
+# feed(n): every 5th reading over the limit (an alarm), every 10th far over it (alarm + trip)
+N = 100
+ALARMS, TRIPS = N // 5, N // 10
+
+
+def _services() -> dict[str, Any]:
+    return {"threshold_rule": ThresholdRule(), "trend_recorder": TrendRecorder(),
+            "auditor": Auditor(), "dispatcher": Dispatcher(), "archive": Archive()}
+
+
+@pytest.fixture
+def hooked_routing() -> Iterator[ModuleType]:
+    """gridwatch.routing imported under the hook, as main.py does."""
+    forget_modules("gridwatch.routing")
+    with mycelium_mono.install_import_hook(packages=["gridwatch"]):
+        import gridwatch.routing as routing
+        yield routing
+    forget_modules("gridwatch.routing")
+
+
+@pytest.fixture
+def plain_routing() -> Iterator[ModuleType]:
+    """gridwatch.routing imported without the hook: @routing_config builds the class."""
+    forget_modules("gridwatch.routing")
+    import gridwatch.routing as routing
+    yield routing
+    forget_modules("gridwatch.routing")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "substation"
+    shutil.copytree(APP, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
+    return root
+
+
+def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+# -- Messages -----------------------------------------------------------------------------------
+
+
+def test_every_field_kind_round_trips_in_its_fixed_layout() -> None:
+    r = reading(3, voltage=21.7)
+    # 8+2+1+4+8+2+1+4+8+4 + 16+32 + 1 + 20+32+6 + 12: the table's byte counts, nothing else
+    assert MeterReading.SIZE == 161 == len(r.to_bytes())
+    assert MeterReading.from_bytes(r.to_bytes()) == r
+    assert (MeterReading.TYPE_ID, MeterReading.TOPIC) == (4401, "grid.meters")
+    assert [name for name, _ in MeterReading.FIELDS][:3] == ["seq", "feeder_id", "phase"]
+    assert r.voltage == 21.700000762939453  # F32 rounded when built, equal to its round trip
+    assert r.replace(current=3).current == 3.0 and type(r.replace(current=3).current) is float
+    assert r.tariff == 2**255 and r.serial == 2**100 and r.trim == -3 and r.online is True
+
+
+def test_text_counts_bytes_hides_padding_and_decodes_foreign_bytes_without_raising() -> None:
+    r = reading(1)
+    assert r.replace(label="€€€€").label == "€€€€"  # 12 bytes: fits Text[12]
+    with pytest.raises(MessageError, match=r"label \(Text\[12\]\).*15 bytes"):
+        r.replace(label="€€€€€")
+    with pytest.raises(MessageError, match="without NUL"):
+        r.replace(label="a\0b")
+    raw = r.to_bytes()
+    assert MeterReading.from_bytes(raw[:-12] + b"\xff\xfe" + bytes(10)).label == "\ufffd\ufffd"
+    assert MeterReading.from_bytes(r.replace(label="ab").to_bytes()).label == "ab"
+
+
+class Level(IntEnum):
+    HIGH = 1
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("phase", 256, r"MeterReading\.phase \(U8\) must be an int in 0\.\.255, got int 256"),
+    ("phase", True, r"phase \(U8\).*got bool True"),
+    ("online", 1, r"online \(Bool\) must be a bool, got int 1"),
+    ("phase", Level.HIGH, r"pass int\(value\)"),
+    ("meter", bytearray(b"MTR-01"), r"meter \(Bytes\[6\]\).*pass bytes\(value\)"),
+    ("station", bytes(19), r"station .*exactly 20 bytes"),
+    ("voltage", 1e39, r"voltage \(F32\)"),
+    ("current", 2**1024, r"current \(F64\)"),
+    ("tariff", 2**256, r"tariff \(U256\)"),
+    ("trim", 128, r"trim \(I8\) must be an int in -128\.\.127"),
+])
+def test_a_wrong_value_is_refused_with_the_field_named(field: str, value: object,
+                                                        needle: str) -> None:
+    r = reading(1)
+    with pytest.raises(MessageError, match=needle):
+        r.replace(**{field: value})
+    with pytest.raises(MessageError, match=needle):
+        MeterReading(**{**{n: getattr(r, n) for n, _ in MeterReading.FIELDS}, field: value})
+
+
+def test_replace_with_unknown_fields_names_every_one_and_changes_nothing() -> None:
+    r = reading(1)
+    with pytest.raises(TypeError, match=r"unknown fields: \['amps', 'volts'\]"):
+        r.replace(volts=3.0, amps=2)
+    assert r == reading(1)
+    assert r.replace(voltage=240.0).voltage == 240.0 and r.voltage == 230.0
+
+
+def test_a_message_is_immutable_hashable_picklable_and_copies_to_itself() -> None:
+    r = reading(1)
+    with pytest.raises(AttributeError, match=r"immutable.*replace"):
+        r.seq = 2  # type: ignore[misc]
+    assert hash(r) == hash(reading(1)) and r != reading(2)
+    assert pickle.loads(pickle.dumps(r)) == r
+    assert copy.copy(r) is r and copy.deepcopy(r) is r
+    nan = r.replace(voltage=math.nan)
+    back = MeterReading.from_bytes(nan.to_bytes())
+    assert back != nan and math.isnan(back.voltage)  # NaN: the one value unequal to itself
+
+
+def _define(body: str) -> None:
+    exec(body, {"message": message, "U8": U8, "Text": Text, "Annotated": Annotated,
+                "Alarm": Alarm})
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ("@message(type_id=44901, topic='grid.x')\nclass A:\n    _x: U8", "'_x' is reserved"),
+    ("@message(type_id=44902, topic='grid.x')\nclass A:\n    replace: U8", "'replace' is reserved"),
+    ("@message(type_id=44903, topic='grid alarms')\nclass A:\n    x: U8", "cannot cross the wire"),
+    ("@message(type_id=44904, topic='grid.>')\nclass A:\n    x: U8", "cannot cross the wire"),
+    ("@message(type_id=44905, topic='a' * 300)\nclass A:\n    x: U8", "reads at most 256"),
+    ("@message(type_id=44906, topic='grid.x')\nclass A:\n    x: Text[70000]", "65,536 bytes"),
+    ("class Sub(Alarm):\n    pass", "message classes are final"),
+    ("@message(type_id=44907, topic='grid.x')\nclass A:\n    x: U8\n"
+     "    def __eq__(self, o): return True", "__eq__"),
+    ("@message(type_id=44908, topic='grid.x')\nclass A:\n    x: Annotated[int, Text(12)]",
+     r"write Annotated\[str, Text\(12\)\]"),
+    ("@message(type_id=44909, topic='grid.x')\nclass A:\n    x: int", "int has no wire layout"),
+    ("@message(type_id=4401, topic='grid.x')\nclass A:\n    x: U8", "type_id 4401 is used by both"),
+])
+def test_a_definition_that_could_not_cross_the_wire_is_refused(body: str, needle: str) -> None:
+    with pytest.raises(MessageError, match=needle):
+        _define(body)
+
+
+# -- Monolith -----------------------------------------------------------------------------------
+
+
+async def _run_monolith(bus_class: type[Any]) -> Any:
+    bus = bus_class(**_services())
+    for r in feed(N):
+        bus.emit_meter_reading(r)
+    await bus.background.drain()
+    return bus
+
+
+async def test_the_hook_builds_a_bus_that_runs_the_whole_chain(hooked_routing: ModuleType,
+                                                               capsys: Any) -> None:
+    bus = await _run_monolith(hooked_routing.GridBus)
+    assert hooked_routing.GridBus.__mycelium_origin__ == "import hook"
+    assert len(bus.trend_recorder.seen) == N
+    # depth first: a trip is audited right after the alarm that caused it
+    assert bus.auditor.lines[:3] == ["alarm 0 feeder=7 sev=2", "trip 0 feeder=7",
+                                     "alarm 5 feeder=7 sev=1"]
+    assert len(bus.auditor.lines) == ALARMS + TRIPS
+    assert bus.archive.stored == list(range(0, N, 10))
+    assert capsys.readouterr().out.count("archived trip") == TRIPS
+
+
+async def test_without_the_hook_the_same_class_is_built_and_gives_the_same_result(
+        plain_routing: ModuleType, capsys: Any) -> None:
+    bus = await _run_monolith(plain_routing.GridBus)
+    assert plain_routing.GridBus.__mycelium_origin__ == "runtime"
+    assert len(bus.auditor.lines) == ALARMS + TRIPS and bus.archive.stored == list(range(0, N, 10))
+    notes = plain_routing.GridBus.__mycelium_notes__
+    assert ("emit_alarm", "dispatcher", "handle", "call", "inline=False") in notes
+    capsys.readouterr()
+
+
+class FlakyRule(ThresholdRule):
+    def handle(self, r: MeterReading) -> None:
+        if r.seq == 13:
+            raise ValueError("sensor glitch")
+        super().handle(r)
+
+
+def test_a_raising_handler_does_not_stop_the_others_and_errors_come_as_a_group(
+        plain_routing: ModuleType) -> None:
+    bus = plain_routing.GridBus(**{**_services(), "threshold_rule": FlakyRule()})
+    with pytest.raises(ExceptionGroup) as caught:
+        bus.emit_meter_reading(reading(13))
+    assert [type(e) for e in caught.value.exceptions] == [ValueError]
+    assert bus.trend_recorder.seen == [13]  # routed after the one that raised: still called
+    seen: list[BaseException] = []
+    bus2 = plain_routing.GridBus(**{**_services(), "threshold_rule": FlakyRule()},
+                                 on_error=lambda exc, *rest: seen.append(exc))
+    bus2.emit_meter_reading(reading(13))
+    assert [str(e) for e in seen] == ["sensor glitch"] and bus2.trend_recorder.seen == [13]
+
+
+def test_an_unrouted_type_is_a_routing_mistake_in_the_monolith(plain_routing: ModuleType) -> None:
+    bus = plain_routing.GridBus(**_services())
+    with pytest.raises(TypeError, match="has no route for OperatorNote"):
+        bus.emit(OperatorNote("shift change"))
+
+
+async def test_ownership_detach_and_replacing_a_service(plain_routing: ModuleType) -> None:
+    services = _services()
+    bus = plain_routing.GridBus(**services)
+    with pytest.raises(HandlerOwnedError):
+        plain_routing.GridBus(**{**_services(), "dispatcher": services["dispatcher"]})
+    with pytest.raises(TypeError):
+        bus.dispatcher = Auditor()
+    assert bus.dispatcher is services["dispatcher"]  # unchanged
+    new = Dispatcher()
+    bus.dispatcher = new
+    bus.emit_meter_reading(reading(0, voltage=290.0))
+    assert bus.auditor.lines == ["alarm 0 feeder=7 sev=2", "trip 0 feeder=7"]
+    plain_routing.GridBus(**{**_services(), "dispatcher": services["dispatcher"]})  # freed
+    await bus.background.drain()
+    bus.detach()
+    with pytest.raises(BusDetachedError):
+        bus.emit_meter_reading(reading(1))
+
+
+# -- Hybrid -------------------------------------------------------------------------------------
+
+
+async def test_hybrid_sync_path_runs_first_and_a_full_backlog_refuses_before_any_handler(
+        plain_routing: ModuleType) -> None:
+    backlog = BackgroundBacklog(maxsize=2)
+    bus = plain_routing.GridBus(**_services(), background=backlog)
+    bus.emit_breaker_command(BreakerCommand(1, 7, trip=True))
+    assert bus.auditor.lines == ["trip 1 feeder=7"] and bus.archive.stored == []  # not yet
+    bus.emit_breaker_command(BreakerCommand(2, 7, trip=True))
+    with pytest.raises(BacklogFull, match="not queued"):
+        bus.emit_breaker_command(BreakerCommand(3, 7, trip=True))
+    assert bus.auditor.lines == ["trip 1 feeder=7", "trip 2 feeder=7"]  # nothing ran for 3
+    await backlog.wait_for_space()
+    bus.emit_breaker_command(BreakerCommand(3, 7, trip=True))  # the retry runs each once
+    await backlog.drain()
+    assert bus.archive.stored == [1, 2, 3] and len(bus.auditor.lines) == 3
+
+
+class CountingArchive(Archive):
+    """Slow and forgetful: counts instead of keeping, so memory measures the bus alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    async def handle(self, c: BreakerCommand) -> None:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        self.count += 1
+
+
+class CountingTrend(TrendRecorder):
+    def handle(self, r: MeterReading) -> None:
+        pass
+
+
+class CountingAuditor(Auditor):
+    def on_alarm(self, a: Alarm) -> None:
+        pass
+
+    def on_command(self, c: BreakerCommand) -> None:
+        pass
+
+
+def _growth(run_phase: Any, warm: int, more: int) -> tuple[int, int]:
+    """tracemalloc's (current growth, peak above the start) over ``more`` messages, measured
+    after ``warm`` messages made every lazily created structure exist."""
+    tracemalloc.start()
+    try:
+        run_phase(warm)
+        gc.collect()
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        run_phase(more)
+        gc.collect()
+        now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return now - start, peak - start
+
+
+def _retained_cost(count: int) -> int:
+    tracemalloc.start()
+    try:
+        kept = [reading(i) for i in range(count)]
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == count
+    return size
+
+
+def test_hybrid_fast_producer_slow_background_memory_stays_flat(
+        plain_routing: ModuleType) -> None:
+    backlog = BackgroundBacklog(maxsize=32)
+    archive = CountingArchive()
+    bus = plain_routing.GridBus(threshold_rule=ThresholdRule(), trend_recorder=CountingTrend(),
+                                auditor=CountingAuditor(), dispatcher=Dispatcher(),
+                                archive=archive, background=backlog)
+    high = [0]
+
+    async def produce(n: int) -> None:
+        trip = reading(0, voltage=290.0)  # every one trips: one background call each
+        for i in range(n):
+            await backlog.wait_for_space()  # README: back-pressure for an awaiting producer
+            bus.emit_meter_reading(trip.replace(seq=i))
+            high[0] = max(high[0], len(backlog))
+        await backlog.drain()
+
+    more = 6_000
+    grew, peak = _growth(lambda n: asyncio.run(produce(n)), 500, more)
+    assert archive.count == 500 + more and backlog.stats.dropped == 0
+    assert high[0] <= 32
+    bound = 400_000
+    assert _retained_cost(more) > 4 * bound  # holding the messages would show
+    assert grew < bound and peak < bound, (grew, peak)
+
+
+# -- Flexible -----------------------------------------------------------------------------------
+
+
+@service
+class MeterAdapter:
+    def __init__(self, n: int, voltage: float | None = None) -> None:
+        self.n = n
+        self.voltage = voltage
+
+    async def run(self, ctx: Any) -> None:
+        if self.voltage is None:
+            for r in feed(self.n):
+                await ctx.emit(r)
+        else:
+            first = reading(0, voltage=self.voltage)
+            for i in range(self.n):
+                await ctx.emit(first.replace(seq=i))
+
+
+async def test_the_same_services_on_the_bus_reach_the_same_result(capsys: Any) -> None:
+    runtime = ServiceRuntime(MessageBus())
+    services = _services()
+    for handler in services.values():
+        await runtime.spawn_service(handler)
+    adapter = await runtime.spawn_service(MeterAdapter(N))
+    await adapter.task
+    await runtime.shutdown()
+    assert len(services["trend_recorder"].seen) == N
+    lines = services["auditor"].lines
+    # first in, first out: the order differs from the monolith's, each producer's order holds
+    assert [x for x in lines if x.startswith("alarm")] == [
+        f"alarm {i} feeder=7 sev={2 if i % 10 == 0 else 1}" for i in range(0, N, 5)]
+    assert [x for x in lines if x.startswith("trip")] == [
+        f"trip {i} feeder=7" for i in range(0, N, 10)]
+    assert services["archive"].stored == list(range(0, N, 10))
+    assert capsys.readouterr().out.count("archived trip") == TRIPS
+    assert all(s.errors == 0 for s in runtime.services)
+
+
+async def test_a_block_subscriber_never_holds_more_than_maxsize_under_three_producers() -> None:
+    bus = MessageBus()
+    sub = bus.subscribe(MeterReading, maxsize=8, policy="block")
+    pubs = [bus.publisher(MeterReading) for _ in range(3)]
+    peak = 0
+
+    async def produce(pub: Any, base: int) -> None:
+        nonlocal peak
+        for i in range(300):
+            await pub.publish(reading(base + i))
+            peak = max(peak, len(sub))
+
+    async def consume() -> list[int]:
+        nonlocal peak
+        got = []
+        while len(got) < 900:
+            peak = max(peak, len(sub))
+            got.append((await sub.recv()).seq)
+            await asyncio.sleep(0)
+        return got
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.gather(*(produce(p, 1000 * k) for k, p in enumerate(pubs)))
+    got = await asyncio.wait_for(consumer, 20)
+    assert peak <= 8 and sub.stats.high_water == 8 and sub.stats.blocked > 0
+    for k in range(3):  # each producer's order holds
+        mine = [s for s in got if s // 1000 == k]
+        assert mine == sorted(mine) and len(mine) == 300
+    await bus.close()
+
+
+async def test_publish_nowait_into_a_full_block_queue_queues_nothing_anywhere() -> None:
+    bus = MessageBus()
+    full = bus.subscribe(MeterReading, maxsize=2, policy="block")
+    roomy = bus.subscribe(MeterReading, maxsize=100)
+    pub = bus.publisher(MeterReading)
+    pub.publish_nowait(reading(0))
+    pub.publish_nowait(reading(1))
+    with pytest.raises(QueueFullError, match=r"MeterReading was not published.*\(2/2\)"):
+        pub.publish_nowait(reading(2))
+    assert (len(full), len(roomy)) == (2, 2) and bus.stats.published == 2
+    await bus.close()
+
+
+async def test_drop_oldest_and_raise_count_every_drop() -> None:
+    bus = MessageBus()
+    newest = bus.subscribe(MeterReading, maxsize=4, policy="drop_oldest")
+    strict = bus.subscribe(MeterReading, maxsize=4, policy="raise")
+    pub = bus.publisher(MeterReading)
+    refused = 0
+    for i in range(10):
+        try:
+            pub.publish_nowait(reading(i))
+        except QueueOverflowError as exc:
+            refused += 1
+            assert "policy='raise'" in str(exc)
+    for i in range(10, 13):
+        with pytest.raises(QueueOverflowError):
+            await pub.publish(reading(i))
+        refused += 1
+    assert [m.seq for m in newest.drain()] == [9, 10, 11, 12]
+    assert [m.seq for m in strict.drain()] == [0, 1, 2, 3]
+    assert newest.stats.dropped == 9 and strict.stats.rejected == 9 == refused
+    assert bus.stats.dropped == 9 and bus.stats.rejected == 9
+    await bus.close()
+
+
+class SlowDispatcher(MessageHandler[Alarm]):
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle(self, a: Alarm) -> None:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        self.count += 1
+
+
+def test_in_process_fast_producer_slow_consumer_memory_stays_flat() -> None:
+    # The producer awaits ctx.emit; ThresholdRule's sync self.emit is held when the slow
+    # consumer's "block" queue is full: neither may pile messages up.
+    seen: list[int] = []
+
+    async def phase(n: int) -> None:
+        runtime = ServiceRuntime(MessageBus(), maxsize=64)
+        slow = SlowDispatcher()
+        await runtime.spawn_service(ThresholdRule())
+        running = await runtime.spawn_service(slow)
+        adapter = await runtime.spawn_service(MeterAdapter(n, voltage=290.0))
+        await adapter.task
+        await runtime.shutdown(timeout=60)
+        seen.append(slow.count)
+        for sub in running.context.subscriptions:
+            assert sub.stats.high_water <= 64
+
+    more = 6_000
+    grew, peak = _growth(lambda n: asyncio.run(phase(n)), 500, more)
+    assert seen == [500, more]
+    bound = 500_000
+    assert _retained_cost(more) > 3 * bound
+    assert grew < bound and peak < bound, (grew, peak)
+
+
+async def test_shutdown_drains_every_queue_after_a_burst(capsys: Any) -> None:
+    runtime = ServiceRuntime(MessageBus())
+    services = _services()
+    for handler in services.values():
+        await runtime.spawn_service(handler)
+    pub = runtime.bus.publisher(MeterReading)
+    for r in feed(N):
+        await pub.publish(r)  # nothing has been handled yet: all of it is queued
+    await runtime.shutdown()
+    assert len(services["trend_recorder"].seen) == N
+    assert len(services["auditor"].lines) == ALARMS + TRIPS
+    assert services["archive"].stored == list(range(0, N, 10))
+    capsys.readouterr()
+
+
+async def test_bus_close_keeps_queued_messages_receivable() -> None:
+    bus = MessageBus()
+    sub = bus.subscribe(MeterReading, maxsize=1000)
+    pub = bus.publisher(MeterReading)
+    for r in feed(N):
+        await pub.publish(r)
+    await bus.close()
+    assert [m.seq async for m in sub] == list(range(N))
+    with pytest.raises(BusClosedError):
+        pub.publish_nowait(reading(0))
+
+
+async def test_a_handler_emitting_on_a_bus_closed_under_its_runtime_is_told_to_use_shutdown(
+        caplog: Any) -> None:
+    # What a burst then `await bus.close()` loses in process: the readings queued are still
+    # handled, but what their handlers emit cannot be published any more. Each loss is logged
+    # and counted; the error used to say only "create a new MessageBus to publish again".
+    runtime = ServiceRuntime(MessageBus())
+    rule, trend = ThresholdRule(), TrendRecorder()
+    running = await runtime.spawn_service(rule)
+    await runtime.spawn_service(trend)
+    pub = runtime.bus.publisher(MeterReading)
+    for r in feed(N):
+        await pub.publish(r)
+    await runtime.bus.close()
+    for _ in range(200):
+        if running.handled == N:
+            break
+        await asyncio.sleep(0.01)
+    assert running.handled == N and len(trend.seen) == N  # queued readings: all handled
+    assert running.errors == ALARMS  # every alarm they raised was lost, and counted
+    failures = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert len(failures) == ALARMS
+    text = str(failures[0])
+    assert isinstance(failures[0], BusClosedError)
+    assert "service 'ThresholdRule' emitted a Alarm, which was not published" in text
+    assert "await runtime.shutdown()" in text
+    await runtime.shutdown()
+
+
+# -- LatencyTracker -----------------------------------------------------------------------------
+
+
+def test_latency_tracker_samples_one_call_in_n_and_refuses_an_async_def(
+        plain_routing: ModuleType) -> None:
+    @routing_config
+    class TrendBus:
+        MeterReading = [TrendRecorder]
+
+    bus = TrendBus(trend_recorder=TrendRecorder())
+    latency = LatencyTracker(sample_every=100)
+    r = reading(1)
+    for _ in range(20_000):
+        latency.time(bus.emit_meter_reading, r)
+    report = latency.report()
+    assert report.count == 200 and 0 < report.p50 <= report.p99 <= report.max
+    assert str(report).startswith("200 samples: avg ")
+    assert len(bus.trend_recorder.seen) == 20_000  # every call ran, sampled or not
+
+    async def archive(c: BreakerCommand) -> None: ...
+
+    every = LatencyTracker()
+    with pytest.raises(TypeError, match=r"with tracker\.measure\(\): await"):
+        every.time(archive, BreakerCommand(1, 7, trip=True))
+    with every.measure():
+        pass
+    every.record(123_456)
+    assert every.report().count == 2
+    exact = LatencyTracker()
+    exact.record(123_456)
+    assert abs(exact.report().p50 - 123_456) <= 123_456 / 1000  # 3 significant digits
+    with pytest.raises(ValueError, match="sample_every must be a positive int"):
+        LatencyTracker(sample_every=0)
+
+
+# -- The command --------------------------------------------------------------------------------
+
+
+def test_check_passes_the_app_and_reports_every_mistake_compiler_style(project: Path) -> None:
+    ok = cli("check", "gridwatch/", cwd=project)
+    assert ok.returncode == 0 and "gridwatch/routing.py: 1 routing class ok" in ok.stdout
+    (project / "gridwatch" / "routing.py").write_text(
+        "from mycelium_mono import route, routing_config\n"
+        "from gridwatch.messages import Alarm, BreakerCommand, MeterReading  # noqa: F401\n"
+        "from gridwatch.services import Archive, Auditor, Dispatcher, ThresholdRule\n"
+        "\n"
+        "@routing_config\n"
+        "class GridBus:\n"
+        "    MeterReading = [ThresholdRule, Dispatcher, ThresholdRule]\n"
+        "    Alarm = [Auditor, Pager]\n"
+        "    BreakerCommand = [Auditor, Archive]\n")
+    bad = cli("check", "gridwatch/", cwd=project)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    out = bad.stdout
+    assert "gridwatch/routing.py:7:36: error[E0001]: Dispatcher does not handle MeterReading" in out
+    assert "gridwatch/routing.py:7:48: error[E0005]" in out
+    assert "gridwatch/routing.py:8:23: error[E0002]: unknown name `Pager`" in out
+    assert "gridwatch/routing.py:9:32: error[E0004]: Archive.handle is async" in out
+    assert "error: 4 routing errors in 1 of 1 file" in out
+    caret = out.split("error[E0001]")[1].splitlines()
+    assert caret[3].index("^") == caret[2].index("Dispatcher")
+    _no_traceback(bad)
+    assert cli("check", "nosuchdir/", cwd=project).returncode == 2
+    assert cli("check", "gridwatch/", "--format", "yaml", cwd=project).returncode == 2
+
+
+def test_show_doctor_and_stubs_on_the_app(project: Path) -> None:
+    show = cli("show", "gridwatch.routing", cwd=project)
+    assert show.returncode == 0, show.stderr
+    assert "def emit_meter_reading(self, msg: MeterReading) -> None:" in show.stdout
+    assert "self.background.submit(self.emit_breaker_command_async, msg)" in show.stdout
+    assert "emit_breaker_command → archive.handle" in show.stdout
+    doctor = cli("doctor", "gridwatch.routing", "--no-timing", cwd=project)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "0 failures, 1 warning" in doctor.stdout  # the one: PYTHONDONTWRITEBYTECODE is set
+    assert "rewritten by the import hook" in doctor.stdout
+    assert "[ok]   unrouted handlers: every handler class found is routed" in doctor.stdout
+    stubs = cli("stubs", "gridwatch.routing", "-o", "typings", cwd=project)
+    assert stubs.returncode == 0, stubs.stderr
+    pyi = (project / "typings" / "gridwatch" / "routing.pyi").read_text()
+    assert "def emit_meter_reading(self, msg: MeterReading) -> None: ..." in pyi
+    assert "async def emit_breaker_command_async(self, msg: BreakerCommand) -> None: ..." in pyi
+    for argv in (("show", "gridwatch.nosuch"), ("show", "gridwatch.services"),
+                 ("stubs", "gridwatch.messages"), ("doctor", "nosuch")):
+        wrong = cli(*argv, cwd=project)
+        assert wrong.returncode == 2 and "help:" in wrong.stderr, (argv, wrong.stderr)
+        _no_traceback(wrong)
+
+
+def test_cache_info_and_clean_on_the_app(project: Path) -> None:
+    env = cli_env(PYTHONDONTWRITEBYTECODE=None)
+    made = run([sys.executable, "main.py"], project, env)
+    assert made.returncode == 0 and "import hook" in made.stdout, made.stderr
+    info = cli("cache", "info", cwd=project, env=env)
+    assert "routing.cpython-" in info.stdout and "[current]" in info.stdout
+    with (project / "gridwatch" / "services.py").open("a") as f:
+        f.write("# edited\n")
+    stale = cli("cache", "info", cwd=project, env=env)
+    assert "stale (a handler or message module changed" in stale.stdout
+    dry = cli("cache", "clean", "-n", cwd=project, env=env)
+    assert "nothing was deleted (dry run)" in dry.stdout
+    assert list(project.rglob("*.mycelium.pyc"))
+    cli("cache", "clean", cwd=project, env=env)
+    assert not list(project.rglob("*.mycelium.pyc"))
+
+
+def test_bench_and_its_factory_errors(project: Path) -> None:
+    bench = cli("bench", "gridwatch.routing", "--number", "2000", "--repeat", "1", cwd=project)
+    assert bench.returncode == 0, bench.stderr
+    assert "GridBus.emit_meter_reading" in bench.stdout and "dict-and-loop" in bench.stdout
+    (project / "gridwatch" / "benchf.py").write_text("def not_a_bus():\n    return 42\n")
+    not_bus = cli("bench", "gridwatch.routing", "--factory", "gridwatch.benchf:not_a_bus",
+                  cwd=project)
+    assert not_bus.returncode == 2 and "returned 42, not a generated bus" in not_bus.stderr
+    # feed.reading(seq, ...) needs an argument: this used to end in a TypeError traceback
+    for command in ("bench", "doctor"):
+        needs = cli(command, "gridwatch.routing", "--factory", "gridwatch.feed:reading",
+                    cwd=project)
+        assert needs.returncode == 2, needs.stdout + needs.stderr
+        assert "gridwatch.feed.reading cannot be called with no arguments" in needs.stderr
+        assert "missing a required argument: 'seq'" in needs.stderr
+        _no_traceback(needs)
+
+
+def test_run_under_the_hook_and_its_wrong_inputs(project: Path) -> None:
+    (project / "origin.py").write_text(
+        "from gridwatch.routing import GridBus\nprint('origin:', GridBus.__mycelium_origin__)\n")
+    assert "origin: import hook" in cli("run", "origin.py", cwd=project).stdout
+    assert "origin: import hook" in cli("run", "-m", "origin", cwd=project).stdout
+    assert "origin: runtime" in run([sys.executable, "origin.py"], project).stdout
+    env = cli_env(MYCELIUM_PACKAGES="gridwatch")
+    assert "origin: import hook" in run([sys.executable, "-m", "mycelium_mono", "run",
+                                         "origin.py"], project, env).stdout
+    typo = cli("run", "--packages", "gridwatc", "origin.py", cwd=project)
+    assert "origin: runtime" in typo.stdout
+    assert "no package named 'gridwatc' is importable" in typo.stderr
+    for argv in (("run",), ("run", "nosuch.py"), ("run", "-m", "nosuchmod")):
+        wrong = cli(*argv, cwd=project)
+        assert wrong.returncode == 2 and "error" in wrong.stderr, (argv, wrong.stderr)
+        _no_traceback(wrong)
+    unknown = cli("frobnicate", cwd=project)
+    assert unknown.returncode == 2 and "invalid choice: 'frobnicate'" in unknown.stderr
