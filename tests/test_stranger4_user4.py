@@ -722,3 +722,29 @@ def test_run_under_the_hook_and_its_wrong_inputs(project: Path) -> None:
         _no_traceback(wrong)
     unknown = cli("frobnicate", cwd=project)
     assert unknown.returncode == 2 and "invalid choice: 'frobnicate'" in unknown.stderr
+
+
+# -- API misuse a new user makes ----------------------------------------------------------------
+
+
+def test_subscribing_to_a_message_instead_of_its_class_says_so() -> None:
+    # It failed with "'MeterReading' object has no attribute '__name__'" (subscribe) and
+    # "'type' object is not iterable" (subscribe_many of one class).
+    bus = MessageBus()
+    for call in (lambda: bus.subscribe(reading(1)),  # type: ignore[arg-type]
+                 lambda: bus.subscribe_many([MeterReading, reading(1)]),  # type: ignore[list-item]
+                 lambda: bus.publisher(reading(1))):  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"got a MeterReading instance\n"
+                           r"help: pass the class itself \(MeterReading\)"):
+            call()
+    with pytest.raises(TypeError, match=r"takes an iterable.*\nhelp: bus\.subscribe\("):
+        bus.subscribe_many(MeterReading)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expected a message class, got 3"):
+        bus.subscribe(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="str is not a @message class"):
+        bus.subscribe(str)
+    assert bus.subscribers() == []  # nothing half-made
+    with pytest.raises(ValueError, match="maxsize must be a positive int, got 0"):
+        bus.subscribe(MeterReading, maxsize=0)
+    with pytest.raises(ValueError, match="unknown overflow policy 'drop_newest'"):
+        bus.subscribe(MeterReading, policy="drop_newest")  # type: ignore[arg-type]
