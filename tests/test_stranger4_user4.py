@@ -748,3 +748,114 @@ def test_subscribing_to_a_message_instead_of_its_class_says_so() -> None:
         bus.subscribe(MeterReading, maxsize=0)
     with pytest.raises(ValueError, match="unknown overflow policy 'drop_newest'"):
         bus.subscribe(MeterReading, policy="drop_newest")  # type: ignore[arg-type]
+
+
+def _leaves(exc: BaseException) -> list[str]:
+    """The messages of the exceptions inside (nested) groups: an emit's own group is inside."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [x for e in exc.exceptions for x in _leaves(e)]
+    return [str(exc)]
+
+
+class FlakyArchive(Archive):
+    async def handle(self, c: BreakerCommand) -> None:
+        if c.seq == 2:
+            raise OSError("archive disk full")
+        self.stored.append(c.seq)
+
+
+async def test_a_failing_background_handler_is_raised_by_the_next_drain_or_given_to_on_error(
+        plain_routing: ModuleType) -> None:
+    bus = plain_routing.GridBus(**{**_services(), "archive": FlakyArchive()})
+    for seq in (1, 2, 3):
+        bus.emit_breaker_command(BreakerCommand(seq, 7, trip=True))
+    with pytest.raises(ExceptionGroup, match="1 background call failed") as caught:
+        await bus.background.drain()
+    assert _leaves(caught.value) == ["archive disk full"]
+    assert bus.archive.stored == [1, 3]  # the others still ran
+    await bus.background.drain()  # reported once
+    seen: list[Exception] = []
+    quiet = plain_routing.GridBus(**{**_services(), "archive": FlakyArchive()},
+                                  background=BackgroundBacklog(on_error=seen.append))
+    for seq in (1, 2, 3):
+        quiet.emit_breaker_command(BreakerCommand(seq, 7, trip=True))
+    await quiet.background.drain()
+    assert [x for e in seen for x in _leaves(e)] == ["archive disk full"]
+    assert quiet.archive.stored == [1, 3]
+
+
+class StuckArchive(Archive):
+    async def handle(self, c: BreakerCommand) -> None:
+        await asyncio.sleep(30)
+
+
+async def test_backlog_close_with_a_timeout_counts_what_it_gave_up_on(
+        plain_routing: ModuleType) -> None:
+    backlog = BackgroundBacklog()
+    bus = plain_routing.GridBus(**{**_services(), "archive": StuckArchive()}, background=backlog)
+    for seq in range(5):
+        bus.emit_breaker_command(BreakerCommand(seq, 7, trip=True))
+    await backlog.close(timeout=0.05)
+    assert backlog.stats.dropped == 5 and backlog.stats.submitted == 5
+    await backlog.drain()  # returns: nothing is left to wait for
+
+
+class TenAlarms(MessageHandler[MeterReading]):
+    """Ten alarms per reading through the sync self.emit: held when downstream is full."""
+
+    def handle(self, r: MeterReading) -> None:
+        for k in range(10):
+            self.emit(Alarm(r.seq * 10 + k, r.feeder_id, 2, r.voltage, r.label))
+
+
+class SlowPager(MessageHandler[Alarm]):
+    def __init__(self) -> None:
+        self.got: list[int] = []
+
+    async def handle(self, a: Alarm) -> None:
+        await asyncio.sleep(0.0005)
+        self.got.append(a.seq)
+
+
+async def test_shutdown_loses_nothing_a_handler_emitted_into_a_full_queue() -> None:
+    runtime = ServiceRuntime(MessageBus(), maxsize=4)
+    pager = SlowPager()
+    await runtime.spawn_service(TenAlarms())
+    paging = await runtime.spawn_service(pager)
+    pub = runtime.bus.publisher(MeterReading)
+    for i in range(4):
+        pub.publish_nowait(reading(i))
+    with pytest.raises(QueueFullError):
+        pub.publish_nowait(reading(99))  # outside a handler: refused, nothing queued
+    for i in range(4, 30):
+        await pub.publish(reading(i))
+    await runtime.shutdown(timeout=30)
+    assert pager.got == list(range(300))  # every held emit published, in order
+    assert all(s.errors == 0 for s in runtime.services)
+    assert all(sub.stats.high_water <= 4 for sub in paging.context.subscriptions)
+
+
+@service
+class LiveMeter:
+    """A live feed: emits until shutdown begins."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def run(self, ctx: Any) -> None:
+        hot = reading(0, voltage=300.0)
+        while not ctx.shutting_down:
+            await ctx.emit(hot.replace(seq=self.sent))
+            self.sent += 1
+
+
+async def test_shutdown_of_a_live_feed_handles_every_message_the_feed_emitted() -> None:
+    runtime = ServiceRuntime(MessageBus(), maxsize=8)
+    pager = SlowPager()
+    await runtime.spawn_service(ThresholdRule())
+    await runtime.spawn_service(pager)
+    live = LiveMeter()
+    await runtime.spawn_service(live)
+    await asyncio.sleep(0.2)
+    await runtime.shutdown(timeout=30)
+    assert live.sent > 0 and pager.got == list(range(live.sent))
