@@ -859,3 +859,33 @@ async def test_shutdown_of_a_live_feed_handles_every_message_the_feed_emitted() 
     await asyncio.sleep(0.2)
     await runtime.shutdown(timeout=30)
     assert live.sent > 0 and pager.got == list(range(live.sent))
+
+
+@pytest.mark.parametrize("policy", ["block", "raise"])
+async def test_a_full_backlog_counts_every_call_it_refused(plain_routing: ModuleType,
+                                                           policy: str) -> None:
+    # Every refusal raised BacklogFull but was counted nowhere (a subscriber's are `rejected`).
+    backlog = BackgroundBacklog(maxsize=2, policy=policy)  # type: ignore[arg-type]
+    bus = plain_routing.GridBus(**_services(), background=backlog)
+    refused = 0
+    for seq in range(5):
+        try:
+            bus.emit_breaker_command(BreakerCommand(seq, 7, trip=True))
+        except BacklogFull:
+            refused += 1
+    assert refused == 3 and backlog.stats.rejected == 3 and backlog.stats.submitted == 2
+    await backlog.drain()
+    assert bus.archive.stored == [0, 1] and backlog.stats.dropped == 0
+
+
+async def test_a_drop_oldest_backlog_counts_every_call_it_dropped(
+        plain_routing: ModuleType) -> None:
+    backlog = BackgroundBacklog(maxsize=2, policy="drop_oldest")
+    bus = plain_routing.GridBus(**_services(), background=backlog)
+    for seq in range(5):
+        bus.emit_breaker_command(BreakerCommand(seq, 7, trip=True))
+    assert len(bus.auditor.lines) == 5  # the sync path ran every time
+    await backlog.drain()
+    assert bus.archive.stored == [3, 4]
+    assert backlog.stats.dropped == 3 and backlog.stats.rejected == 0
+    assert backlog.stats.submitted == 5 and backlog.stats.completed == 2
