@@ -889,3 +889,42 @@ async def test_a_drop_oldest_backlog_counts_every_call_it_dropped(
     assert bus.archive.stored == [3, 4]
     assert backlog.stats.dropped == 3 and backlog.stats.rejected == 0
     assert backlog.stats.submitted == 5 and backlog.stats.completed == 2
+
+
+def test_latency_tracker_memory_is_constant_in_the_number_of_samples() -> None:
+    import random
+
+    rng = random.Random(4)
+    tracker = LatencyTracker()
+
+    def record(n: int) -> None:
+        for _ in range(n):
+            tracker.record(int(rng.lognormvariate(8, 1.5)))  # ~3 µs, a long tail
+        tracker.report()
+
+    grew, peak = _growth(record, 20_000, 100_000)
+    assert tracker.report().count == 120_000  # 100,000 kept ints would take ~3.6 MB
+    assert grew < 200_000 and peak < 400_000, (grew, peak)
+
+
+async def test_a_thread_hands_readings_to_the_loop_as_the_readme_says() -> None:
+    import threading
+
+    bus = MessageBus()
+    sub = bus.subscribe(MeterReading, maxsize=1000)
+    pub = bus.publisher(MeterReading)
+    loop = asyncio.get_running_loop()
+
+    def hardware_callback() -> None:  # e.g. an MQTT library's thread
+        for r in feed(200):
+            loop.call_soon_threadsafe(pub.publish_nowait, r)
+
+    thread = threading.Thread(target=hardware_callback)
+    thread.start()
+    got: list[int] = []
+    async with asyncio.timeout(20):
+        while len(got) < 200:
+            got.append((await sub.recv()).seq)
+    thread.join()
+    assert got == list(range(200))
+    await bus.close()
