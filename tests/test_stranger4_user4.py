@@ -928,3 +928,27 @@ async def test_a_thread_hands_readings_to_the_loop_as_the_readme_says() -> None:
     thread.join()
     assert got == list(range(200))
     await bus.close()
+
+
+def test_a_bad_message_definition_is_reported_by_every_subcommand_without_a_traceback(
+        project: Path) -> None:
+    # `check` said E0012; show, doctor, stubs and bench ended in a MessageError traceback.
+    messages = project / "gridwatch" / "messages.py"
+    source = messages.read_text()
+    bad = source.replace("class BreakerCommand(Message):\n    seq: U64",
+                         "class BreakerCommand(Message):\n    _seq: U64")
+    assert bad != source
+    messages.write_text(bad)
+    wanted = "error[E0012]: importing a module named by the routing table raised MessageError: "
+    for argv, status in ((("check", "gridwatch/"), 1), (("show", "gridwatch.routing"), 1),
+                         (("doctor", "gridwatch.routing"), 1), (("stubs", "gridwatch.routing"), 1),
+                         (("bench", "gridwatch.routing"), 2)):
+        result = cli(*argv, cwd=project)
+        _no_traceback(result)
+        assert result.returncode == status, (argv, result.stdout + result.stderr)
+        if argv[0] != "bench":  # bench points at check, which shows it
+            out = result.stdout + result.stderr
+            assert wanted + "BreakerCommand._seq: '_seq' is reserved" in out, (argv, out)
+            assert 'File "gridwatch/messages.py", line ' in out
+            assert "help: rename the field, e.g. seq_" in out
+    assert not (project / "gridwatch" / "routing.pyi").exists()
