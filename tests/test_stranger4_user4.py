@@ -952,3 +952,38 @@ def test_a_bad_message_definition_is_reported_by_every_subcommand_without_a_trac
             assert 'File "gridwatch/messages.py", line ' in out
             assert "help: rename the field, e.g. seq_" in out
     assert not (project / "gridwatch" / "routing.pyi").exists()
+
+
+async def test_a_sync_emit_outside_a_running_handler_raises_queue_full_with_nothing_queued(
+) -> None:
+    runtime = ServiceRuntime(MessageBus(), maxsize=2)
+    rule = ThresholdRule()
+    await runtime.spawn_service(rule)
+    alarms = runtime.bus.subscribe(Alarm, maxsize=2)
+    rule.handle(reading(1, voltage=290.0))  # called by hand: self.emit reaches the runtime's bus
+    rule.handle(reading(2, voltage=290.0))
+    with pytest.raises(QueueFullError, match="Alarm was not published"):
+        rule.handle(reading(3, voltage=290.0))
+    assert [a.seq for a in alarms.drain()] == [1, 2]
+    await runtime.shutdown()
+
+
+async def test_latency_time_refuses_an_awaitable_on_every_call_not_only_the_sampled_ones() -> None:
+    # A sync function handing back a Future passed N-1 times and raised on every N-th call.
+    loop = asyncio.get_running_loop()
+
+    def page_on_call() -> asyncio.Future[None]:
+        return loop.create_future()
+
+    tracker = LatencyTracker(sample_every=3)
+    outcomes = []
+    for _ in range(6):
+        try:
+            tracker.time(page_on_call)
+            outcomes.append("timed")
+        except TypeError as exc:
+            assert "returned an awaitable (Future)" in str(exc)
+            outcomes.append("refused")
+    assert outcomes == ["refused"] * 6
+    assert tracker.time(len, "abc") == 3  # a value that is no awaitable goes through
+    assert tracker.time(lambda: None) is None
