@@ -987,3 +987,36 @@ async def test_latency_time_refuses_an_awaitable_on_every_call_not_only_the_samp
     assert outcomes == ["refused"] * 6
     assert tracker.time(len, "abc") == 3  # a value that is no awaitable goes through
     assert tracker.time(lambda: None) is None
+
+
+@service
+class CrashingPager:
+    """Subscribes, takes one alarm, and crashes: every run."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, ctx: Any) -> None:
+        self.runs += 1
+        sub = ctx.subscribe(Alarm, maxsize=2)
+        await sub.recv()
+        raise RuntimeError("pager gateway down")
+
+
+async def test_a_service_that_used_up_its_restarts_no_longer_holds_back_publishers(
+        caplog: Any) -> None:
+    runtime = ServiceRuntime(MessageBus(), max_restarts=2, backoff_initial=0.01)
+    pager = CrashingPager()
+    running = await runtime.spawn_service(pager)
+    pub = runtime.bus.publisher(Alarm)
+    # A run() service subscribes once it runs: until then a publish reaches nobody.
+    await runtime.bus.wait_for_subscribers(1, Alarm, timeout=10)
+    async with asyncio.timeout(20):  # a full "block" queue nobody reads would wait for ever
+        for seq in range(20):
+            await pub.publish(Alarm(seq, 7, 2, 290.0, "Nord"))
+        await running.task
+    assert pager.runs == 3 and running.restarts == 2
+    assert str(running.failure) == "pager gateway down"
+    assert "used up its 2 restarts; giving up" in caplog.text
+    assert "queued messages unhandled" in caplog.text
+    await runtime.shutdown()
