@@ -1020,3 +1020,40 @@ async def test_a_service_that_used_up_its_restarts_no_longer_holds_back_publishe
     assert "used up its 2 restarts; giving up" in caplog.text
     assert "queued messages unhandled" in caplog.text
     await runtime.shutdown()
+
+
+GUARDED_ROUTING = '''\
+from mycelium_mono import routing_config
+from gridwatch.messages import MeterReading  # noqa: F401
+
+try:
+    from gridwatch.fastpath import FastRule
+except ImportError:
+    from gridwatch.services import ThresholdRule as FastRule
+
+
+@routing_config
+class FastBus:
+    MeterReading = [FastRule]
+'''
+
+
+@pytest.mark.parametrize("fast_exists", [False, True])
+def test_stubs_take_the_branch_of_an_import_guard_that_python_runs(project: Path,
+                                                                   fast_exists: bool) -> None:
+    # The stub kept the try body whatever happened: `from gridwatch.fastpath import FastRule`
+    # with no such module, which mypy reports, typing the service as a class that is not there.
+    (project / "gridwatch" / "guarded.py").write_text(GUARDED_ROUTING)
+    if fast_exists:
+        (project / "gridwatch" / "fastpath.py").write_text(
+            "from gridwatch.services import ThresholdRule\n\n\n"
+            "class FastRule(ThresholdRule):\n    pass\n")
+    result = cli("stubs", "gridwatch.guarded", cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stub = (project / "gridwatch" / "guarded.pyi").read_text()
+    fast = "from gridwatch.fastpath import FastRule" in stub
+    slow = "from gridwatch.services import ThresholdRule as FastRule" in stub
+    assert (fast, slow) == (fast_exists, not fast_exists), stub
+    attr = "fast_rule" if fast_exists else "threshold_rule"  # named from the class's __name__
+    assert f"def __init__(self, {attr}: FastRule," in stub
+    assert "try:" not in stub
