@@ -709,6 +709,8 @@ def test_run_under_the_hook_and_its_wrong_inputs(project: Path) -> None:
         "from gridwatch.routing import GridBus\nprint('origin:', GridBus.__mycelium_origin__)\n")
     assert "origin: import hook" in cli("run", "origin.py", cwd=project).stdout
     assert "origin: import hook" in cli("run", "-m", "origin", cwd=project).stdout
+    shutil.copy(project / "origin.py", project / "gridwatch" / "app.py")
+    assert "origin: import hook" in cli("run", "-m", "gridwatch.app", cwd=project).stdout
     assert "origin: runtime" in run([sys.executable, "origin.py"], project).stdout
     env = cli_env(MYCELIUM_PACKAGES="gridwatch")
     assert "origin: import hook" in run([sys.executable, "-m", "mycelium_mono", "run",
@@ -1057,3 +1059,18 @@ def test_stubs_take_the_branch_of_an_import_guard_that_python_runs(project: Path
     attr = "fast_rule" if fast_exists else "threshold_rule"  # named from the class's __name__
     assert f"def __init__(self, {attr}: FastRule," in stub
     assert "try:" not in stub
+
+
+async def test_a_runtime_owns_its_handlers_until_shutdown(plain_routing: ModuleType) -> None:
+    runtime = ServiceRuntime(MessageBus())
+    dispatcher = Dispatcher()
+    await runtime.spawn_service(dispatcher)
+    with pytest.raises(HandlerOwnedError, match="spawning it again would give it every message"):
+        await runtime.spawn_service(dispatcher)
+    with pytest.raises(HandlerOwnedError, match="Dispatcher instance"):
+        plain_routing.GridBus(**{**_services(), "dispatcher": dispatcher})
+    await runtime.shutdown()
+    bus = plain_routing.GridBus(**{**_services(), "dispatcher": dispatcher})  # freed
+    bus.emit_alarm(Alarm(1, 7, 2, 290.0, "Nord"))
+    assert bus.auditor.lines == ["alarm 1 feeder=7 sev=2", "trip 1 feeder=7"]
+    await bus.background.drain()
