@@ -1074,3 +1074,24 @@ async def test_a_runtime_owns_its_handlers_until_shutdown(plain_routing: ModuleT
     bus.emit_alarm(Alarm(1, 7, 2, 290.0, "Nord"))
     assert bus.auditor.lines == ["alarm 1 feeder=7 sev=2", "trip 1 feeder=7"]
     await bus.background.drain()
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "raise"])
+async def test_a_runtime_of_lossy_queues_counts_every_alarm_it_did_not_deliver(
+        policy: str, caplog: Any) -> None:
+    runtime = ServiceRuntime(MessageBus(), maxsize=4, policy=policy)  # type: ignore[arg-type]
+    pager = SlowPager()
+    rule = await runtime.spawn_service(ThresholdRule())
+    await runtime.spawn_service(pager)
+    pub = runtime.bus.publisher(MeterReading)
+    hot = reading(0, voltage=290.0)
+    for i in range(200):
+        await pub.publish(hot.replace(seq=i))  # readings always have room: rule is fast
+        await asyncio.sleep(0)
+    await runtime.shutdown(timeout=20)
+    stats = runtime.bus.stats
+    lost = stats.dropped if policy == "drop_oldest" else stats.rejected
+    assert rule.handled == 200 and len(pager.got) + lost == 200 and lost > 0
+    assert pager.got == sorted(pager.got)
+    if policy == "raise":  # the emit raised in ThresholdRule: its errors say so too
+        assert rule.errors == lost
