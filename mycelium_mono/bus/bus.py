@@ -895,7 +895,19 @@ class MessageBus:
         ack: AckMode = "auto",
     ) -> Subscriber[Any]:
         """One queue receiving several types, in the order they were published."""
+        if isinstance(message_types, type):
+            # A single class is iterable to nothing here: it failed as "'type' object is not
+            # iterable", which did not say what to pass.
+            raise TypeError(
+                f"subscribe_many() takes an iterable of message classes, got the class "
+                f"{message_types.__qualname__}\nhelp: bus.subscribe({message_types.__name__}) "
+                f"for one type, or bus.subscribe_many([{message_types.__name__}, ...])"
+            )
         types = tuple(dict.fromkeys(message_types))
+        for message_type in types:
+            # Checked before the label is built from their names: a message instance passed
+            # for its class failed there with "'V2Swap' object has no attribute '__name__'".
+            self._topic(message_type)
         label = name or "+".join(t.__name__ for t in types)
         check_policy(policy, maxsize, where=f"subscribe({label})")
         if self._closed:
@@ -937,6 +949,12 @@ class MessageBus:
 
     def _topic(self, message_type: type[Any]) -> _Topic:
         if not isinstance(message_type, type):
+            if is_message_class(type(message_type)):  # its repr can run to kilobytes
+                given = type(message_type).__name__
+                raise TypeError(
+                    f"expected a message class, got a {given} instance\n"
+                    f"help: pass the class itself ({given}), not one of its messages"
+                )
             raise TypeError(
                 f"expected a message class, got {message_type!r}\n"
                 "help: pass the class itself, e.g. bus.subscribe(V2Swap)"

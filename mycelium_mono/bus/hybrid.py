@@ -70,6 +70,12 @@ class BacklogStats:
     dropped: int
     overfilled: int
     queued: int
+    rejected: int = 0
+    """Calls refused with :class:`BacklogFull` (policy "block" or "raise"): never queued.
+
+    A subscriber's "raise" refusals are counted (``SubscriberStats.rejected``); the backlog's
+    were counted nowhere, so a producer that caught BacklogFull left no trace in the stats.
+    """
 
 
 class BackgroundBacklog:
@@ -97,6 +103,7 @@ class BackgroundBacklog:
         self._failed = 0
         self._dropped = 0
         self._overfilled = 0
+        self._rejected = 0
         self._unraised: list[Exception] = []
         self._unraised_lost = 0
         self._in_flight = 0  # 1 while the worker awaits a call
@@ -194,6 +201,7 @@ class BackgroundBacklog:
             dropped=self._dropped,
             overfilled=self._overfilled,
             queued=len(self._queue),
+            rejected=self._rejected,
         )
 
     def __len__(self) -> int:
@@ -209,6 +217,7 @@ class BackgroundBacklog:
             self._notify_progress()
             return
         # "block" cannot wait in a sync caller, and must not overfill: it refuses as "raise".
+        self._rejected += 1
         raise BacklogFull(
             f"background backlog is full ({self.maxsize} calls, policy={self.policy!r}) "
             f"while submitting {_name(fn)}; the call was not queued\n"

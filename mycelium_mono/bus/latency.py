@@ -15,7 +15,6 @@ Memory stays bounded by the number of buckets.
 
 from __future__ import annotations
 
-import inspect
 import time as _time
 from bisect import bisect_left
 from collections import Counter
@@ -23,7 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
-from types import CoroutineType
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 __all__ = ["LatencyReport", "LatencyTracker"]
@@ -117,10 +115,14 @@ class LatencyTracker:
         refuses them; time an await with ``with tracker.measure(): await fn(...)``.
         """
         self._calls += 1
+        # One test on both paths: the sampled call used inspect.isawaitable() and the others
+        # only `type(result) is CoroutineType`, so a function returning a Future or Task passed
+        # N-1 times and raised TypeError on every N-th (sampled) call. An emit returns None,
+        # which the first compare settles (cheaper than the type test was); isawaitable()
+        # itself costs ~1 µs, a lookup of __await__ on the type ~0.1 µs.
         if self._calls % self.sample_every:
             result = fn(*args, **kwargs)
-            # `type(...) is` costs ~25 ns, a tenth of an emit; isawaitable() would cost more.
-            if type(result) is CoroutineType:
+            if result is not None and hasattr(type(result), "__await__"):
                 _refuse_awaitable(fn, result)
             return result
         start = _time.perf_counter_ns()
@@ -130,7 +132,7 @@ class LatencyTracker:
             self.record(_time.perf_counter_ns() - start)  # a failing call is a sample too
             raise
         elapsed = _time.perf_counter_ns() - start
-        if inspect.isawaitable(result):
+        if result is not None and hasattr(type(result), "__await__"):
             _refuse_awaitable(fn, result)
         self.record(elapsed)
         return result

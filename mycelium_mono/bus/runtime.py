@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from mycelium_mono.bus.bus import (
     DEFAULT_MAXSIZE,
+    BusClosedError,
     MessageBus,
     Publisher,
     QueueFullError,
@@ -85,7 +86,10 @@ class ServiceContext:
 
     async def emit(self, msg: Any) -> None:
         """Publish ``msg`` downstream (waits for space under the "block" policy)."""
-        await self._publisher(type(msg)).publish(msg)
+        try:
+            await self._publisher(type(msg)).publish(msg)
+        except BusClosedError:
+            raise self._closed_under_service(msg) from None
         if self._runtime._subscriptions_closed:
             # Shutdown closed every subscription, so the back-pressure this emit used to
             # wait on is gone and an in-process publish never suspends: a producer still
@@ -112,6 +116,29 @@ class ServiceContext:
             if not self._in_handler:
                 raise
             self._held.append(msg)
+        except BusClosedError:
+            raise self._closed_under_service(msg) from None
+
+    def _closed_under_service(self, msg: Any) -> BusClosedError:
+        """The bus was closed while this service still ran: say which call loses nothing.
+
+        ``await bus.close()`` after a burst of publishes closes the bus while consumers
+        still handle what was queued for them; each of their emits then failed with "create
+        a new MessageBus to publish again", which does not say that the pipeline's
+        downstream messages are being lost, nor that ``runtime.shutdown()`` is the close that
+        waits for them.
+        """
+        if self._runtime._stopping.is_set():
+            why = "the runtime has shut down"
+        else:
+            why = ("the bus was closed while this service still ran (bus.close() does not "
+                   "wait for the services on it)")
+        return BusClosedError(
+            f"service {self.name!r} emitted a {type(msg).__name__}, which was not published: "
+            f"{why}\nhelp: close a runtime's bus with `await runtime.shutdown()`: it lets "
+            "every service handle what is queued for it, and publish what that emits, before "
+            "it closes the bus"
+        )
 
     async def _release_held(self, own: Subscriber[Any] | None = None) -> None:
         """Publish what a handler emitted into full queues, waiting for space, in order.

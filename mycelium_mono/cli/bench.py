@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import io
 import sys
 import timeit
@@ -292,6 +293,18 @@ def load_factory(spec: str) -> Callable[[], Any]:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UsageError(f"--factory {spec!r}: {module_name} has no function {attr!r}")
+    # The command calls it with no arguments: a function that needs some used to end the
+    # command in a TypeError traceback (exit 1) instead of a usage error saying so. Checked
+    # on the signature, so a TypeError raised inside the factory still shows its own line.
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as exc:
+        raise UsageError(
+            f"--factory {spec!r}: {module_name}.{attr} cannot be called with no arguments "
+            f"({exc})\nhelp: give the command a function that takes none and returns the "
+            "constructed bus (or a list of buses)") from exc
+    except ValueError:
+        pass  # no signature to read (a builtin): call it and see
     return factory  # type: ignore[no-any-return]
 
 

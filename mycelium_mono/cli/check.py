@@ -42,7 +42,8 @@ from mycelium_mono.routing.generate import CallNote
 from mycelium_mono.routing.parse import parse_module
 from mycelium_mono.routing.pipeline import rewrite_module
 
-__all__ = ["CheckResult", "check_target", "run_check", "run_show", "syntax_diagnostic"]
+__all__ = ["CheckResult", "check_target", "import_diagnostic", "run_check", "run_show",
+           "syntax_diagnostic"]
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,10 @@ def check_target(target: Target) -> CheckResult:
         if exc.filename and os.path.abspath(exc.filename) != os.path.abspath(target.filename):
             # A handler or message module that does not parse: its import failed (E0012),
             # at the routing module's import line; the note shows the file and line.
-            return CheckResult(target, (_import_diagnostic(target, tree, exc),), lines, count)
+            return CheckResult(target, (import_diagnostic(target, tree, exc),), lines, count)
         return CheckResult(target, (_syntax_diagnostic(target, exc),), lines, count)
     except Exception as exc:  # a handler module that raises on import
-        return CheckResult(target, (_import_diagnostic(target, tree, exc),), lines, count)
+        return CheckResult(target, (import_diagnostic(target, tree, exc),), lines, count)
     return CheckResult(target, (), lines, count)
 
 
@@ -94,7 +95,7 @@ def syntax_diagnostic(exc: SyntaxError, filename: str) -> Diagnostic:
                       help="fix the syntax first: routing is checked on a module that parses")
 
 
-def _import_diagnostic(target: Target, tree: ast.Module, exc: Exception) -> Diagnostic:
+def import_diagnostic(target: Target, tree: ast.Module, exc: Exception) -> Diagnostic:
     frames = traceback.extract_tb(exc.__traceback__)
     note = import_failure_note(exc)
     if isinstance(exc, SyntaxError) and exc.filename:
@@ -263,6 +264,15 @@ def run_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         result = rewrite_module(target.source, target.filename, target.module_name)
     except RoutingError as exc:
         sys.stderr.write(exc.render(color=use_color(sys.stderr)) + "\n")
+        return 1
+    except SyntaxError:
+        raise  # a module that does not parse: main() renders it compiler style
+    except Exception as exc:
+        # A handler or message module that raises on import: E0012, as `check` reports it
+        # (it used to end `show` in a traceback).
+        diag = import_diagnostic(target, ast.parse(target.text, target.display), exc)
+        sys.stderr.write(render_diagnostic(diag, target.text.splitlines(),
+                                           color=use_color(sys.stderr)) + "\n")
         return 1
     if not result.generated_source:
         raise UsageError(f"{target.display}: no @routing_config class, nothing is generated\n"

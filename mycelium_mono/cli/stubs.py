@@ -43,7 +43,8 @@ def run_stubs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             raise UsageError(f"{target.display}: no @routing_config class, no stub written\n"
                              "help: `stubs` takes a routing module (one with a "
                              "@routing_config class)")
-        text = module_stub(ast.parse(target.text, target.filename), tables)
+        text = module_stub(ast.parse(target.text, target.filename), tables,
+                           package=target.module_name.rpartition(".")[0])
         path = stub_path(target.filename, target.module_name, args.output)
         write_stub(path, text)
         buses = ", ".join(t.name for t in tables)

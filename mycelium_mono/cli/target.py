@@ -235,7 +235,18 @@ def resolved_tables(target: Target) -> tuple[list[ResolvedTable], list[Diagnosti
                     n.lineno == routing.lineno)
         first_line = min([node.lineno, *(d.lineno for d in node.decorator_list)])
         scope = StaticScope(tree, target.module_name, filename, before_line=first_line)
-        table, problems = check_class(routing, scope, filename)
+        try:
+            table, problems = check_class(routing, scope, filename)
+        except SyntaxError:
+            raise  # a module that does not parse: main() renders it compiler style
+        except Exception as exc:
+            # A message or handler module that raises on import (a MessageError from a bad
+            # @message, a RuntimeError of its own): `check` reports it as E0012, but show,
+            # doctor, stubs and bench ended in a traceback. The same diagnostic here.
+            from mycelium_mono.cli.check import import_diagnostic
+
+            diagnostics.append(import_diagnostic(target, tree, exc))
+            return tables, diagnostics
         tables.append(table)
         diagnostics.extend(problems)
     return tables, diagnostics

@@ -1,0 +1,1 @@
+"""gridwatch: a substation (readings -> threshold rules -> breaker dispatch -> audit)."""
