@@ -22,7 +22,8 @@ The script itself runs as ``__main__`` from its file, not through the import sys
 ``@routing_config`` class written in the script is built at run time (the same bus, uncached);
 the hook rewrites routing modules the script imports.
 
-Any other command (``check``, ``show``, ``doctor``, ...) is passed to ``mycelium-mono``.
+Any other command (``check``, ``show``, ``doctor``, ...), ``--help`` and no command at all are
+passed to ``mycelium-mono``.
 """
 
 from __future__ import annotations
@@ -270,10 +271,10 @@ def _spawned_child_main() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m mycelium_mono``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in {"-h", "--help"}:
-        print(USAGE)
-        return 0 if args else 2
-    if args[0] != "run":
+    if args[:1] != ["run"]:
+        # Bare, --help and every other command: what `mycelium-mono` says and does, so the
+        # two spellings are the same command (bare `python -m mycelium_mono` used to print
+        # only run's usage, hiding check, show, doctor, stubs, cache and bench).
         return _other_command(args)
     try:
         request = parse_run_args(args[1:])

@@ -226,6 +226,21 @@ def test_run_help_documents_packages_and_the_environment_variable(project: Path,
         done.stdout)
 
 
+@pytest.mark.parametrize("args", [(), ("--help",)])
+def test_python_m_without_a_command_is_the_whole_command(project: Path, args: tuple[str, ...]
+                                                         ) -> None:
+    # README: `python -m mycelium_mono` is the same command as `mycelium-mono`; bare or with
+    # --help it used to show only run's usage.
+    done, same = (subprocess.run([*RUNNERS[runner], *args], cwd=project, capture_output=True,
+                                 text=True, timeout=120, check=False)
+                  for runner in ("python -m mycelium_mono", "mycelium-mono"))
+    assert (done.returncode, done.stdout, done.stderr) == (same.returncode, same.stdout,
+                                                           same.stderr)
+    for command in ("check", "show", "doctor", "stubs", "cache", "bench", "run"):
+        assert command in done.stdout + done.stderr
+    assert done.returncode == (0 if args else 2)
+
+
 def test_an_uncaught_routing_error_underlines_the_name_and_keeps_its_note(project: Path) -> None:
     # Issue 15: Python 3.11's own printer showed one `^` and dropped the first error's note.
     routing = project / "hookshop" / "routing.py"

@@ -151,7 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # meets -n, and then refuses DIR as unrecognized; the flag goes first instead.
         flags = [a for a in argv[1:] if a in ("-n", "--dry-run")]
         argv = ["cache", *flags, *[a for a in argv[1:] if a not in flags]]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not argv:
+        # A bare command is a usage error, but one that shows every command and what it does
+        # (argparse would only say that COMMAND is required).
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     handler: Command = args.handler
     try:
         return handler(args)
