@@ -575,7 +575,7 @@ async def test_a_handler_emitting_on_a_bus_closed_under_its_runtime_is_told_to_u
     assert len(failures) == ALARMS
     text = str(failures[0])
     assert isinstance(failures[0], BusClosedError)
-    assert "service 'ThresholdRule' emitted a Alarm, which was not published" in text
+    assert "service 'ThresholdRule' emitted Alarm, which was not published" in text
     assert "await runtime.shutdown()" in text
     await runtime.shutdown()
 

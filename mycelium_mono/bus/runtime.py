@@ -134,7 +134,7 @@ class ServiceContext:
             why = ("the bus was closed while this service still ran (bus.close() does not "
                    "wait for the services on it)")
         return BusClosedError(
-            f"service {self.name!r} emitted a {type(msg).__name__}, which was not published: "
+            f"service {self.name!r} emitted {type(msg).__name__}, which was not published: "
             f"{why}\nhelp: close a runtime's bus with `await runtime.shutdown()`: it lets "
             "every service handle what is queued for it, and publish what that emits, before "
             "it closes the bus"
