@@ -388,6 +388,10 @@ def consumer_quiet(bus: MessageBus) -> bool:
 # -- ZeroMQ --------------------------------------------------------------------------------
 
 
+def stats_waits(bus: MessageBus) -> int:
+    return int(bus.transport.stats.extra.get("backpressure_waits", 0))
+
+
 def pairs_by(got: list[Telemetry]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for msg in got:
@@ -395,20 +399,24 @@ def pairs_by(got: list[Telemetry]) -> dict[str, list[int]]:
     return out
 
 
+@pytest.mark.parametrize("slow", [False, True])
 async def test_a_zeromq_publisher_killed_mid_burst_and_restarted_on_its_port(
-    nodes: Nodes,
+    nodes: Nodes, slow: bool
 ) -> None:
     """The subscriber gets a gapless prefix of the dead incarnation, then all of the new one,
-    each in order, with no gap, miss or duplicate counted (there was none between them)."""
+    each in order, with no gap, miss or duplicate counted (there was none between them);
+    ``slow``: the subscriber is full (parked, its SUB unread) when the publisher dies."""
     port = free_port()
-    bus = MessageBus.with_tcp("127.0.0.1:0")
+    bus = MessageBus.with_tcp("127.0.0.1:0", hwm=100 if slow else 100_000)
     got: list[Telemetry] = []
     async with bus:
-        sub = bus.subscribe(Telemetry, maxsize=128)
+        sub = bus.subscribe(Telemetry, maxsize=16 if slow else 128)
 
         async def read() -> None:
             async for msg in sub:
                 got.append(msg)
+                if slow and len(got) % 16 == 0:
+                    await asyncio.sleep(0.002)
 
         task = asyncio.get_running_loop().create_task(read())
         first = nodes.spawn("zpub", "--bind", f"127.0.0.1:{port}", "--count", "30000",
@@ -427,9 +435,11 @@ async def test_a_zeromq_publisher_killed_mid_burst_and_restarted_on_its_port(
         await second.aexpect("SUBSCRIBED", 30)  # the SUB reconnected and re-subscribed
         second.send("GO")
         await second.aexpect("RESULT", 60)
-        await until(lambda: len(pairs_by(got).get("gen2", [])) >= 3000, timeout=30)
+        await until(lambda: len(pairs_by(got).get("gen2", [])) >= 3000, timeout=60)
         await asyncio.sleep(0.3)
         task.cancel()
+        if slow:
+            assert stats_waits(bus) > 0, "the subscriber never filled up"
         stats = bus.transport.stats
         by = pairs_by(got)
         assert by["gen1"] == list(range(1, len(by["gen1"]) + 1))
@@ -707,3 +717,77 @@ async def test_a_jetstream_block_subscriber_stays_in_bound_under_a_fast_remote_p
         assert ack_pending_max <= 48, ack_pending_max
         assert peak < 3_000_000, f"the heap grew {peak} bytes"
         assert bus.transport.stats.extra.get("backpressure_waits", 0) > 0
+
+
+async def test_sent_counts_messages_only_when_a_subscription_is_acknowledged_behind_a_backlog(
+) -> None:
+    """A second subscriber joins while 2,000 frames wait in the lossless publisher's backlog:
+    its acknowledgement queues behind them. ``stats.sent`` must still count the messages
+    published (it counted the acknowledgement as one more sent message), and both
+    subscribers get every message published after they were ready, in order."""
+    pub = MessageBus.with_tcp("127.0.0.1:0", hwm=10)
+    s1 = MessageBus.with_tcp("127.0.0.1:0", hwm=10)
+    s2 = MessageBus.with_tcp("127.0.0.1:0", hwm=10)
+    try:
+        for bus in (pub, s1, s2):
+            await bus.start()
+        one = s1.subscribe(Telemetry, maxsize=10_000)
+        two = s2.subscribe(Telemetry, maxsize=10_000)
+        address = pub.transport.address  # type: ignore[attr-defined]
+        await s1.connect_to(address)
+        await s1.ready()
+        for seq in range(1, 2001):
+            pub.transport.publish_nowait(telemetry("hq", seq))  # the transport: no bound
+        assert len(pub.transport._backlog) > 1000  # type: ignore[attr-defined]
+        await s2.connect_to(address)
+        await s2.ready()
+        publisher = pub.publisher(Telemetry)
+        for seq in range(2001, 2101):
+            await publisher.publish(telemetry("hq", seq))
+        await until(lambda: len(one) >= 2100 and len(two) >= 100, timeout=20)
+        assert [one.recv_nowait().seq for _ in range(2100)] == list(range(1, 2101))
+        seqs2 = [two.recv_nowait().seq for _ in range(len(two))]
+        assert seqs2 == list(range(seqs2[0], 2101)) and seqs2[0] <= 2001
+        assert pub.transport.stats.sent == 2100
+    finally:
+        for bus in (pub, s1, s2):
+            await bus.close()
+    assert pub.transport.stats.extra["undelivered_at_close"] == 0
+
+
+async def test_a_slow_subscriber_sigkilled_under_a_held_publisher_costs_a_live_one_nothing(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    """A lossless publisher held back by a slow subscriber process; that process is
+    SIGKILLed mid-stream. The publisher goes on at once, and a second, live subscriber gets
+    every message, in order, with no gap counted."""
+    bus = MessageBus.with_tcp("127.0.0.1:0", hwm=50)
+    slow_rec, live_rec = tmp_path / "slow.txt", tmp_path / "live.txt"
+    count = 8000
+    async with bus:
+        pub = bus.publisher(Telemetry)
+        address = bus.transport.address  # type: ignore[attr-defined]
+        slow = nodes.spawn("zsub", "--connect", address, "--record", str(slow_rec),
+                           "--maxsize", "8", "--slow-ms", "2", "--hwm", "50")
+        live = nodes.spawn("zsub", "--connect", address, "--record", str(live_rec),
+                           "--maxsize", "64")
+        await slow.aexpect("READY", 60)
+        await live.aexpect("READY", 60)
+        await bus.wait_for_subscribers(2, Telemetry, timeout=30)
+        kill_at = random.Random(41).randrange(300, 800)
+
+        async def produce() -> None:
+            for seq in range(1, count + 1):
+                await pub.publish(telemetry("hq", seq))
+
+        task = asyncio.get_running_loop().create_task(produce())
+        await until(lambda: len(read_pairs(slow_rec)) >= kill_at, timeout=30)
+        assert not task.done(), "the slow subscriber did not hold the publisher back"
+        sigkill(slow)
+        await asyncio.wait_for(task, 30)
+        await until(lambda: len(read_pairs(live_rec)) >= count, timeout=30)
+        live.send("QUIT")
+        result = __import__("json").loads(await live.aexpect("RESULT", 30))
+        assert [s for _, s in read_pairs(live_rec)] == list(range(1, count + 1))
+        assert result["sequence_gaps"] == 0 and result.get("duplicates", 0) == 0
+        assert bus.transport.stats.sent == count

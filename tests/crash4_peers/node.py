@@ -185,7 +185,7 @@ async def run_zpub(args: argparse.Namespace) -> None:
 
 async def run_zsub(args: argparse.Namespace) -> None:
     record = os.open(args.record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    bus = MessageBus.with_tcp(args.bind)
+    bus = MessageBus.with_tcp(args.bind, hwm=args.hwm)
     async with bus:
         sub = bus.subscribe(Telemetry, maxsize=args.maxsize, policy="block")
         for address in args.connect:
@@ -228,6 +228,7 @@ def main() -> None:
     parser.add_argument("--bind", default="127.0.0.1:0")
     parser.add_argument("--connect", action="append", default=[])
     parser.add_argument("--maxsize", type=int, default=64)
+    parser.add_argument("--hwm", type=int, default=100_000, help="zsub: the SUB's high-water mark")
     parser.add_argument("--subscribers", type=int, default=1)
     parser.add_argument("--report-every", type=int, default=500)
     parser.add_argument("--close-timeout", type=float, default=10.0)
