@@ -244,9 +244,9 @@ async def test_the_middle_of_three_runtime_stages_sigkilled_at_seeded_points_los
     nodes: Nodes, stream: str, tmp_path: Path, seed: int, mode: str
 ) -> None:
     """source (a @service run()) → mid (Order → Fill) → sink, three processes on
-    ServiceRuntime; mid is SIGKILLed at four seed-chosen points of the sink's progress while
+    ServiceRuntime; mid is SIGKILLed at three seed-chosen points of the sink's progress while
     the source is still emitting, and restarted under its durable name."""
-    count = 1200
+    count = 800
     record = tmp_path / "booked.txt"
     common = ["--url", NATS_URL, "--stream", stream, "--ack-wait", "1.5", "--fetch-batch", "16",
               "--max-ack-pending", "64"]
@@ -262,7 +262,7 @@ async def test_the_middle_of_three_runtime_stages_sigkilled_at_seeded_points_los
     source = nodes.spawn("source", *common, "--count", str(count), "--publisher", "ex")
     await source.aexpect("READY", 60)
     rng = random.Random(seed)
-    points = sorted(rng.sample(range(50, count - 100), 4))
+    points = sorted(rng.sample(range(50, count - 100), 3))
     for point in points:
         await until(lambda p=point: len(read_pairs(record)) >= p, timeout=60)
         await asyncio.sleep(rng.random() * 0.05)  # not always right at a record
@@ -275,7 +275,7 @@ async def test_the_middle_of_three_runtime_stages_sigkilled_at_seeded_points_los
     tally = account(read_pairs(record), {"ex": count})
     assert tally["lost"] == 0, tally
     # At least once: a repeat is only what the killed mid held (<= max_ack_pending each).
-    assert tally["repeats"] <= 4 * 64, tally
+    assert tally["repeats"] <= 3 * 64, tally
     assert await dead_letters(stream) == 0
     for proc in (mid, sink, source):
         proc.send("QUIT")
@@ -339,7 +339,7 @@ async def test_a_handler_stalling_the_loop_past_ack_wait_is_redelivered_and_coun
     import time
 
     count = 120
-    stalled = {20, 45, 70, 95}
+    stalled = {20, 60, 100}
 
     class Slow(MessageHandler[Order]):
         def __init__(self) -> None:
@@ -347,7 +347,7 @@ async def test_a_handler_stalling_the_loop_past_ack_wait_is_redelivered_and_coun
 
         def handle(self, msg: Order) -> None:
             if msg.seq in stalled and msg.seq not in {s for _, s in self.got}:
-                time.sleep(2.5)  # ack_wait is 1 s: the whole loop stops, acks included
+                time.sleep(2.0)  # ack_wait is 1 s: the whole loop stops, acks included
             self.got.append((msg.publisher, msg.seq))
 
     bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, name="staller",
@@ -500,13 +500,15 @@ async def test_a_zeromq_subscriber_killed_and_restarted_gets_a_gapless_stream_af
         assert result["peak"] <= 32
 
 
+@pytest.mark.parametrize("hwm", [100_000, 40])
 async def test_closing_a_lossless_publisher_flushes_all_to_a_slow_subscriber(
-    nodes: Nodes, tmp_path: Path
+    nodes: Nodes, tmp_path: Path, hwm: int
 ) -> None:
-    """close() with 3000 6 KB frames still on their way to a slow "block" subscriber: it
-    flushes every one within close_timeout_s and reports nothing undelivered."""
+    """close() with 2000 6 KB frames still on their way to a slow "block" subscriber (in
+    libzmq's queue, or with ``hwm=40`` mostly in the transport's own backlog): it flushes
+    every one within close_timeout_s and reports nothing undelivered."""
     record = tmp_path / "slow.txt"
-    bus = MessageBus.with_tcp("127.0.0.1:0", close_timeout_s=20.0)
+    bus = MessageBus.with_tcp("127.0.0.1:0", close_timeout_s=20.0, hwm=hwm)
     await bus.start()
     pub = bus.publisher(Telemetry)
     address = bus.transport.address  # type: ignore[attr-defined]
@@ -514,9 +516,12 @@ async def test_closing_a_lossless_publisher_flushes_all_to_a_slow_subscriber(
                        "--slow-ms", "1")
     await slow.aexpect("READY", 60)
     await bus.wait_for_subscribers(1, Telemetry, timeout=30)
-    count = 3000
+    count = 2000
     for seq in range(1, count + 1):
-        await pub.publish(telemetry("hq", seq))
+        if hwm < 100_000 and seq > 100:
+            bus.transport.publish_nowait(telemetry("hq", seq))  # the transport: no bound
+        else:
+            await pub.publish(telemetry("hq", seq))
     assert len(read_pairs(record)) < count  # still on the way when close() starts
     await bus.close()
     extra = bus.transport.stats.extra
@@ -528,10 +533,10 @@ async def test_closing_a_lossless_publisher_flushes_all_to_a_slow_subscriber(
 async def test_a_block_subscriber_never_exceeds_maxsize_under_a_fast_remote_publisher(
     nodes: Nodes,
 ) -> None:
-    """20,000 6 KB frames from another process into a 16-deep "block" subscriber that takes
+    """8,000 6 KB frames from another process into a 16-deep "block" subscriber that takes
     its time: the queue never passes 16 (checked at every message and in the high-water
     stat), nothing is lost or reordered, and this process's Python heap stays flat."""
-    count = 20_000
+    count = 8000
     bus = MessageBus.with_tcp("127.0.0.1:0", hwm=200)
     got = 0
     worst = 0
@@ -553,10 +558,10 @@ async def test_a_block_subscriber_never_exceeds_maxsize_under_a_fast_remote_publ
             worst = max(worst, len(sub))
             got += 1
             assert msg.seq == got
-            if got == 2000:
+            if got == 1000:
                 base = tracemalloc.get_traced_memory()[0]
                 rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            if got > 2000 and got % 500 == 0:
+            if got > 1000 and got % 500 == 0:
                 peak_heap = max(peak_heap, tracemalloc.get_traced_memory()[0] - base)
             if got % 64 == 0:
                 await asyncio.sleep(0.001)  # slow: the publisher must be held back
@@ -566,7 +571,7 @@ async def test_a_block_subscriber_never_exceeds_maxsize_under_a_fast_remote_publ
         t = bus.transport.stats
         assert worst <= 16 and stats.high_water <= 16, (worst, stats)
         assert t.sequence_gaps == 0 and t.extra.get("backpressure_waits", 0) > 0
-        assert peak_heap < 2_000_000, f"the heap grew {peak_heap} bytes over 18,000 messages"
+        assert peak_heap < 2_000_000, f"the heap grew {peak_heap} bytes over 7,000 messages"
         assert rss_growth_kb < 50_000, f"RSS grew {rss_growth_kb} KB"
         fast.send("QUIT")
 
@@ -680,7 +685,7 @@ async def test_a_jetstream_block_subscriber_stays_in_bound_under_a_fast_remote_p
     """A publisher process pours 6 KB telemetry into the stream while a 12-deep "block"
     subscriber here takes its time: the queue never passes 12, the server never has more
     than max_ack_pending out, the heap stays flat, and every message comes once, in order."""
-    count = 6000
+    count = 3000
     burst = nodes.spawn("burst", "--url", NATS_URL, "--stream", stream, "--count", str(count),
                         "--record", str(tmp_path / "c.txt"), "--confirm-every", "500",
                         "--publisher", "s9")
@@ -702,7 +707,7 @@ async def test_a_jetstream_block_subscriber_stays_in_bound_under_a_fast_remote_p
                 seqs.append(msg.seq)
                 if len(seqs) == 500:
                     base = tracemalloc.get_traced_memory()[0]
-                if len(seqs) > 500 and len(seqs) % 250 == 0:
+                if len(seqs) > 500 and len(seqs) % 500 == 0:
                     peak = max(peak, tracemalloc.get_traced_memory()[0] - base)
                     info = await nc.jetstream().consumer_info(stream,
                                                               "bounded-c4_telemetry-48103")
@@ -738,7 +743,7 @@ async def test_sent_counts_messages_only_when_a_subscription_is_acknowledged_beh
         await s1.ready()
         for seq in range(1, 2001):
             pub.transport.publish_nowait(telemetry("hq", seq))  # the transport: no bound
-        assert len(pub.transport._backlog) > 1000  # type: ignore[attr-defined]
+        assert len(pub.transport._backlog) > 100  # type: ignore[attr-defined]
         await s2.connect_to(address)
         await s2.ready()
         publisher = pub.publisher(Telemetry)
@@ -791,3 +796,125 @@ async def test_a_slow_subscriber_sigkilled_under_a_held_publisher_costs_a_live_o
         assert [s for _, s in read_pairs(live_rec)] == list(range(1, count + 1))
         assert result["sequence_gaps"] == 0 and result.get("duplicates", 0) == 0
         assert bus.transport.stats.sent == count
+
+
+async def test_three_fast_publisher_processes_into_one_small_block_subscriber(
+    nodes: Nodes,
+) -> None:
+    """Three publisher processes at full speed into one 8-deep "block" subscriber: every
+    message of each arrives once and in its publisher's order, the queue never passes 8, and
+    the counters show no gap, miss, duplicate or drop."""
+    count = 4000
+    bus = MessageBus.with_tcp("127.0.0.1:0", hwm=64)
+    got: list[Telemetry] = []
+    worst = 0
+    async with bus:
+        sub = bus.subscribe(Telemetry, maxsize=8)
+        pubs = [nodes.spawn("zpub", "--count", str(count), "--publisher", f"gen{i}")
+                for i in range(3)]
+        for p in pubs:
+            await bus.connect_to(await p.aexpect("READY", 60))
+        await bus.ready()
+        for p in pubs:
+            await p.aexpect("SUBSCRIBED", 30)
+        for p in pubs:
+            p.send("GO")
+        while len(got) < 3 * count:
+            got.append(await asyncio.wait_for(sub.recv(), 30))
+            worst = max(worst, len(sub))
+            if len(got) % 100 == 0:
+                await asyncio.sleep(0.001)
+        by = pairs_by(got)
+        for i in range(3):
+            assert by[f"gen{i}"] == list(range(1, count + 1)), f"gen{i}"
+        t = bus.transport.stats
+        assert worst <= 8 and sub.stats.high_water <= 8
+        assert t.sequence_gaps == 0 and t.extra.get("duplicates", 0) == 0
+        assert t.dropped_overflow == 0 and sub.stats.dropped == 0
+        assert t.extra["publishers_seen"] == 3 and t.received == 3 * count
+        for p in pubs:
+            p.send("QUIT")
+
+
+async def test_a_publisher_stalling_its_loop_past_the_ack_timeout_stores_each_order_once(
+    stream: str,
+) -> None:
+    """A JetStream publisher whose event loop blocks (time.sleep 2.5 s, past ack_timeout_s=1)
+    with publishes in flight, twice: the orders are stored once each, in order (the re-sent
+    copies are deduplicated by message id), and a durable reader gets exactly 1..n."""
+    import time
+
+    count = 1500
+    pub_bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, ack_timeout_s=1.0)
+    reader = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, name="after-stall")
+    got: list[int] = []
+    try:
+        await pub_bus.start()
+        pub = pub_bus.publisher(Order)
+        for seq in range(1, count + 1):
+            await pub.publish(order("ex", seq))
+            if seq in (400, 1100):
+                time.sleep(2.5)
+        await pub_bus.transport.flush()
+        nc = await nats.connect(NATS_URL)
+        try:
+            stored = (await nc.jetstream().stream_info(stream)).state.messages
+        finally:
+            await nc.close()
+        assert stored == count, stored
+        rec = Recorder()
+        runtime = ServiceRuntime(reader)
+        await runtime.spawn_service(rec)
+        await reader.ready()
+        await until(lambda: len(rec.got) >= count, timeout=30)
+        await asyncio.sleep(0.3)
+        got = [s for _, s in rec.got]
+        await runtime.shutdown()
+        assert got == list(range(1, count + 1))
+    finally:
+        await pub_bus.close()
+        await reader.close()
+
+
+async def test_a_consumer_slower_than_ack_wait_repeats_only_counted_redeliveries(
+    stream: str,
+) -> None:
+    """A batch takes twice ack_wait to work through (32 fetched, 30 ms each, ack_wait 0.5 s,
+    a 12-deep queue): the server hands the waiting ones out again. Nothing is lost, nothing
+    that never failed is dead-lettered, and every repeat is a counted redelivery."""
+    count = 150
+
+    class Slow(MessageHandler[Order]):
+        def __init__(self) -> None:
+            self.got: list[tuple[str, int]] = []
+
+        async def handle(self, msg: Order) -> None:
+            await asyncio.sleep(0.03)
+            self.got.append((msg.publisher, msg.seq))
+
+    pub_bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream)
+    bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, name="laggard",
+                               ack_wait_s=0.5, fetch_batch=32, max_ack_pending=64,
+                               max_deliver=3)
+    try:
+        await pub_bus.start()
+        pub = pub_bus.publisher(Order)
+        for seq in range(1, count + 1):
+            await pub.publish(order("ex", seq))
+        await pub_bus.transport.flush()
+        runtime = ServiceRuntime(bus, maxsize=12)
+        slow = Slow()
+        await runtime.spawn_service(slow)
+        await bus.ready()
+        await until(lambda: len({s for _, s in slow.got}) >= count
+                    or bus.transport.stats.extra.get("dead_lettered", 0) > 0, timeout=60)
+        await asyncio.sleep(1.0)
+        await runtime.shutdown()
+        extra = bus.transport.stats.extra
+        tally = account(slow.got, {"ex": count})
+        assert extra.get("dead_lettered", 0) == 0 and await dead_letters(stream) == 0, extra
+        assert tally["lost"] == 0, tally
+        assert tally["repeats"] <= extra.get("redelivered", 0), (tally, extra)
+    finally:
+        await pub_bus.close()
+        await bus.close()
