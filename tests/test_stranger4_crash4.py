@@ -918,3 +918,37 @@ async def test_a_consumer_slower_than_ack_wait_repeats_only_counted_redeliveries
     finally:
         await pub_bus.close()
         await bus.close()
+
+
+async def test_await_publish_behind_a_publish_nowait_still_waits_for_jetstream(
+    stream: str,
+) -> None:
+    """One publish_nowait (a handler's sync emit) and then a loop of ``await publish``: each
+    publish used to go behind it into the background sender's queue and return without
+    waiting, or even yielding, so the queue grew by every message of the loop (20,001 with
+    max_in_flight=100) and nothing was sent until the loop ended. Back-pressure must hold:
+    the queue stays within max_in_flight, and every order is stored once, in order."""
+    bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, max_in_flight=100)
+    count = 5000
+    peak = 0
+    async with bus:
+        pub = bus.publisher(Order)
+        pub.publish_nowait(order("ex", 1))
+        for seq in range(2, count + 1):
+            await pub.publish(order("ex", seq))
+            peak = max(peak, len(bus.transport._outbox))  # type: ignore[attr-defined]
+        await bus.transport.flush()  # type: ignore[attr-defined]
+    assert peak <= 100, f"{peak} publishes queued in memory past max_in_flight=100"
+    nc = await nats.connect(NATS_URL)
+    try:
+        js = nc.jetstream()
+        assert (await js.stream_info(stream)).state.messages == count
+        psub = await js.pull_subscribe("c4_orders.48101", durable="check", stream=stream)
+        seqs: list[int] = []
+        while len(seqs) < count:
+            for m in await psub.fetch(500, timeout=5):
+                seqs.append(Order.from_bytes(m.data[30:]).seq)
+                await m.ack()
+        assert seqs == list(range(1, count + 1))
+    finally:
+        await nc.close()
