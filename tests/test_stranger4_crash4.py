@@ -952,3 +952,39 @@ async def test_await_publish_behind_a_publish_nowait_still_waits_for_jetstream(
         assert seqs == list(range(1, count + 1))
     finally:
         await nc.close()
+
+
+async def test_ephemeral_consumers_each_get_every_new_order_and_nothing_from_before(
+    stream: str,
+) -> None:
+    """Without a name a consumer is ephemeral: two of them each get every order published
+    after they were ready, once and in order; one made after the burst gets none of it."""
+    count = 800
+    options: dict[str, Any] = {"jetstream": True, "stream": stream}
+    early = [MessageBus.with_nats(NATS_URL, **options) for _ in range(2)]
+    late = MessageBus.with_nats(NATS_URL, **options)
+    pub_bus = MessageBus.with_nats(NATS_URL, **options)
+    subs = [b.subscribe(Order, maxsize=count + 10) for b in early]
+    try:
+        for b in (*early, pub_bus):
+            await b.start()
+        for b in early:
+            await b.ready()
+        pub = pub_bus.publisher(Order)
+        for seq in range(1, count + 1):
+            await pub.publish(order("ex", seq))
+        await pub_bus.transport.flush()  # type: ignore[attr-defined]
+        late_sub = late.subscribe(Order, maxsize=count)
+        await late.start()
+        await late.ready()
+        await until(lambda: all(len(s) >= count for s in subs), timeout=30)
+        await pub.publish(order("ex", count + 1))
+        await until(lambda: all(len(s) >= count + 1 for s in subs) and len(late_sub) >= 1,
+                    timeout=30)
+        await asyncio.sleep(0.3)
+        for s in subs:
+            assert [s.recv_nowait().seq for _ in range(len(s))] == list(range(1, count + 2))
+        assert [late_sub.recv_nowait().seq for _ in range(len(late_sub))] == [count + 1]
+    finally:
+        for b in (*early, late, pub_bus):
+            await b.close()
