@@ -211,6 +211,10 @@ class NatsTransport(Transport):
         self._pending: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._outbox: deque[tuple[WireType, bytes]] = deque()
+        # Messages the background sender has taken off the outbox, and the publish() calls
+        # waiting for theirs to be taken (see publish).
+        self._outbox_taken = 0
+        self._taken_waiters: list[asyncio.Future[None]] = []
         self._pump: asyncio.Task[None] | None = None
         self._unsendable: ValueError | None = None  # why the sender dropped an emit
         self._stream_topics: set[str] = set()
@@ -460,7 +464,12 @@ class NatsTransport(Transport):
     async def publish(self, msg: Any) -> None:
         """Publish ``msg`` (JetStream: pipelined; waits when ``max_in_flight`` are unacked)."""
         if self._outbox:
+            # Behind queued publish_nowait messages (order is kept), and waiting until the
+            # background sender has handed this one over, as a direct publish waits. It used
+            # to return at once without yielding: a loop of `await publish` after one sync
+            # emit grew the queue by every message and sent nothing until the loop ended.
             self.publish_nowait(msg)
+            await self._until_taken(self._outbox_taken + len(self._outbox))
             return
         ledger = self._ledger
         ledger.sending += 1  # accepted: an input settled from now on waits for it
@@ -492,6 +501,28 @@ class NatsTransport(Transport):
             assert self._loop is not None
             self._pump = self._loop.create_task(self._run_pump())
 
+    async def _until_taken(self, position: int) -> None:
+        """Wait until the sender has taken ``position`` messages off the outbox in all."""
+        loop = asyncio.get_running_loop()
+        while self._outbox_taken < position:
+            pump = self._pump
+            if pump is None or pump.done():
+                if pump is not None and not pump.cancelled() and pump.exception() is not None:
+                    raise pump.exception()  # type: ignore[misc]  # the sender failed: say why
+                if not self._outbox:
+                    return
+                pump = self._pump = loop.create_task(self._run_pump())
+            waiter = loop.create_future()
+            self._taken_waiters.append(waiter)
+            await asyncio.wait((waiter, pump), return_when=asyncio.FIRST_COMPLETED)
+
+    def _took_one(self) -> None:
+        self._outbox_taken += 1
+        waiters, self._taken_waiters = self._taken_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     async def _run_pump(self) -> None:
         outbox = self._outbox
         while outbox:
@@ -515,6 +546,7 @@ class NatsTransport(Transport):
                         log.error("emit of %s cannot be stored: %s", wt.subject, exc)
                     self._unsendable = exc
             outbox.popleft()
+            self._took_one()
             if why is not None and self._js is not None:
                 # Held at the head it would stop every emit behind it; its index is refused,
                 # so the input that emitted it is failed (nak, dead-lettered with `why`).

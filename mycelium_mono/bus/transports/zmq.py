@@ -175,6 +175,10 @@ class ZmqTransport(Transport):
         self._peer_tokens: dict[int, str] = {}
         self._subscriptions: Counter[bytes] = Counter()
         self._backlog: deque[bytes] = deque()
+        # ids of the acknowledgement frames waiting in _backlog (alive there, so unique):
+        # they are no message, so neither stats.sent nor undelivered_at_close counts them
+        # (a subscription made behind a backlog used to add one to stats.sent).
+        self._backlog_acks: set[int] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._poll_scheduled = False
         self._guard: asyncio.TimerHandle | None = None
@@ -337,8 +341,9 @@ class ZmqTransport(Transport):
         self._held.clear()
         # None first: a drain or poll already scheduled with call_soon then does nothing.
         self._xpub = self._sub = None
-        unsent = len(self._backlog)
+        unsent = len(self._backlog) - len(self._backlog_acks)
         self._backlog.clear()
+        self._backlog_acks.clear()
         linger_s = max(0.0, deadline - loop.time()) if self.lossless else self.linger_ms / 1000
         sub.close(0)
         xpub.close(round(linger_s * 1000))
@@ -541,16 +546,22 @@ class ZmqTransport(Transport):
         extra = self.stats.extra
         # Lossless publish_nowait cannot wait, so the backlog is unbounded: show its peak.
         extra["backlog_peak"] = max(extra.get("backlog_peak", 0), len(backlog))
-        sent = 0
+        acks = self._backlog_acks
+        sent = flushed = 0
         try:
             while backlog:
-                xpub.send(backlog[0], zmq.NOBLOCK)
+                frame = backlog[0]
+                xpub.send(frame, zmq.NOBLOCK)
                 backlog.popleft()
-                sent += 1
+                flushed += 1
+                if acks and id(frame) in acks:
+                    acks.discard(id(frame))  # an acknowledgement, not a message
+                else:
+                    sent += 1
         except zmq.Again:
             pass
         self.stats.sent += sent
-        if sent:
+        if flushed:
             self._wake()
 
     # -- receiving -----------------------------------------------------------------------
@@ -600,11 +611,13 @@ class ZmqTransport(Transport):
         frame = self._out.ack(prefix, type_id, endpoint_token(self.endpoint))
         if self._backlog:
             self._backlog.append(frame)
+            self._backlog_acks.add(id(frame))
             return
         try:
             xpub.send(frame, zmq.NOBLOCK)
         except zmq.Again:
             self._backlog.append(frame)
+            self._backlog_acks.add(id(frame))
             self._arm_guard()
 
     def _schedule_drain(self) -> None:
