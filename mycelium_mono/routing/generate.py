@@ -67,6 +67,7 @@ from mycelium_mono.routing.check import HandlerCall, ResolvedRoute, ResolvedTabl
 from mycelium_mono.routing.errors import Span
 from mycelium_mono.routing.inline import (
     BUILTINS_ALIAS,
+    SUPPORT_ALIAS,
     InlinedBody,
     NotInlined,
     code_crc_of,
@@ -81,7 +82,7 @@ __all__ = ["INLINE_SUPPORT", "SUPPORT", "CallNote", "GeneratedClass", "generate_
 SUPPORT = "_mycelium_monolith"
 """The name under which generated code reaches :mod:`mycelium_mono.monolith`."""
 
-INLINE_SUPPORT = "_mycelium_inline"
+INLINE_SUPPORT = SUPPORT_ALIAS
 """The name under which generated code reaches :mod:`mycelium_mono.routing.inline`."""
 
 INLINE_FLAG = "_mycelium_inline_ok"

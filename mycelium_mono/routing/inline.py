@@ -56,6 +56,7 @@ from typing import Any
 
 __all__ = [
     "BUILTINS_ALIAS",
+    "SUPPORT_ALIAS",
     "InlinedBody",
     "MethodSource",
     "NotInlined",
@@ -70,9 +71,12 @@ __all__ = [
     "located",
     "module_alias",
     "recheck",
+    "unrename_caught",
 ]
 
 BUILTINS_ALIAS = "_mycelium_builtins"
+SUPPORT_ALIAS = "_mycelium_inline"
+"""The module-level name under which generated code imports this module."""
 
 # Names whose mere mention means the body looks at its own frame or namespace, which
 # inlining changes.
@@ -382,6 +386,12 @@ class _Rewriter:
             renamed = [_Renamer(self, renames).visit(stmt) for stmt in body]
         except _Unprovable as exc:
             return NotInlined(str(exc))
+        private = _private_name(renamed)
+        if private is not None:
+            return NotInlined(f"uses the private name `{private}` unmangled (written outside a "
+                              "class body): inside the bus class the compiler would mangle it")
+        for stmt in renamed:
+            _unrename_in_handlers(stmt)
         # Not `h1_returned`: every `h1_<name>` is some local's new name.
         returns = _Returns(f"returned_{self.instance}", f"returning_{self.instance}")
         rewritten = returns.rewrite(renamed)
@@ -482,6 +492,43 @@ def _mangle(name: str, cls: str | None) -> str:
         return name
     stripped = cls.lstrip("_")
     return f"_{stripped}{name}" if stripped else name
+
+
+def _private_name(statements: Sequence[ast.stmt]) -> str | None:
+    """A ``__name`` the rewritten statements still spell that way, if any.
+
+    The emit methods are compiled inside the bus's class statement, where the compiler mangles
+    every ``__name`` (an attribute, a keyword argument, a global read through the module
+    alias) with the bus class's name. A method written in a class was mangled with its own
+    class's name already (``_Station__n``); one written as a module-level function
+    (``handle = record``) or in a class named only with underscores was not, and inlined
+    ``self.__n`` became ``self._Bus__n``: another attribute than the call sets.
+    """
+    for stmt in statements:
+        for node in ast.walk(stmt):
+            for name in (getattr(node, "id", None), getattr(node, "attr", None),
+                         getattr(node, "arg", None), getattr(node, "name", None),
+                         getattr(node, "rest", None)):
+                if (isinstance(name, str) and name.startswith("__")
+                        and not name.endswith("__")):
+                    return name
+    return None
+
+
+def _unrename_in_handlers(stmt: ast.stmt) -> None:
+    """Open every ``except`` block of the body with ``_mycelium_inline.unrename_caught()``.
+
+    An ``UnboundLocalError`` the handler catches itself names the local as the rewrite renamed
+    it (``'h1_u'``); a called handler's ``str(e)`` says ``'u'``. :func:`located` mends the
+    ones that leave the body; this mends the ones caught inside it, at the cost of one call
+    on the exception path only.
+    """
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Try):  # not `except*`: its blocks see a group
+            for handler in node.handlers:
+                call = ast.Expr(ast.Call(ast.Attribute(ast.Name(SUPPORT_ALIAS, ast.Load()),
+                                                       "unrename_caught", ast.Load()), [], []))
+                handler.body.insert(0, ast.copy_location(call, handler.body[0]))
 
 
 def _is_docstring(stmt: ast.stmt) -> bool:
@@ -769,6 +816,15 @@ def located(exc: Exception,
     exc.add_note(f"inlined {qualname} raised at {filename}:{line}: {text}\n"
                  "(build the bus with inline=False to see the handler's own frame)")
     return exc
+
+
+def unrename_caught() -> None:
+    """Called first in each ``except`` block of an inlined body: the exception being handled,
+    if the inlined statements raised it as an ``UnboundLocalError``, names the handler's own
+    local (see :func:`_unrename`)."""
+    exc = sys.exception()
+    if isinstance(exc, Exception):
+        _unrename(exc)
 
 
 _RENAMED_LOCAL = re.compile(r"'h\d+_(\w+)'")

@@ -1,0 +1,557 @@
+"""A stranger's differential attack on monolith code generation and the inliner (round 4).
+
+Earlier rounds drew handler *bodies* and class *structures*; this one draws where a handler's
+method comes from and what its names collide with: a module-level function assigned as
+``handle = record``, a method borrowed from an unrelated class (``handle = Donor.handle``),
+diamond hierarchies over a mixin (the MRO picks the right-hand base's method), ``super()``
+zero-arg and two-arg, ``functools.wraps`` decorators, plain ``@handles`` classes, classes in
+the routing module itself; private names (``self.__n``, a local ``__p``) that the compiler
+mangles with the class the method was written in; locals named like the emit's own names
+(``h1``, ``h2_a``, ``returned_h1``, ``msg``, ``exc``, ``failure``, ``_``, ``self`` when the
+instance parameter is ``this``); classmethod, staticmethod and property reads; lambdas,
+comprehensions and generator expressions capturing ``self`` and the message; ``match``,
+walrus, ``del``, ``assert``, loops with ``else``; ``return`` inside ``try/finally`` and inside a
+suppressing ``with``; re-entrant emits of the same type (bounded) and emits to a second bus that
+shares a plain handler instance with the first.
+
+Each program is imported by five builds: the import hook and the run-time decorator, each with
+``inline=True`` and ``inline=False``, and the hook's inline build imported a second time from
+its bytecode cache. Each must leave what plain hand-written calls of the same methods leave:
+the log of side effects in order, ``sys.exception()`` as each handler saw it, every service's
+state, and each emit's outcome (failure types, texts and grouping).
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from helpers_shapes import inlined, write_package
+
+from mycelium_mono.handlers import attach_emitter
+from mycelium_mono.messages import snake_case
+from mycelium_mono.pytest_plugin import forget_modules
+from mycelium_mono.routing.hook import Outcome, import_records, install_import_hook
+
+PACKAGE = "fz4"
+
+MESSAGES = """
+from mycelium_mono import message, I64
+
+@message(type_id=64411, topic="fz4.a")
+class A:
+    value: I64
+
+@message(type_id=64412, topic="fz4.b")
+class B:
+    value: I64
+"""
+
+@pytest.fixture(autouse=True)
+def writes_bytecode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached build needs the hook's cache written (the test run may not write .pyc)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+
+
+BUILDS = ("hook-inline", "hook-call", "runtime-inline", "runtime-call", "cached-inline")
+
+
+def load(root: Path, build: str, modules: dict[str, str]) -> ModuleType:
+    """Import ``fz4.routing`` by ``build``; ``cached-inline`` re-imports the hook-inline
+    package and insists the hook took it from its cache."""
+    path, mode = build.split("-")
+    inline = mode == "inline"
+    base = root / ("hook-inline" if path == "cached" else build)
+    if path != "cached":
+        texts = {name: text.replace("INLINE", str(inline)) for name, text in modules.items()}
+        write_package(base, PACKAGE, {"messages": MESSAGES, **texts})
+    forget_modules(PACKAGE)
+    importlib.invalidate_caches()
+    sys.path.insert(0, str(base))
+    manager = None if path == "runtime" else install_import_hook([PACKAGE])
+    try:
+        module = importlib.import_module(f"{PACKAGE}.routing")
+    finally:
+        if manager is not None:
+            manager.uninstall()
+        sys.path.remove(str(base))
+    origin = module.Main.__mycelium_origin__
+    assert origin == ("runtime" if path == "runtime" else "import hook"), (build, origin)
+    if path == "cached":
+        outcome = import_records()[f"{PACKAGE}.routing"].outcome
+        assert outcome is Outcome.CACHE_HIT, import_records()[f"{PACKAGE}.routing"].describe()
+    return module
+
+
+class HandWritten:
+    """One bus written by hand: each routed method called in order, failures gathered."""
+
+    def __init__(self, name: str, services: dict[str, Any],
+                 routes: dict[str, list[tuple[str, str]]]) -> None:
+        self.name = name
+        self.services = services
+        self.routes = routes
+        for service in services.values():
+            attach_emitter(service, self.emit)
+
+    def emit(self, msg: Any) -> None:
+        kind = type(msg).__name__
+        failures: list[tuple[str, Exception]] = []
+        for attr, method in self.routes[kind]:
+            try:
+                getattr(self.services[attr], method)(msg)
+            except Exception as exc:
+                failures.append((f"{attr}.{method}", exc))
+        if failures:
+            names = ", ".join(where for where, _ in failures)
+            raise ExceptionGroup(f"{self.name}.emit_{snake_case(kind)}: {len(failures)} "
+                                 f"handler(s) failed ({names})", [exc for _, exc in failures])
+
+
+def describe(exc: BaseException) -> Any:
+    if isinstance(exc, BaseExceptionGroup):
+        return ("group", exc.message, tuple(describe(e) for e in exc.exceptions))
+    return (type(exc).__name__, str(exc))
+
+
+def state_of(service: Any) -> dict[str, str]:
+    return {k: repr(v) for k, v in sorted(vars(service).items()) if k != "emit"}
+
+
+# --- the private name of a module-level function assigned as `handle` --------------------------
+
+RECORD_HANDLERS = """
+from mycelium_mono import MessageHandler
+from fz4.messages import A, B
+
+LOG = []
+
+
+def record(self, m):
+    self.__last = m.value                  # written outside a class: no mangling
+    LOG.append(("record", self.__last, getattr(self, "__last", "missing")))
+
+
+class Recorder(MessageHandler[A]):
+    handle = record
+"""
+
+RECORD_ROUTING = """
+from mycelium_mono import routing_config
+from fz4.messages import A, B  # noqa: F401
+from fz4.handlers import Recorder
+
+
+@routing_config(inline=INLINE)
+class Main:
+    A = [Recorder]
+"""
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_module_function_assigned_as_handle_sets_the_attribute_a_call_sets(
+        tmp_path: Path, build: str) -> None:
+    # Inlined into the bus's class statement, `self.__last` was mangled to `self._Main__last`:
+    # the state and the log differed from calling `Recorder().handle(A(5))`.
+    modules = {"handlers": RECORD_HANDLERS, "routing": RECORD_ROUTING}
+    if build == "cached-inline":
+        load(tmp_path, "hook-inline", modules)
+    try:
+        routing = load(tmp_path, build, modules)
+        handlers = sys.modules[f"{PACKAGE}.handlers"]
+        recorder = handlers.Recorder()
+        routing.Main(recorder=recorder).emit_a(handlers.A(5))
+        assert handlers.LOG == [("record", 5, 5)]
+        assert state_of(recorder) == {"__last": "5"}
+        if build.endswith("inline"):
+            [note] = routing.Main.__mycelium_notes__
+            assert note[3] == "call" and "`__last`" in note[4], note
+    finally:
+        forget_modules(PACKAGE)
+
+
+# --- an UnboundLocalError the handler catches itself ---------------------------------------------
+
+UNBOUND_HANDLERS = """
+from mycelium_mono import MessageHandler
+from fz4.messages import A, B
+
+LOG = []
+
+
+class Checker(MessageHandler[A]):
+    def handle(self, m):
+        if m.value > 0:
+            pending = m.value
+        try:
+            LOG.append(("pending", pending))
+        except UnboundLocalError as e:
+            LOG.append(("caught", str(e)))
+"""
+
+UNBOUND_ROUTING = RECORD_ROUTING.replace("Recorder", "Checker")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_an_unbound_local_caught_by_the_handler_names_the_local_as_written(
+        tmp_path: Path, build: str) -> None:
+    # Inlined, the handler's own `str(e)` read "cannot access local variable 'h0_pending'".
+    modules = {"handlers": UNBOUND_HANDLERS, "routing": UNBOUND_ROUTING}
+    if build == "cached-inline":
+        load(tmp_path, "hook-inline", modules)
+    try:
+        routing = load(tmp_path, build, modules)
+        handlers = sys.modules[f"{PACKAGE}.handlers"]
+        bus = routing.Main(checker=handlers.Checker())
+        bus.emit_a(handlers.A(-1))
+        bus.emit_a(handlers.A(2))
+        assert handlers.LOG == [
+            ("caught", "cannot access local variable 'pending' where it is not associated "
+                       "with a value"),
+            ("pending", 2)]
+        assert inlined(routing.Main) == ({"checker"} if build.endswith("inline") else set())
+    finally:
+        forget_modules(PACKAGE)
+
+
+# --- generated programs -------------------------------------------------------------------------
+
+COMMON = '''
+import functools
+import sys
+from mycelium_mono import MessageHandler, handles
+from fz4.messages import A, B
+
+LOG = []
+OTHER = []                                  # [the Side bus], set by the driver
+h1 = "module h1"                            # globals named like the emit's own locals
+msg = "module msg"
+failure = "module failure"
+returned_h1 = "module returned_h1"
+
+
+def ex():
+    e = sys.exception()
+    return None if e is None else type(e).__name__
+
+
+class Swallow:
+    def __enter__(self):
+        LOG.append(("enter", ex()))
+        return self
+
+    def __exit__(self, et, ev, tb):
+        LOG.append(("exit", None if et is None else et.__name__, ex()))
+        return True
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(self, m):
+        LOG.append(("wrapped", fn.__name__, m.value))
+        return fn(self, m)
+    return wrapper
+
+
+class Mixin:
+    SCALE = 3
+
+    def note(self, tag):
+        LOG.append(("note", type(self).__name__, tag))
+        return tag
+
+    @classmethod
+    def scaled(cls, v):
+        return v * cls.SCALE
+
+    @staticmethod
+    def clamp(v):
+        return max(-40, min(40, v))
+
+    @property
+    def weight(self):
+        LOG.append(("weight", type(self).__name__))
+        return len(LOG) % 5
+
+
+class Root(Mixin, MessageHandler[A]):
+    def __init__(self):
+        self.k = 0
+
+    def handle(self, m):
+        LOG.append(("root", type(self).__name__, m.value, ex()))
+        self.k += 1
+
+
+class Tally:
+    """A plain class: the Main and the Side bus share one instance."""
+    def __init__(self):
+        self.seen = []
+
+    @handles(B)
+    def on_b(self, m):
+        LOG.append(("tally", m.value, ex()))
+        self.seen.append(m.value)
+        if m.value % 7 == 3:
+            raise KeyError(m.value)
+'''
+
+LOCAL_IMPORT = ("from fz4.handlers import LOG, OTHER, Root, Mixin, Swallow, ex, h1, A, B  "
+                "# noqa: F401\n")
+
+SHAPES = ("own", "own", "func", "borrowed", "diamond", "super0", "super2", "wrapped", "plain",
+          "local", "local")
+
+
+class Program:
+    """One seeded program: its handler and routing modules and the routes written by hand."""
+
+    def __init__(self, seed: int, stations: int = 3) -> None:
+        self.rng = random.Random(seed)
+        self.handlers = [COMMON]
+        self.local: list[str] = []
+        self.routes: list[tuple[str, str]] = []
+        self.classes: list[tuple[str, str]] = []   # (class name, module: handlers/routing)
+        for i in range(stations):
+            self.station(i)
+
+    # -- bodies
+
+    def expr(self, depth: int = 0) -> str:
+        r = self.rng
+        atoms = ["a", "b", "S.k", "M.value", "1", "2", "5", "len(LOG) % 3", "S.weight",
+                 "S.scaled(M.value % 4)", "S.clamp(M.value)", "type(S).SCALE", "(h1 or 0)"]
+        if depth >= 2 or r.random() < 0.4:
+            return r.choice(atoms)
+        form = r.randrange(4)
+        left, right = self.expr(depth + 1), self.expr(depth + 1)
+        if form == 0:
+            return f"({left} {r.choice(['+', '-', '*'])} {right})"
+        if form == 1:
+            return f"sum(x * {left} for x in range(abs({right}) % 3))"
+        if form == 2:
+            return f"[v + M.value for v in (S.k, {left})][-1]"
+        return f"({left} if {right} % 2 else -1)"
+
+    def cond(self) -> str:
+        return f"{self.expr()} {self.rng.choice(['<', '>', '==', '!='])} {self.expr()}"
+
+    def block(self, depth: int, in_loop: bool, emits: bool, n: int | None = None) -> list[str]:
+        count = n if n is not None else self.rng.randint(1, 3)
+        return [line for _ in range(count) for line in self.stmt(depth, in_loop, emits)]
+
+    def stmt(self, depth: int, in_loop: bool, emits: bool) -> list[str]:
+        r = self.rng
+        kinds = ["assign", "assign", "k", "log", "private", "priv_local", "shadow", "raise",
+                 "assert", "walrus", "comp", "helpers", "del", "unbound", "other", "return"]
+        if emits:
+            kinds += ["emit_b", "reenter"]
+        if depth < 2:
+            kinds += ["if", "for", "try", "with", "match"]
+        if in_loop:
+            kinds += ["break", "continue"]
+        if r.random() < 0.015:
+            kinds = ["lambda"]
+        kind = r.choice(kinds)
+        tag = r.randrange(100)
+
+        def sub(loop: bool = in_loop) -> list[str]:
+            return ["    " + s for s in self.block(depth + 1, loop, emits)]
+
+        if kind == "assign":
+            return [f"{r.choice(['a', 'b'])} = {self.expr()}"]
+        if kind == "k":
+            return [f"S.k += {self.expr()}"]
+        if kind == "log":
+            return [f"LOG.append(('v', {tag}, {self.expr()}, ex()))"]
+        if kind == "private":
+            return [f"S.__n = {self.expr()}", "LOG.append(('private', S.__n))"]
+        if kind == "priv_local":
+            return [f"__p = {self.expr()}", "LOG.append(('priv local', __p))"]
+        if kind == "shadow":
+            name = r.choice(["h1", "h2_a", "returned_h1", "returning_h1", "msg", "exc",
+                             "failure", "_", "h0"])
+            return [f"{name} = {self.expr()}", f"LOG.append(('shadow', {name!r}, {name}))"]
+        if kind == "raise":
+            return [f"if {self.cond()}:", f"    raise ValueError(f'{tag} {{M.value}}')"]
+        if kind == "assert":
+            return [f"assert {self.cond()}, ('assert', {tag})"]
+        if kind == "walrus":
+            return [f"if (w := {self.expr()}) % 2:", "    LOG.append(('walrus', w))"]
+        if kind == "comp":
+            return [f"LOG.append(('comp', [x * S.k + M.value for x in range({tag % 3})], "
+                    "{k: M.value for k in (S.k,)}, sorted({b, a})))"]
+        if kind == "helpers":
+            return [f"LOG.append(('helpers', S.note({tag}), S.scaled(a), type(S).clamp(b)))"]
+        if kind == "del":
+            return ["t = a", "del t"]
+        if kind == "unbound":
+            return ["try:", "    del u", "except UnboundLocalError as e:",
+                    "    LOG.append(('unbound', str(e)))", "u = 1"]
+        if kind == "other":
+            return [f"OTHER[0].emit(B({self.expr()}))"]
+        if kind == "emit_b":
+            return ["try:", f"    S.emit(B({self.expr()}))", "except ExceptionGroup as g:",
+                    "    LOG.append(('caught', g.message, ex()))"]
+        if kind == "reenter":
+            return ["if M.value > 0 and len(LOG) < 120:", "    S.emit(A(M.value - 9))"]
+        if kind == "return":
+            return [r.choice(["return", f"return {self.expr()}", "return Swallow()"])]
+        if kind == "lambda":
+            return [f"f = lambda v: v + S.k + M.value + {tag}", "LOG.append(('lambda', f(a)))"]
+        if kind in ("break", "continue"):
+            return [f"if {self.cond()}:", f"    {kind}"]
+        if kind == "if":
+            return [f"if {self.cond()}:", *sub(), "else:", *sub()]
+        if kind == "for":
+            lines = [f"for i in range({tag % 3}):", *sub(True)]
+            return lines + (["else:", *sub()] if r.random() < 0.5 else [])
+        if kind == "with":
+            return ["with Swallow():", *sub()]
+        if kind == "match":
+            return ["match M.value % 3:", "    case 0:", *["    " + s for s in sub()],
+                    "    case 1 if a > 0:", *["    " + s for s in sub()],
+                    "    case _:", "        LOG.append(('match other', a))"]
+        lines = ["try:", *sub(), "except (ValueError, AssertionError) as err:",
+                 "    LOG.append(('except', type(err).__name__, ex()))", *sub()]
+        if r.random() < 0.5:
+            lines += ["finally:", "    LOG.append(('finally', ex()))",
+                      *(["    return"] if r.random() < 0.3 else [])]
+        return lines
+
+    def body(self, this: str, m: str, emits: bool, extra: list[str] = ()) -> list[str]:
+        lines = [f"a = {m}.value", "b = 1", *self.block(0, False, emits, self.rng.randint(2, 5)),
+                 *extra, "LOG.append(('end', a, b))"]
+        return [line.replace("S.", f"{this}.").replace("(S)", f"({this})").replace("M.", f"{m}.")
+                for line in lines]
+
+    # -- classes
+
+    def method(self, name: str, lines: list[str], indent: str, this: str, m: str) -> str:
+        inner = "\n".join(f"{indent}    {line}" for line in lines)
+        return f"{indent}def {name}({this}, {m}):\n{inner}\n"
+
+    def station(self, i: int) -> None:
+        r = self.rng
+        shape = r.choice(SHAPES)
+        this = r.choice(["self", "self", "this"])
+        m = r.choice(["m", "msg", "order"])
+        name = f"S{i}"
+        where = "handlers"
+        if shape == "super0":
+            extra = [f"super().handle({m})"]
+        elif shape == "super2":
+            extra = [f"super({name}, {this}).handle({m})"]
+        else:
+            extra = []
+        body = self.body(this, m, emits=shape != "plain", extra=extra)
+        if shape in ("own", "super0", "super2", "local"):
+            text = f"\n\nclass {name}(Root):\n" + self.method("handle", body, "    ", this, m)
+            if shape == "local":
+                where = "routing"
+        elif shape == "func":
+            text = (f"\n\n{self.method(f'{name.lower()}_handle', body, '', this, m)}"
+                    f"\n\nclass {name}(Root):\n    handle = {name.lower()}_handle\n")
+        elif shape == "borrowed":
+            text = (f"\n\nclass Donor{i}:\n{self.method('handle', body, '    ', this, m)}"
+                    f"\n\nclass {name}(Root):\n    handle = Donor{i}.handle\n")
+        elif shape == "diamond":
+            text = (f"\n\nclass L{i}(Root):\n    pass\n\n\nclass R{i}(Root):\n"
+                    f"{self.method('handle', body, '    ', this, m)}"
+                    f"\n\nclass {name}(L{i}, R{i}):\n    pass\n")
+        elif shape == "wrapped":
+            text = (f"\n\nclass {name}(Root):\n    @logged\n"
+                    + self.method("handle", body, "    ", this, m))
+        else:  # plain: @handles, no self.emit
+            text = (f"\n\nclass {name}(Mixin):\n    def __init__(self):\n        self.k = 0\n\n"
+                    f"    @handles(A)\n" + self.method("on_a", body, "    ", this, m))
+        (self.local if where == "routing" else self.handlers).append(text)
+        self.classes.append((name, where))
+        self.routes.append((name.lower(), "on_a" if shape == "plain" else "handle"))
+
+    def modules(self) -> dict[str, str]:
+        imported = ", ".join(n for n, where in self.classes if where == "handlers")
+        stations = ", ".join(n for n, _ in self.classes)
+        routing = (
+            "from mycelium_mono import routing_config\n"
+            + LOCAL_IMPORT
+            + (f"from fz4.handlers import Tally, {imported}\n" if imported
+               else "from fz4.handlers import Tally\n")
+            + "".join(self.local)
+            + f"\n\n@routing_config(inline=INLINE)\nclass Main:\n    A = [{stations}]\n"
+            "    B = [Tally]\n"
+            "\n\n@routing_config(inline=INLINE)\nclass Side:\n    B = [Tally]\n")
+        return {"handlers": "".join(self.handlers), "routing": routing}
+
+
+FEED = [(5, False), (0, True), (13, False), (21, True), (-4, False), (9, False)]
+
+
+def observe(program: Program, routing: ModuleType, by_hand: bool) -> Any:
+    handlers = sys.modules[f"{PACKAGE}.handlers"]
+    modules = {"handlers": handlers, "routing": routing}
+    services: dict[str, Any] = {n.lower(): getattr(modules[w], n)() for n, w in program.classes}
+    tally = handlers.Tally()
+    if by_hand:
+        main_routes = {"A": program.routes, "B": [("tally", "on_b")]}
+        main: Any = HandWritten("Main", {**services, "tally": tally}, main_routes)
+        side: Any = HandWritten("Side", {"tally": tally}, {"B": [("tally", "on_b")]})
+    else:
+        main = routing.Main(tally=tally, **services)
+        side = routing.Side(tally=tally)
+    handlers.OTHER[:] = [side]
+    handlers.LOG.clear()
+    outcomes = []
+    for value, in_except in FEED:
+        try:
+            if in_except:
+                try:
+                    raise LookupError("outer")
+                except LookupError:
+                    main.emit(handlers.A(value))
+            else:
+                main.emit(handlers.A(value))
+            outcomes.append("ok")
+        except Exception as exc:
+            outcomes.append(describe(exc))
+    handlers.OTHER.clear()
+    states = {attr: state_of(s) for attr, s in {**services, "tally": tally}.items()}
+    return outcomes, list(handlers.LOG), states
+
+
+SEEDS = range(60)
+
+
+def test_generated_programs_behave_like_hand_written_calls_on_five_builds(
+        tmp_path: Path) -> None:
+    inlined_total = called_total = 0
+    for seed in SEEDS:
+        program = Program(seed)
+        modules = program.modules()
+        root = tmp_path / f"p{seed}"
+        expected = None
+        try:
+            for build in BUILDS:
+                routing = load(root, build, modules)
+                if expected is None:
+                    expected = observe(program, routing, by_hand=True)
+                got = observe(program, routing, by_hand=False)
+                if got != expected:
+                    for key, a, b in zip(("outcomes", "log", "state"), got, expected,
+                                         strict=True):
+                        assert a == b, (seed, build, key, textwrap.indent(
+                            modules["handlers"] + "\n# routing\n" + modules["routing"], "  "))
+                if build.endswith("inline"):
+                    notes = routing.Main.__mycelium_notes__
+                    inlined_total += sum(n[3] == "inlined" for n in notes)
+                    called_total += sum(n[3] == "call" for n in notes)
+        finally:
+            forget_modules(PACKAGE)
+    # The programs exercise the inliner, not only the call path.
+    assert inlined_total > called_total / 2, (inlined_total, called_total)
