@@ -220,6 +220,45 @@ def test_an_unbound_local_caught_by_the_handler_names_the_local_as_written(
         forget_modules(PACKAGE)
 
 
+# --- a global that every module object has as an attribute, but no namespace holds ---------------
+
+DUNDER_HANDLERS = """
+from mycelium_mono import MessageHandler
+from fz4.messages import A, B
+
+LOG = []
+
+
+class Peeker(MessageHandler[A]):
+    def handle(self, m):
+        try:
+            LOG.append(("dict", type(__dict__).__name__))
+        except NameError as e:
+            LOG.append(("NameError", str(e)))
+        LOG.append(("name", __name__))
+"""
+
+DUNDER_ROUTING = RECORD_ROUTING.replace("Recorder", "Peeker")
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_global_named_like_a_module_attribute_raises_name_error_as_in_a_call(
+        tmp_path: Path, build: str) -> None:
+    # `__dict__` is no global and no builtin (a module *object* has it as an attribute):
+    # inlined, it was read as `builtins.__dict__` and the handler logged a dict.
+    modules = {"handlers": DUNDER_HANDLERS, "routing": DUNDER_ROUTING}
+    if build == "cached-inline":
+        load(tmp_path, "hook-inline", modules)
+    try:
+        routing = load(tmp_path, build, modules)
+        handlers = sys.modules[f"{PACKAGE}.handlers"]
+        routing.Main(peeker=handlers.Peeker()).emit_a(handlers.A(1))
+        assert handlers.LOG == [("NameError", "name '__dict__' is not defined"),
+                                ("name", "fz4.handlers")]
+    finally:
+        forget_modules(PACKAGE)
+
+
 # --- generated programs -------------------------------------------------------------------------
 
 COMMON = '''

@@ -447,7 +447,7 @@ class _Rewriter:
     def global_ref(self, name: str) -> ast.expr:
         """``name`` as the handler's module sees it, read live through that module."""
         if self.source.own_globals and self._plain_global(name) and (
-                self.source.defines(name) or hasattr(builtins, name)):
+                self.source.defines(name) or _is_builtin(name)):
             # The routing module's own method: its global is the emit's global. Read through
             # the module, a name the module binds only on one branch (`if FAST: def round`)
             # raised AttributeError where the method itself falls back to the builtin.
@@ -456,7 +456,7 @@ class _Rewriter:
             module = self.source.module
             self.modules.add(module)
             return ast.Attribute(ast.Name(module_alias(module), ast.Load()), name, ast.Load())
-        if hasattr(builtins, name):
+        if _is_builtin(name):
             return ast.Attribute(ast.Name(BUILTINS_ALIAS, ast.Load()), name, ast.Load())
         raise _Unprovable(f"`{name}` is not defined in {self.source.module}")
 
@@ -473,6 +473,14 @@ class _Rewriter:
 
 _EMIT_LOCALS = frozenset({"self", "msg", "exc", "failure"})
 _EMIT_LOCAL = re.compile(r"(returned_|returning_)?h\d+(_|$)")
+
+
+def _is_builtin(name: str) -> bool:
+    """A global lookup falls back to the builtins *namespace*: ``__dict__``, ``__repr__`` and
+    the other attributes every module object has are not in it. ``hasattr(builtins, ...)``
+    said they were, and an inlined ``__dict__`` read the builtins' dict where the call
+    raised ``NameError``."""
+    return name in vars(builtins)
 
 
 class _Unprovable(Exception):
