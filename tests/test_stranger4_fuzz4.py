@@ -259,6 +259,52 @@ def test_a_global_named_like_a_module_attribute_raises_name_error_as_in_a_call(
         forget_modules(PACKAGE)
 
 
+# --- a routing module's own global named like the generated code's ----------------------------
+
+CLASH_ROUTING = """
+from mycelium_mono import routing_config
+from fz4.messages import A, B  # noqa: F401
+from fz4.handlers import Counter
+
+_mycelium_builtins = "the module's own"
+
+
+@routing_config(inline=INLINE)
+class Main:
+    A = [Counter]
+"""
+
+CLASH_HANDLERS = """
+from mycelium_mono import MessageHandler
+from fz4.messages import A, B
+
+LOG = []
+
+
+class Counter(MessageHandler[A]):
+    def handle(self, m):
+        LOG.append(len([m.value]))
+"""
+
+
+@pytest.mark.parametrize("build", BUILDS[:4])
+def test_a_routing_module_global_named_like_the_generated_imports_is_refused_with_a_caret(
+        tmp_path: Path, build: str) -> None:
+    # The hook imported builtins as `_mycelium_builtins` first and the module rebound it
+    # (the inlined `len` became `"the module's own".len`: AttributeError); the run-time build
+    # imported it afterwards and the module's own global became the builtins module.
+    from mycelium_mono import RoutingError
+    modules = {"handlers": CLASH_HANDLERS, "routing": CLASH_ROUTING}
+    try:
+        with pytest.raises(RoutingError) as caught:
+            load(tmp_path, build, modules)
+        text = str(caught.value)
+        assert "[E0011]" in text and "`_mycelium_builtins`" in text, text
+        assert "routing.py:6:1" in text and "\n  | ^^^^^^^^^^^^^^^^^^\n" in text, text
+    finally:
+        forget_modules(PACKAGE)
+
+
 # --- generated programs -------------------------------------------------------------------------
 
 COMMON = '''

@@ -21,6 +21,7 @@ from mycelium_mono.routing.generate import CallNote, GeneratedClass, generate_cl
 from mycelium_mono.routing.parse import (
     RoutingClass,
     decorator_names,
+    generated_name_clashes,
     is_routing_decorator,
     parse_module,
 )
@@ -155,7 +156,7 @@ def rewrite_module(
         scopes.append(scope)
         pairs.append((routing, scope))
     generated, problems = build_tables(pairs, filename, options)
-    diagnostics = [*parsed.diagnostics, *problems]
+    diagnostics = [*parsed.diagnostics, *generated_name_clashes(tree, filename), *problems]
     if diagnostics:
         raise RoutingError(diagnostics, text)
     _splice(tree, generated)
