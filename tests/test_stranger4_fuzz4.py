@@ -305,14 +305,152 @@ def test_a_routing_module_global_named_like_the_generated_imports_is_refused_wit
         forget_modules(PACKAGE)
 
 
+# --- handlers typed through a generic base: class Tap(Relay[A]) over Relay(MessageHandler[T]) ----
+
+GENERIC_HANDLERS = """
+from typing import Generic, TypeVar
+from mycelium_mono import MessageHandler, handles
+from fz4.messages import A, B
+
+T = TypeVar("T")
+LOG = []
+
+
+class Relay(MessageHandler[T]):
+    def handle(self, m):
+        LOG.append((type(self).__name__, "relay", type(m).__name__, m.value))
+
+
+class Tap(Relay[A]):
+    pass
+
+
+class Keeper(Generic[T]):
+    @handles(B)
+    def on_b(self, m):
+        LOG.append((type(self).__name__, "keeper", m.value))
+"""
+
+GENERIC_ROUTING = """
+from typing import Generic, TypeVar
+from mycelium_mono import MessageHandler, routing_config
+from fz4.messages import A, B
+from fz4.handlers import LOG, Keeper, Relay, Tap
+
+U = TypeVar("U")
+V = TypeVar("V")
+
+
+class Near(Relay[B]):
+    pass
+
+
+class Local(MessageHandler[U]):
+    def handle(self, m):
+        LOG.append((type(self).__name__, "local", type(m).__name__, m.value))
+
+
+class Pair(Local[V], Generic[U, V]):
+    pass
+
+
+class Second(Pair[A, B]):              # Pair's V is its second parameter: B
+    pass
+
+
+class Kept(Keeper[int]):
+    pass
+
+
+@routing_config(inline=INLINE)
+class Main:
+    A = [Tap]
+    B = [Near, Second, Kept]
+"""
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_handler_typed_through_a_generic_base_is_routed_alike_by_every_build(
+        tmp_path: Path, build: str) -> None:
+    # `class Tap(Relay[A])` is a MessageHandler[A] to a type checker; every build said
+    # "Tap does not handle A (handles: nothing)". A routing-module class over a subscripted
+    # compiled base (`class Kept(Keeper[int])`) lost that base's @handles on the hook only.
+    modules = {"handlers": GENERIC_HANDLERS, "routing": GENERIC_ROUTING}
+    if build == "cached-inline":
+        load(tmp_path, "hook-inline", modules)
+    try:
+        routing = load(tmp_path, build, modules)
+        handlers = sys.modules[f"{PACKAGE}.handlers"]
+        services = {"tap": handlers.Tap(), "near": routing.Near(), "second": routing.Second(),
+                    "kept": routing.Kept()}
+        bus = routing.Main(**services)
+        bus.emit(handlers.A(1))
+        bus.emit(handlers.B(2))
+        got = list(handlers.LOG)
+        handlers.LOG.clear()
+        bus.detach()
+        by_hand = HandWritten("Main", services, {
+            "A": [("tap", "handle")],
+            "B": [("near", "handle"), ("second", "handle"), ("kept", "on_b")]})
+        by_hand.emit(handlers.A(1))
+        by_hand.emit(handlers.B(2))
+        assert got == handlers.LOG == [("Tap", "relay", "A", 1), ("Near", "relay", "B", 2),
+                                       ("Second", "local", "B", 2), ("Kept", "keeper", 2)]
+        if build.endswith("inline"):
+            assert inlined(routing.Main) == {"tap", "near", "second", "kept"}
+    finally:
+        forget_modules(PACKAGE)
+
+
+@pytest.mark.parametrize("build", BUILDS[:4])
+def test_a_generic_base_bound_to_another_message_is_refused_alike_by_every_build(
+        tmp_path: Path, build: str) -> None:
+    from mycelium_mono import RoutingError
+    routing_text = GENERIC_ROUTING.replace("    A = [Tap]\n", "    A = [Tap, Second]\n")
+    modules = {"handlers": GENERIC_HANDLERS, "routing": routing_text}
+    try:
+        with pytest.raises(RoutingError) as caught:
+            load(tmp_path, build, modules)
+        errors = [line for line in str(caught.value).splitlines() if "error[" in line]
+        assert len(errors) == 1 and "[E0001]: Second does not handle A" in errors[0], errors
+    finally:
+        forget_modules(PACKAGE)
+
+
+def test_the_flexible_bus_reads_the_same_message_from_a_generic_base() -> None:
+    from typing import TypeVar
+
+    from mycelium_mono import MessageHandler
+    from mycelium_mono.handlers import handled_messages
+    from mycelium_mono.messages import I64, message
+
+    @message(type_id=64419, topic="fz4.generic")
+    class Ping:
+        value: I64
+
+    t = TypeVar("t")
+
+    class Relay(MessageHandler[t]):
+        def handle(self, m: t) -> None:
+            pass
+
+    class Tap(Relay[Ping]):
+        pass
+
+    assert {k: v.method for k, v in handled_messages(Tap).items()} == {Ping: "handle"}
+    assert handled_messages(Relay) == {}
+
+
 # --- generated programs -------------------------------------------------------------------------
 
 COMMON = '''
 import functools
 import sys
+from typing import TypeVar
 from mycelium_mono import MessageHandler, handles
 from fz4.messages import A, B
 
+T = TypeVar("T")
 LOG = []
 OTHER = []                                  # [the Side bus], set by the driver
 h1 = "module h1"                            # globals named like the emit's own locals
@@ -391,7 +529,7 @@ LOCAL_IMPORT = ("from fz4.handlers import LOG, OTHER, Root, Mixin, Swallow, ex, 
                 "# noqa: F401\n")
 
 SHAPES = ("own", "own", "func", "borrowed", "diamond", "super0", "super2", "wrapped", "plain",
-          "local", "local")
+          "local", "local", "generic", "generic_local")
 
 
 class Program:
@@ -403,6 +541,7 @@ class Program:
         self.local: list[str] = []
         self.routes: list[tuple[str, str]] = []
         self.classes: list[tuple[str, str]] = []   # (class name, module: handlers/routing)
+        self.relays: list[str] = []                # generic bases the routing module imports
         for i in range(stations):
             self.station(i)
 
@@ -550,6 +689,17 @@ class Program:
             text = (f"\n\nclass L{i}(Root):\n    pass\n\n\nclass R{i}(Root):\n"
                     f"{self.method('handle', body, '    ', this, m)}"
                     f"\n\nclass {name}(L{i}, R{i}):\n    pass\n")
+        elif shape in ("generic", "generic_local"):
+            # `Relay(MessageHandler[T])` subscripted `Relay[A]`: handles A, on every build.
+            text = (f"\n\nclass Relay{i}(Mixin, MessageHandler[T]):\n    def __init__(self):\n"
+                    f"        self.k = 0\n\n{self.method('handle', body, '    ', this, m)}")
+            sub = f"\n\nclass {name}(Relay{i}[A]):\n    pass\n"
+            if shape == "generic_local":     # Relay in the handler module, S here
+                self.relays.append(f"Relay{i}")
+                self.handlers.append(text)
+                text, where = sub, "routing"
+            else:
+                text += sub
         elif shape == "wrapped":
             text = (f"\n\nclass {name}(Root):\n    @logged\n"
                     + self.method("handle", body, "    ", this, m))
@@ -561,7 +711,8 @@ class Program:
         self.routes.append((name.lower(), "on_a" if shape == "plain" else "handle"))
 
     def modules(self) -> dict[str, str]:
-        imported = ", ".join(n for n, where in self.classes if where == "handlers")
+        imported = ", ".join([*(n for n, where in self.classes if where == "handlers"),
+                              *self.relays])
         stations = ", ".join(n for n, _ in self.classes)
         routing = (
             "from mycelium_mono import routing_config\n"
