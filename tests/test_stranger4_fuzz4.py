@@ -24,7 +24,9 @@ state, and each emit's outcome (failure types, texts and grouping).
 from __future__ import annotations
 
 import importlib
+import linecache
 import random
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -118,6 +120,29 @@ def describe(exc: BaseException) -> Any:
     if isinstance(exc, BaseExceptionGroup):
         return ("group", exc.message, tuple(describe(e) for e in exc.exceptions))
     return (type(exc).__name__, str(exc))
+
+
+_INLINED_AT = re.compile(r"^inlined \S+ raised at (.+):(\d+): (.*)$", re.MULTILINE)
+
+
+def raised_at(exc: BaseException) -> Any:
+    """Where each failure a handler body raised itself points: the handler's own file, line
+    and text (a call: its last frame; inlined: the note naming the handler's line)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return tuple(raised_at(e) for e in exc.exceptions)
+    if not isinstance(exc, ValueError | AssertionError):
+        return None   # raised in a callee: a call's last frame is the callee's, by design
+    for note in getattr(exc, "__notes__", ()):
+        found = _INLINED_AT.match(note)
+        if found:
+            return Path(found[1]).name, int(found[2]), found[3]
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    assert tb is not None
+    code = tb.tb_frame.f_code
+    return (Path(code.co_filename).name, tb.tb_lineno,
+            linecache.getline(code.co_filename, tb.tb_lineno).strip())
 
 
 def state_of(service: Any) -> dict[str, str]:
@@ -441,6 +466,69 @@ def test_the_flexible_bus_reads_the_same_message_from_a_generic_base() -> None:
     assert handled_messages(Relay) == {}
 
 
+# --- the note of a failure in inlined code names the line that raised --------------------------
+
+WHERE_HANDLERS = """
+from mycelium_mono import MessageHandler
+from fz4.messages import A, B
+
+LOG = []
+
+
+class Twice(MessageHandler[A]):
+    def handle(self, m):
+        LOG.append([v + m.value for v in (1, 2)])
+        LOG.append([v + m.value for v in (1, 2)])      # an equal comprehension
+        if m.value == 1:
+            raise ValueError("twice")
+"""
+
+WHERE_ROUTING = """
+from mycelium_mono import MessageHandler, routing_config
+from fz4.messages import A, B  # noqa: F401
+from fz4.handlers import LOG, Twice
+
+
+class Here(MessageHandler[A]):
+    def handle(self, m):
+        LOG.append(m.value)                 # LOG: imported by this module
+        if m.value == 2:
+            raise ValueError("here")
+
+
+@routing_config(inline=INLINE)
+class Main:
+    A = [Twice, Here]
+"""
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_failure_in_inlined_code_names_the_handler_line_that_raised(
+        tmp_path: Path, build: str) -> None:
+    # The note named each handler's `def` line instead: the copy the line table is read from
+    # compiled to other bytecode than the emit (equal comprehensions are one constant in the
+    # emit; and the hook's module imports LOG, which changes how `LOG.append(...)` compiles).
+    modules = {"handlers": WHERE_HANDLERS, "routing": WHERE_ROUTING}
+    if build == "cached-inline":
+        load(tmp_path, "hook-inline", modules)
+    try:
+        routing = load(tmp_path, build, modules)
+        handlers = sys.modules[f"{PACKAGE}.handlers"]
+        bus = routing.Main(twice=handlers.Twice(), here=routing.Here())
+        where = []
+        for value in (1, 2):
+            with pytest.raises(ExceptionGroup) as caught:
+                bus.emit_a(handlers.A(value))
+            [exc] = caught.value.exceptions
+            where.append(raised_at(exc))
+        assert where == [
+            ("handlers.py", 13, 'raise ValueError("twice")'),
+            ("routing.py", 11, 'raise ValueError("here")')], where
+        assert inlined(routing.Main) == ({"twice", "here"} if build.endswith("inline") else set())
+    finally:
+        forget_modules(PACKAGE)
+
+
 # --- generated programs -------------------------------------------------------------------------
 
 COMMON = '''
@@ -755,7 +843,7 @@ def observe(program: Program, routing: ModuleType, by_hand: bool) -> Any:
                 main.emit(handlers.A(value))
             outcomes.append("ok")
         except Exception as exc:
-            outcomes.append(describe(exc))
+            outcomes.append((describe(exc), raised_at(exc)))
     handlers.OTHER.clear()
     states = {attr: state_of(s) for attr, s in {**services, "tally": tally}.items()}
     return outcomes, list(handlers.LOG), states

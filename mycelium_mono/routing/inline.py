@@ -804,8 +804,16 @@ def recheck(bus: Any) -> None:
 
 
 def code_crc_of(code: types.CodeType) -> int:
-    """A digest of the bytecode alone (the instruction offsets ``located`` relies on)."""
-    return zlib.crc32(code.co_code)
+    """A digest of the opcodes alone: the instruction indexes ``located`` relies on.
+
+    Not of their arguments: the copy ``generate._locate_origins`` reads the runs from gives
+    each inlined statement its own end line, so two equal comprehensions there are two code
+    constants, while the real method (every inlined node at the routing line) holds one, and
+    every later ``LOAD_CONST`` argument differs. The whole-bytecode digest then never matched
+    and the note named the method's first line, not the line that raised. Any difference in
+    the instructions themselves (an ``EXTENDED_ARG`` included) still changes this digest.
+    """
+    return zlib.crc32(code.co_code[::2])
 
 
 def located(exc: Exception,
