@@ -223,6 +223,47 @@ class Checker(MessageHandler[A]):
 UNBOUND_ROUTING = RECORD_ROUTING.replace("Recorder", "Checker")
 
 
+FREE_HANDLERS = """
+from mycelium_mono import MessageHandler
+from fz4.messages import A, B
+
+LOG = []
+
+
+class Late(MessageHandler[A]):
+    def handle(self, m):
+        try:
+            LOG.append(sum(len(pending) for _ in "a"))   # `pending`: a local, unbound yet
+        except NameError as e:
+            LOG.append(("caught", str(e)))
+        if m.value > 1:
+            sum(len(pending) for _ in "a")               # escapes
+        pending = [m.value]
+"""
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_an_unbound_local_read_by_a_generator_expression_is_named_as_written(
+        tmp_path: Path, build: str) -> None:
+    # The generator expression's own frame raised "cannot access free variable 'h0_pending'".
+    modules = {"handlers": FREE_HANDLERS, "routing": UNBOUND_ROUTING.replace("Checker", "Late")}
+    if build == "cached-inline":
+        load(tmp_path, "hook-inline", modules)
+    try:
+        routing = load(tmp_path, build, modules)
+        handlers = sys.modules[f"{PACKAGE}.handlers"]
+        bus = routing.Main(late=handlers.Late())
+        with pytest.raises(ExceptionGroup) as caught:
+            bus.emit_a(handlers.A(2))
+        text = ("cannot access free variable 'pending' where it is not associated with a "
+                "value in enclosing scope")
+        assert [("caught", text)] == handlers.LOG
+        assert describe(caught.value.exceptions[0]) == ("NameError", text)
+        assert inlined(routing.Main) == ({"late"} if build.endswith("inline") else set())
+    finally:
+        forget_modules(PACKAGE)
+
+
 @pytest.mark.parametrize("build", BUILDS)
 def test_an_unbound_local_caught_by_the_handler_names_the_local_as_written(
         tmp_path: Path, build: str) -> None:
@@ -661,11 +702,12 @@ class Program:
     def stmt(self, depth: int, in_loop: bool, emits: bool) -> list[str]:
         r = self.rng
         kinds = ["assign", "assign", "k", "log", "private", "priv_local", "shadow", "raise",
-                 "assert", "walrus", "comp", "helpers", "del", "unbound", "other", "return"]
+                 "assert", "walrus", "comp", "helpers", "del", "unbound", "other", "return",
+                 "reraise", "augglobal"]
         if emits:
             kinds += ["emit_b", "reenter"]
         if depth < 2:
-            kinds += ["if", "for", "try", "with", "match"]
+            kinds += ["if", "for", "try", "with", "match", "while"]
         if in_loop:
             kinds += ["break", "continue"]
         if r.random() < 0.015:
@@ -692,6 +734,15 @@ class Program:
             return [f"{name} = {self.expr()}", f"LOG.append(('shadow', {name!r}, {name}))"]
         if kind == "raise":
             return [f"if {self.cond()}:", f"    raise ValueError(f'{tag} {{M.value}}')"]
+        if kind == "reraise":     # the caller's exception when the emit runs in an except
+            return [f"if {self.cond()}:", "    raise"]
+        if kind == "augglobal":   # LOG is a global until the body assigns it: then a local
+            return ["try:", "    LOG += ()", "except UnboundLocalError as e:",
+                    "    unused = str(e)", "    LOG = sys.modules[Root.__module__].LOG",
+                    "    LOG.append(('aug', unused))"]
+        if kind == "while":
+            lines = ["n = 0", f"while (n := n + 1) < {tag % 4}:", *sub(True)]
+            return lines + (["else:", *sub()] if r.random() < 0.5 else [])
         if kind == "assert":
             return [f"assert {self.cond()}, ('assert', {tag})"]
         if kind == "walrus":

@@ -844,6 +844,7 @@ def unrename_caught() -> None:
 
 
 _RENAMED_LOCAL = re.compile(r"'h\d+_(\w+)'")
+_RENAMED_FREE = re.compile(r"cannot access free variable '(h\d+_\w+)'")
 
 
 def _unrename(exc: Exception) -> None:
@@ -851,9 +852,21 @@ def _unrename(exc: Exception) -> None:
     the handler wrote it (``due``), not as the rewrite renamed it (``h1_due``). One raised in
     a callee (``tb_next``: a frame below the emit's) is that callee's and is left alone."""
     tb = exc.__traceback__
-    if (type(exc) is UnboundLocalError and tb is not None and tb.tb_next is None
-            and len(exc.args) == 1 and isinstance(exc.args[0], str)):
+    if tb is None or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return
+    if type(exc) is UnboundLocalError and tb.tb_next is None:
         exc.args = (_RENAMED_LOCAL.sub(r"'\1'", exc.args[0], count=1),)
+    elif type(exc) is NameError and tb.tb_next is not None:
+        # "cannot access free variable 'h1_log'": a comprehension or generator expression of
+        # the body (its own frame, one below) read a local of the body that is unbound. Only
+        # when the name is a cell of the emit that the raising frame reads as a free variable.
+        last = tb.tb_next
+        while last.tb_next is not None:
+            last = last.tb_next
+        found = _RENAMED_FREE.match(exc.args[0])
+        if (found and found[1] in tb.tb_frame.f_code.co_cellvars
+                and found[1] in last.tb_frame.f_code.co_freevars):
+            exc.args = (_RENAMED_LOCAL.sub(r"'\1'", exc.args[0], count=1),)
 
 
 def _raising_line(exc: Exception, digest: int, runs: tuple[tuple[int, int, int], ...]
