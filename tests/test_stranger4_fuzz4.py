@@ -122,6 +122,14 @@ def describe(exc: BaseException) -> Any:
     return (type(exc).__name__, str(exc))
 
 
+def chained(exc: BaseException) -> Any:
+    """What each failure is chained to (``__context__``, ``__cause__``), as types."""
+    if isinstance(exc, BaseExceptionGroup):
+        return tuple(chained(e) for e in exc.exceptions)
+    return tuple(None if e is None else (type(e).__name__, str(e))
+                 for e in (exc.__context__, exc.__cause__))
+
+
 _INLINED_AT = re.compile(r"^inlined \S+ raised at (.+):(\d+): (.*)$", re.MULTILINE)
 
 
@@ -570,6 +578,37 @@ def test_a_failure_in_inlined_code_names_the_handler_line_that_raised(
         forget_modules(PACKAGE)
 
 
+# --- a message routed under a private name ---------------------------------------------------
+
+PRIVATE_ROUTING = """
+from mycelium_mono import routing_config
+from fz4.messages import A as __A, B  # noqa: F401
+from fz4.handlers import Counter
+
+
+@routing_config(inline=INLINE)
+class Main:
+    __A = [Counter]
+"""
+
+
+@pytest.mark.parametrize("build", BUILDS[:4])
+def test_a_message_routed_under_a_private_name_is_a_routing_error_not_a_name_error(
+        tmp_path: Path, build: str) -> None:
+    # The class body mangles `__A`, and so did the generated `{__A: 'emit___a'}`: every build
+    # failed with "NameError: name '_Main__A' is not defined" instead of a routing error.
+    from mycelium_mono import RoutingError
+    modules = {"handlers": CLASH_HANDLERS, "routing": PRIVATE_ROUTING}
+    try:
+        with pytest.raises(RoutingError) as caught:
+            load(tmp_path, build, modules)
+        text = str(caught.value)
+        assert "routing.py:9:5: error[E0007]: `__A` is a private name" in text, text
+        assert "\n  |     ^^^\n" in text, text
+    finally:
+        forget_modules(PACKAGE)
+
+
 # --- generated programs -------------------------------------------------------------------------
 
 COMMON = '''
@@ -707,7 +746,7 @@ class Program:
         if emits:
             kinds += ["emit_b", "reenter"]
         if depth < 2:
-            kinds += ["if", "for", "try", "with", "match", "while"]
+            kinds += ["if", "for", "try", "with", "match", "while", "trystar"]
         if in_loop:
             kinds += ["break", "continue"]
         if r.random() < 0.015:
@@ -740,6 +779,10 @@ class Program:
             return ["try:", "    LOG += ()", "except UnboundLocalError as e:",
                     "    unused = str(e)", "    LOG = sys.modules[Root.__module__].LOG",
                     "    LOG.append(('aug', unused))"]
+        if kind == "trystar":
+            return ["try:", *sub(), "except* (ValueError, AssertionError) as eg:",
+                    "    LOG.append(('star', len(eg.exceptions), ex()))",
+                    f"    S.k += {tag}"]
         if kind == "while":
             lines = ["n = 0", f"while (n := n + 1) < {tag % 4}:", *sub(True)]
             return lines + (["else:", *sub()] if r.random() < 0.5 else [])
@@ -894,7 +937,7 @@ def observe(program: Program, routing: ModuleType, by_hand: bool) -> Any:
                 main.emit(handlers.A(value))
             outcomes.append("ok")
         except Exception as exc:
-            outcomes.append((describe(exc), raised_at(exc)))
+            outcomes.append((describe(exc), raised_at(exc), chained(exc)))
     handlers.OTHER.clear()
     states = {attr: state_of(s) for attr, s in {**services, "tally": tally}.items()}
     return outcomes, list(handlers.LOG), states

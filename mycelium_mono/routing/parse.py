@@ -239,6 +239,15 @@ def _parse_statement(
         )
         return None
     message = NameRef(stmt.targets[0].id, Span.of(stmt.targets[0]))
+    if message.text.startswith("__") and not message.text.endswith("__"):
+        # In a class body Python mangles it (`__Ping` is stored as `_Bus__Ping`), and so
+        # would the generated class's `{__Ping: 'emit___ping'}`: a NameError at import.
+        problems.append(
+            Diagnostic("E0007", f"`{message.text}` is a private name, which a class body "
+                       "mangles", filename, message.span,
+                       help="route the message under a name without leading `__`")
+        )
+        return None
     value = stmt.value
     if _is_route_call(value, routes):
         assert isinstance(value, ast.Call)
