@@ -26,6 +26,7 @@ __all__ = [
     "attach_emitter",
     "detach_emitter",
     "generic_message",
+    "generic_parameter",
     "handled_messages",
     "handles",
     "owner_description",
@@ -135,14 +136,34 @@ def defines_handle(cls: type[Any]) -> bool:
 
 
 def generic_message(cls: type[Any]) -> type[Any] | None:
-    """The ``M`` of the nearest ``MessageHandler[M]`` base, if any."""
+    """The ``M`` of the nearest ``MessageHandler[M]`` base, if any (see generic_parameter)."""
+    found = generic_parameter(cls)
+    return found if isinstance(found, type) else None
+
+
+def generic_parameter(cls: type[Any]) -> Any:
+    """The ``M`` of the nearest ``MessageHandler[M]`` base, with the type variables that
+    subscripted bases bind substituted: ``class Tap(Relay[Swap])`` over
+    ``class Relay(MessageHandler[T])`` receives ``Swap``. Before, only a literal
+    ``MessageHandler[Swap]`` base counted and ``Tap`` was routed nowhere ("handles: nothing").
+    A ``TypeVar`` is returned when nothing binds it (one of ``cls``'s own parameters); None
+    when there is no ``MessageHandler[...]`` base at all."""
+    bindings: dict[type, dict[Any, Any]] = {}
+    unbound: Any = None
     for klass in cls.__mro__:
-        for base in getattr(klass, "__orig_bases__", ()):
-            if get_origin(base) is MessageHandler:
-                args = get_args(base)
+        own = bindings.get(klass, {})
+        for base in vars(klass).get("__orig_bases__", ()):
+            origin = get_origin(base)
+            args = tuple(own.get(a, a) if isinstance(a, TypeVar) else a for a in get_args(base))
+            if origin is MessageHandler:
                 if args and isinstance(args[0], type):
                     return args[0]
-    return None
+                if args and isinstance(args[0], TypeVar) and unbound is None:
+                    unbound = args[0]
+            elif isinstance(origin, type):
+                params = getattr(origin, "__parameters__", ())
+                bindings.setdefault(origin, dict(zip(params, args, strict=False)))
+    return unbound
 
 
 def _is_async(fn: Any) -> bool:

@@ -67,6 +67,7 @@ from mycelium_mono.routing.check import HandlerCall, ResolvedRoute, ResolvedTabl
 from mycelium_mono.routing.errors import Span
 from mycelium_mono.routing.inline import (
     BUILTINS_ALIAS,
+    SUPPORT_ALIAS,
     InlinedBody,
     NotInlined,
     code_crc_of,
@@ -81,7 +82,7 @@ __all__ = ["INLINE_SUPPORT", "SUPPORT", "CallNote", "GeneratedClass", "generate_
 SUPPORT = "_mycelium_monolith"
 """The name under which generated code reaches :mod:`mycelium_mono.monolith`."""
 
-INLINE_SUPPORT = "_mycelium_inline"
+INLINE_SUPPORT = SUPPORT_ALIAS
 """The name under which generated code reaches :mod:`mycelium_mono.routing.inline`."""
 
 INLINE_FLAG = "_mycelium_inline_ok"
@@ -120,6 +121,8 @@ class _InlinePlan:
     """Which calls of a table get inlined, and the notes saying why or why not."""
 
     inline: bool
+    imported: frozenset[str] = frozenset()
+    """Names the module the class is compiled in binds by import (see ``_compiled_alone``)."""
     notes: list[CallNote] = field(default_factory=list)
     modules: set[str] = field(default_factory=set)
     guarded: dict[tuple[str, str], InlinedBody] = field(default_factory=dict)
@@ -160,9 +163,11 @@ class _InlinePlan:
         return tuple(ast.parse("\n".join(lines)).body)
 
 
-def generate_class(table: ResolvedTable, *, inline: bool) -> GeneratedClass:
-    """The bus class for ``table``; ``inline`` inlines handler bodies where that is safe."""
-    plan = _InlinePlan(inline)
+def generate_class(table: ResolvedTable, *, inline: bool,
+                   imported: frozenset[str] = frozenset()) -> GeneratedClass:
+    """The bus class for ``table``; ``inline`` inlines handler bodies where that is safe.
+    ``imported``: the names the module it is compiled in binds by import at module level."""
+    plan = _InlinePlan(inline, imported)
     methods = [m for route in table.routes for m in _route_methods(route, plan)]
     body: list[ast.stmt] = [
         _stmt(f'"""{_docstring(table)}"""'),
@@ -333,14 +338,16 @@ def _sync_methods(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...
         return [_emit_method(route, name, calls, is_async=False)]
     fallback = f"_{name}_calls"
     return [
-        _emit_method(route, name, calls, is_async=False, bodies=bodies, fallback=fallback),
+        _emit_method(route, name, calls, is_async=False, bodies=bodies, fallback=fallback,
+                     imported=plan.imported),
         _emit_method(route, fallback, calls, is_async=False, reported_as=name),
     ]
 
 
 def _emit_method(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...], *,
                  is_async: bool, bodies: list[InlinedBody | None] | None = None,
-                 fallback: str | None = None, reported_as: str | None = None) -> ast.stmt:
+                 fallback: str | None = None, reported_as: str | None = None,
+                 imported: frozenset[str] = frozenset()) -> ast.stmt:
     lines = [
         f"{'async ' if is_async else ''}def {name}(self, msg: {route.message_expr}) -> None:",
         f"    '''{_emit_doc(route, calls, bodies, reported_as)}'''",
@@ -386,7 +393,7 @@ def _emit_method(route: ResolvedRoute, name: str, calls: tuple[HandlerCall, ...]
     _place_handlers(fn, calls)
     if spliced:
         _locate_origins(fn, [(origins, calls[index].ref.span) for index, origins
-                             in spliced.items()])
+                             in spliced.items()], imported)
     return fn
 
 
@@ -561,7 +568,7 @@ class _Origins:
 
 
 def _locate_origins(fn: ast.FunctionDef | ast.AsyncFunctionDef,
-                    blocks: list[tuple[_Origins, Span]]) -> None:
+                    blocks: list[tuple[_Origins, Span]], imported: frozenset[str]) -> None:
     """Let a failure in inlined code name the handler's own line, with clean positions.
 
     Every inlined node carries the position of its handler's name in the routing table, so a
@@ -583,7 +590,8 @@ def _locate_origins(fn: ast.FunctionDef | ast.AsyncFunctionDef,
         _set_origin_table(origins, span, ("block", number))
         encoded.append((origins, span, base))
         base += len(origins.lines)
-    code = _compiled_alone(fn, {m for origins, _ in blocks for m in origins.body.modules})
+    code = _compiled_alone(fn, {m for origins, _ in blocks for m in origins.body.modules},
+                           imported)
     positions = list(code.co_positions())
     for origins, span, first in encoded:
         runs = _runs(positions, span.lineno + 1 + first, origins.lines)
@@ -593,12 +601,18 @@ def _locate_origins(fn: ast.FunctionDef | ast.AsyncFunctionDef,
         _place_statements(origins, span, None)
 
 
-def _compiled_alone(fn: ast.FunctionDef | ast.AsyncFunctionDef, modules: set[str]
-                    ) -> CodeType:
+def _compiled_alone(fn: ast.FunctionDef | ast.AsyncFunctionDef, modules: set[str],
+                    imported: frozenset[str] = frozenset()) -> CodeType:
     """``fn`` compiled as the module will compile it. The aliases it reads are imported first:
     the compiler emits a different (shorter) call for ``alias.f(...)`` when ``alias`` is bound
-    by an import, and the instruction offsets must be those of the real method."""
+    by an import, and the instruction offsets must be those of the real method. So are the
+    names the routing module imports itself (``imported``): the compiler asks the *module's*
+    table whether a name is imported, even for a local of the same name, so with ``from app
+    import h1`` at the top an inlined ``h1.scaled(...)`` (``h1``: the emit's local holding the
+    handler) compiled to other instructions than in this copy, the digest never matched, and
+    every failure's note named the handler's first line (found by tests/test_stranger4_fuzz4)."""
     imports = [f"import {m} as {module_alias(m)}" for m in sorted(modules)]
+    imports += [f"import _mycelium_unused as {name}" for name in sorted(imported)]
     imports += [f"import mycelium_mono.monolith as {SUPPORT}",
                 f"import mycelium_mono.routing.inline as {INLINE_SUPPORT}",
                 f"import builtins as {BUILTINS_ALIAS}"]

@@ -56,6 +56,7 @@ from typing import Any
 
 __all__ = [
     "BUILTINS_ALIAS",
+    "SUPPORT_ALIAS",
     "InlinedBody",
     "MethodSource",
     "NotInlined",
@@ -70,9 +71,12 @@ __all__ = [
     "located",
     "module_alias",
     "recheck",
+    "unrename_caught",
 ]
 
 BUILTINS_ALIAS = "_mycelium_builtins"
+SUPPORT_ALIAS = "_mycelium_inline"
+"""The module-level name under which generated code imports this module."""
 
 # Names whose mere mention means the body looks at its own frame or namespace, which
 # inlining changes.
@@ -382,6 +386,12 @@ class _Rewriter:
             renamed = [_Renamer(self, renames).visit(stmt) for stmt in body]
         except _Unprovable as exc:
             return NotInlined(str(exc))
+        private = _private_name(renamed)
+        if private is not None:
+            return NotInlined(f"uses the private name `{private}` unmangled (written outside a "
+                              "class body): inside the bus class the compiler would mangle it")
+        for stmt in renamed:
+            _unrename_in_handlers(stmt)
         # Not `h1_returned`: every `h1_<name>` is some local's new name.
         returns = _Returns(f"returned_{self.instance}", f"returning_{self.instance}")
         rewritten = returns.rewrite(renamed)
@@ -437,7 +447,7 @@ class _Rewriter:
     def global_ref(self, name: str) -> ast.expr:
         """``name`` as the handler's module sees it, read live through that module."""
         if self.source.own_globals and self._plain_global(name) and (
-                self.source.defines(name) or hasattr(builtins, name)):
+                self.source.defines(name) or _is_builtin(name)):
             # The routing module's own method: its global is the emit's global. Read through
             # the module, a name the module binds only on one branch (`if FAST: def round`)
             # raised AttributeError where the method itself falls back to the builtin.
@@ -446,7 +456,7 @@ class _Rewriter:
             module = self.source.module
             self.modules.add(module)
             return ast.Attribute(ast.Name(module_alias(module), ast.Load()), name, ast.Load())
-        if hasattr(builtins, name):
+        if _is_builtin(name):
             return ast.Attribute(ast.Name(BUILTINS_ALIAS, ast.Load()), name, ast.Load())
         raise _Unprovable(f"`{name}` is not defined in {self.source.module}")
 
@@ -463,6 +473,14 @@ class _Rewriter:
 
 _EMIT_LOCALS = frozenset({"self", "msg", "exc", "failure"})
 _EMIT_LOCAL = re.compile(r"(returned_|returning_)?h\d+(_|$)")
+
+
+def _is_builtin(name: str) -> bool:
+    """A global lookup falls back to the builtins *namespace*: ``__dict__``, ``__repr__`` and
+    the other attributes every module object has are not in it. ``hasattr(builtins, ...)``
+    said they were, and an inlined ``__dict__`` read the builtins' dict where the call
+    raised ``NameError``."""
+    return name in vars(builtins)
 
 
 class _Unprovable(Exception):
@@ -482,6 +500,43 @@ def _mangle(name: str, cls: str | None) -> str:
         return name
     stripped = cls.lstrip("_")
     return f"_{stripped}{name}" if stripped else name
+
+
+def _private_name(statements: Sequence[ast.stmt]) -> str | None:
+    """A ``__name`` the rewritten statements still spell that way, if any.
+
+    The emit methods are compiled inside the bus's class statement, where the compiler mangles
+    every ``__name`` (an attribute, a keyword argument, a global read through the module
+    alias) with the bus class's name. A method written in a class was mangled with its own
+    class's name already (``_Station__n``); one written as a module-level function
+    (``handle = record``) or in a class named only with underscores was not, and inlined
+    ``self.__n`` became ``self._Bus__n``: another attribute than the call sets.
+    """
+    for stmt in statements:
+        for node in ast.walk(stmt):
+            for name in (getattr(node, "id", None), getattr(node, "attr", None),
+                         getattr(node, "arg", None), getattr(node, "name", None),
+                         getattr(node, "rest", None)):
+                if (isinstance(name, str) and name.startswith("__")
+                        and not name.endswith("__")):
+                    return name
+    return None
+
+
+def _unrename_in_handlers(stmt: ast.stmt) -> None:
+    """Open every ``except`` block of the body with ``_mycelium_inline.unrename_caught()``.
+
+    An ``UnboundLocalError`` the handler catches itself names the local as the rewrite renamed
+    it (``'h1_u'``); a called handler's ``str(e)`` says ``'u'``. :func:`located` mends the
+    ones that leave the body; this mends the ones caught inside it, at the cost of one call
+    on the exception path only.
+    """
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Try):  # not `except*`: its blocks see a group
+            for handler in node.handlers:
+                call = ast.Expr(ast.Call(ast.Attribute(ast.Name(SUPPORT_ALIAS, ast.Load()),
+                                                       "unrename_caught", ast.Load()), [], []))
+                handler.body.insert(0, ast.copy_location(call, handler.body[0]))
 
 
 def _is_docstring(stmt: ast.stmt) -> bool:
@@ -749,8 +804,16 @@ def recheck(bus: Any) -> None:
 
 
 def code_crc_of(code: types.CodeType) -> int:
-    """A digest of the bytecode alone (the instruction offsets ``located`` relies on)."""
-    return zlib.crc32(code.co_code)
+    """A digest of the opcodes alone: the instruction indexes ``located`` relies on.
+
+    Not of their arguments: the copy ``generate._locate_origins`` reads the runs from gives
+    each inlined statement its own end line, so two equal comprehensions there are two code
+    constants, while the real method (every inlined node at the routing line) holds one, and
+    every later ``LOAD_CONST`` argument differs. The whole-bytecode digest then never matched
+    and the note named the method's first line, not the line that raised. Any difference in
+    the instructions themselves (an ``EXTENDED_ARG`` included) still changes this digest.
+    """
+    return zlib.crc32(code.co_code[::2])
 
 
 def located(exc: Exception,
@@ -771,7 +834,17 @@ def located(exc: Exception,
     return exc
 
 
+def unrename_caught() -> None:
+    """Called first in each ``except`` block of an inlined body: the exception being handled,
+    if the inlined statements raised it as an ``UnboundLocalError``, names the handler's own
+    local (see :func:`_unrename`)."""
+    exc = sys.exception()
+    if isinstance(exc, Exception):
+        _unrename(exc)
+
+
 _RENAMED_LOCAL = re.compile(r"'h\d+_(\w+)'")
+_RENAMED_FREE = re.compile(r"cannot access free variable '(h\d+_\w+)'")
 
 
 def _unrename(exc: Exception) -> None:
@@ -779,9 +852,21 @@ def _unrename(exc: Exception) -> None:
     the handler wrote it (``due``), not as the rewrite renamed it (``h1_due``). One raised in
     a callee (``tb_next``: a frame below the emit's) is that callee's and is left alone."""
     tb = exc.__traceback__
-    if (type(exc) is UnboundLocalError and tb is not None and tb.tb_next is None
-            and len(exc.args) == 1 and isinstance(exc.args[0], str)):
+    if tb is None or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return
+    if type(exc) is UnboundLocalError and tb.tb_next is None:
         exc.args = (_RENAMED_LOCAL.sub(r"'\1'", exc.args[0], count=1),)
+    elif type(exc) is NameError and tb.tb_next is not None:
+        # "cannot access free variable 'h1_log'": a comprehension or generator expression of
+        # the body (its own frame, one below) read a local of the body that is unbound. Only
+        # when the name is a cell of the emit that the raising frame reads as a free variable.
+        last = tb.tb_next
+        while last.tb_next is not None:
+            last = last.tb_next
+        found = _RENAMED_FREE.match(exc.args[0])
+        if (found and found[1] in tb.tb_frame.f_code.co_cellvars
+                and found[1] in last.tb_frame.f_code.co_freevars):
+            exc.args = (_RENAMED_LOCAL.sub(r"'\1'", exc.args[0], count=1),)
 
 
 def _raising_line(exc: Exception, digest: int, runs: tuple[tuple[int, int, int], ...]

@@ -8,11 +8,13 @@ statement into a :class:`RouteEntry`. What the names *mean* is the resolver's jo
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mycelium_mono.routing.errors import Diagnostic, Span
 
-__all__ = ["NameRef", "ParseResult", "RouteEntry", "RoutingClass", "parse_class", "parse_module"]
+__all__ = ["GENERATED_PREFIX", "NameRef", "ParseResult", "RouteEntry", "RoutingClass",
+           "generated_name_clashes", "parse_class", "parse_module"]
 
 DECORATOR = "routing_config"
 ROUTE = "route"
@@ -117,6 +119,51 @@ def parse_module(tree: ast.Module, filename: str) -> ParseResult:
     return ParseResult(tuple(classes), tuple(diagnostics))
 
 
+GENERATED_PREFIX = "_mycelium_"
+"""The module-level names the generated code binds in the routing module start with this
+(``_mycelium_monolith``, ``_mycelium_inline``, ``_mycelium_builtins``, ``_mycelium_m_<module>``)."""
+
+
+def generated_name_clashes(tree: ast.Module, filename: str) -> list[Diagnostic]:
+    """An E0011 for each global of the routing module named like the generated code's own.
+
+    The generated bus imports its support modules into the routing module's globals. A global
+    of the module's own with such a name either replaced the import (the hook places it first:
+    an inlined ``len`` then read ``"mine".len``) or was replaced by it (the run-time build runs
+    after: the module's own code read the builtins module where it had bound a string).
+    """
+    problems: list[Diagnostic] = []
+    for node, name in _module_bindings(tree.body):
+        if name.startswith(GENERATED_PREFIX):
+            problems.append(Diagnostic(
+                "E0011", f"the routing module binds `{name}`, a name the generated bus uses "
+                "itself", filename, Span.of(node),
+                help=f"rename it: names starting with {GENERATED_PREFIX} are reserved for "
+                "generated code"))
+    return problems
+
+
+def _module_bindings(body: list[ast.stmt]) -> Iterator[tuple[ast.AST, str]]:
+    """The names ``body`` binds in the module's global scope, with the node binding each."""
+    pending: list[ast.AST] = list(body)
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            yield node, node.name
+            pending.extend(node.decorator_list)   # their bodies are scopes of their own
+            continue
+        if isinstance(node, ast.Lambda | ast.ListComp | ast.SetComp | ast.DictComp
+                      | ast.GeneratorExp):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            yield node, node.id
+        elif isinstance(node, ast.alias):
+            yield node, (node.asname or node.name).split(".")[0]
+        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
+            yield node, node.name
+        pending.extend(ast.iter_child_nodes(node))
+
+
 def parse_class(node: ast.ClassDef, filename: str, names: frozenset[str] = DEFAULT_NAMES, *,
                 routes: frozenset[str] = DEFAULT_ROUTES
                 ) -> tuple[RoutingClass, list[Diagnostic]]:
@@ -192,6 +239,15 @@ def _parse_statement(
         )
         return None
     message = NameRef(stmt.targets[0].id, Span.of(stmt.targets[0]))
+    if message.text.startswith("__") and not message.text.endswith("__"):
+        # In a class body Python mangles it (`__Ping` is stored as `_Bus__Ping`), and so
+        # would the generated class's `{__Ping: 'emit___ping'}`: a NameError at import.
+        problems.append(
+            Diagnostic("E0007", f"`{message.text}` is a private name, which a class body "
+                       "mangles", filename, message.span,
+                       help="route the message under a name without leading `__`")
+        )
+        return None
     value = stmt.value
     if _is_route_call(value, routes):
         assert isinstance(value, ast.Call)

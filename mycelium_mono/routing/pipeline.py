@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import linecache
 import os
+import symtable
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from mycelium_mono.routing.generate import CallNote, GeneratedClass, generate_cl
 from mycelium_mono.routing.parse import (
     RoutingClass,
     decorator_names,
+    generated_name_clashes,
     is_routing_decorator,
     parse_module,
 )
@@ -118,16 +120,19 @@ def effective_inline(table: ResolvedTable, options: RewriteOptions) -> bool:
 
 
 def build_tables(
-    classes: Iterable[tuple[RoutingClass, Scope]], filename: str, options: RewriteOptions
+    classes: Iterable[tuple[RoutingClass, Scope]], filename: str, options: RewriteOptions,
+    imported: frozenset[str] = frozenset(),
 ) -> tuple[list[GeneratedClass], list[Diagnostic]]:
-    """Check every routing class and generate those without problems."""
+    """Check every routing class and generate those without problems; ``imported``: the names
+    the module the classes are compiled in binds by import (the hook's rewritten module)."""
     generated: list[GeneratedClass] = []
     diagnostics: list[Diagnostic] = []
     for routing, scope in classes:
         table, problems = check_class(routing, scope, filename)
         diagnostics.extend(problems)
         if not problems:
-            generated.append(generate_class(table, inline=effective_inline(table, options)))
+            generated.append(generate_class(table, inline=effective_inline(table, options),
+                                            imported=imported))
     return generated, diagnostics
 
 
@@ -154,8 +159,8 @@ def rewrite_module(
                             text=text)
         scopes.append(scope)
         pairs.append((routing, scope))
-    generated, problems = build_tables(pairs, filename, options)
-    diagnostics = [*parsed.diagnostics, *problems]
+    generated, problems = build_tables(pairs, filename, options, module_imports(text, filename))
+    diagnostics = [*parsed.diagnostics, *generated_name_clashes(tree, filename), *problems]
     if diagnostics:
         raise RoutingError(diagnostics, text)
     _splice(tree, generated)
@@ -166,6 +171,12 @@ def rewrite_module(
         source_text,
         tuple(note for g in generated for note in g.notes),
     )
+
+
+def module_imports(text: str, filename: str) -> frozenset[str]:
+    """The names ``text`` binds by ``import`` in its module scope, as the compiler sees them."""
+    top = symtable.symtable(text, filename, "exec")
+    return frozenset(s.get_name() for s in top.get_symbols() if s.is_imported())
 
 
 def _first_line(tree: ast.Module, routing: RoutingClass) -> int:

@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from mycelium_mono.handlers import (
     MessageHandler,
     defines_handle,
-    generic_message,
+    generic_parameter,
     handled_messages,
     handles,
 )
@@ -505,7 +506,7 @@ class StaticScope(Scope):
         if isinstance(base, ast.Subscript):
             if self._resolve_expr(base.value) is MessageHandler:
                 return None
-            return MethodInfo("handle", False)
+            base = base.value  # `Relay[Swap]`: Relay's handle
         symbol = self._resolve_expr(base)
         if isinstance(symbol, LocalClass):
             if symbol.node.name in seen:
@@ -527,38 +528,88 @@ class StaticScope(Scope):
     def _base_methods(
         self, base: ast.expr, seen: set[str]
     ) -> tuple[MessageInfo | None, dict[str, tuple[str, MethodInfo]]]:
+        args: list[ast.expr] = []
         if isinstance(base, ast.Subscript):
             origin = self._resolve_expr(base.value)
             if origin is MessageHandler:
                 return self._message_of_expr(base.slice), {}
-            return None, {}
+            # `Relay[Swap]`: the class `Relay`, its type variables bound to the arguments.
+            args, base = _subscript_args(base), base.value
         symbol = self._resolve_expr(base)
         if isinstance(symbol, LocalClass) and symbol.node.name not in seen:
-            generic = self._local_generic(symbol.node, {*seen})
+            generic = self._local_generic(symbol.node, {*seen},
+                                          self._bind_parameters(symbol.node, args))
             return generic, self._local_methods(symbol.node, seen)
         if isinstance(symbol, type):
             info = self.handler_info(symbol)
             if info is not None:
-                live = generic_message(symbol)
-                generic = None if live is None else self.message_info(live)
+                generic = self._live_generic(symbol, args, {})
                 return generic, {k: (n, m) for k, n, m in info.methods}
         return None, {}
 
-    def _local_generic(self, node: ast.ClassDef, seen: set[str]) -> MessageInfo | None:
-        """The ``M`` of the nearest ``MessageHandler[M]`` among the class's bases, at any depth
-        (a routing-module class two levels below a handler-module root included)."""
-        seen.add(node.name)
+    def _bind_parameters(self, node: ast.ClassDef, args: list[ast.expr],
+              bound: dict[str, MessageInfo | None] | None = None
+              ) -> dict[str, MessageInfo | None]:
+        """``class Relay(MessageHandler[T])`` subscripted ``Relay[Swap]``: ``{"T": Swap}``."""
+        return {name: self._bound_message(arg, bound or {})
+                for name, arg in zip(self._local_parameters(node), args, strict=False)}
+
+    def _local_parameters(self, node: ast.ClassDef) -> list[str]:
+        """The type parameters of a routing-module class, in typing's order: those of a
+        ``Generic[...]`` base, else every type variable its bases mention, first seen first (a
+        name that is no class counts: ``T = TypeVar("T")`` is not visible before the run)."""
+        names: list[str] = []
         for base in node.bases:
             if isinstance(base, ast.Subscript):
+                found = [a.id for a in _subscript_args(base) if isinstance(a, ast.Name)
+                         and not isinstance(self._resolve_expr(a), type | LocalClass)]
+                if self._resolve_expr(base.value) is typing.Generic:
+                    return found
+                names += [n for n in found if n not in names]
+        return names
+
+    def _bound_message(self, expr: ast.expr, bound: dict[str, MessageInfo | None]
+                       ) -> MessageInfo | None:
+        if isinstance(expr, ast.Name) and expr.id in bound:
+            return bound[expr.id]
+        return self._message_of_expr(expr)
+
+    def _live_generic(self, cls: type, args: list[ast.expr],
+                      bound: dict[str, MessageInfo | None]) -> MessageInfo | None:
+        """The message of the compiled class ``cls`` subscripted with ``args`` (none: bare)."""
+        found = generic_parameter(cls)
+        if isinstance(found, type):
+            return self.message_info(found)
+        params = list(getattr(cls, "__parameters__", ()))
+        if isinstance(found, typing.TypeVar) and found in params:
+            index = params.index(found)
+            if index < len(args):
+                return self._bound_message(args[index], bound)
+        return None
+
+    def _local_generic(self, node: ast.ClassDef, seen: set[str],
+                       bound: dict[str, MessageInfo | None] | None = None
+                       ) -> MessageInfo | None:
+        """The ``M`` of the nearest ``MessageHandler[M]`` among the class's bases, at any depth
+        (a routing-module class two levels below a handler-module root included); ``bound``
+        holds what the class's own type variables stand for (``class Tap(Relay[Swap])``)."""
+        seen.add(node.name)
+        bound = bound or {}
+        for base in node.bases:
+            args: list[ast.expr] = []
+            if isinstance(base, ast.Subscript):
                 if self._resolve_expr(base.value) is MessageHandler:
-                    return self._message_of_expr(base.slice)
-                continue
+                    found = self._bound_message(base.slice, bound)
+                    if found is not None:
+                        return found
+                    continue
+                args, base = _subscript_args(base), base.value
             symbol = self._resolve_expr(base)
             if isinstance(symbol, LocalClass) and symbol.node.name not in seen:
-                found = self._local_generic(symbol.node, seen)
+                found = self._local_generic(symbol.node, seen,
+                                            self._bind_parameters(symbol.node, args, bound))
             elif isinstance(symbol, type):
-                live = generic_message(symbol)
-                found = None if live is None else self.message_info(live)
+                found = self._live_generic(symbol, args, bound)
             else:
                 found = None
             if found is not None:
@@ -586,6 +637,10 @@ class StaticScope(Scope):
     def _resolve_expr(self, node: ast.expr) -> Symbol:
         text = dotted_name(node)
         return Unresolved("not a name", "") if text is None else self.resolve(text)
+
+
+def _subscript_args(node: ast.Subscript) -> list[ast.expr]:
+    return list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
 
 
 _IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})

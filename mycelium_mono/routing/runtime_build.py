@@ -22,6 +22,7 @@ from mycelium_mono.routing.parse import (
     RouteEntry,
     RoutingClass,
     decorator_names,
+    generated_name_clashes,
     parse_class,
     route_names,
 )
@@ -105,7 +106,7 @@ def _parse_from_source(cls: type, line: int | None
         return None
     routing, problems = parse_class(node, filename, decorator_names(tree),
                                     routes=route_names(tree))
-    return routing, filename, source, problems
+    return routing, filename, source, [*problems, *generated_name_clashes(tree, filename)]
 
 
 def _class_statement(tree: ast.Module, cls: type, line: int | None) -> ast.ClassDef | None:
