@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib
-import importlib.util
 import os
 import re
 from collections.abc import Iterable, Sequence
 
 from mycelium_mono.routing.check import ResolvedRoute, ResolvedTable
 from mycelium_mono.routing.parse import decorator_names, is_routing_decorator
-
-# The hook's own test of an import guard's handler: the stub takes the branch the hook binds.
-from mycelium_mono.routing.resolve import _catches_import_error
+from mycelium_mono.routing.resolve import StaticScope
 
 __all__ = ["bus_stub", "module_stub", "stub_path", "write_stub"]
 
@@ -37,12 +33,13 @@ _HEADER = "# Written by `mycelium-mono stubs`: what the import hook generates. D
 
 
 def module_stub(tree: ast.Module, tables: Sequence[ResolvedTable], *,
-                package: str = "") -> str:
+                scope: StaticScope | None = None) -> str:
     """The ``.pyi`` text for a routing module (parsed source + its resolved tables).
 
-    ``package`` is the module's package, for its relative imports inside a ``try`` guard.
+    With the module's ``scope``, an import guard is stubbed as the branch the hook binds.
     """
-    tree = _ImportGuards(package).visit(copy.deepcopy(tree))
+    if scope is not None:
+        tree = _ImportGuards(scope).visit(copy.deepcopy(tree))
     by_line = {table.lineno: table for table in tables}
     names = decorator_names(tree)  # `routing_config as rc` included, as the hook reads it
     body: list[ast.stmt] = []
@@ -94,7 +91,7 @@ def _emit_stubs(route: ResolvedRoute) -> list[str]:
 
 class _ImportGuards(ast.NodeTransformer):
     """``try: from fast import X / except ImportError: from slow import X`` → the branch
-    Python will run, as the hook reads it (``resolve.StaticScope``).
+    Python will run, decided by the hook's own reading (``StaticScope.import_guard_taken``).
 
     The stub used to keep the ``try`` body whatever happened: with ``fast`` missing, mypy
     read ``from fast import X`` ("Cannot find implementation or library stub") and typed the
@@ -102,36 +99,12 @@ class _ImportGuards(ast.NodeTransformer):
     resolving the routing table (before any stub is written) has already done.
     """
 
-    def __init__(self, package: str) -> None:
-        self.package = package
+    def __init__(self, scope: StaticScope) -> None:
+        self.scope = scope
 
     def visit_Try(self, node: ast.Try) -> ast.AST | list[ast.stmt]:
-        imports = [s for s in node.body if isinstance(s, ast.Import | ast.ImportFrom)]
-        if not imports or len(imports) != len(node.body):
-            return self.generic_visit(node)
-        handler = next((h for h in node.handlers if _catches_import_error(h)), None)
-        if handler is None:
-            return self.generic_visit(node)
-        if all(self._would_import(s) for s in imports):
-            return [*node.body, *node.orelse, *node.finalbody]
-        return [*handler.body, *node.finalbody]
-
-    def _would_import(self, stmt: ast.Import | ast.ImportFrom) -> bool:
-        try:
-            if isinstance(stmt, ast.Import):
-                for alias in stmt.names:
-                    importlib.import_module(alias.name)
-                return True
-            name = stmt.module or ""
-            if stmt.level:
-                name = importlib.util.resolve_name("." * stmt.level + name, self.package)
-            module = importlib.import_module(name)
-            for alias in stmt.names:
-                if alias.name != "*" and not hasattr(module, alias.name):
-                    importlib.import_module(f"{name}.{alias.name}")  # a submodule
-        except (ImportError, ValueError):
-            return False
-        return True
+        taken = self.scope.import_guard_taken(node)
+        return self.generic_visit(node) if taken is None else taken
 
 
 def _stub_statement(stmt: ast.stmt, *, top: bool) -> list[ast.stmt]:

@@ -17,6 +17,7 @@ from mycelium_mono.cli.target import (
     use_color,
 )
 from mycelium_mono.routing.errors import render_diagnostic
+from mycelium_mono.routing.resolve import StaticScope
 from mycelium_mono.stubs import module_stub, stub_path, write_stub
 
 __all__ = ["run_stubs"]
@@ -43,8 +44,9 @@ def run_stubs(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             raise UsageError(f"{target.display}: no @routing_config class, no stub written\n"
                              "help: `stubs` takes a routing module (one with a "
                              "@routing_config class)")
-        text = module_stub(ast.parse(target.text, target.filename), tables,
-                           package=target.module_name.rpartition(".")[0])
+        tree = ast.parse(target.text, target.filename)
+        scope = StaticScope(tree, target.module_name, target.filename, 0, text=target.text)
+        text = module_stub(tree, tables, scope=scope)
         path = stub_path(target.filename, target.module_name, args.output)
         write_stub(path, text)
         buses = ", ".join(t.name for t in tables)
@@ -74,7 +76,9 @@ def _write_parent_stubs(target: Target, output: str) -> list[str]:
         with open(init, "rb") as file:
             source = importlib.util.decode_source(file.read())
         path = stub_path(init, name, output)
-        write_stub(path, module_stub(ast.parse(source, init), []))
+        tree = ast.parse(source, init)
+        write_stub(path, module_stub(tree, [], scope=StaticScope(tree, name, init, 0,
+                                                                 text=source)))
         written.append(path)
         directory = os.path.dirname(directory)
     return written

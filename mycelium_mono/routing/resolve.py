@@ -291,7 +291,7 @@ class StaticScope(Scope):
                     self.bindings[alias.asname or alias.name] = _Import(module, alias.name)
         elif isinstance(stmt, ast.ClassDef):
             self.bindings[stmt.name] = LocalClass(stmt)
-        elif isinstance(stmt, ast.Try) and (taken := self._import_guard_taken(stmt)) is not None:
+        elif isinstance(stmt, ast.Try) and (taken := self.import_guard_taken(stmt)) is not None:
             for child in taken:
                 self._bind(child)
         elif isinstance(stmt, ast.If | ast.Try | ast.With):
@@ -303,13 +303,14 @@ class StaticScope(Scope):
             for name in _bound_names(stmt):
                 self.bindings[name] = stmt
 
-    def _import_guard_taken(self, stmt: ast.Try) -> list[ast.stmt] | None:
+    def import_guard_taken(self, stmt: ast.Try) -> list[ast.stmt] | None:
         """The statements Python will run for ``try: <imports> except ImportError: ...``.
 
         The hook imports what the ``try`` imports (the module would a moment later) and binds
         the branch that will run, as Python does: ``except ImportError: Handler = None`` after
         a working import used to be read as "computed at run time" (E0002, issue 15.7). None
-        when the ``try`` does more than import, or does not catch ImportError.
+        when the ``try`` does more than import, or does not catch ImportError. ``stubs``
+        asks the same question, so a stub types the branch the hook binds.
         """
         if not (stmt.body and all(isinstance(s, ast.Import | ast.ImportFrom) for s in stmt.body)
                 and any(_catches_import_error(h) for h in stmt.handlers)):
