@@ -507,8 +507,9 @@ class NatsTransport(Transport):
         while self._outbox_taken < position:
             pump = self._pump
             if pump is None or pump.done():
-                if pump is not None and not pump.cancelled() and pump.exception() is not None:
-                    raise pump.exception()  # type: ignore[misc]  # the sender failed: say why
+                failed = None if pump is None or pump.cancelled() else pump.exception()
+                if failed is not None:
+                    raise failed  # the sender failed: say why
                 if not self._outbox:
                     return
                 pump = self._pump = loop.create_task(self._run_pump())
