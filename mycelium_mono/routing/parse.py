@@ -8,6 +8,7 @@ statement into a :class:`RouteEntry`. What the names *mean* is the resolver's jo
 from __future__ import annotations
 
 import ast
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -145,9 +146,9 @@ def generated_name_clashes(tree: ast.Module, filename: str) -> list[Diagnostic]:
 
 def _module_bindings(body: list[ast.stmt]) -> Iterator[tuple[ast.AST, str]]:
     """The names ``body`` binds in the module's global scope, with the node binding each."""
-    pending: list[ast.AST] = list(body)
+    pending: deque[ast.AST] = deque(body)  # first in, first out: diagnostics in source order
     while pending:
-        node = pending.pop(0)
+        node = pending.popleft()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             yield node, node.name
             pending.extend(node.decorator_list)   # their bodies are scopes of their own
