@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.common import memory_kib
 from peers.harness import Peer, Peers, free_port, until
 from peers.stranger_parcels import Delayed, Scan
 
@@ -435,13 +435,6 @@ async def test_drain_returns_after_close_gave_up_on_a_stuck_background_handler()
     assert stats.completed + stats.dropped == stats.submitted == 5
 
 
-def _rss_kib(pid: int | str = "self") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
-
-
 @pytest.mark.network
 async def test_memory_stays_flat_on_both_sides_while_a_slow_sorter_holds_back_a_depot(
     peers: Peers,
@@ -468,8 +461,8 @@ async def test_memory_stays_flat_on_both_sides_while_a_slow_sorter_holds_back_a_
                     received += 1
                     in_order = in_order and s.seq == received
                 if received >= 20_000 and received // 20_000 > len(samples["depot"]):
-                    samples["depot"].append(_rss_kib(depot.proc.pid))
-                    samples["sorter"].append(_rss_kib())
+                    samples["depot"].append(memory_kib(pid=depot.proc.pid))
+                    samples["sorter"].append(memory_kib())
                 await asyncio.sleep(0.002)   # the slow consumer
         result = await depot.aresult()
     finally:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
+from peers.common import memory_kib
 from peers.harness import Peers
 from peers.inlet import ListInlet
 from peers.messages import Tick
@@ -31,14 +31,6 @@ RSS_BOUND_KB = 400_000
 """Both processes: 50,000 frames of ~100 bytes, even all held at a 1M HWM, stay far below."""
 
 
-def rss_kb() -> int:
-    """This process's resident set now (VmRSS), in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS line in /proc/self/status")
-
-
 @contextmanager
 def rss_growth() -> Iterator[list[int]]:
     """Sample this process's RSS every 20 ms; yields ``[peak growth in KiB]`` once done.
@@ -46,11 +38,11 @@ def rss_growth() -> Iterator[list[int]]:
     The publisher is this (pytest) process, whose lifetime peak (VmHWM) belongs to earlier
     tests too: what counts is how far the RSS rises above where it stood when the run began.
     """
-    base, peak, done = rss_kb(), [0], threading.Event()
+    base, peak, done = memory_kib(), [0], threading.Event()
 
     def sample() -> None:
         while not done.wait(0.02):
-            peak[0] = max(peak[0], rss_kb() - base)
+            peak[0] = max(peak[0], memory_kib() - base)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -59,7 +51,7 @@ def rss_growth() -> Iterator[list[int]]:
     finally:
         done.set()
         sampler.join(timeout=5)
-        peak[0] = max(peak[0], rss_kb() - base)
+        peak[0] = max(peak[0], memory_kib() - base)
 
 
 async def stalled_run(peers: Peers, hwm: int) -> tuple[dict[str, int], ZmqTransport, int]:

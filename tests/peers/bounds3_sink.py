@@ -16,15 +16,7 @@ import time
 
 from mycelium_mono import MessageBus
 from peers.bounds3_wind import Reading
-from peers.common import read_line, say
-
-
-def rss_kib() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from peers.common import memory_kib, read_line, say
 
 
 async def main() -> None:
@@ -61,7 +53,7 @@ async def main() -> None:
         if count % args.stall_every == 0:
             time.sleep(args.stall_s)
         if count == args.expect // 4:
-            rss_quarter = rss_kib()
+            rss_quarter = memory_kib()
         if count == args.expect:
             break
     stop.set()
@@ -69,7 +61,7 @@ async def main() -> None:
     say("RESULT", json.dumps({
         "count": count, "in_order": in_order, "biggest": biggest,
         "high_water": readings.stats.high_water, "rss_quarter": rss_quarter,
-        "rss_end": rss_kib(), "stats": bus.transport.stats.extra,
+        "rss_end": memory_kib(), "stats": bus.transport.stats.extra,
     }))
     while await read_line() not in ("", "QUIT"):
         pass

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from mycelium_mono.bus.transports.base import Transport
@@ -71,6 +72,20 @@ async def wait_for(word: str) -> str:
             raise SystemExit(f"stdin closed while waiting for {word!r}")
         if line.startswith(word):
             return line[len(word) :].strip()
+
+
+def memory_kib(field: str = "VmRSS", pid: int | str = "self") -> int:
+    """A process's ``VmRSS`` (resident now) or ``VmHWM`` (its peak), in KiB.
+
+    Never ``getrusage().ru_maxrss``: Linux carries the parent's peak across fork and exec
+    into it, so a peer spawned by a pytest process that once held 465 MB reports 465 MB
+    however little it uses, and a growth measured with it inside pytest reads 0. ``VmHWM``
+    belongs to the address space exec made, so it is this program's own.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} line in /proc/{pid}/status")
 
 
 def stats_dict(transport: Transport) -> dict[str, Any]:

@@ -14,12 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import resource
 import time
 from typing import Any
 
 from mycelium_mono import MessageBus
-from peers.common import add_transport_args, make_transport, say, stats_dict, wait_for
+from peers.common import (
+    add_transport_args,
+    make_transport,
+    memory_kib,
+    say,
+    stats_dict,
+    wait_for,
+)
 from peers.inlet import CallInlet
 from peers.messages import Tick
 
@@ -121,7 +127,7 @@ async def main() -> None:
             "last": tally.last,
             "out_of_order": tally.out_of_order,
             "queue_peak": peak[0],
-            "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_peak_kb": memory_kib("VmHWM"),
             **stats_dict(transport),
         },
     )
