@@ -9,10 +9,10 @@ from mycelium_mono.cli.bench import format_timings, time_bus
 from mycelium_mono.cli.findings import PERFORMANCE, Check, HookMode, Verdict, plural
 from mycelium_mono.cli.target import Target
 from mycelium_mono.monolith import GeneratedBus
-from mycelium_mono.routing.cache import CacheEntry, CacheKey, cache_path, read_cache
+from mycelium_mono.routing.cache import CacheEntry, CacheKey, cache_path
 from mycelium_mono.routing.check import ResolvedTable
 from mycelium_mono.routing.generate import CallNote
-from mycelium_mono.routing.hook import import_records
+from mycelium_mono.routing.hook import import_records, usable_cache
 from mycelium_mono.routing.inline import guard_failures
 from mycelium_mono.routing.pipeline import RewriteOptions, rewrite_module
 
@@ -30,7 +30,7 @@ def cache_check(target: Target, *, hook: HookMode) -> Check:
         return Check(PERFORMANCE, name, Verdict.WARN, "this Python keeps no bytecode cache",
                      "every import rewrites the module (a few ms); nothing to fix")
     key = CacheKey.current(target.source, RewriteOptions().key())
-    found = read_cache(location, key)
+    found = usable_cache(location, key)  # as the hook judges it, imported names included
     when = "now" if hook is HookMode.OBSERVE else "before this import"
     if isinstance(found, CacheEntry):
         return Check(PERFORMANCE, name, Verdict.OK,

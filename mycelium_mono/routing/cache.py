@@ -8,11 +8,15 @@ importlib's (``__pycache__/routing.cpython-311.mycelium.pyc``; under ``python -O
 alternating them does not keep invalidating one file; or the mirror under
 ``sys.pycache_prefix``), and never touches the standard one.
 
-File format (version 2)::
+File format (version 3)::
 
     b"MYCM" | u16 format version | importlib MAGIC_NUMBER (4 bytes) | u32 metadata length
     | SHA-256 of everything else in the file (32 bytes)
-    | metadata (UTF-8 JSON: key, dependencies, generated source) | marshal(code object)
+    | metadata (UTF-8 JSON: key, dependencies, resolutions, generated source)
+    | marshal(code object)
+
+Version 3 added the resolutions (what each imported name meant, see
+:class:`~mycelium_mono.routing.resolve.Resolution`): a version 2 file is a miss.
 
 The checksum is there because ``marshal`` accepts much of a damaged file: before it, 11 of 60
 single bit flips loaded and then failed at every import until ``cache clean`` (issue 15). A
@@ -42,6 +46,7 @@ from types import CodeType
 from typing import Any
 
 from mycelium_mono.routing.pipeline import LIBRARY_VERSION, Dependency, file_digest
+from mycelium_mono.routing.resolve import Resolution
 
 __all__ = [
     "CACHE_SUFFIX",
@@ -64,7 +69,7 @@ __all__ = [
 
 CACHE_SUFFIX = ".mycelium.pyc"
 _MAGIC = b"MYCM"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 _PREFIX = struct.Struct("<4sH4sI")
 _DIGEST_SIZE = hashlib.sha256().digest_size
 _HEADER_SIZE = _PREFIX.size + _DIGEST_SIZE
@@ -103,6 +108,8 @@ class CacheEntry:
     dependencies: tuple[Dependency, ...]
     generated_source: str
     code: CodeType
+    resolutions: tuple[Resolution, ...] = ()
+    """Checked by the hook before it uses the entry (:func:`stale_resolution`): it imports."""
 
 
 class MissReason(enum.Enum):
@@ -120,6 +127,7 @@ class MissReason(enum.Enum):
     OPTIMIZE_CHANGED = "sys.flags.optimize changed"
     DEPENDENCY_CHANGED = "a handler or message module changed"
     DEPENDENCY_MISSING = "a handler or message module is missing"
+    RESOLUTION_CHANGED = "an imported name means another class now"
 
 
 @dataclass(frozen=True)
@@ -197,7 +205,7 @@ def read_cache(path: str, key: CacheKey) -> CacheEntry | CacheMiss:
     decoded = _decode(data)
     if isinstance(decoded, CacheMiss):
         return decoded
-    stored_key, dependencies, generated_source, code_bytes = decoded
+    stored_key, dependencies, generated_source, resolutions, code_bytes = decoded
     stale = _compare_keys(stored_key, key) or _stale_dependency(dependencies)
     if stale is not None:
         return stale
@@ -207,7 +215,7 @@ def read_cache(path: str, key: CacheKey) -> CacheEntry | CacheMiss:
         return CacheMiss(MissReason.BAD_FORMAT, f"bad code object: {exc}")
     if not isinstance(code, CodeType):
         return CacheMiss(MissReason.BAD_FORMAT, "payload is not a code object")
-    return CacheEntry(stored_key, dependencies, generated_source, code)
+    return CacheEntry(stored_key, dependencies, generated_source, code, resolutions)
 
 
 def write_cache(path: str | None, entry: CacheEntry) -> CacheWrite:
@@ -241,6 +249,8 @@ def _encode(entry: CacheEntry) -> bytes:
                 "optimize": entry.key.optimize,
             },
             "dependencies": [[dep.path, dep.digest] for dep in entry.dependencies],
+            "resolutions": [[r.module, r.attr, list(r.rest), r.found]
+                            for r in entry.resolutions],
             "generated_source": entry.generated_source,
         }
     ).encode()
@@ -253,7 +263,7 @@ def _checksum(prefix: bytes, body: bytes) -> bytes:
     return hashlib.sha256(prefix + body).digest()
 
 
-_Decoded = tuple[CacheKey, tuple[Dependency, ...], str, bytes]
+_Decoded = tuple[CacheKey, tuple[Dependency, ...], str, tuple[Resolution, ...], bytes]
 
 
 def _decode(data: bytes) -> _Decoded | CacheMiss:
@@ -277,7 +287,8 @@ def _decode(data: bytes) -> _Decoded | CacheMiss:
         return CacheMiss(MissReason.BAD_FORMAT, f"bad metadata ({type(exc).__name__})")
 
 
-def _parse_metadata(meta: Any) -> tuple[CacheKey, tuple[Dependency, ...], str]:
+def _parse_metadata(meta: Any
+                    ) -> tuple[CacheKey, tuple[Dependency, ...], str, tuple[Resolution, ...]]:
     raw_key = meta["key"]
     key = CacheKey(
         source_sha256=str(raw_key["source_sha256"]),
@@ -288,7 +299,12 @@ def _parse_metadata(meta: Any) -> tuple[CacheKey, tuple[Dependency, ...], str]:
     dependencies = tuple(
         Dependency(str(path), str(digest)) for path, digest in meta["dependencies"]
     )
-    return key, dependencies, str(meta["generated_source"])
+    resolutions = tuple(
+        Resolution(str(module), None if attr is None else str(attr), tuple(map(str, rest)),
+                   str(found))
+        for module, attr, rest, found in meta["resolutions"]
+    )
+    return key, dependencies, str(meta["generated_source"]), resolutions
 
 
 def _compare_keys(stored: CacheKey, current: CacheKey) -> CacheMiss | None:

@@ -45,6 +45,7 @@ from mycelium_mono.routing.pipeline import (
     register_generated_source,
     rewrite_module,
 )
+from mycelium_mono.routing.resolve import stale_resolution
 
 __all__ = [
     "ImportHookManager",
@@ -56,6 +57,7 @@ __all__ = [
     "clear_import_records",
     "import_records",
     "install_import_hook",
+    "usable_cache",
 ]
 
 _MARKER = b"routing_config"
@@ -144,7 +146,7 @@ class MyceliumLoader(importlib.machinery.SourceFileLoader):
             source = self.get_data(source_path)
         key = CacheKey.current(source, self.options.key())
         location = cache_path(source_path)
-        found = read_cache(location, key) if location else CacheMiss(MissReason.NO_CACHE_PATH)
+        found = usable_cache(location, key)
         if isinstance(found, CacheEntry):
             _record(
                 ImportRecord(
@@ -179,7 +181,8 @@ class MyceliumLoader(importlib.machinery.SourceFileLoader):
             # the traceback ends at this loader, then shows the file, line and caret.
             raise exc.with_traceback(None) from None
         code = compile(result.tree, source_path, "exec", dont_inherit=True)
-        entry = CacheEntry(key, result.dependencies, result.generated_source, code)
+        entry = CacheEntry(key, result.dependencies, result.generated_source, code,
+                           result.resolutions)
         written = write_cache(location, entry)
         _show_generated(fullname, result.generated_source)
         _record(
@@ -194,6 +197,25 @@ class MyceliumLoader(importlib.machinery.SourceFileLoader):
             )
         )
         return code
+
+
+def usable_cache(location: str | None, key: CacheKey) -> CacheEntry | CacheMiss:
+    """The cache entry the hook would run for ``key``, or why it would rewrite instead."""
+    if location is None:
+        return CacheMiss(MissReason.NO_CACHE_PATH)
+    found = read_cache(location, key)
+    return _still_resolves(found) if isinstance(found, CacheEntry) else found
+
+
+def _still_resolves(entry: CacheEntry) -> CacheEntry | CacheMiss:
+    """The entry, unless a name its rewrite imported means something else now (a handler
+    module that picks its class at import, a module shadowed on sys.path): unchanged files
+    alone let such a cache call methods the class no longer has."""
+    changed = stale_resolution(entry.resolutions)
+    if changed is None:
+        return entry
+    name = ".".join([changed.module, *filter(None, [changed.attr]), *changed.rest])
+    return CacheMiss(MissReason.RESOLUTION_CHANGED, name)
 
 
 def _show_generated(module_name: str, generated_source: str) -> None:

@@ -26,7 +26,7 @@ from mycelium_mono.routing.parse import (
     is_routing_decorator,
     parse_module,
 )
-from mycelium_mono.routing.resolve import Scope, StaticScope
+from mycelium_mono.routing.resolve import Resolution, Scope, StaticScope
 
 __all__ = [
     "DEFAULT_INLINE",
@@ -93,6 +93,8 @@ class RewriteResult:
     dependencies: tuple[Dependency, ...]
     generated_source: str
     notes: tuple[CallNote, ...] = ()
+    resolutions: tuple[Resolution, ...] = ()
+    """The names looked up by importing and what they meant: checked again on a cache hit."""
 
 
 def file_digest(path: str) -> str:
@@ -170,6 +172,7 @@ def rewrite_module(
         _dependencies(scopes, filename),
         source_text,
         tuple(note for g in generated for note in g.notes),
+        _resolutions(scopes),
     )
 
 
@@ -219,6 +222,14 @@ def _import_position(tree: ast.Module) -> int:
         if is_doc or is_future:
             position = index + 1
     return position
+
+
+def _resolutions(scopes: list[StaticScope]) -> tuple[Resolution, ...]:
+    found: dict[tuple[str, str | None, tuple[str, ...]], Resolution] = {}
+    for scope in scopes:
+        for key, res in scope.resolutions.items():
+            found.setdefault(key, res)
+    return tuple(found[key] for key in sorted(found, key=repr))
 
 
 def _dependencies(scopes: list[StaticScope], filename: str) -> tuple[Dependency, ...]:

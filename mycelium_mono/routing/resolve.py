@@ -46,10 +46,12 @@ __all__ = [
     "LocalClass",
     "MessageInfo",
     "MethodInfo",
+    "Resolution",
     "RoutingSource",
     "Scope",
     "StaticScope",
     "Unresolved",
+    "stale_resolution",
 ]
 
 
@@ -255,6 +257,77 @@ class _Import:
     attr: str | None  # None: the binding is the module itself
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """One name the rewrite looked up by importing (``from module import attr``, then the
+    attributes ``rest``), and :func:`_describe` of what it found.
+
+    A file digest cannot see that a name means another class now: a handler module that picks
+    ``try: from fast import X / except ImportError: from slow import X``, a class chosen by an
+    environment variable, a module found elsewhere on ``sys.path``. The cache keeps these and
+    the hook looks each one up again before using a cached bus (the routing module is about
+    to import the same modules anyway).
+    """
+
+    module: str
+    attr: str | None
+    rest: tuple[str, ...]
+    found: str
+
+
+def stale_resolution(resolutions: Iterable[Resolution]) -> Resolution | None:
+    """The first recorded lookup whose answer differs now (None: every name means the same)."""
+    for res in resolutions:
+        if _describe(_lookup(_Import(res.module, res.attr), res.rest)) != res.found:
+            return res
+    return None
+
+
+def _lookup(binding: _Import, rest: tuple[str, ...]) -> Symbol:
+    """``binding`` imported and its attributes ``rest`` read, as :class:`StaticScope` does."""
+    try:
+        module = importlib.import_module(binding.module)
+    except ImportError as exc:
+        return Unresolved(f"cannot import {binding.module!r}: {exc}",
+                          "check the module name and that its package is importable",
+                          code="E0012", note=import_failure_note(exc))
+    obj: Any = module
+    if binding.attr is not None:
+        if hasattr(module, binding.attr):
+            obj = getattr(module, binding.attr)
+        else:
+            obj = _import_submodule(module, binding.attr)
+            if obj is None:
+                return Unresolved(
+                    f"cannot import name {binding.attr!r} from {binding.module!r}",
+                    f"check that {binding.module} defines {binding.attr}", code="E0012")
+    if not rest:
+        return obj
+    text = ".".join([binding.attr or binding.module, *rest])
+    return _getattr_chain(obj, list(rest), text)
+
+
+def _describe(symbol: Symbol) -> str:
+    """What the rewrite took from a looked-up name: for a class, where it is defined, its MRO,
+    the methods receiving each message (name and async-ness) and a message's layout; else the
+    kind of object (a module by its file)."""
+    if isinstance(symbol, Unresolved):
+        return "unresolved"
+    if isinstance(symbol, type(sys)):
+        return f"module {symbol.__name__} {getattr(symbol, '__file__', None)}"
+    if not isinstance(symbol, type):
+        return f"a {type(symbol).__module__}.{type(symbol).__qualname__}"
+    mro = [message_key(k) for k in symbol.__mro__]
+    if is_message_class(symbol):  # routed, never a handler: its layout is what counts
+        return repr((message_key(symbol), mro, getattr(symbol, "FINGERPRINT", None)))
+    try:
+        methods = sorted((message_key(m), h.method, h.is_async)
+                         for m, h in handled_messages(symbol).items())
+    except Exception as exc:  # a class whose members fail to introspect: compare the failure
+        methods = [("!", type(exc).__name__, False)]
+    return repr((message_key(symbol), mro, methods))
+
+
 class StaticScope(Scope):
     """Names as the routing module *will* see them, read from its AST before it runs."""
 
@@ -267,6 +340,8 @@ class StaticScope(Scope):
         self.bindings: dict[str, object] = {}
         self.star_modules: list[str] = []
         self.imported_files: dict[str, str] = {}
+        self.resolutions: dict[tuple[str, str | None, tuple[str, ...]], Resolution] = {}
+        """Every name looked up by importing, and what it meant (see :class:`Resolution`)."""
         for stmt in tree.body:
             if stmt.lineno >= before_line:
                 break
@@ -349,7 +424,9 @@ class StaticScope(Scope):
             return binding
         if isinstance(binding, _Import):
             obj = self._import(binding)
-            return obj if isinstance(obj, Unresolved) else _getattr_chain(obj, rest, text)
+            if isinstance(obj, Unresolved) or not rest:
+                return obj
+            return self._remember(binding, tuple(rest), _getattr_chain(obj, rest, text))
         if binding is not None:
             return Unresolved(
                 f"`{head}` is computed when the module runs, so it cannot be routed",
@@ -359,9 +436,10 @@ class StaticScope(Scope):
 
     def _resolve_unbound(self, head: str, rest: list[str], text: str) -> Symbol:
         for module in self.star_modules:
-            obj = self._import(_Import(module, head))
+            star = _Import(module, head)
+            obj = self._import(star)
             if not isinstance(obj, Unresolved):
-                return _getattr_chain(obj, rest, text)
+                return self._remember(star, tuple(rest), _getattr_chain(obj, rest, text))
         if hasattr(builtins, head):
             return _getattr_chain(getattr(builtins, head), rest, text)
         return Unresolved(f"unknown name `{head}`",
@@ -370,26 +448,20 @@ class StaticScope(Scope):
                           unknown_name=True)
 
     def _import(self, binding: _Import) -> Symbol:
-        try:
-            module = importlib.import_module(binding.module)
-        except ImportError as exc:
-            return Unresolved(f"cannot import {binding.module!r}: {exc}",
-                              "check the module name and that its package is importable",
-                              code="E0012", note=import_failure_note(exc))
-        self._record(module)
-        if binding.attr is None:
-            return module
-        if hasattr(module, binding.attr):
-            obj = getattr(module, binding.attr)
-        else:
-            obj = _import_submodule(module, binding.attr)
-            if obj is None:
-                return Unresolved(
-                    f"cannot import name {binding.attr!r} from {binding.module!r}",
-                    f"check that {binding.module} defines {binding.attr}", code="E0012")
+        obj = self._remember(binding, (), _lookup(binding, ()))
+        module = sys.modules.get(binding.module)
+        if module is not None:  # imported (the name may still be missing from it)
+            self._record(module)
         if isinstance(obj, type(sys)):
             self._record(obj)
         return obj
+
+    def _remember(self, binding: _Import, rest: tuple[str, ...], symbol: Symbol) -> Symbol:
+        key = (binding.module, binding.attr, rest)
+        if key not in self.resolutions:
+            self.resolutions[key] = Resolution(binding.module, binding.attr, rest,
+                                               _describe(symbol))
+        return symbol
 
     def _record(self, module: Any) -> None:
         path = getattr(module, "__file__", None)

@@ -1,0 +1,213 @@
+"""A stranger attacks the import hook's cache: does a cached bus ever run other code than a
+fresh rewrite (or hand-written calls) would?
+
+Every test builds a small package under ``tmp_path`` and imports it in fresh interpreters,
+with bytecode writing on (the test machine exports PYTHONDONTWRITEBYTECODE=1), so the second
+import really reads the hook's cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+MESSAGES = """
+from mycelium_mono import message, U64
+
+@message(type_id=51, topic="t")
+class Ping:
+    n: U64
+"""
+
+LOG = """
+LOG: list[object] = []
+"""
+
+ROUTING = """
+from mycelium_mono import routing_config
+from app.messages import Ping  # noqa: F401
+from app.services import Risk
+
+@routing_config(inline={inline})
+class Bus:
+    Ping = [Risk]
+"""
+
+# A child that imports the bus under the hook, emits once and prints what ran and how.
+CHILD = """
+import json, sys, warnings
+sys.path.insert(0, sys.argv[1])
+warnings.simplefilter("error", RuntimeWarning)   # a coroutine never awaited fails loudly
+import mycelium_mono
+from mycelium_mono.routing.hook import import_records
+mycelium_mono.install_import_hook(["app"])
+try:
+    from app.routing import Bus
+except Exception as exc:
+    print(json.dumps({"import_error": type(exc).__name__ + ": " + str(exc).splitlines()[0]}))
+    raise SystemExit(0)
+from app.services import Risk
+from app.messages import Ping
+from app.log import LOG
+try:
+    Bus(risk=Risk()).emit_ping(Ping(n=3))
+    error = None
+except BaseException as exc:
+    error = repr(exc)
+print(json.dumps({
+    "log": LOG, "error": error,
+    "outcome": import_records()["app.routing"].outcome.name,
+    "miss": str(import_records()["app.routing"].miss),
+    "calls": Bus.__mycelium_calls__,
+}))
+"""
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / "app" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def app(root: Path, services: str, *, inline: bool = False,
+        extra: dict[str, str] | None = None) -> None:
+    write_tree(root, {"__init__.py": "", "messages.py": MESSAGES, "log.py": LOG,
+                      "routing.py": ROUTING.format(inline=inline), "services.py": services,
+                      **(extra or {})})
+
+
+def child(root: Path, env: dict[str, str] | None = None) -> dict[str, object]:
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    environment.update(env or {})
+    done = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True,
+                          text=True, env=environment, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def fresh(root: Path, env: dict[str, str] | None = None) -> dict[str, object]:
+    """What a rewrite without any cache gives (the answer the cache must reproduce)."""
+    for cache in root.rglob("*.mycelium.pyc"):
+        cache.unlink()
+    return child(root, env)
+
+
+def without_outcome(result: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in result.items() if k not in ("outcome", "miss")}
+
+
+ACCELERATED = """
+try:
+    from app.fast import Risk
+except ImportError:
+    from app.slow import Risk
+"""
+
+SLOW = """
+from mycelium_mono import MessageHandler
+from app.log import LOG
+from app.messages import Ping
+
+class Risk(MessageHandler[Ping]):
+    def handle(self, msg: Ping) -> None:
+        LOG.append(["slow", msg.n])
+"""
+
+FAST = """
+from mycelium_mono import handles
+from app.log import LOG
+from app.messages import Ping
+
+class Risk:
+    @handles(Ping)
+    def on_ping(self, msg: Ping) -> None:
+        LOG.append(["fast", msg.n])
+"""
+
+
+def test_an_optional_accelerator_installed_after_the_cache_was_written_is_the_one_called(
+        tmp_path: Path) -> None:
+    """services.py picks `app.fast.Risk` when it imports, else `app.slow.Risk`. The cache was
+    written while only slow existed (its handler: `handle`); then fast appears (its handler:
+    `@handles(Ping) on_ping`). No file the cache recorded changed, yet the class the routing
+    module routes is another one: the cached bus called `risk.handle`, which fast's Risk does
+    not have (AttributeError inside the emit's ExceptionGroup), where a rewrite calls on_ping."""
+    app(tmp_path, ACCELERATED, extra={"slow.py": SLOW})
+    first = child(tmp_path)
+    assert first["log"] == [["slow", 3]] and first["outcome"] == "REWRITTEN"
+    assert child(tmp_path)["outcome"] == "CACHE_HIT"
+    write_tree(tmp_path, {"fast.py": FAST})
+    after = child(tmp_path)
+    assert after["error"] is None, after
+    assert after["log"] == [["fast", 3]]
+    assert after["miss"] == "an imported name means another class now: app.services.Risk"
+    assert without_outcome(after) == without_outcome(fresh(tmp_path))
+
+
+ENV_CHOSEN = """
+import os
+from mycelium_mono import MessageHandler
+from app.log import LOG
+from app.messages import Ping
+
+if os.environ.get("APP_RISK") == "async":
+    class Risk(MessageHandler[Ping]):
+        async def handle(self, msg: Ping) -> None:
+            LOG.append(["async", msg.n])
+elif os.environ.get("APP_RISK") == "marked":
+    from mycelium_mono import handles
+
+    class Risk:  # type: ignore[no-redef]
+        @handles(Ping)
+        def on_ping(self, msg: Ping) -> None:
+            LOG.append(["marked", msg.n])
+else:
+    class Risk(MessageHandler[Ping]):  # type: ignore[no-redef]
+        def handle(self, msg: Ping) -> None:
+            LOG.append(["sync", msg.n])
+"""
+
+
+def test_a_handler_module_that_defines_another_class_at_import_is_not_served_a_stale_bus(
+        tmp_path: Path) -> None:
+    """The same services.py defines Risk by configuration. With the cache written for the sync
+    handler, the async one (a routing error: E0004 on a sync path) was called like the sync
+    one: the coroutine was never awaited and the handler silently did nothing; the marked one
+    got `risk.handle` (AttributeError). A cached bus must answer as a rewrite does."""
+    app(tmp_path, ENV_CHOSEN)
+    assert child(tmp_path)["log"] == [["sync", 3]]
+    assert child(tmp_path)["outcome"] == "CACHE_HIT"
+    for variant in ("async", "marked"):
+        cached = child(tmp_path, {"APP_RISK": variant})
+        rewritten = fresh(tmp_path, {"APP_RISK": variant})
+        assert without_outcome(cached) == without_outcome(rewritten), variant
+        child(tmp_path)  # the sync variant's cache again, for the next variant
+    async_result = child(tmp_path, {"APP_RISK": "async"})
+    assert "E0004" in str(async_result.get("import_error")), async_result
+    assert child(tmp_path, {"APP_RISK": "marked"})["log"] == [["marked", 3]]
+
+
+def test_a_handler_module_shadowed_on_sys_path_is_not_served_the_old_bus(
+        tmp_path: Path) -> None:
+    """`app` is found in a second directory placed first on PYTHONPATH-like sys.path: the
+    cached files are all unchanged, but `app.services` is another file now."""
+    first_root = tmp_path / "one"
+    app(first_root, SLOW)
+    assert child(first_root)["log"] == [["slow", 3]]
+    assert child(first_root)["outcome"] == "CACHE_HIT"
+    shadow = tmp_path / "shadow"
+    write_tree(shadow, {"services.py": FAST})
+    # `app` stays the package of `one` (its routing module and cache), but the handler module
+    # is found first in the shadow directory, as a namespace-extending path would do.
+    (first_root / "app" / "__init__.py").write_text(
+        f"__path__.insert(0, {str(shadow / 'app')!r})\n")
+    after = child(first_root)
+    assert after["error"] is None, after
+    assert after["log"] == [["fast", 3]]
+    assert after["miss"] == "an imported name means another class now: app.services.Risk"
