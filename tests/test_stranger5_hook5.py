@@ -211,3 +211,85 @@ def test_a_handler_module_shadowed_on_sys_path_is_not_served_the_old_bus(
     assert after["error"] is None, after
     assert after["log"] == [["fast", 3]]
     assert after["miss"] == "an imported name means another class now: app.services.Risk"
+
+
+ROUTING_WITH_ACCELERATOR = """
+from mycelium_mono import routing_config
+from app.messages import Ping  # noqa: F401
+try:
+    from app.fast import Risk
+except ImportError:
+    from app.slow import Risk
+
+@routing_config
+class Bus:
+    Ping = [Risk]
+"""
+
+
+def test_a_routing_module_try_import_that_starts_working_is_taken_on_the_next_import(
+        tmp_path: Path) -> None:
+    """The README: the hook reads `try: from fast import X / except ImportError: ...` as Python
+    runs it. Cached while fast was missing, the bus must follow once it is there."""
+    app(tmp_path, "", extra={"slow.py": SLOW, "routing.py": ROUTING_WITH_ACCELERATOR,
+                             "services.py": ACCELERATED})
+    assert child(tmp_path)["log"] == [["slow", 3]]
+    assert child(tmp_path)["outcome"] == "CACHE_HIT"
+    write_tree(tmp_path, {"fast.py": FAST})
+    after = child(tmp_path)
+    assert after["error"] is None and after["log"] == [["fast", 3]], after
+    assert after["calls"] == {"emit_ping": [["risk", "on_ping"]]}
+
+
+HELPERS = """
+from app.log import LOG
+
+def impl(self, msg):
+    LOG.append(["{word}", msg.n])
+"""
+
+ASSIGNED = """
+from mycelium_mono import MessageHandler
+from app import helpers
+from app.messages import Ping
+
+class Risk(MessageHandler[Ping]):
+    def handle(self, msg: Ping) -> None:
+        raise AssertionError("replaced below")
+
+Risk.handle = helpers.impl  # type: ignore[method-assign]
+"""
+
+NOTES_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import mycelium_mono
+from mycelium_mono.routing.hook import import_records
+from mycelium_mono.routing.inline import guard_failures
+mycelium_mono.install_import_hook(["app"])
+from app.routing import Bus
+from app.services import Risk
+print(json.dumps({"notes": [n[3] for n in Bus.__mycelium_notes__],
+                  "guard": guard_failures(Bus(risk=Risk())),
+                  "outcome": import_records()["app.routing"].outcome.name}))
+"""
+
+
+def test_a_method_assigned_from_a_helper_module_is_inlined_from_its_edited_text(
+        tmp_path: Path) -> None:
+    """`Risk.handle = helpers.impl`: the inlined text comes from helpers.py, a file no class
+    of Risk's MRO lives in. After an edit of helpers.py the cache was still used: the guard
+    saw the changed code and called it (right result), but the bus stayed un-inlined for good
+    while `show` and the notes said "inlined". ("one" -> "three": another size, or Python's
+    own .pyc of helpers.py, keyed on mtime seconds and size, would run the old text.)"""
+    app(tmp_path, ASSIGNED, inline=True, extra={"helpers.py": HELPERS.format(word="one")})
+    assert child(tmp_path)["log"] == [["one", 3]]
+    write_tree(tmp_path, {"helpers.py": HELPERS.format(word="three")})
+    after = child(tmp_path)
+    assert after["log"] == [["three", 3]] and after["outcome"] == "REWRITTEN", after
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    done = subprocess.run([sys.executable, "-c", NOTES_CHILD, str(tmp_path)],
+                          capture_output=True, text=True, env=environment, timeout=60,
+                          check=True)
+    state = json.loads(done.stdout)
+    assert state == {"notes": ["inlined"], "guard": [], "outcome": "CACHE_HIT"}

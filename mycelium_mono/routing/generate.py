@@ -110,6 +110,10 @@ class GeneratedClass:
     through them); the module splices them in after :func:`support_import`."""
     lineno: int = 0
     """The line of the routing class statement it replaces (two classes may share a name)."""
+    sources: tuple[str, ...] = ()
+    """The files whose text was inlined: a method assigned from another module
+    (``Risk.handle = helpers.impl``) is read from a file no class of the MRO lives in, and the
+    cache must see it change."""
 
 
 def support_import() -> ast.stmt:
@@ -195,7 +199,8 @@ def generate_class(table: ResolvedTable, *, inline: bool,
     _place(cls.bases[0], table.span)
     prelude = plan.prelude()
     _place_all(list(prelude), table.span)
-    return GeneratedClass(table.name, cls, tuple(plan.notes), prelude, table.lineno)
+    sources = tuple(sorted({body.filename for body in plan.guarded.values()}))
+    return GeneratedClass(table.name, cls, tuple(plan.notes), prelude, table.lineno, sources)
 
 
 def _calls_table(table: ResolvedTable) -> dict[str, tuple[tuple[str, str], ...]]:

@@ -169,7 +169,7 @@ def rewrite_module(
     source_text = "\n\n".join(ast.unparse(g.node) for g in generated) + "\n"
     return RewriteResult(
         tree,
-        _dependencies(scopes, filename),
+        _dependencies(scopes, filename, [path for g in generated for path in g.sources]),
         source_text,
         tuple(note for g in generated for note in g.notes),
         _resolutions(scopes),
@@ -232,8 +232,12 @@ def _resolutions(scopes: list[StaticScope]) -> tuple[Resolution, ...]:
     return tuple(found[key] for key in sorted(found, key=repr))
 
 
-def _dependencies(scopes: list[StaticScope], filename: str) -> tuple[Dependency, ...]:
-    paths = sorted({p for s in scopes for p in s.imported_files.values() if p != filename})
+def _dependencies(scopes: list[StaticScope], filename: str, inlined: Iterable[str] = ()
+                  ) -> tuple[Dependency, ...]:
+    """The files the rewrite read: every module it imported, and every file a body was
+    inlined from (the routing module itself is the key's source digest)."""
+    watched = [*(p for s in scopes for p in s.imported_files.values()), *inlined]
+    paths = sorted({p for p in watched if p != filename})
     deps = []
     for path in paths:
         try:
