@@ -16,6 +16,7 @@ from mycelium_mono.handlers import (
     BusDetachedError,
     attach_emitter,
     detach_emitter,
+    handled_messages,
     owner_description,
 )
 from mycelium_mono.messages import is_message_class
@@ -51,6 +52,12 @@ class GeneratedBus:
     _dispatch: dict[type, Callable[[Any], None]]
     _on_error: ErrorCallback | None
     _background: BackgroundBacklog | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        problem = _called_method_mismatch(cls)
+        if problem is not None:
+            raise TypeError(problem)
 
     def _setup(
         self,
@@ -204,6 +211,38 @@ class GeneratedBus:
             for name in self.__mycelium_services__
         )
         return f"{type(self).__name__}({services})"
+
+
+def _called_method_mismatch(cls: type[GeneratedBus]) -> str | None:
+    """Why the generated calls are not the methods the live classes receive messages with.
+
+    The hook reads the routing module before it runs: a name bound in both branches of an
+    ``if`` is read as the last branch binds it, while Python may run the other one. The bus
+    was then generated for another class than the one its module routes, and would call a
+    method that class does not have (or a coroutine without awaiting it). Checked when the
+    class is created, so the import fails instead of every emit.
+    """
+    services = cls.__mycelium_services__
+    for message, emit in cls.__mycelium_routes__.items():
+        calls = cls.__mycelium_calls__.get(emit, cls.__mycelium_calls__.get(f"{emit}_sync", ()))
+        for attr, method in calls:
+            handler = services.get(attr)
+            if handler is None:
+                continue
+            live = handled_messages(handler).get(message)
+            if live is not None and live.method == method and not live.is_async:
+                continue
+            receives = ("does not receive it" if live is None else
+                        f"receives it with {'async ' if live.is_async else ''}{live.method}")
+            name = getattr(message, "__name__", repr(message))
+            return (f"{cls.__qualname__}.{emit} was generated to call {attr}.{method} for "
+                    f"{name}, but {handler.__module__}.{handler.__qualname__} {receives}: "
+                    "the import hook read the routing module before it ran and found another "
+                    "class under that name (one bound differently in the branches of an `if`?)"
+                    f"\nhelp: bind {handler.__name__} once at the top level of the routing "
+                    "module: choose the class in a handler module, which the hook imports, or "
+                    "with try: ... except ImportError:, which it reads as Python runs it")
+    return None
 
 
 class _DetachedSlot:

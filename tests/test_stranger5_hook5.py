@@ -293,3 +293,34 @@ def test_a_method_assigned_from_a_helper_module_is_inlined_from_its_edited_text(
                           check=True)
     state = json.loads(done.stdout)
     assert state == {"notes": ["inlined"], "guard": [], "outcome": "CACHE_HIT"}
+
+
+ROUTING_WITH_IF = """
+import os
+from mycelium_mono import routing_config
+from app.messages import Ping  # noqa: F401
+if os.environ.get("APP_FAST"):
+    from app.fast import Risk
+else:
+    from app.slow import Risk
+
+@routing_config
+class Bus:
+    Ping = [Risk]
+"""
+
+
+def test_a_routed_name_bound_in_both_branches_of_an_if_never_calls_a_missing_method(
+        tmp_path: Path) -> None:
+    """The hook reads the routing module before it runs and takes the last branch's binding
+    (app.slow.Risk: `handle`); Python ran the first (app.fast.Risk: `on_ping`). The bus called
+    `risk.handle` on every emit (AttributeError in an ExceptionGroup), while the same module
+    without the hook works. Now the import fails, naming both and how to bind it."""
+    app(tmp_path, "from app.slow import Risk\n",
+        extra={"slow.py": SLOW, "fast.py": FAST, "routing.py": ROUTING_WITH_IF})
+    assert child(tmp_path)["log"] == [["slow", 3]]  # the branch the hook reads: fine
+    env = {"APP_FAST": "1"}
+    for result in (fresh(tmp_path, env), child(tmp_path, env)):  # rewritten, then cached
+        error = str(result.get("import_error"))
+        assert error.startswith("TypeError: Bus.emit_ping was generated to call risk.handle "
+                                "for Ping, but app.fast.Risk receives it with on_ping"), result
