@@ -324,3 +324,45 @@ def test_a_routed_name_bound_in_both_branches_of_an_if_never_calls_a_missing_met
         error = str(result.get("import_error"))
         assert error.startswith("TypeError: Bus.emit_ping was generated to call risk.handle "
                                 "for Ping, but app.fast.Risk receives it with on_ping"), result
+
+
+COPY_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import mycelium_mono
+from mycelium_mono.routing.hook import import_records
+from mycelium_mono.routing.inline import guard_failures
+mycelium_mono.install_import_hook(["app"])
+from app.routing import Bus
+from app.services import Risk
+bus = Bus(risk=Risk())
+print(json.dumps({"file": Bus.emit_ping.__code__.co_filename,
+                  "guard": guard_failures(bus), "notes": [n[4] for n in Bus.__mycelium_notes__],
+                  "outcome": import_records()["app.routing"].outcome.name}))
+"""
+
+
+def test_a_project_copied_with_its_pycache_does_not_run_the_other_trees_bus(
+        tmp_path: Path) -> None:
+    """`cp -r` of a project (or a container image built from a checkout) carries
+    __pycache__ along. The copy's cache hit gave a bus compiled for the original tree: its
+    frames named the original's routing.py, its dependency checks watched the original's
+    handler files (an edit in the copy went unseen), and its inlined bodies, recorded under
+    the original paths, failed the guard in the copy for good (every emit called)."""
+    import shutil
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    app(original, SLOW, inline=True)
+    assert child(original)["outcome"] == "REWRITTEN"
+    shutil.copytree(original, copy)
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    info = subprocess.run([sys.executable, "-m", "mycelium_mono", "cache", "info"], cwd=copy,
+                          capture_output=True, text=True, env=environment, timeout=60,
+                          check=True).stdout
+    assert "[stale (written for the module at another path" in info, info
+    done = subprocess.run([sys.executable, "-c", COPY_CHILD, str(copy)], capture_output=True,
+                          text=True, env=environment, timeout=60, check=True)
+    state = json.loads(done.stdout)
+    assert state["file"] == str(copy / "app" / "routing.py"), state
+    assert state["guard"] == [], state
+    assert all(str(original) not in note for note in state["notes"]), state

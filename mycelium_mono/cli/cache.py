@@ -52,7 +52,7 @@ def cache_status(path: str) -> str:
         return f"orphan: {source} is gone"
     # Judged for the level it was written for: `cache info` without -O must not call the
     # -O file stale.
-    key = CacheKey.current(data, RewriteOptions().key(), optimize_level_of(path))
+    key = CacheKey.current(data, RewriteOptions().key(), optimize_level_of(path), source)
     found = read_cache(path, key)
     return "current" if isinstance(found, CacheEntry) else f"stale ({found})"
 

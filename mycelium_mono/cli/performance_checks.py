@@ -29,7 +29,7 @@ def cache_check(target: Target, *, hook: HookMode) -> Check:
     if location is None:
         return Check(PERFORMANCE, name, Verdict.WARN, "this Python keeps no bytecode cache",
                      "every import rewrites the module (a few ms); nothing to fix")
-    key = CacheKey.current(target.source, RewriteOptions().key())
+    key = CacheKey.current(target.source, RewriteOptions().key(), source_path=target.filename)
     found = usable_cache(location, key)  # as the hook judges it, imported names included
     when = "now" if hook is HookMode.OBSERVE else "before this import"
     if isinstance(found, CacheEntry):

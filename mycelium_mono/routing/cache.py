@@ -85,18 +85,25 @@ class CacheKey:
     library_version: str
     options: str
     optimize: int
+    source_path: str = ""
+    """The routing module's file: the code's frames name it and the dependencies are absolute
+    paths beside it, so a ``__pycache__`` copied along with a project (``cp -r``, an image
+    built from a checkout) must not serve the copy. Empty: not compared."""
 
     @classmethod
-    def current(cls, source: bytes, options_key: str, optimize: int | None = None) -> CacheKey:
+    def current(cls, source: bytes, options_key: str, optimize: int | None = None,
+                source_path: str = "") -> CacheKey:
         """The key for ``source`` rewritten now, by this library, with these options.
 
-        ``optimize`` defaults to this interpreter's ``sys.flags.optimize``.
+        ``optimize`` defaults to this interpreter's ``sys.flags.optimize``; ``source_path``
+        (the file ``source`` was read from) is compared only when given.
         """
         return cls(
             source_sha256=hashlib.sha256(source).hexdigest(),
             library_version=LIBRARY_VERSION,
             options=options_key,
             optimize=sys.flags.optimize if optimize is None else optimize,
+            source_path=source_path,
         )
 
 
@@ -122,6 +129,7 @@ class MissReason(enum.Enum):
     CORRUPT = "cache file corrupt (checksum mismatch)"
     PYTHON_CHANGED = "written by another Python version"
     SOURCE_CHANGED = "source changed"
+    SOURCE_MOVED = "written for the module at another path (a copied or moved project)"
     VERSION_CHANGED = "library version changed"
     OPTIONS_CHANGED = "hook options changed"
     OPTIMIZE_CHANGED = "sys.flags.optimize changed"
@@ -247,6 +255,7 @@ def _encode(entry: CacheEntry) -> bytes:
                 "library_version": entry.key.library_version,
                 "options": entry.key.options,
                 "optimize": entry.key.optimize,
+                "source_path": entry.key.source_path,
             },
             "dependencies": [[dep.path, dep.digest] for dep in entry.dependencies],
             "resolutions": [[r.module, r.attr, list(r.rest), r.found]
@@ -295,6 +304,7 @@ def _parse_metadata(meta: Any
         library_version=str(raw_key["library_version"]),
         options=str(raw_key["options"]),
         optimize=int(raw_key["optimize"]),
+        source_path=str(raw_key["source_path"]),
     )
     dependencies = tuple(
         Dependency(str(path), str(digest)) for path, digest in meta["dependencies"]
@@ -310,6 +320,8 @@ def _parse_metadata(meta: Any
 def _compare_keys(stored: CacheKey, current: CacheKey) -> CacheMiss | None:
     if stored.source_sha256 != current.source_sha256:
         return CacheMiss(MissReason.SOURCE_CHANGED)
+    if current.source_path and stored.source_path != current.source_path:
+        return CacheMiss(MissReason.SOURCE_MOVED, stored.source_path)
     if stored.library_version != current.library_version:
         detail = f"{stored.library_version} -> {current.library_version}"
         return CacheMiss(MissReason.VERSION_CHANGED, detail)

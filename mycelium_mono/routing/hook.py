@@ -144,7 +144,7 @@ class MyceliumLoader(importlib.machinery.SourceFileLoader):
         source, self._prefetched = self._prefetched, None
         if source is None:
             source = self.get_data(source_path)
-        key = CacheKey.current(source, self.options.key())
+        key = CacheKey.current(source, self.options.key(), source_path=source_path)
         location = cache_path(source_path)
         found = usable_cache(location, key)
         if isinstance(found, CacheEntry):
