@@ -366,3 +366,56 @@ def test_a_project_copied_with_its_pycache_does_not_run_the_other_trees_bus(
     assert state["file"] == str(copy / "app" / "routing.py"), state
     assert state["guard"] == [], state
     assert all(str(original) not in note for note in state["notes"]), state
+
+
+RELOAD_CHILD = """
+import importlib, json, sys
+sys.path.insert(0, sys.argv[1])
+import app.routing   # no hook: @routing_config builds the bus when the class statement runs
+before = app.routing.Bus.__mycelium_calls__
+path = app.routing.__file__
+with open(path) as file:
+    text = file.read()
+with open(path, "w") as file:
+    file.write(text.replace("Ping = [Risk]", "Ping = [Audit, Risk]"))
+importlib.reload(app.routing)
+print(json.dumps({"before": before, "after": app.routing.Bus.__mycelium_calls__,
+                  "origin": app.routing.Bus.__mycelium_origin__}))
+"""
+
+ROUTING_TWO = """
+from mycelium_mono import routing_config
+from app.messages import Ping  # noqa: F401
+from app.services import Risk
+from app.audit import Audit  # noqa: F401
+
+@routing_config
+class Bus:
+    Ping = [Risk]
+"""
+
+AUDIT = """
+from mycelium_mono import handles
+from app.log import LOG
+from app.messages import Ping
+
+class Audit:
+    @handles(Ping)
+    def on_ping(self, msg: Ping) -> None:
+        LOG.append(["audit", msg.n])
+"""
+
+
+def test_the_runtime_build_of_a_reloaded_routing_module_reads_its_edited_table(
+        tmp_path: Path) -> None:
+    """Without the hook the decorator reads the routing class's statement from linecache,
+    which keeps a file's text until asked to look again: after an edit and
+    `importlib.reload`, the old table (risk only) was built and Audit was silently never
+    called, while the hook's reload built the new one."""
+    app(tmp_path, SLOW, extra={"routing.py": ROUTING_TWO, "audit.py": AUDIT})
+    done = subprocess.run([sys.executable, "-c", RELOAD_CHILD, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    state = json.loads(done.stdout)
+    assert state["origin"] == "runtime"
+    assert state["before"] == {"emit_ping": [["risk", "handle"]]}
+    assert state["after"] == {"emit_ping": [["audit", "on_ping"], ["risk", "handle"]]}, state

@@ -746,6 +746,7 @@ def _c3_merge(sequences: list[list[Any]]) -> list[Any] | None:
 def _read_text(filename: str) -> str:
     import linecache
 
+    linecache.checkcache(filename)  # not the text of an earlier version of the module
     return "".join(linecache.getlines(filename))
 
 

@@ -131,6 +131,9 @@ def _class_statement(tree: ast.Module, cls: type, line: int | None) -> ast.Class
 def _whole_file(filename: str) -> str:
     import linecache
 
+    # linecache keeps a file's text until asked to look again: a routing module edited and
+    # reloaded was built from its old table (the module runs the new one right now).
+    linecache.checkcache(filename)
     return "".join(linecache.getlines(filename))
 
 
