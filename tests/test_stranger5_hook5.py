@@ -419,3 +419,16 @@ def test_the_runtime_build_of_a_reloaded_routing_module_reads_its_edited_table(
     assert state["origin"] == "runtime"
     assert state["before"] == {"emit_ping": [["risk", "handle"]]}
     assert state["after"] == {"emit_ping": [["audit", "on_ping"], ["risk", "handle"]]}, state
+
+
+def test_a_package_reached_through_a_symlinked_directory_shares_one_cache(
+        tmp_path: Path) -> None:
+    """The path in the cache key names the file, not the spelling: a process importing the
+    package through a symlink hits the cache the other one wrote (no rewrite ping-pong)."""
+    real = tmp_path / "real"
+    app(real, SLOW)
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    assert child(real)["outcome"] == "REWRITTEN"
+    through_link = child(tmp_path / "link")
+    assert through_link["outcome"] == "CACHE_HIT" and through_link["log"] == [["slow", 3]]
+    assert child(real)["outcome"] == "CACHE_HIT"

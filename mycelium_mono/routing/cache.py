@@ -320,7 +320,7 @@ def _parse_metadata(meta: Any
 def _compare_keys(stored: CacheKey, current: CacheKey) -> CacheMiss | None:
     if stored.source_sha256 != current.source_sha256:
         return CacheMiss(MissReason.SOURCE_CHANGED)
-    if current.source_path and stored.source_path != current.source_path:
+    if current.source_path and not _same_file(stored.source_path, current.source_path):
         return CacheMiss(MissReason.SOURCE_MOVED, stored.source_path)
     if stored.library_version != current.library_version:
         detail = f"{stored.library_version} -> {current.library_version}"
@@ -330,6 +330,12 @@ def _compare_keys(stored: CacheKey, current: CacheKey) -> CacheMiss | None:
     if stored.optimize != current.optimize:
         return CacheMiss(MissReason.OPTIMIZE_CHANGED, f"{stored.optimize} -> {current.optimize}")
     return None
+
+
+def _same_file(stored: str, current: str) -> bool:
+    """One file under two names (a symlinked directory) is no move: two processes reaching
+    the package through each would otherwise rewrite each other's cache forever."""
+    return stored == current or os.path.realpath(stored) == os.path.realpath(current)
 
 
 def _stale_dependency(dependencies: Iterable[Dependency]) -> CacheMiss | None:
