@@ -432,3 +432,40 @@ def test_a_package_reached_through_a_symlinked_directory_shares_one_cache(
     through_link = child(tmp_path / "link")
     assert through_link["outcome"] == "CACHE_HIT" and through_link["log"] == [["slow", 3]]
     assert child(real)["outcome"] == "CACHE_HIT"
+
+
+OPTIONAL_SHADOW = """
+from mycelium_mono import MessageHandler
+from app.log import LOG
+from app.messages import Ping
+try:
+    from app.fancy import repr
+except ImportError:
+    pass
+
+class Risk(MessageHandler[Ping]):
+    def handle(self, msg: Ping) -> None:
+        LOG.append(repr(msg.n))
+"""
+
+FANCY = """
+def repr(value: object) -> str:
+    return f"fancy {value}"
+"""
+
+
+def test_an_optional_import_that_shadows_a_builtin_is_called_by_a_cached_inlined_body(
+        tmp_path: Path) -> None:
+    """`try: from rich import print / except ImportError: pass`, in miniature. Inlined while
+    fancy was missing, the body reads `repr` as the builtin; with fancy there, the cached bus
+    still called the builtin ('3') while the handler called by hand gives 'fancy 3'. And back:
+    inlined with fancy there, then removed, the body read `services.repr` (AttributeError)
+    where the call uses the builtin."""
+    app(tmp_path, OPTIONAL_SHADOW, inline=True)
+    assert child(tmp_path)["log"] == ["3"]
+    write_tree(tmp_path, {"fancy.py": FANCY})
+    assert child(tmp_path)["log"] == ["fancy 3"]
+    assert fresh(tmp_path)["log"] == ["fancy 3"]  # the cache is now written with fancy there
+    (tmp_path / "app" / "fancy.py").unlink()
+    gone = child(tmp_path)
+    assert gone["error"] is None and gone["log"] == ["3"], gone

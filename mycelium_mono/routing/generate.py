@@ -217,10 +217,13 @@ def _slots(table: ResolvedTable, plan: _InlinePlan) -> tuple[str, ...]:
     return (*attrs, INLINE_FLAG) if plan.guarded else attrs
 
 
-def _inlined_spec(plan: _InlinePlan) -> tuple[tuple[str, str, str, int, int], ...]:
+def _inlined_spec(plan: _InlinePlan
+                  ) -> tuple[tuple[str, str, str, int, int, str, tuple[str, ...],
+                                   tuple[str, ...]], ...]:
     """What the run-time guard checks per inlined body: (attribute, method, file, first line,
-    code digest)."""
-    return tuple((attr, method, body.filename, body.firstlineno, body.code_crc)
+    code digest, module, globals read as builtins, globals read through the module)."""
+    return tuple((attr, method, body.filename, body.firstlineno, body.code_crc, body.module,
+                  body.read_as_builtins, body.read_from_module)
                  for (attr, method), body in plan.guarded.items())
 
 

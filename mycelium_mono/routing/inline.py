@@ -29,9 +29,11 @@ a class with its own ``__getattribute__``, a name the module does not define.
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
-method on the class is still the one that was inlined, and the instance has not replaced the
-method in its ``__dict__``. The guard runs when the bus is built and whenever a service
-attribute of the bus is reassigned — one flag test per emit instead of one type test per
+method on the class is still the one that was inlined, the instance has not replaced the
+method in its ``__dict__``, and the handler module still binds the globals the body reads
+through it and none of those it reads as builtins (a cached bus may have been generated in a
+process where an optional import failed). The guard runs when the bus is built and whenever a
+service attribute of the bus is reassigned — one flag test per emit instead of one type test per
 handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the 2-core box), and the same flag
 again before each inlined body after the first: a handler may replace a later service or
 detach the bus while the emit runs, and the rest is then called. Patching a
@@ -99,6 +101,15 @@ class InlinedBody:
     """``co_firstlineno`` of the inlined method: the run-time guard compares it."""
     code_crc: int
     """:func:`code_crc` of the inlined method's code: so does the guard."""
+    module: str = ""
+    """The module whose globals the body reads (through it, or as builtins)."""
+    read_as_builtins: tuple[str, ...] = ()
+    """Globals read from ``builtins`` because the module did not bind them when the body was
+    rewritten; the guard checks it still does not (``try: from rich import print``)."""
+    read_from_module: tuple[str, ...] = ()
+    """Globals read through the module because it bound them then; the guard checks it still
+    does (the call would fall back to a builtin, or raise NameError, where the read through
+    the module raises AttributeError)."""
 
     @property
     def origin(self) -> str:
@@ -371,6 +382,8 @@ class _Rewriter:
         self.message = message
         self.mangle_class = _defining_class(source.code.co_qualname)
         self.modules: set[str] = set()
+        self.read_as_builtins: set[str] = set()
+        self.read_from_module: set[str] = set()
 
     def run(self) -> InlinedBody | NotInlined:
         body = [s for s in self.node.body if not _is_docstring(s)] or [ast.Pass()]
@@ -399,7 +412,9 @@ class _Rewriter:
                       *self._release(body, renames, returns.value if returns.value_used else None)]
         return InlinedBody(tuple(statements), tuple(sorted(self.modules)),
                            self.code.co_qualname, self.code.co_filename,
-                           self.code.co_firstlineno, code_crc(self.code))
+                           self.code.co_firstlineno, code_crc(self.code), self.source.module,
+                           tuple(sorted(self.read_as_builtins)),
+                           tuple(sorted(self.read_from_module)))
 
     def _renames(self, params: list[str], scope: _FunctionScope) -> dict[str, str]:
         renames = {name: f"{self.instance}_{name}" for name in scope.locals}
@@ -455,8 +470,10 @@ class _Rewriter:
         if self.source.defines(name):
             module = self.source.module
             self.modules.add(module)
+            self.read_from_module.add(name)
             return ast.Attribute(ast.Name(module_alias(module), ast.Load()), name, ast.Load())
         if _is_builtin(name):
+            self.read_as_builtins.add(name)
             return ast.Attribute(ast.Name(BUILTINS_ALIAS, ast.Load()), name, ast.Load())
         raise _Unprovable(f"`{name}` is not defined in {self.source.module}")
 
@@ -770,7 +787,8 @@ def guard_failures(bus: Any) -> list[str]:
     """Why ``bus`` cannot take its inlined path right now (empty: it can)."""
     problems = []
     cls = type(bus)
-    for attr, method, filename, firstlineno, crc in getattr(cls, "__mycelium_inlined__", ()):
+    for attr, method, filename, firstlineno, crc, *names in getattr(
+            cls, "__mycelium_inlined__", ()):
         routed = cls.__mycelium_services__[attr]
         service = getattr(bus, attr, None)
         if type(service) is not routed:
@@ -790,7 +808,32 @@ def guard_failures(bus: Any) -> list[str]:
         # measured). The bound method tells the same without looking.
         if getattr(getattr(service, method, None), "__func__", None) is not fn:
             problems.append(f"{attr}.{method} is replaced on the instance")
+            continue
+        rebound = _globals_rebound(*names) if names else None
+        if rebound is not None:
+            problems.append(f"{routed.__qualname__}.{method}: {rebound}")
     return problems
+
+
+def _globals_rebound(module: str, as_builtins: tuple[str, ...],
+                     from_module: tuple[str, ...]) -> str | None:
+    """Why the module's globals are not what the inlined body was written for (None: they
+    are). The bus may come from the hook's cache, written in a process where the handler
+    module bound other names: an optional import that now succeeds (``try: from rich import
+    print``) shadows a builtin the inlined code would still call."""
+    loaded = sys.modules.get(module)
+    if loaded is None:
+        return None
+    namespace = vars(loaded)
+    shadowing = [name for name in as_builtins if name in namespace]
+    if shadowing:
+        return (f"{module} now binds {shadowing[0]!r}, which the inlined body reads as the "
+                "builtin: its method is called")
+    missing = [name for name in from_module if name not in namespace]
+    if missing:
+        return (f"{module} no longer binds {missing[0]!r}, which the inlined body reads "
+                "from it: its method is called")
+    return None
 
 
 def guard(bus: Any) -> bool:
