@@ -469,3 +469,47 @@ def test_an_optional_import_that_shadows_a_builtin_is_called_by_a_cached_inlined
     (tmp_path / "app" / "fancy.py").unlink()
     gone = child(tmp_path)
     assert gone["error"] is None and gone["log"] == ["3"], gone
+
+
+NS_ROUTING = """
+from mycelium_mono import routing_config
+from .messages import Ping  # noqa: F401
+from .services import Risk
+
+@routing_config
+class Bus:
+    Ping = [Risk]
+"""
+
+
+def test_check_show_and_stubs_read_a_namespace_package_as_the_hook_imports_it(
+        tmp_path: Path) -> None:
+    """`ns/sub/` has no __init__.py (a PEP 420 namespace package); its routing module uses
+    relative imports. `python -m mycelium_mono run -m ns.sub.routing` runs it under the hook,
+    but `check ns/` read the file as a top-level `routing` and reported E0012 ("Empty module
+    name") for the `from .messages import ...` that works."""
+    sub = tmp_path / "ns" / "sub"
+    sub.mkdir(parents=True)
+    (sub / "messages.py").write_text(textwrap.dedent(MESSAGES))
+    (sub / "log.py").write_text(LOG)
+    (sub / "services.py").write_text(textwrap.dedent(SLOW).replace("app.", "ns.sub."))
+    (sub / "routing.py").write_text(textwrap.dedent(NS_ROUTING))
+    (sub / "main.py").write_text(
+        "from ns.sub.routing import Bus\nfrom ns.sub.services import Risk\n"
+        "from ns.sub.messages import Ping\nfrom ns.sub.log import LOG\n"
+        "Bus(risk=Risk()).emit_ping(Ping(n=2))\nprint(LOG, Bus.__mycelium_origin__)\n")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mycelium_mono", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    ran = cli("run", "--packages", "ns", "-m", "ns.sub.main")
+    assert ran.stdout.strip() == "[['slow', 2]] import hook", ran.stderr
+    checked = cli("check", "ns/")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "ns/sub/routing.py: 1 routing class ok" in checked.stdout
+    shown = cli("show", str(Path("ns") / "sub" / "routing.py"))
+    assert shown.returncode == 0 and "emit_ping → risk.handle" in shown.stdout, shown.stderr
+    stubs = cli("stubs", str(Path("ns") / "sub" / "routing.py"))
+    assert stubs.returncode == 0, stubs.stderr
+    assert "def emit_ping(self, msg: Ping) -> None" in (sub / "routing.pyi").read_text()

@@ -157,9 +157,40 @@ def _target_from_path(path: str) -> Target:
         raise UsageError(f"{path}: no such file\nhelp: pass a routing module's .py file or its "
                          "dotted module name (e.g. myapp.routing)")
     filename = os.path.abspath(path)
+    source = _read(filename)
     root, module_name = _module_name_of(filename)
+    is_package = os.path.basename(filename) == "__init__.py"  # its `.` is itself
+    if _relative_depth(source) > module_name.count(".") + is_package:
+        root, module_name = _namespace_name_of(filename, root, module_name)
     _prepend_path(root)
-    return Target(filename, module_name, _read(filename))
+    return Target(filename, module_name, source)
+
+
+def _relative_depth(source: bytes) -> int:
+    """How many package levels the module's relative imports climb (0: none, or unparsable:
+    the checker reports the syntax error itself)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return 0
+    return max((n.level for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)), default=0)
+
+
+def _namespace_name_of(filename: str, root: str, module_name: str) -> tuple[str, str]:
+    """The name under the current directory, for a module in a namespace package (directories
+    without ``__init__.py``): ``check ns/`` read ``ns/sub/routing.py`` as a top-level
+    ``routing``, and its ``from .messages import ...`` failed (E0012 "Empty module name")
+    while ``python -m ns.sub.routing`` and the hook import it. Kept as it was unless every
+    directory between here and the file is a valid package name."""
+    here = os.getcwd()
+    relative = os.path.relpath(filename, here)
+    parts = relative.split(os.sep)
+    parts[-1] = os.path.splitext(parts[-1])[0]
+    if parts[-1] == "__init__":
+        parts.pop()
+    if relative.startswith(os.pardir) or not all(p.isidentifier() for p in parts):
+        return root, module_name
+    return here, ".".join(parts)
 
 
 def _module_name_of(filename: str) -> tuple[str, str]:
