@@ -513,3 +513,22 @@ def test_check_show_and_stubs_read_a_namespace_package_as_the_hook_imports_it(
     stubs = cli("stubs", str(Path("ns") / "sub" / "routing.py"))
     assert stubs.returncode == 0, stubs.stderr
     assert "def emit_ping(self, msg: Ping) -> None" in (sub / "routing.pyi").read_text()
+
+
+FRAGILE = SLOW + """
+import os
+if os.environ.get("APP_BREAK"):
+    raise RuntimeError("services cannot start: APP_BREAK is set")
+"""
+
+
+def test_a_handler_module_that_raises_on_a_cache_hit_is_reported_as_on_a_first_import(
+        tmp_path: Path) -> None:
+    """A handler module that raises when imported: a cache hit (which looks the routed
+    names up again) fails as a first import does, with the module's own error."""
+    app(tmp_path, FRAGILE)
+    assert child(tmp_path)["log"] == [["slow", 3]]
+    broken = {"APP_BREAK": "1"}
+    cached, first = child(tmp_path, broken), fresh(tmp_path, broken)
+    assert cached == first, (cached, first)
+    assert cached["import_error"] == "RuntimeError: services cannot start: APP_BREAK is set"

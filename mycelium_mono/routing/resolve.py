@@ -278,7 +278,13 @@ class Resolution:
 def stale_resolution(resolutions: Iterable[Resolution]) -> Resolution | None:
     """The first recorded lookup whose answer differs now (None: every name means the same)."""
     for res in resolutions:
-        if _describe(_lookup(_Import(res.module, res.attr), res.rest)) != res.found:
+        try:
+            found = _describe(_lookup(_Import(res.module, res.attr), res.rest))
+        except Exception:
+            # A module that now raises on import: the rewrite reports it as E0012, with the
+            # file and line, exactly as a first import would.
+            return res
+        if found != res.found:
             return res
     return None
 
