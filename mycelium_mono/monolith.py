@@ -223,13 +223,16 @@ def _called_method_mismatch(cls: type[GeneratedBus]) -> str | None:
     class is created, so the import fails instead of every emit.
     """
     services = cls.__mycelium_services__
+    received: dict[str, dict[type, Any]] = {}  # once per class: one may serve ten messages
     for message, emit in cls.__mycelium_routes__.items():
         calls = cls.__mycelium_calls__.get(emit, cls.__mycelium_calls__.get(f"{emit}_sync", ()))
         for attr, method in calls:
             handler = services.get(attr)
             if handler is None:
                 continue
-            live = handled_messages(handler).get(message)
+            if attr not in received:
+                received[attr] = handled_messages(handler)
+            live = received[attr].get(message)
             if live is not None and live.method == method and not live.is_async:
                 continue
             receives = ("does not receive it" if live is None else
