@@ -15,13 +15,14 @@ and inlined, built by the import hook and without it, the in-process ``MessageBu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import importlib
 import math
 import pickle
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -243,3 +244,350 @@ async def test_hybrid_full_backlog_refuses_before_any_handler(lift: SimpleNamesp
                             "log-door:3", "archive:3"]
     s = backlog.stats
     assert (s.submitted, s.completed, s.failed, s.dropped, s.rejected) == (3, 3, 0, 0, 1)
+
+
+# -- "Flexible": the same services on MessageBus + ServiceRuntime ---------------------------
+
+@pytest.fixture
+def plain() -> Iterator[SimpleNamespace]:
+    """The services and messages, no bus class needed."""
+    forget_modules("liftbank")
+    services = importlib.import_module("liftbank.services")
+    messages = importlib.import_module("liftbank.messages")
+    services.TRACE.clear()
+    yield SimpleNamespace(S=services, M=messages)
+    forget_modules("liftbank")
+
+
+async def _spawn_all(runtime: ServiceRuntime, S: ModuleType) -> dict[str, Any]:
+    running = {}
+    for handler in (S.Dispatcher(), S.SafetyMonitor(), S.CarController(), S.Logbook(),
+                    S.Noter(), S.Archive()):
+        running[type(handler).__name__] = await runtime.spawn_service(handler)
+    return running
+
+
+# floors where nothing raises and nothing emits an AuditNote
+QUIET_FLOORS = [f for f in range(1, 41) if f not in (7, 13, 21)]
+
+
+def _positions(trace: list[str]) -> dict[str, int]:
+    return {entry: i for i, entry in enumerate(trace)}
+
+
+async def test_runtime_queues_first_in_first_out_and_counts_failures(plain: SimpleNamespace
+                                                                     ) -> None:
+    bus = MessageBus()
+    runtime = ServiceRuntime(bus)
+    running = await _spawn_all(runtime, plain.S)
+    pub = bus.publisher(plain.M.HallCall)
+    floors = (5, 41, 13, 99, 7)
+    for floor in floors:
+        await pub.publish(plain.M.HallCall(floor=floor, going_up=True, at_ns=floor))
+    await runtime.shutdown()
+    trace = plain.S.TRACE
+    at = _positions(trace)
+    # queued, not depth first: the emitting handler's next line runs before any receiver
+    for floor in (5, 13, 7):
+        assert at[f"dispatch:{floor}"] < at[f"dispatched:{floor}"] < at[f"car:{floor % 3}@{floor}"]
+    assert at["car-done:5"] < at["log-door:5"]
+    # every subscriber saw the producer's order; each service went on after a failure
+    assert [e for e in trace if e.startswith("safety:")] == [f"safety:{f}" for f in floors]
+    assert [e for e in trace if e.startswith("dispatch:")] == [f"dispatch:{f}" for f in floors]
+    assert [e for e in trace if e.startswith("log-")] == [
+        "log-assign:5", "log-assign:13", "log-assign:7", "log-door:5", "log-door:7"]
+    assert [e for e in trace if e.startswith("archive:")] == ["archive:5", "archive:7"]
+    counts = {name: (r.handled, r.errors) for name, r in running.items()}
+    assert counts == {"Dispatcher": (5, 2), "SafetyMonitor": (5, 1), "CarController": (3, 1),
+                      "Logbook": (5, 0), "Noter": (2, 0), "Archive": (2, 0)}
+    stats = bus.stats
+    # 5 calls + 3 assignments + 2 door commands + 1 note nobody hears; 2+2+3 receivers each
+    assert (stats.published, stats.delivered, stats.no_local_subscriber) == (11, 22, 1)
+    assert (stats.dropped, stats.rejected, stats.overfilled) == (0, 0, 0)
+
+
+async def test_shutdown_while_a_feed_is_emitting_loses_nothing_it_emitted(
+        plain: SimpleNamespace) -> None:
+    """"graceful: every queue drained first": stop a live feed halfway; each call it emitted
+    went all the way down the pipeline (assignment, door command, log, archive)."""
+    HallCall = plain.M.HallCall
+    emitted: list[int] = []
+
+    @mycelium_mono.service
+    class Feed:
+        async def run(self, ctx: Any) -> None:
+            n = 0
+            while not ctx.shutting_down:
+                floor = QUIET_FLOORS[n % len(QUIET_FLOORS)]
+                await ctx.emit(HallCall(floor=floor, going_up=True, at_ns=n))
+                emitted.append(n)
+                n += 1
+                if n % 50 == 0:
+                    await asyncio.sleep(0)
+
+    bus = MessageBus()
+    runtime = ServiceRuntime(bus)
+    running = await _spawn_all(runtime, plain.S)
+    await runtime.spawn_service(Feed())
+    for _ in range(200):
+        if len(emitted) >= 300:
+            break
+        await asyncio.sleep(0.005)
+    await runtime.shutdown()
+    trace = plain.S.TRACE
+    n = len(emitted)
+    assert n >= 300
+    assert sum(e.startswith("dispatch:") for e in trace) == n
+    assert sum(e.startswith("safety:") for e in trace) == n
+    assert sum(e.startswith("log-door:") for e in trace) == n
+    assert sum(e.startswith("archive:") for e in trace) == n
+    assert all(r.errors == 0 for r in running.values())
+    assert bus.stats.published == 3 * n                # calls, assignments, door commands
+    assert bus.stats.delivered == 2 * n + 2 * n + 3 * n
+
+
+async def test_bus_close_under_a_runtime_refuses_what_handlers_emit(plain: SimpleNamespace,
+                                                                   caplog: Any) -> None:
+    bus = MessageBus()
+    runtime = ServiceRuntime(bus)
+    running = await _spawn_all(runtime, plain.S)
+    pub = bus.publisher(plain.M.HallCall)
+    for floor in (1, 2, 3):
+        pub.publish_nowait(plain.M.HallCall(floor=floor, going_up=True, at_ns=floor))
+    await bus.close()       # before the dispatcher got a turn
+    await runtime.shutdown()
+    # queued messages are still handled ...
+    assert [e for e in plain.S.TRACE if e.startswith("dispatch:")] == [
+        "dispatch:1", "dispatch:2", "dispatch:3"]
+    assert [e for e in plain.S.TRACE if e.startswith("safety:")] == [
+        "safety:1", "safety:2", "safety:3"]
+    # ... what they emit is refused, logged and counted, naming the service and shutdown()
+    assert running["Dispatcher"].errors == 3
+    refused = [r for r in caplog.records if r.exc_info and
+               isinstance(r.exc_info[1], BusClosedError)]
+    assert len(refused) == 3
+    text = str(refused[0].exc_info[1])
+    assert "service 'Dispatcher' emitted CarAssignment, which was not published" in text
+    assert "runtime.shutdown()" in text
+
+
+async def test_publishing_from_threads_through_call_soon_threadsafe(plain: SimpleNamespace
+                                                                   ) -> None:
+    """README "Threads": hand the message to the loop from a hardware callback thread."""
+    HallCall = plain.M.HallCall
+    bus = MessageBus()
+    runtime = ServiceRuntime(bus)
+    await _spawn_all(runtime, plain.S)
+    pub = bus.publisher(HallCall)
+    loop = asyncio.get_running_loop()
+
+    def button_panel(panel: int) -> None:   # one thread per lobby panel, floors 1..30
+        for floor in QUIET_FLOORS[:29]:
+            loop.call_soon_threadsafe(pub.publish_nowait,
+                                      HallCall(floor=floor, going_up=True, at_ns=panel))
+
+    threads = [threading.Thread(target=button_panel, args=(p,)) for p in range(4)]
+    for t in threads:
+        t.start()
+    def join_all() -> None:
+        for t in threads:
+            t.join(10)
+
+    await asyncio.to_thread(join_all)
+    await runtime.shutdown()
+    safety = [e for e in plain.S.TRACE if e.startswith("safety:")]
+    assert len(safety) == 4 * 29 and bus.stats.published == 3 * 4 * 29
+    assert sum(e.startswith("archive:") for e in plain.S.TRACE) == 4 * 29
+
+
+# -- "Across processes": the dispatch side in another OS process ----------------------------
+
+pytest_plugins = ["conftest_distributed"]
+
+CALLS = (5, 41, 13, 99, 7, 22)     # 41, 99: the dispatcher raises; 99: the monitor too
+
+
+def _expected_doors(M: ModuleType) -> list[Any]:
+    return [M.DoorCommand(car=f % 3, floor=f, open=True, load_kg=70.1)
+            for f in CALLS if f <= 40 and f != 13]
+
+
+async def _drive_dispatch_peer(bus: MessageBus, peer: Any, M: ModuleType) -> dict[str, Any]:
+    doors = bus.subscribe(M.DoorCommand)
+    assignments = bus.subscribe(M.CarAssignment)
+    pub = bus.publisher(M.HallCall)
+    sent = [M.HallCall(floor=f, going_up=f % 2 == 0, at_ns=10**18 + f) for f in CALLS]
+    for call in sent:
+        await pub.publish(call)
+    got_doors: list[Any] = []
+    async with asyncio.timeout(30):
+        while len(got_doors) < len(_expected_doors(M)):
+            got_doors.extend(await doors.recv_batch())
+    got_assign: list[Any] = []
+    async with asyncio.timeout(30):
+        while len(got_assign) < 4:
+            got_assign.extend(await assignments.recv_batch())
+    await asyncio.sleep(0.2)            # anything extra (a repeat) would arrive now
+    got_doors.extend(doors.drain())
+    peer.send("QUIT")
+    result: dict[str, Any] = await peer.aresult()
+    # a message equals its own round trip, F32 included (70.1 was rounded when built)
+    assert got_doors == _expected_doors(M)
+    assert {d: d.floor for d in got_doors} == {d: d.floor for d in _expected_doors(M)}
+    assert [a.floor for a in got_assign] == [5, 13, 7, 22]
+    assert got_assign[0].replace(car=2) == got_assign[0]      # replace of a decoded one
+    assert got_assign[0].replace(car=0) != got_assign[0]
+    # the peer's monitor saw every call, byte for byte, even those the dispatcher refused
+    seen = [M.HallCall.from_bytes(bytes.fromhex(h)) for h in result["seen"]]
+    assert seen == sent and [hash(s) for s in seen] == [hash(s) for s in sent]
+    # each failure was logged and counted, and each service went on to the next message
+    assert result["services"] == {"Dispatcher": [6, 2], "Recorder": [6, 1],
+                                  "CarController": [4, 1]}
+    return result
+
+
+@pytest.mark.network
+@pytest.mark.multiprocess
+async def test_zeromq_peer_runs_the_dispatch_side(plain: SimpleNamespace, peers: Any) -> None:
+    bus = MessageBus.with_tcp("127.0.0.1:0")
+    await bus.start()
+    address = bus.transport.address  # type: ignore[attr-defined]
+    peer = peers.spawn("promise5_lift", "--engine", "zmq", "--connect", address)
+    try:
+        doors_first = bus.subscribe(plain.M.DoorCommand)   # before connecting: it is sent
+        await bus.connect_to(await peer.aexpect("BOUND"))
+        await bus.ready()
+        await bus.wait_for_subscribers(1, plain.M.HallCall, timeout=30)
+        await peer.aexpect("READY")
+        result = await _drive_dispatch_peer(bus, peer, plain.M)
+        assert len(doors_first.drain()) == len(_expected_doors(plain.M))
+    finally:
+        await bus.close()
+    transport = result["transport"]
+    # 6 calls in; 4 assignments + 3 door commands out (13 failed); nothing malformed, no gap
+    assert transport["received"] == 6 and transport["sent"] == 7, transport
+    assert transport["sequence_gaps"] == transport["dropped_malformed"] == 0, transport
+
+
+@pytest.mark.network
+@pytest.mark.multiprocess
+async def test_core_nats_peer_runs_the_dispatch_side(plain: SimpleNamespace, peers: Any,
+                                                     shared_nats: str) -> None:
+    bus = MessageBus.with_nats(shared_nats)
+    peer = peers.spawn("promise5_lift", "--engine", "nats", "--url", shared_nats)
+    try:
+        bus.subscribe(plain.M.DoorCommand)
+        await bus.ready()
+        await peer.aexpect("READY")
+        result = await _drive_dispatch_peer(bus, peer, plain.M)
+    finally:
+        await bus.close()
+    assert result["transport"]["received"] == 6 and result["transport"]["sent"] == 7
+
+
+LIFT_SUBJECTS = ("lift.calls.8501", "lift.assign.8502", "lift.doors.8503", "lift.notes.8504")
+
+
+@pytest.fixture
+async def lift_stream(shared_nats: str, stream_name: str) -> AsyncIterator[str]:
+    """A stream of this test's own; a stream a killed run left on these subjects (JetStream
+    stores a subject in one stream only) is deleted first, and this one and its DLQ after."""
+    import nats
+    import nats.js.errors
+
+    nc = await nats.connect(shared_nats)
+    js = nc.jetstream()
+    for subject in LIFT_SUBJECTS:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(await js.find_stream_name_by_subject(subject))
+    try:
+        yield stream_name
+    finally:
+        for doomed in (stream_name, f"DLQ_{stream_name}"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(doomed)
+        await nc.close()
+
+
+@pytest.mark.network
+@pytest.mark.multiprocess
+async def test_jetstream_peer_redelivers_then_dead_letters_a_refused_call(
+        plain: SimpleNamespace, peers: Any, shared_nats: str, lift_stream: str) -> None:
+    M, stream_name = plain.M, lift_stream
+    bus = MessageBus.with_nats(shared_nats, jetstream=True, stream=stream_name)
+    peer = peers.spawn("promise5_lift", "--engine", "nats", "--url", shared_nats,
+                       "--jetstream", "--stream", stream_name, "--durable", "lift",
+                       "--max-deliver", "2")
+    try:
+        doors = bus.subscribe(M.DoorCommand)
+        await bus.ready()
+        await peer.aexpect("READY")
+        pub = bus.publisher(M.HallCall)
+        sent = [M.HallCall(floor=f, going_up=True, at_ns=f) for f in CALLS]
+        for call in sent:
+            await pub.publish(call)
+        got: list[Any] = []
+        async with asyncio.timeout(30):
+            while len(got) < 3:
+                got.extend(await doors.recv_batch())
+        await asyncio.sleep(1.0)   # the failed calls' redeliveries (backoff 0.05 s) settle
+        got.extend(doors.drain())
+        peer.send("QUIT")
+        result = await peer.aresult()
+    finally:
+        await bus.close()
+    assert got == _expected_doors(M)
+    seen = [M.HallCall.from_bytes(bytes.fromhex(h)) for h in result["seen"]]
+    assert set(seen) == set(sent)
+    # 41 and 99 failed a handler each time: delivered max_deliver (2) times, then no more
+    assert sorted(c.floor for c in seen if seen.count(c) > 1) == [41, 41, 99, 99]
+    # the CarController's input (the peer's own publish, back from the stream) likewise
+    assert result["services"] == {"Dispatcher": [8, 4], "Recorder": [8, 2],
+                                  "CarController": [5, 2]}, result
+    # 41, 99 and the assignment to 13 dead-lettered; 6 calls + 4 assignments + 3 repeats in
+    transport = result["transport"]
+    assert transport["dead_lettered"] == 3 and transport["received"] == 13, transport
+
+
+# -- "Messages" --------------------------------------------------------------------------
+
+def test_message_values_equality_replace_and_copies(plain: SimpleNamespace) -> None:
+    M = plain.M
+    door = M.DoorCommand(car=1, floor=2, open=True, load_kg=21.7)
+    assert door.load_kg == 21.700000762939453              # F32: rounded when built
+    assert door.replace(load_kg=21.7).load_kg == 21.700000762939453   # ... and when replaced
+    assert M.DoorCommand.from_bytes(door.to_bytes()) == door
+    assert hash(M.DoorCommand.from_bytes(door.to_bytes())) == hash(door)
+    assert type(door.replace(load_kg=70).load_kg) is float  # an int is converted
+    assert door.replace() == door and door.replace(floor=3) != door and door.floor == 2
+    # equal only to a message of the same type with the same values
+    assert M.HallCall(floor=1, going_up=True, at_ns=1) != M.CarAssignment(1, 1, True)
+    assert door != (1, 2, True, door.load_kg)
+    nan = door.replace(load_kg=math.nan)
+    assert M.DoorCommand.from_bytes(nan.to_bytes()) != nan   # NaN, the one exception
+    assert pickle.loads(pickle.dumps(door)) == door
+    assert copy.copy(door) is door and copy.deepcopy(door) is door
+    with pytest.raises(AttributeError, match=r"use \.replace"):
+        door.floor = 3
+    # checked where written, with the field's name: construction and replace() alike
+    for build in (lambda: M.HallCall(floor=256, going_up=True, at_ns=0),
+                  lambda: door.replace(floor=256)):
+        with pytest.raises(MessageError, match=r"^\w+\.floor \(U8\) must be an int in 0\.\.255"):
+            build()
+    with pytest.raises(MessageError, match=r"going_up \(Bool\) must be a bool, got int 1"):
+        M.HallCall(floor=1, going_up=1, at_ns=0)
+    with pytest.raises(MessageError, match=r"got bool True"):
+        M.HallCall(floor=True, going_up=True, at_ns=0)
+    with pytest.raises(MessageError, match=r"F32\) must be a float within"):
+        door.replace(load_kg=3.5e38)
+    # Text counts bytes; NUL refused; a peer's bad UTF-8 decodes with U+FFFD
+    assert M.AuditNote(text="€" * 8).text == "€" * 8
+    for text in ("€" * 9, "lift\0stuck"):
+        with pytest.raises(MessageError, match=r"^AuditNote\.text \(Text\[24\]\) must be a str "
+                                               r"of at most 24 bytes in UTF-8"):
+            M.AuditNote(text=text)
+    raw = bytearray(M.AuditNote(text="ok").to_bytes())
+    raw[0] = 0xFF
+    assert M.AuditNote.from_bytes(bytes(raw)).text == "\ufffdk"
+    with pytest.raises(MessageError, match=r"needs exactly 7 bytes, got 1"):
+        M.DoorCommand.from_bytes(b"\0")

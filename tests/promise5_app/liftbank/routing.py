@@ -7,7 +7,6 @@ from liftbank.services import (
     Noter,
     SafetyMonitor,
 )
-
 from mycelium_mono import route, routing_config
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from liftbank.messages import AuditNote, CarAssignment, DoorCommand, HallCall
-
 from mycelium_mono import MessageHandler, handles
 
 TOP_FLOOR = 40
