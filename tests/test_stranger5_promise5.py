@@ -591,3 +591,31 @@ def test_message_values_equality_replace_and_copies(plain: SimpleNamespace) -> N
     assert M.AuditNote.from_bytes(bytes(raw)).text == "\ufffdk"
     with pytest.raises(MessageError, match=r"needs exactly 7 bytes, got 1"):
         M.DoorCommand.from_bytes(b"\0")
+
+
+# -- close while a publish is in flight ----------------------------------------------------
+
+async def test_close_while_a_publish_waits_for_space_refuses_it_and_counts_it(
+        plain: SimpleNamespace) -> None:
+    """A lobby panel's `await publish` waits on the car queue ("block" is full) when the bus
+    closes. It used to return as if published, the call delivered to nobody and counted
+    nowhere (published=3, queued 2, dropped 0); a publish after close raises BusClosedError,
+    and so must the one the close cut short."""
+    HallCall = plain.M.HallCall
+    bus = MessageBus()
+    cars = bus.subscribe(HallCall, maxsize=2)
+    pub = bus.publisher(HallCall)
+    for floor in (1, 2):
+        await pub.publish(HallCall(floor=floor, going_up=True, at_ns=floor))
+    waiting = asyncio.create_task(pub.publish(HallCall(floor=3, going_up=True, at_ns=3)))
+    for _ in range(100):
+        if cars.stats.blocked:
+            break
+        await asyncio.sleep(0.001)
+    assert cars.stats.blocked == 1 and not waiting.done()
+    await bus.close()
+    with pytest.raises(BusClosedError, match="closed while this publish waited for space") as info:
+        await asyncio.wait_for(waiting, 5)
+    assert "HallCall#1" in str(info.value)
+    assert [c.floor for c in cars.drain()] == [1, 2]
+    assert cars.stats.dropped == 1 and bus.stats.dropped == 1
