@@ -619,3 +619,50 @@ async def test_close_while_a_publish_waits_for_space_refuses_it_and_counts_it(
     assert "HallCall#1" in str(info.value)
     assert [c.floor for c in cars.drain()] == [1, 2]
     assert cars.stats.dropped == 1 and bus.stats.dropped == 1
+
+
+@pytest.mark.network
+async def test_jetstream_runtime_shutdown_waits_for_its_own_emits(
+        plain: SimpleNamespace, lift_stream: str, shared_nats: str) -> None:
+    """README: `ServiceRuntime.shutdown()` waits until its own emits have come back (from the
+    stream) and been handled. Publish, then shut down at once: every call went all the way."""
+    S, M = plain.S, plain.M
+    bus = MessageBus.with_nats(shared_nats, jetstream=True, stream=lift_stream)
+    runtime = ServiceRuntime(bus)
+    running = {type(h).__name__: await runtime.spawn_service(h)
+               for h in (S.Dispatcher(), S.CarController(), S.Logbook())}
+    await bus.ready()
+    pub = bus.publisher(M.HallCall)
+    floors = QUIET_FLOORS[:20]
+    for floor in floors:
+        await pub.publish(M.HallCall(floor=floor, going_up=True, at_ns=floor))
+    await runtime.shutdown(timeout=20)
+    trace = S.TRACE
+    assert sorted(e for e in trace if e.startswith("log-door:")) == sorted(
+        f"log-door:{f}" for f in floors)
+    assert sorted(e for e in trace if e.startswith("log-assign:")) == sorted(
+        f"log-assign:{f}" for f in floors)
+    assert {n: (r.handled, r.errors) for n, r in running.items()} == {
+        "Dispatcher": (20, 0), "CarController": (20, 0), "Logbook": (40, 0)}
+    assert bus.stats.received_remote == 60   # calls, assignments, door commands: all stream
+
+
+async def test_a_handler_owned_by_a_runtime_is_freed_by_shutdown_the_error_says_so(
+        lift: SimpleNamespace) -> None:
+    """README: `bus.detach()` frees a bus's services, "and so does a runtime's shutdown()".
+    The refusal said "free it from the first one with bus.detach()" also when the first
+    owner was a ServiceRuntime, which has no detach()."""
+    dispatcher = lift.S.Dispatcher()
+    runtime = ServiceRuntime(MessageBus())
+    await runtime.spawn_service(dispatcher)
+    with pytest.raises(HandlerOwnedError) as owned:
+        lift.Bus(**_services(lift.S, dispatcher=dispatcher))
+    text = str(owned.value)
+    assert "already owned by a ServiceRuntime (service 'Dispatcher')" in text
+    assert "runtime.shutdown()" in text and "bus.detach()" not in text
+    await runtime.shutdown()
+    bus = lift.Bus(**_services(lift.S, dispatcher=dispatcher))   # freed by the shutdown
+    # and a bus owner still points at bus.detach()
+    with pytest.raises(HandlerOwnedError, match=r"with bus\.detach\(\)"):
+        await ServiceRuntime(MessageBus()).spawn_service(dispatcher)
+    bus.detach()
