@@ -669,3 +669,38 @@ async def test_a_handler_owned_by_a_runtime_is_freed_by_shutdown_the_error_says_
     with pytest.raises(HandlerOwnedError, match=r"with bus\.detach\(\)"):
         await ServiceRuntime(MessageBus()).spawn_service(dispatcher)
     bus.detach()
+
+
+@pytest.mark.network
+@pytest.mark.multiprocess
+async def test_zeromq_peer_shut_down_mid_pipeline_still_publishes_what_its_handlers_emit(
+        plain: SimpleNamespace, peers: Any) -> None:
+    """README "Closing": `runtime.shutdown()` drains the queues, lets each handler finish and
+    publishes what they emit, then closes the bus. The peer shuts down the moment its monitor
+    has seen the last of 300 calls: its dispatcher and car controller are still behind."""
+    M = plain.M
+    floors = [QUIET_FLOORS[i % len(QUIET_FLOORS)] for i in range(300)]
+    bus = MessageBus.with_tcp("127.0.0.1:0")
+    await bus.start()
+    peer = peers.spawn("promise5_lift", "--engine", "zmq", "--quit-after", str(len(floors)),
+                       "--connect", bus.transport.address)  # type: ignore[attr-defined]
+    try:
+        doors = bus.subscribe(M.DoorCommand, maxsize=1_000)
+        await bus.connect_to(await peer.aexpect("BOUND"))
+        await bus.ready()
+        await bus.wait_for_subscribers(1, M.HallCall, timeout=30)
+        await peer.aexpect("READY")
+        pub = bus.publisher(M.HallCall)
+        for n, floor in enumerate(floors):
+            await pub.publish(M.HallCall(floor=floor, going_up=True, at_ns=n))
+        result = await peer.aresult()
+        got: list[Any] = []
+        async with asyncio.timeout(30):
+            while len(got) < len(floors):
+                got.extend(await doors.recv_batch())
+    finally:
+        await bus.close()
+    assert [d.floor for d in got] == floors
+    assert result["services"] == {"Dispatcher": [300, 0], "Recorder": [300, 0],
+                                  "CarController": [300, 0]}
+    assert result["transport"]["sent"] == 600

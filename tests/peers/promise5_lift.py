@@ -2,10 +2,10 @@
 
 Runs ``Dispatcher``, ``SafetyMonitor`` and ``CarController`` on a ``ServiceRuntime`` over
 ``MessageBus.with_tcp``/``with_nats``; prints ``BOUND <address>`` (ZeroMQ) once bound and
-``READY`` once its subscriptions are in
-effect (over ZeroMQ: once the test subscribed to its door commands), and on ``QUIT`` shuts the
-runtime down and prints ``RESULT`` with each service's ``handled``/``errors``, the calls the
-safety monitor saw (as ``to_bytes().hex()``) and the transport's counters.
+``READY`` once its subscriptions are in effect (over ZeroMQ: once the test subscribed to its
+door commands). On ``QUIT`` (with ``--quit-after N``: as soon as the monitor saw N calls) it
+shuts the runtime down and prints ``RESULT`` with each service's ``handled``/``errors``, the
+calls the safety monitor saw (as ``to_bytes().hex()``) and the transport's counters.
 """
 
 from __future__ import annotations
@@ -28,11 +28,15 @@ from peers.common import add_transport_args, say, stats_dict, transport_options,
 class Recorder(SafetyMonitor):
     """The safety monitor, keeping what it saw."""
 
-    def __init__(self) -> None:
+    def __init__(self, quit_after: int) -> None:
         self.seen: list[HallCall] = []
+        self.quit_after = quit_after
+        self.enough = asyncio.Event()
 
     def handle(self, call: HallCall) -> None:
         self.seen.append(call)
+        if len(self.seen) == self.quit_after:
+            self.enough.set()
         super().handle(call)
 
 
@@ -40,6 +44,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     add_transport_args(parser)
     parser.add_argument("--max-deliver", type=int, default=5)
+    parser.add_argument("--quit-after", type=int, default=0,
+                        help="shut down as soon as the monitor saw this many calls")
     args = parser.parse_args()
     address, options = transport_options(args)
     if args.engine == "zmq":
@@ -49,7 +55,7 @@ async def main() -> None:
             options.update(max_deliver=args.max_deliver, backoff_s=(0.05,))
         bus = MessageBus.with_nats(address, **options)
     runtime = ServiceRuntime(bus)
-    recorder = Recorder()
+    recorder = Recorder(args.quit_after)
     running = [await runtime.spawn_service(s) for s in (Dispatcher(), recorder, CarController())]
     await bus.start()
     transport = bus.transport
@@ -61,7 +67,10 @@ async def main() -> None:
     if isinstance(transport, ZmqTransport):
         await transport.wait_for_subscribers(1, DoorCommand, timeout=30)
     say("READY")
-    await wait_for("QUIT")
+    if args.quit_after:
+        await recorder.enough.wait()   # the outputs of the last calls are still in flight
+    else:
+        await wait_for("QUIT")
     await runtime.shutdown()
     say("RESULT", {
         "services": {r.name: [r.handled, r.errors] for r in running},
