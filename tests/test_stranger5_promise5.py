@@ -704,3 +704,29 @@ async def test_zeromq_peer_shut_down_mid_pipeline_still_publishes_what_its_handl
     assert result["services"] == {"Dispatcher": [300, 0], "Recorder": [300, 0],
                                   "CarController": [300, 0]}
     assert result["transport"]["sent"] == 600
+
+
+async def test_a_call_queued_before_detach_fails_as_a_refusal_not_a_handler_failure(
+        lift: SimpleNamespace) -> None:
+    """README: calls still queued on a detached bus's backlog "fail the same way" as an emit
+    on it: a BusDetachedError, which the sync path raises bare (no on_error, no group, "a
+    refused emit, not a handler's failure"). The queued call reported it as archive.handle's
+    failure instead: handed to on_error as ("archive.handle", msg), or nested in a group
+    "1 handler(s) failed (archive.handle)" with the note "raised in ... by archive.handle"."""
+    door = lift.M.DoorCommand(car=0, floor=8, open=True, load_kg=1.0)
+    reported: list[str] = []
+    for on_error in (None, lambda exc, where, msg: reported.append(where)):
+        bus = lift.Bus(**_services(lift.S), on_error=on_error)
+        bus.emit_door_command(door)                 # the background call is queued ...
+        backlog = bus.background                    # (a detached bus refuses .background)
+        bus.detach()                                # ... and the bus detached before it ran
+        with pytest.raises(ExceptionGroup) as info:
+            await backlog.drain()
+        (refused,) = info.value.exceptions
+        assert type(refused) is BusDetachedError
+        assert "was detached" in str(refused)
+        assert not any("archive.handle" in note for note in getattr(refused, "__notes__", []))
+        with pytest.raises(BusDetachedError):       # the sync path: the same error
+            bus.emit_door_command(door)
+    assert reported == []                           # a refusal is no handler's failure
+    assert "archive:8" not in lift.S.TRACE
