@@ -730,3 +730,22 @@ async def test_a_call_queued_before_detach_fails_as_a_refusal_not_a_handler_fail
             bus.emit_door_command(door)
     assert reported == []                           # a refusal is no handler's failure
     assert "archive:8" not in lift.S.TRACE
+
+
+async def test_drain_waits_for_what_background_handlers_queue_meanwhile(
+        lift: SimpleNamespace) -> None:
+    """README: `await bus.background.drain()` waits for the backlog, and a background failure
+    is raised by the next drain(), "so a test that drains sees it". A background handler
+    that emits (its self.emit reaches the bus) queues more background calls; drain() used to
+    return once the calls queued *before* it had run: here after floor 1 of 4, with floor 2
+    in flight, and the failure at floor 4 was raised by nobody (and lost at asyncio.run's
+    end, with floors 3 and 4 never run)."""
+    bus = lift.Bus(**_services(lift.S, archive=lift.S.ChainingArchive()))
+    bus.emit_door_command(lift.M.DoorCommand(car=0, floor=1, open=True, load_kg=1.0))
+    with pytest.raises(ExceptionGroup) as info:
+        await asyncio.wait_for(bus.background.drain(), 5)
+    assert [e for e in lift.S.TRACE if e.startswith("archive:")] == [
+        "archive:1", "archive:2", "archive:3", "archive:4"]
+    assert _leaves(info.value) == [("OSError", "archive full at floor 4")]
+    s = bus.background.stats
+    assert (s.submitted, s.completed, s.failed, s.dropped, s.queued) == (4, 4, 1, 0, 0)
