@@ -749,3 +749,55 @@ async def test_drain_waits_for_what_background_handlers_queue_meanwhile(
     assert _leaves(info.value) == [("OSError", "archive full at floor 4")]
     s = bus.background.stats
     assert (s.submitted, s.completed, s.failed, s.dropped, s.queued) == (4, 4, 1, 0, 0)
+
+
+# -- counters that must add up ----------------------------------------------------------
+
+async def test_backlog_counters_add_up_under_drop_oldest_and_close(lift: SimpleNamespace
+                                                                  ) -> None:
+    door = lift.M.DoorCommand
+    backlog = BackgroundBacklog(maxsize=2, policy="drop_oldest")
+    bus = lift.Bus(**_services(lift.S), background=backlog)
+    for floor in range(1, 6):
+        bus.emit_door_command(door(car=0, floor=floor, open=True, load_kg=1.0))
+    await backlog.drain()
+    s = backlog.stats
+    assert (s.submitted, s.completed, s.dropped, s.queued) == (5, 2, 3, 0)
+    assert [e for e in lift.S.TRACE if e.startswith("archive:")] == ["archive:4", "archive:5"]
+
+    slow = BackgroundBacklog()
+    started = asyncio.Event()
+
+    async def store(n: int) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    for n in range(5):
+        slow.submit(store, n)
+    await started.wait()
+    await slow.close(timeout=0.05)        # one cut off in flight, four never begun
+    s = slow.stats
+    assert (s.submitted, s.completed, s.dropped, s.queued) == (5, 0, 5, 0)
+    assert s.submitted == s.completed + s.dropped
+    await asyncio.wait_for(slow.drain(), 1)   # every drain() returns after close
+
+
+async def test_a_sync_emit_outside_a_handler_refuses_all_or_nothing(plain: SimpleNamespace
+                                                                   ) -> None:
+    """Delivery table: a sync self.emit outside a running handler raises QueueFullError with
+    nothing queued (the roomy subscriber did not get it either)."""
+    from mycelium_mono import QueueFullError
+
+    CarAssignment = plain.M.CarAssignment
+    bus = MessageBus()
+    runtime = ServiceRuntime(bus)
+    dispatcher = plain.S.Dispatcher()
+    await runtime.spawn_service(dispatcher)
+    full = bus.subscribe(CarAssignment, maxsize=1)
+    roomy = bus.subscribe(CarAssignment, maxsize=10)
+    dispatcher.emit(CarAssignment(car=0, floor=1, going_up=True))
+    with pytest.raises(QueueFullError, match="was not published"):
+        dispatcher.emit(CarAssignment(car=0, floor=2, going_up=True))
+    assert (len(full), len(roomy), bus.stats.published) == (1, 1, 1)
+    full.drain()
+    await runtime.shutdown()
