@@ -801,3 +801,26 @@ async def test_a_sync_emit_outside_a_handler_refuses_all_or_nothing(plain: Simpl
     assert (len(full), len(roomy), bus.stats.published) == (1, 1, 1)
     full.drain()
     await runtime.shutdown()
+
+
+async def test_a_plain_handler_class_spawned_twice_on_one_runtime_is_refused(
+        plain: SimpleNamespace) -> None:
+    """README: "spawning one instance twice on one runtime is refused too (it would get every
+    message twice)". A plain class with @handles methods (the Logbook) was spawned twice and
+    logged every car assignment twice; only a MessageHandler was refused. On two runtimes it
+    may serve both, as on several buses."""
+    runtime = ServiceRuntime(MessageBus())
+    logbook = plain.S.Logbook()
+    await runtime.spawn_service(logbook)
+    with pytest.raises(HandlerOwnedError, match=r"already running on this ServiceRuntime as "
+                       r"service 'Logbook'; spawning it again would give it every message twice"):
+        await runtime.spawn_service(logbook)
+    await runtime.bus.publisher(plain.M.CarAssignment).publish(
+        plain.M.CarAssignment(car=0, floor=3, going_up=True))
+    await runtime.shutdown()
+    assert plain.S.TRACE == ["log-assign:3"]
+    other, third = ServiceRuntime(MessageBus()), ServiceRuntime(MessageBus())
+    await other.spawn_service(logbook)
+    await third.spawn_service(logbook)
+    await other.shutdown()
+    await third.shutdown()
