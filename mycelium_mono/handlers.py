@@ -219,7 +219,7 @@ def attach_emitter(handler: object, emit: Callable[[Any], Any]) -> None:
             f"{_describe(current)}; it cannot also be given to {_describe(new)}: its "
             "self.emit would reach only one of them\n"
             "help: give each bus or runtime its own handler instance, or free it from the "
-            "first one with bus.detach()"
+            f"first one with {_release_call(current)}"
         )
     # Past the class's own __setattr__: a frozen dataclass refuses `handler.emit = ...`.
     object.__setattr__(handler, "emit", emit)
@@ -238,6 +238,13 @@ def detach_emitter(handler: object, owner: object | None = None) -> None:
 def _domain(owner: object) -> object:
     """The owner that counts: every service context of one runtime is that runtime."""
     return getattr(owner, "_runtime", owner)
+
+
+def _release_call(owner: object) -> str:
+    """The call that frees a handler from ``owner``: a runtime has no ``detach()``."""
+    if getattr(owner, "_runtime", None) is not None:
+        return "`await runtime.shutdown()`"
+    return "bus.detach()"
 
 
 def _describe(owner: object) -> str:

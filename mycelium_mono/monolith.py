@@ -323,7 +323,15 @@ def _rebuild(cls: type[GeneratedBus], services: tuple[Any, ...], on_error: Any) 
 def failed(
     errors: list[tuple[str, Exception]] | None, exc: Exception, bus: GeneratedBus, where: str
 ) -> list[tuple[str, Exception]]:
-    """Record that handler ``where`` raised ``exc``; the emit goes on with the next handler."""
+    """Record that handler ``where`` raised ``exc``; the emit goes on with the next handler.
+
+    A first "failure" that is the detached bus refusing the call is re-raised as it is: no
+    handler ran. The sync path checks that in ``_failed_at``; a background call queued
+    before ``bus.detach()`` comes here from its ``emit_*_async``, and used to be reported as
+    ``where``'s failure (to ``on_error``, or in a group with a "raised ... by" note).
+    """
+    if errors is None and isinstance(exc, BusDetachedError) and exc.source is bus._background:
+        raise exc  # the detached bus's slot refused the access, as every later one would
     exc.add_note(f"raised in {type(bus).__name__} by {where}")
     if errors is None:
         return [(where, exc)]

@@ -604,7 +604,9 @@ class Publisher(Generic[M]):
                 if sub.policy == "block":
                     await sub._wait_for_space()
                     if sub._closed:
-                        continue
+                        if bus._closed:
+                            raise self._closed_while_waiting(msg, sub)
+                        continue  # that subscriber left (sub.close()): not for it any more
                 elif not sub._overflow_nowait(msg):
                     refused = [sub] if refused is None else [*refused, sub]
                     continue
@@ -676,6 +678,23 @@ class Publisher(Generic[M]):
         transport = self._bus._transport
         if transport.full():
             await transport.wait_for_space()
+
+    def _closed_while_waiting(self, msg: M, sub: Subscriber[Any]) -> BusClosedError:
+        """The bus closed while ``publish`` waited for room in ``sub``, a full "block" queue.
+
+        The publish used to return as if it had succeeded: the message reached neither that
+        subscriber nor the transport, and was counted nowhere. It is counted as ``sub``'s
+        drop (the bus closed every later subscriber too, so none of them got it either) and
+        refused the way a publish after ``close()`` is.
+        """
+        sub._dropped += 1
+        return BusClosedError(
+            f"{type(msg).__name__} was not published to {sub.name} (nor to the transport): "
+            f"the MessageBus was closed while this publish waited for space in that full "
+            f"'block' subscriber (counted as its drop)\n"
+            "help: close the bus after the publishers stop, or `await runtime.shutdown()`, "
+            "which lets every consumer drain its queue first"
+        )
 
     def _wrong_type(self, msg: object) -> TypeError:
         given = type(msg).__name__

@@ -133,7 +133,8 @@ class BackgroundBacklog:
         self._start_worker(loop)
 
     async def drain(self) -> None:
-        """Wait until everything submitted so far has run (or been dropped).
+        """Wait until the backlog is empty: everything submitted has run (or been dropped),
+        including the calls the background handlers submitted meanwhile.
 
         Raises an :class:`ExceptionGroup` of the calls that failed since the last ``drain()``
         when there is no ``on_error`` callback (with one, the callback got them instead).
@@ -142,12 +143,14 @@ class BackgroundBacklog:
         self._raise_failures()
 
     async def _settle(self) -> None:
-        target = self._submitted
-        if self._finished() >= target:
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._progress.append((target, fut))
-        await fut
+        # Until nothing is left, not only what was submitted when the wait began: a
+        # background handler that emits queues more background calls, and drain() used to
+        # return with those still to run (their failures raised by nobody, and lost when
+        # asyncio.run ended right after the drain).
+        while self._finished() < self._submitted:
+            fut = asyncio.get_running_loop().create_future()
+            self._progress.append((self._submitted, fut))
+            await fut
 
     def _raise_failures(self) -> None:
         failures, self._unraised = self._unraised, []

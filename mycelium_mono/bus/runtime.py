@@ -310,10 +310,14 @@ class ServiceRuntime:
                 f"spawn_service({type(svc).__qualname__}) during shutdown\n"
                 "help: spawn every service before calling shutdown()/wait_for_shutdown()"
             )
+        # A handler service (no run()) spawned again would be a second consumer of one
+        # instance: every message twice. A MessageHandler has the same owner both times, so
+        # attach_emitter lets it through; a plain @handles class has no owner at all (it may
+        # serve several buses and runtimes), so it too is refused here, on this runtime.
+        consumes = isinstance(svc, MessageHandler) or not inspect.iscoroutinefunction(
+            getattr(svc, "run", None))
         for other in self.services:
-            if other.instance is svc and isinstance(svc, MessageHandler) and not other.done:
-                # Same owner, so attach_emitter lets it through; but a second consumer of one
-                # instance handed it every message twice.
+            if other.instance is svc and consumes and not other.done:
                 raise HandlerOwnedError(
                     f"{type(svc).__qualname__} instance at 0x{id(svc):x} is already running on "
                     f"this ServiceRuntime as service {other.name!r}; spawning it again would "
