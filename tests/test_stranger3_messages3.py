@@ -803,8 +803,8 @@ async def test_a_live_zeromq_subscriber_delivers_only_constructible_prescription
 # --- classes made with type(), and buffers that are not bytes ---------------------------
 
 
-@pytest.mark.parametrize(("type_id", "name"), enumerate(
-    ["Dose'Check", "Dose{doses}", "Dose}", 'Dose"', "Dose\\", "Dose'''"], start=47370))
+@pytest.mark.parametrize(("type_id", "name"), list(enumerate(
+    ["Dose'Check", "Dose{doses}", "Dose}", 'Dose"', "Dose\\", "Dose'''"], start=47370)))
 def test_a_class_made_by_type_with_any_name_becomes_a_working_message(
     type_id: int, name: str
 ) -> None:
