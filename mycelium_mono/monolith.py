@@ -55,6 +55,10 @@ class GeneratedBus:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Only where the hook guessed a branch: elsewhere its reading is Python's, or the
+        # cache hit has just looked every imported name up again (resolve.stale_resolution).
+        if not cls.__dict__.get("__mycelium_check_calls__", False):
+            return
         problem = _called_method_mismatch(cls)
         if problem is not None:
             raise TypeError(problem)

@@ -326,6 +326,31 @@ def test_a_routed_name_bound_in_both_branches_of_an_if_never_calls_a_missing_met
                                 "for Ping, but app.fast.Risk receives it with on_ping"), result
 
 
+
+def test_only_a_routing_module_read_through_a_guessed_branch_pays_for_the_creation_check(
+        tmp_path: Path) -> None:
+    """The check above costs ~140 µs per cached import of a 10-message module: generated
+    classes carry it only when the hook guessed an `if` branch (a `try: import / except
+    ImportError` it resolves as Python will, and a `with` body, are not guesses)."""
+    from mycelium_mono.pytest_plugin import forget_modules
+    from mycelium_mono.routing.pipeline import rewrite_module
+
+    app(tmp_path / "plain", SLOW)
+    app(tmp_path / "guessed", "", extra={"slow.py": SLOW, "fast.py": FAST,
+                                        "routing.py": ROUTING_WITH_IF})
+    flags = {}
+    for tree in ("plain", "guessed"):
+        routing = tmp_path / tree / "app" / "routing.py"
+        sys.path.insert(0, str(tmp_path / tree))
+        try:
+            result = rewrite_module(routing.read_bytes(), str(routing), "app.routing")
+        finally:
+            sys.path.remove(str(tmp_path / tree))
+            forget_modules("app")
+        flags[tree] = "__mycelium_check_calls__ = True" in result.generated_source
+    assert flags == {"plain": False, "guessed": True}
+
+
 COPY_CHILD = """
 import json, sys
 sys.path.insert(0, sys.argv[1])

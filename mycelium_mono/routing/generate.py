@@ -86,6 +86,9 @@ INLINE_SUPPORT = SUPPORT_ALIAS
 """The name under which generated code reaches :mod:`mycelium_mono.routing.inline`."""
 
 INLINE_FLAG = "_mycelium_inline_ok"
+CHECK_CALLS = "__mycelium_check_calls__"
+"""Set on a generated class whose table was read through a guessed branch (see
+``GeneratedBus.__init_subclass__``); unset, the check's ~140 µs per cached import are saved."""
 """The bus slot holding the guard's verdict."""
 
 
@@ -168,9 +171,12 @@ class _InlinePlan:
 
 
 def generate_class(table: ResolvedTable, *, inline: bool,
-                   imported: frozenset[str] = frozenset()) -> GeneratedClass:
+                   imported: frozenset[str] = frozenset(),
+                   check_calls: bool = False) -> GeneratedClass:
     """The bus class for ``table``; ``inline`` inlines handler bodies where that is safe.
-    ``imported``: the names the module it is compiled in binds by import at module level."""
+    ``imported``: the names the module it is compiled in binds by import at module level.
+    ``check_calls``: the table was read through a guessed ``if``/``try`` branch, so the class
+    checks its calls against the live classes when it is created (``CHECK_CALLS``)."""
     plan = _InlinePlan(inline, imported)
     methods = [m for route in table.routes for m in _route_methods(route, plan)]
     body: list[ast.stmt] = [
@@ -186,6 +192,8 @@ def generate_class(table: ResolvedTable, *, inline: bool,
     body.append(_stmt(f"__mycelium_notes__ = {notes!r}"))
     if plan.guarded:
         body.append(_stmt(f"__mycelium_inlined__ = {_inlined_spec(plan)!r}"))
+    if check_calls:
+        body.append(_stmt(f"{CHECK_CALLS} = True"))
     _place_all(body, table.span)
     body.append(_init(table, guarded=bool(plan.guarded)))
     body.append(_setattr(table, guarded=bool(plan.guarded)))

@@ -133,8 +133,9 @@ def build_tables(
         table, problems = check_class(routing, scope, filename)
         diagnostics.extend(problems)
         if not problems:
-            generated.append(generate_class(table, inline=effective_inline(table, options),
-                                            imported=imported))
+            generated.append(generate_class(
+                table, inline=effective_inline(table, options), imported=imported,
+                check_calls=getattr(scope, "guessed_a_branch", False)))
     return generated, diagnostics
 
 

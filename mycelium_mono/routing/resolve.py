@@ -348,6 +348,10 @@ class StaticScope(Scope):
         self.imported_files: dict[str, str] = {}
         self.resolutions: dict[tuple[str, str | None, tuple[str, ...]], Resolution] = {}
         """Every name looked up by importing, and what it meant (see :class:`Resolution`)."""
+        self.guessed_a_branch = False
+        """Whether a binding came from an ``if``/``try`` whose branch is guessed (the last
+        binding wins), not known: the generated class then checks, when it is created, that
+        the classes Python bound receive their messages with the methods it calls."""
         for stmt in tree.body:
             if stmt.lineno >= before_line:
                 break
@@ -378,6 +382,7 @@ class StaticScope(Scope):
         elif isinstance(stmt, ast.If | ast.Try | ast.With):
             # `try: from fast import X / except ImportError: from slow import X`: the last
             # binding wins, as it would for the branch that usually runs last.
+            self.guessed_a_branch |= not isinstance(stmt, ast.With)  # a with-body just runs
             for child in _child_statements(stmt):
                 self._bind(child)
         else:
