@@ -244,7 +244,10 @@ class RunningService:
     instance: object
     context: ServiceContext
     kind: str
-    task: asyncio.Task[None] | None = None
+    # Not optional: spawn_service sets it before returning the RunningService, and typing it
+    # `Task[None] | None` made the README's `await adapter.task` a mypy --strict error.
+    # (The task's coroutine needs this object, so it cannot be a constructor argument.)
+    task: asyncio.Task[None] = field(init=False)
     restarts: int = 0
     handled: int = 0
     errors: int = 0
@@ -254,7 +257,7 @@ class RunningService:
     @property
     def done(self) -> bool:
         """True once the service's task has finished (returned, gave up, or was cancelled)."""
-        return self.task is not None and self.task.done()
+        return self.task.done()
 
 
 class ServiceRuntime:
@@ -593,8 +596,7 @@ class ServiceRuntime:
         tasks = [
             s.task
             for s in self.services
-            if s.task is not None
-            and s.task is not me
+            if s.task is not me
             and s.task not in self._awaiting_shutdown
             and not s.task.done()
         ]
