@@ -3,8 +3,25 @@
 from typing import Annotated
 
 from mycelium_mono import (
-    F32, F64, I8, I16, I32, I64, U8, U16, U32, U64, U128, U256, Address, Bool, Bytes, Bytes32,
-    Message, Text, message,
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    U128,
+    U256,
+    Address,
+    Bool,
+    Bytes,
+    Bytes32,
+    Message,
+    Text,
+    message,
 )
 
 

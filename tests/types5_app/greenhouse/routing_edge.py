@@ -1,6 +1,6 @@
-from mycelium_mono import route, routing_config
 from greenhouse.messages import OpenValve, PHAlert, SoilReading  # noqa: F401
 from greenhouse.services import HTTPNotifier, ValveDriver
+from mycelium_mono import route, routing_config
 
 
 @routing_config

@@ -1,9 +1,9 @@
-from mycelium_mono import handles, route
-from mycelium_mono import routing_config as rc
 from greenhouse import services as svc
 from greenhouse.messages import OpenValve as Valve  # noqa: F401
 from greenhouse.messages import PHAlert, SoilReading  # noqa: F401
 from greenhouse.services import ValveDriver as Driver
+from mycelium_mono import handles, route
+from mycelium_mono import routing_config as rc
 
 
 class LocalPHLogger:

@@ -1,7 +1,7 @@
 """Services of the controller; they never name each other."""
 
-from mycelium_mono import MessageHandler, handles
 from greenhouse.messages import OpenValve, PHAlert, SoilReading
+from mycelium_mono import MessageHandler, handles
 
 
 class IrrigationPlanner(MessageHandler[SoilReading]):
