@@ -42,6 +42,7 @@ from mycelium_mono.routing.declare import Route, route, routing_config
 from mycelium_mono.routing.errors import RoutingError
 
 if TYPE_CHECKING:
+    from mycelium_mono import cli as cli  # loaded on first use, see _LAZY_SUBMODULES
     from mycelium_mono.bus import (
         BackgroundBacklog,
         BacklogFull,
@@ -81,7 +82,7 @@ _LAZY_SUBMODULES = frozenset({"cli"})
 """``mycelium_mono.cli.doctor.report(...)`` after a bare ``import mycelium_mono`` (issue 15)."""
 
 
-def __getattr__(name: str) -> Any:
+def _load_lazily(name: str) -> Any:
     if name in _LAZY_SUBMODULES:
         # Importing the submodule binds it as an attribute of this package.
         return importlib.import_module(f"{__name__}.{name}")
@@ -91,6 +92,13 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
+
+
+# Bound at run time only: a type checker that sees a module `__getattr__` returning Any takes
+# every name as defined, so `from mycelium_mono import MesageBus` (a typo) passed mypy --strict
+# as Any. The lazy names are declared for checkers by the TYPE_CHECKING imports above instead.
+if not TYPE_CHECKING:
+    __getattr__ = _load_lazily
 
 
 def __dir__() -> list[str]:

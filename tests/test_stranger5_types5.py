@@ -375,3 +375,31 @@ def test_the_stubs_name_what_both_builds_generate(project: Path) -> None:
         assert buses["EdgeBus"]["methods"] == [
             "__init__", "emit_open_valve", "emit_open_valve_async", "emit_open_valve_sync",
             "emit_ph_alert", "emit_ph_alert_async", "emit_ph_alert_sync", "emit_soil_reading"]
+
+
+PACKAGE_NAMES = """\
+    from typing import assert_type
+
+    import mycelium_mono
+    from mycelium_mono import BacklogFull, LatencyTracker, MessageBus, ServiceRuntime
+    from mycelium_mono import MesageBus  # E: attr-defined
+    from mycelium_mono import Subscriber  # E: attr-defined
+
+    assert_type(MessageBus(), MessageBus)
+    assert_type(ServiceRuntime(), ServiceRuntime)
+    assert_type(LatencyTracker().sample_every, int)
+    assert_type(mycelium_mono.MessageBus, type[MessageBus])
+    assert_type(mycelium_mono.cli.doctor.report("greenhouse.routing"), str)
+    error: type[Exception] = BacklogFull
+    mycelium_mono.ServiceRuntim()  # E: attr-defined
+    print(MesageBus, Subscriber)
+"""
+
+
+def test_a_misspelt_or_missing_top_level_name_is_a_mypy_error(
+        project: Path, mypy_cache: Path) -> None:
+    # The package loads its flexible-mode names on first use through a module `__getattr__`
+    # returning Any. mypy read that function too, so any name at all "existed" in
+    # `mycelium_mono`: `from mycelium_mono import MesageBus` passed `mypy --strict` as Any and
+    # failed only at run time, and every later use of it went unchecked.
+    check(project, mypy_cache, "user_names.py", PACKAGE_NAMES)
