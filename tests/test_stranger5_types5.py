@@ -133,6 +133,8 @@ MESSAGES = """\
     numbers = (1, 2, 3, 4, 5, 6, -7, 8, 9, 10, 0.2, 1.0, True)
     SoilReading(*numbers, "00", bytes(32), b"abcd", "bed")  # E: arg-type
     SoilReading(*numbers, bytes(20), bytes(32), b"abcd", b"bed")  # E: arg-type
+    SoilReading(*numbers, bytearray(20), bytes(32), b"abcd", "bed")  # E: arg-type
+    SoilReading(*numbers, bytes(20), memoryview(bytes(32)), b"abcd", "bed")  # E: arg-type
 
 
     @message(type_id=55090, topic="greenhouse.misc")
