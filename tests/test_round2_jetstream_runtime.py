@@ -170,3 +170,67 @@ async def test_a_work_queue_peer_taking_own_emits_does_not_stall_the_shutdown(
     assert took < 5, f"shutdown took {took:.1f}s"
     assert sorted(set(seen)) == list(range(1, COUNT + 1))
 
+
+
+class _StaleStatusOnce:
+    """A pull subscription whose fetches behave as nats-py's do when a timeout status of an
+    earlier, expired pull request arrives late (as it does under load): ``fetch(1)`` reads
+    that status as its own and comes back empty at once, messages stored or not.
+
+    The first fetch made through it waits for ``gate`` and takes one message; the next one
+    gets the stale status; the rest are real, answered after a loaded server's 0.3 s.
+    """
+
+    def __init__(self, real: Any, gate: asyncio.Event) -> None:
+        self._real = real
+        self._gate = gate
+        self.calls = 0
+
+    async def fetch(self, batch: int, timeout: float) -> Any:
+        import nats.errors
+
+        self.calls += 1
+        if self.calls == 1:
+            await self._gate.wait()
+            return await self._real.fetch(1, timeout=timeout)
+        if self.calls == 2:
+            raise nats.errors.TimeoutError
+        await asyncio.sleep(0.3)
+        return await self._real.fetch(batch, timeout=timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+async def test_a_stale_fetch_timeout_does_not_end_the_shutdown_before_own_emits_are_handled(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    # CI saw a graceful shutdown return with 1 of 20 own emits handled: a fetch that came
+    # back empty at once was taken as proof that everything stored before it had been
+    # delivered (to this process or a work queue's other one).
+    seen: list[int] = []
+
+    class Count(MessageHandler[Quote]):
+        def handle(self, msg: Quote) -> None:
+            seen.append(msg.seq)
+
+    bus = MessageBus.with_nats(nats_server.url, jetstream=True, stream=stream_name)
+    runtime = ServiceRuntime(bus)
+    await runtime.spawn_service(Count())
+    await bus.ready()
+    transport: Any = bus.transport
+    (consumer,) = transport.consumers
+    gate = asyncio.Event()
+    stale = consumer.psub = _StaleStatusOnce(consumer.psub, gate)
+    pub = bus.publisher(Quote)
+    count = 5
+    for n in range(1, count + 1):
+        await pub.publish(Quote(seq=n, price=float(n)))
+    await transport.flush()   # all stored: the next fetch starts with the last one's mark
+    async with asyncio.timeout(10):
+        while stale.calls < 1:   # the fetch in progress before the wrapper took Quote 1
+            await asyncio.sleep(0.005)
+    gate.set()
+    await runtime.shutdown(timeout=15)
+    assert stale.calls >= 3, "the stale status was never served"
+    assert seen == list(range(1, count + 1)), f"{len(seen)} of {count} handled by shutdown"

@@ -220,6 +220,8 @@ class NatsTransport(Transport):
         self._stream_topics: set[str] = set()
         self._stream_lock = asyncio.Lock()
         self._unacked: deque[_Unacked] = deque()
+        # Taken out of _unacked by _settle() to be re-sent and not yet confirmed.
+        self._resending = 0
         self._settle_lock = asyncio.Lock()
         self._ledger = OutputLedger()
         self._pulls: list[JetStreamContext.PullSubscription] = []
@@ -608,19 +610,25 @@ class NatsTransport(Transport):
             # for it forever: a subject the server refuses costs only its own messages (the
             # ones behind it are re-sent and may well be stored), a lost server the rest.
             refused: NatsPermissionError | None = None
-            for i, u in enumerate(retry):
-                try:
-                    ack = await self._publish_confirmed(u, deadline)
-                    self._note_own(u.subject, ack.seq)
-                except NatsPermissionError as exc:
-                    self._ledger.refuse([u.index],
-                                        f"the server refuses publishing to {u.subject}")
-                    refused = exc
-                    continue
-                except ConnectionError as exc:
-                    self._ledger.refuse([r.index for r in retry[i:]], str(exc).split("\n")[0])
-                    raise
-                self._ledger.resolve(u.index)
+            try:
+                for i, u in enumerate(retry):
+                    # Out of _unacked and not yet stored: own_in_flight() counts them here.
+                    self._resending = len(retry) - i
+                    try:
+                        ack = await self._publish_confirmed(u, deadline)
+                        self._note_own(u.subject, ack.seq)
+                    except NatsPermissionError as exc:
+                        self._ledger.refuse([u.index],
+                                            f"the server refuses publishing to {u.subject}")
+                        refused = exc
+                        continue
+                    except ConnectionError as exc:
+                        self._ledger.refuse([r.index for r in retry[i:]],
+                                            str(exc).split("\n")[0])
+                        raise
+                    self._ledger.resolve(u.index)
+            finally:
+                self._resending = 0
             if refused is not None:
                 raise refused
 
@@ -667,7 +675,8 @@ class NatsTransport(Transport):
         until then, its own subscribers have not seen everything it emitted to them."""
         if self._js is None:
             return 0
-        waiting = len(self._outbox) + sum(not u.future.done() for u in self._unacked)
+        waiting = len(self._outbox) + self._resending
+        waiting += sum(not u.future.done() for u in self._unacked)
         if self._own_seq:
             for consumer in self.consumers:
                 reached = max(consumer.taken_seq, consumer.caught_up)
