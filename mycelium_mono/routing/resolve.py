@@ -341,7 +341,7 @@ class StaticScope(Scope):
                  text: str | None = None):
         self.module_name = module_name
         self.source = RoutingSource(module_name, filename,
-                                    _read_text(filename) if text is None else text, tree)
+                                    current_text(filename) if text is None else text, tree)
         self.package = _package_of(module_name, filename)
         self.bindings: dict[str, object] = {}
         self.star_modules: list[str] = []
@@ -754,10 +754,13 @@ def _c3_merge(sequences: list[list[Any]]) -> list[Any] | None:
     return merged
 
 
-def _read_text(filename: str) -> str:
+def current_text(filename: str) -> str:
+    """The file's text as it is on disk now."""
     import linecache
 
-    linecache.checkcache(filename)  # not the text of an earlier version of the module
+    # linecache keeps a file's text until asked to look again: a routing module edited and
+    # reloaded was built from its old table (the module runs the new one right now).
+    linecache.checkcache(filename)
     return "".join(linecache.getlines(filename))
 
 

@@ -32,7 +32,7 @@ from mycelium_mono.routing.pipeline import (
     generated_filename,
     register_generated_source,
 )
-from mycelium_mono.routing.resolve import LiveScope, RoutingSource
+from mycelium_mono.routing.resolve import LiveScope, RoutingSource, current_text
 
 __all__ = ["build_at_runtime"]
 
@@ -96,7 +96,7 @@ def _parse_from_source(cls: type, line: int | None
         return None
     if filename is None:
         return None
-    source = _whole_file(filename)
+    source = current_text(filename)
     try:
         tree = ast.parse(source, filename)
     except SyntaxError:
@@ -126,15 +126,6 @@ def _class_statement(tree: ast.Module, cls: type, line: int | None) -> ast.Class
             return node
     above = [n for n in candidates if (n.end_lineno or n.lineno) <= line]
     return max(above, key=lambda n: n.lineno) if above else None
-
-
-def _whole_file(filename: str) -> str:
-    import linecache
-
-    # linecache keeps a file's text until asked to look again: a routing module edited and
-    # reloaded was built from its old table (the module runs the new one right now).
-    linecache.checkcache(filename)
-    return "".join(linecache.getlines(filename))
 
 
 def _table_from_attributes(
