@@ -1,0 +1,193 @@
+"""Stranger round 6 (hybrid6): a ride-hailing dispatcher audits hybrid mode and the runtime.
+
+The critical path (match a driver, price the trip, post it to the ledger) runs on the
+monolith bus; push notifications, analytics and a surge monitor are background handlers on
+the backlog. The README promises checked here: what ``on_error`` and ``drain()`` receive
+from a failing background handler, what the backlog's stats count, the bounds of the
+backlog and of a runtime's subscriber, and identical side effects in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from mycelium_mono import (
+    U32,
+    U64,
+    BackgroundBacklog,
+    MessageHandler,
+    message,
+    route,
+    routing_config,
+)
+
+LOG: list[str] = []
+
+
+@message(type_id=4661, topic="rides.requested")
+class RideRequest:
+    ride_id: U64
+    zone: U32
+
+
+@message(type_id=4662, topic="rides.assigned")
+class DriverAssigned:
+    ride_id: U64
+    driver: U32
+
+
+@message(type_id=4663, topic="rides.billed")
+class TripBilled:
+    ride_id: U64
+    cents: U64
+
+
+class Matcher(MessageHandler[RideRequest]):
+    def handle(self, req: RideRequest) -> None:
+        LOG.append(f"match {req.ride_id}")
+        self.emit(DriverAssigned(req.ride_id, driver=req.zone * 10 + 1))
+
+
+class Pricing(MessageHandler[DriverAssigned]):
+    def handle(self, assigned: DriverAssigned) -> None:
+        LOG.append(f"price {assigned.ride_id}")
+        self.emit(TripBilled(assigned.ride_id, cents=1_000 + assigned.ride_id))
+
+
+class Ledger(MessageHandler[TripBilled]):
+    def handle(self, bill: TripBilled) -> None:
+        LOG.append(f"ledger {bill.ride_id}")
+
+
+class PushNotifier(MessageHandler[DriverAssigned]):
+    """Background, async: fails for odd rides when ``failing`` (a push gateway outage)."""
+
+    failing = False
+
+    async def handle(self, assigned: DriverAssigned) -> None:
+        await asyncio.sleep(0)
+        if self.failing and assigned.ride_id % 2:
+            raise ConnectionError(f"push gateway refused ride {assigned.ride_id}")
+        LOG.append(f"push {assigned.ride_id}")
+
+
+class TripAnalytics(MessageHandler[DriverAssigned]):
+    """Background, sync: fails for odd rides when ``failing``."""
+
+    failing = False
+
+    def handle(self, assigned: DriverAssigned) -> None:
+        if self.failing and assigned.ride_id % 2:
+            raise ValueError(f"analytics rejected ride {assigned.ride_id}")
+        LOG.append(f"analytics {assigned.ride_id}")
+
+
+@routing_config
+class DispatchBus:
+    RideRequest = [Matcher]
+    DriverAssigned = route(sync=[Pricing], background=[PushNotifier, TripAnalytics])
+    TripBilled = [Ledger]
+
+
+@routing_config(inline=True)
+class InlineDispatchBus:
+    RideRequest = [Matcher]
+    DriverAssigned = route(sync=[Pricing], background=[PushNotifier, TripAnalytics])
+    TripBilled = [Ledger]
+
+
+BUILDS = pytest.mark.parametrize("inline", [False, True], ids=["calls", "inline"])
+
+
+def _dispatch(inline: bool, *, failing: bool = False, **options: Any) -> Any:
+    LOG.clear()
+    cls: Any = InlineDispatchBus if inline else DispatchBus
+    bus = cls(matcher=Matcher(), pricing=Pricing(), ledger=Ledger(),
+              push_notifier=PushNotifier(), trip_analytics=TripAnalytics(), **options)
+    bus.push_notifier.failing = failing
+    bus.trip_analytics.failing = failing
+    return bus
+
+
+# -- what a failing background handler reports ------------------------------------------
+
+
+@BUILDS
+async def test_backlog_on_error_receives_each_handlers_own_exception(inline: bool) -> None:
+    # README: "BackgroundBacklog(on_error=callback) hands each failure to the callback".
+    # It used to get the bus's ExceptionGroup around them, one per call: a callback written
+    # as `isinstance(exc, ConnectionError)` (retry the push) never matched.
+    reported: list[BaseException] = []
+    bus = _dispatch(inline, failing=True, background=BackgroundBacklog(on_error=reported.append))
+    for ride in range(4):
+        bus.emit(RideRequest(ride, zone=3))
+    await asyncio.wait_for(bus.background.drain(), 5)
+    assert [type(exc) for exc in reported] == [ConnectionError, ValueError] * 2
+    assert [str(exc) for exc in reported] == [
+        "push gateway refused ride 1", "analytics rejected ride 1",
+        "push gateway refused ride 3", "analytics rejected ride 3",
+    ]  # fmt: skip
+    assert "raised in" in reported[0].__notes__[0]  # where it came from is still noted
+    stats = bus.background.stats
+    assert (stats.submitted, stats.completed, stats.failed) == (4, 4, 2)  # calls, not handlers
+    assert LOG.count("push 0") == LOG.count("analytics 2") == 1
+
+
+@BUILDS
+async def test_drain_raises_the_handlers_exceptions_in_one_flat_group(inline: bool) -> None:
+    # README: "its failure is logged and then raised, with every other one since the last
+    # drain, as an ExceptionGroup by the next drain()": the failures themselves, not a group
+    # of the bus's groups, so `except* ConnectionError` and `.exceptions` see them.
+    bus = _dispatch(inline, failing=True)
+    for ride in range(4):
+        bus.emit(RideRequest(ride, zone=3))
+    with pytest.raises(ExceptionGroup, match=r"2 background calls failed \(4 handler failures\)"
+                       ) as caught:  # fmt: skip
+        await asyncio.wait_for(bus.background.drain(), 5)
+    assert [type(exc) for exc in caught.value.exceptions] == [ConnectionError, ValueError] * 2
+    await asyncio.wait_for(bus.background.drain(), 5)  # raised once
+    assert bus.background.stats.failed == 2
+
+
+@BUILDS
+async def test_a_call_the_bus_on_error_took_is_still_counted_as_failed(inline: bool) -> None:
+    # MonolithBus(on_error=...) receives background failures too; the backlog then counted
+    # the call as a success (stats.failed stayed 0 while the callback saw every failure).
+    seen: list[tuple[str, str, int]] = []
+    bus = _dispatch(inline, failing=True,
+                    on_error=lambda exc, where, msg: seen.append((type(exc).__name__, where,
+                                                                   msg.ride_id)))
+    for ride in range(5):
+        bus.emit(RideRequest(ride, zone=1))
+    await asyncio.wait_for(bus.background.drain(), 5)  # the bus's on_error took them
+    assert seen == [("ConnectionError", "push_notifier.handle", 1),
+                    ("ValueError", "trip_analytics.handle", 1),
+                    ("ConnectionError", "push_notifier.handle", 3),
+                    ("ValueError", "trip_analytics.handle", 3)]  # fmt: skip
+    stats = bus.background.stats
+    assert (stats.submitted, stats.completed, stats.failed) == (5, 5, 2)
+
+
+@BUILDS
+async def test_awaiting_the_background_emit_yourself_still_raises_its_group(inline: bool) -> None:
+    # The backlog takes only the failures of the call its worker runs: an emit_*_async the
+    # application awaits itself raises as the README's monolith emits do, even while the
+    # worker is busy with the very same message.
+    bus = _dispatch(inline, failing=True)
+    gate = asyncio.Event()
+
+    async def hold(_: object) -> None:
+        await gate.wait()
+
+    assigned = DriverAssigned(7, driver=1)
+    bus.background.submit(hold, assigned)
+    await asyncio.sleep(0)  # the worker is now inside hold(assigned)
+    with pytest.raises(ExceptionGroup, match="2 handler") as caught:
+        await bus.emit_driver_assigned_async(assigned)
+    assert caught.group_contains(ConnectionError) and caught.group_contains(ValueError)
+    gate.set()
+    await asyncio.wait_for(bus.background.drain(), 5)  # nothing of it was kept for drain()
+    assert bus.background.stats.failed == 0
