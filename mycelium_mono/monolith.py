@@ -196,7 +196,7 @@ class GeneratedBus:
         receiving this group around them.
         """
         background = self._background
-        taken = (background is not None and type(background) is not _DetachedSlot
+        taken = (background is not None and not self._detached()
                  and background.take_failures(getattr(self, method), msg,
                                               [exc for _, exc in errors],
                                               reported=self._on_error is not None))
