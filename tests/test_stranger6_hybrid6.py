@@ -10,6 +10,7 @@ backlog and of a runtime's subscriber, and identical side effects in every mode.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -85,18 +86,33 @@ class TripAnalytics(MessageHandler[DriverAssigned]):
         LOG.append(f"analytics {assigned.ride_id}")
 
 
+class FareArchive(MessageHandler[TripBilled]):
+    """Background, async: stores the fare; ``delay`` s per call, or blocks the whole event
+    loop (``time.sleep``) for ``stall_s`` on ride ``stall_on``."""
+
+    delay = 0.0
+    stall_on = -1
+    stall_s = 0.0
+
+    async def handle(self, bill: TripBilled) -> None:
+        if bill.ride_id == self.stall_on:
+            time.sleep(self.stall_s)  # a blocking driver call: the loop itself stalls
+        await asyncio.sleep(self.delay)
+        LOG.append(f"archive {bill.ride_id}")
+
+
 @routing_config
 class DispatchBus:
     RideRequest = [Matcher]
     DriverAssigned = route(sync=[Pricing], background=[PushNotifier, TripAnalytics])
-    TripBilled = [Ledger]
+    TripBilled = route(sync=[Ledger], background=[FareArchive])
 
 
 @routing_config(inline=True)
 class InlineDispatchBus:
     RideRequest = [Matcher]
     DriverAssigned = route(sync=[Pricing], background=[PushNotifier, TripAnalytics])
-    TripBilled = [Ledger]
+    TripBilled = route(sync=[Ledger], background=[FareArchive])
 
 
 BUILDS = pytest.mark.parametrize("inline", [False, True], ids=["calls", "inline"])
@@ -106,7 +122,8 @@ def _dispatch(inline: bool, *, failing: bool = False, **options: Any) -> Any:
     LOG.clear()
     cls: Any = InlineDispatchBus if inline else DispatchBus
     bus = cls(matcher=Matcher(), pricing=Pricing(), ledger=Ledger(),
-              push_notifier=PushNotifier(), trip_analytics=TripAnalytics(), **options)
+              push_notifier=PushNotifier(), trip_analytics=TripAnalytics(),
+              fare_archive=FareArchive(), **options)  # fmt: skip
     bus.push_notifier.failing = failing
     bus.trip_analytics.failing = failing
     return bus
@@ -132,7 +149,7 @@ async def test_backlog_on_error_receives_each_handlers_own_exception(inline: boo
     ]  # fmt: skip
     assert "raised in" in reported[0].__notes__[0]  # where it came from is still noted
     stats = bus.background.stats
-    assert (stats.submitted, stats.completed, stats.failed) == (4, 4, 2)  # calls, not handlers
+    assert (stats.submitted, stats.completed, stats.failed) == (8, 8, 2)  # calls, not handlers
     assert LOG.count("push 0") == LOG.count("analytics 2") == 1
 
 
@@ -168,7 +185,7 @@ async def test_a_call_the_bus_on_error_took_is_still_counted_as_failed(inline: b
                     ("ConnectionError", "push_notifier.handle", 3),
                     ("ValueError", "trip_analytics.handle", 3)]  # fmt: skip
     stats = bus.background.stats
-    assert (stats.submitted, stats.completed, stats.failed) == (5, 5, 2)
+    assert (stats.submitted, stats.completed, stats.failed) == (10, 10, 2)
 
 
 @BUILDS
@@ -191,3 +208,103 @@ async def test_awaiting_the_background_emit_yourself_still_raises_its_group(inli
     gate.set()
     await asyncio.wait_for(bus.background.drain(), 5)  # nothing of it was kept for drain()
     assert bus.background.stats.failed == 0
+
+
+# -- bounds: a nested refusal, room for a whole chain, memory --------------------------
+
+
+def _vm_rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@BUILDS
+async def test_a_nested_refusal_fails_the_emitting_handler_after_the_earlier_calls(
+        inline: bool) -> None:  # fmt: skip
+    # README (Hybrid): a call a sync handler makes and the full backlog refuses is that
+    # handler's failure, inside the outer emit's group, after what came before it was queued.
+    from mycelium_mono import BacklogFull
+
+    bus = _dispatch(inline, background=BackgroundBacklog(maxsize=3))
+    bus.emit(RideRequest(0, zone=1))  # queues 2 calls: DriverAssigned's, TripBilled's
+    with pytest.raises(ExceptionGroup) as caught:
+        bus.emit(RideRequest(1, zone=1))  # DriverAssigned's fits, TripBilled's is refused
+    assert caught.group_contains(BacklogFull, match="emit_trip_billed_async")
+    assert LOG == ["match 0", "price 0", "ledger 0", "match 1", "price 1"]
+    await asyncio.wait_for(bus.background.drain(), 5)
+    assert "push 1" in LOG and "archive 1" not in LOG and "ledger 1" not in LOG
+    assert bus.background.stats.rejected == 1
+
+
+@BUILDS
+async def test_a_producer_waiting_for_room_for_its_chain_is_never_cut_short(inline: bool) -> None:
+    # Each ride queues two background calls; waiting for room=2 before each emit keeps
+    # every chain whole under a slow archive, and the backlog never holds more than maxsize.
+    # Memory stays flat over 20,000 rides (VmRSS, sampled after warm-up).
+    bus = _dispatch(inline, background=BackgroundBacklog(maxsize=50))
+    bus.fare_archive.delay = 0.0
+    backlog = bus.background
+    peak = 0
+    archived = 0
+    rss_after_warmup = 0
+    for ride in range(20_000):
+        await backlog.wait_for_space(room=2)
+        bus.emit(RideRequest(ride, zone=ride % 7))
+        peak = max(peak, len(backlog))
+        if len(LOG) > 5_000:
+            archived += sum(1 for line in LOG if line.startswith("archive"))
+            LOG.clear()
+        if ride == 2_000:
+            rss_after_warmup = _vm_rss_kib()
+    await asyncio.wait_for(backlog.drain(), 30)
+    archived += sum(1 for line in LOG if line.startswith("archive"))
+    grown = _vm_rss_kib() - rss_after_warmup
+    assert peak <= 50, peak
+    assert archived == 20_000
+    stats = backlog.stats
+    assert (stats.submitted, stats.completed, stats.rejected, stats.dropped) == (40_000,) * 2 + (
+        0, 0)
+    assert grown < 8_192, f"VmRSS grew {grown} KiB over 18,000 rides"
+    with pytest.raises(ValueError, match=r"room must be an int in 1\.\.50"):
+        await backlog.wait_for_space(room=51)
+
+
+# -- a stalled loop, close() with work queued ------------------------------------------
+
+
+async def test_a_background_handler_that_blocks_the_loop_for_2_s_loses_and_repeats_nothing(
+        ) -> None:  # fmt: skip
+    bus = _dispatch(False, background=BackgroundBacklog(maxsize=20))
+    bus.fare_archive.stall_on = 3
+    bus.fare_archive.stall_s = 2.0
+    began = time.monotonic()
+    for ride in range(40):
+        await bus.background.wait_for_space(room=2)
+        bus.emit(RideRequest(ride, zone=2))
+        assert len(bus.background) <= 20
+    await asyncio.wait_for(bus.background.drain(), 10)
+    assert time.monotonic() - began >= 2.0  # the stall happened
+    archives = [line for line in LOG if line.startswith("archive")]
+    assert archives == [f"archive {ride}" for ride in range(40)]  # in order, each once
+    assert [line for line in LOG if line.startswith("ledger")] == [
+        f"ledger {ride}" for ride in range(40)]
+
+
+async def test_close_with_work_queued_counts_what_it_gave_up_and_runs_nothing_twice() -> None:
+    backlog = BackgroundBacklog(maxsize=100)
+    bus = _dispatch(False, background=backlog)
+    bus.fare_archive.delay = 0.02
+    for ride in range(30):
+        bus.emit(RideRequest(ride, zone=1))
+    await asyncio.wait_for(backlog.close(timeout=0.2), 5)
+    archives = [int(line.split()[1]) for line in LOG if line.startswith("archive")]
+    assert archives == list(range(len(archives))) and 0 < len(archives) < 30
+    stats = backlog.stats
+    assert stats.completed + stats.dropped == stats.submitted == 60
+    assert stats.queued == 0
+    await asyncio.wait_for(backlog.drain(), 1)  # released, not waiting for the dropped
+    await asyncio.sleep(0.1)
+    assert [int(line.split()[1]) for line in LOG if line.startswith("archive")] == archives

@@ -197,9 +197,20 @@ class BackgroundBacklog:
             self._report_call(errors)
         return True
 
-    async def wait_for_space(self) -> None:
-        """Wait until the backlog is below its bound (back-pressure for awaiting producers)."""
-        while len(self._queue) >= self.maxsize:
+    async def wait_for_space(self, room: int = 1) -> None:
+        """Wait until ``room`` more calls fit under the bound (back-pressure for awaiting
+        producers).
+
+        An emit whose sync handlers emit into background routes queues one call per such
+        emit: a nested one the full backlog refuses is the emitting handler's failure
+        (BacklogFull inside the emit's ExceptionGroup), after the calls before it were
+        queued and their handlers ran. A producer waits for as much room as one of its
+        emits queues, and none of its emits is cut short.
+        """
+        if not isinstance(room, int) or isinstance(room, bool) or not 1 <= room <= self.maxsize:
+            raise ValueError(f"wait_for_space(room={room!r}): room must be an int in "
+                             f"1..{self.maxsize} (the backlog's maxsize)")
+        while len(self._queue) > self.maxsize - room:
             fut = asyncio.get_running_loop().create_future()
             self._space_waiters.append(fut)
             await fut
