@@ -308,3 +308,89 @@ async def test_close_with_work_queued_counts_what_it_gave_up_and_runs_nothing_tw
     await asyncio.wait_for(backlog.drain(), 1)  # released, not waiting for the dropped
     await asyncio.sleep(0.1)
     assert [int(line.split()[1]) for line in LOG if line.startswith("archive")] == archives
+
+
+# -- the same app in every mode; the runtime's shutdown and bounds ----------------------
+
+PREFIXES = ("match", "price", "ledger", "push", "analytics", "archive")
+RIDES = [RideRequest(ride, zone=ride % 5) for ride in range(60)]
+
+
+def _per_handler() -> dict[str, list[str]]:
+    return {p: [line for line in LOG if line.split()[0] == p] for p in PREFIXES}
+
+
+def _services() -> list[object]:
+    return [Matcher(), Pricing(), Ledger(), PushNotifier(), TripAnalytics(), FareArchive()]
+
+
+async def _run_on_the_bus(maxsize: int, archive_delay: float) -> dict[str, list[str]]:
+    from mycelium_mono import MessageBus, ServiceRuntime, service
+
+    LOG.clear()
+
+    @service
+    class RideFeed:
+        async def run(self, ctx: Any) -> None:
+            for req in RIDES:
+                await ctx.emit(req)
+
+    runtime = ServiceRuntime(MessageBus(), maxsize=maxsize)
+    handlers = _services()
+    for handler in handlers:
+        if isinstance(handler, FareArchive):
+            handler.delay = archive_delay
+        await runtime.spawn_service(handler)
+    feed = await runtime.spawn_service(RideFeed())
+    await asyncio.wait_for(feed.task, 20)  # everything published; much still queued
+    await asyncio.wait_for(runtime.shutdown(timeout=20), 25)
+    assert sum(s.errors for s in runtime.services) == 0
+    return _per_handler()
+
+
+@pytest.mark.parametrize("maxsize", [3, 10_000])
+async def test_monolith_hybrid_and_the_bus_give_each_handler_the_same_sequence(
+        maxsize: int) -> None:  # fmt: skip
+    # README: results agree whenever each message type has one producer (here each has).
+    # The bus run shuts down right after the feed ends, with (at maxsize=3) a slow archive
+    # still behind: shutdown() drains every queue, nothing lost and nothing handled twice.
+    expected = {p: [f"{p} {req.ride_id}" for req in RIDES] for p in PREFIXES}
+    for inline in (False, True):
+        bus = _dispatch(inline, background=BackgroundBacklog(maxsize=max(maxsize, 2)))
+        for req in RIDES:
+            await bus.background.wait_for_space(room=2)
+            bus.emit(req)
+        await asyncio.wait_for(bus.background.drain(), 10)
+        assert _per_handler() == expected, f"hybrid inline={inline}"
+    assert await _run_on_the_bus(maxsize, archive_delay=0.002) == expected
+
+
+async def test_a_runtime_handler_has_at_most_twice_maxsize_published_and_unhandled() -> None:
+    # README (Flexible): a service takes everything queued as one batch, so besides the
+    # maxsize its queue holds, up to one batch (maxsize) is in its hands: a producer gets at
+    # most 2 * maxsize ahead of a slow "block" consumer, never more.
+    from mycelium_mono import MessageBus, ServiceRuntime, service
+
+    LOG.clear()
+    published = 0
+
+    @service
+    class BillingFeed:
+        async def run(self, ctx: Any) -> None:
+            nonlocal published
+            for ride in range(200):
+                await ctx.emit(TripBilled(ride, cents=ride))
+                published += 1
+
+    runtime = ServiceRuntime(MessageBus(), maxsize=8)
+    archive = FareArchive()
+    archive.delay = 0.001
+    await runtime.spawn_service(archive)
+    feed = await runtime.spawn_service(BillingFeed())
+    ahead = 0
+    while not feed.task.done():
+        ahead = max(ahead, published - len(LOG))
+        await asyncio.sleep(0)
+    await asyncio.wait_for(runtime.shutdown(timeout=10), 15)
+    assert LOG == [f"archive {ride}" for ride in range(200)]
+    assert 8 < ahead <= 16, ahead
