@@ -395,3 +395,44 @@ async def test_a_runtime_handler_has_at_most_twice_maxsize_published_and_unhandl
     archived = [int(line.split()[1]) for line in LOG]
     assert archived == list(range(200))
     assert 8 < ahead <= 16, ahead
+
+
+# -- a background handler emitting back into the sync path ------------------------------
+
+
+class Rebooker(MessageHandler[TripBilled]):
+    """Background: rebooks rides 0-2 (a new RideRequest, back through the sync path), then
+    fails on ride 1 after its emit."""
+
+    async def handle(self, bill: TripBilled) -> None:
+        await asyncio.sleep(0)
+        if bill.ride_id < 3:
+            self.emit(RideRequest(bill.ride_id + 100, zone=1))
+        if bill.ride_id == 1:
+            raise KeyError(f"no seat for ride {bill.ride_id}")
+
+
+@routing_config
+class RebookBus:
+    RideRequest = [Matcher]
+    DriverAssigned = route(sync=[Pricing], background=[PushNotifier])
+    TripBilled = route(sync=[Ledger], background=[Rebooker])
+
+
+async def test_a_background_handler_emitting_into_the_sync_path_is_drained_and_reported(
+        ) -> None:  # fmt: skip
+    LOG.clear()
+    reported: list[BaseException] = []
+    bus = RebookBus(matcher=Matcher(), pricing=Pricing(), ledger=Ledger(),
+                    push_notifier=PushNotifier(), rebooker=Rebooker(),
+                    background=BackgroundBacklog(on_error=reported.append))  # fmt: skip
+    for ride in range(3):
+        bus.emit(RideRequest(ride, zone=1))
+    await asyncio.wait_for(bus.background.drain(), 5)  # the rebooked rides' calls included
+    assert [line for line in LOG if line.startswith("ledger")] == [
+        f"ledger {ride}" for ride in (0, 1, 2, 100, 101, 102)]
+    assert [line for line in LOG if line.startswith("push")] == [
+        f"push {ride}" for ride in (0, 1, 2, 100, 101, 102)]
+    assert [type(exc) for exc in reported] == [KeyError]  # the handler's, not a group
+    stats = bus.background.stats
+    assert (stats.submitted, stats.completed, stats.failed) == (12, 12, 1)
