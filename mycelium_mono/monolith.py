@@ -188,10 +188,23 @@ class GeneratedBus:
 
     def _raise_failures(self, method: str, msg: Any, errors: list[tuple[str, Exception]]
                         ) -> None:
-        """Hand ``errors`` to ``on_error`` or raise them as one group."""
+        """Hand ``errors`` to ``on_error`` or raise them as one group.
+
+        A background emit run by this bus's backlog hands its failures to the backlog too:
+        it counts the call as failed and, with no ``on_error`` here, reports each handler's
+        exception itself (to its own ``on_error``, or kept for ``drain()``) rather than
+        receiving this group around them.
+        """
+        background = self._background
+        taken = (background is not None and not self._detached()
+                 and background.take_failures(getattr(self, method), msg,
+                                              [exc for _, exc in errors],
+                                              reported=self._on_error is not None))
         if self._on_error is not None:
             for where, exc in errors:
                 self._on_error(exc, where, msg)
+            return
+        if taken:
             return
         names = ", ".join(where for where, _ in errors)
         group = ExceptionGroup(

@@ -16,6 +16,10 @@ messages; "drop_oldest" drops and counts the oldest call; "raise" refuses as "bl
 A background call that raises, with no ``on_error``, is logged and kept: the next ``drain()``
 (or ``close()``) raises every kept failure together as an ``ExceptionGroup``, so a test that
 drains sees them (issue 15: they used to be only logged, and ``drain()`` returned normally).
+A generated bus's background call hands each failing handler's exception over itself
+(:meth:`BackgroundBacklog.take_failures`), so ``on_error`` and that group hold the handlers'
+exceptions, not the bus's group around them, and a call whose failures the bus's own
+``on_error`` took is still counted as ``failed``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -106,7 +110,10 @@ class BackgroundBacklog:
         self._rejected = 0
         self._unraised: list[Exception] = []
         self._unraised_lost = 0
+        self._unraised_calls = 0  # calls behind self._unraised (one may hold several failures)
         self._in_flight = 0  # 1 while the worker awaits a call
+        self._current: tuple[Callable[[Any], Awaitable[None]], Any] | None = None
+        self._current_failed = False  # the call running now reported failures (take_failures)
 
     def submit(self, fn: Callable[[M], Awaitable[None]], msg: M) -> None:
         """Queue ``await fn(msg)`` to run in the background; never blocks the caller."""
@@ -155,17 +162,55 @@ class BackgroundBacklog:
     def _raise_failures(self) -> None:
         failures, self._unraised = self._unraised, []
         lost, self._unraised_lost = self._unraised_lost, 0
+        calls, self._unraised_calls = self._unraised_calls, 0
         if not failures:
             return
         count = len(failures) + lost
+        several = f" ({count} handler failures)" if count != calls else ""
         older = f" (the {lost} oldest were only logged)" if lost else ""
         raise ExceptionGroup(
-            f"{count} background call{'' if count == 1 else 's'} failed{older}; pass "
+            f"{calls} background call{'' if calls == 1 else 's'} failed{several}{older}; pass "
             "on_error= to the backlog to handle them yourself", failures)
 
-    async def wait_for_space(self) -> None:
-        """Wait until the backlog is below its bound (back-pressure for awaiting producers)."""
-        while len(self._queue) >= self.maxsize:
+    def take_failures(self, fn: Callable[..., Any], msg: Any, errors: Sequence[Exception], *,
+                      reported: bool) -> bool:
+        """The handlers of ``fn(msg)`` failed with ``errors``: if that is the call this
+        backlog's worker is running, count it as failed and (unless ``reported`` elsewhere,
+        by the bus's own ``on_error``) report each exception as that call's failure.
+
+        A generated bus calls this from its background emit instead of raising its
+        ``ExceptionGroup`` at the worker: ``on_error`` used to receive that group rather than
+        the handler's exception, drain() raised groups nested in its group, and a call whose
+        failures ``MonolithBus(on_error=...)`` took was counted as a success. False (nothing
+        taken: the caller raises as usual) when ``fn(msg)`` was awaited by someone else.
+        """
+        current = self._current
+        if current is None or current[1] is not msg or current[0] != fn:
+            return False
+        try:
+            if asyncio.current_task() is not self._worker:
+                return False
+        except RuntimeError:  # no running loop: not the worker
+            return False
+        self._current_failed = True
+        if not reported:
+            self._report_call(errors)
+        return True
+
+    async def wait_for_space(self, room: int = 1) -> None:
+        """Wait until ``room`` more calls fit under the bound (back-pressure for awaiting
+        producers).
+
+        An emit whose sync handlers emit into background routes queues one call per such
+        emit: a nested one the full backlog refuses is the emitting handler's failure
+        (BacklogFull inside the emit's ExceptionGroup), after the calls before it were
+        queued and their handlers ran. A producer waits for as much room as one of its
+        emits queues, and none of its emits is cut short.
+        """
+        if not isinstance(room, int) or isinstance(room, bool) or not 1 <= room <= self.maxsize:
+            raise ValueError(f"wait_for_space(room={room!r}): room must be an int in "
+                             f"1..{self.maxsize} (the backlog's maxsize)")
+        while len(self._queue) > self.maxsize - room:
             fut = asyncio.get_running_loop().create_future()
             self._space_waiters.append(fut)
             await fut
@@ -253,22 +298,35 @@ class BackgroundBacklog:
             if self._space_waiters:
                 self._wake_space_waiters()
             self._in_flight = 1
+            self._current = fn, msg
+            self._current_failed = False
             try:
                 await fn(msg)
             except Exception as exc:
                 self._failed += 1
-                self._report(exc)
+                self._report_call((exc,))
             except asyncio.CancelledError as exc:
                 if cancelling():
                     raise  # the worker itself is being cancelled (close(), a new loop)
                 # The handler's own CancelledError (something it awaited was cancelled) is
                 # that call's failure: it used to end the worker, and drain() then hung.
                 self._failed += 1
-                self._report(_cancelled_call(fn, exc))
+                self._report_call((_cancelled_call(fn, exc),))
+            else:
+                if self._current_failed:  # its failures came through take_failures()
+                    self._failed += 1
+            self._current = None
             self._in_flight = 0
             self._completed += 1
             if self._progress:
                 self._notify_progress()
+
+    def _report_call(self, errors: Sequence[Exception]) -> None:
+        """One call failed with ``errors``: each to ``on_error``, or kept for drain()."""
+        if self.on_error is None:
+            self._unraised_calls += 1
+        for exc in errors:
+            self._report(exc)
 
     def _report(self, exc: Exception) -> None:
         if self.on_error is None:
