@@ -167,8 +167,13 @@ def _stable_repr(const: object) -> object:
 
 
 def module_alias(module: str) -> str:
-    """The module-level name under which generated code reads ``module``'s globals."""
-    return "_mycelium_m_" + module.replace(".", "__")
+    """The module-level name under which generated code reads ``module``'s globals.
+
+    One name per module: ``_`` is spelled ``_u`` and ``.`` ``__``, so ``er.night__shift`` and
+    ``er__night.shift`` (or ``app._impl`` and ``app_.impl``) get two names. Spelling ``.`` as
+    ``__`` alone gave them one, and the second import bound it: one handler's body read the
+    other module's globals."""
+    return "_mycelium_m_" + module.replace("_", "_u").replace(".", "__")
 
 
 def inline_method(cls: type, method: str, *, instance: str, message: str
@@ -340,6 +345,11 @@ def _unsupported_node(node: ast.AST) -> str | None:
         return "defines a nested function, lambda or class"
     if isinstance(node, ast.Global | ast.Nonlocal):
         return "uses global/nonlocal"
+    if _TYPE_ALIAS is not None and isinstance(node, _TYPE_ALIAS):
+        # `type Bed = ...` (3.12+): the alias is named from its target, and its value (with
+        # its own `[T]`) is a lazily evaluated scope of its own. Renamed, `Bed.__name__` was
+        # "h1_Bed", and a `T` of `type Queue[T]` was read as the module's global `T`.
+        return "defines a type alias (`type X = ...`: a scope of its own)"
     if isinstance(node, ast.Yield | ast.YieldFrom | ast.Await):
         return "yields or awaits"
     if isinstance(node, ast.Import | ast.ImportFrom):
@@ -353,6 +363,9 @@ def _unsupported_node(node: ast.AST) -> str | None:
         # return has already set its flag and the code after the loop would be skipped.
         return "break/continue in a finally block"
     return None
+
+
+_TYPE_ALIAS: type[ast.AST] | None = getattr(ast, "TypeAlias", None)
 
 
 def _leaves_loop(body: list[ast.stmt]) -> bool:
@@ -549,7 +562,7 @@ def _unrename_in_handlers(stmt: ast.stmt) -> None:
     on the exception path only.
     """
     for node in ast.walk(stmt):
-        if isinstance(node, ast.Try):  # not `except*`: its blocks see a group
+        if isinstance(node, ast.Try | ast.TryStar):  # `except*`: the group's own leaves
             for handler in node.handlers:
                 call = ast.Expr(ast.Call(ast.Attribute(ast.Name(SUPPORT_ALIAS, ast.Load()),
                                                        "unrename_caught", ast.Load()), [], []))
@@ -882,7 +895,20 @@ def unrename_caught() -> None:
     if the inlined statements raised it as an ``UnboundLocalError``, names the handler's own
     local (see :func:`_unrename`)."""
     exc = sys.exception()
-    if isinstance(exc, Exception):
+    if isinstance(exc, BaseExceptionGroup):
+        # An `except*` block: the leaves the inlined statements raised themselves are those
+        # whose traceback starts in this emit's frame (a group from a nested emit holds
+        # leaves that emit has mended already).
+        frame = sys._getframe(1)
+        pending: list[BaseException] = [exc]
+        while pending:
+            leaf = pending.pop()
+            if isinstance(leaf, BaseExceptionGroup):
+                pending.extend(leaf.exceptions)
+            elif (isinstance(leaf, Exception) and leaf.__traceback__ is not None
+                    and leaf.__traceback__.tb_frame is frame):
+                _unrename(leaf)
+    elif isinstance(exc, Exception):
         _unrename(exc)
 
 

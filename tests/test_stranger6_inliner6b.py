@@ -1,0 +1,277 @@
+"""A stranger's attack on the inliner's handler bodies: an emergency-room triage board.
+
+(The ``b`` file: a second helper of the same name writes ``test_stranger6_inliner6.py`` in this
+worktree, and two writers of one file would clobber each other.)
+
+Each scenario writes small ``er6``/``ward6`` packages, imports the routing module by the four
+builds (import hook or run time, ``inline=True``/``False``; ``helpers_shapes``) and compares
+what the bus did with plain hand-written calls of the same methods: the log of side effects,
+each failure's type and text. The rule: the inliner never runs different code than the call.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from helpers_shapes import BUILDS, Build, inlined, load_build, write_package
+
+from mycelium_mono.pytest_plugin import forget_modules
+from mycelium_mono.routing.inline import module_alias
+
+MESSAGES = """from mycelium_mono import message, I64
+
+@message(type_id=64971, topic="er6.arrived")
+class Arrived:
+    acuity: I64
+"""
+WARD_MESSAGES = MESSAGES.replace("er6", "ward6").replace("64971", "64972")
+
+
+@pytest.fixture(params=BUILDS, ids=lambda b: b.name)
+def build(request: pytest.FixtureRequest) -> Any:
+    yield request.param
+    forget_modules("er6", "er6__night", "ward6")
+
+
+def describe(exc: BaseException) -> Any:
+    if isinstance(exc, BaseExceptionGroup):
+        return ("group", exc.message.split(".", 1)[-1],
+                tuple(describe(e) for e in exc.exceptions))
+    return (type(exc).__name__, str(exc))
+
+
+def by_hand(services: dict[str, Any], bus_name: str, msg: Any) -> Any:
+    """Each routed handler's ``handle`` called in order, failures gathered as the bus does."""
+    failures = []
+    for attr, service in services.items():
+        try:
+            service.handle(msg)
+        except Exception as exc:
+            failures.append((f"{attr}.handle", exc))
+    if not failures:
+        return "ok"
+    names = ", ".join(where for where, _ in failures)
+    return describe(ExceptionGroup(f"{bus_name}.emit_arrived: {len(failures)} handler(s) "
+                                   f"failed ({names})", [exc for _, exc in failures]))
+
+
+def on_bus(bus: Any, msg: Any) -> Any:
+    try:
+        bus.emit_arrived(msg)
+    except Exception as exc:
+        return describe(exc)
+    return "ok"
+
+
+# --- two handler modules whose dotted names differ only in `.` against `__` ------------------
+
+NIGHT = """
+from mycelium_mono import MessageHandler
+from er6.messages import Arrived
+
+LOG = []
+WARD = "night ward"
+
+
+class NightNurse(MessageHandler[Arrived]):
+    def handle(self, m):
+        LOG.append((WARD, m.acuity))
+"""
+
+DAY = """
+from mycelium_mono import MessageHandler
+from er6.messages import Arrived
+
+LOG = []
+WARD = "day ward"
+
+
+class DayNurse(MessageHandler[Arrived]):
+    def handle(self, m):
+        LOG.append((WARD, m.acuity))
+"""
+
+SHIFTS_ROUTING = """
+from mycelium_mono import routing_config
+from er6.messages import Arrived  # noqa: F401
+from er6.night__shift import NightNurse
+from er6__night.shift import DayNurse
+
+
+@routing_config(inline=INLINE)
+class Board:
+    Arrived = [NightNurse, DayNurse]
+"""
+
+
+def test_handlers_in_er6_night__shift_and_er6__night_shift_read_their_own_modules_globals(
+        tmp_path: Path, build: Build) -> None:
+    # `er6.night__shift` and `er6__night.shift` are two modules; the generated module imported
+    # both as `_mycelium_m_er6__night__shift`, the second import won, and the night nurse's
+    # inlined body appended "day ward" to the *day* module's LOG.
+    write_package(tmp_path / build.name, "er6__night", {"shift": DAY})
+    routing = load_build(tmp_path, "er6", {"messages": MESSAGES, "night__shift": NIGHT,
+                                           "routing": SHIFTS_ROUTING}, build)
+    night, day = sys.modules["er6.night__shift"], sys.modules["er6__night.shift"]
+    msg = sys.modules["er6.messages"].Arrived(3)
+    bus = routing.Board(night_nurse=night.NightNurse(), day_nurse=day.DayNurse())
+    assert inlined(routing.Board) == ({"night_nurse", "day_nurse"} if build.inline else set())
+    assert on_bus(bus, msg) == "ok"
+    got = (list(night.LOG), list(day.LOG))
+    night.LOG.clear()
+    day.LOG.clear()
+    assert by_hand({"night_nurse": night.NightNurse(), "day_nurse": day.DayNurse()},
+                   "Board", msg) == "ok"
+    assert got == (list(night.LOG), list(day.LOG)) == ([("night ward", 3)], [("day ward", 3)])
+
+
+def test_module_aliases_are_one_name_per_module() -> None:
+    names = ["er6.night__shift", "er6__night.shift", "app._impl", "app_.impl", "a.b", "a__b",
+             "a_.b", "a._b", "a.b_", "a_u.b", "a_.ub", "bandit.services.risk"]
+    aliases = [module_alias(n) for n in names]
+    assert len(set(aliases)) == len(names), dict(zip(names, aliases, strict=True))
+    assert all(a.isidentifier() for a in aliases)
+
+
+# --- `type X = ...` in a handler body (3.12+) ------------------------------------------------
+
+TYPE_ALIAS_HANDLERS = """
+from typing import TypeVar
+from mycelium_mono import MessageHandler
+from ward6.messages import Arrived
+
+T = TypeVar("T")        # a module TypeVar named like the alias's own type parameter
+LOG = []
+
+
+class BedBoard(MessageHandler[Arrived]):
+    def handle(self, m):
+        type Bed = tuple[int, str]
+        type Queue[T] = list[T]
+        LOG.append((Bed.__name__, repr(Bed), Queue.__type_params__[0] is T,
+                    repr(Queue.__value__), m.acuity))
+"""
+
+TYPE_ALIAS_ROUTING = """
+from mycelium_mono import routing_config
+from ward6.messages import Arrived  # noqa: F401
+from ward6.handlers import BedBoard
+
+
+@routing_config(inline=INLINE)
+class Triage:
+    Arrived = [BedBoard]
+"""
+
+
+def test_a_type_alias_statement_in_a_handler_keeps_its_name_and_its_type_parameter(
+        tmp_path: Path, build: Build) -> None:
+    # Inlined, `type Bed = ...` became `type h1_Bed = ...` (so `Bed.__name__` was "h1_Bed") and
+    # the `T` in `type Queue[T] = list[T]` was read through the module as its TypeVar `T`.
+    if sys.version_info < (3, 12):
+        # `type X = ...` is syntax from 3.12 on: on 3.11 no handler can contain one.
+        with pytest.raises(SyntaxError):
+            ast.parse(TYPE_ALIAS_HANDLERS)
+        return
+    routing = load_build(tmp_path, "ward6", {"messages": WARD_MESSAGES,
+                                             "handlers": TYPE_ALIAS_HANDLERS,
+                                             "routing": TYPE_ALIAS_ROUTING}, build)
+    handlers: ModuleType = sys.modules["ward6.handlers"]
+    msg = handlers.Arrived(2)
+    assert on_bus(routing.Triage(bed_board=handlers.BedBoard()), msg) == "ok"
+    got = list(handlers.LOG)
+    handlers.LOG.clear()
+    assert by_hand({"bed_board": handlers.BedBoard()}, "Triage", msg) == "ok"
+    assert got == handlers.LOG == [("Bed", "Bed", False, "list[T]", 2)]
+    if build.inline:
+        (note,) = routing.Triage.__mycelium_notes__
+        assert note[3] == "call" and "type alias" in note[4], note
+
+
+# --- an unbound local caught by `except*` ----------------------------------------------------
+
+STAR_HANDLERS = """
+from mycelium_mono import MessageHandler
+from ward6.messages import Arrived
+
+LOG = []
+
+
+class Intake(MessageHandler[Arrived]):
+    def handle(self, m):
+        if m.acuity > 3:
+            bay = m.acuity
+        try:
+            LOG.append(("bay", bay))
+        except* UnboundLocalError as eg:
+            LOG.append(("intake caught", [str(e) for e in eg.exceptions]))
+
+
+class Nurse(MessageHandler[Arrived]):
+    def handle(self, m):
+        if m.acuity > 3:
+            cot = m.acuity
+        try:
+            LOG.append(("cot", cot))
+        except* NameError:
+            LOG.append("nurse saw it")
+            raise
+
+
+class Porter(MessageHandler[Arrived]):
+    def handle(self, m):
+        try:
+            LOG.append(("chair", chair))
+        except* KeyError:
+            pass
+        chair = 1
+"""
+
+STAR_ROUTING = """
+from mycelium_mono import routing_config
+from ward6.messages import Arrived  # noqa: F401
+from ward6.handlers import Intake, Nurse, Porter
+
+
+@routing_config(inline=INLINE)
+class Triage:
+    Arrived = [Intake, Nurse, Porter]
+"""
+
+
+def test_an_unbound_local_caught_by_except_star_names_the_local_as_the_handler_wrote_it(
+        tmp_path: Path, build: Build) -> None:
+    # A plain `except` block of an inlined body mends an UnboundLocalError's text ('h1_bay' ->
+    # 'bay'); an `except*` block did not: its group's leaves said 'h1_bay', and a group
+    # re-raised from it carried 'h2_cot' out of the emit.
+    routing = load_build(tmp_path, "ward6", {"messages": WARD_MESSAGES,
+                                             "handlers": STAR_HANDLERS,
+                                             "routing": STAR_ROUTING}, build)
+    handlers: ModuleType = sys.modules["ward6.handlers"]
+    names = ("intake", "nurse", "porter")
+    classes = (handlers.Intake, handlers.Nurse, handlers.Porter)
+    assert inlined(routing.Triage) == (set(names) if build.inline else set())
+    unbound = "cannot access local variable '{}' where it is not associated with a value"
+    for acuity in (1, 5):
+        msg = handlers.Arrived(acuity)
+        handlers.LOG.clear()
+        got = on_bus(routing.Triage(**{n: c() for n, c in zip(names, classes, strict=True)}),
+                     msg)
+        got_log = list(handlers.LOG)
+        handlers.LOG.clear()
+        expected = by_hand({n: c() for n, c in zip(names, classes, strict=True)}, "Triage", msg)
+        assert (got, got_log) == (expected, handlers.LOG), acuity
+    # The hand-written outcome of the last cold arrival, spelled out.
+    assert got_log[:2] == [("bay", 5), ("cot", 5)]
+    msg = handlers.Arrived(1)
+    handlers.LOG.clear()
+    outcome = on_bus(routing.Triage(**{n: c() for n, c in zip(names, classes, strict=True)}), msg)
+    assert handlers.LOG == [("intake caught", [unbound.format("bay")]), "nurse saw it"]
+    assert outcome == ("group", "emit_arrived: 2 handler(s) failed (nurse.handle, porter.handle)",
+                       (("group", "", (("UnboundLocalError", unbound.format("cot")),)),
+                        ("UnboundLocalError", unbound.format("chair"))))
