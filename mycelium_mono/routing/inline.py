@@ -24,8 +24,9 @@ meaning:
 
 Everything the rewrite cannot prove keeps the call: closures and ``super()``, generators,
 ``global``/``nonlocal``, a ``break``/``continue`` in a ``finally`` block, frame and namespace
-introspection, nested functions, imports in the body, decorators, defaults or extra parameters,
-a class with its own ``__getattribute__``, a name the module does not define.
+introspection (``warn()`` included: it attributes the warning to its caller's module),
+nested functions, imports in the body, decorators, defaults or extra parameters, a class
+with its own ``__getattribute__``, a name the module does not define.
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
@@ -358,6 +359,12 @@ def _unsupported_node(node: ast.AST) -> str | None:
         return f"uses {node.id}"
     if isinstance(node, ast.Attribute) and node.attr in _FRAME_ATTRS:
         return f"inspects frames (.{node.attr})"
+    if (isinstance(node, ast.Attribute) and node.attr == "warn") or (
+            isinstance(node, ast.Name) and node.id == "warn"):
+        # warnings.warn reads its caller's frame: inlined, the warning is the routing
+        # module's (its `module=` filters, its registry), and a filter that turns the
+        # handler module's warnings into errors no longer fires.
+        return "calls warn(): the warning would be attributed to the routing module"
     if isinstance(node, ast.Try | ast.TryStar) and _leaves_loop(node.finalbody):
         # A `break`/`continue` in a `finally` cancels a `return` of its `try`; inlined, that
         # return has already set its flag and the code after the loop would be skipped.
