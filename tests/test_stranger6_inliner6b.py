@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 from helpers_shapes import BUILDS, Build, inlined, load_build, write_package
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mycelium_mono.pytest_plugin import forget_modules
 from mycelium_mono.routing.inline import module_alias
 
@@ -136,6 +139,21 @@ def test_module_aliases_are_one_name_per_module() -> None:
     aliases = [module_alias(n) for n in names]
     assert len(set(aliases)) == len(names), dict(zip(names, aliases, strict=True))
     assert all(a.isidentifier() for a in aliases)
+
+
+_MODULE = st.lists(st.sampled_from(["a", "u", "_", "."]), min_size=1, max_size=7).map(
+    "".join).filter(lambda name: all(name.split(".")))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_MODULE, _MODULE)
+def test_two_module_names_never_share_an_alias(a: str, b: str) -> None:
+    # Besides two drawn names, the names `a` turns into when a `.` is spelled `__` (or back),
+    # or `_` and `.` trade places: the spellings an alias might confuse.
+    variants = {b, a.replace(".", "__"), a.replace("__", "."), a.replace("_.", "._"),
+                a.replace("._", "_."), a.replace("_", ".", 1)}
+    for other in (v for v in variants if all(v.split("."))):
+        assert (module_alias(a) == module_alias(other)) == (a == other), (a, other)
 
 
 # --- `type X = ...` in a handler body (3.12+) ------------------------------------------------
@@ -275,3 +293,55 @@ def test_an_unbound_local_caught_by_except_star_names_the_local_as_the_handler_w
     assert outcome == ("group", "emit_arrived: 2 handler(s) failed (nurse.handle, porter.handle)",
                        (("group", "", (("UnboundLocalError", unbound.format("cot")),)),
                         ("UnboundLocalError", unbound.format("chair"))))
+
+
+# --- frame functions imported by name --------------------------------------------------------
+
+FRAME_HANDLERS = """
+import traceback
+from inspect import currentframe
+from sys import _getframe
+from mycelium_mono import MessageHandler
+from ward6.messages import Arrived
+
+LOG = []
+
+
+class Chart(MessageHandler[Arrived]):
+    def handle(self, m):
+        LOG.append(("chart", _getframe().f_code.co_name, currentframe().f_code.co_name))
+
+
+class Porter(MessageHandler[Arrived]):
+    def handle(self, m):
+        LOG.append(("porter", traceback.extract_stack(limit=1)[0].name, m.acuity))
+"""
+
+FRAME_ROUTING = """
+from mycelium_mono import routing_config
+from ward6.messages import Arrived  # noqa: F401
+from ward6.handlers import Chart, Porter
+
+
+@routing_config(inline=INLINE)
+class Triage:
+    Arrived = [Chart, Porter]
+"""
+
+
+def test_a_body_reading_its_frame_through_a_bare_name_keeps_the_call(
+        tmp_path: Path, build: Build) -> None:
+    # `.f_back`, `sys._getframe` and `inspect.stack` kept the call; `from sys import _getframe`
+    # and `traceback.extract_stack` did not: inlined, the frame was the emit's ("emit_arrived").
+    routing = load_build(tmp_path, "ward6", {"messages": WARD_MESSAGES,
+                                             "handlers": FRAME_HANDLERS,
+                                             "routing": FRAME_ROUTING}, build)
+    handlers: ModuleType = sys.modules["ward6.handlers"]
+    msg = handlers.Arrived(4)
+    assert on_bus(routing.Triage(chart=handlers.Chart(), porter=handlers.Porter()), msg) == "ok"
+    got = list(handlers.LOG)
+    handlers.LOG.clear()
+    assert by_hand({"chart": handlers.Chart(), "porter": handlers.Porter()}, "Triage",
+                   msg) == "ok"
+    assert got == handlers.LOG == [("chart", "handle", "handle"), ("porter", "handle", 4)]
+    assert inlined(routing.Triage) == set()

@@ -86,7 +86,10 @@ SUPPORT_ALIAS = "_mycelium_inline"
 _INTROSPECTION = frozenset({"locals", "vars", "globals", "dir", "eval", "exec", "super",
                             "__class__", "breakpoint"})
 _FRAME_ATTRS = frozenset({"_getframe", "currentframe", "f_back", "f_locals", "f_globals",
-                          "stack", "getframeinfo"})
+                          "stack", "getframeinfo", "extract_stack", "format_stack",
+                          "print_stack", "walk_stack", "getouterframes"})
+# The frame functions as bare names (`from sys import _getframe`): not `stack`, a common local.
+_FRAME_NAMES = _FRAME_ATTRS - {"stack", "f_back", "f_locals", "f_globals"}
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,9 @@ def _unsupported_node(node: ast.AST) -> str | None:
         return f"uses {node.id}"
     if isinstance(node, ast.Attribute) and node.attr in _FRAME_ATTRS:
         return f"inspects frames (.{node.attr})"
+    if isinstance(node, ast.Name) and node.id in _FRAME_NAMES:
+        # `from sys import _getframe`: inlined, `_getframe().f_code.co_name` was the emit's.
+        return f"inspects frames ({node.id})"
     if (isinstance(node, ast.Attribute) and node.attr == "warn") or (
             isinstance(node, ast.Name) and node.id == "warn"):
         # warnings.warn reads its caller's frame: inlined, the warning is the routing
