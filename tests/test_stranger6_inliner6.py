@@ -222,6 +222,69 @@ def test_a_warning_filter_on_the_handler_module_applies_on_every_build(
         ("handlers.py", "paper intake form"), ("handlers.py", "acuity over 3 on the legacy scale")]
 
 
+# --- a station that changes its own behaviour (the state pattern) ---------------------------
+
+STATE_HANDLERS = """
+from mycelium_mono import MessageHandler
+from triage.messages import Arrival
+
+LOG = []
+
+
+class Intake(MessageHandler[Arrival]):
+    def handle(self, patient):
+        LOG.append(("intake", patient.acuity))
+        if patient.acuity > 2:
+            self.__class__ = BusyIntake       # the next patient meets the busy desk
+
+
+class BusyIntake(Intake):
+    def handle(self, patient):
+        LOG.append(("intake busy", patient.acuity))
+
+
+class Nurse(MessageHandler[Arrival]):
+    def handle(self, patient):
+        LOG.append(("nurse", patient.acuity))
+        if patient.acuity > 2:
+            self.handle = self.on_break
+
+
+    def on_break(self, patient):
+        LOG.append(("nurse on break", patient.acuity))
+
+
+class Porter(MessageHandler[Arrival]):
+    def handle(self, patient):
+        LOG.append(("porter", patient.acuity))
+        if patient.acuity > 3:
+            setattr(self, "handle", self.off_shift)
+
+    def off_shift(self, patient):
+        LOG.append(("porter off shift", patient.acuity))
+"""
+
+
+def test_a_station_that_swaps_its_own_class_or_method_is_seen_by_the_next_emit(
+        tmp_path: Path, build: Build) -> None:
+    """``self.__class__ = BusyIntake`` / ``self.handle = self.on_break``: called, the next
+    patient is handled by the new method. Inlined, the guard (run when the bus is built)
+    never looked again and the next emit pasted the old body onto the busy desk."""
+    routing, module = load(tmp_path, build, STATE_HANDLERS, BOARD_ROUTING)
+    if build.inline:
+        reasons = {attr: reason for _, attr, _, mode, reason in routing.Board.__mycelium_notes__}
+        assert "__class__" in reasons["intake"] and ".handle" in reasons["nurse"]
+        assert "setattr()" in reasons["porter"]
+    bus = routing.Board(intake=module.Intake(), nurse=module.Nurse(), porter=module.Porter())
+    for acuity in (1, 3, 4, 5):
+        bus.emit(module.Arrival(acuity))
+    assert module.LOG == [
+        ("intake", 1), ("nurse", 1), ("porter", 1),
+        ("intake", 3), ("nurse", 3), ("porter", 3),
+        ("intake busy", 4), ("nurse on break", 4), ("porter", 4),
+        ("intake busy", 5), ("nurse on break", 5), ("porter off shift", 5)]
+
+
 # --- what handler bodies contain: many shapes against hand-written calls ---------------------
 
 SHAPE_HANDLERS = """

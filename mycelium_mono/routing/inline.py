@@ -330,7 +330,36 @@ def _unsupported(node: ast.FunctionDef) -> str | None:
         problem = _unsupported_node(child)
         if problem is not None:
             return problem
+    return _swaps_own_behaviour(node)
+
+
+_BEHAVIOUR_ATTRS = frozenset({"__class__", "__dict__", "handle"})
+
+
+def _swaps_own_behaviour(node: ast.FunctionDef) -> str | None:
+    """A body that sets ``self.__class__``, its own method or ``__dict__`` (the state pattern:
+    ``self.__class__ = BusyNurse``, ``self.handle = self.busy``) changes which code the next
+    message runs. Called, the next emit runs the new method; the guard that would see it runs
+    only when the bus is built, so inlined, the next emit pasted the old body again."""
+    names = _BEHAVIOUR_ATTRS | {node.name}
+    for child in _walk_body(node):
+        if isinstance(child, ast.Attribute) and (
+                child.attr == "__dict__"
+                or (child.attr in names and isinstance(child.ctx, ast.Store | ast.Del))):
+            return f"sets .{child.attr}: the next message may be handled by other code"
+        if isinstance(child, ast.Call) and _called_name(child) in _SETATTRS and any(
+                isinstance(arg, ast.Constant) and arg.value in names for arg in child.args):
+            return (f"sets its method or class through {_called_name(child)}(): the next "
+                    "message may be handled by other code")
     return None
+
+
+_SETATTRS = frozenset({"setattr", "delattr", "__setattr__", "__delattr__"})
+
+
+def _called_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
 
 
 def _is_handles(node: ast.expr) -> bool:
