@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from helpers_shapes import BUILDS, Build, inlined, load_build, write_package
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -284,12 +283,12 @@ def test_an_unbound_local_caught_by_except_star_names_the_local_as_the_handler_w
         handlers.LOG.clear()
         expected = by_hand({n: c() for n, c in zip(names, classes, strict=True)}, "Triage", msg)
         assert (got, got_log) == (expected, handlers.LOG), acuity
-    # The hand-written outcome of the last cold arrival, spelled out.
+    # Spelled out: a warm arrival (5) binds every local; a cold one (1) leaves three unbound.
     assert got_log[:2] == [("bay", 5), ("cot", 5)]
     msg = handlers.Arrived(1)
     handlers.LOG.clear()
     outcome = on_bus(routing.Triage(**{n: c() for n, c in zip(names, classes, strict=True)}), msg)
-    assert handlers.LOG == [("intake caught", [unbound.format("bay")]), "nurse saw it"]
+    assert [("intake caught", [unbound.format("bay")]), "nurse saw it"] == handlers.LOG
     assert outcome == ("group", "emit_arrived: 2 handler(s) failed (nurse.handle, porter.handle)",
                        (("group", "", (("UnboundLocalError", unbound.format("cot")),)),
                         ("UnboundLocalError", unbound.format("chair"))))
@@ -345,3 +344,92 @@ def test_a_body_reading_its_frame_through_a_bare_name_keeps_the_call(
                    msg) == "ok"
     assert got == handlers.LOG == [("chart", "handle", "handle"), ("porter", "handle", 4)]
     assert inlined(routing.Triage) == set()
+
+
+# --- a handler module that swapped its module class ------------------------------------------
+
+SWAPPED_HANDLERS = """
+import sys
+import types
+from mycelium_mono import MessageHandler
+from ward6.messages import Arrived
+
+LOG = []
+BEDS = 4
+READS = []
+
+
+class _Ward(types.ModuleType):
+    # What `ward6.handlers.X` says from outside: a deprecated name, and every read counted.
+    @property
+    def BEDS(self):
+        return 99
+
+    def __getattribute__(self, name):
+        if name == "LOG":
+            READS.append(name)
+        return super().__getattribute__(name)
+
+
+if SWAP:
+    sys.modules[__name__].__class__ = _Ward
+
+
+class Beds(MessageHandler[Arrived]):
+    def handle(self, m):
+        LOG.append(("beds", BEDS, m.acuity))
+
+
+class Chart(MessageHandler[Arrived]):
+    def handle(self, m):
+        LOG.append(("chart", m.acuity))
+"""
+
+SWAPPED_ROUTING = """
+from mycelium_mono import routing_config
+from ward6.messages import Arrived  # noqa: F401
+from ward6.handlers import Beds, Chart
+
+
+@routing_config(inline=INLINE)
+class Triage:
+    Arrived = [Beds, Chart]
+"""
+
+
+def _swapped(tmp_path: Path, build: Build, swap: bool) -> tuple[ModuleType, ModuleType]:
+    routing = load_build(tmp_path, "ward6", {
+        "messages": WARD_MESSAGES, "handlers": SWAPPED_HANDLERS.replace("SWAP", str(swap)),
+        "routing": SWAPPED_ROUTING}, build)
+    return routing, sys.modules["ward6.handlers"]
+
+
+def test_a_handler_module_with_its_own_module_class_is_read_as_its_globals_are(
+        tmp_path: Path, build: Build) -> None:
+    # Inlined, globals were read as `<module alias>.BEDS`: through the module's class, whose
+    # property said 99 and whose __getattribute__ saw every read, where the method's own
+    # global lookup reads the module's dict (4, and nothing counted).
+    routing, handlers = _swapped(tmp_path, build, swap=True)
+    log, reads = vars(handlers)["LOG"], vars(handlers)["READS"]   # not counted as reads
+    msg = handlers.Arrived(2)
+    assert on_bus(routing.Triage(beds=handlers.Beds(), chart=handlers.Chart()), msg) == "ok"
+    got = (list(log), list(reads))
+    log.clear()
+    reads.clear()
+    assert by_hand({"beds": handlers.Beds(), "chart": handlers.Chart()}, "Triage", msg) == "ok"
+    assert got == (log, reads) == ([("beds", 4, 2), ("chart", 2)], [])
+    assert inlined(routing.Triage) == set()
+
+
+def test_a_module_class_swapped_after_the_bus_was_generated_makes_the_bus_call(
+        tmp_path: Path, build: Build) -> None:
+    # The hook's cache may hold a bus generated in a process where the module kept its plain
+    # class: the guard, run when a bus is built, must see the swap too.
+    routing, handlers = _swapped(tmp_path, build, swap=False)
+    assert inlined(routing.Triage) == ({"beds", "chart"} if build.inline else set())
+    log, reads = handlers.LOG, handlers.READS
+    handlers.__class__ = handlers._Ward
+    msg = vars(handlers)["Arrived"](3)
+    beds, chart = vars(handlers)["Beds"](), vars(handlers)["Chart"]()
+    assert on_bus(routing.Triage(beds=beds, chart=chart), msg) == "ok"
+    assert (log, reads) == ([("beds", 4, 3), ("chart", 3)], [])

@@ -461,6 +461,10 @@ class _Rewriter:
         for stmt in renamed:
             _unrename_in_handlers(stmt)
         # Not `h1_returned`: every `h1_<name>` is some local's new name.
+        differ = _module_reads_differ(sys.modules.get(self.source.module),
+                                      tuple(self.read_from_module))
+        if differ is not None:
+            return NotInlined(differ)
         returns = _Returns(f"returned_{self.instance}", f"returning_{self.instance}")
         rewritten = returns.rewrite(renamed)
         statements = [*prologue, *rewritten,
@@ -888,6 +892,33 @@ def _globals_rebound(module: str, as_builtins: tuple[str, ...],
     if missing:
         return (f"{module} no longer binds {missing[0]!r}, which the inlined body reads "
                 "from it: its method is called")
+    differ = _module_reads_differ(loaded, from_module)
+    if differ is not None:
+        return f"{differ}: its method is called"
+    return None
+
+
+def _module_reads_differ(loaded: object, names: tuple[str, ...]) -> str | None:
+    """Why reading ``names`` as attributes of the module ``loaded`` may not give what the
+    method's own global lookups give (None: it gives the same). A global lookup reads the
+    module's dict; an attribute read goes through the module's class, which a module may have
+    swapped for its own (``sys.modules[__name__].__class__ = Lazy``): its ``__getattribute__``
+    or a property named like a global answered the inlined read instead of the dict."""
+    cls = type(loaded)
+    if loaded is None or cls is types.ModuleType or not names:
+        return None
+    if getattr(cls, "__getattribute__", None) is not types.ModuleType.__getattribute__:
+        return (f"module {getattr(loaded, '__name__', '?')} is a {cls.__qualname__} with its "
+                "own __getattribute__: a read through the module is not its global lookup")
+    own = [klass for klass in cls.__mro__ if klass not in types.ModuleType.__mro__]
+    for name in names:
+        for klass in own:
+            attr = vars(klass).get(name)
+            if attr is not None and (hasattr(type(attr), "__set__")
+                                     or hasattr(type(attr), "__delete__")):
+                return (f"module {getattr(loaded, '__name__', '?')}'s class "
+                        f"{cls.__qualname__} defines {name!r} (a descriptor): a read through "
+                        "the module is not its global lookup")
     return None
 
 
