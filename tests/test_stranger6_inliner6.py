@@ -470,7 +470,12 @@ from triage.handlers import (Station, Resus, Audited, Stamped, Defaults, Shadow,
 @routing_config(inline=INLINE)
 class Board:
     Arrival = [{}]
-""".format(", ".join(NAMES[a] for a in ORDER))
+
+
+@routing_config(inline=INLINE)
+class NightBoard:
+    Arrival = [{}]
+""".format(", ".join(NAMES[a] for a in ORDER), ", ".join(NAMES[a] for a in ORDER[::-1]))
 
 # The bodies the inliner may paste; every other one must keep its call (super(), a wrapper or
 # any decorator, defaults, a lambda, locals()).
@@ -515,16 +520,18 @@ def test_handler_bodies_of_every_shape_behave_like_hand_written_calls_on_every_b
     failures and state hand-written calls leave."""
     results = {}
     for build, routing, module in shape_builds:
-        if build.inline:
-            assert inlined(routing.Board) == INLINABLE, build.name
-        hand_services = {a: getattr(module, NAMES[a])() for a in ORDER}
-        hand = HandWritten(hand_services, ORDER, "Board")
-        expected = run(hand.emit, module, hand_services, acuities)
-        services = {a: getattr(module, NAMES[a])() for a in ORDER}
-        bus = routing.Board(**services)
-        assert getattr(bus, "_mycelium_inline_ok", False) is build.inline, build.name
-        got = run(bus.emit, module, services, acuities)
-        assert got == expected, build.name
-        results[build.name] = got
-    assert len({repr(r) for r in results.values()}) == 1
+        for board, order in (("Board", ORDER), ("NightBoard", ORDER[::-1])):
+            bus_cls = getattr(routing, board)
+            if build.inline:
+                assert inlined(bus_cls) == INLINABLE, build.name
+            hand_services = {a: getattr(module, NAMES[a])() for a in ORDER}
+            hand = HandWritten(hand_services, order, board)
+            expected = run(hand.emit, module, hand_services, acuities)
+            services = {a: getattr(module, NAMES[a])() for a in ORDER}
+            bus = bus_cls(**services)
+            assert getattr(bus, "_mycelium_inline_ok", False) is build.inline, build.name
+            got = run(bus.emit, module, services, acuities)
+            assert got == expected, (build.name, board)
+            results[build.name, board] = got
+    assert len({repr(r) for (_, board), r in results.items() if board == "Board"}) == 1
 # --- inliner6-A (the other helper appends below this line) ---------------------------------
