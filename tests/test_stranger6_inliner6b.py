@@ -433,3 +433,68 @@ def test_a_module_class_swapped_after_the_bus_was_generated_makes_the_bus_call(
     beds, chart = vars(handlers)["Beds"](), vars(handlers)["Chart"]()
     assert on_bus(routing.Triage(beds=beds, chart=chart), msg) == "ok"
     assert (log, reads) == ([("beds", 4, 3), ("chart", 3)], [])
+
+
+# --- a nurse covering for a colleague: her bound method on his instance ----------------------
+
+COVER_HANDLERS = """
+from mycelium_mono import MessageHandler
+from ward6.messages import Arrived
+
+
+class Nurse(MessageHandler[Arrived]):
+    def __init__(self, covering=None):
+        self.patients = []
+        if covering is not None:
+            self.handle = covering.handle   # her list gets the patients while she covers
+
+
+    def handle(self, m):
+        self.patients.append(m.acuity)
+
+
+class Porter(MessageHandler[Arrived]):
+    def __init__(self):
+        self.trips = 0
+
+    def handle(self, m):
+        self.trips += 1
+"""
+
+COVER_ROUTING = """
+from mycelium_mono import routing_config
+from ward6.messages import Arrived  # noqa: F401
+from ward6.handlers import Nurse, Porter
+
+
+@routing_config(inline=INLINE)
+class Triage:
+    Arrived = [Porter, Nurse]
+"""
+
+
+def test_a_service_whose_handle_is_a_colleagues_bound_method_is_handled_by_the_colleague(
+        tmp_path: Path, build: Build) -> None:
+    # The guard compared only the function behind `bob.handle`: the same `Nurse.handle`, so the
+    # bus ran the inlined body with `self` = bob, where the call runs it on ann.
+    routing = load_build(tmp_path, "ward6", {"messages": WARD_MESSAGES,
+                                             "handlers": COVER_HANDLERS,
+                                             "routing": COVER_ROUTING}, build)
+    handlers: ModuleType = sys.modules["ward6.handlers"]
+    assert inlined(routing.Triage) == ({"porter", "nurse"} if build.inline else set())
+    states = []
+    for use_bus in (True, False):
+        ann = handlers.Nurse()
+        services = {"porter": handlers.Porter(), "nurse": handlers.Nurse(covering=ann)}
+        bus = routing.Triage(**services) if use_bus else None
+        for acuity in (2, 5):
+            msg = handlers.Arrived(acuity)
+            outcome = on_bus(bus, msg) if bus else by_hand(services, "Triage", msg)
+            assert outcome == "ok"
+        states.append((ann.patients, services["nurse"].patients, services["porter"].trips))
+    assert states[0] == states[1] == ([2, 5], [], 2)
+    # Its own bound method (an instance attribute that changes nothing) is still inlined.
+    nurse = handlers.Nurse()
+    nurse.handle = nurse.handle
+    bus = routing.Triage(porter=handlers.Porter(), nurse=nurse)
+    assert getattr(bus, "_mycelium_inline_ok", False) is build.inline

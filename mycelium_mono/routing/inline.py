@@ -865,7 +865,11 @@ def guard_failures(bus: Any) -> list[str]:
         # Not `method in service.__dict__`: on 3.11 touching __dict__ materialises it and every
         # later `self.n` on that instance misses the fast path (63 -> 103 ns per access,
         # measured). The bound method tells the same without looking.
-        if getattr(getattr(service, method, None), "__func__", None) is not fn:
+        # And bound to this very service: `self.handle = colleague.handle` keeps the function
+        # but calls it on the colleague, where the inlined body ran it on the service itself.
+        bound = getattr(service, method, None)
+        if (getattr(bound, "__func__", None) is not fn
+                or getattr(bound, "__self__", None) is not service):
             problems.append(f"{attr}.{method} is replaced on the instance")
             continue
         rebound = _globals_rebound(*names) if names else None
