@@ -370,11 +370,19 @@ def failed(
     """
     if errors is None and isinstance(exc, BusDetachedError) and exc.source is bus._background:
         raise exc  # the detached bus's slot refused the access, as every later one would
-    exc.add_note(f"raised in {type(bus).__name__} by {where}")
+    note_once(exc, f"raised in {type(bus).__name__} by {where}")
     if errors is None:
         return [(where, exc)]
     errors.append((where, exc))
     return errors
+
+
+def note_once(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` unless ``exc`` carries that note already: a handler raising one
+    module-level exception object (``raise BAY_FULL``) on every message gained one more note
+    per failed emit, without end, where the call it stands for adds none."""
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
 
 
 def wrong_service(bus: GeneratedBus, name: str, expected: type, got: object) -> TypeError:

@@ -498,3 +498,59 @@ def test_a_service_whose_handle_is_a_colleagues_bound_method_is_handled_by_the_c
     nurse.handle = nurse.handle
     bus = routing.Triage(porter=handlers.Porter(), nurse=nurse)
     assert getattr(bus, "_mycelium_inline_ok", False) is build.inline
+
+
+# --- one exception object raised on every message ----------------------------------------------
+
+FULL_HANDLERS = """
+from mycelium_mono import MessageHandler
+from ward6.messages import Arrived
+
+BAY_FULL = RuntimeError("resus bay full")   # one object, raised again and again
+
+
+class Resus(MessageHandler[Arrived]):
+    def handle(self, m):
+        raise BAY_FULL
+
+
+class Chart(MessageHandler[Arrived]):
+    def __init__(self):
+        self.rows = 0
+
+    def handle(self, m):
+        self.rows += 1
+"""
+
+FULL_ROUTING = """
+from mycelium_mono import routing_config
+from ward6.messages import Arrived  # noqa: F401
+from ward6.handlers import Chart, Resus
+
+
+@routing_config(inline=INLINE)
+class Triage:
+    Arrived = [Resus, Chart]
+"""
+
+
+def test_an_exception_object_raised_on_every_emit_does_not_gain_a_note_per_emit(
+        tmp_path: Path, build: Build) -> None:
+    # Every failed emit added "raised in Triage by resus.handle" (and, inlined, "inlined
+    # Resus.handle raised at ...") to the one BAY_FULL object: after a night of arrivals its
+    # traceback printed thousands of notes. The calls it stands for add none.
+    routing = load_build(tmp_path, "ward6", {"messages": WARD_MESSAGES,
+                                             "handlers": FULL_HANDLERS,
+                                             "routing": FULL_ROUTING}, build)
+    handlers: ModuleType = sys.modules["ward6.handlers"]
+    chart = handlers.Chart()
+    bus = routing.Triage(resus=handlers.Resus(), chart=chart)
+    notes = []
+    for acuity in range(5):
+        outcome = on_bus(bus, handlers.Arrived(acuity))
+        assert outcome == ("group", "emit_arrived: 1 handler(s) failed (resus.handle)",
+                           (("RuntimeError", "resus bay full"),))
+        notes.append(list(getattr(handlers.BAY_FULL, "__notes__", [])))
+    assert chart.rows == 5
+    assert all(n == notes[0] for n in notes), notes
+    assert len(notes[0]) == (2 if build.inline else 1), notes[0]

@@ -962,8 +962,10 @@ def located(exc: Exception,
     _unrename(exc)
     line = _raising_line(exc, digest, runs) or firstlineno
     text = linecache.getline(filename, line).strip()
-    exc.add_note(f"inlined {qualname} raised at {filename}:{line}: {text}\n"
-                 "(build the bus with inline=False to see the handler's own frame)")
+    note = (f"inlined {qualname} raised at {filename}:{line}: {text}\n"
+            "(build the bus with inline=False to see the handler's own frame)")
+    if note not in getattr(exc, "__notes__", ()):  # one exception object raised again and again
+        exc.add_note(note)
     return exc
 
 
