@@ -554,3 +554,130 @@ def test_an_exception_object_raised_on_every_emit_does_not_gain_a_note_per_emit(
     assert chart.rows == 5
     assert all(n == notes[0] for n in notes), notes
     assert len(notes[0]) == (2 if build.inline else 1), notes[0]
+
+
+# --- generated: what a service instance carries when the bus is built ------------------------
+
+GUARD_HANDLERS = """
+import functools
+import types
+from mycelium_mono import MessageHandler
+from ward6.messages import Arrived
+
+LOG = []
+
+
+class Station(MessageHandler[Arrived]):
+    def __init__(self, name):
+        self.name = name
+        self.seen = []
+
+
+class Nurse(Station):
+    def handle(self, m):
+        self.seen.append(m.acuity)
+        LOG.append(("nurse", self.name, m.acuity))
+
+
+class Porter(Station):
+    def handle(self, m):
+        self.seen.append(-m.acuity)
+        LOG.append(("porter", self.name, m.acuity))
+
+
+class Chart(Station):
+    def handle(self, m):
+        if m.acuity == 4:
+            raise LookupError(f"no chart for {self.name}")
+        self.seen.append(m.acuity * 10)
+        LOG.append(("chart", self.name, m.acuity))
+
+
+class SubNurse(Nurse):
+    def handle(self, m):
+        LOG.append(("sub nurse", self.name, m.acuity))
+
+
+def tweak(service, how, colleague):
+    '''What a service instance may carry in its __dict__ when the bus is built.'''
+    cls = type(service)
+    if how == "own bound":
+        service.handle = service.handle
+    elif how == "colleague's bound":
+        service.handle = colleague.handle
+    elif how == "partial on colleague":
+        service.handle = functools.partial(cls.handle, colleague)
+    elif how == "method type on colleague":
+        service.handle = types.MethodType(cls.handle, colleague)
+    elif how == "lambda":
+        service.handle = lambda m: LOG.append(("lambda", service.name, m.acuity))
+    elif how == "subclass" and cls is Nurse:
+        service.__class__ = SubNurse
+"""
+
+GUARD_ROUTING = """
+from mycelium_mono import routing_config
+from ward6.messages import Arrived  # noqa: F401
+from ward6.handlers import Chart, Nurse, Porter
+
+
+@routing_config(inline=INLINE)
+class Triage:
+    Arrived = [Nurse, Porter, Chart]
+"""
+
+TWEAKS = ("none", "own bound", "colleague's bound", "partial on colleague",
+          "method type on colleague", "lambda", "subclass")
+STATIONS = (("nurse", "Nurse"), ("porter", "Porter"), ("chart", "Chart"))
+
+
+@pytest.fixture(scope="module")
+def guard_builds(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    loaded = {}
+    for build in BUILDS:
+        root = tmp_path_factory.mktemp(f"guard-{build.name}")
+        routing = load_build(root, "ward6", {"messages": WARD_MESSAGES,
+                                             "handlers": GUARD_HANDLERS,
+                                             "routing": GUARD_ROUTING}, build)
+        loaded[build.name] = (routing, sys.modules["ward6.handlers"])
+        forget_modules("ward6")
+    return loaded
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.tuples(*(st.sampled_from(TWEAKS) for _ in STATIONS)),
+       st.lists(st.integers(1, 6), min_size=1, max_size=4),
+       st.sampled_from(["constructor", "reassigned"]))
+def test_generated_service_instances_behave_like_hand_written_calls_on_every_build(
+        guard_builds: Any, tweaks: tuple[str, ...], feed: list[int], when: str) -> None:
+    # The inline guard decides, when the bus is built or a service is reassigned, whether
+    # the pasted bodies may run: whatever the instances carry, the bus must do what calling
+    # `service.handle(msg)` does, on every build.
+    results = []
+    for build in BUILDS:
+        routing, handlers = guard_builds[build.name]
+        for use_bus in (True, False):
+            handlers.LOG.clear()
+            services, colleagues = {}, {}
+            for (attr, cls_name), how in zip(STATIONS, tweaks, strict=True):
+                cls = getattr(handlers, cls_name)
+                services[attr] = cls(attr)
+                colleagues[attr] = cls(f"{attr}'s colleague")
+                if when == "constructor" or not use_bus:
+                    handlers.tweak(services[attr], how, colleagues[attr])
+            bus = routing.Triage(**services) if use_bus else None
+            if bus is not None and when == "reassigned":
+                for (attr, _), how in zip(STATIONS, tweaks, strict=True):
+                    fresh = type(services[attr])(attr)
+                    handlers.tweak(fresh, how, colleagues[attr])
+                    setattr(bus, attr, fresh)       # the guard runs again
+                    services[attr] = fresh
+            outcomes = [on_bus(bus, handlers.Arrived(a)) if bus is not None
+                        else by_hand(services, "Triage", handlers.Arrived(a)) for a in feed]
+            state = {name: (s.name, type(s).__name__, s.seen)
+                     for name, s in [*services.items(),
+                                     *((f"{k}'s colleague", c) for k, c in colleagues.items())]}
+            results.append((build.name, use_bus, outcomes, list(handlers.LOG), state))
+    expected = results[1][2:]
+    for name, use_bus, *got in results:
+        assert tuple(got) == expected, (name, use_bus, tweaks, when)
