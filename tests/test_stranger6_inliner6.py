@@ -277,7 +277,7 @@ def test_a_station_that_swaps_its_own_class_or_method_is_seen_by_the_next_emit(
     if build.inline:
         reasons = {attr: reason for _, attr, _, mode, reason in routing.Board.__mycelium_notes__}
         assert "__class__" in reasons["intake"] and ".handle" in reasons["nurse"]
-        assert "setattr()" in reasons["porter"]
+        assert "sets .handle" in reasons["porter"]
     bus = routing.Board(intake=module.Intake(), nurse=module.Nurse(), porter=module.Porter())
     for acuity in (1, 3, 4, 5):
         bus.emit(module.Arrival(acuity))
@@ -286,6 +286,80 @@ def test_a_station_that_swaps_its_own_class_or_method_is_seen_by_the_next_emit(
         ("intake", 3), ("nurse", 3), ("porter", 3),
         ("intake busy", 4), ("nurse on break", 4), ("porter", 4),
         ("intake busy", 5), ("nurse on break", 5), ("porter off shift", 5)]
+
+
+HELPER_STATE = """
+class Intake(MessageHandler[Arrival]):
+    def handle(self, patient):
+        LOG.append(("intake", patient.acuity))
+        if patient.acuity > 2:
+            self.go_busy()
+
+    def go_busy(self):
+        self.__class__ = BusyIntake
+
+
+class BusyIntake(Intake):
+    def handle(self, patient):
+        LOG.append(("intake busy", patient.acuity))
+
+
+class Shift:
+    def hand_over(self):
+        setattr(self, "handle", self.on_break)
+
+
+class Nurse(Shift, MessageHandler[Arrival]):
+    def handle(self, patient):
+        LOG.append(("nurse", patient.acuity))
+        if patient.acuity > 2:
+            self.hand_over()
+
+    def on_break(self, patient):
+        LOG.append(("nurse on break", patient.acuity))
+
+
+class Porter(MessageHandler[Arrival]):
+    def handle(self, patient):
+        LOG.append(("porter", patient.acuity))
+"""
+
+HELPER_HEADER = """
+from mycelium_mono import MessageHandler, routing_config
+from triage.messages import Arrival
+
+LOG = []
+"""
+
+
+@pytest.mark.parametrize("where", ["handler module", "routing module"])
+def test_a_station_that_swaps_its_class_through_a_helper_method_is_seen_by_the_next_emit(
+        tmp_path: Path, build: Build, where: str) -> None:
+    """The state pattern through a helper: ``self.go_busy()`` sets ``self.__class__``, a
+    mixin's ``hand_over()`` sets ``handle`` on the instance. The body itself assigns nothing,
+    so only a look at every method of the class's MRO tells that the next patient may meet
+    other code. Inlined without it, the next emit pasted the idle desk's body again."""
+    import sys
+
+    if where == "handler module":
+        routing, module = load(tmp_path, build, HELPER_HEADER + HELPER_STATE, BOARD_ROUTING)
+    else:
+        text = (HELPER_HEADER + HELPER_STATE + "\n\n@routing_config(inline=INLINE)\n"
+                "class Board:\n    Arrival = [Intake, Nurse, Porter]\n")
+        routing = load_build(tmp_path, PACKAGE, {"messages": MESSAGES, "routing": text}, build)
+        module = sys.modules[f"{PACKAGE}.routing"]
+    if build.inline:
+        assert inlined(routing.Board) == {"porter"}
+        reasons = {attr: reason for _, attr, _, mode, reason in routing.Board.__mycelium_notes__}
+        assert "go_busy sets .__class__" in reasons["intake"]
+        assert "hand_over sets .handle" in reasons["nurse"]
+    bus = routing.Board(intake=module.Intake(), nurse=module.Nurse(), porter=module.Porter())
+    for acuity in (1, 3, 4):
+        bus.emit(module.Arrival(acuity))
+    assert module.LOG == [
+        ("intake", 1), ("nurse", 1), ("porter", 1),
+        ("intake", 3), ("nurse", 3), ("porter", 3),
+        ("intake busy", 4), ("nurse on break", 4), ("porter", 4)]
 
 
 # --- what handler bodies contain: many shapes against hand-written calls ---------------------

@@ -26,7 +26,8 @@ Everything the rewrite cannot prove keeps the call: closures and ``super()``, ge
 ``global``/``nonlocal``, a ``break``/``continue`` in a ``finally`` block, frame and namespace
 introspection (``warn()`` included: it attributes the warning to its caller's module),
 nested functions, imports in the body, decorators, defaults or extra parameters, a class
-with its own ``__getattribute__``, a name the module does not define.
+with its own ``__getattribute__``, a name the module does not define, a class whose methods
+swap the instance's ``__class__`` or handler method (:func:`live_swapper`).
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
@@ -46,6 +47,7 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import dis
 import functools
 import inspect
 import linecache
@@ -360,6 +362,61 @@ _SETATTRS = frozenset({"setattr", "delattr", "__setattr__", "__delattr__"})
 def _called_name(call: ast.Call) -> str | None:
     func = call.func
     return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+
+
+def local_swapper(node: ast.ClassDef, method: str) -> str | None:
+    """The method of the class statement ``node`` that swaps the instance's class or its
+    ``method`` (``def go_busy(self): self.__class__ = Busy``), if any: the handler's own body
+    may do it through such a helper, and the next message is then handled by other code."""
+    names = _BEHAVIOUR_ATTRS - {"__dict__"} | {method}
+    for stmt in node.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            for child in (n for part in stmt.body for n in ast.walk(part)):
+                if (isinstance(child, ast.Attribute) and child.attr in names
+                        and isinstance(child.ctx, ast.Store | ast.Del)) or (
+                        isinstance(child, ast.Call) and _called_name(child) in _SETATTRS
+                        and any(isinstance(arg, ast.Constant) and arg.value in names
+                                for arg in child.args)):
+                    return f"{node.name}.{stmt.name} sets .{_swapped_attr(child, names)}"
+    return None
+
+
+def live_swapper(klass: type, method: str) -> str | None:
+    """:func:`local_swapper` for a class of a compiled module, read from its bytecode."""
+    names = _BEHAVIOUR_ATTRS - {"__dict__"} | {method}
+    for attr, value in vars(klass).items():
+        raw = getattr(value, "__func__", value)  # staticmethod, classmethod
+        functions = ([raw.fget, raw.fset, raw.fdel] if isinstance(raw, property) else [raw])
+        for fn in functions:
+            code = getattr(fn, "__code__", None)
+            if not isinstance(code, types.CodeType):
+                continue
+            for each in (code, *_nested_code(code)):
+                swapped = _code_swaps(each, names)
+                if swapped is not None:
+                    return f"{klass.__qualname__}.{attr} sets .{swapped}"
+    return None
+
+
+def _code_swaps(code: types.CodeType, names: frozenset[str]) -> str | None:
+    if not names.isdisjoint(code.co_names):  # else no attribute of those names to look at
+        for instruction in dis.get_instructions(code):
+            if (instruction.opname in ("STORE_ATTR", "DELETE_ATTR")
+                    and instruction.argval in names):
+                return str(instruction.argval)
+    if not _SETATTRS.isdisjoint(code.co_names):
+        consts = [c for c in code.co_consts if isinstance(c, str) and c in names]
+        if consts:
+            return consts[0]
+    return None
+
+
+def _swapped_attr(node: ast.AST, names: frozenset[str]) -> str:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    assert isinstance(node, ast.Call)
+    return next(str(a.value) for a in node.args if isinstance(a, ast.Constant)
+                and a.value in names)
 
 
 def _is_handles(node: ast.expr) -> bool:
