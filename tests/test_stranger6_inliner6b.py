@@ -443,14 +443,16 @@ from ward6.messages import Arrived
 
 
 class Nurse(MessageHandler[Arrived]):
-    def __init__(self, covering=None):
+    def __init__(self):
         self.patients = []
-        if covering is not None:
-            self.handle = covering.handle   # her list gets the patients while she covers
-
 
     def handle(self, m):
         self.patients.append(m.acuity)
+
+
+def covering(nurse, colleague):
+    nurse.handle = colleague.handle   # her list gets the patients while he covers
+    return nurse
 
 
 class Porter(MessageHandler[Arrived]):
@@ -485,7 +487,8 @@ def test_a_service_whose_handle_is_a_colleagues_bound_method_is_handled_by_the_c
     states = []
     for use_bus in (True, False):
         ann = handlers.Nurse()
-        services = {"porter": handlers.Porter(), "nurse": handlers.Nurse(covering=ann)}
+        services = {"porter": handlers.Porter(),
+                    "nurse": handlers.covering(handlers.Nurse(), ann)}
         bus = routing.Triage(**services) if use_bus else None
         for acuity in (2, 5):
             msg = handlers.Arrived(acuity)
