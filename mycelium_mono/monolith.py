@@ -84,6 +84,26 @@ class GeneratedBus:
                 detach_emitter(service, self)
             raise
 
+    def __delattr__(self, name: str) -> None:
+        """``del bus.<service>``: the service is freed and the inline guard runs again, as
+        after ``bus.<service> = x``; each emit then fails at that handler's turn.
+
+        Without it the inline flag stayed true and the inlined emit read the empty slot
+        outside any handler's ``try``: a bare ``AttributeError`` left the emit, the handlers
+        after it never ran and ``on_error`` never heard of it, where the calls record it as
+        that handler's failure.
+        """
+        services = self.__mycelium_services__
+        old = getattr(self, name, None) if name in services else None
+        object.__delattr__(self, name)
+        if old is not None and all(getattr(self, n, None) is not old for n in services):
+            detach_emitter(old, self)
+        if name in services and getattr(type(self), "__mycelium_inlined__", None):
+            # Here, not at the top: a bus that inlines nothing never loads the inliner.
+            from mycelium_mono.routing.inline import recheck
+
+            recheck(self)
+
     def detach(self) -> None:
         """Free this bus's services: their ``self.emit`` no longer reaches this bus, and each
         can be given to another bus or a ServiceRuntime (issue 11.4).
@@ -320,7 +340,7 @@ def replace_service(bus: GeneratedBus, name: str, value: object) -> None:
     """``bus.<name> = value`` (the generated ``__setattr__``): checked as ``__init__`` checks,
     then ``value`` is attached (it can emit; refused if another bus owns it) and the old
     service released. Nothing changes if a check refuses."""
-    old = getattr(bus, name)
+    old = getattr(bus, name, None)  # None: `del bus.<name>` emptied the slot
     if type(old) is _DetachedSlot:
         _DetachedSlot.refuse(old)
     expected = bus.__mycelium_services__[name]
@@ -329,7 +349,8 @@ def replace_service(bus: GeneratedBus, name: str, value: object) -> None:
     attach_emitter(value, bus.emit)
     object.__setattr__(bus, name, value)
     # One instance may fill two slots of a bus: it is released only when it fills none.
-    if old is not value and all(getattr(bus, n) is not old for n in bus.__mycelium_services__):
+    if old is not None and old is not value and all(
+            getattr(bus, n, None) is not old for n in bus.__mycelium_services__):
         detach_emitter(old, bus)
 
 
@@ -349,11 +370,19 @@ def failed(
     """
     if errors is None and isinstance(exc, BusDetachedError) and exc.source is bus._background:
         raise exc  # the detached bus's slot refused the access, as every later one would
-    exc.add_note(f"raised in {type(bus).__name__} by {where}")
+    note_once(exc, f"raised in {type(bus).__name__} by {where}")
     if errors is None:
         return [(where, exc)]
     errors.append((where, exc))
     return errors
+
+
+def note_once(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` unless ``exc`` carries that note already: a handler raising one
+    module-level exception object (``raise BAY_FULL``) on every message gained one more note
+    per failed emit, without end, where the call it stands for adds none."""
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
 
 
 def wrong_service(bus: GeneratedBus, name: str, expected: type, got: object) -> TypeError:

@@ -24,19 +24,23 @@ meaning:
 
 Everything the rewrite cannot prove keeps the call: closures and ``super()``, generators,
 ``global``/``nonlocal``, a ``break``/``continue`` in a ``finally`` block, frame and namespace
-introspection, nested functions, imports in the body, decorators, defaults or extra parameters,
-a class with its own ``__getattribute__``, a name the module does not define.
+introspection (``warn()`` included: it attributes the warning to its caller's module),
+nested functions, imports in the body, decorators, defaults or extra parameters, a class
+with its own ``__getattribute__``, a name the module does not define, a class whose methods
+swap the instance's ``__class__`` or handler method (:func:`live_swapper`), a ``type X = ...``
+statement, a handler module whose own module class answers attribute reads.
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
 method on the class is still the one that was inlined, the instance has not replaced the
-method in its ``__dict__``, and the handler module still binds the globals the body reads
-through it and none of those it reads as builtins (a cached bus may have been generated in a
-process where an optional import failed). The guard runs when the bus is built and whenever a
-service attribute of the bus is reassigned — one flag test per emit instead of one type test per
-handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the 2-core box), and the same flag
-again before each inlined body after the first: a handler may replace a later service or
-detach the bus while the emit runs, and the rest is then called. Patching a
+method in its ``__dict__`` (with another instance's bound method either), and the handler
+module still binds the globals the body reads through it and none of those it reads as
+builtins (a cached bus may have been generated in a process where an optional import failed),
+and reads through it as its own global lookups would. The guard runs when the bus is built
+and whenever a service attribute of the bus is reassigned — one flag test per emit instead of
+one type test per handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the 2-core box),
+and the same flag again before each inlined body after the first: a handler may replace a
+later service or detach the bus while the emit runs, and the rest is then called. Patching a
 method on a live handler *after* its bus was built is not seen; build the bus after patching.
 """
 
@@ -45,6 +49,7 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import dis
 import functools
 import inspect
 import linecache
@@ -85,7 +90,10 @@ SUPPORT_ALIAS = "_mycelium_inline"
 _INTROSPECTION = frozenset({"locals", "vars", "globals", "dir", "eval", "exec", "super",
                             "__class__", "breakpoint"})
 _FRAME_ATTRS = frozenset({"_getframe", "currentframe", "f_back", "f_locals", "f_globals",
-                          "stack", "getframeinfo"})
+                          "stack", "getframeinfo", "extract_stack", "format_stack",
+                          "print_stack", "walk_stack", "getouterframes"})
+# The frame functions as bare names (`from sys import _getframe`): not `stack`, a common local.
+_FRAME_NAMES = _FRAME_ATTRS - {"stack", "f_back", "f_locals", "f_globals"}
 
 
 @dataclass(frozen=True)
@@ -167,8 +175,13 @@ def _stable_repr(const: object) -> object:
 
 
 def module_alias(module: str) -> str:
-    """The module-level name under which generated code reads ``module``'s globals."""
-    return "_mycelium_m_" + module.replace(".", "__")
+    """The module-level name under which generated code reads ``module``'s globals.
+
+    One name per module: ``_`` is spelled ``_u`` and ``.`` ``__``, so ``er.night__shift`` and
+    ``er__night.shift`` (or ``app._impl`` and ``app_.impl``) get two names. Spelling ``.`` as
+    ``__`` alone gave them one, and the second import bound it: one handler's body read the
+    other module's globals."""
+    return "_mycelium_m_" + module.replace("_", "_u").replace(".", "__")
 
 
 def inline_method(cls: type, method: str, *, instance: str, message: str
@@ -321,7 +334,91 @@ def _unsupported(node: ast.FunctionDef) -> str | None:
         problem = _unsupported_node(child)
         if problem is not None:
             return problem
+    return _swaps_own_behaviour(node)
+
+
+_BEHAVIOUR_ATTRS = frozenset({"__class__", "__dict__", "handle"})
+
+
+def _swaps_own_behaviour(node: ast.FunctionDef) -> str | None:
+    """A body that sets ``self.__class__``, its own method or ``__dict__`` (the state pattern:
+    ``self.__class__ = BusyNurse``, ``self.handle = self.busy``) changes which code the next
+    message runs. Called, the next emit runs the new method; the guard that would see it runs
+    only when the bus is built, so inlined, the next emit pasted the old body again."""
+    names = _BEHAVIOUR_ATTRS | {node.name}
+    for child in _walk_body(node):
+        if isinstance(child, ast.Attribute) and (
+                child.attr == "__dict__"
+                or (child.attr in names and isinstance(child.ctx, ast.Store | ast.Del))):
+            return f"sets .{child.attr}: the next message may be handled by other code"
+        if isinstance(child, ast.Call) and _called_name(child) in _SETATTRS and any(
+                isinstance(arg, ast.Constant) and arg.value in names for arg in child.args):
+            return (f"sets its method or class through {_called_name(child)}(): the next "
+                    "message may be handled by other code")
     return None
+
+
+_SETATTRS = frozenset({"setattr", "delattr", "__setattr__", "__delattr__"})
+
+
+def _called_name(call: ast.Call) -> str | None:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+
+
+def local_swapper(node: ast.ClassDef, method: str) -> str | None:
+    """The method of the class statement ``node`` that swaps the instance's class or its
+    ``method`` (``def go_busy(self): self.__class__ = Busy``), if any: the handler's own body
+    may do it through such a helper, and the next message is then handled by other code."""
+    names = _BEHAVIOUR_ATTRS - {"__dict__"} | {method}
+    for stmt in node.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            for child in (n for part in stmt.body for n in ast.walk(part)):
+                if (isinstance(child, ast.Attribute) and child.attr in names
+                        and isinstance(child.ctx, ast.Store | ast.Del)) or (
+                        isinstance(child, ast.Call) and _called_name(child) in _SETATTRS
+                        and any(isinstance(arg, ast.Constant) and arg.value in names
+                                for arg in child.args)):
+                    return f"{node.name}.{stmt.name} sets .{_swapped_attr(child, names)}"
+    return None
+
+
+def live_swapper(klass: type, method: str) -> str | None:
+    """:func:`local_swapper` for a class of a compiled module, read from its bytecode."""
+    names = _BEHAVIOUR_ATTRS - {"__dict__"} | {method}
+    for attr, value in vars(klass).items():
+        raw = getattr(value, "__func__", value)  # staticmethod, classmethod
+        functions = ([raw.fget, raw.fset, raw.fdel] if isinstance(raw, property) else [raw])
+        for fn in functions:
+            code = getattr(fn, "__code__", None)
+            if not isinstance(code, types.CodeType):
+                continue
+            for each in (code, *_nested_code(code)):
+                swapped = _code_swaps(each, names)
+                if swapped is not None:
+                    return f"{klass.__qualname__}.{attr} sets .{swapped}"
+    return None
+
+
+def _code_swaps(code: types.CodeType, names: frozenset[str]) -> str | None:
+    if not names.isdisjoint(code.co_names):  # else no attribute of those names to look at
+        for instruction in dis.get_instructions(code):
+            if (instruction.opname in ("STORE_ATTR", "DELETE_ATTR")
+                    and instruction.argval in names):
+                return str(instruction.argval)
+    if not _SETATTRS.isdisjoint(code.co_names):
+        consts = [c for c in code.co_consts if isinstance(c, str) and c in names]
+        if consts:
+            return consts[0]
+    return None
+
+
+def _swapped_attr(node: ast.AST, names: frozenset[str]) -> str:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    assert isinstance(node, ast.Call)
+    return next(str(a.value) for a in node.args if isinstance(a, ast.Constant)
+                and a.value in names)
 
 
 def _is_handles(node: ast.expr) -> bool:
@@ -340,6 +437,11 @@ def _unsupported_node(node: ast.AST) -> str | None:
         return "defines a nested function, lambda or class"
     if isinstance(node, ast.Global | ast.Nonlocal):
         return "uses global/nonlocal"
+    if _TYPE_ALIAS is not None and isinstance(node, _TYPE_ALIAS):
+        # `type Bed = ...` (3.12+): the alias is named from its target, and its value (with
+        # its own `[T]`) is a lazily evaluated scope of its own. Renamed, `Bed.__name__` was
+        # "h1_Bed", and a `T` of `type Queue[T]` was read as the module's global `T`.
+        return "defines a type alias (`type X = ...`: a scope of its own)"
     if isinstance(node, ast.Yield | ast.YieldFrom | ast.Await):
         return "yields or awaits"
     if isinstance(node, ast.Import | ast.ImportFrom):
@@ -348,11 +450,23 @@ def _unsupported_node(node: ast.AST) -> str | None:
         return f"uses {node.id}"
     if isinstance(node, ast.Attribute) and node.attr in _FRAME_ATTRS:
         return f"inspects frames (.{node.attr})"
+    if isinstance(node, ast.Name) and node.id in _FRAME_NAMES:
+        # `from sys import _getframe`: inlined, `_getframe().f_code.co_name` was the emit's.
+        return f"inspects frames ({node.id})"
+    if (isinstance(node, ast.Attribute) and node.attr == "warn") or (
+            isinstance(node, ast.Name) and node.id == "warn"):
+        # warnings.warn reads its caller's frame: inlined, the warning is the routing
+        # module's (its `module=` filters, its registry), and a filter that turns the
+        # handler module's warnings into errors no longer fires.
+        return "calls warn(): the warning would be attributed to the routing module"
     if isinstance(node, ast.Try | ast.TryStar) and _leaves_loop(node.finalbody):
         # A `break`/`continue` in a `finally` cancels a `return` of its `try`; inlined, that
         # return has already set its flag and the code after the loop would be skipped.
         return "break/continue in a finally block"
     return None
+
+
+_TYPE_ALIAS: type[ast.AST] | None = getattr(ast, "TypeAlias", None)
 
 
 def _leaves_loop(body: list[ast.stmt]) -> bool:
@@ -406,6 +520,10 @@ class _Rewriter:
         for stmt in renamed:
             _unrename_in_handlers(stmt)
         # Not `h1_returned`: every `h1_<name>` is some local's new name.
+        differ = _module_reads_differ(sys.modules.get(self.source.module),
+                                      tuple(self.read_from_module))
+        if differ is not None:
+            return NotInlined(differ)
         returns = _Returns(f"returned_{self.instance}", f"returning_{self.instance}")
         rewritten = returns.rewrite(renamed)
         statements = [*prologue, *rewritten,
@@ -549,7 +667,7 @@ def _unrename_in_handlers(stmt: ast.stmt) -> None:
     on the exception path only.
     """
     for node in ast.walk(stmt):
-        if isinstance(node, ast.Try):  # not `except*`: its blocks see a group
+        if isinstance(node, ast.Try | ast.TryStar):  # `except*`: the group's own leaves
             for handler in node.handlers:
                 call = ast.Expr(ast.Call(ast.Attribute(ast.Name(SUPPORT_ALIAS, ast.Load()),
                                                        "unrename_caught", ast.Load()), [], []))
@@ -806,7 +924,11 @@ def guard_failures(bus: Any) -> list[str]:
         # Not `method in service.__dict__`: on 3.11 touching __dict__ materialises it and every
         # later `self.n` on that instance misses the fast path (63 -> 103 ns per access,
         # measured). The bound method tells the same without looking.
-        if getattr(getattr(service, method, None), "__func__", None) is not fn:
+        # And bound to this very service: `self.handle = colleague.handle` keeps the function
+        # but calls it on the colleague, where the inlined body ran it on the service itself.
+        bound = getattr(service, method, None)
+        if (getattr(bound, "__func__", None) is not fn
+                or getattr(bound, "__self__", None) is not service):
             problems.append(f"{attr}.{method} is replaced on the instance")
             continue
         rebound = _globals_rebound(*names) if names else None
@@ -833,6 +955,33 @@ def _globals_rebound(module: str, as_builtins: tuple[str, ...],
     if missing:
         return (f"{module} no longer binds {missing[0]!r}, which the inlined body reads "
                 "from it: its method is called")
+    differ = _module_reads_differ(loaded, from_module)
+    if differ is not None:
+        return f"{differ}: its method is called"
+    return None
+
+
+def _module_reads_differ(loaded: object, names: tuple[str, ...]) -> str | None:
+    """Why reading ``names`` as attributes of the module ``loaded`` may not give what the
+    method's own global lookups give (None: it gives the same). A global lookup reads the
+    module's dict; an attribute read goes through the module's class, which a module may have
+    swapped for its own (``sys.modules[__name__].__class__ = Lazy``): its ``__getattribute__``
+    or a property named like a global answered the inlined read instead of the dict."""
+    cls = type(loaded)
+    if loaded is None or cls is types.ModuleType or not names:
+        return None
+    if getattr(cls, "__getattribute__", None) is not types.ModuleType.__getattribute__:
+        return (f"module {getattr(loaded, '__name__', '?')} is a {cls.__qualname__} with its "
+                "own __getattribute__: a read through the module is not its global lookup")
+    own = [klass for klass in cls.__mro__ if klass not in types.ModuleType.__mro__]
+    for name in names:
+        for klass in own:
+            attr = vars(klass).get(name)
+            if attr is not None and (hasattr(type(attr), "__set__")
+                                     or hasattr(type(attr), "__delete__")):
+                return (f"module {getattr(loaded, '__name__', '?')}'s class "
+                        f"{cls.__qualname__} defines {name!r} (a descriptor): a read through "
+                        "the module is not its global lookup")
     return None
 
 
@@ -872,8 +1021,10 @@ def located(exc: Exception,
     _unrename(exc)
     line = _raising_line(exc, digest, runs) or firstlineno
     text = linecache.getline(filename, line).strip()
-    exc.add_note(f"inlined {qualname} raised at {filename}:{line}: {text}\n"
-                 "(build the bus with inline=False to see the handler's own frame)")
+    note = (f"inlined {qualname} raised at {filename}:{line}: {text}\n"
+            "(build the bus with inline=False to see the handler's own frame)")
+    if note not in getattr(exc, "__notes__", ()):  # one exception object raised again and again
+        exc.add_note(note)
     return exc
 
 
@@ -882,7 +1033,20 @@ def unrename_caught() -> None:
     if the inlined statements raised it as an ``UnboundLocalError``, names the handler's own
     local (see :func:`_unrename`)."""
     exc = sys.exception()
-    if isinstance(exc, Exception):
+    if isinstance(exc, BaseExceptionGroup):
+        # An `except*` block: the leaves the inlined statements raised themselves are those
+        # whose traceback starts in this emit's frame (a group from a nested emit holds
+        # leaves that emit has mended already).
+        frame = sys._getframe(1)
+        pending: list[BaseException] = [exc]
+        while pending:
+            leaf = pending.pop()
+            if isinstance(leaf, BaseExceptionGroup):
+                pending.extend(leaf.exceptions)
+            elif (isinstance(leaf, Exception) and leaf.__traceback__ is not None
+                    and leaf.__traceback__.tb_frame is frame):
+                _unrename(leaf)
+    elif isinstance(exc, Exception):
         _unrename(exc)
 
 

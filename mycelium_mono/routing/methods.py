@@ -18,7 +18,9 @@ from mycelium_mono.routing.inline import (
     MethodSource,
     NotInlined,
     live_method_source,
+    live_swapper,
     local_method_source,
+    local_swapper,
 )
 from mycelium_mono.routing.resolve import HandlerInfo, LocalClass
 
@@ -34,6 +36,15 @@ def find_method(handler: HandlerInfo, method: str) -> MethodSource | NotInlined:
         if klass is not object and _defines(klass, "__getattribute__"):
             return NotInlined(f"{_name(klass)} defines __getattribute__: attribute access is "
                               "not what it looks like")
+    for klass in handler.mro:
+        if klass is object:
+            continue
+        swapper = (local_swapper(klass.node, method) if isinstance(klass, LocalClass)
+                   else live_swapper(klass, method) if isinstance(klass, type) else None)
+        if swapper is not None:
+            # Called, the next message runs the new method; the inline guard only looks when
+            # the bus is built, so inlined, the next emit pasted the old body again.
+            return NotInlined(f"{swapper}: the next message may be handled by other code")
     for klass in handler.mro:
         if isinstance(klass, LocalClass):
             found = _local(handler, klass, method)
