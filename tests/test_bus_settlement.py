@@ -109,12 +109,25 @@ async def test_a_fanned_out_message_settles_once_after_the_last_subscriber() -> 
     await bus.close()
 
 
-async def test_a_message_no_subscriber_wants_is_settled_at_once() -> None:
+async def test_a_message_no_subscriber_takes_is_refused_not_settled_until_one_subscribes() -> None:
+    # Settled (acked) at once, it was lost: JetStream fetched it after a shutdown closed the
+    # subscriptions (tests/test_stranger6_stall6.py). Without a settle it is taken and counted.
     bus, inlet = await started(PeerStub())
     out = Outcomes()
+    assert not inlet.offer(Job(n=3), out.settle_for(3))
+    assert out.settled == {} and bus.stats.no_local_subscriber == 0
+    waiting = asyncio.ensure_future(inlet.space(Job))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # no subscriber yet: the transport keeps holding it
+    sub = bus.subscribe(Job)
+    await asyncio.wait_for(waiting, 1)
     assert inlet.offer(Job(n=3), out.settle_for(3))
+    assert (await sub.recv()).n == 3 and out.settled == {}
+    sub.ack()
     assert out.settled == {3: None}
-    assert bus.stats.no_local_subscriber == 1
+    assert inlet.offer(Job(n=4))  # nothing to settle: taken while a subscriber exists
+    sub.close()
+    assert inlet.offer(Job(n=5)) and bus.stats.no_local_subscriber == 1
     await bus.close()
 
 

@@ -47,13 +47,15 @@ class Inlet(Protocol):
         """Queue ``msg`` for every local subscriber of its type now, or for none.
 
         ``False``: a ``"block"`` subscriber of ``type(msg)`` is full and nothing was queued;
-        await :meth:`space` and offer it again. A message no subscriber wants is settled at
-        once (``settle(None)``).
+        await :meth:`space` and offer it again. A message no subscriber wants is taken and
+        counted (``no_local_subscriber``) without a ``settle``; with one (the transport
+        would acknowledge it) it is refused, and :meth:`space` waits until someone
+        subscribes: nobody handled it, so it must not be acknowledged.
         """
         ...
 
     async def space(self, message_type: type[Any]) -> None:
-        """Wait until every ``"block"`` subscriber of ``message_type`` has room (or closed)."""
+        """Wait until ``message_type`` has a subscriber and every ``"block"`` one has room."""
         ...
 
 

@@ -32,9 +32,10 @@ acknowledged only when every local subscriber is done with it:
   messages wait in the stream for a process with the right definition. ``ready()`` checks
   the last stored message first and refuses before consuming anything.
 
-Back-pressure: while the bus refuses an offer (a full ``"block"`` subscriber), the pull loop
-holds the message and fetches nothing more; the server stops delivering once
-``max_ack_pending`` messages are unacknowledged.
+Back-pressure: while the bus refuses an offer (a full ``"block"`` subscriber, or no
+subscription of the type left open: a shutdown closed them), the pull loop holds the message
+and fetches nothing more, and what it holds is never acked unhandled; the server stops
+delivering once ``max_ack_pending`` messages are unacknowledged.
 """
 
 from __future__ import annotations
@@ -410,9 +411,12 @@ class PullConsumer:
                 if not msgs and behind and await self._delivered_all(began):
                     self.caught_up = mark
                 for m in msgs:
-                    if self.stopped_for_mismatch:
-                        break  # the rest of the batch stays unacked, redelivered later
-                    await self._take(m)
+                    if self.stopped_for_mismatch or closing():
+                        # The rest of the batch stays unacked, redelivered later. Closing: the
+                        # transport cancelled this task, but Python 3.11's wait_for (inside
+                        # nats-py's fetch) can swallow a cancel that races the reply.
+                        break
+                    await self._take(m, closing)
                     self.taken_seq = max(self.taken_seq, m.metadata.sequence.stream)
                 self.inbound.sync_stats()
         finally:
@@ -493,7 +497,7 @@ class PullConsumer:
             await asyncio.sleep(0.2)
             return []
 
-    async def _take(self, m: Msg) -> None:
+    async def _take(self, m: Msg, closing: Callable[[], bool] = lambda: False) -> None:
         result = decode_body(m.data, m.subject, self.max_frame)
         if isinstance(result, Dropped):
             await self._undecodable(m, result)
@@ -525,7 +529,12 @@ class PullConsumer:
         inlet = self.inlet
         self._hold()
         while not inlet.offer(msg, settle):
-            # A full "block" subscriber: hold this one, fetch nothing more (back-pressure).
+            # A full "block" subscriber, or none left (every subscription of the type closed):
+            # hold this one, fetch nothing more (back-pressure). Nobody took it, so it is
+            # never acked: closing, it is left for the server to deliver again.
+            if closing():
+                self._release()
+                return
             self.inbound.count("backpressure_waits")
             await inlet.space(type(msg))
         if alone:
