@@ -27,6 +27,7 @@ __all__ = [
     "UsageError",
     "find_target",
     "find_targets",
+    "module_name_of",
     "resolved_tables",
     "routing_files",
     "use_color",
@@ -158,7 +159,7 @@ def _target_from_path(path: str) -> Target:
                          "dotted module name (e.g. myapp.routing)")
     filename = os.path.abspath(path)
     source = _read(filename)
-    root, module_name = _module_name_of(filename)
+    root, module_name = module_name_of(filename)
     is_package = os.path.basename(filename) == "__init__.py"  # its `.` is itself
     if _relative_depth(source) > module_name.count(".") + is_package:
         root, module_name = _namespace_name_of(filename, root, module_name)
@@ -193,7 +194,7 @@ def _namespace_name_of(filename: str, root: str, module_name: str) -> tuple[str,
     return here, ".".join(parts)
 
 
-def _module_name_of(filename: str) -> tuple[str, str]:
+def module_name_of(filename: str) -> tuple[str, str]:
     """(sys.path root, dotted name): walk up while directories are packages."""
     directory, base = os.path.split(filename)
     parts = [] if base == "__init__.py" else [os.path.splitext(base)[0]]
@@ -223,7 +224,7 @@ def _target_from_module(name: str) -> Target:
     if origin is None or not origin.endswith(".py") or not os.path.isfile(origin):
         raise UsageError(f"module {name!r} is not a Python source file (origin: {origin})\n"
                          "help: routing modules are .py files")
-    root, full_name = _module_name_of(os.path.abspath(origin))
+    root, full_name = module_name_of(os.path.abspath(origin))
     if full_name.endswith(f".{name}"):
         # `show routing` from inside the package directory: the file is ward.routing, and
         # importing it as `routing` failed on its own `from ward.messages import ...` (E0012
