@@ -100,3 +100,57 @@ def test_cache_info_on_a_corrupted_and_an_orphaned_file(tmp_path: Path) -> None:
     assert gone.returncode == 0 and not cached.exists(), gone.stdout + gone.stderr
     missing = mm("cache", "info", str(root / "nope"), cwd=root)
     assert missing.returncode == 2 and "no such directory" in missing.stderr
+
+
+# --- check: "ok" must mean the module imports ---------------------------------------------------
+
+ROUTING_HEAD = '''\
+from mycelium_mono import routing_config
+
+from library.messages import BookBorrowed, BookReturned, FineIssued  # noqa: F401
+'''
+
+
+@pytest.mark.parametrize(("line", "code", "span"), [
+    ("from library.services import Catalog, FineDesk, Ledger, Shelf, Ledgr", "E0012", "Ledgr"),
+    ("import library.shelving", "E0012", "library.shelving"),
+])
+def test_check_reports_a_failing_import_the_table_does_not_use(
+        tmp_path: Path, line: str, code: str, span: str) -> None:
+    column = line.index(span) + 1
+    root = project(tmp_path)
+    routing = root / "library" / "routing.py"
+    table = routing.read_text().split("@routing_config", 1)[1]
+    routing.write_text(ROUTING_HEAD + "from library.services import Catalog, FineDesk, Ledger, "
+                       "Shelf\n" + line + "\n\n\n@routing_config" + table)
+    # The import itself fails at that line, hook or no hook.
+    ran = mm("run", "main.py", cwd=root)
+    assert ran.returncode == 1 and "Error" in ran.stderr and line in ran.stderr, ran.stderr
+    # check used to say "1 routing class ok", exit 0.
+    checked = mm("check", "--format", "json", "library/", cwd=root)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["ok"] is False and report["error_count"] == 1
+    (diag,) = report["files"][0]["diagnostics"]
+    assert (diag["code"], diag["line"], diag["column"]) == (code, 5, column), diag
+    assert diag["end_column"] - diag["column"] == len(span)
+    text = mm("check", "library/routing.py", cwd=root)
+    assert text.returncode == 1 and f"library/routing.py:5:{column}: error[{code}]" in text.stdout
+    assert "^" * len(span) in text.stdout and "help: check" in text.stdout, text.stdout
+
+
+def test_check_still_passes_guarded_and_relative_imports(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    routing = root / "library" / "routing.py"
+    table = routing.read_text().split("@routing_config", 1)[1]
+    routing.write_text(ROUTING_HEAD + "import os.path\nimport library.services as svc\n"
+                       "from . import messages  # noqa: F401\n"
+                       "from .services import Catalog, FineDesk, Ledger, Shelf\n"
+                       "try:\n    from library.turbo import Shelf as Turbo  # noqa: F401\n"
+                       "except ImportError:\n    Turbo = None\n"
+                       "assert os.path and svc\n\n\n@routing_config" + table)
+    checked = mm("check", "library/", cwd=root)
+    assert checked.returncode == 0 and "1 routing class ok" in checked.stdout, (
+        checked.stdout + checked.stderr)
+    ran = mm("run", "main.py", cwd=root)
+    assert ran.returncode == 0 and "origin import hook" in ran.stdout, ran.stderr
