@@ -154,3 +154,115 @@ def test_check_still_passes_guarded_and_relative_imports(tmp_path: Path) -> None
         checked.stdout + checked.stderr)
     ran = mm("run", "main.py", cwd=root)
     assert ran.returncode == 0 and "origin import hook" in ran.stdout, ran.stderr
+
+
+# --- one routing mistake, three ways: check, run, a plain import under the hook ----------------
+
+BAD_TABLES = {
+    "unknown handler": ("    BookBorrowed = [Catalg]", "E0002", "Catalg", "did you mean `Catalog`"),
+    "not a message": ("    Ledger = [Ledger]", "E0003", "Ledger", "decorate Ledger with @message"),
+    "handler without the method": ("    FineIssued = [Catalog]", "E0001", "Catalog",
+                                   "mark a method of Catalog with @handles(FineIssued)"),
+    "listed twice": ("    BookBorrowed = [Catalog, Catalog]", "E0005", "Catalog",
+                     "remove the second one"),
+    "aliased module": ("    BookBorrowed = [svc.FineDesk]", "E0001", "svc.FineDesk",
+                       "mark a method of FineDesk with @handles(BookBorrowed)"),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BAD_TABLES))
+def test_a_routing_mistake_reads_the_same_from_check_run_and_the_hook(
+        tmp_path: Path, shape: str) -> None:
+    line, code, span, help_text = BAD_TABLES[shape]
+    root = project(tmp_path)
+    (root / "library" / "routing.py").write_text(
+        ROUTING_HEAD + "from library import services as svc  # noqa: F401\n"
+        "from library.services import Catalog, FineDesk, Ledger  # noqa: F401\n\n\n"
+        "@routing_config\nclass LoanBus:\n" + line + "\n")
+    # The caret is under the message name on the left for E0003, else under the handler.
+    find = line.index if code == "E0003" else line.rindex
+    lineno, column = 10, find(span) + 1
+    where = f"library/routing.py:{lineno}:{column}: error[{code}]"
+    caret = " " * (column - 1) + "^" * len(span)
+
+    checked = mm("check", "library/", cwd=root)
+    assert checked.returncode == 1 and where in checked.stdout, checked.stdout
+    assert f"  | {caret}\n" in checked.stdout and help_text in checked.stdout
+
+    ran = mm("run", "main.py", cwd=root)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert f"File \"{root / 'library' / 'routing.py'}\", line {lineno}" in ran.stderr
+    # The traceback shows the line without its indent, then the whole name underlined.
+    shown = line.strip()
+    underline = " " * (4 + column - 1 - (len(line) - len(shown))) + "^" * len(span)
+    assert f"\n    {shown}\n{underline}\n" in ran.stderr, ran.stderr
+    assert f"RoutingError: [{code}]" in ran.stderr and help_text in ran.stderr
+
+    probe = ("import json, mycelium_mono\nmycelium_mono.install_import_hook(['library'])\n"
+             "try:\n    import library.routing\nexcept SyntaxError as e:\n"
+             "    print(json.dumps([type(e).__name__, e.code, e.lineno, e.offset, e.end_offset,"
+             " e.help]))\n")
+    hooked = subprocess.run([sys.executable, "-c", probe], cwd=root, env=env(),
+                            capture_output=True, text=True, timeout=60)
+    name, got_code, got_line, offset, end, got_help = json.loads(hooked.stdout)
+    assert (name, got_code, got_line, offset, end) == (
+        "RoutingError", code, lineno, column, column + len(span))
+    assert help_text in got_help
+
+    as_json = json.loads(mm("check", "--format", "json", "library/", cwd=root).stdout)
+    (diag,) = as_json["files"][0]["diagnostics"]
+    assert (diag["code"], diag["line"], diag["column"], diag["end_column"]) == (
+        code, lineno, column, column + len(span))
+    assert as_json["error_count"] == 1 and as_json["ok"] is False
+
+
+# --- run: arguments, exit status, tracebacks -----------------------------------------------------
+
+def test_run_passes_arguments_and_exit_status_through_for_a_script_and_for_dash_m(
+        tmp_path: Path) -> None:
+    root = project(tmp_path)
+    for target in (["main.py"], ["-m", "main"]):
+        late = mm("run", *target, "4", "--flag", cwd=root)
+        assert late.returncode == 3, late.stderr
+        assert "origin import hook fines 100 argv ['4', '--flag']" in late.stdout
+        on_time = mm("run", *target, cwd=root)
+        assert on_time.returncode == 0 and "fines 0" in on_time.stdout, on_time.stderr
+    (root / "boom.py").write_text("import sys\n\n\ndef fail():\n    raise ValueError(sys.argv[1])\n"
+                                  "\n\nfail()\n")
+    boom = mm("run", "boom.py", "shelf-7", cwd=root)
+    assert boom.returncode == 1
+    assert f'File "{root / "boom.py"}", line 5, in fail' in boom.stderr
+    assert boom.stderr.rstrip().endswith("ValueError: shelf-7"), boom.stderr
+    assert mm("run", "nope.py", cwd=root).returncode == 2
+    nothing = mm("run", cwd=root)
+    assert nothing.returncode == 2 and "nothing to run" in nothing.stderr
+
+
+# --- doctor and bench on the user's own module ---------------------------------------------------
+
+def test_doctor_and_bench_on_a_healthy_and_a_broken_project(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    healthy = mm("doctor", "--format", "json", "library.routing", cwd=root)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    report = json.loads(healthy.stdout)
+    assert set(report) == {"module", "path", "checks"} and report["module"] == "library.routing"
+    verdicts = {c["name"]: c["verdict"] for c in report["checks"]}
+    assert verdicts["routing table"] == "ok" and verdicts["LoanBus origin"] == "ok"
+    assert "fail" not in verdicts.values(), verdicts
+    timing = next(c for c in report["checks"] if c["name"] == "LoanBus emit timing")
+    for emit in ("emit_book_borrowed", "emit_book_returned", "emit_fine_issued"):
+        assert f"LoanBus.{emit}" in timing["detail"]
+    bench = mm("bench", "--number", "200", "--repeat", "1", "library.routing", cwd=root)
+    assert bench.returncode == 0, bench.stderr
+    assert bench.stdout.count("ns per emit") >= 3 and "dict-and-loop" in bench.stdout
+    assert mm("bench", "--number", "0", "library.routing", cwd=root).returncode == 2
+
+    (root / "library" / "routing.py").write_text(
+        ROUTING_HEAD + "from library.services import Catalog\n\n\n"
+        "@routing_config\nclass LoanBus:\n    FineIssued = [Catalog]\n")
+    broken = mm("doctor", "--format", "json", "library.routing", cwd=root)
+    assert broken.returncode == 1
+    (first,) = [c for c in json.loads(broken.stdout)["checks"] if c["verdict"] == "fail"]
+    assert first["name"] == "routing table" and "E0001" in first["detail"]
+    assert mm("doctor", "library.nothing", cwd=root).returncode == 2
+    assert mm("bench", "library.routing", cwd=root).returncode == 1

@@ -26,6 +26,7 @@ from mycelium_mono.cli.target import (
     Skipped,
     Target,
     UsageError,
+    being_imported,
     find_target,
     find_targets,
     use_color,
@@ -67,8 +68,9 @@ def check_target(target: Target) -> CheckResult:
         return CheckResult(target, (_syntax_diagnostic(target, exc),), lines, 0)
     count = len(parse_module(tree, target.display).classes)
     try:
-        rewrite_module(target.source, target.display, target.module_name)
-        unimportable = _unimportable_names(target, tree)
+        with being_imported(target.module_name, target.filename):
+            rewrite_module(target.source, target.display, target.module_name)
+            unimportable = _unimportable_names(target, tree)
     except RoutingError as exc:
         return CheckResult(target, exc.diagnostics, lines, count)
     except SyntaxError as exc:
