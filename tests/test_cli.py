@@ -338,8 +338,10 @@ def test_bench_uses_the_factory_bus(project: Path) -> None:
 def test_bench_refuses_a_module_with_routing_errors(project: Path) -> None:
     result = cli("bench", "clishop.broken.e0001", cwd=project)
 
-    assert result.returncode == 2
-    assert "mycelium-mono check clishop.broken.e0001" in result.stderr
+    # Exit 1 with the errors themselves, as show, stubs and doctor: routing errors are the
+    # problems the command found, not a usage error (exit 2).
+    assert result.returncode == 1
+    assert "error[E0001]" in result.stderr and "^" in result.stderr
 
 
 # --- cache ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any, TextIO, TypeVar
 from mycelium_mono.cli.target import Target, UsageError, find_target, resolved_tables
 from mycelium_mono.monolith import GeneratedBus
 from mycelium_mono.routing.check import ResolvedRoute, ResolvedTable
+from mycelium_mono.routing.errors import RoutingError
 from mycelium_mono.routing.hook import install_import_hook
 
 __all__ = [
@@ -340,8 +341,9 @@ def run_bench(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     target = find_target(args.module)
     tables, problems = resolved_tables(target)
     if problems:
-        raise UsageError(f"{target.filename} has routing errors\n"
-                         f"help: run `mycelium-mono check {args.module}` to see them")
+        # The errors themselves, exit 1, as show, stubs and doctor do: a usage error (exit 2,
+        # "has routing errors") told a CI script the command line was wrong.
+        raise RoutingError(problems, target.text)
     module = import_routing_module(target, hook=not args.no_hook)
     by_name = {t.name: t for t in tables}
     for bus in _buses(module, args.factory):

@@ -1,7 +1,9 @@
 """``mycelium-mono cache info|clean [-n]``: the import hook's bytecode cache files.
 
 ``info`` also says, for each file, whether the next import would use it (for the default hook
-options) and if not, why: the same answer the hook itself would reach.
+options) and if not, why: the same answer the hook itself would reach. That includes the names
+the rewrite imported (a handler module choosing its class from an environment variable): like
+the hook before it uses a file, ``info`` imports those modules and looks each name up again.
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ import os
 import sys
 from typing import TextIO
 
-from mycelium_mono.cli.target import UsageError
+from mycelium_mono.cli.target import UsageError, module_name_of
 from mycelium_mono.routing.cache import (
     CACHE_SUFFIX,
     CacheEntry,
     CacheKey,
+    CacheMiss,
     clean_cache,
     find_cache_files,
     optimize_level_of,
     read_cache,
 )
+from mycelium_mono.routing.hook import usable_cache
 from mycelium_mono.routing.pipeline import RewriteOptions
 
 __all__ = ["cache_status", "run_cache"]
@@ -54,7 +58,30 @@ def cache_status(path: str) -> str:
     # -O file stale.
     key = CacheKey.current(data, RewriteOptions().key(), optimize_level_of(path), source)
     found = read_cache(path, key)
+    if isinstance(found, CacheEntry):
+        # Unchanged files are not enough: the hook also looks every imported name up again
+        # (a class picked by an environment variable), and `info` said "current" for a file
+        # the next import rewrites while `doctor` called it a miss.
+        found = _as_the_hook_sees(path, key, source)
     return "current" if isinstance(found, CacheEntry) else f"stale ({found})"
+
+
+def _as_the_hook_sees(path: str, key: CacheKey, source: str) -> CacheEntry | CacheMiss:
+    """:func:`usable_cache` with the source's project on ``sys.path``, as the application
+    would import it; the modules imported for it are forgotten after, so one project's
+    ``myapp`` does not answer for another's."""
+    root = module_name_of(os.path.abspath(source))[0]
+    saved_path, saved_modules = list(sys.path), set(sys.modules)
+    sys.path.insert(0, root)
+    importlib.invalidate_caches()
+    try:
+        return usable_cache(path, key)
+    finally:
+        sys.path[:] = saved_path
+        inside = os.path.join(root, "")
+        for name in set(sys.modules) - saved_modules:
+            if (getattr(sys.modules[name], "__file__", None) or "").startswith(inside):
+                del sys.modules[name]
 
 
 def _source_of(path: str) -> str | None:

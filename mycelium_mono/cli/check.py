@@ -26,6 +26,7 @@ from mycelium_mono.cli.target import (
     Skipped,
     Target,
     UsageError,
+    being_imported,
     find_target,
     find_targets,
     use_color,
@@ -41,6 +42,7 @@ from mycelium_mono.routing.errors import (
 from mycelium_mono.routing.generate import CallNote
 from mycelium_mono.routing.parse import parse_module
 from mycelium_mono.routing.pipeline import rewrite_module
+from mycelium_mono.routing.resolve import StaticScope, Unresolved
 
 __all__ = ["CheckResult", "check_target", "import_diagnostic", "run_check", "run_show",
            "syntax_diagnostic"]
@@ -66,7 +68,9 @@ def check_target(target: Target) -> CheckResult:
         return CheckResult(target, (_syntax_diagnostic(target, exc),), lines, 0)
     count = len(parse_module(tree, target.display).classes)
     try:
-        rewrite_module(target.source, target.display, target.module_name)
+        with being_imported(target.module_name, target.filename):
+            rewrite_module(target.source, target.display, target.module_name)
+            unimportable = _unimportable_names(target, tree)
     except RoutingError as exc:
         return CheckResult(target, exc.diagnostics, lines, count)
     except SyntaxError as exc:
@@ -77,7 +81,42 @@ def check_target(target: Target) -> CheckResult:
         return CheckResult(target, (_syntax_diagnostic(target, exc),), lines, count)
     except Exception as exc:  # a handler module that raises on import
         return CheckResult(target, (import_diagnostic(target, tree, exc),), lines, count)
-    return CheckResult(target, (), lines, count)
+    return CheckResult(target, unimportable, lines, count)
+
+
+def _unimportable_names(target: Target, tree: ast.Module) -> tuple[Diagnostic, ...]:
+    """The module's own top-level imports that fail, used by a routing table or not.
+
+    The rewrite looks up only the names the tables use, so `from app.services import Audit,
+    Typo` with Typo unused passed `check` ("1 routing class ok") and then failed at every
+    import with ImportError. Guarded imports (``try``, ``if``) are Python's business."""
+    found: list[Diagnostic] = []
+    for node in tree.body:
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
+        scope = StaticScope(tree, target.module_name, target.display,
+                            before_line=(node.end_lineno or node.lineno) + 1, text=target.text)
+        for alias in node.names:
+            if alias.name == "*":
+                continue
+            if isinstance(node, ast.Import):
+                symbol = _import_module(alias.name)
+            else:
+                symbol = scope.resolve(alias.asname or alias.name)
+            if isinstance(symbol, Unresolved):
+                found.append(Diagnostic(symbol.code, symbol.reason, target.display,
+                                        Span.of(alias), help=symbol.help, note=symbol.note))
+    return tuple(found)
+
+
+def _import_module(name: str) -> object:
+    """``import a.b.c`` as Python runs it (every package on the way), or why it fails."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        return Unresolved(f"cannot import {name!r}: {exc}",
+                          "check the module name and that its package is importable",
+                          code="E0012", note=import_failure_note(exc))
 
 
 def _syntax_diagnostic(target: Target, exc: SyntaxError) -> Diagnostic:

@@ -10,14 +10,17 @@ routing module itself.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
 import sys
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mycelium_mono.routing.check import ResolvedTable, check_class
 from mycelium_mono.routing.errors import Diagnostic, shown_path
-from mycelium_mono.routing.parse import parse_module
+from mycelium_mono.routing.parse import RoutingClass, parse_module
 from mycelium_mono.routing.resolve import StaticScope
 
 __all__ = [
@@ -25,8 +28,10 @@ __all__ = [
     "Skipped",
     "Target",
     "UsageError",
+    "being_imported",
     "find_target",
     "find_targets",
+    "module_name_of",
     "resolved_tables",
     "routing_files",
     "use_color",
@@ -158,9 +163,10 @@ def _target_from_path(path: str) -> Target:
                          "dotted module name (e.g. myapp.routing)")
     filename = os.path.abspath(path)
     source = _read(filename)
-    root, module_name = _module_name_of(filename)
+    root, module_name = module_name_of(filename)
     is_package = os.path.basename(filename) == "__init__.py"  # its `.` is itself
-    if _relative_depth(source) > module_name.count(".") + is_package:
+    if (_relative_depth(source) > module_name.count(".") + is_package
+            or _imports_its_namespace(source, filename, root)):
         root, module_name = _namespace_name_of(filename, root, module_name)
     _prepend_path(root)
     return Target(filename, module_name, source)
@@ -174,6 +180,29 @@ def _relative_depth(source: bytes) -> int:
     except (SyntaxError, ValueError):
         return 0
     return max((n.level for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)), default=0)
+
+
+def _imports_its_namespace(source: bytes, filename: str, root: str) -> bool:
+    """Whether the module imports, by absolute name, the namespace package (a directory
+    without ``__init__.py``) it sits in: ``check kitchen/routing.py`` read the file as a
+    top-level ``routing`` with ``kitchen/`` on sys.path, and its ``from kitchen.messages import
+    ...`` failed (E0012 "No module named 'kitchen'") while ``check kitchen.routing`` and the
+    hook import it."""
+    relative = os.path.relpath(root, os.getcwd())
+    if relative == os.curdir or relative.startswith(os.pardir):
+        return False
+    top = relative.split(os.sep)[0]
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
+                 and node.module else [])
+        if any(name.split(".")[0] == top for name in names):
+            return True
+    return False
 
 
 def _namespace_name_of(filename: str, root: str, module_name: str) -> tuple[str, str]:
@@ -193,7 +222,7 @@ def _namespace_name_of(filename: str, root: str, module_name: str) -> tuple[str,
     return here, ".".join(parts)
 
 
-def _module_name_of(filename: str) -> tuple[str, str]:
+def module_name_of(filename: str) -> tuple[str, str]:
     """(sys.path root, dotted name): walk up while directories are packages."""
     directory, base = os.path.split(filename)
     parts = [] if base == "__init__.py" else [os.path.splitext(base)[0]]
@@ -223,7 +252,7 @@ def _target_from_module(name: str) -> Target:
     if origin is None or not origin.endswith(".py") or not os.path.isfile(origin):
         raise UsageError(f"module {name!r} is not a Python source file (origin: {origin})\n"
                          "help: routing modules are .py files")
-    root, full_name = _module_name_of(os.path.abspath(origin))
+    root, full_name = module_name_of(os.path.abspath(origin))
     if full_name.endswith(f".{name}"):
         # `show routing` from inside the package directory: the file is ward.routing, and
         # importing it as `routing` failed on its own `from ward.messages import ...` (E0012
@@ -259,9 +288,40 @@ def resolved_tables(target: Target) -> tuple[list[ResolvedTable], list[Diagnosti
     filename = target.display
     tree = ast.parse(target.text, filename)
     parsed = parse_module(tree, filename)
+    with being_imported(target.module_name, target.filename):
+        return _resolve_classes(target, tree, parsed.classes, list(parsed.diagnostics))
+
+
+@contextlib.contextmanager
+def being_imported(module_name: str, filename: str) -> Iterator[None]:
+    """The routing module in ``sys.modules``, empty, while its names are resolved: the state
+    the hook resolves them in (importlib adds a module before running it). A handler module
+    that imports the routing module back (``import myapp.routing``) works under the hook and
+    in plain Python, but `check` imported it with the routing module absent, ran the routing
+    module from the handler module, and reported a circular import (E0012) that no real
+    import has."""
+    if module_name in sys.modules:
+        yield
+        return
+    placeholder = types.ModuleType(module_name)
+    placeholder.__file__ = filename
+    if os.path.basename(filename) == "__init__.py":
+        # A package's routing: its handler modules are its submodules, found on __path__.
+        placeholder.__path__ = [os.path.dirname(filename)]
+    sys.modules[module_name] = placeholder
+    try:
+        yield
+    finally:
+        if sys.modules.get(module_name) is placeholder:
+            del sys.modules[module_name]
+
+
+def _resolve_classes(target: Target, tree: ast.Module, classes: tuple[RoutingClass, ...],
+                     diagnostics: list[Diagnostic]
+                     ) -> tuple[list[ResolvedTable], list[Diagnostic]]:
+    filename = target.display
     tables: list[ResolvedTable] = []
-    diagnostics = list(parsed.diagnostics)
-    for routing in parsed.classes:
+    for routing in classes:
         node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and
                     n.lineno == routing.lineno)
         first_line = min([node.lineno, *(d.lineno for d in node.decorator_list)])
