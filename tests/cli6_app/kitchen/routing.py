@@ -1,4 +1,4 @@
-from mycelium_mono import routing_config
+from mycelium_mono import routing_config  # noqa: I001 (line numbers are asserted)
 
 from kitchen.messages import DishReady, OrderPlaced, OrderServed  # noqa: F401
 from kitchen.stations import Board, Fryer, Grill, Expo

@@ -1,4 +1,4 @@
-import os
+import os  # noqa: I001 (line numbers are asserted)
 
 from mycelium_mono import MessageHandler, handles
 
