@@ -1,9 +1,10 @@
-"""`mycelium-mono run -m kitchen.main TABLE DISHES...`: exit status = orders served (+10 per one left open)."""
+"""`mycelium-mono run -m kitchen.main TABLE DISHES...`: exit status = orders served
+(+10 per order left open)."""
 import sys
 
 from kitchen.messages import OrderPlaced
 from kitchen.routing import KitchenBus
-from kitchen.stations import Board, Fryer, Grill, Expo
+from kitchen.stations import Board, Expo, Fryer, Grill
 
 
 def main(argv: list[str]) -> int:

@@ -1,8 +1,7 @@
 import os
 
-from mycelium_mono import MessageHandler, handles
-
 from kitchen.messages import DishReady, OrderPlaced, OrderServed
+from mycelium_mono import MessageHandler, handles
 
 
 class Grill(MessageHandler[OrderPlaced]):
