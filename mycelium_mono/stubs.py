@@ -17,7 +17,8 @@ import ast
 import copy
 import os
 import re
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 
 from mycelium_mono.routing.check import ResolvedRoute, ResolvedTable
 from mycelium_mono.routing.parse import decorator_names, is_routing_decorator
@@ -41,18 +42,21 @@ def module_stub(tree: ast.Module, tables: Sequence[ResolvedTable], *,
     if scope is not None:
         tree = _ImportGuards(scope).visit(copy.deepcopy(tree))
     by_line = {table.lineno: table for table in tables}
+    types, imports = _handler_types(tree, tables)
     names = decorator_names(tree)  # `routing_config as rc` included, as the hook reads it
     body: list[ast.stmt] = []
     for stmt in tree.body:
         if isinstance(stmt, ast.ClassDef) and stmt.lineno in by_line and any(
             is_routing_decorator(d, names) for d in stmt.decorator_list
         ):
-            body.append(bus_stub(by_line[stmt.lineno]))
+            body.append(bus_stub(by_line[stmt.lineno], types))
         else:
             body.extend(_stub_statement(stmt, top=True))
     # The private aliases cannot clash with the module's own names; added only when used.
     if _uses_name(body, _TYPING):
         body.insert(_import_position(body), _parse(f"import typing as {_TYPING}"))
+    for imported, alias in sorted(imports.items(), reverse=True):
+        body.insert(_import_position(body), _parse(f"import {imported} as {alias}"))
     if tables:
         body.insert(_import_position(body), _parse(f"import mycelium_mono.monolith as {_MONOLITH}"))
     module = ast.Module(body=body, type_ignores=[])
@@ -61,11 +65,15 @@ def module_stub(tree: ast.Module, tables: Sequence[ResolvedTable], *,
     return _HEADER + _ONE_LINE_BODY.sub(": ...", text) + "\n"
 
 
-def bus_stub(table: ResolvedTable) -> ast.ClassDef:
-    """The stub of one generated bus class."""
+def bus_stub(table: ResolvedTable, types: Mapping[str, str] | None = None) -> ast.ClassDef:
+    """The stub of one generated bus class (``types``: a handler's annotation by its name as
+    written, where that name is no class to a type checker; see :func:`_handler_types`)."""
+    types = types or {}
     lines = [f"class {table.name}({_MONOLITH}.GeneratedBus):"]
-    lines += [f"    {handler.attr}: {ref.text}" for handler, ref in table.handlers]
-    params = "".join(f", {handler.attr}: {ref.text}" for handler, ref in table.handlers)
+    lines += [f"    {handler.attr}: {types.get(ref.text, ref.text)}"
+              for handler, ref in table.handlers]
+    params = "".join(f", {handler.attr}: {types.get(ref.text, ref.text)}"
+                     for handler, ref in table.handlers)
     lines.append(f"    def __init__(self{params}, *, on_error: {_MONOLITH}.ErrorCallback | None "
                  f"= ..., background: {_MONOLITH}.BackgroundBacklog | None = ...) -> None: ...")
     for route in table.routes:
@@ -78,6 +86,38 @@ def bus_stub(table: ResolvedTable) -> ast.ClassDef:
     node = _parse("\n".join(lines))
     assert isinstance(node, ast.ClassDef)
     return node
+
+
+def _handler_types(tree: ast.Module, tables: Sequence[ResolvedTable]
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """Annotations for the handlers named by something other than their class: a variable
+    (``Fryer = GasFryer if os.environ.get("GAS") else ElectricFryer`` in the handler module).
+    The stub wrote ``fryer: Fryer``, and mypy rejects a variable as a type ("Variable ... is
+    not valid as a type"), so ``mypy --strict`` failed on correct user code. Such a handler is
+    annotated with the class the hook resolved (whose name the bus's attribute already
+    carries), imported under a private alias. A name bound by ``import ... as`` stays as
+    written: that is a type alias to a type checker. Returns (annotation by name as written,
+    private alias by module)."""
+    renamed = {local.asname: local.name for node in tree.body if isinstance(node, ast.ImportFrom)
+               for local in node.names if local.asname}
+    types: dict[str, str] = {}
+    imports: dict[str, str] = {}
+    for table in tables:
+        for handler, ref in table.handlers:
+            live = handler.live
+            written = renamed.get(ref.text, ref.text.rsplit(".", 1)[-1])
+            if not isinstance(live, type) or written == live.__name__:
+                continue
+            module = sys.modules.get(live.__module__)
+            found: object = module
+            for part in live.__qualname__.split("."):
+                found = getattr(found, part, None)
+            if module is None or found is not live or live.__module__ == "__main__":
+                continue  # no importable name for it: leave it as written
+            alias = imports.setdefault(live.__module__,
+                                       "_mycelium_" + live.__module__.replace(".", "_"))
+            types[ref.text] = f"{alias}.{live.__qualname__}"
+    return types, imports
 
 
 def _emit_stubs(route: ResolvedRoute) -> list[str]:

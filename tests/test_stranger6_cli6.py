@@ -393,7 +393,7 @@ def test_check_json_is_stable_and_counts_right(venv: Venv, kitchen: Path) -> Non
     assert report["ok"] is False and report["error_count"] == 2
     found = [(d["code"], d["line"], d["column"], d["end_column"])
              for d in report["files"][0]["diagnostics"]]
-    assert found == [("E0001", 11, 20, 25), ("E0002", 11, 27, 31)]
+    assert found == [("E0001", 10, 20, 25), ("E0002", 10, 27, 31)]
     assert all(set(d) == {"code", "message", "path", "line", "column", "end_line",
                           "end_column", "help", "note"} and d["help"]
                for d in report["files"][0]["diagnostics"])
@@ -450,7 +450,7 @@ def test_run_traceback_ends_at_the_users_line(venv: Venv, kitchen: Path) -> None
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     tail = lines[max(i for i, line in enumerate(lines) if line.startswith('  File "')):]
-    assert tail[0] == f'  File "{kitchen / "kitchen" / "main.py"}", line 13, in main'
+    assert tail[0] == f'  File "{kitchen / "kitchen" / "main.py"}", line 14, in main'
     assert tail[1].strip() == 'raise ValueError(f"order {order_id} has no dishes")'
     assert tail[-1] == "ValueError: order 2 has no dishes"
 
@@ -461,7 +461,12 @@ def test_stubs_make_mypy_strict_pass_right_code_and_fail_wrong_emits(venv: Venv,
                                                                       kitchen: Path) -> None:
     wrote = venv.cli("stubs", "kitchen.routing", cwd=kitchen)
     assert wrote.returncode == 0, wrote.stderr
-    assert (kitchen / "kitchen" / "routing.pyi").is_file()
+    stub = (kitchen / "kitchen" / "routing.pyi").read_text()
+    # `Fryer` is a variable in kitchen.stations (a class picked by the environment): the stub
+    # names the class the hook resolved, as the bus's attribute name already does.
+    assert "    electric_fryer: _mycelium_kitchen_stations.ElectricFryer\n" in stub
+    assert "import kitchen.stations as _mycelium_kitchen_stations\n" in stub
+    assert "    grill: Grill\n" in stub
     mypy = [str(MYPY), "--strict", "--no-incremental", "--cache-dir", os.devnull]
 
     right = _run([*mypy, "typed_ok.py"], kitchen)
@@ -522,6 +527,14 @@ def _src_layout(kitchen: Path) -> None:
     (kitchen / "kitchen").rename(kitchen / "src" / "kitchen")
 
 
+def _stations(old: str, new: str) -> Callable[[Path], None]:
+    def change(kitchen: Path) -> None:
+        _table("", "")(kitchen)
+        stations = kitchen / "kitchen" / "stations.py"
+        stations.write_text(stations.read_text().replace(old, new))
+    return change
+
+
 SHAPES = [
     Shape("unknown handler", _table("Grill]", "Griller]"), "E0002", (9, 27)),
     Shape("not a message", _table("OrderServed =", "Board ="), "E0003", (11, 5)),
@@ -547,6 +560,11 @@ SHAPES = [
     Shape("namespace package", _namespace, "E0001", (11, 20)),
     Shape("src layout", _src_layout, "E0001", (11, 20),
           check_path="src/kitchen/routing.py", sys_path="src"),
+    # Passed every check and failed at the first emit ("missing 1 required positional
+    # argument"): now E0013 at the handler's name in the table.
+    Shape("wrong handler signature",
+          _stations("def handle(self, msg: OrderPlaced)", "def handle(self, msg: OrderPlaced, "
+                    "station: str)"), "E0013", (9, 27)),
 ]
 
 _RAISED = re.compile(r"^(?:mycelium_mono\.routing\.errors\.RoutingError: \[(E\d{4})\]|"
@@ -655,3 +673,27 @@ def test_a_namespace_package_checks_by_path_as_by_module_name(venv: Venv, kitche
         assert checked.stdout == "kitchen/routing.py: 1 routing class ok\n"
     shown = venv.cli("show", "kitchen/routing.py", cwd=kitchen)
     assert shown.returncode == 0 and "def emit_order_served" in shown.stdout, shown.stderr
+
+
+def test_handler_signatures_that_take_one_message_still_pass(venv: Venv, kitchen: Path) -> None:
+    stations = kitchen / "kitchen" / "stations.py"
+    stations.write_text(stations.read_text()
+                        .replace("def handle(self, msg: OrderPlaced)",
+                                 "def handle(self, msg: OrderPlaced, station: str = 'grill')")
+                        .replace("def handle(self, msg: DishReady) -> None:\n        if",
+                                 "def handle(self, *msgs: DishReady, loud: bool = False) "
+                                 "-> None:\n        msg = msgs[0]\n        if")
+                        .replace("def on_order(self, msg: OrderPlaced)",
+                                 "def on_order(self, msg: OrderPlaced, /, *rest: object)"))
+    checked = venv.cli("check", "kitchen/", cwd=kitchen)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    ran = venv.cli("run", "serve.py", "1", "2", "1", cwd=kitchen)
+    assert ran.returncode == 2 and "served [1, 2]" in ran.stdout, ran.stdout + ran.stderr
+    wrong = stations.read_text().replace("def on_served(self, msg: OrderServed)",
+                                         "def on_served(self)")
+    stations.write_text(wrong)
+    checked = venv.cli("check", "kitchen/routing.py", cwd=kitchen)
+    assert checked.returncode == 1
+    assert checked.stdout.startswith(
+        "kitchen/routing.py:10:20: error[E0013]: Board.on_served(self) cannot be called with "
+        "one message: too many positional arguments"), checked.stdout

@@ -7,6 +7,7 @@ order) and, per message, the method each handler receives it with.
 
 from __future__ import annotations
 
+import inspect
 import keyword
 from dataclasses import dataclass
 
@@ -241,7 +242,41 @@ class _Checker:
                        f"route it in the background: {message.name} = route(sync=[...], "
                        f"background=[{handler.name}])")
             return None
+        wrong = _call_mismatch(handler.live, method.method)
+        if wrong is not None:
+            self.error("E0013", f"{handler.name}.{method.method}{wrong[0]} cannot be called "
+                       f"with one message: {wrong[1]}", ref.span,
+                       f"give {handler.name}.{method.method} one parameter for the message, "
+                       f"e.g. def {method.method}(self, msg: {message.name}) -> None (others "
+                       "need defaults)")
+            return None
         return method
+
+
+def _call_mismatch(cls: type | None, name: str) -> tuple[str, str] | None:
+    """The signature, and why ``instance.<name>(msg)``, the one call the bus makes, would
+    raise TypeError (None: it binds, or the signature cannot be read). ``def handle(self,
+    msg, extra)`` passed every check and failed at the first emit with "missing 1 required
+    positional argument"."""
+    if not isinstance(cls, type):
+        return None  # a class in the routing module itself: only its source exists yet
+    raw = inspect.getattr_static(cls, name, None)
+    if isinstance(raw, staticmethod | classmethod):
+        function = raw.__func__
+        leading: tuple[object, ...] = () if isinstance(raw, staticmethod) else (cls,)
+    elif inspect.isfunction(raw):
+        function, leading = raw, (object(),)
+    else:
+        return None  # a descriptor or callable object of its own: not ours to judge
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*leading, object())
+    except TypeError as exc:
+        return str(signature.replace(return_annotation=inspect.Signature.empty)), str(exc)
+    return None
 
 
 def check_class(

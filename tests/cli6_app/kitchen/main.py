@@ -1,4 +1,5 @@
-"""`mycelium-mono run -m kitchen.main TABLE DISHES...`: exits with orders served (+10 per open)."""
+"""`mycelium-mono run -m kitchen.main TABLE DISHES...`: exit status = orders served
+(+10 per order left open)."""
 import sys
 
 from kitchen.messages import OrderPlaced

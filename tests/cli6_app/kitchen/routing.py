@@ -1,7 +1,6 @@
-from mycelium_mono import routing_config  # noqa: I001 (line numbers are asserted)
-
 from kitchen.messages import DishReady, OrderPlaced, OrderServed  # noqa: F401
-from kitchen.stations import Board, Fryer, Grill, Expo
+from kitchen.stations import Board, Expo, Fryer, Grill
+from mycelium_mono import routing_config
 
 
 @routing_config

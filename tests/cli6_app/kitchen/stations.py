@@ -1,8 +1,7 @@
-import os  # noqa: I001 (line numbers are asserted)
-
-from mycelium_mono import MessageHandler, handles
+import os
 
 from kitchen.messages import DishReady, OrderPlaced, OrderServed
+from mycelium_mono import MessageHandler, handles
 
 
 class Grill(MessageHandler[OrderPlaced]):
