@@ -944,15 +944,16 @@ def test_a_bad_message_definition_is_reported_by_every_subcommand_without_a_trac
     wanted = "error[E0012]: importing a module named by the routing table raised MessageError: "
     for argv, status in ((("check", "gridwatch/"), 1), (("show", "gridwatch.routing"), 1),
                          (("doctor", "gridwatch.routing"), 1), (("stubs", "gridwatch.routing"), 1),
-                         (("bench", "gridwatch.routing"), 2)):
+                         (("bench", "gridwatch.routing"), 1)):
+        # bench exits 1 with the errors, as show/stubs/doctor do (it said 2, a usage error,
+        # and only pointed at check: fixed by the cli6 audit).
         result = cli(*argv, cwd=project)
         _no_traceback(result)
         assert result.returncode == status, (argv, result.stdout + result.stderr)
-        if argv[0] != "bench":  # bench points at check, which shows it
-            out = result.stdout + result.stderr
-            assert wanted + "BreakerCommand._seq: '_seq' is reserved" in out, (argv, out)
-            assert 'File "gridwatch/messages.py", line ' in out
-            assert "help: rename the field, e.g. seq_" in out
+        out = result.stdout + result.stderr
+        assert wanted + "BreakerCommand._seq: '_seq' is reserved" in out, (argv, out)
+        assert 'File "gridwatch/messages.py", line ' in out
+        assert "help: rename the field, e.g. seq_" in out
     assert not (project / "gridwatch" / "routing.pyi").exists()
 
 
