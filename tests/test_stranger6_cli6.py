@@ -669,8 +669,22 @@ def test_a_namespace_package_checks_by_path_as_by_module_name(venv: Venv, kitche
     # current directory; `check kitchen/routing.py` read it as a top-level `routing` and
     # failed on its own `from kitchen.messages import ...`.
     (kitchen / "kitchen" / "__init__.py").unlink()
-    assert venv.cli("run", "--packages", "kitchen", "serve.py", "1", "1",
-                    cwd=kitchen).returncode == 1
+    assert venv.cli("run", "--packages", "kitchen", "serve.py", "1", "1", cwd=kitchen,
+                    PYTHONDONTWRITEBYTECODE=None).returncode == 1
+    # The hook's next import uses the cache file; `cache info` called it stale (it looked
+    # kitchen.messages up with kitchen/ itself on sys.path, and nothing imported).
+    probe = ("import mycelium_mono; mycelium_mono.install_import_hook(['kitchen']); "
+             "import kitchen.routing; from mycelium_mono.routing.hook import import_records; "
+             "print(import_records()['kitchen.routing'].describe())")
+    assert venv.py("-c", probe, cwd=kitchen).stdout == (
+        "kitchen.routing: loaded from the hook's cache\n")
+    for where in (kitchen, kitchen.parent):
+        info = venv.cli("cache", "info", str(kitchen), cwd=where)
+        assert info.stdout.count("routing.cpython-312.mycelium.pyc  [current]\n") == 1, (
+            info.stdout)
+    info = venv.cli("cache", "info", cwd=kitchen, KITCHEN_GAS="1")
+    assert "[stale (an imported name means another class now: kitchen.stations.Fryer)]" in (
+        info.stdout)
 
     for target in ("kitchen/routing.py", "kitchen.routing"):
         checked = venv.cli("check", target, cwd=kitchen)
