@@ -623,6 +623,9 @@ def test_check_run_and_the_hook_point_at_the_same_span(venv: Venv, kitchen: Path
     caret = re.search(r"^ *\d+ \| (.*)\n *\| ( *)\^", text.stdout, re.M)
     assert caret and len(caret[2]) == shape.where[1] - 1, text.stdout
     assert "\nhelp: " in text.stdout
+    shown = venv.cli("show", shape.check_path, cwd=kitchen)
+    assert shown.returncode == 1  # the same line as check's, where show printed an absolute path
+    assert shown.stderr.startswith(text.stdout.split("\n", 1)[0] + "\n"), shown.stderr
 
     ran = venv.cli("run", "--packages", "kitchen", "app.py", cwd=kitchen)
     assert ran.returncode == 1
@@ -657,6 +660,8 @@ def test_a_handler_module_importing_the_routing_module_back_checks_clean(venv: V
         assert checked.stdout == "kitchen/routing.py: 1 routing class ok\n"
     doctor = venv.cli("doctor", "--no-timing", "kitchen.routing", cwd=kitchen)
     assert doctor.returncode == 0, doctor.stdout
+    shown = venv.cli("show", "kitchen.routing", cwd=kitchen)
+    assert shown.returncode == 0 and "def emit_order_served" in shown.stdout, shown.stderr
 
 
 def test_a_namespace_package_checks_by_path_as_by_module_name(venv: Venv, kitchen: Path) -> None:
@@ -664,8 +669,22 @@ def test_a_namespace_package_checks_by_path_as_by_module_name(venv: Venv, kitche
     # current directory; `check kitchen/routing.py` read it as a top-level `routing` and
     # failed on its own `from kitchen.messages import ...`.
     (kitchen / "kitchen" / "__init__.py").unlink()
-    assert venv.cli("run", "--packages", "kitchen", "serve.py", "1", "1",
-                    cwd=kitchen).returncode == 1
+    assert venv.cli("run", "--packages", "kitchen", "serve.py", "1", "1", cwd=kitchen,
+                    PYTHONDONTWRITEBYTECODE=None).returncode == 1
+    # The hook's next import uses the cache file; `cache info` called it stale (it looked
+    # kitchen.messages up with kitchen/ itself on sys.path, and nothing imported).
+    probe = ("import mycelium_mono; mycelium_mono.install_import_hook(['kitchen']); "
+             "import kitchen.routing; from mycelium_mono.routing.hook import import_records; "
+             "print(import_records()['kitchen.routing'].describe())")
+    assert venv.py("-c", probe, cwd=kitchen).stdout == (
+        "kitchen.routing: loaded from the hook's cache\n")
+    for where in (kitchen, kitchen.parent):
+        info = venv.cli("cache", "info", str(kitchen), cwd=where)
+        assert info.stdout.count("routing.cpython-312.mycelium.pyc  [current]\n") == 1, (
+            info.stdout)
+    info = venv.cli("cache", "info", cwd=kitchen, KITCHEN_GAS="1")
+    assert "[stale (an imported name means another class now: kitchen.stations.Fryer)]" in (
+        info.stdout)
 
     for target in ("kitchen/routing.py", "kitchen.routing"):
         checked = venv.cli("check", target, cwd=kitchen)

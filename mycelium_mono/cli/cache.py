@@ -62,15 +62,16 @@ def cache_status(path: str) -> str:
         # Unchanged files are not enough: the hook also looks every imported name up again
         # (a class picked by an environment variable), and `info` said "current" for a file
         # the next import rewrites while `doctor` called it a miss.
-        found = _as_the_hook_sees(path, key, source)
+        found = _as_the_hook_sees(path, key, source, found)
     return "current" if isinstance(found, CacheEntry) else f"stale ({found})"
 
 
-def _as_the_hook_sees(path: str, key: CacheKey, source: str) -> CacheEntry | CacheMiss:
+def _as_the_hook_sees(path: str, key: CacheKey, source: str, entry: CacheEntry
+                      ) -> CacheEntry | CacheMiss:
     """:func:`usable_cache` with the source's project on ``sys.path``, as the application
     would import it; the modules imported for it are forgotten after, so one project's
     ``myapp`` does not answer for another's."""
-    root = module_name_of(os.path.abspath(source))[0]
+    root = _project_root(os.path.abspath(source), entry)
     saved_path, saved_modules = list(sys.path), set(sys.modules)
     sys.path.insert(0, root)
     importlib.invalidate_caches()
@@ -82,6 +83,24 @@ def _as_the_hook_sees(path: str, key: CacheKey, source: str) -> CacheEntry | Cac
         for name in set(sys.modules) - saved_modules:
             if (getattr(sys.modules[name], "__file__", None) or "").startswith(inside):
                 del sys.modules[name]
+
+
+def _project_root(source: str, entry: CacheEntry) -> str:
+    """The directory the application imports the source's package from: above the regular
+    packages around it, or, in a namespace package (no ``__init__.py``), above the directory
+    named like a package the rewrite imported (``kitchen/routing.py`` importing
+    ``kitchen.messages``). Read as a top-level ``routing`` instead, every name failed to
+    import and ``info`` called the file stale, while the hook's next import used it."""
+    root = module_name_of(source)[0]
+    if root != os.path.dirname(source):
+        return root  # inside a regular package: its name is known
+    tops = {res.module.split(".")[0] for res in entry.resolutions}
+    directory = root
+    while os.path.dirname(directory) != directory:
+        if os.path.basename(directory) in tops:
+            return os.path.dirname(directory)
+        directory = os.path.dirname(directory)
+    return root
 
 
 def _source_of(path: str) -> str | None:

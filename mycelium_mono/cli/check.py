@@ -300,7 +300,11 @@ def run_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Print the generated classes (or the whole rewritten module) and the call notes."""
     target = find_target(args.module)
     try:
-        result = rewrite_module(target.source, target.filename, target.module_name)
+        # As `check` reads it: the routing module in sys.modules while its handler modules
+        # import (show reported a circular import check did not), and the path as check
+        # prints it (show printed the absolute path for the same error).
+        with being_imported(target.module_name, target.filename):
+            result = rewrite_module(target.source, target.display, target.module_name)
     except RoutingError as exc:
         sys.stderr.write(exc.render(color=use_color(sys.stderr)) + "\n")
         return 1
