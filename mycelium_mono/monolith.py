@@ -96,8 +96,7 @@ class GeneratedBus:
         services = self.__mycelium_services__
         old = getattr(self, name, None) if name in services else None
         object.__delattr__(self, name)
-        if old is not None and all(getattr(self, n, None) is not old for n in services):
-            detach_emitter(old, self)
+        _release_unless_used(self, old)
         if name in services and getattr(type(self), "__mycelium_inlined__", None):
             # Here, not at the top: a bus that inlines nothing never loads the inliner.
             from mycelium_mono.routing.inline import recheck
@@ -348,9 +347,14 @@ def replace_service(bus: GeneratedBus, name: str, value: object) -> None:
         raise wrong_service(bus, name, expected, value)
     attach_emitter(value, bus.emit)
     object.__setattr__(bus, name, value)
-    # One instance may fill two slots of a bus: it is released only when it fills none.
-    if old is not None and old is not value and all(
-            getattr(bus, n, None) is not old for n in bus.__mycelium_services__):
+    _release_unless_used(bus, old)
+
+
+def _release_unless_used(bus: GeneratedBus, old: object) -> None:
+    """Release ``old``, a service that left a slot of ``bus`` (None: the slot was empty).
+    One instance may fill two slots of a bus: it is released only when it fills none."""
+    if old is not None and all(getattr(bus, n, None) is not old
+                               for n in bus.__mycelium_services__):
         detach_emitter(old, bus)
 
 

@@ -61,6 +61,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mycelium_mono.monolith import note_once
+
 __all__ = [
     "BUILTINS_ALIAS",
     "SUPPORT_ALIAS",
@@ -347,18 +349,30 @@ def _swaps_own_behaviour(node: ast.FunctionDef) -> str | None:
     only when the bus is built, so inlined, the next emit pasted the old body again."""
     names = _BEHAVIOUR_ATTRS | {node.name}
     for child in _walk_body(node):
-        if isinstance(child, ast.Attribute) and (
-                child.attr == "__dict__"
-                or (child.attr in names and isinstance(child.ctx, ast.Store | ast.Del))):
-            return f"sets .{child.attr}: the next message may be handled by other code"
-        if isinstance(child, ast.Call) and _called_name(child) in _SETATTRS and any(
-                isinstance(arg, ast.Constant) and arg.value in names for arg in child.args):
+        if isinstance(child, ast.Attribute) and child.attr == "__dict__":
+            return "sets .__dict__: the next message may be handled by other code"
+        if _swapped_by(child, names) is None:
+            continue
+        if isinstance(child, ast.Call):
             return (f"sets its method or class through {_called_name(child)}(): the next "
                     "message may be handled by other code")
+        return f"sets .{_swapped_by(child, names)}: the next message may be handled by other code"
     return None
 
 
 _SETATTRS = frozenset({"setattr", "delattr", "__setattr__", "__delattr__"})
+
+
+def _swapped_by(node: ast.AST, names: frozenset[str]) -> str | None:
+    """The attribute of ``names`` that ``node`` sets or deletes (``x.handle = ...``, ``del
+    x.handle``, ``setattr(x, "handle", ...)``), if it does."""
+    if isinstance(node, ast.Attribute):
+        stored = node.attr in names and isinstance(node.ctx, ast.Store | ast.Del)
+        return node.attr if stored else None
+    if isinstance(node, ast.Call) and _called_name(node) in _SETATTRS:
+        return next((str(arg.value) for arg in node.args
+                     if isinstance(arg, ast.Constant) and arg.value in names), None)
+    return None
 
 
 def _called_name(call: ast.Call) -> str | None:
@@ -374,12 +388,9 @@ def local_swapper(node: ast.ClassDef, method: str) -> str | None:
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
             for child in (n for part in stmt.body for n in ast.walk(part)):
-                if (isinstance(child, ast.Attribute) and child.attr in names
-                        and isinstance(child.ctx, ast.Store | ast.Del)) or (
-                        isinstance(child, ast.Call) and _called_name(child) in _SETATTRS
-                        and any(isinstance(arg, ast.Constant) and arg.value in names
-                                for arg in child.args)):
-                    return f"{node.name}.{stmt.name} sets .{_swapped_attr(child, names)}"
+                swapped = _swapped_by(child, names)
+                if swapped is not None:
+                    return f"{node.name}.{stmt.name} sets .{swapped}"
     return None
 
 
@@ -411,14 +422,6 @@ def _code_swaps(code: types.CodeType, names: frozenset[str]) -> str | None:
         if consts:
             return consts[0]
     return None
-
-
-def _swapped_attr(node: ast.AST, names: frozenset[str]) -> str:
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    assert isinstance(node, ast.Call)
-    return next(str(a.value) for a in node.args if isinstance(a, ast.Constant)
-                and a.value in names)
 
 
 def _is_handles(node: ast.expr) -> bool:
@@ -1021,10 +1024,8 @@ def located(exc: Exception,
     _unrename(exc)
     line = _raising_line(exc, digest, runs) or firstlineno
     text = linecache.getline(filename, line).strip()
-    note = (f"inlined {qualname} raised at {filename}:{line}: {text}\n"
-            "(build the bus with inline=False to see the handler's own frame)")
-    if note not in getattr(exc, "__notes__", ()):  # one exception object raised again and again
-        exc.add_note(note)
+    note_once(exc, f"inlined {qualname} raised at {filename}:{line}: {text}\n"
+                   "(build the bus with inline=False to see the handler's own frame)")
     return exc
 
 
