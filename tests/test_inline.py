@@ -564,7 +564,7 @@ def test_method_replaced_on_the_class_after_generation(
 def test_reassigning_a_service_rechecks_the_guard(load: Callable[..., Loaded]) -> None:
     loaded = load(ping=["Tally"], pong=["Downstream"])
     bus = build(loaded, "InlineBus")
-    assert bus._mycelium_inline_ok
+    assert bus._mycelium_inline_ok, guard_failures(bus)
     bus.tally = unittest.mock.Mock(spec=loaded.handlers.Tally)
     assert not bus._mycelium_inline_ok
     assert guard_failures(bus) == ["tally is a Mock, not exactly Tally: its methods are called"]

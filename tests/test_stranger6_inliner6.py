@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from mycelium_mono.handlers import attach_emitter
 from mycelium_mono.messages import snake_case
 from mycelium_mono.pytest_plugin import forget_modules
+from mycelium_mono.routing import inline
 
 PACKAGE = "triage"
 
@@ -609,3 +610,141 @@ def test_handler_bodies_of_every_shape_behave_like_hand_written_calls_on_every_b
             results[build.name, board] = got
     assert len({repr(r) for (_, board), r in results.items() if board == "Board"}) == 1
 # --- inliner6-A (the other helper appends below this line) ---------------------------------
+
+
+# --- a swap by a name computed at run time ---------------------------------------------------
+
+COMPUTED_STATE = """
+class Intake(MessageHandler[Arrival]):
+    def __init__(self):
+        self.slot = "".join(["han", "dle"])     # "handle", but no literal says so
+
+    def handle(self, patient):
+        LOG.append(("intake", patient.acuity))
+        if patient.acuity > 2:
+            setattr(self, self.slot, self.on_break)
+
+    def on_break(self, patient):
+        LOG.append(("intake on break", patient.acuity))
+
+
+class Shift:
+    def hand_over(self):
+        object.__setattr__(self, self.slot, self.off_shift)
+
+
+class Nurse(Shift, MessageHandler[Arrival]):
+    def __init__(self):
+        self.slot = "_".join(["", "", "class", "", ""]).replace("__c", "__c")
+
+    def handle(self, patient):
+        LOG.append(("nurse", patient.acuity))
+        if patient.acuity > 3:
+            self.slot = "handle"
+            self.hand_over()
+
+    def off_shift(self, patient):
+        LOG.append(("nurse off shift", patient.acuity))
+
+
+class Porter(MessageHandler[Arrival]):
+    def __init__(self, **settings):
+        for key, value in {"trolleys": 2, **settings}.items():
+            setattr(self, key, value)       # names from the caller, before the bus checks
+
+    def handle(self, patient):
+        LOG.append(("porter", patient.acuity, self.trolleys))
+"""
+
+
+@pytest.mark.parametrize("where", ["handler module", "routing module"])
+def test_a_station_that_swaps_its_method_by_a_computed_name_is_seen_by_the_next_emit(
+        tmp_path: Path, build: Build, where: str) -> None:
+    """``setattr(self, self.slot, ...)`` with ``slot == "handle"``: no string literal names the
+    method, so a check that looked for ``"handle"`` let the body be inlined, and the next
+    patient met the old body. A computed name counts as a possible swap, in the body and in
+    every method of the class, except in ``__init__`` (it ran before the bus checked the
+    service): the porter, who sets his settings by name there, is still inlined."""
+    import sys
+
+    if where == "handler module":
+        routing, module = load(tmp_path, build, HELPER_HEADER + COMPUTED_STATE, BOARD_ROUTING)
+    else:
+        text = (HELPER_HEADER + COMPUTED_STATE + "\n\n@routing_config(inline=INLINE)\n"
+                "class Board:\n    Arrival = [Intake, Nurse, Porter]\n")
+        routing = load_build(tmp_path, PACKAGE, {"messages": MESSAGES, "routing": text}, build)
+        module = sys.modules[f"{PACKAGE}.routing"]
+    if build.inline:
+        assert inlined(routing.Board) == {"porter"}, routing.Board.__mycelium_notes__
+        reasons = {attr: reason for _, attr, _, mode, reason in routing.Board.__mycelium_notes__}
+        assert "named at run time" in reasons["intake"]
+        assert "hand_over sets an attribute named at run time" in reasons["nurse"]
+    bus = routing.Board(intake=module.Intake(), nurse=module.Nurse(), porter=module.Porter())
+    for acuity in (1, 3, 4, 5):
+        bus.emit(module.Arrival(acuity))
+    assert module.LOG == [
+        ("intake", 1), ("nurse", 1), ("porter", 1, 2),
+        ("intake", 3), ("nurse", 3), ("porter", 3, 2),
+        ("intake on break", 4), ("nurse", 4), ("porter", 4, 2),
+        ("intake on break", 5), ("nurse off shift", 5), ("porter", 5, 2)]
+
+
+# --- a handler module imported again ---------------------------------------------------------
+
+REIMPORTED = """
+from mycelium_mono import MessageHandler
+from triage.messages import Arrival
+
+LOG = []
+
+
+class Intake(MessageHandler[Arrival]):
+    def handle(self, patient):
+        LOG.append(("intake", len(str(patient.acuity)), patient.acuity))
+"""
+
+ONE_STATION = """
+from mycelium_mono import routing_config
+from triage.messages import Arrival  # noqa: F401
+from triage.handlers import Intake
+
+
+@routing_config(inline=INLINE)
+class Board:
+    Arrival = [Intake]
+"""
+
+
+def test_a_re_imported_handler_module_is_judged_by_the_globals_the_routed_class_reads(
+        tmp_path: Path, build: Build) -> None:
+    """The routing module keeps the classes it imported; the handler module is then imported
+    again (``sys.modules`` now holds a new module object). The guard looked its names up in
+    ``sys.modules``: it passed while the *old* module, the one the routed method reads, binds
+    ``len`` (the inlined body read the builtin: 2 where the method says -1), and it refused to
+    inline when the new module no longer binds ``LOG`` though the old one, the one read, does.
+    Both are judged by the method's own globals now."""
+    import importlib
+    import sys
+
+    routing, old = load(tmp_path, build, REIMPORTED, ONE_STATION)
+    (tmp_path / build.name / PACKAGE / "handlers.py").write_text(
+        "from mycelium_mono import MessageHandler\n")
+    del sys.modules[f"{PACKAGE}.handlers"]
+    new = importlib.import_module(f"{PACKAGE}.handlers")
+    assert new is not old and not hasattr(new, "LOG")
+
+    bus = routing.Board(intake=old.Intake())
+    if build.inline:
+        assert inline.guard_failures(bus) == []
+    bus.emit(old.Arrival(10))
+
+    old.len = lambda value: -1   # the module the routed method reads now shadows a builtin
+    bus = routing.Board(intake=old.Intake())
+    if build.inline:
+        assert inline.guard_failures(bus) == [
+            "Intake.handle: triage.handlers now binds 'len', which the inlined body reads as "
+            "the builtin: its method is called"]
+    bus.emit(old.Arrival(7))
+    hand_written = old.Intake()
+    hand_written.handle(old.Arrival(7))
+    assert old.LOG == [("intake", 2, 10), ("intake", -1, 7), ("intake", -1, 7)]

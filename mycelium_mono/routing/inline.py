@@ -351,27 +351,56 @@ def _swaps_own_behaviour(node: ast.FunctionDef) -> str | None:
     for child in _walk_body(node):
         if isinstance(child, ast.Attribute) and child.attr == "__dict__":
             return "sets .__dict__: the next message may be handled by other code"
-        if _swapped_by(child, names) is None:
+        swapped = _swapped_by(child, names)
+        if swapped is None:
             continue
+        if swapped == COMPUTED and isinstance(child, ast.Call):
+            return (f"sets an attribute named at run time through {_called_name(child)}(): "
+                    "it may be its method or class, and the next message handled by other "
+                    "code")
         if isinstance(child, ast.Call):
             return (f"sets its method or class through {_called_name(child)}(): the next "
                     "message may be handled by other code")
-        return f"sets .{_swapped_by(child, names)}: the next message may be handled by other code"
+        return f"sets .{swapped}: the next message may be handled by other code"
     return None
 
 
 _SETATTRS = frozenset({"setattr", "delattr", "__setattr__", "__delattr__"})
 
 
+COMPUTED = "<computed>"
+"""What :func:`_swapped_by` answers for ``setattr(self, name, ...)``: a name only known when it
+runs may be ``handle`` or ``__class__`` (``setattr(self, "han" + "dle", ...)`` got past a
+check by name)."""
+
+
 def _swapped_by(node: ast.AST, names: frozenset[str]) -> str | None:
     """The attribute of ``names`` that ``node`` sets or deletes (``x.handle = ...``, ``del
-    x.handle``, ``setattr(x, "handle", ...)``), if it does."""
+    x.handle``, ``setattr(x, "handle", ...)``), :data:`COMPUTED` for a ``setattr`` whose name
+    is not a string literal, None if neither."""
     if isinstance(node, ast.Attribute):
         stored = node.attr in names and isinstance(node.ctx, ast.Store | ast.Del)
         return node.attr if stored else None
-    if isinstance(node, ast.Call) and _called_name(node) in _SETATTRS:
-        return next((str(arg.value) for arg in node.args
-                     if isinstance(arg, ast.Constant) and arg.value in names), None)
+    if not (isinstance(node, ast.Call) and _called_name(node) in _SETATTRS):
+        return None
+    name = _setattr_name(node)
+    if name is None:
+        return COMPUTED
+    return name if name in names else None
+
+
+def _setattr_name(call: ast.Call) -> str | None:
+    """The literal attribute name of a ``setattr``-like call, None if it is computed.
+    ``setattr(obj, NAME, v)`` and ``object.__setattr__(obj, NAME, v)`` name it second; a bound
+    ``obj.__setattr__(NAME, v)`` (one argument fewer) names it first."""
+    args = call.args
+    if any(isinstance(arg, ast.Starred) for arg in args) or call.keywords:
+        return None
+    bound = 1 if _called_name(call) == "__delattr__" else 2
+    first = isinstance(call.func, ast.Attribute) and len(args) == bound
+    arg = args[0 if first else 1] if len(args) > (0 if first else 1) else None
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
     return None
 
 
@@ -389,9 +418,23 @@ def local_swapper(node: ast.ClassDef, method: str) -> str | None:
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
             for child in (n for part in stmt.body for n in ast.walk(part)):
                 swapped = _swapped_by(child, names)
+                if swapped == COMPUTED and stmt.name in _NAMES_FROM_CALLER:
+                    continue
                 if swapped is not None:
-                    return f"{node.name}.{stmt.name} sets .{swapped}"
+                    return f"{node.name}.{stmt.name} {_sets(swapped)}"
     return None
+
+
+_NAMES_FROM_CALLER = frozenset({"__init__", "__setattr__", "__delattr__"})
+"""Methods whose computed ``setattr`` names are not the handler's doing while it runs:
+``__init__`` ran before the bus checked the service (the guard sees what it set), and a
+``__setattr__``/``__delattr__`` passes on the name of an assignment the body's own check
+already read (``self.handle = ...`` is refused there, ``self.count = ...`` is not a swap)."""
+
+
+def _sets(swapped: str) -> str:
+    return ("sets an attribute named at run time" if swapped == COMPUTED
+            else f"sets .{swapped}")
 
 
 def live_swapper(klass: type, method: str) -> str | None:
@@ -406,8 +449,10 @@ def live_swapper(klass: type, method: str) -> str | None:
                 continue
             for each in (code, *_nested_code(code)):
                 swapped = _code_swaps(each, names)
+                if swapped == COMPUTED and attr in _NAMES_FROM_CALLER:
+                    continue
                 if swapped is not None:
-                    return f"{klass.__qualname__}.{attr} sets .{swapped}"
+                    return f"{klass.__qualname__}.{attr} {_sets(swapped)}"
     return None
 
 
@@ -417,10 +462,49 @@ def _code_swaps(code: types.CodeType, names: frozenset[str]) -> str | None:
             if (instruction.opname in ("STORE_ATTR", "DELETE_ATTR")
                     and instruction.argval in names):
                 return str(instruction.argval)
-    if not _SETATTRS.isdisjoint(code.co_names):
-        consts = [c for c in code.co_consts if isinstance(c, str) and c in names]
-        if consts:
-            return consts[0]
+    if _SETATTRS.isdisjoint(code.co_names):
+        return None
+    consts = [c for c in code.co_consts if isinstance(c, str) and c in names]
+    if consts:
+        return consts[0]
+    instructions = list(dis.get_instructions(code))
+    for index, instruction in enumerate(instructions):
+        if (instruction.argval in _SETATTRS and instruction.opname in _CALLEE_LOADS
+                and _code_setattr_name(instructions, index) is None):
+            return COMPUTED
+    return None
+
+
+_CALLEE_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_FAST",
+                           "LOAD_ATTR", "LOAD_METHOD"})
+_ARGUMENT_LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF", "LOAD_GLOBAL",
+                             "LOAD_NAME", "LOAD_CONST", "LOAD_SMALL_INT", "LOAD_FAST_BORROW"})
+_CALL_ENDS = frozenset({"PRECALL", "CALL"})
+
+
+def _code_setattr_name(instructions: list[dis.Instruction], callee: int) -> str | None:
+    """:func:`_setattr_name` read from bytecode: the call's arguments must each be one plain
+    load up to its ``CALL``, or the name counts as computed (None)."""
+    values: list[dis.Instruction | None] = []
+    for instruction in instructions[callee + 1:]:
+        if instruction.opname in _CALL_ENDS:
+            break
+        if instruction.opname == "LOAD_FAST_LOAD_FAST":  # 3.13: two locals in one
+            values += [None, None]
+        elif instruction.opname in _ARGUMENT_LOADS:
+            values.append(instruction)
+        else:
+            return None
+    else:
+        return None
+    bound = 1 if instructions[callee].argval == "__delattr__" else 2
+    first = instructions[callee].opname in ("LOAD_ATTR", "LOAD_METHOD") and len(values) == bound
+    position = 0 if first else 1
+    if position >= len(values):
+        return None
+    arg = values[position]
+    if arg is not None and arg.opname == "LOAD_CONST" and isinstance(arg.argval, str):
+        return arg.argval
     return None
 
 
@@ -934,22 +1018,40 @@ def guard_failures(bus: Any) -> list[str]:
                 or getattr(bound, "__self__", None) is not service):
             problems.append(f"{attr}.{method} is replaced on the instance")
             continue
-        rebound = _globals_rebound(*names) if names else None
+        assert isinstance(fn, types.FunctionType)  # checked above
+        rebound = (_globals_rebound(names[0], names[1], names[2], fn.__globals__,
+                                    _generated_namespace(cls)) if names else None)
         if rebound is not None:
             problems.append(f"{routed.__qualname__}.{method}: {rebound}")
     return problems
 
 
-def _globals_rebound(module: str, as_builtins: tuple[str, ...],
-                     from_module: tuple[str, ...]) -> str | None:
+def _generated_namespace(cls: type) -> dict[str, Any] | None:
+    """The globals of the generated bus code, where its module aliases are bound: those of
+    the ``__init__`` of the class that was generated (a subclass may define its own)."""
+    for klass in cls.__mro__:
+        if "__mycelium_inlined__" in vars(klass):
+            return getattr(vars(klass).get("__init__"), "__globals__", None)
+    return None
+
+
+def _globals_rebound(module: str, as_builtins: tuple[str, ...], from_module: tuple[str, ...],
+                     method_globals: dict[str, Any],
+                     generated: dict[str, Any] | None) -> str | None:
     """Why the module's globals are not what the inlined body was written for (None: they
     are). The bus may come from the hook's cache, written in a process where the handler
     module bound other names: an optional import that now succeeds (``try: from rich import
-    print``) shadows a builtin the inlined code would still call."""
-    loaded = sys.modules.get(module)
-    if loaded is None:
-        return None
-    namespace = vars(loaded)
+    print``) shadows a builtin the inlined code would still call.
+
+    The names are looked up where the *method* reads them (``method_globals``), and the module
+    the inlined code reads through must be that very namespace: after the handler module is
+    imported again, ``sys.modules`` holds a new module while the routed class (and the bus's
+    alias) may hold the old one, and the new module's names told nothing about the old."""
+    namespace = method_globals
+    loaded = (generated or {}).get(module_alias(module))  # bound only if names are read
+    if from_module and getattr(loaded, "__dict__", None) is not namespace:
+        return (f"the inlined body reads {module} through another module object than the "
+                "method's own globals (was it imported again?): its method is called")
     shadowing = [name for name in as_builtins if name in namespace]
     if shadowing:
         return (f"{module} now binds {shadowing[0]!r}, which the inlined body reads as the "
