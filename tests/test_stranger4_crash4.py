@@ -923,6 +923,95 @@ async def test_a_consumer_slower_than_ack_wait_repeats_only_counted_redeliveries
         await bus.close()
 
 
+async def test_a_handler_slower_than_ack_wait_keeps_its_messages_and_handles_each_once(
+    stream: str,
+) -> None:
+    """Each order takes 1.4 s (awaited: the loop runs) with ack_wait 1 s, and four are
+    fetched at once. Nothing told the server the consumer was still at work, so it handed out
+    the running one and the three queued behind it again: each handled twice, and the repeats
+    took the deliveries a real failure would need (max_deliver=2: one slow handler away from
+    dead-lettering messages that never failed). While the loop runs, the consumer now says
+    "in progress" for every message it holds, so the server waits."""
+    count = 4
+
+    class Slow(MessageHandler[Order]):
+        def __init__(self) -> None:
+            self.got: list[tuple[str, int]] = []
+
+        async def handle(self, msg: Order) -> None:
+            await asyncio.sleep(1.4)
+            self.got.append((msg.publisher, msg.seq))
+
+    pub_bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream)
+    bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, name="plodder",
+                               ack_wait_s=1.0, fetch_batch=4, max_ack_pending=8,
+                               max_deliver=2)
+    try:
+        await pub_bus.start()
+        pub = pub_bus.publisher(Order)
+        for seq in range(1, count + 1):
+            await pub.publish(order("ex", seq))
+        await pub_bus.transport.flush()
+        runtime = ServiceRuntime(bus, maxsize=4)
+        slow = Slow()
+        await runtime.spawn_service(slow)
+        await bus.ready()
+        await until(lambda: len(slow.got) >= count
+                    or bus.transport.stats.extra.get("dead_lettered", 0) > 0, timeout=30)
+        await asyncio.sleep(2.5)  # a redelivery after the last ack would arrive by now
+        await runtime.shutdown()
+        extra = bus.transport.stats.extra
+        tally = account(slow.got, {"ex": count})
+        assert extra.get("dead_lettered", 0) == 0 and await dead_letters(stream) == 0, extra
+        assert tally == {"lost": 0, "repeats": 0, "reordered": 0}, (tally, slow.got, extra)
+        assert extra.get("redelivered", 0) == 0, extra
+        assert extra.get("in_progress", 0) >= count, extra
+    finally:
+        await pub_bus.close()
+        await bus.close()
+
+
+async def test_a_handler_that_never_returns_keeps_its_message_in_progress_only_so_long(
+    stream: str,
+) -> None:
+    """The handler awaits forever. Its message is reported in progress for ten ack_waits
+    (1 s each), not for as long as the process lives: then the server hands it out again
+    (here to the same consumer, the only one pulling). Not before half that time either: the
+    heartbeats kept the server waiting."""
+    loop = asyncio.get_running_loop()
+
+    class Hangs(MessageHandler[Order]):
+        def __init__(self) -> None:
+            self.began: list[float] = []
+
+        async def handle(self, msg: Order) -> None:
+            self.began.append(loop.time())
+            await asyncio.Event().wait()  # never set
+
+    pub_bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream)
+    bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, name="hanger",
+                               ack_wait_s=1.0, fetch_batch=1, max_ack_pending=4)
+    try:
+        await pub_bus.start()
+        await pub_bus.publisher(Order).publish(order("ex", 1))
+        await pub_bus.transport.flush()
+        runtime = ServiceRuntime(bus, maxsize=4)
+        hangs = Hangs()
+        await runtime.spawn_service(hangs)
+        await bus.ready()
+        extra = bus.transport.stats.extra
+        await until(lambda: bool(hangs.began), timeout=10)
+        await until(lambda: bus.transport.stats.extra.get("redelivered", 0) >= 1, timeout=30)
+        waited = loop.time() - hangs.began[0]
+        extra = bus.transport.stats.extra
+        assert 5.0 <= waited <= 20.0, (waited, extra)
+        assert extra.get("in_progress_expired") == 1 and extra.get("in_progress", 0) >= 5, extra
+        await runtime.shutdown(timeout=0.5)
+    finally:
+        await pub_bus.close()
+        await bus.close()
+
+
 async def test_await_publish_behind_a_publish_nowait_still_waits_for_jetstream(
     stream: str,
 ) -> None:

@@ -13,7 +13,10 @@ acknowledged only when every local subscriber is done with it:
   the copy's ``Nats-Msg-Id`` is the input's stream and sequence, so an input dead-lettered
   again (the consumer died before its term) is stored once within the dead-letter stream's
   duplicate window (2 minutes by default), counted as ``dead_letter_repeats``;
-- a redelivery (the consumer crashed or exceeded ``ack_wait`` while holding it, or it
+- held and not yet settled, past a third of ``ack_wait`` → "in progress", repeated while
+  the loop runs (for up to ten ack_waits): a slow handler or a long queue is not handed
+  out again, a dead or stalled consumer's messages are;
+- a redelivery (the consumer crashed or stalled past ``ack_wait`` while holding it, or it
   failed) → handled *alone*: the consumer waits until nothing else it fetched is
   unsettled, offers it, and fetches nothing more until it is settled, one at a time while
   redeliveries come (the server hands them out before new messages), so a crash now
@@ -379,6 +382,10 @@ class PullConsumer:
         self.stopped_for_mismatch = False
         # Offered to the bus and not yet acked/nak'd/termed at the server.
         self._held = 0
+        # Of those, the ones a handler may still be working on (offered, not yet settled),
+        # by id: the message, when it was offered, when the server last heard of it (see
+        # _keep_working).
+        self._working: dict[int, tuple[Msg, float, float]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         # Fetch one at a time: at a start (what comes first may be what crashed the last
@@ -399,7 +406,9 @@ class PullConsumer:
 
     async def run(self, closing: Callable[[], bool]) -> None:
         """Fetch until ``closing()``; the acker runs beside it in the same task group."""
-        acker = asyncio.get_running_loop().create_task(self._ack_forever())
+        loop = asyncio.get_running_loop()
+        acker = loop.create_task(self._ack_forever())
+        keeper = loop.create_task(self._keep_working())
         try:
             await self._open_start_window()
             while not closing() and not self.stopped_for_mismatch:
@@ -420,9 +429,10 @@ class PullConsumer:
                     self.taken_seq = max(self.taken_seq, m.metadata.sequence.stream)
                 self.inbound.sync_stats()
         finally:
-            acker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acker
+            for task in (keeper, acker):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._settle_outcomes()
 
     # Inputs delivered before this start (to a process that died, or to a work queue's other
@@ -537,6 +547,8 @@ class PullConsumer:
                 return
             self.inbound.count("backpressure_waits")
             await inlet.space(type(msg))
+        now = asyncio.get_running_loop().time()
+        self._working[id(m)] = (m, now, now)
         if alone:
             await self._until_idle()
 
@@ -590,10 +602,51 @@ class PullConsumer:
         return _Settler(self, m, since)
 
     def _settled(self, outcome: _Outcome) -> None:
+        self._working.pop(id(outcome.msg), None)
         self._outcomes.append(outcome)
         wakeup = self._acker_wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
+
+    # How long a held message is kept "in progress", in ack_waits; past that the server hands
+    # it out again, as it did before any was kept (a handler that never returns, a message
+    # left queued in a subscription nobody reads any more).
+    WORKING_ACK_WAITS = 10
+
+    async def _keep_working(self) -> None:
+        """Tell the server "in progress" (``+WPI``) for every message held longer than a third
+        of ``ack_wait``, while the loop runs, for up to :attr:`WORKING_ACK_WAITS` ack_waits.
+
+        A slow handler (each order 1.4 s against ack_wait 1 s), or a queue working through a
+        batch, had every message it held handed out again: each handled twice, and the
+        repeats spent deliveries a real failure needs before it is dead-lettered
+        (``test_a_handler_slower_than_ack_wait_keeps_its_messages_and_handles_each_once``).
+        So ``ack_wait_s`` is how long the server waits on a *silent* consumer: a process that
+        died, or a loop that stalls (no heartbeat leaves a loop blocked in ``time.sleep``),
+        gets its messages handed out again as before.
+        """
+        loop = asyncio.get_running_loop()
+        ack_wait = self.options.ack_wait_s
+        period = max(ack_wait / 3, 0.01)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for key, (m, offered, told) in list(self._working.items()):
+                if now - told < period or key not in self._working:
+                    continue
+                if now - offered > ack_wait * self.WORKING_ACK_WAITS:
+                    del self._working[key]  # left to the server's redelivery
+                    self.inbound.count("in_progress_expired")
+                    continue
+                try:
+                    await m.in_progress()
+                except Exception as exc:  # reconnecting: the server may redeliver it
+                    self.inbound.count("in_progress_errors")
+                    log.debug("in-progress for %s failed: %r", self.subject, exc)
+                    continue
+                self.inbound.count("in_progress")
+                if key in self._working:
+                    self._working[key] = (m, offered, now)
 
     async def _ack_forever(self) -> None:
         loop = asyncio.get_running_loop()

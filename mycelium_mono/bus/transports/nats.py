@@ -134,8 +134,10 @@ class NatsTransport(Transport):
     ``backoff_s``: nak delay after each failed delivery; ``max_ack_pending``: messages the
     server hands out unacknowledged (the back-pressure window; default 4 x ``fetch_batch``);
     ``pending_limit``: core-NATS client buffer per subscription before it drops;
-    ``fetch_batch``: messages per JetStream pull; ``ack_wait_s``: redelivery timeout of a
-    message fetched and not settled (keep it above the time to work through a full queue);
+    ``fetch_batch``: messages per JetStream pull; ``ack_wait_s``: how long the server waits
+    on a *silent* consumer before it hands a fetched, unsettled message out again (while its
+    loop runs, the consumer reports the messages it holds "in progress" every third of it,
+    for up to ten ack_waits: a slow handler is not repeated, a dead or stalled one is);
     ``max_in_flight``: unacknowledged JetStream publishes before ``publish`` waits;
     ``flush_timeout_s``: how long :meth:`flush` (and ``close``) keeps re-sending what
     JetStream did not store; ``ack_timeout_s``: how long one publish's ack may take.
