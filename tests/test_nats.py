@@ -126,6 +126,47 @@ async def test_core_slow_consumer_loses_messages_and_counts_them(shared_nats: st
         await sub.close()
 
 
+async def test_a_subscriber_nobody_reads_holds_a_bounded_buffer_and_closes_at_once(
+    shared_nats: str,
+) -> None:
+    """200,000 ticks at a bus whose one subscription (maxsize 16) is never read. The client
+    buffers at most ``pending_limit`` of them and drops the rest, counted: with nats-py's
+    default (524,288) it held all of them, 64 MiB of Python objects here; the default now
+    holds 65,536. And close() returns at once: the callback waiting for room in the closed
+    subscription used to hold drain() for its whole 5 s timeout."""
+    import tracemalloc
+
+    from mycelium_mono.bus.transports.nats import DEFAULT_PENDING_LIMIT
+
+    count = 200_000
+    bus = MessageBus.with_nats(shared_nats)
+    bus.subscribe(Tick, maxsize=16)
+    await bus.start()
+    await bus.ready()
+    pub = await started(shared_nats)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for seq in range(1, count + 1):
+            pub.publish_nowait(tick(seq))
+            if seq % 10_000 == 0:
+                await pub.flush()
+        await pub.flush()
+        stats = bus.transport.stats
+        await until(lambda: stats.dropped_overflow + DEFAULT_PENDING_LIMIT + 17 >= count,
+                    timeout=60)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        await pub.close()
+    assert held < 40 * 2**20, f"{held / 2**20:.1f} MiB held for a subscription nobody reads"
+    assert count - DEFAULT_PENDING_LIMIT - 100 <= stats.dropped_overflow, stats
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await bus.close()
+    assert loop.time() - began < 2.0, "close() sat out drain's timeout"
+
+
 # -- JetStream (a private server per test: streams, restarts) -------------------------------
 
 

@@ -86,6 +86,14 @@ __all__ = ["NATS_START_HELP", "NatsTransport"]
 
 log = logging.getLogger("mycelium_mono.transport.nats")
 
+DEFAULT_PENDING_LIMIT = 65_536
+"""Messages a core-NATS subscription buffers in the client while its subscriber is full.
+nats-py's own default, 524,288, held 64 MiB for 200,000 three-field messages behind a
+subscriber nobody read (about 340 B each, measured): a slow consumer could grow a process by
+170 MiB per subscription before the first drop. This bound holds about 21 MiB."""
+PENDING_BYTES_LIMIT = 64 * 1024 * 1024
+"""And payload bytes, whichever comes first (nats.go's default; nats-py's is 128 MiB)."""
+
 NATS_START_HELP = (
     "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server "
     "-- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
@@ -133,7 +141,8 @@ class NatsTransport(Transport):
     ``<dead_letter>.<subject>`` (default ``dlq.<stream>``, stored in its own stream);
     ``backoff_s``: nak delay after each failed delivery; ``max_ack_pending``: messages the
     server hands out unacknowledged (the back-pressure window; default 4 x ``fetch_batch``);
-    ``pending_limit``: core-NATS client buffer per subscription before it drops;
+    ``pending_limit``: core-NATS client buffer per subscription, in messages, before it
+    drops (and at most ``PENDING_BYTES_LIMIT`` of payload);
     ``fetch_batch``: messages per JetStream pull; ``ack_wait_s``: how long the server waits
     on a *silent* consumer before it hands a fetched, unsettled message out again (while its
     loop runs, the consumer reports the messages it holds "in progress" every third of it,
@@ -155,7 +164,7 @@ class NatsTransport(Transport):
         stream: str = "MYCELIUM",
         durable: str | None = None,
         name: str | None = None,
-        pending_limit: int = 512 * 1024,
+        pending_limit: int = DEFAULT_PENDING_LIMIT,
         fetch_batch: int = 512,
         ack_wait_s: float = 30.0,
         max_deliver: int = 5,
@@ -232,6 +241,9 @@ class NatsTransport(Transport):
         self._js: JetStreamContext | None = None
         self._inlet: Inlet | None = None
         self._closing = False
+        # Set with _closing: a core callback waiting for room in a subscription nobody reads
+        # any more gives up, so close() does not sit out drain's timeout (5 s, measured).
+        self._closed_event = asyncio.Event()
         self._connected_once = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -314,6 +326,7 @@ class NatsTransport(Transport):
         except (ConnectionError, NatsPermissionError, ValueError) as exc:  # counted; say it
             log.error("closing %r with messages the server did not take: %s", self, exc)
         self._closing = True
+        self._closed_event.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -395,7 +408,8 @@ class NatsTransport(Transport):
         nc = self._require()
         subject = wire_type(message_type).subject
         if self._js is None:
-            await nc.subscribe(subject, cb=self._on_core, pending_msgs_limit=self.pending_limit)
+            await nc.subscribe(subject, cb=self._on_core, pending_msgs_limit=self.pending_limit,
+                               pending_bytes_limit=PENDING_BYTES_LIMIT)
             return
         await self._ensure_stream(message_type.TOPIC)
         # Refuse a mismatched definition before the consumer takes anything (issue 12).
@@ -450,7 +464,9 @@ class NatsTransport(Transport):
         """Core NATS (at-most-once): one payload; duplicates by sequence are dropped.
 
         Waiting for space here pauses this subscription's reading: the client's buffer then
-        fills to ``pending_limit`` and drops, counted as ``dropped_overflow``.
+        fills to ``pending_limit`` (or ``PENDING_BYTES_LIMIT``) and drops, counted as
+        ``dropped_overflow``. Closing, the wait ends and the message is lost, as core NATS
+        loses what a closed subscriber had not read.
         """
         inlet = self._inlet
         assert inlet is not None
@@ -460,8 +476,20 @@ class NatsTransport(Transport):
         elif result.message is not None and self._in.accept(result):
             self.stats.received += 1
             while not inlet.offer(result.message):
-                await inlet.space(type(result.message))
+                if self._closing:
+                    self._in.count("dropped_at_close")
+                    break
+                await self._space_unless_closing(inlet, type(result.message))
         self._in.sync_stats()
+
+    async def _space_unless_closing(self, inlet: Inlet, message_type: type[Any]) -> None:
+        space = asyncio.ensure_future(inlet.space(message_type))
+        closed = asyncio.ensure_future(self._closed_event.wait())
+        try:
+            await asyncio.wait((space, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (space, closed):
+                task.cancel()
 
     # -- publishing ------------------------------------------------------------------------
 
