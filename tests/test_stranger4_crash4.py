@@ -879,48 +879,56 @@ async def test_a_publisher_stalling_its_loop_past_the_ack_timeout_stores_each_or
         await reader.close()
 
 
-async def test_a_consumer_slower_than_ack_wait_repeats_only_counted_redeliveries(
-    stream: str,
-) -> None:
-    """A batch takes twice ack_wait to work through (32 fetched, 30 ms each, ack_wait 0.5 s,
-    a 12-deep queue): the server hands the waiting ones out again. Nothing is lost, nothing
-    that never failed is dead-lettered, and every repeat is a counted redelivery."""
-    count = 100
+async def slow_consumer_run(stream: str, count: int, seconds_each: float, maxsize: int,
+                            **options: Any) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """``count`` orders stored, then consumed by a handler awaiting ``seconds_each`` on each
+    (with ``options`` for the consumer); what it handled and the consumer's counters."""
 
     class Slow(MessageHandler[Order]):
         def __init__(self) -> None:
             self.got: list[tuple[str, int]] = []
 
         async def handle(self, msg: Order) -> None:
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(seconds_each)
             self.got.append((msg.publisher, msg.seq))
 
     pub_bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream)
     bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, name="laggard",
-                               ack_wait_s=0.5, fetch_batch=32, max_ack_pending=64,
-                               max_deliver=3)
+                               **options)
     try:
         await pub_bus.start()
         pub = pub_bus.publisher(Order)
         for seq in range(1, count + 1):
             await pub.publish(order("ex", seq))
         await pub_bus.transport.flush()
-        runtime = ServiceRuntime(bus, maxsize=12)
+        runtime = ServiceRuntime(bus, maxsize=maxsize)
         slow = Slow()
         await runtime.spawn_service(slow)
         await bus.ready()
         await until(lambda: len({s for _, s in slow.got}) >= count
                     or bus.transport.stats.extra.get("dead_lettered", 0) > 0, timeout=60)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.5)  # a redelivery after the last ack would arrive by now
         await runtime.shutdown()
-        extra = bus.transport.stats.extra
-        tally = account(slow.got, {"ex": count})
-        assert extra.get("dead_lettered", 0) == 0 and await dead_letters(stream) == 0, extra
-        assert tally["lost"] == 0, tally
-        assert tally["repeats"] <= extra.get("redelivered", 0), (tally, extra)
+        return slow.got, dict(bus.transport.stats.extra)
     finally:
         await pub_bus.close()
         await bus.close()
+
+
+async def test_a_consumer_slower_than_ack_wait_repeats_only_counted_redeliveries(
+    stream: str,
+) -> None:
+    """A batch takes twice ack_wait to work through (32 fetched, 30 ms each, ack_wait 0.5 s,
+    a 12-deep queue): the server handed the waiting ones out again (before the consumer
+    reported what it holds in progress). Nothing is lost, nothing that never failed is
+    dead-lettered, and every repeat is a counted redelivery."""
+    count = 100
+    got, extra = await slow_consumer_run(stream, count, 0.03, 12, ack_wait_s=0.5,
+                                         fetch_batch=32, max_ack_pending=64, max_deliver=3)
+    tally = account(got, {"ex": count})
+    assert extra.get("dead_lettered", 0) == 0 and await dead_letters(stream) == 0, extra
+    assert tally["lost"] == 0, tally
+    assert tally["repeats"] <= extra.get("redelivered", 0), (tally, extra)
 
 
 async def test_a_handler_slower_than_ack_wait_keeps_its_messages_and_handles_each_once(
@@ -933,42 +941,13 @@ async def test_a_handler_slower_than_ack_wait_keeps_its_messages_and_handles_eac
     dead-lettering messages that never failed). While the loop runs, the consumer now says
     "in progress" for every message it holds, so the server waits."""
     count = 4
-
-    class Slow(MessageHandler[Order]):
-        def __init__(self) -> None:
-            self.got: list[tuple[str, int]] = []
-
-        async def handle(self, msg: Order) -> None:
-            await asyncio.sleep(1.4)
-            self.got.append((msg.publisher, msg.seq))
-
-    pub_bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream)
-    bus = MessageBus.with_nats(NATS_URL, jetstream=True, stream=stream, name="plodder",
-                               ack_wait_s=1.0, fetch_batch=4, max_ack_pending=8,
-                               max_deliver=2)
-    try:
-        await pub_bus.start()
-        pub = pub_bus.publisher(Order)
-        for seq in range(1, count + 1):
-            await pub.publish(order("ex", seq))
-        await pub_bus.transport.flush()
-        runtime = ServiceRuntime(bus, maxsize=4)
-        slow = Slow()
-        await runtime.spawn_service(slow)
-        await bus.ready()
-        await until(lambda: len(slow.got) >= count
-                    or bus.transport.stats.extra.get("dead_lettered", 0) > 0, timeout=30)
-        await asyncio.sleep(2.5)  # a redelivery after the last ack would arrive by now
-        await runtime.shutdown()
-        extra = bus.transport.stats.extra
-        tally = account(slow.got, {"ex": count})
-        assert extra.get("dead_lettered", 0) == 0 and await dead_letters(stream) == 0, extra
-        assert tally == {"lost": 0, "repeats": 0, "reordered": 0}, (tally, slow.got, extra)
-        assert extra.get("redelivered", 0) == 0, extra
-        assert extra.get("in_progress", 0) >= count, extra
-    finally:
-        await pub_bus.close()
-        await bus.close()
+    got, extra = await slow_consumer_run(stream, count, 1.4, 4, ack_wait_s=1.0,
+                                         fetch_batch=4, max_ack_pending=8, max_deliver=2)
+    tally = account(got, {"ex": count})
+    assert extra.get("dead_lettered", 0) == 0 and await dead_letters(stream) == 0, extra
+    assert tally == {"lost": 0, "repeats": 0, "reordered": 0}, (tally, got, extra)
+    assert extra.get("redelivered", 0) == 0, extra
+    assert extra.get("in_progress", 0) >= count, extra
 
 
 async def test_a_handler_that_never_returns_keeps_its_message_in_progress_only_so_long(

@@ -333,6 +333,20 @@ LOG = []
 """
 
 
+def load_where(tmp_path: Path, build: Build, where: str, classes: str
+               ) -> tuple[ModuleType, Any]:
+    """The board over ``classes`` written in the handler module (a compiled module the
+    swap check reads from bytecode) or in the routing module itself (read from source)."""
+    import sys
+
+    if where == "handler module":
+        return load(tmp_path, build, HELPER_HEADER + classes, BOARD_ROUTING)
+    text = (HELPER_HEADER + classes + "\n\n@routing_config(inline=INLINE)\n"
+            "class Board:\n    Arrival = [Intake, Nurse, Porter]\n")
+    routing = load_build(tmp_path, PACKAGE, {"messages": MESSAGES, "routing": text}, build)
+    return routing, sys.modules[f"{PACKAGE}.routing"]
+
+
 @pytest.mark.parametrize("where", ["handler module", "routing module"])
 def test_a_station_that_swaps_its_class_through_a_helper_method_is_seen_by_the_next_emit(
         tmp_path: Path, build: Build, where: str) -> None:
@@ -340,15 +354,7 @@ def test_a_station_that_swaps_its_class_through_a_helper_method_is_seen_by_the_n
     mixin's ``hand_over()`` sets ``handle`` on the instance. The body itself assigns nothing,
     so only a look at every method of the class's MRO tells that the next patient may meet
     other code. Inlined without it, the next emit pasted the idle desk's body again."""
-    import sys
-
-    if where == "handler module":
-        routing, module = load(tmp_path, build, HELPER_HEADER + HELPER_STATE, BOARD_ROUTING)
-    else:
-        text = (HELPER_HEADER + HELPER_STATE + "\n\n@routing_config(inline=INLINE)\n"
-                "class Board:\n    Arrival = [Intake, Nurse, Porter]\n")
-        routing = load_build(tmp_path, PACKAGE, {"messages": MESSAGES, "routing": text}, build)
-        module = sys.modules[f"{PACKAGE}.routing"]
+    routing, module = load_where(tmp_path, build, where, HELPER_STATE)
     if build.inline:
         assert inlined(routing.Board) == {"porter"}
         reasons = {attr: reason for _, attr, _, mode, reason in routing.Board.__mycelium_notes__}
@@ -665,15 +671,7 @@ def test_a_station_that_swaps_its_method_by_a_computed_name_is_seen_by_the_next_
     patient met the old body. A computed name counts as a possible swap, in the body and in
     every method of the class, except in ``__init__`` (it ran before the bus checked the
     service): the porter, who sets his settings by name there, is still inlined."""
-    import sys
-
-    if where == "handler module":
-        routing, module = load(tmp_path, build, HELPER_HEADER + COMPUTED_STATE, BOARD_ROUTING)
-    else:
-        text = (HELPER_HEADER + COMPUTED_STATE + "\n\n@routing_config(inline=INLINE)\n"
-                "class Board:\n    Arrival = [Intake, Nurse, Porter]\n")
-        routing = load_build(tmp_path, PACKAGE, {"messages": MESSAGES, "routing": text}, build)
-        module = sys.modules[f"{PACKAGE}.routing"]
+    routing, module = load_where(tmp_path, build, where, COMPUTED_STATE)
     if build.inline:
         assert inlined(routing.Board) == {"porter"}, routing.Board.__mycelium_notes__
         reasons = {attr: reason for _, attr, _, mode, reason in routing.Board.__mycelium_notes__}
