@@ -7,6 +7,7 @@ order) and, per message, the method each handler receives it with.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import keyword
 from dataclasses import dataclass
@@ -242,7 +243,7 @@ class _Checker:
                        f"route it in the background: {message.name} = route(sync=[...], "
                        f"background=[{handler.name}])")
             return None
-        wrong = _call_mismatch(handler.live, method.method)
+        wrong = _call_mismatch(handler.live, method.method, handler.mro)
         if wrong is not None:
             self.error("E0013", f"{handler.name}.{method.method}{wrong[0]} cannot be called "
                        f"with one message: {wrong[1]}", ref.span,
@@ -253,13 +254,15 @@ class _Checker:
         return method
 
 
-def _call_mismatch(cls: type | None, name: str) -> tuple[str, str] | None:
+def _call_mismatch(cls: type | None, name: str, mro: tuple[object, ...] = ()
+                   ) -> tuple[str, str] | None:
     """The signature, and why ``instance.<name>(msg)``, the one call the bus makes, would
     raise TypeError (None: it binds, or the signature cannot be read). ``def handle(self,
     msg, extra)`` passed every check and failed at the first emit with "missing 1 required
     positional argument"."""
     if not isinstance(cls, type):
-        return None  # a class in the routing module itself: only its source exists yet
+        # A class in the routing module itself: only its source exists yet.
+        return _source_call_mismatch(mro, name)
     raw = inspect.getattr_static(cls, name, None)
     if isinstance(raw, staticmethod | classmethod):
         function = raw.__func__
@@ -272,11 +275,72 @@ def _call_mismatch(cls: type | None, name: str) -> tuple[str, str] | None:
         signature = inspect.signature(function)
     except (TypeError, ValueError):
         return None
+    return _unbindable(signature, leading)
+
+
+def _unbindable(signature: inspect.Signature, leading: tuple[object, ...]
+                ) -> tuple[str, str] | None:
     try:
         signature.bind(*leading, object())
     except TypeError as exc:
         return str(signature.replace(return_annotation=inspect.Signature.empty)), str(exc)
     return None
+
+
+def _source_call_mismatch(mro: tuple[object, ...], name: str) -> tuple[str, str] | None:
+    """:func:`_call_mismatch` for a class written in the routing module, from the ``def`` the
+    instance would call: the first class of its MRO that defines ``name``. A handler class
+    written beside its table was never checked, and failed at its first emit instead."""
+    for klass in mro:
+        if isinstance(klass, type):
+            return _call_mismatch(klass, name) if name in vars(klass) else None
+        node = getattr(klass, "node", None)
+        if not isinstance(node, ast.ClassDef):
+            return None
+        defined = [stmt for stmt in node.body if _binds(stmt, name)]
+        if not defined:
+            continue
+        last = defined[-1]
+        if not isinstance(last, ast.FunctionDef | ast.AsyncFunctionDef) or any(
+                not _is_handles_decorator(d) for d in last.decorator_list):
+            return None  # an assignment, a staticmethod, another decorator: not ours to judge
+        wrong = _unbindable(_signature_of(last.args), (object(),))
+        return None if wrong is None else (f"({ast.unparse(last.args)})", wrong[1])
+    return None
+
+
+def _binds(stmt: ast.stmt, name: str) -> bool:
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return stmt.name == name
+    targets = (stmt.targets if isinstance(stmt, ast.Assign)
+               else [stmt.target] if isinstance(stmt, ast.AnnAssign | ast.AugAssign) else [])
+    return any(isinstance(t, ast.Name) and t.id == name for t in targets)
+
+
+def _is_handles_decorator(node: ast.expr) -> bool:
+    target = node.func if isinstance(node, ast.Call) else node
+    return (isinstance(target, ast.Name) and target.id == "handles") or (
+        isinstance(target, ast.Attribute) and target.attr == "handles")
+
+
+def _signature_of(args: ast.arguments) -> inspect.Signature:
+    """The parameters of a ``def`` (annotations left out, every default ``...``): enough to
+    tell whether one positional argument binds, and why not in Python's own words."""
+    kind = inspect.Parameter
+    positional = [*args.posonlyargs, *args.args]
+    first_default = len(positional) - len(args.defaults)
+    params = [kind(a.arg, kind.POSITIONAL_ONLY if i < len(args.posonlyargs)
+                   else kind.POSITIONAL_OR_KEYWORD,
+                   default=... if i >= first_default else kind.empty)
+              for i, a in enumerate(positional)]
+    if args.vararg is not None:
+        params.append(kind(args.vararg.arg, kind.VAR_POSITIONAL))
+    params += [kind(a.arg, kind.KEYWORD_ONLY,
+                    default=kind.empty if default is None else ...)
+               for a, default in zip(args.kwonlyargs, args.kw_defaults, strict=True)]
+    if args.kwarg is not None:
+        params.append(kind(args.kwarg.arg, kind.VAR_KEYWORD))
+    return inspect.Signature(params)
 
 
 def check_class(
