@@ -31,8 +31,8 @@ nested functions, imports in the body, decorators, defaults or extra parameters,
 with its own ``__getattribute__``, a name the module does not define, a class whose methods
 swap the instance's ``__class__`` or handler method (:func:`live_swapper`: ``self.handle =``,
 ``setattr`` with a computed name or looked up by name or under an alias, a write into
-``self.__dict__``/``vars(self)``; in the methods, and in the functions and classes of the
-same top-level package they name as globals), a ``type X = ...`` statement, a handler module
+``self.__dict__``/``vars(self)``; in the methods, its metaclass's, and the functions and
+classes of the same top-level package they name as globals), a ``type X = ...`` statement, a handler module
 whose own module class answers attribute reads. A swap through code that check does not
 read (a method of an object reached through an attribute, ``self.rota.assign(self)``; a
 function of another package) is like patching after the build: not seen.
@@ -423,7 +423,8 @@ def _called_name(call: ast.Call) -> str | None:
 
 
 def local_swapper(node: ast.ClassDef, method: str, module: ast.Module | None = None,
-                  module_name: str = "", followed: list[str] | None = None) -> str | None:
+                  module_name: str = "", followed: list[str] | None = None, *,
+                  depth: int = 0) -> str | None:
     """The method of the class statement ``node`` that swaps the instance's class or its
     ``method`` (``def go_busy(self): self.__class__ = Busy``), if any: the handler's own body
     may do it through such a helper, and the next message is then handled by other code.
@@ -433,6 +434,19 @@ def local_swapper(node: ast.ClassDef, method: str, module: ast.Module | None = N
     it binds (``SET = setattr``)."""
     names = _BEHAVIOUR_ATTRS | {method}
     aliases, imported = _module_bindings(module, module_name)
+    for keyword in node.keywords:
+        meta = keyword.value
+        if keyword.arg != "metaclass" or not isinstance(meta, ast.Name) or depth > 8:
+            continue  # (a cycle of metaclass names in the text would fail when it runs)
+        # `type(self).rotate()` on a metaclass of the user's own (live_swapper's reason).
+        local = [s for s in (module.body if module else ()) if isinstance(s, ast.ClassDef)
+                 and s.name == meta.id]
+        found = (local_swapper(local[-1], method, module, module_name, followed,
+                               depth=depth + 1) if local
+                 else _imported_swaps(imported[meta.id], names, module_name, followed)
+                 if meta.id in imported else None)
+        if found is not None:
+            return f"its metaclass {meta.id}: {found}"
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
             swapped = _node_swaps(stmt, names)
@@ -579,10 +593,12 @@ method."""
 _DICT_WRITERS = frozenset({"update", "setdefault", "__setitem__", "__delitem__", "pop",
                            "popitem", "clear", "__ior__"})
 
-_NAMES_FROM_CALLER = frozenset({"__init__", "__setattr__", "__delattr__", "__setstate__"})
+_NAMES_FROM_CALLER = frozenset({"__init__", "__new__", "__init_subclass__", "__setattr__",
+                                "__delattr__", "__setstate__"})
 """Methods whose computed ``setattr`` names (and ``__dict__`` writes) are not the handler's
-doing while it runs: ``__init__`` and ``__setstate__`` ran before the bus checked the
-service (the guard sees what they set), and a ``__setattr__``/``__delattr__`` passes on the
+doing while it runs: ``__init__``, ``__new__`` and ``__setstate__`` ran before the bus
+checked the service (the guard sees what they set; a metaclass's, and ``__init_subclass__``,
+when the class was made), and a ``__setattr__``/``__delattr__`` passes on the
 name of an assignment the body's own check already read (``self.handle = ...`` is refused
 there, ``self.count = ...`` is not a swap; ``self.__dict__[name] = value`` is its usual
 body)."""
@@ -609,6 +625,14 @@ def live_swapper(klass: type, method: str, followed: list[str] | None = None) ->
     appended to ``followed``: the hook's cache must be invalidated when they change."""
     names = _BEHAVIOUR_ATTRS | {method}
     package = klass.__module__.partition(".")[0]
+    for meta in inspect.getmro(type(klass)):
+        # `type(self).rotate()` with `def rotate(cls): cls.handle = ...` on a metaclass of the
+        # user's own (type, ABCMeta and this library's are not the handler's doing).
+        top = meta.__module__.partition(".")[0]
+        if top not in sys.stdlib_module_names and top not in _NOT_FOLLOWED:
+            found = live_swapper(meta, method, followed)
+            if found is not None:
+                return f"its metaclass: {found}"
     # The standard library's and this library's classes (Generic, MessageHandler) are read
     # themselves, not followed: their helpers are not the handler's state changes.
     follow = package not in sys.stdlib_module_names and package not in _NOT_FOLLOWED
