@@ -207,7 +207,10 @@ def generate_class(table: ResolvedTable, *, inline: bool,
     _place(cls.bases[0], table.span)
     prelude = plan.prelude()
     _place_all(list(prelude), table.span)
-    sources = tuple(sorted({body.filename for body in plan.guarded.values()}))
+    # The files a swap check followed count too: a helper edited to swap `handle` must not
+    # leave a cached bus inlining it.
+    sources = tuple(sorted({path for body in plan.guarded.values()
+                            for path in (body.filename, *body.watched)}))
     return GeneratedClass(table.name, cls, tuple(plan.notes), prelude, table.lineno, sources)
 
 

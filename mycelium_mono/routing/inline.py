@@ -14,7 +14,9 @@ meaning:
   the method's own ``LOAD_GLOBAL`` does, so a module that rebinds ``usd_e6`` later (or a test
   that monkeypatches it) is seen by the inlined code too. Builtins are read through
   ``builtins`` for the same reason; a builtin the handler module shadows *after* the bus was
-  generated is the one case the inlined code does not follow.
+  generated is the one case the inlined code does not follow (and its mirror: a global the
+  module deletes after the build, ``del handlers.max``, is an AttributeError inlined where
+  the call falls back to the builtin).
 - Private names are mangled with the defining class's name, as the compiler did in the class.
 - ``return`` becomes ``break`` out of a one-iteration ``while True:`` (``while True`` has no
   test; measured at about 1.5 ns per handler, and only bodies with an early return get it); a
@@ -27,8 +29,14 @@ Everything the rewrite cannot prove keeps the call: closures and ``super()``, ge
 introspection (``warn()`` included: it attributes the warning to its caller's module),
 nested functions, imports in the body, decorators, defaults or extra parameters, a class
 with its own ``__getattribute__``, a name the module does not define, a class whose methods
-swap the instance's ``__class__`` or handler method (:func:`live_swapper`), a ``type X = ...``
-statement, a handler module whose own module class answers attribute reads.
+swap the instance's ``__class__`` or handler method (:func:`live_swapper`: ``self.handle =``,
+``setattr`` with a computed name or looked up by name or under an alias, a write into
+``self.__dict__``/``vars(self)``; in the methods, its metaclass's, and the functions and
+classes of the same top-level package they name as globals), a ``type X = ...``
+statement, a handler module whose own module class answers attribute reads. A swap through
+code that check does not read (a method of an object reached through an attribute,
+``self.rota.assign(self)``; a function of another package) is like patching after the
+build: not seen.
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
@@ -51,6 +59,7 @@ import builtins
 import copy
 import dis
 import functools
+import importlib
 import inspect
 import linecache
 import re
@@ -120,6 +129,9 @@ class InlinedBody:
     """Globals read through the module because it bound them then; the guard checks it still
     does (the call would fall back to a builtin, or raise NameError, where the read through
     the module raises AttributeError)."""
+    watched: tuple[str, ...] = ()
+    """Files of the functions the swap check read besides the class's own (``rotate(self)``
+    from a module of the package): the hook's cached bus depends on them too."""
 
     @property
     def origin(self) -> str:
@@ -158,6 +170,8 @@ class MethodSource:
     """The emit method runs in the method's own module globals (a method written in the
     routing module): its global names stay plain names, looked up exactly as it looks them
     up, falling back to builtins when the module has not bound them."""
+    watched: tuple[str, ...] = ()
+    """Files the swap check read besides the class's own (see :attr:`InlinedBody.watched`)."""
 
 
 def code_crc(code: types.CodeType) -> int:
@@ -409,51 +423,283 @@ def _called_name(call: ast.Call) -> str | None:
     return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
 
 
-def local_swapper(node: ast.ClassDef, method: str) -> str | None:
+def local_swapper(node: ast.ClassDef, method: str, module: ast.Module | None = None,
+                  module_name: str = "", followed: list[str] | None = None, *,
+                  depth: int = 0) -> str | None:
     """The method of the class statement ``node`` that swaps the instance's class or its
     ``method`` (``def go_busy(self): self.__class__ = Busy``), if any: the handler's own body
-    may do it through such a helper, and the next message is then handled by other code."""
-    names = _BEHAVIOUR_ATTRS - {"__dict__"} | {method}
+    may do it through such a helper, and the next message is then handled by other code.
+    So may a function of the routing module ``module_name`` (its tree ``module``) that a
+    method names (``rotate(self)``: :func:`_local_functions`), one it imports from its own
+    top-level package (read live, as :func:`live_swapper` reads it), or an alias of setattr
+    it binds (``SET = setattr``)."""
+    names = _BEHAVIOUR_ATTRS | {method}
+    aliases, imported = _module_bindings(module, module_name)
+    for keyword in node.keywords:
+        meta = keyword.value
+        if keyword.arg != "metaclass" or not isinstance(meta, ast.Name) or depth > 8:
+            continue  # (a cycle of metaclass names in the text would fail when it runs)
+        # `type(self).rotate()` on a metaclass of the user's own (live_swapper's reason).
+        local = [s for s in (module.body if module else ()) if isinstance(s, ast.ClassDef)
+                 and s.name == meta.id]
+        found = (local_swapper(local[-1], method, module, module_name, followed,
+                               depth=depth + 1) if local
+                 else _imported_swaps(imported[meta.id], names, module_name, followed)
+                 if meta.id in imported else None)
+        if found is not None:
+            return f"its metaclass {meta.id}: {found}"
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
-            for child in (n for part in stmt.body for n in ast.walk(part)):
-                swapped = _swapped_by(child, names)
-                if swapped == COMPUTED and stmt.name in _NAMES_FROM_CALLER:
-                    continue
+            swapped = _node_swaps(stmt, names)
+            if swapped is not None and not (swapped in _EXEMPT_SWAPS
+                                            and stmt.name in _NAMES_FROM_CALLER):
+                return f"{node.name}.{stmt.name} {_sets(swapped)}"
+            functions = _local_functions(stmt, module)
+            for as_method, function in functions:
+                swapped = _node_swaps(function, names)
+                if swapped is not None and not (swapped in _EXEMPT_SWAPS
+                                                and as_method in _NAMES_FROM_CALLER):
+                    return (f"{node.name}.{stmt.name} calls {function.name}(), which "
+                            f"{_sets(swapped)}")
+            read = {n.id for part in (stmt, *(f for _, f in functions)) for n in ast.walk(part)
+                    if isinstance(n, ast.Name)}
+            for name in sorted(read & aliases):
+                return f"{node.name}.{stmt.name} calls setattr as {name}: {_sets(COMPUTED)}"
+            for name in sorted(read & imported.keys()):
+                swapped = _imported_swaps(imported[name], names, module_name, followed)
                 if swapped is not None:
-                    return f"{node.name}.{stmt.name} {_sets(swapped)}"
+                    return f"{node.name}.{stmt.name} calls {name}(), which {swapped}"
     return None
 
 
-_NAMES_FROM_CALLER = frozenset({"__init__", "__setattr__", "__delattr__"})
-"""Methods whose computed ``setattr`` names are not the handler's doing while it runs:
-``__init__`` ran before the bus checked the service (the guard sees what it set), and a
-``__setattr__``/``__delattr__`` passes on the name of an assignment the body's own check
-already read (``self.handle = ...`` is refused there, ``self.count = ...`` is not a swap)."""
+def _module_bindings(module: ast.Module | None, module_name: str
+                     ) -> tuple[set[str], dict[str, tuple[str, str]]]:
+    """The routing module's top-level aliases of setattr/delattr, and the names it imports
+    from modules of its own top-level package (name: (module, attribute))."""
+    aliases: set[str] = set()
+    imported: dict[str, tuple[str, str]] = {}
+    if module is None:
+        return aliases, imported
+    package = module_name.partition(".")[0]
+    for stmt in module.body:
+        if isinstance(stmt, ast.Assign) and (
+                (isinstance(stmt.value, ast.Name) and stmt.value.id in _SETATTRS)
+                or (isinstance(stmt.value, ast.Attribute) and stmt.value.attr in _SETATTRS)):
+            aliases.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+        elif isinstance(stmt, ast.ImportFrom):
+            if stmt.level:
+                base = module_name.rsplit(".", stmt.level)[0]
+                source = f"{base}.{stmt.module}" if stmt.module else base
+            else:
+                source = stmt.module or ""
+            for alias in stmt.names:
+                if source == "builtins" and alias.name in _SETATTRS:
+                    aliases.add(alias.asname or alias.name)
+                elif source.partition(".")[0] == package and alias.name != "*":
+                    imported[alias.asname or alias.name] = (source, alias.name)
+    return aliases, imported
+
+
+def _imported_swaps(where: tuple[str, str], names: frozenset[str], module_name: str,
+                    followed: list[str] | None) -> str | None:
+    """What the function or class a routing module imports from its own package sets (read
+    live: both builds import that module before the routing module's code runs)."""
+    try:
+        value = getattr(importlib.import_module(where[0]), where[1])
+    except Exception:  # the routing module's own import will report it
+        return None
+    package = module_name.partition(".")[0]
+    if isinstance(value, type):
+        candidates = list(_functions_of(value))
+    elif isinstance(value, types.FunctionType):
+        candidates = [("", value)]
+    else:
+        return None
+    for as_method, fn in candidates:
+        for _, other in [(as_method, fn), *_live_functions(fn, package)]:
+            if not isinstance(other, types.FunctionType):
+                return _sets(COMPUTED)
+            if followed is not None:
+                followed.append(other.__code__.co_filename)
+            for each in (other.__code__, *_nested_code(other.__code__)):
+                swapped = _code_swaps(each, names)
+                if swapped is not None and not (swapped in _EXEMPT_SWAPS
+                                                and as_method in _NAMES_FROM_CALLER):
+                    return _sets(swapped)
+    return None
+
+
+def _node_swaps(function: ast.FunctionDef | ast.AsyncFunctionDef, names: frozenset[str]
+                ) -> str | None:
+    nodes = [n for part in function.body for n in ast.walk(part)]
+    for child in nodes:
+        swapped = _swapped_by(child, names)
+        if swapped is not None:
+            return swapped
+        if _folded_str(child) in _SETATTRS:
+            # `getattr(builtins, "setattr")(self, "handle", f)`: setattr looked up by name.
+            return COMPUTED
+    reads_dict = any((isinstance(n, ast.Attribute) and n.attr == "__dict__")
+                     or (isinstance(n, ast.Name) and n.id == "vars") for n in nodes)
+    writes = any((isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store | ast.Del))
+                 or (isinstance(n, ast.Attribute) and n.attr in _DICT_WRITERS)
+                 for n in nodes)
+    return DICT_WRITE if reads_dict and writes else None
+
+
+def _folded_str(node: ast.AST) -> str | None:
+    """A string constant, or a `+` of them (`"set" + "attr"`, folded by the compiler)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _folded_str(node.left), _folded_str(node.right)
+        return left + right if left is not None and right is not None else None
+    return None
+
+
+def _local_functions(function: ast.FunctionDef | ast.AsyncFunctionDef,
+                     module: ast.Module | None
+                     ) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """The module-level functions of ``module`` that ``function`` names, the methods of its
+    classes it names (with their names: ``Rota.assign(self)``), and those they name in
+    turn."""
+    if module is None:
+        return []
+    defined: dict[str, list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]] = {}
+    for stmt in module.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            defined[stmt.name] = [("", stmt)]
+        elif isinstance(stmt, ast.ClassDef):
+            defined[stmt.name] = [(f.name, f) for f in stmt.body
+                                  if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+    found: dict[str, list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]] = {}
+    pending = [function]
+    while pending and len(found) < _MAX_FOLLOWED:
+        for n in (n for part in pending.pop().body for n in ast.walk(part)):
+            if isinstance(n, ast.Name) and n.id in defined and n.id not in found:
+                found[n.id] = defined[n.id]
+                pending.extend(f for _, f in defined[n.id])
+    return [each for functions in found.values() for each in functions]
+
+
+_MAX_FOLLOWED = 64
+"""How many functions a swap check follows from one class (a bound on the work, not a proof:
+past it the rest are not read)."""
+
+DICT_WRITE = "<__dict__>"
+"""What the swap checks answer for a method that writes into the instance's ``__dict__``
+(``self.__dict__["handle"] = f``, ``vars(self).update(handle=f)``): the key may be its
+method."""
+
+_DICT_WRITERS = frozenset({"update", "setdefault", "__setitem__", "__delitem__", "pop",
+                           "popitem", "clear", "__ior__"})
+
+_NAMES_FROM_CALLER = frozenset({"__init__", "__new__", "__init_subclass__", "__setattr__",
+                                "__delattr__", "__setstate__"})
+"""Methods whose computed ``setattr`` names (and ``__dict__`` writes) are not the handler's
+doing while it runs: ``__init__``, ``__new__`` and ``__setstate__`` ran before the bus
+checked the service (the guard sees what they set; a metaclass's, and ``__init_subclass__``,
+when the class was made), and a ``__setattr__``/``__delattr__`` passes on the
+name of an assignment the body's own check already read (``self.handle = ...`` is refused
+there, ``self.count = ...`` is not a swap; ``self.__dict__[name] = value`` is its usual
+body)."""
+
+_EXEMPT_SWAPS = frozenset({COMPUTED, DICT_WRITE, "__dict__"})
 
 
 def _sets(swapped: str) -> str:
-    return ("sets an attribute named at run time" if swapped == COMPUTED
-            else f"sets .{swapped}")
+    if swapped == COMPUTED:
+        return "sets an attribute named at run time"
+    if swapped == DICT_WRITE:
+        return "writes into __dict__"
+    return f"sets .{swapped}"
 
 
-def live_swapper(klass: type, method: str) -> str | None:
-    """:func:`local_swapper` for a class of a compiled module, read from its bytecode."""
-    names = _BEHAVIOUR_ATTRS - {"__dict__"} | {method}
+def live_swapper(klass: type, method: str, followed: list[str] | None = None) -> str | None:
+    """:func:`local_swapper` for a class of a compiled module, read from its bytecode.
+
+    Functions its methods read as globals are read too (``rotate(self)``, defined in the
+    handler module or imported from the same top-level package), and the functions of classes
+    they read so (``Rota.assign(self)``): a state change through them is the same state
+    change. Functions of other packages, and methods of objects reached through attributes
+    (``self.rota.assign(self)``), are not followed. The files of the functions followed are
+    appended to ``followed``: the hook's cache must be invalidated when they change."""
+    names = _BEHAVIOUR_ATTRS | {method}
+    package = klass.__module__.partition(".")[0]
+    for meta in inspect.getmro(type(klass)):
+        # `type(self).rotate()` with `def rotate(cls): cls.handle = ...` on a metaclass of the
+        # user's own (type, ABCMeta and this library's are not the handler's doing).
+        top = meta.__module__.partition(".")[0]
+        if top not in sys.stdlib_module_names and top not in _NOT_FOLLOWED:
+            found = live_swapper(meta, method, followed)
+            if found is not None:
+                return f"its metaclass: {found}"
+    # The standard library's and this library's classes (Generic, MessageHandler) are read
+    # themselves, not followed: their helpers are not the handler's state changes.
+    follow = package not in sys.stdlib_module_names and package not in _NOT_FOLLOWED
+    for attr, fn in _functions_of(klass):
+        for each in (fn.__code__, *_nested_code(fn.__code__)):
+            swapped = _code_swaps(each, names)
+            if swapped in _EXEMPT_SWAPS and attr in _NAMES_FROM_CALLER:
+                continue
+            if swapped is not None:
+                return f"{klass.__qualname__}.{attr} {_sets(swapped)}"
+        for as_method, other in _live_functions(fn, package) if follow else ():
+            if not isinstance(other, types.FunctionType):
+                return (f"{klass.__qualname__}.{attr} calls {other!r} under another name: it "
+                        "sets an attribute named at run time")
+            if followed is not None:
+                followed.append(other.__code__.co_filename)
+            for each in (other.__code__, *_nested_code(other.__code__)):
+                swapped = _code_swaps(each, names)
+                if swapped in _EXEMPT_SWAPS and as_method in _NAMES_FROM_CALLER:
+                    continue  # `Limits()`: a frozen dataclass's own __init__/__setattr__
+                if swapped is not None:
+                    return (f"{klass.__qualname__}.{attr} calls {other.__qualname__}(), "
+                            f"which {_sets(swapped)}")
+    return None
+
+
+def _functions_of(klass: type) -> Iterator[tuple[str, types.FunctionType]]:
     for attr, value in vars(klass).items():
         raw = getattr(value, "__func__", value)  # staticmethod, classmethod
         functions = ([raw.fget, raw.fset, raw.fdel] if isinstance(raw, property) else [raw])
         for fn in functions:
-            code = getattr(fn, "__code__", None)
-            if not isinstance(code, types.CodeType):
-                continue
-            for each in (code, *_nested_code(code)):
-                swapped = _code_swaps(each, names)
-                if swapped == COMPUTED and attr in _NAMES_FROM_CALLER:
-                    continue
-                if swapped is not None:
-                    return f"{klass.__qualname__}.{attr} {_sets(swapped)}"
-    return None
+            if isinstance(fn, types.FunctionType):
+                yield attr, fn
+
+
+_NOT_FOLLOWED = frozenset({"builtins", "mycelium_mono"})
+_SETATTR_OBJECTS = (setattr, delattr, object.__setattr__, object.__delattr__)
+
+
+def _live_functions(fn: types.FunctionType, package: str) -> list[tuple[str, object]]:
+    """The plain functions of ``package`` that ``fn`` reads as globals (directly, or as
+    functions of a class of ``package`` it reads, with their attribute names), and those they
+    read in turn; a global bound to ``setattr`` or ``delattr`` (``SET = setattr``) is
+    answered as that builtin."""
+    found: dict[int, tuple[str, types.FunctionType]] = {}
+    pending = [fn]
+    while pending and len(found) < _MAX_FOLLOWED:
+        current = pending.pop()
+        namespace = current.__globals__
+        for each in (current.__code__, *_nested_code(current.__code__)):
+            for name in each.co_names:
+                value = namespace.get(name)
+                if any(value is alias for alias in _SETATTR_OBJECTS):
+                    return [("", value)]
+                candidates: list[tuple[str, types.FunctionType]] = []
+                if isinstance(value, type):
+                    if str(value.__module__).partition(".")[0] == package:
+                        candidates = list(_functions_of(value))
+                elif isinstance(value, types.FunctionType):
+                    candidates = [("", value)]
+                for as_method, other in candidates:
+                    if (id(other) not in found
+                            and str(other.__module__).partition(".")[0] == package):
+                        found[id(other)] = (as_method, other)
+                        pending.append(other)
+    return list(found.values())
 
 
 def _code_swaps(code: types.CodeType, names: frozenset[str]) -> str | None:
@@ -462,11 +708,21 @@ def _code_swaps(code: types.CodeType, names: frozenset[str]) -> str | None:
             if (instruction.opname in ("STORE_ATTR", "DELETE_ATTR")
                     and instruction.argval in names):
                 return str(instruction.argval)
+    strings = {c for c in code.co_consts if isinstance(c, str)}
+    if not _SETATTRS.isdisjoint(code.co_names):
+        consts = sorted(strings & names)
+        if consts:
+            return consts[0]
+    if not _SETATTRS.isdisjoint(strings):
+        # `getattr(builtins, "setattr")(self, "handle", f)`: setattr looked up by name.
+        return COMPUTED
+    if ("__dict__" in code.co_names or "vars" in code.co_names) and (
+            not _DICT_WRITERS.isdisjoint(code.co_names)
+            or any(i.opname in ("STORE_SUBSCR", "DELETE_SUBSCR")
+                   for i in dis.get_instructions(code))):
+        return DICT_WRITE
     if _SETATTRS.isdisjoint(code.co_names):
         return None
-    consts = [c for c in code.co_consts if isinstance(c, str) and c in names]
-    if consts:
-        return consts[0]
     instructions = list(dis.get_instructions(code))
     for index, instruction in enumerate(instructions):
         if (instruction.argval in _SETATTRS and instruction.opname in _CALLEE_LOADS
@@ -619,7 +875,7 @@ class _Rewriter:
                            self.code.co_qualname, self.code.co_filename,
                            self.code.co_firstlineno, code_crc(self.code), self.source.module,
                            tuple(sorted(self.read_as_builtins)),
-                           tuple(sorted(self.read_from_module)))
+                           tuple(sorted(self.read_from_module)), self.source.watched)
 
     def _renames(self, params: list[str], scope: _FunctionScope) -> dict[str, str]:
         renames = {name: f"{self.instance}_{name}" for name in scope.locals}

@@ -13,6 +13,7 @@ method from a compiled module was never found for a class the hook had only as s
 from __future__ import annotations
 
 import ast
+import dataclasses
 
 from mycelium_mono.routing.inline import (
     MethodSource,
@@ -36,15 +37,26 @@ def find_method(handler: HandlerInfo, method: str) -> MethodSource | NotInlined:
         if klass is not object and _defines(klass, "__getattribute__"):
             return NotInlined(f"{_name(klass)} defines __getattribute__: attribute access is "
                               "not what it looks like")
+    tree = handler.source.tree if handler.source is not None else None
+    module = handler.source.module if handler.source is not None else ""
+    followed: list[str] = []
     for klass in handler.mro:
         if klass is object:
             continue
-        swapper = (local_swapper(klass.node, method) if isinstance(klass, LocalClass)
-                   else live_swapper(klass, method) if isinstance(klass, type) else None)
+        swapper = (local_swapper(klass.node, method, tree, module, followed)
+                   if isinstance(klass, LocalClass)
+                   else live_swapper(klass, method, followed) if isinstance(klass, type) else None)
         if swapper is not None:
             # Called, the next message runs the new method; the inline guard only looks when
             # the bus is built, so inlined, the next emit pasted the old body again.
             return NotInlined(f"{swapper}: the next message may be handled by other code")
+    found = _found(handler, method)
+    if isinstance(found, MethodSource) and followed:
+        found = dataclasses.replace(found, watched=tuple(sorted(set(followed))))
+    return found
+
+
+def _found(handler: HandlerInfo, method: str) -> MethodSource | NotInlined:
     for klass in handler.mro:
         if isinstance(klass, LocalClass):
             found = _local(handler, klass, method)
