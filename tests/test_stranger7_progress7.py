@@ -1,0 +1,286 @@
+"""Stranger round 7, progress7: the JetStream consumer's "in progress" keeper under attack.
+
+``PullConsumer._keep_working`` reports every message it holds (offered to the bus, not yet
+settled) "in progress" every ``ack_wait_s / 3``, for up to ten ack_waits. The promise: a
+handler slower than ack_wait is not handled twice; a dead (SIGKILL) or stalled (``time.sleep``
+in a handler, SIGSTOP) consumer's messages are handed out again after ack_wait.
+
+Attacked with a job queue (``tests/progress7_peers/worker.py``): worker processes sharing one
+durable consumer (a work queue) on a private ``nats-server -js`` (``nats_server``), handlers
+slower than ack_wait, one worker SIGKILLed mid-handler at a random point, a loop stalled by
+``time.sleep``, a process SIGSTOPped, raw subscribers holding messages, a ``drop_oldest``
+subscriber, a subscription closed with messages queued, a graceful shutdown with handlers
+running, a full back-pressure window, 2,048 held messages, a server restart. Counted: lost,
+repeated (and by whom), dead-lettered, and when the other worker got the held messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from peers.harness import TESTS, NatsServer, Peer, until
+from progress7_peers.worker import Job, job
+
+from mycelium_mono import MessageBus, MessageHandler, ServiceRuntime
+from mycelium_mono.bus.transports.nats import NatsTransport
+
+pytest_plugins = ["conftest_distributed"]
+pytestmark = [pytest.mark.network, pytest.mark.multiprocess]
+
+SUBJECT = "progress7.jobs.47707"
+
+
+class Workers:
+    """``progress7_peers.worker`` processes; every one is SIGKILLed at teardown."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[Peer] = []
+
+    def spawn(self, name: str, mode: str, *args: str) -> Peer:
+        err = self.tmp / f"{name}.stderr"
+        env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "progress7_peers.worker", mode, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err.open("w"), text=True,
+            env=env, cwd=TESTS,
+        )  # fmt: skip
+        peer = Peer(name, proc, err)
+        self.started.append(peer)
+        return peer
+
+    def close(self) -> None:
+        for peer in self.started:
+            if peer.proc.poll() is None:
+                os.kill(peer.proc.pid, signal.SIGCONT)
+                os.kill(peer.proc.pid, signal.SIGKILL)
+            peer.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def worker(
+    workers: Workers, server: NatsServer, stream: str, name: str, record: Path, *args: str,
+    mode: str = "service",
+) -> Peer:
+    return workers.spawn(
+        name, mode, "--url", server.url, "--stream", stream, "--record", str(record), *args
+    )
+
+
+def events(path: Path) -> list[tuple[str, int]]:
+    """(``B``/``D``, seq) lines of a worker's record (a last line without newline is not there
+    yet)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    out = []
+    for line in text[: text.rfind("\n") + 1].splitlines():
+        what, seq = line.split()
+        out.append((what, int(seq)))
+    return out
+
+
+def done(path: Path) -> list[int]:
+    return [s for what, s in events(path) if what == "D"]
+
+
+def begun(path: Path) -> list[int]:
+    return [s for what, s in events(path) if what == "B"]
+
+
+async def produce(url: str, stream: str, first: int, last: int) -> None:
+    pub = MessageBus.with_nats(url, jetstream=True, stream=stream)
+    async with pub:
+        p = pub.publisher(Job)
+        for seq in range(first, last + 1):
+            await p.publish(job(seq))
+        await pub.transport.flush()  # type: ignore[attr-defined]
+
+
+async def stats(peer: Peer) -> dict[str, Any]:
+    peer.send("STATS")
+    return await peer.aresult(timeout=30)
+
+
+async def dead_letters(url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        total = 0
+        for info in await nc.jetstream().streams_info():
+            if info.config.name.startswith("DLQ") or info.config.name.startswith("DEAD"):
+                total += info.state.messages
+        return total
+    finally:
+        await nc.close()
+
+
+async def consumer_state(url: str, stream: str, durable: str) -> tuple[int, int]:
+    nc = await nats.connect(url)
+    try:
+        names = [c.name for c in await nc.jetstream().consumers_info(stream)]
+        name = next(n for n in names if n.startswith(durable))
+        info = await nc.jetstream().consumer_info(stream, name)
+        return info.num_pending, info.num_ack_pending
+    finally:
+        await nc.close()
+
+
+def tally(handled: list[int], count: int) -> dict[str, int]:
+    c = Counter(handled)
+    return {
+        "lost": len(set(range(1, count + 1)) - set(c)),
+        "repeats": sum(n - 1 for n in c.values()),
+    }
+
+
+# -- 1. a work queue of slow handlers, one worker SIGKILLed mid-handler ---------------------
+
+SLOW = ("--ack-wait", "1.0", "--work-s", "1.5", "--fetch-batch", "2", "--maxsize", "2",
+        "--max-deliver", "2")  # fmt: skip
+
+
+async def test_a_work_queue_of_slow_handlers_repeats_only_what_the_killed_worker_held(
+    workers: Workers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+) -> None:
+    """Two workers share a durable; each job takes 1.5 s (awaited) against ack_wait 1 s, and
+    max_deliver=2, so one repeat too many dead-letters a job that never failed. Expected:
+    while both run, nothing is handled twice (the heartbeats hold every job where it is);
+    after one is SIGKILLed at a random point mid-handler, everything is handled at least
+    once, nothing is dead-lettered, and only jobs the dead one had begun or held come
+    again."""
+    count = 24
+    rec_a, rec_b = tmp_path / "a.txt", tmp_path / "b.txt"
+    await produce(nats_server.url, stream_name, 1, count)
+    a = worker(workers, nats_server, stream_name, "a", rec_a, *SLOW)
+    b = worker(workers, nats_server, stream_name, "b", rec_b, *SLOW)
+    await a.aexpect("READY", timeout=60)
+    await b.aexpect("READY", timeout=60)
+    await until(lambda: len(done(rec_a)) >= 3 and len(done(rec_b)) >= 2, timeout=60)
+    await asyncio.sleep(random.uniform(0.1, 1.4))  # somewhere inside a 1.5 s handler
+    before = Counter(done(rec_a) + done(rec_b))
+    repeats_before = sum(n - 1 for n in before.values())
+    a.kill()
+    a_done = set(done(rec_a))
+    a_begun_only = set(begun(rec_a)) - a_done
+    await until(lambda: set(done(rec_a) + done(rec_b)) >= set(range(1, count + 1)), timeout=90)
+    await asyncio.sleep(2.5)  # past ack_wait: a late redelivery shows up now
+    result = await stats(b)
+    handled = done(rec_a) + done(rec_b)
+    t = tally(handled, count)
+    repeated = {s for s, n in Counter(handled).items() if n > 1}
+    print(f"progress7 kill: {t}, repeats before the kill {repeats_before}, a did "
+          f"{len(a_done)} and was killed in {sorted(a_begun_only)}, repeated {sorted(repeated)},"
+          f" b {result}")  # fmt: skip
+    assert repeats_before == 0, f"{repeats_before} jobs handled twice while both workers ran"
+    assert t["lost"] == 0, t
+    assert result.get("dead_lettered", 0) == 0 and await dead_letters(nats_server.url) == 0
+    # A repeat is a job a handled and b too: one a was killed holding (its ack not sent).
+    assert not (repeated & a_done) or len(repeated & a_done) <= 1, (repeated, a_done)
+    assert Counter(done(rec_b)).most_common(1)[0][1] == 1, "b handled a job twice"
+    assert await consumer_state(nats_server.url, stream_name, "workers") == (0, 0)
+    b.send("QUIT")
+
+
+# -- 2. a worker whose loop stalls, or whose process is stopped ------------------------------
+
+QUICK = ("--ack-wait", "1.0", "--work-s", "0.3", "--fetch-batch", "2", "--maxsize", "2",
+         "--max-deliver", "3")  # fmt: skip
+
+
+async def test_a_stalled_loop_sends_no_heartbeat_and_its_jobs_go_to_the_other_worker(
+    workers: Workers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+) -> None:
+    """Worker a blocks its loop (``time.sleep(5)`` in a handler, ack_wait 1 s) on one job.
+    Expected: the stalled job goes to worker b within the stall, well before a wakes (a
+    keeper that heartbeated from a thread would keep it); nothing lost or dead-lettered;
+    repeats only of what a held when it stalled."""
+    count = 40
+    rec_a, rec_b = tmp_path / "a.txt", tmp_path / "b.txt"
+    await produce(nats_server.url, stream_name, 1, count)
+    a = worker(workers, nats_server, stream_name, "a", rec_a, *QUICK,
+               "--stall-at", ",".join(str(s) for s in range(5, count)), "--stall-s", "5")
+    b = worker(workers, nats_server, stream_name, "b", rec_b, *QUICK)
+    await a.aexpect("READY", timeout=60)
+    await b.aexpect("READY", timeout=60)
+    stalled = int(await a.aexpect("STALLING", timeout=60))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await until(lambda: stalled in begun(rec_b), timeout=4.0)  # a sleeps 5 s
+    took = loop.time() - t0
+    a_held = set(begun(rec_a)) - set(done(rec_a))
+    await until(lambda: set(done(rec_a) + done(rec_b)) >= set(range(1, count + 1)), timeout=90)
+    await asyncio.sleep(2.5)
+    ra, rb = await stats(a), await stats(b)
+    handled = done(rec_a) + done(rec_b)
+    t = tally(handled, count)
+    print(f"progress7 stall: job {stalled} went to b after {took:.2f}s; {t}; "
+          f"a {ra}; b {rb}")
+    assert t["lost"] == 0, t
+    assert ra.get("dead_lettered", 0) + rb.get("dead_lettered", 0) == 0
+    assert await dead_letters(nats_server.url) == 0
+    # a, stalled, held the running job plus at most fetch_batch + maxsize queued ones.
+    assert t["repeats"] <= len(a_held) + 2 + 2, (t, a_held)
+    assert await consumer_state(nats_server.url, stream_name, "workers") == (0, 0)
+    a.send("QUIT")
+    b.send("QUIT")
+
+
+async def test_a_sigstopped_worker_s_jobs_go_to_the_other_worker_after_ack_wait(
+    workers: Workers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+) -> None:
+    """Worker a is SIGSTOPped mid-handler for 4 s (ack_wait 1 s). Expected: the job it was
+    running goes to b while a is stopped; once a is SIGCONTed nothing is lost or
+    dead-lettered, repeats only of what a held."""
+    count = 40
+    rec_a, rec_b = tmp_path / "a.txt", tmp_path / "b.txt"
+    await produce(nats_server.url, stream_name, 1, count)
+    a = worker(workers, nats_server, stream_name, "a", rec_a, *QUICK)
+    b = worker(workers, nats_server, stream_name, "b", rec_b, *QUICK)
+    await a.aexpect("READY", timeout=60)
+    await b.aexpect("READY", timeout=60)
+    await until(lambda: len(done(rec_a)) >= 3 and len(begun(rec_a)) > len(done(rec_a)),
+                timeout=60)
+    a.proc.send_signal(signal.SIGSTOP)
+    a_held = set(begun(rec_a)) - set(done(rec_a))
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        await until(lambda: a_held <= set(begun(rec_b)), timeout=3.5)
+        took = loop.time() - t0
+    finally:
+        await asyncio.sleep(max(0.0, 4.0 - (loop.time() - t0)))
+        a.proc.send_signal(signal.SIGCONT)
+    await until(lambda: set(done(rec_a) + done(rec_b)) >= set(range(1, count + 1)), timeout=90)
+    await asyncio.sleep(2.5)
+    ra, rb = await stats(a), await stats(b)
+    handled = done(rec_a) + done(rec_b)
+    t = tally(handled, count)
+    print(f"progress7 sigstop: a held {sorted(a_held)}, b had them after {took:.2f}s; {t}; "
+          f"a {ra}; b {rb}")
+    assert t["lost"] == 0, t
+    assert ra.get("dead_lettered", 0) + rb.get("dead_lettered", 0) == 0
+    assert await dead_letters(nats_server.url) == 0
+    assert t["repeats"] <= len(a_held) + 2 + 2, (t, a_held)
+    assert await consumer_state(nats_server.url, stream_name, "workers") == (0, 0)
+    a.send("QUIT")
+    b.send("QUIT")
