@@ -284,3 +284,129 @@ async def test_a_sigstopped_worker_s_jobs_go_to_the_other_worker_after_ack_wait(
     assert await consumer_state(nats_server.url, stream_name, "workers") == (0, 0)
     a.send("QUIT")
     b.send("QUIT")
+
+
+# -- 3. raw subscribers: holding, dropping, closed with messages queued ----------------------
+
+
+def js_bus(server: NatsServer, stream: str, **options: Any) -> MessageBus:
+    base: dict[str, Any] = {"jetstream": True, "stream": stream, "durable": "workers",
+                            "ack_wait_s": 1.0, "fetch_batch": 4, "max_ack_pending": 64}
+    return MessageBus.with_nats(server.url, **{**base, **options})
+
+
+def extra(bus: MessageBus) -> dict[str, int]:
+    return dict(bus.transport.stats.extra)
+
+
+async def test_a_raw_subscriber_holding_each_message_past_ack_wait_gets_each_once(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    """``bus.subscribe(Job)`` and a loop that keeps each message 1.5 s (ack_wait 1 s) before
+    asking for the next: the message in hand and the ones queued behind it are held.
+    Expected: each received once, nothing redelivered, nothing left pending."""
+    count = 6
+    await produce(nats_server.url, stream_name, 1, count)
+    bus = js_bus(nats_server, stream_name)
+    got: list[int] = []
+    try:
+        sub = bus.subscribe(Job, maxsize=4)
+        await bus.ready()
+        async with asyncio.timeout(60):
+            async for j in sub:
+                got.append(j.seq)
+                await asyncio.sleep(1.5)
+                if len(got) >= count:
+                    sub.ack()
+                    break
+        await asyncio.sleep(2.0)  # a redelivery would be queued by now
+        late = len(sub)
+        e = extra(bus)
+    finally:
+        await bus.close()
+    print(f"progress7 raw holder: got {got}, queued late {late}, {e}")
+    assert got == list(range(1, count + 1)) and late == 0, (got, late, e)
+    assert e.get("redelivered", 0) == 0 and e.get("in_progress", 0) >= count, e
+    assert await consumer_state(nats_server.url, stream_name, "workers") == (0, 0)
+
+
+async def test_a_drop_oldest_subscriber_acks_what_it_dropped_and_repeats_nothing(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    """A "drop_oldest" subscriber of 2 that takes 1.5 s per message (ack_wait 1 s): the
+    policy loses some, by choice. Expected: received + dropped == published, nothing
+    received twice, nothing redelivered, nothing left pending (dropped ones are acked, held
+    ones kept in progress)."""
+    count = 12
+    await produce(nats_server.url, stream_name, 1, count)
+    bus = js_bus(nats_server, stream_name)
+    got: list[int] = []
+    try:
+        sub = bus.subscribe(Job, maxsize=2, policy="drop_oldest")
+        await bus.ready()
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        async with asyncio.timeout(60):
+            while loop.time() - quiet_since < 3.0:  # 3 s with nothing new: all in
+                if not len(sub):
+                    await asyncio.sleep(0.05)
+                    continue
+                got.append(sub.recv_nowait().seq)
+                await asyncio.sleep(1.5)
+                quiet_since = loop.time()
+        sub.ack()
+        await asyncio.sleep(1.0)
+        dropped = sub.stats.dropped
+        e = extra(bus)
+        state = await consumer_state(nats_server.url, stream_name, "workers")
+    finally:
+        await bus.close()
+    print(f"progress7 drop_oldest: got {got}, dropped {dropped}, {e}, consumer {state}")
+    assert len(got) == len(set(got)), got
+    assert len(got) + dropped == count, (got, dropped, e)
+    assert e.get("redelivered", 0) == 0, e
+    assert state == (0, 0), state
+
+
+async def test_messages_queued_in_a_closed_subscription_go_to_another_worker_in_ten_ack_waits(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    """Bus a subscribes (queue of 8), takes one message and closes the subscription with the
+    rest still queued, and keeps running; nobody will read them. Expected: they are not held
+    for as long as a lives: worker b, on the same durable, gets all of them within ten
+    ack_waits (0.5 s each) plus a margin, each once. Found (before the fix, with messages
+    kept in progress from their fetch): a's pull loop, refused for want of a subscriber,
+    kept the batch it had re-fetched in progress for ten more ack_waits: three jobs reached
+    b after 10.7 s instead of 6.2 s."""
+    count = 8
+    await produce(nats_server.url, stream_name, 1, count)
+    a = js_bus(nats_server, stream_name, ack_wait_s=0.5)
+    b = js_bus(nats_server, stream_name, ack_wait_s=0.5)
+    got: list[int] = []
+    try:
+        sub_a = a.subscribe(Job, maxsize=8)
+        await a.ready()
+        first = await asyncio.wait_for(sub_a.recv(), 10)
+        await until(lambda: len(sub_a) >= count - 1, timeout=10)
+        sub_a.close()  # one in hand (never acked), seven queued
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        sub_b = b.subscribe(Job)
+        await b.ready()
+        async with asyncio.timeout(20):
+            while len(got) < count:
+                got.append((await sub_b.recv()).seq)
+        took = loop.time() - t0
+        sub_b.ack()
+        await asyncio.sleep(1.0)
+        ea, eb = extra(a), extra(b)
+        state = await consumer_state(nats_server.url, stream_name, "workers")
+    finally:
+        await a.close()
+        await b.close()
+    print(f"progress7 closed sub: a kept {first.seq} + {count - 1}, b had all after "
+          f"{took:.2f}s: {sorted(got)}; a {ea}; b {eb}; consumer {state}")
+    assert sorted(got) == list(range(1, count + 1)), got
+    assert took <= 10 * 0.5 + 3.0, took
+    assert ea.get("in_progress_expired", 0) == count, ea
+    assert state == (0, 0), state

@@ -389,6 +389,8 @@ class PullConsumer:
         self._working: dict[int, tuple[Msg, float, float]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # The last fetch's messages, being offered in order.
+        self._batch: list[Msg] = []
         # Fetch one at a time: at a start (what comes first may be what crashed the last
         # process), and while redeliveries come (the next may be one too).
         self._isolating = True
@@ -426,6 +428,7 @@ class PullConsumer:
                     # ack_wait 1 s: 10 of 24 jobs handled twice by the survivor of a kill, 2
                     # dead-lettered that never failed; tests/test_stranger7_progress7.py).
                     self._working[id(m)] = (m, fetched, fetched)
+                self._batch = msgs
                 behind = mark > max(self.caught_up, self.taken_seq)
                 if not msgs and behind and await self._delivered_all(began):
                     self.caught_up = mark
@@ -561,6 +564,16 @@ class PullConsumer:
                 self._working.pop(id(m), None)
                 self._release()
                 return
+            wants = getattr(inlet, "wants", None)
+            if wants is not None and not wants(type(msg)):
+                # Refused for want of any subscriber (its service was given up, its
+                # subscription closed), not for a full queue: neither it nor the rest of its
+                # batch is kept "in progress", they go to another consumer after ack_wait
+                # instead of ten ack_waits.
+                batch = self._batch
+                start = next((i for i, x in enumerate(batch) if x is m), len(batch))
+                for rest in (m, *batch[start:]):
+                    self._working.pop(id(rest), None)
             self.inbound.count("backpressure_waits")
             await inlet.space(type(msg))
         # Still in _working since the fetch, unless the offer settled it at once (a full
