@@ -542,3 +542,32 @@ async def test_a_server_restart_while_slow_handlers_hold_messages_loses_nothing(
     assert t["lost"] == 0, t
     assert e.get("dead_lettered", 0) == 0 and await dead_letters(nats_server.url) == 0, e
     assert t["repeats"] <= e.get("redelivered", 0), (t, e)
+
+
+async def test_a_message_a_full_raise_subscriber_refused_is_not_kept_in_progress(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    """A "raise" subscriber of 1 that reads nothing: job 1 waits in it, job 2 is refused and
+    nak'd (JetStream redelivers it after the 0.1 s backoff, dead-letters it after 3
+    deliveries). Expected: it is not also reported "in progress": it is refused 3 times and
+    dead-lettered within a few seconds, and only job 1 is kept. Found: before the fix the
+    pull loop put it back among the held messages after the offer had already nak'd it (21
+    +WPI sent instead of 12), with no visible harm: dead-lettered after 3.1 s either way
+    (each redelivery is tried alone and waits ack_wait for job 1, which is never settled)."""
+    await produce(nats_server.url, stream_name, 1, 2)
+    bus = js_bus(nats_server, stream_name, ack_wait_s=1.0, max_deliver=3, backoff_s=(0.1,),
+                 fetch_batch=1)
+    try:
+        sub = bus.subscribe(Job, maxsize=1, policy="raise")
+        await bus.ready()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await until(lambda: extra(bus).get("dead_lettered", 0) >= 1, timeout=30)
+        took = loop.time() - t0
+        e = extra(bus)
+        first = sub.recv_nowait().seq
+    finally:
+        await bus.close()
+    print(f"progress7 raise refused: dead-lettered after {took:.2f}s, kept {first}, {e}")
+    assert first == 1, first
+    assert took < 5.0, (took, e)
