@@ -12,6 +12,12 @@ slower than ack_wait, one worker SIGKILLed mid-handler at a random point, a loop
 subscriber, a subscription closed with messages queued, a graceful shutdown with handlers
 running, a full back-pressure window, 2,048 held messages, a server restart. Counted: lost,
 repeated (and by whom), dead-lettered, and when the other worker got the held messages.
+
+Found: only messages already offered to the bus were kept; one fetched and waiting in the
+pull loop (for queue space, behind a blocked one in its batch, or for the others to settle
+before a redelivery is tried alone) was handed out again after ack_wait and handled twice
+by the same worker (10 of 24 jobs, 2 dead-lettered that never failed). Fixed: kept from
+the fetch, except while refused for want of any subscriber.
 """
 
 from __future__ import annotations
