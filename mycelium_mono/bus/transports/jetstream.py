@@ -13,9 +13,10 @@ acknowledged only when every local subscriber is done with it:
   the copy's ``Nats-Msg-Id`` is the input's stream and sequence, so an input dead-lettered
   again (the consumer died before its term) is stored once within the dead-letter stream's
   duplicate window (2 minutes by default), counted as ``dead_letter_repeats``;
-- held and not yet settled, past a third of ``ack_wait`` → "in progress", repeated while
-  the loop runs (for up to ten ack_waits): a slow handler or a long queue is not handed
-  out again, a dead or stalled consumer's messages are;
+- fetched and not yet settled (running, queued, or still waiting in the pull loop for
+  queue space or to be tried alone), past a third of ``ack_wait`` → "in progress",
+  repeated while the loop runs (for up to ten ack_waits from the fetch): a slow handler or
+  a long queue is not handed out again, a dead or stalled consumer's messages are;
 - a redelivery (the consumer crashed or stalled past ``ack_wait`` while holding it, or it
   failed) → handled *alone*: the consumer waits until nothing else it fetched is
   unsettled, offers it, and fetches nothing more until it is settled, one at a time while
@@ -382,12 +383,14 @@ class PullConsumer:
         self.stopped_for_mismatch = False
         # Offered to the bus and not yet acked/nak'd/termed at the server.
         self._held = 0
-        # Of those, the ones a handler may still be working on (offered, not yet settled),
-        # by id: the message, when it was offered, when the server last heard of it (see
+        # Fetched and not yet settled (waiting to be offered, or offered), by id: the
+        # message, when it was fetched, when the server last heard of it (see
         # _keep_working).
         self._working: dict[int, tuple[Msg, float, float]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        # The last fetch's messages, being offered in order.
+        self._batch: list[Msg] = []
         # Fetch one at a time: at a start (what comes first may be what crashed the last
         # process), and while redeliveries come (the next may be one too).
         self._isolating = True
@@ -416,14 +419,26 @@ class PullConsumer:
                 alone = self._isolating or await self._others_pending()
                 began = asyncio.get_running_loop().time()
                 msgs = await self._fetch(1 if alone else self.options.fetch_batch)
+                fetched = loop.time()
+                for m in msgs:
+                    # Ours from the fetch on, not only once offered: one waiting for queue
+                    # space, behind a blocked one in its batch, or for the others to settle
+                    # before it is tried alone, was left silent and handed out again after
+                    # ack_wait, then handled twice here (a work queue of 1.5 s handlers at
+                    # ack_wait 1 s: 10 of 24 jobs handled twice by the survivor of a kill, 2
+                    # dead-lettered that never failed; tests/test_stranger7_progress7.py).
+                    self._working[id(m)] = (m, fetched, fetched)
+                self._batch = msgs
                 behind = mark > max(self.caught_up, self.taken_seq)
                 if not msgs and behind and await self._delivered_all(began):
                     self.caught_up = mark
-                for m in msgs:
+                for i, m in enumerate(msgs):
                     if self.stopped_for_mismatch or closing():
                         # The rest of the batch stays unacked, redelivered later. Closing: the
                         # transport cancelled this task, but Python 3.11's wait_for (inside
                         # nats-py's fetch) can swallow a cancel that races the reply.
+                        for rest in msgs[i:]:
+                            self._working.pop(id(rest), None)
                         break
                     await self._take(m, closing)
                     self.taken_seq = max(self.taken_seq, m.metadata.sequence.stream)
@@ -510,9 +525,11 @@ class PullConsumer:
     async def _take(self, m: Msg, closing: Callable[[], bool] = lambda: False) -> None:
         result = decode_body(m.data, m.subject, self.max_frame)
         if isinstance(result, Dropped):
+            self._working.pop(id(m), None)
             await self._undecodable(m, result)
             return
         if result.message is None:
+            self._working.pop(id(m), None)
             await m.ack()  # a subscription acknowledgement carries no message
             return
         deliveries = m.metadata.num_delivered
@@ -524,6 +541,7 @@ class PullConsumer:
                 f"delivered {deliveries} times without being settled, the last time alone "
                 "(the consumer crashed or exceeded ack_wait each time)"
             )
+            self._working.pop(id(m), None)
             await self._dead_letter(m, error, deliveries)
             return
         alone = deliveries > 1
@@ -543,12 +561,23 @@ class PullConsumer:
             # hold this one, fetch nothing more (back-pressure). Nobody took it, so it is
             # never acked: closing, it is left for the server to deliver again.
             if closing():
+                self._working.pop(id(m), None)
                 self._release()
                 return
+            wants = getattr(inlet, "wants", None)
+            if wants is not None and not wants(type(msg)):
+                # Refused for want of any subscriber (its service was given up, its
+                # subscription closed), not for a full queue: neither it nor the rest of its
+                # batch is kept "in progress", they go to another consumer after ack_wait
+                # instead of ten ack_waits.
+                batch = self._batch
+                start = next((i for i, x in enumerate(batch) if x is m), len(batch))
+                for rest in (m, *batch[start:]):
+                    self._working.pop(id(rest), None)
             self.inbound.count("backpressure_waits")
             await inlet.space(type(msg))
-        now = asyncio.get_running_loop().time()
-        self._working[id(m)] = (m, now, now)
+        # Still in _working since the fetch, unless the offer settled it at once (a full
+        # "raise" subscriber refused it): adding it here kept a nak'd message "in progress".
         if alone:
             await self._until_idle()
 
