@@ -23,11 +23,8 @@ the fetch, except while refused for want of any subscriber.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -36,7 +33,7 @@ from typing import Any
 
 import nats
 import pytest
-from peers.harness import TESTS, NatsServer, Peer, until
+from peers.harness import NatsServer, Peer, Peers, until
 from progress7_peers.worker import Job, job
 
 from mycelium_mono import MessageBus, MessageHandler, ServiceRuntime
@@ -47,36 +44,10 @@ pytestmark = [pytest.mark.network, pytest.mark.multiprocess]
 SUBJECT = "progress7.jobs.47707"
 
 
-class Workers:
-    """``progress7_peers.worker`` processes; every one is SIGKILLed at teardown."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.started: list[Peer] = []
-
-    def spawn(self, name: str, mode: str, *args: str) -> Peer:
-        err = self.tmp / f"{name}.stderr"
-        env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "progress7_peers.worker", mode, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err.open("w"), text=True,
-            env=env, cwd=TESTS,
-        )  # fmt: skip
-        peer = Peer(name, proc, err)
-        self.started.append(peer)
-        return peer
-
-    def close(self) -> None:
-        for peer in self.started:
-            if peer.proc.poll() is None:
-                os.kill(peer.proc.pid, signal.SIGCONT)
-                os.kill(peer.proc.pid, signal.SIGKILL)
-            peer.proc.wait(timeout=10)
-
-
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(tmp_path)
+def workers(tmp_path: Path) -> Iterator[Peers]:
+    """``progress7_peers`` processes; every one is SIGKILLed at teardown."""
+    w = Peers(tmp_path, package="progress7_peers")
     try:
         yield w
     finally:
@@ -84,12 +55,11 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
 
 
 def worker(
-    workers: Workers, server: NatsServer, stream: str, name: str, record: Path, *args: str,
+    workers: Peers, server: NatsServer, stream: str, name: str, record: Path, *args: str,
     mode: str = "service",
 ) -> Peer:
-    return workers.spawn(
-        name, mode, "--url", server.url, "--stream", stream, "--record", str(record), *args
-    )
+    return workers.spawn("worker", mode, "--url", server.url, "--stream", stream,
+                         "--record", str(record), *args, name=name)
 
 
 def events(path: Path) -> list[tuple[str, int]]:
@@ -165,7 +135,7 @@ SLOW = ("--ack-wait", "1.0", "--work-s", "1.5", "--fetch-batch", "2", "--maxsize
 
 
 async def test_a_work_queue_of_slow_handlers_repeats_only_what_the_killed_worker_held(
-    workers: Workers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+    workers: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
 ) -> None:
     """Two workers share a durable; each job takes 1.5 s (awaited) against ack_wait 1 s, and
     max_deliver=2, so one repeat too many dead-letters a job that never failed. Expected:
@@ -231,7 +201,7 @@ QUICK = ("--ack-wait", "1.0", "--work-s", "0.3", "--fetch-batch", "2", "--maxsiz
 
 
 async def test_a_stalled_loop_sends_no_heartbeat_and_its_jobs_go_to_the_other_worker(
-    workers: Workers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+    workers: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
 ) -> None:
     """Worker a blocks its loop (``time.sleep(5)`` in a handler, ack_wait 1 s) on one job.
     Expected: the stalled job goes to worker b within the stall, well before a wakes (a
@@ -267,7 +237,7 @@ async def test_a_stalled_loop_sends_no_heartbeat_and_its_jobs_go_to_the_other_wo
 
 
 async def test_a_sigstopped_worker_s_jobs_go_to_the_other_worker_after_ack_wait(
-    workers: Workers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+    workers: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
 ) -> None:
     """Worker a is SIGSTOPped mid-handler for 4 s (ack_wait 1 s). Expected: the job it was
     running goes to b while a is stopped; once a is SIGCONTed nothing is lost or
@@ -437,7 +407,7 @@ async def test_messages_queued_in_a_closed_subscription_go_to_another_worker_in_
 
 
 async def test_a_graceful_shutdown_with_handlers_in_progress_acks_nothing_unhandled(
-    workers: Workers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+    workers: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
 ) -> None:
     """Worker a (1.5 s handlers, ack_wait 1 s, heartbeating) is shut down with a 0.3 s
     timeout while a handler runs and jobs are queued. Expected: a acks only what it

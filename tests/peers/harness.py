@@ -130,8 +130,9 @@ class Peer:
 class Peers:
     """Starts peer processes and kills every one of them at teardown."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, package: str = "peers") -> None:
         self.tmp = tmp
+        self.package = package  # the package under tests/ holding the peer modules
         self.started: list[Peer] = []
 
     def spawn(self, module: str, *args: str, name: str | None = None) -> Peer:
@@ -139,7 +140,7 @@ class Peers:
         err_path = self.tmp / f"{label}-{len(self.started)}.stderr"
         env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         proc = subprocess.Popen(
-            [sys.executable, "-m", f"peers.{module}", *args],
+            [sys.executable, "-m", f"{self.package}.{module}", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=err_path.open("w"),
@@ -154,6 +155,7 @@ class Peers:
     def close(self) -> None:
         for peer in self.started:
             if peer.proc.poll() is None:
+                os.kill(peer.proc.pid, signal.SIGCONT)  # a SIGSTOPped peer dies only once run
                 peer.proc.kill()
             peer.proc.wait(timeout=10)
             if peer.proc.stdin is not None:
