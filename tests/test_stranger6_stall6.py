@@ -281,7 +281,7 @@ async def test_shutdown_with_a_stalled_handler_loses_nothing_acked(
     # sync: the loop is blocked, the command is read once the stall ends (inside ack_wait);
     # async: shutdown's 1 s runs out and the stalled handler is cancelled.
     first.send("SHUTDOWN 1.0")
-    await first.aresult(timeout=30)
+    first_stats = await first.aresult(timeout=30)
     assert first.proc.wait(timeout=30) == 0
     handled_first = recorded(record)
     assert (150 in handled_first) == (kind == "sync"), handled_first[-5:]
@@ -296,6 +296,11 @@ async def test_shutdown_with_a_stalled_handler_loses_nothing_acked(
         await until(lambda: len(set(recorded(record))) >= count, timeout=30)
     result = await stats(second)
     second.send("QUIT")
+    # A repeat may be the first sorter's own: the parcels it sorted just before a sync stall
+    # could not be acked while its loop was blocked past ack_wait, so the server handed them
+    # out again, and the first fetched some before its shutdown (3.13 CI, once: 1 repeat,
+    # counted by the first, 0 by the second). Each repeat is still a counted redelivery.
+    result["redelivered"] = result.get("redelivered", 0) + first_stats.get("redelivered", 0)
     check_counts(recorded(record), count, result, ordered=False)
 
 
