@@ -1087,7 +1087,5 @@ class _BusInlet:
         await self._bus._space(message_type)
 
     def wants(self, message_type: type[Any]) -> bool:
-        """Whether any subscription of ``message_type`` is open (an offer refused without one
-        waits for a subscriber that may never come: JetStream stops keeping it in progress)."""
         topic = self._bus._topics.get(message_type)
         return topic is not None and bool(topic.subscribers)

@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mycelium_mono import ServiceRuntime
 from mycelium_mono.bus.transports.base import Transport
 
 
@@ -62,6 +64,23 @@ async def read_line() -> str:
     """The next line from the test on stdin ('' at end of input)."""
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     return line.strip()
+
+
+async def serve_runtime(runtime: ServiceRuntime, result: Callable[[], dict[str, Any]]) -> None:
+    """A service peer's commands until it exits: ``STATS`` prints ``RESULT {...}``;
+    ``SHUTDOWN <timeout>`` runs ``runtime.shutdown(timeout)``, prints ``RESULT`` and returns;
+    ``QUIT`` or end of input shuts down without a timeout. The shutdown closes the bus."""
+    while True:
+        line = await read_line()
+        if line == "STATS":
+            say("RESULT", result())
+        elif line.startswith("SHUTDOWN"):
+            await runtime.shutdown(timeout=float(line.split()[1]))
+            say("RESULT", result())
+            return
+        elif not line or line == "QUIT":
+            await runtime.shutdown()
+            return
 
 
 async def wait_for(word: str) -> str:

@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from mycelium_mono import U32, U64, MessageBus, MessageHandler, ServiceRuntime, message
-from peers.common import memory_kib, read_line, say, stats_dict
+from peers.common import memory_kib, read_line, say, serve_runtime, stats_dict
 
 
 @message(type_id=47601, topic="stall6.parcels")
@@ -103,17 +103,7 @@ async def sorter(args: argparse.Namespace) -> None:
             "handled": running.handled,
         }
 
-    while True:
-        line = await read_line()
-        if line == "STATS":
-            say("RESULT", result())
-        elif line.startswith("SHUTDOWN"):
-            await runtime.shutdown(timeout=float(line.split()[1]))
-            say("RESULT", result())
-            return
-        elif not line or line == "QUIT":
-            await runtime.shutdown()
-            return
+    await serve_runtime(runtime, result)
 
 
 async def induct(args: argparse.Namespace) -> None:

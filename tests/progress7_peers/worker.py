@@ -24,7 +24,7 @@ import os
 import time
 from typing import Any
 
-from peers.common import memory_kib, read_line, say, stats_dict
+from peers.common import memory_kib, read_line, say, serve_runtime, stats_dict
 
 from mycelium_mono import U32, U64, MessageBus, MessageHandler, ServiceRuntime, message
 
@@ -85,19 +85,7 @@ async def service(args: argparse.Namespace) -> None:
         return {**stats_dict(bus.transport), "handled": running.handled,
                 "vmrss_kib": memory_kib("VmRSS")}
 
-    while True:
-        line = await read_line()
-        if line == "STATS":
-            say("RESULT", result())
-        elif line.startswith("SHUTDOWN"):
-            await runtime.shutdown(timeout=float(line.split()[1]))
-            say("RESULT", result())
-            await bus.close()
-            return
-        elif not line or line == "QUIT":
-            await runtime.shutdown()
-            await bus.close()
-            return
+    await serve_runtime(runtime, result)
 
 
 async def raw(args: argparse.Namespace) -> None:
