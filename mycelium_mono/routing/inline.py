@@ -102,9 +102,20 @@ _INTROSPECTION = frozenset({"locals", "vars", "globals", "dir", "eval", "exec", 
                             "__class__", "breakpoint"})
 _FRAME_ATTRS = frozenset({"_getframe", "currentframe", "f_back", "f_locals", "f_globals",
                           "stack", "getframeinfo", "extract_stack", "format_stack",
-                          "print_stack", "walk_stack", "getouterframes"})
-# The frame functions as bare names (`from sys import _getframe`): not `stack`, a common local.
-_FRAME_NAMES = _FRAME_ATTRS - {"stack", "f_back", "f_locals", "f_globals"}
+                          "print_stack", "walk_stack", "getouterframes",
+                          # A caught exception's traceback holds the frames it passed through:
+                          # inlined, `traceback.format_exc()` in a handler's `except` named
+                          # the routing module's `emit_a` and line where the call names the
+                          # handler's `handle` (found by tests/test_stranger8_inliner8).
+                          "__traceback__", "tb_frame", "tb_lineno", "tb_next", "f_code",
+                          "f_lineno", "format_exc", "print_exc", "format_exception",
+                          "print_exception", "extract_tb", "format_tb", "print_tb", "walk_tb",
+                          "TracebackException", "getinnerframes"})
+# The frame functions as bare names (`from sys import _getframe`): not `stack`, a common
+# local, nor the attributes only a frame or traceback object has.
+_FRAME_NAMES = _FRAME_ATTRS - {"stack", "f_back", "f_locals", "f_globals",
+                               "__traceback__", "tb_frame", "tb_lineno", "tb_next", "f_code",
+                               "f_lineno"}
 
 
 @dataclass(frozen=True)
