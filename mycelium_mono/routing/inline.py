@@ -26,17 +26,17 @@ meaning:
 
 Everything the rewrite cannot prove keeps the call: closures and ``super()``, generators,
 ``global``/``nonlocal``, a ``break``/``continue`` in a ``finally`` block, frame and namespace
-introspection (``warn()`` included: it attributes the warning to its caller's module),
-nested functions, imports in the body, decorators, defaults or extra parameters, a class
-with its own ``__getattribute__``, a name the module does not define, a class whose methods
-swap the instance's ``__class__`` or handler method (:func:`live_swapper`: ``self.handle =``,
-``setattr`` with a computed name or looked up by name or under an alias, a write into
-``self.__dict__``/``vars(self)``; in the methods, its metaclass's, and the functions and
-classes of the same top-level package they name as globals), a ``type X = ...``
-statement, a handler module whose own module class answers attribute reads. A swap through
-code that check does not read (a method of an object reached through an attribute,
-``self.rota.assign(self)``; a function of another package) is like patching after the
-build: not seen.
+introspection (``warn()`` included: it attributes the warning to its caller's module; and a
+caught exception's traceback, ``traceback.format_exc()``, ``e.__traceback__``: its frame is the
+emit's), nested functions, imports in the body, decorators, defaults or extra parameters, a
+class with its own ``__getattribute__``, a name the module does not define, a class whose
+methods swap the instance's ``__class__`` or handler method (:func:`live_swapper`:
+``self.handle =``, ``setattr`` with a computed name or looked up by name or under an alias, a
+write into ``self.__dict__``/``vars(self)``; in the methods, its metaclass's, and the functions
+and classes of the same top-level package they name as globals), a ``type X = ...`` statement, a
+handler module whose own module class answers attribute reads. A swap through code that check
+does not read (a method of an object reached through an attribute, ``self.rota.assign(self)``; a
+function of another package) is like patching after the build: not seen.
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
