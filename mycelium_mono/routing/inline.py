@@ -26,17 +26,17 @@ meaning:
 
 Everything the rewrite cannot prove keeps the call: closures and ``super()``, generators,
 ``global``/``nonlocal``, a ``break``/``continue`` in a ``finally`` block, frame and namespace
-introspection (``warn()`` included: it attributes the warning to its caller's module),
-nested functions, imports in the body, decorators, defaults or extra parameters, a class
-with its own ``__getattribute__``, a name the module does not define, a class whose methods
-swap the instance's ``__class__`` or handler method (:func:`live_swapper`: ``self.handle =``,
-``setattr`` with a computed name or looked up by name or under an alias, a write into
-``self.__dict__``/``vars(self)``; in the methods, its metaclass's, and the functions and
-classes of the same top-level package they name as globals), a ``type X = ...``
-statement, a handler module whose own module class answers attribute reads. A swap through
-code that check does not read (a method of an object reached through an attribute,
-``self.rota.assign(self)``; a function of another package) is like patching after the
-build: not seen.
+introspection (``warn()`` included: it attributes the warning to its caller's module; and a
+caught exception's traceback, ``traceback.format_exc()``, ``e.__traceback__``: its frame is the
+emit's), nested functions, imports in the body, decorators, defaults or extra parameters, a
+class with its own ``__getattribute__``, a name the module does not define, a class whose
+methods swap the instance's ``__class__`` or handler method (:func:`live_swapper`:
+``self.handle =``, ``setattr`` with a computed name or looked up by name or under an alias, a
+write into ``self.__dict__``/``vars(self)``; in the methods, its metaclass's, and the functions
+and classes of the same top-level package they name as globals), a ``type X = ...`` statement, a
+handler module whose own module class answers attribute reads. A swap through code that check
+does not read (a method of an object reached through an attribute, ``self.rota.assign(self)``; a
+function of another package) is like patching after the build: not seen.
 
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
@@ -102,9 +102,20 @@ _INTROSPECTION = frozenset({"locals", "vars", "globals", "dir", "eval", "exec", 
                             "__class__", "breakpoint"})
 _FRAME_ATTRS = frozenset({"_getframe", "currentframe", "f_back", "f_locals", "f_globals",
                           "stack", "getframeinfo", "extract_stack", "format_stack",
-                          "print_stack", "walk_stack", "getouterframes"})
-# The frame functions as bare names (`from sys import _getframe`): not `stack`, a common local.
-_FRAME_NAMES = _FRAME_ATTRS - {"stack", "f_back", "f_locals", "f_globals"}
+                          "print_stack", "walk_stack", "getouterframes",
+                          # A caught exception's traceback holds the frames it passed through:
+                          # inlined, `traceback.format_exc()` in a handler's `except` named
+                          # the routing module's `emit_a` and line where the call names the
+                          # handler's `handle` (found by tests/test_stranger8_inliner8).
+                          "__traceback__", "tb_frame", "tb_lineno", "tb_next", "f_code",
+                          "f_lineno", "format_exc", "print_exc", "format_exception",
+                          "print_exception", "extract_tb", "format_tb", "print_tb", "walk_tb",
+                          "TracebackException", "getinnerframes"})
+# The frame functions as bare names (`from sys import _getframe`): not `stack`, a common
+# local, nor the attributes only a frame or traceback object has.
+_FRAME_NAMES = _FRAME_ATTRS - {"stack", "f_back", "f_locals", "f_globals",
+                               "__traceback__", "tb_frame", "tb_lineno", "tb_next", "f_code",
+                               "f_lineno"}
 
 
 @dataclass(frozen=True)

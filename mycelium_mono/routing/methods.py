@@ -81,12 +81,28 @@ def _local(handler: HandlerInfo, klass: LocalClass, method: str
 
 
 def _binding(node: ast.ClassDef, name: str) -> ast.stmt | None:
-    """The last statement of the class body binding ``name`` (the one that wins)."""
+    """The last statement of the class body binding ``name`` (the one that wins).
+
+    A ``def`` inside an ``if``/``try``/``with`` of the class body counts (as the statement
+    holding it: which branch runs is not known here, so it is no plain ``def``). Read only at
+    the top level, ``if FAST: def handle ... else: def handle ...`` was skipped and the MRO
+    walk went on to a base's ``handle``: that body was inlined and noted as what the class
+    runs, and the guard then kept the whole bus on its called path.
+    """
     found: ast.stmt | None = None
     for stmt in node.body:
-        if name in _bound_by(stmt):
+        if name in _bound_by(stmt) or _binds_nested(stmt, name):
             found = stmt
     return found
+
+
+def _binds_nested(stmt: ast.stmt, name: str) -> bool:
+    if not isinstance(stmt, ast.If | ast.Try | ast.TryStar | ast.With):
+        return False
+    children = [*stmt.body, *getattr(stmt, "orelse", ()), *getattr(stmt, "finalbody", ())]
+    for handler in getattr(stmt, "handlers", ()):
+        children += handler.body
+    return any(name in _bound_by(child) or _binds_nested(child, name) for child in children)
 
 
 def _bound_by(stmt: ast.stmt) -> list[str]:

@@ -551,22 +551,46 @@ class StaticScope(Scope):
             found.update(inherited)
         functions = [s for s in node.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)]
         own = {fn.name: fn for fn in functions}
+        own_handle = self._own_handle(node)
         # An override hides the marks of the method it replaces, as `handled_messages` sees it
         # (the class's own, unmarked `on_a` is what `getattr` finds).
-        found = {key: (name, m) for key, (name, m) in found.items() if m.method not in own}
+        found = {key: (name, m) for key, (name, m) in found.items()
+                 if m.method not in own and not (m.method == "handle" and own_handle)}
         if generic is not None:
             base_handle = next((m for b in node.bases
                                 if (m := self._base_handle(b, {node.name})) is not None), None)
-            self._generic_handle(found, generic, own.get("handle"), inherited=base_handle)
+            self._generic_handle(found, generic, own_handle, inherited=base_handle)
         for fn in functions:
             for info in self._handles_targets(fn):
                 found[info.key] = (info.name,
                                    MethodInfo(fn.name, isinstance(fn, ast.AsyncFunctionDef)))
         return found
 
+    def _own_handle(self, node: ast.ClassDef) -> MethodInfo | None:
+        """The ``handle`` the class statement itself binds, if any: a ``def`` at the top of its
+        body, or any other binding (``handle = Base.handle``, ``handle = record``, a ``def`` in
+        an ``if``/``try`` of the body). The hook cannot tell what those bind before the module
+        runs; it reads them as a sync ``handle`` and the generated class checks that against
+        the live class when it is created (``guessed_a_branch``). Only top-level ``def``s
+        counted before, so the hook refused with E0001 ("handles: nothing") a routing module
+        that the run-time build, and Python, run fine."""
+        last: ast.stmt | None = None
+        for stmt in node.body:
+            if "handle" in _bound_names(stmt) or (
+                    isinstance(stmt, ast.If | ast.Try | ast.With)
+                    and any("handle" in _bound_names(c) for c in _nested_statements(stmt))):
+                last = stmt
+        if isinstance(last, ast.FunctionDef | ast.AsyncFunctionDef):
+            return MethodInfo("handle", isinstance(last, ast.AsyncFunctionDef))
+        if last is None:
+            return None
+        self.guessed_a_branch = True
+        nested = [c for c in _nested_statements(last) if "handle" in _bound_names(c)]
+        return MethodInfo("handle", bool(nested) and isinstance(nested[-1], ast.AsyncFunctionDef))
+
     @staticmethod
     def _generic_handle(found: dict[str, tuple[str, MethodInfo]], generic: MessageInfo,
-                        own: ast.FunctionDef | ast.AsyncFunctionDef | None, *,
+                        own: MethodInfo | None, *,
                         inherited: MethodInfo | None) -> None:
         """``handle`` receives the generic message unless a ``@handles`` mark anywhere in the
         MRO claims it: marks win over the generic ``handle``, as in ``handled_messages``. The
@@ -577,8 +601,7 @@ class StaticScope(Scope):
         if current is not None and current[1].method != "handle":
             return  # a mark claims it
         if own is not None:
-            found[generic.key] = (generic.name,
-                                  MethodInfo("handle", isinstance(own, ast.AsyncFunctionDef)))
+            found[generic.key] = (generic.name, own)
         elif current is None and inherited is not None:
             # Inherited: a base's `handle` hidden by a mark that this class's override removed.
             found[generic.key] = (generic.name, inherited)
@@ -796,6 +819,16 @@ def _child_statements(stmt: ast.If | ast.Try | ast.With) -> list[ast.stmt]:
             children += handler.body
         children += stmt.finalbody
     return children
+
+
+def _nested_statements(stmt: ast.stmt) -> list[ast.stmt]:
+    """Every statement inside the ``if``/``try``/``with`` blocks of ``stmt``, at any depth."""
+    if not isinstance(stmt, ast.If | ast.Try | ast.With):
+        return []
+    out: list[ast.stmt] = []
+    for child in _child_statements(stmt):
+        out += [child, *_nested_statements(child)]
+    return out
 
 
 def _bound_names(stmt: ast.stmt) -> list[str]:
