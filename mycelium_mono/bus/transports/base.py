@@ -58,6 +58,14 @@ class Inlet(Protocol):
         """Wait until ``message_type`` has a subscriber and every ``"block"`` one has room."""
         ...
 
+    def wants(self, message_type: type[Any]) -> bool:
+        """Whether any subscription of ``message_type`` is open now.
+
+        Tells a refused offer's two causes apart: a full queue is room to wait for, no
+        subscriber may never come (JetStream then stops keeping the message in progress).
+        """
+        ...
+
 
 class CallbackInlet:
     """An inlet for a transport driven without a bus: calls ``fn`` with each message.
@@ -77,6 +85,9 @@ class CallbackInlet:
 
     async def space(self, message_type: type[Any]) -> None:
         return None
+
+    def wants(self, message_type: type[Any]) -> bool:
+        return True  # fn takes every message
 
 
 @dataclass

@@ -564,8 +564,7 @@ class PullConsumer:
                 self._working.pop(id(m), None)
                 self._release()
                 return
-            wants = getattr(inlet, "wants", None)
-            if wants is not None and not wants(type(msg)):
+            if not inlet.wants(type(msg)):
                 # Refused for want of any subscriber (its service was given up, its
                 # subscription closed), not for a full queue: neither it nor the rest of its
                 # batch is kept "in progress", they go to another consumer after ack_wait
