@@ -312,6 +312,14 @@ class BackgroundBacklog:
                 # that call's failure: it used to end the worker, and drain() then hung.
                 self._failed += 1
                 self._report_call((_cancelled_call(fn, exc),))
+            except (KeyboardInterrupt, SystemExit):
+                raise  # the process is stopping (asyncio hands these on to asyncio.run)
+            except BaseException as exc:
+                # Another BaseException (pytest.fail raises one) ended the worker: the calls
+                # behind it never ran and drain() waited for them for good
+                # (tests/test_stranger8_runtime8.py). That call's failure, like any other.
+                self._failed += 1
+                self._report_call((_base_exception_call(fn, exc),))
             else:
                 if self._current_failed:  # its failures came through take_failures()
                     self._failed += 1
@@ -375,6 +383,16 @@ def _cancelled_call(fn: Callable[..., Any], exc: asyncio.CancelledError) -> Exce
     failure = RuntimeError(
         f"background handler {_name(fn)} raised CancelledError (something it awaited was "
         "cancelled); the backlog carried on with the next call"
+    )
+    failure.__cause__ = exc
+    return failure
+
+
+def _base_exception_call(fn: Callable[..., Any], exc: BaseException) -> Exception:
+    """A handler's non-``Exception`` BaseException as an ``Exception``, for the group."""
+    failure = RuntimeError(
+        f"background handler {_name(fn)} raised {type(exc).__name__} (a BaseException that "
+        "is not an Exception); the backlog carried on with the next call"
     )
     failure.__cause__ = exc
     return failure

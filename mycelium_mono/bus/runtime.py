@@ -159,6 +159,10 @@ class ServiceContext:
                         await blockers[0]._wait_for_space()
                 # Nothing local is full now, and publish queues locally before it awaits.
                 await pub.publish(msg)
+            except BusClosedError:
+                # Nothing held can be published any more: said once, naming the service.
+                self._held = []
+                raise self._closed_under_service(msg) from None
             except BaseException:
                 self._held = held[i + 1 :] + self._held
                 raise
@@ -333,7 +337,9 @@ class ServiceRuntime:
         attach_emitter(svc, ctx.emit_nowait)
         if inspect.iscoroutinefunction(getattr(svc, "run", None)):
             running = RunningService(label, svc, ctx, "run")
-            running.task = asyncio.create_task(self._supervise(running), name=label)
+            running.task = asyncio.create_task(
+                self._guard(running, self._supervise(running)), name=label
+            )
         else:
             running = RunningService(label, svc, ctx, "handler")
             table = self._dispatch_table(running)
@@ -341,7 +347,9 @@ class ServiceRuntime:
                 table, maxsize=self.maxsize, policy=self.policy, name=label
             )
             ctx._adopt(sub)
-            running.task = asyncio.create_task(self._consume(running, sub, table), name=label)
+            running.task = asyncio.create_task(
+                self._guard(running, self._consume(running, sub, table)), name=label
+            )
         self.services.append(running)
         return running
 
@@ -362,10 +370,12 @@ class ServiceRuntime:
             try:
                 await run(running.context)
                 return
-            except (Exception, asyncio.CancelledError) as exc:
+            except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) and cancelling():
                     raise
-                running.exceptions.append(exc)
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise  # the process is stopping: _guard closes its subscriptions
+                running.exceptions.append(exc)  # any other BaseException: restarted too
                 if not await self._restart_after(running, exc):
                     return
 
@@ -378,21 +388,7 @@ class ServiceRuntime:
             running.failure = exc
             return False
         if running.restarts >= self.max_restarts:
-            # Nobody will read its subscriptions again: left open, a full "block" one would
-            # stall every publisher of its types for good. Closed, publishers pass it by; what
-            # it had queued stays in `running.context.subscriptions` (counted in the log).
-            unread = sum(len(sub) for sub in running.context.subscriptions)
-            for sub in running.context.subscriptions:
-                sub.close()
-            logger.error(
-                "service %s raised and used up its %d restarts; giving up (its subscriptions "
-                "are closed, %d queued messages unhandled)",
-                running.name,
-                self.max_restarts,
-                unread,
-                exc_info=exc,
-            )
-            running.failure = exc
+            self._give_up(running, exc, f"raised and used up its {self.max_restarts} restarts")
             return False
         running.restarts += 1
         delay = min(self.backoff_initial * 2 ** (running.restarts - 1), self.backoff_max)
@@ -406,6 +402,41 @@ class ServiceRuntime:
             exc_info=exc,
         )
         return await self._sleep(delay)
+
+    def _give_up(self, running: RunningService, exc: BaseException, why: str) -> None:
+        """The service will not run again: close its subscriptions and say what it left."""
+        # Nobody will read its subscriptions again: left open, a full "block" one would
+        # stall every publisher of its types for good. Closed, publishers pass it by; what
+        # it had queued stays in `running.context.subscriptions` (counted in the log).
+        unread = sum(len(sub) for sub in running.context.subscriptions)
+        for sub in running.context.subscriptions:
+            sub.close()
+        logger.error(
+            "service %s %s; giving up (its subscriptions are closed, %d queued messages "
+            "unhandled)",
+            running.name,
+            why,
+            unread,
+            exc_info=exc,
+        )
+        running.failure = exc
+
+    async def _guard(self, running: RunningService, body: Awaitable[None]) -> None:
+        """Run a service's task body; one that dies of what it does not catch is given up.
+
+        A handler raising a ``BaseException`` that is no ``Exception`` (a library's
+        ``KeyboardInterrupt``-like signal class) ended the task silently: no log until the
+        task was collected, ``failure`` None, and its full "block" queue held every publisher
+        of its types for good (tests/test_stranger8_runtime8.py). It is still re-raised
+        (asyncio hands ``KeyboardInterrupt``/``SystemExit`` on to ``asyncio.run``).
+        """
+        try:
+            await body
+        except asyncio.CancelledError:
+            raise  # the runtime (or a caller) cancelled it: shutdown accounts for that
+        except BaseException as exc:
+            self._give_up(running, exc, f"died of {type(exc).__name__}, which it did not catch")
+            raise
 
     # -- handler services --------------------------------------------------------------------
 
@@ -433,7 +464,7 @@ class ServiceRuntime:
         while await sub.wait():
             batch = sub.drain()
             if ctx._held:  # held back by this very queue, which has room now
-                await ctx._release_held(self._own(sub))
+                await self._release_or_log(running, sub)
             for msg in batch:
                 method, is_async = table[type(msg)]
                 error: BaseException | None = None
@@ -444,11 +475,19 @@ class ServiceRuntime:
                         await method(msg)
                     else:
                         method(msg)
-                except (Exception, asyncio.CancelledError) as exc:
+                    if ctx._held:  # what it emitted into full queues, before its next message
+                        # In the try: a held emit the bus refuses (closed, a full "raise"
+                        # subscriber) is this handler's failure. Outside it, it ended the
+                        # service and the rest of its batch went unhandled, uncounted.
+                        await ctx._release_held(self._own(sub))
+                except BaseException as exc:
                     if isinstance(exc, asyncio.CancelledError) and cancelling():
                         raise  # the runtime (or a caller) cancels this service
-                    # A handler's own CancelledError is its failure, like any other: it used
-                    # to end the service silently and strand everything queued for it.
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise  # the process is stopping: _guard closes its subscriptions
+                    # A handler's own CancelledError, or any BaseException of a library's
+                    # (pytest.fail raises one), is its failure like any other: it used to end
+                    # the service silently and strand everything queued for it.
                     error = exc
                     running.errors += 1
                     logger.error(
@@ -461,13 +500,20 @@ class ServiceRuntime:
                     )
                 finally:
                     ctx._in_handler = False
-                if ctx._held:  # what it emitted into full queues, before its next message
-                    await ctx._release_held(self._own(sub))
                 # Settled only now that the handler returned and its emits are published: an
                 # acknowledging transport acks it, or (error) redelivers it (issue 12).
                 sub.settle(msg, error)
                 running.handled += 1
             await ctx._wait_for_space_except(sub)
+
+    async def _release_or_log(self, running: RunningService, sub: Subscriber[Any]) -> None:
+        """Publish what the last handler held back; a refusal is counted as its failure."""
+        try:
+            await running.context._release_held(self._own(sub))
+        except Exception as exc:
+            running.errors += 1
+            logger.error("service %s: a held emit was not published", running.name,
+                         exc_info=exc)
 
     @staticmethod
     def _own(sub: Subscriber[Any]) -> Subscriber[Any] | None:
