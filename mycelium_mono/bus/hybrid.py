@@ -312,8 +312,8 @@ class BackgroundBacklog:
                 # that call's failure: it used to end the worker, and drain() then hung.
                 self._failed += 1
                 self._report_call((_cancelled_call(fn, exc),))
-            except (KeyboardInterrupt, SystemExit):
-                raise  # the process is stopping (asyncio hands these on to asyncio.run)
+            except NEVER_A_FAILURE:
+                raise
             except BaseException as exc:
                 # Another BaseException (pytest.fail raises one) ended the worker: the calls
                 # behind it never ran and drain() waited for them for good
@@ -396,6 +396,12 @@ def _base_exception_call(fn: Callable[..., Any], exc: BaseException) -> Exceptio
     )
     failure.__cause__ = exc
     return failure
+
+
+# What a handler's call never counts as its own failure: the process is stopping (asyncio
+# hands these on to asyncio.run), or the task's coroutine is being closed (GeneratorExit,
+# which a coroutine that caught it and awaited again would turn into a RuntimeError).
+NEVER_A_FAILURE = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def default_backlog() -> BackgroundBacklog:

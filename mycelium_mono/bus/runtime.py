@@ -33,7 +33,7 @@ from mycelium_mono.bus.bus import (
     Subscriber,
     _full_blockers,
 )
-from mycelium_mono.bus.hybrid import cancelling
+from mycelium_mono.bus.hybrid import NEVER_A_FAILURE, cancelling
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
 from mycelium_mono.handlers import (
     HandlerOwnedError,
@@ -373,7 +373,7 @@ class ServiceRuntime:
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError) and cancelling():
                     raise
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                if isinstance(exc, NEVER_A_FAILURE):
                     raise  # the process is stopping: _guard closes its subscriptions
                 running.exceptions.append(exc)  # any other BaseException: restarted too
                 if not await self._restart_after(running, exc):
@@ -432,8 +432,8 @@ class ServiceRuntime:
         """
         try:
             await body
-        except asyncio.CancelledError:
-            raise  # the runtime (or a caller) cancelled it: shutdown accounts for that
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # cancelled (shutdown accounts for that), or its coroutine is being closed
         except BaseException as exc:
             self._give_up(running, exc, f"died of {type(exc).__name__}, which it did not catch")
             raise
@@ -483,7 +483,7 @@ class ServiceRuntime:
                 except BaseException as exc:
                     if isinstance(exc, asyncio.CancelledError) and cancelling():
                         raise  # the runtime (or a caller) cancels this service
-                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    if isinstance(exc, NEVER_A_FAILURE):
                         raise  # the process is stopping: _guard closes its subscriptions
                     # A handler's own CancelledError, or any BaseException of a library's
                     # (pytest.fail raises one), is its failure like any other: it used to end
