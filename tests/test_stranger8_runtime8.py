@@ -297,6 +297,34 @@ async def test_a_handler_raising_a_base_exception_is_counted_and_the_service_goe
     assert caplog.text.count("Fussy.handle raised") == 2, caplog.text
 
 
+def test_a_service_left_pending_on_a_closed_loop_is_not_called_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A loop closed with a handler still awaiting: collecting its task closes the coroutine
+    (GeneratorExit at the handler's await). Taken for the handler's failure, it was logged as
+    one, the consumer loop awaited again and died of "no running event loop", and the
+    service was logged as given up: three errors for what is no error of the service."""
+
+    class Waiter(MessageHandler[Tick]):
+        async def handle(self, t: Tick) -> None:
+            await asyncio.Event().wait()
+
+    async def start() -> None:
+        runtime = ServiceRuntime()
+        await runtime.spawn_service(Waiter())
+        await runtime.bus.publisher(Tick).publish(Tick(src=0, seq=0))
+        await asyncio.sleep(0.05)  # the handler is awaiting now
+
+    loop = asyncio.new_event_loop()
+    with caplog.at_level(logging.ERROR, logger="mycelium_mono"):
+        loop.run_until_complete(start())
+        loop.close()
+        del loop
+        gc.collect()
+    ours = [r for r in caplog.records if r.name.startswith("mycelium_mono")]
+    assert ours == [], [r.getMessage() for r in ours]
+
+
 async def test_a_run_service_raising_a_base_exception_is_restarted() -> None:
     starts = 0
 
