@@ -278,6 +278,87 @@ async def test_a_stopped_subscriber_holds_the_publisher_at_the_hwm_and_loses_not
     assert stats["hwm_waits"] > 0
 
 
+async def test_a_stopped_subscriber_killed_frees_the_publisher_and_the_other_loses_nothing(
+    peers: Peers,
+) -> None:
+    """Lossless: one stopped subscriber holds the publisher for everyone (NODROP: all
+    matching pipes or none); once it is SIGKILLed, the publisher goes on and the live
+    subscriber has every message, in order, once."""
+    total = 60_000
+    pub = ZmqTransport("127.0.0.1:0", hwm=1000)
+    await pub.start(CallInlet(lambda _m: None))
+    stopped = peers.spawn("sub", "--connect", pub.address, "--hwm", "1000", "--until", "1")
+    live = peers.spawn("sub", "--connect", pub.address, "--hwm", "1000",
+                       "--until", str(total), "--every", "2000")  # fmt: skip
+    published = [0]
+
+    async def stream() -> None:
+        for seq in range(1, total + 1):
+            await pub.publish(Tick(seq=seq, value=1, blob=(1).to_bytes(32, "little")))
+            published[0] = seq
+
+    try:
+        await stopped.aexpect("READY")
+        await live.aexpect("READY")
+        os.kill(stopped.proc.pid, signal.SIGSTOP)
+        streaming = asyncio.get_running_loop().create_task(stream())
+        await asyncio.sleep(1.0)  # the stopped one's pipe and socket buffers fill up
+        held = published[0]
+        await asyncio.sleep(1.0)
+        assert published[0] == held < total, (
+            f"lossless publisher went on ({held} -> {published[0]}) past a stopped subscriber"
+        )
+        stopped.kill()  # SIGKILL works on a stopped process; its TCP connection closes
+        await asyncio.wait_for(streaming, 30)
+        result = await live.aresult(timeout=60)
+    finally:
+        await pub.close()
+    (s,) = result["streams"].values()
+    assert (s["first"], s["last"], s["count"], s["bad"]) == (1, total, total, 0), s
+    assert result["sequence_gaps"] == 0 and result.get("duplicates", 0) == 0
+    assert pub.stats.dropped_overflow == 0 and pub.stats.sent == total
+
+
+async def test_a_stopped_lossy_subscriber_sees_exactly_the_drops_its_publisher_counted(
+    peers: Peers,
+) -> None:
+    """Lossy: what a SIGSTOPped subscriber missed is dropped and counted at the publisher
+    (``dropped_overflow``) and, once it runs again, counted as gaps at the subscriber
+    (``messages_missed``): the two agree, and what arrived is in order, once."""
+    total = 80_000
+    pub = ZmqTransport("127.0.0.1:0", hwm=500, lossless=False)
+    await pub.start(CallInlet(lambda _m: None))
+    sub = peers.spawn("sub", "--connect", pub.address, "--hwm", "500",
+                      "--until", str(total), "--every", "5000")  # fmt: skip
+    try:
+        await sub.aexpect("READY")
+        seq = 0
+        for seq in range(1, total - 200 + 1):
+            await pub.publish(Tick(seq=seq, value=1, blob=(1).to_bytes(32, "little")))
+            if seq == 5000:
+                os.kill(sub.proc.pid, signal.SIGSTOP)
+            if seq % 500 == 0:
+                await asyncio.sleep(0.001)
+        os.kill(sub.proc.pid, signal.SIGCONT)
+        await asyncio.sleep(0.5)  # it drains what its queues held
+        for seq in range(total - 199, total + 1):  # slowly: these all fit, the last one arrives
+            await pub.publish(Tick(seq=seq, value=1, blob=(1).to_bytes(32, "little")))
+            await asyncio.sleep(0.001)
+        result = await sub.aresult(timeout=60)
+    finally:
+        with suppress(ProcessLookupError):
+            os.kill(sub.proc.pid, signal.SIGCONT)
+        await pub.close()
+    (s,) = result["streams"].values()
+    dropped = pub.stats.dropped_overflow
+    assert dropped > 0, "the stop was too short to fill the queues: nothing was dropped"
+    assert (s["first"], s["last"]) == (1, total), s
+    assert s["count"] == pub.stats.sent == total - dropped, (s, pub.stats)
+    assert result["messages_missed"] == dropped, (result, pub.stats)
+    assert s["back"] == 0, f"{s['back']} repeated or reordered"
+    assert result.get("duplicates", 0) == 0
+
+
 # -- lossy mode: a stopped subscriber never makes the publisher wait -----------------------
 
 

@@ -4,7 +4,8 @@ Connects to every ``--connect``, prints ``READY`` once ``ready()`` returned, ``G
 every ``--every`` messages, and ``RESULT {json}`` once it holds a Tick with ``seq`` equal
 to ``--until`` (or the number after ``UNTIL`` on stdin) from every stream it heard, or
 after ``--timeout``. Per stream: first and last seq, count, and how many arrived repeated
-or out of order (a seq not exactly one more than the last one of that stream).
+or out of order (``bad``: a seq not exactly one more than the last one of that stream;
+``back``: one at or below it).
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ class Streams:
         key = f"{msg.value}/{int.from_bytes(msg.blob, 'little')}"
         s = self.per.get(key)
         if s is None:
-            s = self.per[key] = {"first": msg.seq, "last": msg.seq, "count": 1, "bad": 0}
+            s = self.per[key] = {"first": msg.seq, "last": msg.seq, "count": 1, "bad": 0,
+                                 "back": 0}  # fmt: skip
         else:
             if msg.seq != s["last"] + 1:
                 s["bad"] += 1  # a repeat, a step back, or a hole
-            s["last"] = msg.seq
+            if msg.seq <= s["last"]:
+                s["back"] += 1  # a repeat or a step back: order broken, not just a loss
+            s["last"] = max(s["last"], msg.seq)
             s["count"] += 1
         self.total += 1
         if self.total % self.every == 0:
