@@ -30,6 +30,7 @@ from peers.harness import Peer, Peers, free_port, until
 from peers.inlet import CallInlet
 from peers.messages import Tick
 
+from mycelium_mono import MessageBus
 from mycelium_mono.bus.transports.zmq import ZmqTransport
 
 pytestmark = [pytest.mark.network, pytest.mark.multiprocess]
@@ -152,6 +153,86 @@ async def test_a_publisher_killed_and_restarted_at_random_points_loses_nothing_n
     assert extra.get("duplicates", 0) == 0 and extra.get("sequence_out_of_range", 0) == 0
     assert extra["publishers_seen"] == runs + 1
     assert sub.stats.dropped_malformed == 0
+
+
+async def test_a_publisher_restarted_under_a_full_block_subscriber_loses_nothing_new(
+    peers: Peers,
+) -> None:
+    """The subscriber consumes through ``MessageBus.with_tcp`` into a 20-slot "block"
+    subscriber that is mostly full, so its SUB is often not read (back-pressure) while the
+    publisher is SIGKILLed and restarted: the SUB must still re-subscribe, and the new
+    incarnation's stream arrives whole after the old one's queued tail."""
+    bind = f"127.0.0.1:{free_port()}"
+    first = spawn_pub(peers, bind, 1, 1)
+    ledger = Ledger()
+    bus = MessageBus.with_tcp("127.0.0.1:0", hwm=2000)
+    sub = bus.subscribe(Tick, maxsize=20, policy="block")
+
+    async def consume() -> None:
+        async for msg in sub:
+            ledger.deliver(msg)
+            if ledger.streams and sum(s["count"] for s in ledger.streams.values()) % 50 == 0:
+                await asyncio.sleep(0.001)  # a consumer slower than the stream
+
+    consumer = asyncio.get_running_loop().create_task(consume())
+    try:
+        await bus.start()
+        await bus.connect_to(await first.aexpect("READY"))
+        await bus.ready()
+        first.send("GO")
+        await until(lambda: ledger.last(1, 1) >= 3000, timeout=30)
+        first.kill()
+        second = spawn_pub(peers, bind, 1, 2, "--count", "6000", "--wait-subscribers", "1")
+        await until(lambda: ledger.last(1, 2) >= 6000, timeout=60)
+        await second.aresult()
+        await asyncio.sleep(0.3)
+    finally:
+        consumer.cancel()
+        with suppress(asyncio.CancelledError):
+            await consumer
+        await bus.close()
+    assert set(ledger.streams) == {(1, 1), (1, 2)}
+    assert_clean("first incarnation", ledger.streams[(1, 1)])
+    assert_clean("second incarnation", ledger.streams[(1, 2)])
+    assert ledger.streams[(1, 2)]["last"] == 6000
+    stats = bus.transport.stats
+    assert stats.sequence_gaps == 0 and stats.extra.get("duplicates", 0) == 0, stats
+    assert stats.extra["backpressure_waits"] > 0, "the block subscriber never filled up"
+
+
+async def test_a_publisher_killed_and_restarted_while_its_subscriber_is_stopped(
+    peers: Peers,
+) -> None:
+    """The subscriber is SIGSTOPped with the old incarnation's frames still in its queues
+    when the publisher is SIGKILLed and restarted. Once it runs again it gets a gapless
+    prefix of the old stream, then the whole new one: no false gap, none repeated."""
+    bind = f"127.0.0.1:{free_port()}"
+    first = spawn_pub(peers, bind, 1, 1, "--hwm", "2000")
+    address = await first.aexpect("READY")
+    sub = peers.spawn("sub", "--connect", address, "--hwm", "2000", "--until", "5000",
+                      "--key", "1/2", "--every", "1000")  # fmt: skip
+    await sub.aexpect("READY")
+    first.send("GO")
+    await sub.aexpect("GOT", timeout=30)
+    os.kill(sub.proc.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(0.5)  # the queues between them fill up
+        first.kill()
+        second = spawn_pub(peers, bind, 1, 2, "--hwm", "2000", "--count", "5000",
+                           "--wait-subscribers", "1")  # fmt: skip
+        await second.aexpect("READY")
+        await asyncio.sleep(0.5)  # the new one waits: the stopped SUB cannot reconnect yet
+    finally:
+        os.kill(sub.proc.pid, signal.SIGCONT)
+    result = await sub.aresult(timeout=60)
+    await second.aresult()
+    streams = result["streams"]
+    assert set(streams) == {"1/1", "1/2"}, streams
+    old, new = streams["1/1"], streams["1/2"]
+    assert (old["first"], old["bad"], old["count"]) == (1, 0, old["last"]), old
+    assert (new["first"], new["last"], new["count"], new["bad"]) == (1, 5000, 5000, 0), new
+    assert result["sequence_gaps"] == 0 and result.get("duplicates", 0) == 0, result
+    assert result["publishers_seen"] == 2
 
 
 # -- a subscriber SIGKILLed and restarted: a new subscriber, but nothing lost after ready() -----

@@ -2,7 +2,8 @@
 
 Connects to every ``--connect``, prints ``READY`` once ``ready()`` returned, ``GOT <n>``
 every ``--every`` messages, and ``RESULT {json}`` once it holds a Tick with ``seq`` equal
-to ``--until`` (or the number after ``UNTIL`` on stdin) from every stream it heard, or
+to ``--until`` (or the number after ``UNTIL`` on stdin) from every stream it heard (or
+from stream ``--key``), or
 after ``--timeout``. Per stream: first and last seq, count, and how many arrived repeated
 or out of order (``bad``: a seq not exactly one more than the last one of that stream;
 ``back``: one at or below it).
@@ -27,6 +28,7 @@ class Streams:
         self.every = every
         self.total = 0
         self.until = 0
+        self.key = ""
         self.per: dict[str, dict[str, int]] = {}
         self.done = asyncio.Event()
 
@@ -50,7 +52,13 @@ class Streams:
         self.check()
 
     def check(self) -> None:
-        if self.until and self.per and all(s["last"] >= self.until for s in self.per.values()):
+        if not self.until:
+            return
+        if self.key:  # only that one stream must get there
+            s = self.per.get(self.key)
+            if s is not None and s["last"] >= self.until:
+                self.done.set()
+        elif self.per and all(s["last"] >= self.until for s in self.per.values()):
             self.done.set()
 
 
@@ -63,12 +71,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connect", action="append", default=[])
     parser.add_argument("--until", type=int, default=0)
+    parser.add_argument("--key", default="", help="'tag/run': only this stream must reach it")
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--hwm", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
     streams = Streams(args.every)
     streams.until = args.until
+    streams.key = args.key
     transport = ZmqTransport("127.0.0.1:0", hwm=args.hwm)
     await transport.start(CallInlet(streams.deliver))
     transport.subscribe(Tick)
