@@ -31,6 +31,7 @@ from peers.inlet import CallInlet
 from peers.messages import Tick
 
 from mycelium_mono import MessageBus
+from mycelium_mono.bus.transports.wire import wire_type
 from mycelium_mono.bus.transports.zmq import ZmqTransport
 
 pytestmark = [pytest.mark.network, pytest.mark.multiprocess]
@@ -256,7 +257,7 @@ async def test_a_subscriber_killed_and_restarted_gets_everything_after_its_ready
 
     streaming = asyncio.get_running_loop().create_task(stream())
     result: dict[str, Any] = {}
-    stop = at_ready = 0
+    stop = at_ready = live = 0
     try:
         for round_ in range(4):
             sub = peers.spawn("sub", "--connect", pub.address, "--every", "500",
@@ -273,6 +274,8 @@ async def test_a_subscriber_killed_and_restarted_gets_everything_after_its_ready
                 continue
             await until(lambda a=at_ready: published[0] >= a + 5000, timeout=30)
             stop = published[0]
+            # Three dead subscribers withdrew their subscriptions: only the live one counts.
+            live = pub.subscriber_count(wire_type(Tick).prefix)
             sub.send(f"UNTIL {stop}")
             result = await sub.aresult(timeout=60)
     finally:
@@ -290,6 +293,7 @@ async def test_a_subscriber_killed_and_restarted_gets_everything_after_its_ready
     assert s["last"] >= stop
     assert result["sequence_gaps"] == 0 and result.get("duplicates", 0) == 0
     assert result["publishers_seen"] == 1
+    assert live == 1, f"the publisher counts {live} subscribers after three were SIGKILLed"
 
 
 # -- a subscriber SIGSTOPped: the lossless publisher waits at the HWM, memory bounded ------------
