@@ -481,7 +481,7 @@ class ZmqTransport(Transport):
     async def publish(self, msg: Any) -> None:
         """Send ``msg``; under ``lossless`` wait while frames queue behind a full HWM."""
         self.publish_nowait(msg)
-        if self._backlog:
+        if self._backlog and self.lossless:  # lossy: the backlog holds only acknowledgements
             await self._wait_drained()
 
     def full(self) -> bool:
@@ -498,7 +498,11 @@ class ZmqTransport(Transport):
         if xpub is None:
             raise self._not_started("publish_nowait")
         frame = self._out.frame(msg)
-        if self._backlog:
+        if self._backlog and self.lossless:
+            # Lossless: behind what already waits, in order. Lossy never queues a message
+            # behind a waiting acknowledgement (one a stalled subscriber's full pipe holds
+            # up): it used to, and then `publish` blocked and `publish_nowait` grew the
+            # backlog without bound (100,000 frames, none dropped or counted).
             self._backlog.append(frame)
             return
         try:
