@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -305,10 +306,11 @@ class LiveTarget:
     def accounted(self) -> int:
         return accounted(self.t.stats) + self.t.stats.extra.get("acks_received", 0)
 
-    def throw(self, frames: list[bytes]) -> None:
+    def throw(self, frames: list[bytes], via: zmq.Socket[Any] | None = None) -> None:
+        """Send ``frames`` from the attacker (or ``via``), wait until each is accounted for."""
         before = self.accounted()
         for frame in frames:
-            self.raw.send(frame)
+            (via or self.raw).send(frame)
         self.loop.run_until_complete(until(lambda: self.accounted() == before + len(frames)))
 
     def close(self) -> None:
@@ -345,6 +347,39 @@ def test_oversize_and_header_only_frames_are_dropped_at_a_live_socket(
     target.throw([PREFIX + b"\0" * 70_000, header_only, PREFIX])
     assert target.t.stats.dropped_malformed == 3
     assert target.got == []
+
+
+def test_a_huge_frame_is_never_read_into_memory_and_only_its_peer_is_cut_off(
+    live_target: LiveTarget,
+) -> None:
+    """A 64 MiB frame was read whole (tracemalloc: pyzmq's 64 MiB copy, libzmq's own beside
+    it) only to be dropped as oversize. Now libzmq hangs up on that peer unread (a protocol
+    error: it does not reconnect to it), and the transport goes on hearing its other peers."""
+    target = live_target
+    assert target.t.max_inbound == 1 << 20
+    target.throw([PREFIX + b"\0" * (target.t.max_inbound // 2)])  # oversize: read and counted
+    assert target.t.stats.dropped_malformed == 1
+    huge = PREFIX + b"\0" * (64 << 20)  # made before tracing: only the receiving side counts
+    tracemalloc.start()
+    try:
+        target.raw.send(huge, copy=False)
+        assert target.raw.recv() == b"\x00" + PREFIX  # the hang-up withdraws the subscription
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB traced while a peer sent one 64 MiB frame"
+    other = target.ctx.socket(zmq.XPUB)
+    other.setsockopt(zmq.LINGER, 0)
+    other.setsockopt(zmq.RCVTIMEO, 10_000)
+    other.bind("tcp://127.0.0.1:0")
+    try:
+        target.loop.run_until_complete(
+            target.t.connect_to(other.getsockopt_string(zmq.LAST_ENDPOINT)))
+        assert other.recv() == b"\x01" + PREFIX
+        target.throw([target.out.frame(tick(1))], via=other)
+    finally:
+        other.close()
+    assert target.got == [tick(1)] and target.t.stats.dropped_malformed == 1
 
 
 async def test_a_full_block_subscriber_stops_reading_and_the_publisher_waits() -> None:

@@ -119,6 +119,10 @@ def endpoint_of(address: str, *, allow_public: bool = False) -> str:
     return endpoint
 
 
+# What a peer may make this process hold for one frame: frames up to it are read, counted and
+# dropped as oversize when past max_frame; a larger one closes that connection unread.
+INBOUND_FRAMES_PER_LIMIT = 16
+INBOUND_FLOOR = 1 << 20
 
 
 class ZmqTransport(Transport):
@@ -161,6 +165,8 @@ class ZmqTransport(Transport):
         self.allow_public = allow_public
         self.ready_timeout_s = ready_timeout_s
         self.max_frame = max_frame
+        self.max_inbound = max(INBOUND_FRAMES_PER_LIMIT * max_frame, INBOUND_FLOOR)
+        """The largest frame libzmq reads from a peer; past it, it hangs up on that peer."""
         self.stats = TransportStats()
         self.endpoint = ""
         """The bound endpoint (a real port when ``bind`` asked for port 0)."""
@@ -251,6 +257,11 @@ class ZmqTransport(Transport):
             sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        # libzmq reads a frame whole before anyone can look at it: unbounded, one 300 MiB
+        # frame from a peer cost a subscriber 600 MiB (libzmq's copy and pyzmq's) before it
+        # was dropped as oversize. Past this limit libzmq disconnects that peer instead (it
+        # reconnects; what was in flight on that connection is gone, as for any drop).
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_inbound)
 
     def _make_xpub(self, ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
         sock: zmq.Socket[Any] = ctx.socket(zmq.XPUB)
