@@ -111,6 +111,30 @@ async def test_publisher_can_wait_for_subscribers(pair: Pair) -> None:
         await third.close()
 
 
+async def test_subscriptions_withdrawn_leave_nothing_behind_at_the_publisher() -> None:
+    """A peer picks its prefixes freely: 300 made and withdrawn each stayed in the
+    publisher's count (at zero) for good, and every subscriber_count() walked them all."""
+    pub = ZmqTransport("127.0.0.1:0")
+    await pub.start(ListInlet())
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.SUB)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(pub.address)
+    try:
+        prefixes = [f"churn.{i}\0".encode() for i in range(300)]  # both ways within the SNDHWM
+        for prefix in prefixes:
+            raw.setsockopt(zmq.SUBSCRIBE, prefix)
+        await until(lambda: pub.subscriber_count(prefixes[-1]) == 1)
+        for prefix in prefixes:
+            raw.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        await until(lambda: pub.subscriber_count(prefixes[-1]) == 0)
+        assert len(pub._subscriptions) == 0  # type: ignore[attr-defined]
+    finally:
+        raw.close()
+        ctx.term()
+        await pub.close()
+
+
 async def test_ready_names_the_missing_peer_when_nobody_answers() -> None:
     lonely = ZmqTransport("127.0.0.1:0")
     await lonely.start(ListInlet())

@@ -603,8 +603,13 @@ class ZmqTransport(Transport):
         if event[0] == 1:
             self._subscriptions[prefix] += 1
             self._acknowledge(xpub, prefix)
-        elif event[0] == 0 and self._subscriptions[prefix] > 0:
-            self._subscriptions[prefix] -= 1
+        elif event[0] == 0 and prefix in self._subscriptions:
+            # Forgotten at zero: kept, every prefix a peer ever (un)subscribed stayed here
+            # for good, and peers choose prefixes freely.
+            if self._subscriptions[prefix] > 1:
+                self._subscriptions[prefix] -= 1
+            else:
+                del self._subscriptions[prefix]
         self._wake()
 
     def _acknowledge(self, xpub: zmq.Socket[Any], prefix: bytes) -> None:
