@@ -450,6 +450,8 @@ async def test_bus_close_under_a_runtime_still_handles_the_batch_and_counts_held
     assert running.handled == 4 and running.errors == 2  # seeds 2 and 3: their Tick refused
     assert "service 'Stage' emitted Tick, which was not published" in caplog.text
     assert "runtime.shutdown()" in caplog.text
+    # Seed 2's handler returned; only its held emit failed, and the log says which it was.
+    assert "Stage.handle returned, but what it emitted was refused, on Seed(" in caplog.text
     await runtime.shutdown(timeout=1)
 
 

@@ -468,6 +468,7 @@ class ServiceRuntime:
             for msg in batch:
                 method, is_async = table[type(msg)]
                 error: BaseException | None = None
+                returned = False
                 ctx._in_handler = True
                 sub.began(msg)  # a no-op unless a transport awaits its settlement
                 try:
@@ -475,6 +476,7 @@ class ServiceRuntime:
                         await method(msg)
                     else:
                         method(msg)
+                    returned = True
                     if ctx._held:  # what it emitted into full queues, before its next message
                         # In the try: a held emit the bus refuses (closed, a full "raise"
                         # subscriber) is this handler's failure. Outside it, it ended the
@@ -491,10 +493,11 @@ class ServiceRuntime:
                     error = exc
                     running.errors += 1
                     logger.error(
-                        "service %s: %s.%s raised on %r",
+                        "service %s: %s.%s %s on %r",
                         running.name,
                         type(running.instance).__name__,
                         method.__name__,
+                        "returned, but what it emitted was refused," if returned else "raised",
                         msg,
                         exc_info=exc,
                     )
