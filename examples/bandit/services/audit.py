@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
