@@ -348,6 +348,8 @@ async def run_live(mode: str, cfg: BanditConfig, setup: LiveSetup, *,
     p = build_pipeline(cfg, tokens=setup.tokens)  # every mode: distributed's strategies node too
     detector = OwnLegAwareDetector(cfg.detector, setup.tokens, executor)
     p = replace(p, execution=type(p.execution)(cfg.execution, chain=executor), detector=detector)
+    if cfg.execution.report_path is not None:  # as build_pipeline wired the paper one
+        p.execution.report_when_audited(p.audit)
     if on_swap is not None:
         p = replace(p, adapter=_ObservedAdapter(cfg.adapter, on_swap))
     rpc = RpcClient(setup.rpc_url)

@@ -86,7 +86,7 @@ def fresh_outputs(cfg: BanditConfig) -> None:
 def build_pipeline(cfg: BanditConfig, *, tokens: Iterable[Token] = TOKENS) -> Pipeline:
     """Every service, configured; the detector prices in ``tokens`` (live mode: the chain's,
     see ``bandit.live.LiveSetup.tokens``)."""
-    return Pipeline(
+    p = Pipeline(
         adapter=PolygonAdapter(cfg.adapter),
         detector=ArbitrageDetector(cfg.detector, tokens=tokens),
         risk=RiskManager(cfg.risk),
@@ -95,6 +95,10 @@ def build_pipeline(cfg: BanditConfig, *, tokens: Iterable[Token] = TOKENS) -> Pi
         database=DatabaseLogger(cfg.database),
         metrics=MetricsCollector(cfg.metrics),
     )
+    if cfg.execution.report_path is not None:
+        # An order is reported once its audit line is written, whatever the mode's delivery.
+        p.execution.report_when_audited(p.audit)
+    return p
 
 
 @dataclass(frozen=True)

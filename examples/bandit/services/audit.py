@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
@@ -105,6 +106,10 @@ class AuditLogger(MessageHandler[OrderExecution]):
         self._fd: int | None = os.open(config.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.records = 0
         self._unsynced = 0
+        # Called with each record once it is written (and fsynced, per the policy): how the
+        # execution service learns an order is in the trail before it reports it. On a bus its
+        # own emit returns as soon as the record is queued, long before it is written.
+        self.on_logged: Callable[[OrderExecution], None] | None = None
 
     def handle(self, execution: OrderExecution) -> None:
         if self._fd is None:
@@ -117,6 +122,8 @@ class AuditLogger(MessageHandler[OrderExecution]):
         if policy == "always" or (policy == "every" and self._unsynced >= self.config.fsync_every):
             os.fsync(self._fd)
             self._unsynced = 0
+        if self.on_logged is not None:
+            self.on_logged(execution)
 
     def close(self) -> None:
         """fsync what is left (unless the policy is ``never``) and close the file."""

@@ -21,8 +21,10 @@ __all__ = ["ExecutionConfig", "ExecutionService"]
 
 @dataclass(frozen=True)
 class ExecutionConfig:
-    """``report_path``: after each fill is handed downstream, its order id is appended here
-    (flushed), which is what a crash test compares the audit log against."""
+    """``report_path``: each approved order's id is appended here (flushed) once it is in the
+    audit log (see :meth:`ExecutionService.report_when_audited`; without an audit logger,
+    once its execution was handed downstream): what a crash test compares the audit log
+    against."""
 
     report_path: Path | None = None
 
@@ -43,6 +45,8 @@ class ExecutionService(MessageHandler[OrderRequest]):
         self.rejected = 0
         self.pnl_usd_e6 = 0
         self._report: IO[str] | None = None
+        # Approved order ids not yet reported, while an audit logger reports them for us.
+        self._unaudited: set[int] | None = None
         if self.config.report_path is not None:
             self._report = open(self.config.report_path, "a", encoding="ascii")  # noqa: SIM115
 
@@ -58,10 +62,33 @@ class ExecutionService(MessageHandler[OrderRequest]):
         else:
             execution = self._rejection(req)
             self.rejected += 1
+        reports = self._report is not None and req.approved
+        if reports and self._unaudited is not None:
+            # Before emit: in the monolith the audit logger runs (and reports) inside it.
+            self._unaudited.add(req.order_id)
         self.emit(execution)
-        if self._report is not None and req.approved:
-            # Reported only after emit returned: in monolith mode the audit line is written.
-            self._report.write(f"{req.order_id}\n")
+        if reports and self._unaudited is None:
+            self._write_report(req.order_id)  # no audit logger to wait for: handed downstream
+
+    def report_when_audited(self, audit: Any) -> None:
+        """Report each approved order only once ``audit`` (an AuditLogger) has written it.
+
+        On a bus (inproc, distributed's strategies node) ``emit`` only queues the execution:
+        the runtime drains this service's whole batch before the audit logger runs, so
+        reporting after ``emit`` announced hundreds of orders a ``kill -9`` then found in
+        no audit log. The audit logger's ``on_logged`` reports them instead, in every mode.
+        """
+        self._unaudited = set()
+        audit.on_logged = self._audited
+
+    def _audited(self, execution: OrderExecution) -> None:
+        if self._unaudited is not None and execution.order_id in self._unaudited:
+            self._unaudited.discard(execution.order_id)
+            self._write_report(execution.order_id)
+
+    def _write_report(self, order_id: int) -> None:
+        if self._report is not None:
+            self._report.write(f"{order_id}\n")
             self._report.flush()
 
     def fill(self, req: OrderRequest) -> OrderExecution:
