@@ -244,6 +244,7 @@ class MonolithBus:
     ResultReady = [Auditor, Notifer]
     PageSent = [Auditor, PagerArchive]
     Analyzer = [Auditor]
+    ward = 7
 """
 
 EXPECTED = [  # (line, column, code, what the help line must say)
@@ -253,6 +254,7 @@ EXPECTED = [  # (line, column, code, what the help line must say)
     (9, 29, "E0002", "did you mean `Notifier`?"),
     (10, 26, "E0004", "route(sync=[...], background=[PagerArchive])"),
     (11, 5, "E0003", "decorate Analyzer with @message"),
+    (12, 12, "E0007", "a routing class may only contain `Message = [Handler, ...]`"),
 ]
 
 
@@ -279,7 +281,7 @@ def test_check_reports_an_unused_failing_import_with_the_tables_mistakes(tmp_pat
     found = [re.match(r"broken_lab/routing\.py:(\d+):(\d+): error\[(E\d{4})\]", b)
              for b in blocks[:-1]]
     # On main the E0012 of `import broken_lab.barcodes` was missing: it appeared only once the
-    # five table mistakes were fixed, as a sixth run's surprise.
+    # six table mistakes were fixed, as a next run's surprise.
     assert [(int(m[1]), int(m[2]), m[3]) for m in found if m] == [e[:3] for e in EXPECTED]
     for block, (line, column, _, advice) in zip(blocks[:-1], EXPECTED, strict=True):
         rows = block.splitlines()
@@ -288,7 +290,7 @@ def test_check_reports_an_unused_failing_import_with_the_tables_mistakes(tmp_pat
         assert BROKEN_ROUTING.splitlines()[line - 1] in block
         assert caret.index("^") - caret.index("|") - 2 == column - 1, block
         assert advice in next(row for row in rows if row.startswith("help: ")), block
-    assert blocks[-1].strip() == "error: 6 routing errors in 1 of 1 file"
+    assert blocks[-1].strip() == "error: 7 routing errors in 1 of 1 file"
 
 
 def test_a_failing_import_the_table_uses_is_reported_once(tmp_path: Path) -> None:
@@ -306,3 +308,22 @@ def test_a_failing_import_the_table_uses_is_reported_once(tmp_path: Path) -> Non
     # Scanner's failing import is reported where the table uses it, not a second time at the
     # import line.
     assert result.stdout.count("cannot import 'broken_lab.barcodes'") == 1, result.stdout
+
+
+@pytest.mark.parametrize("command", ["doctor", "stubs", "bench"])
+def test_the_other_commands_list_the_tables_mistakes_in_the_order_check_does(
+        tmp_path: Path, command: str) -> None:
+    _broken_lab(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "NO_COLOR"}}
+
+    result = subprocess.run([sys.executable, "-m", "mycelium_mono", command,
+                             "broken_lab.routing"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    found = re.findall(r"broken_lab/routing\.py:(\d+):(\d+): error\[(E\d{4})\]",
+                       result.stdout + result.stderr)
+    # The table's mistakes (not the unused import: these commands never run the module), in
+    # the file's order; the E0007 of the last line was listed first.
+    assert [(int(line), int(col), code) for line, col, code in found] == [
+        e[:3] for e in EXPECTED if e[2] != "E0012"]
