@@ -10,10 +10,12 @@ ward as two OS processes over ZeroMQ, core NATS and JetStream (the shared server
 ``typings/``, as the README's "mypy says MonolithBus has no emit_..." entry says.
 
 What ``tests/test_wheel_fresh_venv.py`` and ``tests/test_stranger_user.py`` already hold (the
-commands on a clean app, ZeroMQ between two 3.13 processes, the plugin) is not repeated. The one
-library finding is ``check``: a failing import the table does not use was reported only once
-the table had no other error, so each fix revealed the next mistake (README: "every mistake at
-once"; "check also reports a failing top-level import the table does not use").
+commands on a clean app, ZeroMQ between two 3.13 processes, the plugin) is not repeated. The
+findings held here: ``check`` reported a failing import the table does not use only once the
+table had no other error (README: "every mistake at once"); doctor and stubs listed a broken
+table's errors out of the file's order; and an ``on_error`` the bus could not call (the README
+named neither signature, and the bus's takes three arguments where the backlog's takes one)
+was accepted, then raised its own ``TypeError`` from inside the first failing emit.
 """
 
 from __future__ import annotations
@@ -29,12 +31,20 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import helpers_modules
 import pytest
 from peers.harness import free_port, reachable
 from test_wheel_fresh_venv import _checked, _clean_env, _run
 
+from mycelium_mono import (
+    U8,
+    BackgroundBacklog,
+    MessageHandler,
+    message,
+    routing_config,
+)
 from mycelium_mono.bus.transports.nats import NATS_START_HELP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -327,3 +337,70 @@ def test_the_other_commands_list_the_tables_mistakes_in_the_order_check_does(
     # the file's order; the E0007 of the last line was listed first.
     assert [(int(line), int(col), code) for line, col, code in found] == [
         e[:3] for e in EXPECTED if e[2] != "E0012"]
+
+
+# -- on_error: the two callbacks the README names -----------------------------------------
+
+
+@message(type_id=8121, topic="lab.spills")
+class Spill:
+    bench: U8
+
+
+class SpillKit(MessageHandler[Spill]):
+    def handle(self, spill: Spill) -> None:
+        raise RuntimeError(f"no absorbent left at bench {spill.bench}")
+
+
+class SpillLog(MessageHandler[Spill]):
+    def __init__(self) -> None:
+        self.benches: list[int] = []
+
+    def handle(self, spill: Spill) -> None:
+        self.benches.append(spill.bench)
+
+
+@routing_config
+class SpillBus:
+    Spill = [SpillKit, SpillLog]
+
+
+def test_a_bus_on_error_gets_exc_where_and_msg_and_the_later_handler_still_runs() -> None:
+    seen: list[tuple[str, str, Spill]] = []
+    log = SpillLog()
+    bus: Any = SpillBus(spill_kit=SpillKit(), spill_log=log,
+                        on_error=lambda exc, where, msg: seen.append((str(exc), where, msg)))
+
+    bus.emit_spill(Spill(bench=3))
+
+    assert seen == [("no absorbent left at bench 3", "spill_kit.handle", Spill(bench=3))]
+    assert log.benches == [3]
+
+
+def test_a_bus_on_error_that_cannot_take_three_arguments_is_refused_when_built() -> None:
+    kit, log = SpillKit(), SpillLog()
+
+    # On main the bus was built, and the first failing spill raised "<lambda>() takes 1
+    # positional argument but 3 were given" from inside the emit, the spill's error lost.
+    with pytest.raises(TypeError, match=re.escape("cannot be called as on_error(exc, where, "
+                                                  "msg)")) as refused:
+        SpillBus(spill_kit=kit, spill_log=log, on_error=lambda exc: None)
+
+    assert "help: def on_error(exc: Exception, where: str, msg: object) -> None" in str(
+        refused.value)
+    SpillBus(spill_kit=kit, spill_log=log)  # the refused bus took no service
+
+
+def test_an_async_on_error_is_refused_since_nothing_would_await_it() -> None:
+    async def on_error(exc: Exception, where: str, msg: object) -> None: ...
+
+    with pytest.raises(TypeError, match="is an async def, but it is called as on_error"):
+        SpillBus(spill_kit=SpillKit(), spill_log=SpillLog(), on_error=on_error)
+
+
+def test_the_backlog_on_error_takes_one_argument_and_says_so() -> None:
+    BackgroundBacklog(on_error=[].append)  # what the README's one-failure-each means
+
+    with pytest.raises(TypeError, match=re.escape(
+            "cannot be called as on_error(exc): missing a required argument: 'where'")):
+        BackgroundBacklog(on_error=lambda exc, where, msg: None)
