@@ -25,11 +25,51 @@ if TYPE_CHECKING:
     # Only for the type checker: a bus without background routes never loads asyncio machinery.
     from mycelium_mono.bus.hybrid import BackgroundBacklog as BackgroundBacklog
 
-__all__ = ["BusDetachedError", "ErrorCallback", "GeneratedBus", "failed", "replace_service",
+__all__ = ["BusDetachedError", "ErrorCallback", "GeneratedBus", "check_error_callback", "failed",
+           "replace_service",
            "wrong_service"]
 
 ErrorCallback = Callable[[Exception, str, Any], None]
 """``on_error(exc, "risk_manager.handle", msg)``: called once per failed handler."""
+
+BUS_ON_ERROR = ("on_error(exc, where, msg)",
+                "def on_error(exc: Exception, where: str, msg: object) -> None "
+                "(where is 'risk_manager.handle')", 3)
+"""What a generated bus calls its ``on_error`` with: the form, a definition, how many args."""
+
+
+def check_error_callback(callback: object, owner: str,
+                         expected: tuple[str, str, int] = BUS_ON_ERROR) -> None:
+    """Refuse, where the bus or backlog is built, an ``on_error`` it could not call.
+
+    The call comes only when a handler fails, so a one-argument callback given to a bus (the
+    backlog's own takes one) raised a bare ``TypeError: takes 1 positional argument but 3
+    were given`` from inside the failing emit, losing the failure it was to report; an
+    ``async def`` one was never awaited, so the failure vanished with a RuntimeWarning.
+    """
+    if callback is None:
+        return
+    form, definition, arity = expected
+    if not callable(callback):
+        raise TypeError(f"{owner}: on_error must be a function, got {callback!r}\n"
+                        f"help: pass a function called as {form}: {definition}")
+    import inspect
+
+    name = getattr(callback, "__qualname__", repr(callback))
+    if inspect.iscoroutinefunction(callback):
+        raise TypeError(f"{owner}: on_error={name} is an async def, but it is called as "
+                        f"{form} without an await, so it would never run\n"
+                        f"help: make it a plain function: {definition}; to await something, "
+                        "hand the failure to a task (loop.create_task(...)) from it")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    try:
+        signature.bind(*([None] * arity))
+    except TypeError as exc:
+        raise TypeError(f"{owner}: on_error={name}{signature} cannot be called as {form}: "
+                        f"{exc}\nhelp: {definition}") from None
 
 
 class GeneratedBus:
@@ -69,6 +109,7 @@ class GeneratedBus:
         background: BackgroundBacklog | None,
         dispatch: dict[type, Callable[[Any], None]],
     ) -> None:
+        check_error_callback(on_error, type(self).__name__)
         self._on_error = on_error
         self._background = background
         self._dispatch = dispatch

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
+from mycelium_mono.monolith import check_error_callback
 
 __all__ = [
     "BackgroundBacklog",
@@ -47,6 +48,9 @@ logger = logging.getLogger("mycelium_mono.hybrid")
 
 M = TypeVar("M")
 ErrorCallback = Callable[[BaseException], object]
+
+BACKLOG_ON_ERROR = ("on_error(exc)", "def on_error(exc: BaseException) -> None (the handler's own "
+                    "exception; a MonolithBus's on_error takes (exc, where, msg))", 1)
 
 _KEPT_FAILURES = 100
 """Failures kept for the next ``drain()`` when nobody drains; older ones are only counted."""
@@ -92,6 +96,7 @@ class BackgroundBacklog:
         on_error: ErrorCallback | None = None,
     ) -> None:
         check_policy(policy, maxsize, where="BackgroundBacklog")
+        check_error_callback(on_error, "BackgroundBacklog", BACKLOG_ON_ERROR)
         self.maxsize = maxsize
         self.policy = policy
         self.on_error = on_error

@@ -69,10 +69,14 @@ def check_target(target: Target) -> CheckResult:
     count = len(parse_module(tree, target.display).classes)
     try:
         with being_imported(target.module_name, target.filename):
-            rewrite_module(target.source, target.display, target.module_name)
+            try:
+                rewrite_module(target.source, target.display, target.module_name)
+            except RoutingError as exc:
+                # Every mistake at once: an unused import that fails was reported only once
+                # the table itself was clean, so fixing an E0001 revealed an E0012 next run.
+                found = _with_unimportable(exc.diagnostics, _unimportable_names(target, tree))
+                return CheckResult(target, found, lines, count)
             unimportable = _unimportable_names(target, tree)
-    except RoutingError as exc:
-        return CheckResult(target, exc.diagnostics, lines, count)
     except SyntaxError as exc:
         if exc.filename and os.path.abspath(exc.filename) != os.path.abspath(target.filename):
             # A handler or message module that does not parse: its import failed (E0012),
@@ -82,6 +86,18 @@ def check_target(target: Target) -> CheckResult:
     except Exception as exc:  # a handler module that raises on import
         return CheckResult(target, (import_diagnostic(target, tree, exc),), lines, count)
     return CheckResult(target, unimportable, lines, count)
+
+
+def _with_unimportable(diagnostics: tuple[Diagnostic, ...],
+                       unimportable: tuple[Diagnostic, ...]) -> tuple[Diagnostic, ...]:
+    """The table's errors and the failing imports, each once (a failing import the table uses
+    is already among the table's errors, at the name's use: the same message), in file order."""
+    seen = {(d.code, d.message) for d in diagnostics}
+    extra = [d for d in unimportable if (d.code, d.message) not in seen]
+    if not extra:
+        return diagnostics
+    merged = [*diagnostics, *extra]
+    return tuple(sorted(merged, key=lambda d: (d.span.lineno, d.span.col_offset)))
 
 
 def _unimportable_names(target: Target, tree: ast.Module) -> tuple[Diagnostic, ...]:

@@ -289,7 +289,12 @@ def resolved_tables(target: Target) -> tuple[list[ResolvedTable], list[Diagnosti
     tree = ast.parse(target.text, filename)
     parsed = parse_module(tree, filename)
     with being_imported(target.module_name, target.filename):
-        return _resolve_classes(target, tree, parsed.classes, list(parsed.diagnostics))
+        tables, problems = _resolve_classes(target, tree, parsed.classes,
+                                            list(parsed.diagnostics))
+    # In the file's order, as `check` and the hook print them: the parse stage's errors
+    # (an E0007 on the last line) came first in doctor, stubs and bench.
+    problems.sort(key=lambda d: (d.span.lineno, d.span.col_offset))
+    return tables, problems
 
 
 @contextlib.contextmanager
