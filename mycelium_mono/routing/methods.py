@@ -23,7 +23,7 @@ from mycelium_mono.routing.inline import (
     local_method_source,
     local_swapper,
 )
-from mycelium_mono.routing.resolve import HandlerInfo, LocalClass
+from mycelium_mono.routing.resolve import HandlerInfo, LocalClass, nested_statements
 
 __all__ = ["find_method"]
 
@@ -97,12 +97,7 @@ def _binding(node: ast.ClassDef, name: str) -> ast.stmt | None:
 
 
 def _binds_nested(stmt: ast.stmt, name: str) -> bool:
-    if not isinstance(stmt, ast.If | ast.Try | ast.TryStar | ast.With):
-        return False
-    children = [*stmt.body, *getattr(stmt, "orelse", ()), *getattr(stmt, "finalbody", ())]
-    for handler in getattr(stmt, "handlers", ()):
-        children += handler.body
-    return any(name in _bound_by(child) or _binds_nested(child, name) for child in children)
+    return any(name in _bound_by(child) for child in nested_statements(stmt))
 
 
 def _bound_by(stmt: ast.stmt) -> list[str]:

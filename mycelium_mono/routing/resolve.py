@@ -51,6 +51,7 @@ __all__ = [
     "Scope",
     "StaticScope",
     "Unresolved",
+    "nested_statements",
     "stale_resolution",
 ]
 
@@ -576,16 +577,15 @@ class StaticScope(Scope):
         that the run-time build, and Python, run fine."""
         last: ast.stmt | None = None
         for stmt in node.body:
-            if "handle" in _bound_names(stmt) or (
-                    isinstance(stmt, ast.If | ast.Try | ast.With)
-                    and any("handle" in _bound_names(c) for c in _nested_statements(stmt))):
+            if "handle" in _bound_names(stmt) or any(
+                    "handle" in _bound_names(c) for c in nested_statements(stmt)):
                 last = stmt
         if isinstance(last, ast.FunctionDef | ast.AsyncFunctionDef):
             return MethodInfo("handle", isinstance(last, ast.AsyncFunctionDef))
         if last is None:
             return None
         self.guessed_a_branch = True
-        nested = [c for c in _nested_statements(last) if "handle" in _bound_names(c)]
+        nested = [c for c in nested_statements(last) if "handle" in _bound_names(c)]
         return MethodInfo("handle", bool(nested) and isinstance(nested[-1], ast.AsyncFunctionDef))
 
     @staticmethod
@@ -821,13 +821,13 @@ def _child_statements(stmt: ast.If | ast.Try | ast.With) -> list[ast.stmt]:
     return children
 
 
-def _nested_statements(stmt: ast.stmt) -> list[ast.stmt]:
+def nested_statements(stmt: ast.stmt) -> list[ast.stmt]:
     """Every statement inside the ``if``/``try``/``with`` blocks of ``stmt``, at any depth."""
     if not isinstance(stmt, ast.If | ast.Try | ast.With):
         return []
     out: list[ast.stmt] = []
     for child in _child_statements(stmt):
-        out += [child, *_nested_statements(child)]
+        out += [child, *nested_statements(child)]
     return out
 
 
