@@ -95,6 +95,7 @@ def _tracer_check() -> Check | None:
         active.append(f"sys.gettrace() is {sys.gettrace()!r}")
     if sys.getprofile() is not None:
         active.append(f"sys.getprofile() is {sys.getprofile()!r}")
+    active += _monitoring_tools()
     active += [f"{name} is imported" for name in ("coverage", "pydevd", "debugpy")
                if name in sys.modules]
     if os.environ.get("COVERAGE_PROCESS_START"):
@@ -105,6 +106,21 @@ def _tracer_check() -> Check | None:
                  "; ".join(active) + ": a trace function runs on every call and line, which "
                  "dwarfs the cost of dispatch", "benchmark without coverage, profilers or "
                  "debuggers attached")
+
+
+def _monitoring_tools() -> list[str]:
+    # Since 3.12 cProfile (and coverage's "sysmon" core, and other PEP 669 tools) register
+    # with sys.monitoring instead of sys.setprofile/settrace, so getprofile() is None while
+    # they run: doctor used to say "no profiler active" under `python -m cProfile`.
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is None:
+        return []
+    found = []
+    for tool_id in range(6):  # sys.monitoring has six tool ids, 0..5
+        name = monitoring.get_tool(tool_id)
+        if name is not None:
+            found.append(f"sys.monitoring tool {tool_id} is {name!r}")
+    return found
 
 
 def _dev_mode_check() -> Check | None:
