@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -24,6 +28,7 @@ from mycelium_mono import F64, U32, U64, MessageBus, message
 from mycelium_mono.bus.transports.nats import DEFAULT_PENDING_LIMIT, PENDING_BYTES_LIMIT
 from mycelium_mono.bus.transports.wire import HEADER, MAGIC
 from mycelium_mono.bus.transports.zmq import ZmqTransport
+from mycelium_mono.bus.transports.zmq_security import write_curve_keys
 
 pytest_plugins = ["conftest_distributed"]
 pytestmark = pytest.mark.network
@@ -242,3 +247,40 @@ async def test_stream_max_bytes_is_applied(shared_nats: str, wx_stream: str) -> 
         assert info.state.last_seq == 200  # discard "old": the newest is kept
     finally:
         await bus.close()
+
+
+# -- ZeroMQ: key files ---------------------------------------------------------------------
+
+_SEEN_SECRET_MODES: list[int] = []
+_WATCHED: list[str] = []
+
+
+def _watch_secret_writes(event: str, args: tuple[Any, ...]) -> None:
+    # Audit hooks cannot be removed: this one does nothing unless a test set _WATCHED.
+    if _WATCHED and event == "open" and str(args[0]).endswith(_WATCHED[0]):
+        path = Path(str(args[0]))
+        if path.exists():  # called again on the written file: what mode did it get?
+            _SEEN_SECRET_MODES.append(stat.S_IMODE(path.stat().st_mode))
+    if _WATCHED and event == "os.chmod" and str(args[0]).endswith(_WATCHED[0]):
+        _SEEN_SECRET_MODES.append(stat.S_IMODE(Path(str(args[0])).stat().st_mode))
+
+
+sys.addaudithook(_watch_secret_writes)
+
+
+def test_a_secret_key_file_is_never_on_disk_readable_by_others(tmp_path: Path) -> None:
+    # README: the secret half is "written with mode 0600". It was written with the umask's
+    # permissions (0644 under umask 022) and chmod-ed afterwards: until then every local user
+    # could read it. The audit hook stats the file just before the library's chmod.
+    old = os.umask(0o022)
+    _WATCHED[:] = ["forecaster.key_secret"]
+    try:
+        public, secret = write_curve_keys(tmp_path / "keys", "forecaster")
+    finally:
+        _WATCHED.clear()
+        os.umask(old)
+    assert _SEEN_SECRET_MODES and set(_SEEN_SECRET_MODES) == {0o600}, [
+        oct(m) for m in _SEEN_SECRET_MODES
+    ]
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(public.stat().st_mode) == 0o644  # the public half stays shareable
