@@ -119,6 +119,18 @@ def endpoint_of(address: str, *, allow_public: bool = False) -> str:
     return endpoint
 
 
+def _reconnect_intervals(first_ms: int, longest_ms: int) -> tuple[int, int]:
+    """Check the reconnect settings here, not as a libzmq error at ``start()``."""
+    if not isinstance(first_ms, int) or isinstance(first_ms, bool) or first_ms < 1:
+        raise ValueError(f"reconnect_ms must be a positive int (milliseconds), got {first_ms!r}")
+    if not isinstance(longest_ms, int) or isinstance(longest_ms, bool) or longest_ms < first_ms:
+        raise ValueError(
+            f"reconnect_max_ms must be an int >= reconnect_ms ({first_ms}), got {longest_ms!r}\n"
+            "help: it is the longest wait between reconnect attempts, in milliseconds"
+        )
+    return first_ms, longest_ms
+
+
 # What a peer may make this process hold for one frame: frames up to it are read, counted and
 # dropped as oversize when past max_frame; a larger one closes that connection unread.
 INBOUND_FRAMES_PER_LIMIT = 16
@@ -133,7 +145,9 @@ class ZmqTransport(Transport):
     lossless ``close`` keeps flushing before it reports what was not sent (lossy: 0);
     ``linger_ms``: kept for compatibility, the lossy close's linger; ``heartbeat_ms``: ZMTP
     heartbeat interval, 0 (default) for off — see the module docstring for why;
-    ``keepalive_s``: TCP keepalive idle time that finds dead peers instead; ``curve``:
+    ``keepalive_s``: TCP keepalive idle time that finds dead peers instead;
+    ``reconnect_ms``/``reconnect_max_ms``: first and longest wait before ZeroMQ reconnects to
+    a peer that went away (doubling in between); ``curve``:
     encryption + allow-list; ``allow_public``: permit non-loopback hosts;
     ``ready_timeout_s``: how long :meth:`ready` waits for peers' acknowledgements.
     """
@@ -148,6 +162,8 @@ class ZmqTransport(Transport):
         linger_ms: int = 1000,
         heartbeat_ms: int = 0,
         keepalive_s: int = 10,
+        reconnect_ms: int = 100,
+        reconnect_max_ms: int = 2000,
         close_timeout_s: float = 10.0,
         allow_public: bool = False,
         ready_timeout_s: float = 10.0,
@@ -161,6 +177,9 @@ class ZmqTransport(Transport):
         self.linger_ms = linger_ms
         self.heartbeat_ms = heartbeat_ms
         self.keepalive_s = keepalive_s
+        self.reconnect_ms, self.reconnect_max_ms = _reconnect_intervals(
+            reconnect_ms, reconnect_max_ms
+        )
         self.close_timeout_s = close_timeout_s
         self.allow_public = allow_public
         self.ready_timeout_s = ready_timeout_s
@@ -255,8 +274,8 @@ class ZmqTransport(Transport):
             sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, self.keepalive_s)
             sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, max(1, self.keepalive_s // 5))
             sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.setsockopt(zmq.RECONNECT_IVL, self.reconnect_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, self.reconnect_max_ms)
         # libzmq reads a frame whole before anyone can look at it: unbounded, one 300 MiB
         # frame from a peer cost a subscriber 600 MiB (libzmq's copy and pyzmq's) before it
         # was dropped as oversize. Past this limit libzmq disconnects that peer instead (it
@@ -686,8 +705,10 @@ class ZmqTransport(Transport):
             return None
         if result.publisher == self._out.publisher:
             # Our own frame or ack (this bus reached its own XPUB under another spelling):
-            # the local subscribers already have it, and it is no peer's acknowledgement.
+            # the local subscribers already have it, and it is no other peer's acknowledgement.
             self._in.count("own_frames")
+            if result.message is None:
+                self._on_own_ack(frame)
             return None
         if result.message is None:
             self._on_ack(frame, result)
@@ -750,6 +771,19 @@ class ZmqTransport(Transport):
                 self._in.count("acks_ignored")
                 return
             acked.add(who)
+            self._wake()
+
+    def _on_own_ack(self, frame: bytes) -> None:
+        """Our own acknowledgement came back: one of ``peers`` is this bus's own XPUB.
+
+        A cluster list can name this bus under a spelling ``connect_to`` cannot recognise
+        (``localhost:9000`` for ``127.0.0.1:9000``). That connection never gets another
+        peer's acknowledgement, so ``ready()`` used to time out waiting for it; our own
+        acknowledgement stands in for it instead.
+        """
+        acked = self._acks.get(frame[: frame.index(b"\0") + 1])
+        if acked is not None and ("self", 0) not in acked:
+            acked.add(("self", 0))
             self._wake()
 
     # -- helpers -----------------------------------------------------------------------

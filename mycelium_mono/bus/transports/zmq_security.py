@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Mapping
@@ -87,8 +88,16 @@ def write_curve_keys(directory: str | Path, name: str) -> tuple[Path, Path]:
     """Create ``<name>.key`` (public) and ``<name>.key_secret`` (secret) in ``directory``."""
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(target, name)
-    Path(secret).chmod(0o600)  # zmq.auth writes it with the umask's permissions
+    # zmq.auth writes both files with the umask's permissions: under the usual 022 the secret
+    # sat on disk readable by every local user until a chmod after it. Create them under a
+    # private umask instead, then give the public half its ordinary permissions back.
+    umask = os.umask(0o077)
+    try:
+        public, secret = zmq.auth.create_certificates(target, name)
+    finally:
+        os.umask(umask)
+    Path(secret).chmod(0o600)  # a secret file that existed already keeps its old mode
+    Path(public).chmod(0o666 & ~umask)
     return Path(public), Path(secret)
 
 
