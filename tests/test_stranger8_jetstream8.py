@@ -24,7 +24,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
-from jetstream8_peers.messages import InvoiceLine, MeterRead
+from jetstream8_peers.messages import InvoiceLine
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy
 from peers.harness import NatsServer, Peer, Peers
 
@@ -68,9 +68,13 @@ async def wait_settled(url: str, stream: str, name: str, count: int, timeout: fl
                 info = await consumer_info(url, stream, name)
             except nats.js.errors.NotFoundError:
                 info = None
-            if info is not None and info.num_pending == 0 and info.num_ack_pending == 0:
-                if info.ack_floor.stream_seq >= count:
-                    return
+            if (
+                info is not None
+                and info.num_pending == 0
+                and info.num_ack_pending == 0
+                and info.ack_floor.stream_seq >= count
+            ):
+                return
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(poll(), timeout)
@@ -219,7 +223,7 @@ async def test_a_full_discard_new_stream_fails_only_unstored_outputs_and_loses_n
     reads += late
     await wait_settled(url, stream_name, "billing", reads, timeout=40)
     report = lines_report(await stored_lines(url, stream_name), reads, parts)
-    print(f"full stream: ack floor while full {floor}/{reads}; {report}")
+    print(f"full stream: ack floor while full {floor}/40; {report}")
     assert report["lost"] == 0 and report["strangers"] == 0, report
     assert await dead_lettered(url, stream_name) == 0
     billing.send("QUIT")
@@ -227,3 +231,140 @@ async def test_a_full_discard_new_stream_fails_only_unstored_outputs_and_loses_n
     meter.stop()
     print(f"billing counters: {stats}")
     assert stats.get("acks_withheld", 0) > 0, stats
+
+
+async def run_until_dead(peer: Peer, timeout: float = 30.0) -> None:
+    async def dead() -> None:
+        while peer.proc.poll() is None:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(dead(), timeout)
+    assert peer.proc.returncode == -9, f"exited {peer.proc.returncode}:\n{peer.stderr_tail()}"
+
+
+@pytest.mark.parametrize(("seed", "mode"), [(1, "sync"), (2, "async")])
+async def test_billing_killed_between_the_emits_of_one_reading_loses_no_line(
+    grid: Peers, nats_server: NatsServer, stream_name: str, seed: int, mode: str
+) -> None:
+    """Billing emits 4 lines per reading; three times it SIGKILLs itself right after a
+    seed-chosen emit (1st to 3rd) of a seed-chosen reading, sync (``self.emit``) or async
+    (``await ctx.emit``), and is restarted under its durable name. Expected: every
+    reading has all 4 lines (0 lost); a re-handled reading's lines are stored again under the
+    new incarnation's message ids (repeats, counted, at most what the killed one held)."""
+    rng = random.Random(seed)
+    reads, parts, pending = 60, 4, 8
+    common = ["--parts", str(parts), "--mode", mode, "--fetch-batch", "4",
+              "--max-ack-pending", str(pending)]  # fmt: skip
+    meter = await publish_reads(grid, nats_server, stream_name, reads)
+    await meter.aexpect("DONE", timeout=30)
+    kills = 3
+    for _ in range(kills):
+        doomed = spawn_stage(grid, nats_server, stream_name, "billing", *common,
+                             "--die-input", str(rng.randrange(3, 12)),
+                             "--die-part", str(rng.randrange(1, parts)))  # fmt: skip
+        await run_until_dead(doomed)
+    last = spawn_stage(grid, nats_server, stream_name, "billing", *common)
+    await last.aexpect("READY", timeout=30)
+    await wait_settled(nats_server.url, stream_name, "billing", reads, timeout=40)
+    lines = await stored_lines(nats_server.url, stream_name)
+    report = lines_report(lines, reads, parts)
+    print(f"seed {seed} ({mode}): {kills} kills between emits; {report}")
+    assert report["lost"] == 0 and report["strangers"] == 0, report
+    assert report["repeated"] <= kills * pending * parts, report
+    assert await dead_lettered(nats_server.url, stream_name) == 0
+    last.send("QUIT")
+    await last.aresult(timeout=20)
+    meter.stop()
+
+
+async def test_two_durables_on_one_stream_one_killed_the_other_unaffected(
+    grid: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+) -> None:
+    """Mailer and Audit each have their own durable on the readings; the meters publish 300
+    paced; Mailer is SIGKILLed mid-stream and restarted. Expected: Audit handles each reading
+    once, in order, nothing redelivered; Mailer loses nothing, and its new incarnation starts
+    above the ack floor the server had for it when it died (it resumes where it acked), with
+    repeats at most its max_ack_pending."""
+    reads, pending = 300, 16
+    common = ["--slow-ms", "3", "--fetch-batch", "8", "--max-ack-pending", str(pending)]
+    audit_rec, mail_a, mail_b = tmp_path / "audit", tmp_path / "mail-a", tmp_path / "mail-b"
+    audit = spawn_stage(grid, nats_server, stream_name, "audit", *common, "--record",
+                        str(audit_rec))  # fmt: skip
+    mailer = spawn_stage(grid, nats_server, stream_name, "mailer", *common, "--record",
+                         str(mail_a))  # fmt: skip
+    await audit.aexpect("READY", timeout=30)
+    await mailer.aexpect("READY", timeout=30)
+    meter = await publish_reads(grid, nats_server, stream_name, reads, pace_ms=2)
+    kill_at = random.Random(8).randrange(60, 150)
+    await asyncio.wait_for(_until(lambda: len(recorded(mail_a)) >= kill_at), 30)
+    mailer.kill()
+    floor = (await consumer_info(nats_server.url, stream_name, "mailer")).ack_floor.stream_seq
+    mailer = spawn_stage(grid, nats_server, stream_name, "mailer", *common, "--record",
+                         str(mail_b))  # fmt: skip
+    await mailer.aexpect("READY", timeout=30)
+    await meter.aexpect("DONE", timeout=30)
+    for name in ("audit", "mailer"):
+        await wait_settled(nats_server.url, stream_name, name, reads, timeout=40)
+    audit_report = seq_report(recorded(audit_rec), reads)
+    first, second = recorded(mail_a), recorded(mail_b)
+    mail_report = seq_report(first + second, reads)
+    print(f"fan-out: audit {audit_report}; mailer killed after {len(first)} handled, ack "
+          f"floor {floor}, restarted from {min(second)}; {mail_report}")
+    assert audit_report == {"lost": 0, "repeated": 0, "reordered": 0}, audit_report
+    assert mail_report["lost"] == 0, mail_report
+    assert min(second) > floor, f"restarted Mailer handled {min(second)} <= ack floor {floor}"
+    assert mail_report["repeated"] <= pending, mail_report
+    audit.send("QUIT")
+    assert (await audit.aresult(timeout=20)).get("redelivered", 0) == 0
+    mailer.send("QUIT")
+    await mailer.aresult(timeout=20)
+    meter.stop()
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.02)
+
+
+async def test_the_server_sigstopped_past_ack_wait_loses_nothing_and_nobody_hangs(
+    grid: Peers, nats_server: NatsServer, stream_name: str, tmp_path: Path
+) -> None:
+    """The meters publish 400 readings paced while Billing (2 lines each, ack_wait 1 s) and
+    Audit consume; the NATS server is SIGSTOPped for 3 s (three ack_waits) mid-stream, then
+    SIGCONTed. Expected: the meters finish and flush, every reading has both lines and is
+    audited (0 lost; repeats and reordering counted), nothing dead-lettered, and every
+    process shuts down when asked (none hangs)."""
+    reads, parts = 400, 2
+    common = ["--ack-wait", "1.0", "--fetch-batch", "8", "--max-ack-pending", "32"]
+    audit_rec = tmp_path / "audit"
+    billing = spawn_stage(grid, nats_server, stream_name, "billing", *common, "--parts",
+                          str(parts))  # fmt: skip
+    audit = spawn_stage(grid, nats_server, stream_name, "audit", *common, "--record",
+                        str(audit_rec), "--slow-ms", "2")  # fmt: skip
+    await billing.aexpect("READY", timeout=30)
+    await audit.aexpect("READY", timeout=30)
+    meter = await publish_reads(grid, nats_server, stream_name, reads, pace_ms=4)
+    await asyncio.wait_for(_until(lambda: len(recorded(audit_rec)) >= 100), 30)
+    assert nats_server.proc is not None
+    pid = nats_server.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(3.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await meter.aexpect("DONE", timeout=40)
+    for name in ("billing", "audit"):
+        await wait_settled(nats_server.url, stream_name, name, reads, timeout=40)
+    lines = lines_report(await stored_lines(nats_server.url, stream_name), reads, parts)
+    audited = seq_report(recorded(audit_rec), reads)
+    results = {}
+    for peer in (billing, audit):
+        peer.send("QUIT")
+        results[peer.name] = await peer.aresult(timeout=20)
+    meter.stop()
+    print(f"server SIGSTOPped 3 s: lines {lines}; audit {audited}; "
+          f"redelivered billing {results['billing'].get('redelivered', 0)} "
+          f"audit {results['audit'].get('redelivered', 0)}")
+    assert lines["lost"] == 0 and lines["strangers"] == 0, lines
+    assert audited["lost"] == 0, audited
+    assert await dead_lettered(nats_server.url, stream_name) == 0

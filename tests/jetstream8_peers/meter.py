@@ -1,5 +1,6 @@
-"""The meters: publish ``--count`` MeterReads from seq ``--first`` on into ``--stream`` (``--pace-ms`` apart), flush,
-print ``DONE {seconds}``, then wait for ``QUIT``."""
+"""The meters: publish ``--count`` MeterReads from seq ``--first`` on into ``--stream``
+(``--pace-ms`` apart; default options otherwise), flush, print ``DONE {seconds}``, then wait
+for ``QUIT``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import argparse
 import asyncio
 import time
 
-from jetstream8_peers.messages import MeterRead
 from peers.common import say, wait_for
 
+from jetstream8_peers.messages import MeterRead
 from mycelium_mono import MessageBus
 
 

@@ -17,9 +17,9 @@ import os
 import signal
 from typing import Any
 
-from jetstream8_peers.messages import InvoiceLine, MeterRead
 from peers.common import say, wait_for
 
+from jetstream8_peers.messages import InvoiceLine, MeterRead
 from mycelium_mono import MessageBus, MessageHandler, ServiceContext, ServiceRuntime
 
 
