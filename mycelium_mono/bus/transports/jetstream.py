@@ -105,7 +105,11 @@ class StreamOptions:
     max_age_s: float | None = None
     max_bytes: int | None = None
     max_msgs: int | None = None
-    discard: Literal["old", "new"] = "old"
+    # None: whatever the stream has (a new stream: the server's "old"). A default of "old"
+    # here made every process that asked for nothing (a publisher on default options) flip a
+    # stream another process had set to "new" back to "old" on its first publish: the full
+    # stream then threw away its oldest messages, stored and acked outputs among them.
+    discard: Literal["old", "new"] | None = None
 
     def __post_init__(self) -> None:
         for field_name in ("max_bytes", "max_msgs"):
@@ -123,16 +127,18 @@ class StreamOptions:
                 f"JetStream stream {self.name!r}: stream_max_age_s must be a positive number "
                 f"of seconds or None, got {self.max_age_s!r}\nhelp: None keeps messages forever"
             )
-        if self.discard not in _DISCARD:
+        if self.discard is not None and self.discard not in _DISCARD:
             raise ValueError(
                 f"JetStream stream {self.name!r}: stream_discard must be 'old' or 'new', got "
                 f"{self.discard!r}\nhelp: 'old' drops the oldest messages at a limit, 'new' "
-                "refuses new publishes"
+                "refuses new publishes, None leaves the stream's as it is"
             )
 
     def limits(self) -> dict[str, Any]:
         """The StreamConfig fields these options set (unset limits are left to the server)."""
-        found: dict[str, Any] = {"discard": _DISCARD[self.discard]}
+        found: dict[str, Any] = {}
+        if self.discard is not None:
+            found["discard"] = _DISCARD[self.discard]
         if self.max_age_s is not None:
             found["max_age"] = float(self.max_age_s)
         if self.max_bytes is not None:

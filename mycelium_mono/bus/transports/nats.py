@@ -135,7 +135,8 @@ class NatsTransport(Transport):
     ``jetstream``: store and acknowledge (at-least-once) instead of core fan-out;
     ``stream``: the JetStream stream name (created if missing); ``stream_max_age_s``,
     ``stream_max_bytes``, ``stream_max_msgs``, ``stream_discard`` (``"old"``/``"new"``): its
-    retention limits (``None``: unlimited); ``durable``: consumer name prefix that survives
+    retention limits (``None``: unlimited; for ``stream_discard``, left as the stream has it,
+    ``"old"`` for a new one); ``durable``: consumer name prefix that survives
     restarts (default: ``name``; with neither, ephemeral consumers that see only new
     messages); ``max_deliver``: deliveries of a failing message before it is dead-lettered to
     ``<dead_letter>.<subject>`` (default ``dlq.<stream>``, stored in its own stream);
@@ -174,7 +175,7 @@ class NatsTransport(Transport):
         stream_max_age_s: float | None = None,
         stream_max_bytes: int | None = None,
         stream_max_msgs: int | None = None,
-        stream_discard: Literal["old", "new"] = "old",
+        stream_discard: Literal["old", "new"] | None = None,
         max_in_flight: int = 4000,
         connect_timeout_s: float = 2.0,
         flush_timeout_s: float = 10.0,
