@@ -82,6 +82,13 @@ def handles(message_type: type[Any]) -> Callable[[F], F]:
 
     Stacked marks add up: ``@handles(A) @handles(B)`` receives both (a second mark used to
     replace the first silently, issue 11.5).
+
+    mypy does not compare ``message_type`` with the method's parameter: ``@handles(A)`` over
+    ``def on(self, m: B)`` passes ``mypy --strict``. Checking it needs the parameter split out
+    of the method's type (``Callable[Concatenate[S, T, P], R]``), and mypy then solves ``T`` to
+    ``A``: the marked method's parameter narrows to ``A`` (the outer ``@handles(A)`` of a stacked
+    ``@handles(B)`` is refused) and its ``self``/message names are lost (``h.on(m=x)`` refused).
+    A ``MessageHandler[A]`` subclass is checked: a wrong ``handle`` is an ``[override]`` error.
     """
 
     def mark(fn: F) -> F:
