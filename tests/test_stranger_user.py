@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import helpers_modules
 import pytest
 from helpers_cli import cli, cli_env, run
-from test_wheel_fresh_venv import _checked, _clean_env, _run
+from test_wheel_fresh_venv import _clean_env, _run, wheel_in_fresh_venv
 
 from mycelium_mono import (
     F32,
@@ -460,16 +460,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Venv313:
     if not hasattr(found, "path"):
         pytest.fail(found.message())
     base = tmp_path_factory.mktemp("stranger313")
-    env = _clean_env()
-    pip = [sys.executable, "-m", "pip"]
-    _checked(_run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(base / "dist"), str(ROOT)],
-                  base, env), "building the wheel")
-    wheel = next((base / "dist").glob("mycelium_mono-*.whl"))
-    _checked(_run([found.path, "-m", "venv", "--without-pip", str(base / "venv")], base, env),
-             "creating the 3.13 venv")
-    python = base / "venv" / "bin" / "python"
-    _checked(_run([*pip, "--python", str(python), "install", "--quiet", f"{wheel}[tcp]"], base,
-                  env), "installing the wheel with [tcp]")
+    _, python = wheel_in_fresh_venv(base, found.path, "[tcp]")
     app = base / "hospital"
     shutil.copytree(APP, app, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
     return Venv313(python, app)

@@ -67,9 +67,11 @@ def _checked(result: subprocess.CompletedProcess[str], what: str) -> None:
                     f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> FreshVenv:
-    base = tmp_path_factory.mktemp("fresh")
+def wheel_in_fresh_venv(base: Path, python: str | Path, requirements: str,
+                        *extra: str) -> tuple[Path, Path]:
+    """Build this checkout's wheel into ``base/dist`` and install it as ``requirements`` (the
+    wheel's extras, e.g. ``"[tcp]"``), plus ``extra`` packages, into a new venv of ``python``.
+    Returns the wheel and the venv's interpreter."""
     env = _clean_env()
     pip = [sys.executable, "-m", "pip"]
     built = _run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(base / "dist"), str(ROOT)],
@@ -77,12 +79,20 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> FreshVenv:
     _checked(built, "building the wheel")
     wheel = next((base / "dist").glob("mycelium_mono-*.whl"))
     # --without-pip, then this interpreter's pip aims at it: saves ensurepip's ~4 s.
-    _checked(_run([sys.executable, "-m", "venv", "--without-pip", str(base / "venv")], base,
-                  env), "creating the venv")
-    python = base / "venv" / "bin" / "python"
-    installed = _run([*pip, "--python", str(python), "install", "--quiet",
-                      f"{wheel}[latency]", "pytest>=8", "pytest-asyncio>=0.23"], base, env)
-    _checked(installed, "installing the wheel")
+    _checked(_run([str(python), "-m", "venv", "--without-pip", str(base / "venv")], base, env),
+             f"creating the venv of {python}")
+    venv_python = base / "venv" / "bin" / "python"
+    installed = _run([*pip, "--python", str(venv_python), "install", "--quiet",
+                      f"{wheel}{requirements}", *extra], base, env)
+    _checked(installed, f"installing the wheel with {requirements or 'no extras'}")
+    return wheel, venv_python
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> FreshVenv:
+    base = tmp_path_factory.mktemp("fresh")
+    wheel, python = wheel_in_fresh_venv(base, sys.executable, "[latency]", "pytest>=8",
+                                        "pytest-asyncio>=0.23")
     app = base / "app"
     shutil.copytree(APP, app, ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
     return FreshVenv(wheel, python, app)
