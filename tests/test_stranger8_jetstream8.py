@@ -32,13 +32,13 @@ from mycelium_mono.bus.transports.wire import MAX_FRAME, Decoded, decode_body
 
 pytest_plugins = ["conftest_distributed"]
 
-READS = "grid_meter.8801"
-LINES = "grid_bill.8802"
+READS = "grid_meter.8811"
+LINES = "grid_bill.8812"
 
 
 def durable(name: str) -> str:
     """The server-side name of a stage's MeterRead consumer (``<durable>-<topic>-<id>``)."""
-    return f"{name}-grid_meter-8801"
+    return f"{name}-grid_meter-8811"
 
 
 def spawn_stage(peers: Peers, server: NatsServer, stream: str, name: str, *extra: str) -> Peer:
