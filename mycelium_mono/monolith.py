@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from mycelium_mono.handlers import (
@@ -25,21 +26,32 @@ if TYPE_CHECKING:
     # Only for the type checker: a bus without background routes never loads asyncio machinery.
     from mycelium_mono.bus.hybrid import BackgroundBacklog as BackgroundBacklog
 
-__all__ = ["BusDetachedError", "ErrorCallback", "GeneratedBus", "check_error_callback", "failed",
-           "replace_service",
-           "wrong_service"]
+__all__ = ["BusDetachedError", "CallbackShape", "ErrorCallback", "GeneratedBus",
+           "check_error_callback", "failed", "replace_service", "wrong_service"]
 
 ErrorCallback = Callable[[Exception, str, Any], None]
 """``on_error(exc, "risk_manager.handle", msg)``: called once per failed handler."""
 
-BUS_ON_ERROR = ("on_error(exc, where, msg)",
-                "def on_error(exc: Exception, where: str, msg: object) -> None "
-                "(where is 'risk_manager.handle')", 3)
-"""What a generated bus calls its ``on_error`` with: the form, a definition, how many args."""
+
+@dataclass(frozen=True)
+class CallbackShape:
+    """How an ``on_error`` is called: the call as the user reads it, a definition that fits,
+    and how many positional arguments it receives."""
+
+    form: str
+    definition: str
+    arity: int
+
+
+BUS_ON_ERROR = CallbackShape(
+    "on_error(exc, where, msg)",
+    "def on_error(exc: Exception, where: str, msg: object) -> None "
+    "(where is 'risk_manager.handle')", 3)
+"""What a generated bus calls its ``on_error`` with."""
 
 
 def check_error_callback(callback: object, owner: str,
-                         expected: tuple[str, str, int] = BUS_ON_ERROR) -> None:
+                         expected: CallbackShape = BUS_ON_ERROR) -> None:
     """Refuse, where the bus or backlog is built, an ``on_error`` it could not call.
 
     The call comes only when a handler fails, so a one-argument callback given to a bus (the
@@ -49,11 +61,11 @@ def check_error_callback(callback: object, owner: str,
     """
     if callback is None:
         return
-    form, definition, arity = expected
+    form, definition = expected.form, expected.definition
     if not callable(callback):
         raise TypeError(f"{owner}: on_error must be a function, got {callback!r}\n"
                         f"help: pass a function called as {form}: {definition}")
-    import inspect
+    import inspect  # only when a callback is given: a plain bus never loads it
 
     name = getattr(callback, "__qualname__", repr(callback))
     if inspect.iscoroutinefunction(callback):
@@ -66,7 +78,7 @@ def check_error_callback(callback: object, owner: str,
     except (TypeError, ValueError):  # a builtin without a signature: nothing to check
         return
     try:
-        signature.bind(*([None] * arity))
+        signature.bind(*([None] * expected.arity))
     except TypeError as exc:
         raise TypeError(f"{owner}: on_error={name}{signature} cannot be called as {form}: "
                         f"{exc}\nhelp: {definition}") from None

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
-from mycelium_mono.monolith import check_error_callback
+from mycelium_mono.monolith import CallbackShape, check_error_callback
 
 __all__ = [
     "BackgroundBacklog",
@@ -49,8 +49,15 @@ logger = logging.getLogger("mycelium_mono.hybrid")
 M = TypeVar("M")
 ErrorCallback = Callable[[BaseException], object]
 
-BACKLOG_ON_ERROR = ("on_error(exc)", "def on_error(exc: BaseException) -> None (the handler's own "
-                    "exception; a MonolithBus's on_error takes (exc, where, msg))", 1)
+BACKLOG_ON_ERROR = CallbackShape(
+    "on_error(exc)", "def on_error(exc: BaseException) -> None (the handler's own exception; a "
+    "MonolithBus's on_error takes (exc, where, msg))", 1)
+
+# What a handler's call never counts as its own failure: the process is stopping (asyncio
+# hands these on to asyncio.run), or the task's coroutine is being closed (GeneratorExit,
+# which a coroutine that caught it and awaited again would turn into a RuntimeError).
+NEVER_A_FAILURE = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
 
 _KEPT_FAILURES = 100
 """Failures kept for the next ``drain()`` when nobody drains; older ones are only counted."""
@@ -401,12 +408,6 @@ def _base_exception_call(fn: Callable[..., Any], exc: BaseException) -> Exceptio
     )
     failure.__cause__ = exc
     return failure
-
-
-# What a handler's call never counts as its own failure: the process is stopping (asyncio
-# hands these on to asyncio.run), or the task's coroutine is being closed (GeneratorExit,
-# which a coroutine that caught it and awaited again would turn into a RuntimeError).
-NEVER_A_FAILURE = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def default_backlog() -> BackgroundBacklog:

@@ -100,22 +100,23 @@ SUPPORT_ALIAS = "_mycelium_inline"
 # inlining changes.
 _INTROSPECTION = frozenset({"locals", "vars", "globals", "dir", "eval", "exec", "super",
                             "__class__", "breakpoint"})
-_FRAME_ATTRS = frozenset({"_getframe", "currentframe", "f_back", "f_locals", "f_globals",
-                          "stack", "getframeinfo", "extract_stack", "format_stack",
-                          "print_stack", "walk_stack", "getouterframes",
-                          # A caught exception's traceback holds the frames it passed through:
-                          # inlined, `traceback.format_exc()` in a handler's `except` named
-                          # the routing module's `emit_a` and line where the call names the
-                          # handler's `handle` (found by tests/test_stranger8_inliner8).
-                          "__traceback__", "tb_frame", "tb_lineno", "tb_next", "f_code",
-                          "f_lineno", "format_exc", "print_exc", "format_exception",
-                          "print_exception", "extract_tb", "format_tb", "print_tb", "walk_tb",
-                          "TracebackException", "getinnerframes"})
-# The frame functions as bare names (`from sys import _getframe`): not `stack`, a common
-# local, nor the attributes only a frame or traceback object has.
-_FRAME_NAMES = _FRAME_ATTRS - {"stack", "f_back", "f_locals", "f_globals",
-                               "__traceback__", "tb_frame", "tb_lineno", "tb_next", "f_code",
-                               "f_lineno"}
+# Functions that read frames, by attribute (`sys._getframe`) or as bare names (`from sys
+# import _getframe`); `stack` only as an attribute (`inspect.stack`): it is a common local.
+_FRAME_FUNCTIONS = frozenset({"_getframe", "currentframe", "stack", "getframeinfo",
+                              "extract_stack", "format_stack", "print_stack", "walk_stack",
+                              "getouterframes",
+                              # A caught exception's traceback holds the frames it passed
+                              # through: inlined, `traceback.format_exc()` in a handler's
+                              # `except` named the routing module's `emit_a` and line where the
+                              # call names the handler's `handle` (tests/test_stranger8_inliner8).
+                              "format_exc", "print_exc", "format_exception", "print_exception",
+                              "extract_tb", "format_tb", "print_tb", "walk_tb",
+                              "TracebackException", "getinnerframes"})
+# Attributes only a frame or traceback object has: never read as bare names.
+_FRAME_OBJECT_ATTRS = frozenset({"f_back", "f_locals", "f_globals", "f_code", "f_lineno",
+                                 "__traceback__", "tb_frame", "tb_lineno", "tb_next"})
+_FRAME_ATTRS = _FRAME_FUNCTIONS | _FRAME_OBJECT_ATTRS
+_FRAME_NAMES = _FRAME_FUNCTIONS - {"stack"}
 
 
 @dataclass(frozen=True)
