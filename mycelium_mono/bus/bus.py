@@ -868,6 +868,11 @@ class MessageBus:
         await self.start()
         await self._transport.connect_to(address)
 
+    async def disconnect_from(self, address: str) -> None:
+        """Forget a peer given to :meth:`connect_to`, e.g. one restarted at another address
+        (ZeroMQ would otherwise redial the old one for good; README: Across processes)."""
+        await self._transport.disconnect_from(address)
+
     @staticmethod
     def _closed_error() -> BusClosedError:
         return BusClosedError(
