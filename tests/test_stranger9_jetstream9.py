@@ -28,6 +28,8 @@ from jetstream9_peers import messages  # noqa: F401  (registers the payment type
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from peers.harness import NatsServer, Peer, Peers
 
+from mycelium_mono import U64, MessageBus, message
+from mycelium_mono.bus.transports.jetstream import StreamOptions, ensure_stream
 from mycelium_mono.bus.transports.wire import MAX_FRAME, Decoded, decode_body
 
 pytest_plugins = ["conftest_distributed"]
@@ -409,3 +411,94 @@ async def test_a_server_restart_under_the_payer_and_three_stages_loses_no_paymen
     assert postings["lost"] == 0 and postings["strangers"] == 0, postings
     assert notified["lost"] == 0, notified
     assert await dead_letters(url, stream_name) == 0
+
+
+# -- 5. services starting together on a fresh stream -------------------------------------------
+
+
+@message(type_id=39410, topic="pay9_refund")
+class Refund:
+    pay_id: U64
+
+
+@message(type_id=39411, topic="pay9_chargeback")
+class Chargeback:
+    pay_id: U64
+
+
+@message(type_id=39412, topic="pay9_payout")
+class Payout:
+    pay_id: U64
+
+
+@message(type_id=39413, topic="pay9_invoice")
+class Invoice:
+    pay_id: U64
+
+
+async def test_services_starting_together_on_a_fresh_stream_all_start_and_all_are_stored(
+    nats_server: NatsServer,
+) -> None:
+    """Four services (each consuming one type of its own) start at once on a stream nobody
+    created yet, as ``docker compose up`` starts them. Before the fix, ensure_stream raced:
+    all of them found no stream and added it, and every one but the first died at ``ready()``
+    with "stream name already in use with a different configuration" (err 10058); and of two
+    that read the same configuration, each wrote back only its own subject, so the other's
+    was dropped and its publishes were stored nowhere. Now every one starts, the stream
+    captures every topic, and a payment published on each type reaches its consumer."""
+    types = [Refund, Chargeback, Payout, Invoice]
+    for trial in range(6):
+        stream = f"T9_RACE_{trial}_{os.getpid()}_{random.randrange(1 << 30)}"
+        buses = [
+            MessageBus.with_nats(nats_server.url, jetstream=True, stream=stream,
+                                 name=f"svc{i}", ack_wait_s=5.0)  # fmt: skip
+            for i in range(len(types))
+        ]
+        subs = [bus.subscribe(t, maxsize=10) for bus, t in zip(buses, types, strict=True)]
+        started = await asyncio.gather(
+            *(bus.start() for bus in buses), return_exceptions=True
+        )
+        try:
+            assert [r for r in started if r is not None] == [], started
+            ready = await asyncio.gather(*(bus.ready() for bus in buses), return_exceptions=True)
+            assert [r for r in ready if r is not None] == [], ready
+            info = await js_call(nats_server.url, lambda js, s=stream: js.stream_info(s))
+            assert sorted(info.config.subjects) == sorted(f"{t.TOPIC}.*" for t in types), (
+                f"trial {trial}: the stream lost a subject: {info.config.subjects}"
+            )
+            sender = buses[0]
+            for n, t in enumerate(types):
+                await sender.publisher(t).publish(t(pay_id=n + 1))
+            await sender.transport.flush()
+            for n, sub in enumerate(subs):
+                got = await asyncio.wait_for(sub.recv(), 10)
+                assert int(got.pay_id) == n + 1
+        finally:
+            for bus in buses:
+                await bus.close()
+            await js_call(nats_server.url, lambda js, s=stream: js.delete_stream(s))
+
+
+async def test_concurrent_ensure_stream_calls_leave_every_subject_in_the_stream(
+    nats_server: NatsServer,
+) -> None:
+    """The race itself, eight connections at a time, twenty times: each asks the same new
+    stream to capture a subject of its own. Before the fix 67 of 120 calls raised (err 10058)
+    and 21 subjects of the others were dropped by a concurrent update; now none."""
+    conns = [await nats.connect(nats_server.url) for _ in range(8)]
+    try:
+        for trial in range(20):
+            name = f"T9_ENSURE_{trial}_{random.randrange(1 << 30)}"
+            wanted = [f"pay9_race{trial}_{name.lower()}_{i}.*" for i in range(len(conns))]
+            results = await asyncio.gather(
+                *(ensure_stream(nc.jetstream(), StreamOptions(name), subject)
+                  for nc, subject in zip(conns, wanted, strict=True)),
+                return_exceptions=True,
+            )  # fmt: skip
+            assert [r for r in results if r is not None] == [], results
+            info = await conns[0].jetstream().stream_info(name)
+            assert sorted(info.config.subjects) == sorted(wanted), (trial, info.config.subjects)
+            await conns[0].jetstream().delete_stream(name)
+    finally:
+        for nc in conns:
+            await nc.close()
