@@ -211,7 +211,7 @@ async def test_the_ledger_stage_sigkilled_at_random_points_posts_every_payment(
     kills = sorted(rng.sample(range(10, count - 10), 3))
     print(f"ledger killed after {kills} postings")
     for at in kills:
-        await until(lambda: len(journal(records["ledger"])) >= at, 40, f"{at} postings")
+        await until(lambda at=at: len(journal(records["ledger"])) >= at, 40, f"{at} postings")
         ledger.kill()
         ledger = spawn_stage(
             pay_peers, nats_server, stream_name, "ledger", records["ledger"], *args
@@ -450,8 +450,9 @@ async def test_services_starting_together_on_a_fresh_stream_all_start_and_all_ar
     for trial in range(6):
         stream = f"T9_RACE_{trial}_{os.getpid()}_{random.randrange(1 << 30)}"
         buses = [
-            MessageBus.with_nats(nats_server.url, jetstream=True, stream=stream,
-                                 name=f"svc{i}", ack_wait_s=5.0)  # fmt: skip
+            MessageBus.with_nats(
+                nats_server.url, jetstream=True, stream=stream, name=f"svc{i}", ack_wait_s=5.0
+            )
             for i in range(len(types))
         ]
         subs = [bus.subscribe(t, maxsize=10) for bus, t in zip(buses, types, strict=True)]
@@ -502,3 +503,32 @@ async def test_concurrent_ensure_stream_calls_leave_every_subject_in_the_stream(
     finally:
         for nc in conns:
             await nc.close()
+
+
+async def test_a_publish_to_a_subject_the_stream_lost_adds_it_again_and_is_stored(
+    nats_server: NatsServer, stream_name: str
+) -> None:
+    """The refunds service has stored a refund; then the stream loses ``pay9_refund.*`` (an
+    operator's ``nats stream edit``, or a concurrent update written over ours from an older
+    read). The transport had cached "this topic is captured" and retried every later publish
+    against no stream until ``flush_timeout_s``, then failed it saying "is the NATS server
+    up?" (it was). Now a publish nobody stores puts its subject back and is stored."""
+    bus = MessageBus.with_nats(
+        nats_server.url, jetstream=True, stream=stream_name, flush_timeout_s=3.0,
+        ack_timeout_s=0.5,
+    )
+    async with bus:
+        refunds = bus.publisher(Refund)
+        await refunds.publish(Refund(pay_id=1))
+        await bus.transport.flush()
+
+        async def drop_subject(js: Any) -> None:
+            config = (await js.stream_info(stream_name)).config
+            config.subjects = ["pay9_elsewhere.*"]
+            await js.update_stream(config)
+
+        await js_call(nats_server.url, drop_subject)
+        await refunds.publish(Refund(pay_id=2))
+        await bus.transport.flush()
+        assert bus.transport.stats.extra.get("stream_subject_restored", 0) >= 1
+    assert await stored(nats_server.url, stream_name, "pay9_refund.39410") == [1, 2]

@@ -38,7 +38,8 @@ async def main() -> None:
             while True:
                 try:
                     for pay_id in chunk:
-                        await requests.publish(PaymentRequest(pay_id=pay_id, amount_cents=pay_id * 100))
+                        request = PaymentRequest(pay_id=pay_id, amount_cents=pay_id * 100)
+                        await requests.publish(request)
                         if args.pace_ms:
                             await asyncio.sleep(args.pace_ms / 1000)
                     await bus.transport.flush()

@@ -4,9 +4,10 @@
 ``notify``: a sink of LedgerPosting. Every handler appends ``B <pay_id>`` when it begins and
 ``R <pay_id>`` just before it returns to ``--record`` (one ``os.write`` each, O_APPEND: the
 lines survive a SIGKILL), prefixed with this process's pid. ``--fail-ids 3,9
---fail-times N``: the handler raises on those ids the first N times this process sees them
-; ``--fail-always 33``: every time. ``--slow-ms``: an awaited pause before emitting. Prints ``READY`` once
-consuming, runs until ``QUIT`` (a graceful ``runtime.shutdown()``), then ``RESULT {stats}``.
+--fail-times N``: the handler raises on those ids the first N times this process sees them;
+``--fail-always 33``: every time. ``--slow-ms``: an awaited pause before emitting. Prints
+``READY`` once consuming, runs until ``QUIT`` (a graceful ``runtime.shutdown()``), then
+``RESULT {stats}``.
 """
 
 from __future__ import annotations
