@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,36 +149,72 @@ class StreamOptions:
         return found
 
 
+# JetStream's error code for "stream name already in use with a different configuration":
+# another process created the stream between our look-up and our add.
+_NAME_IN_USE = 10058
+# How often ensure_stream reads, changes and checks the stream before it gives up.
+_ENSURE_ATTEMPTS = 20
+
+
 async def ensure_stream(js: JetStreamContext, options: StreamOptions, subject: str) -> None:
     """Make ``options.name`` exist, capture ``subject`` and carry the requested limits.
 
     Raises :class:`ValueError` naming the other stream when one already captures ``subject``
     (JetStream refuses two streams over one subject).
+
+    Processes starting together each do this for their own subjects, and the server has no
+    compare-and-set for a stream's configuration: two that both found no stream raced to
+    create it (the loser died at ``ready()`` with "stream name already in use", err 10058),
+    and two that both read the same configuration each wrote it back with only their own
+    subject added, so the first one's subject was silently dropped (6 processes on a fresh
+    stream, 20 times: 67 crashed, 21 of the other 53 subjects gone; a publish to a dropped
+    subject is stored nowhere). So the stream is read back after every change and the change
+    made again, after a random pause, until the stream has what this process asked for.
     """
-    try:
+    for attempt in range(_ENSURE_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(random.uniform(0.005, 0.05) * min(attempt, 5))
         try:
-            info = await js.stream_info(options.name)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(
-                StreamConfig(name=options.name, subjects=[subject], **options.limits())
-            )
-            return
-        config = info.config
-        changed = False
-        subjects = list(config.subjects or [])
-        if subject not in subjects:
-            config.subjects = [*subjects, subject]
+            if await _stream_has(js, options, subject):
+                return
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code == _NAME_IN_USE:
+                continue  # created by another process meanwhile: read it and add ours
+            if exc.err_code != _OVERLAP:
+                raise
+            raise ValueError(await _overlap_message(js, options.name, subject)) from exc
+    raise RuntimeError(
+        f"JetStream stream {options.name!r} still does not capture {subject!r} with the "
+        f"limits asked for after {_ENSURE_ATTEMPTS} attempts: other processes keep changing "
+        "its configuration\nhelp: start the processes again, or create the stream once "
+        f"beforehand with every subject (`nats stream add {options.name}`)"
+    )
+
+
+async def _stream_has(js: JetStreamContext, options: StreamOptions, subject: str) -> bool:
+    """One read-and-change of the stream: True if it already had ``subject`` and the limits,
+    False if it was created or changed just now (to be read back: another process may have
+    overwritten the change with its own)."""
+    try:
+        info = await js.stream_info(options.name)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(
+            StreamConfig(name=options.name, subjects=[subject], **options.limits())
+        )
+        return False
+    config = info.config
+    changed = False
+    subjects = list(config.subjects or [])
+    if subject not in subjects:
+        config.subjects = [*subjects, subject]
+        changed = True
+    for key, value in options.limits().items():
+        if getattr(config, key) != value:
+            setattr(config, key, value)
             changed = True
-        for key, value in options.limits().items():
-            if getattr(config, key) != value:
-                setattr(config, key, value)
-                changed = True
-        if changed:
-            await js.update_stream(config)
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != _OVERLAP:
-            raise
-        raise ValueError(await _overlap_message(js, options.name, subject)) from exc
+    if changed:
+        await js.update_stream(config)
+    return not changed
 
 
 async def _overlap_message(js: JetStreamContext, stream: str, subject: str) -> str:

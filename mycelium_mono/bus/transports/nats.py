@@ -675,14 +675,38 @@ class NatsTransport(Transport):
             except (TimeoutError, nats.errors.Error) as exc:
                 self._watch.check("publish", u.subject)  # refused: retrying cannot help
                 self._in.count("publish_retries")
+                no_stream = isinstance(exc, nats.js.errors.NoStreamResponseError)
                 if loop.time() > deadline:
                     self._in.count("publish_failed")
                     raise ConnectionError(
                         f"JetStream did not store {u.subject} message {u.msg_id} within "
                         f"{self.flush_timeout_s}s: {exc!r}\n"
-                        f"help: is the NATS server at {self.url} up, with JetStream (-js)?"
+                        + (
+                            f"help: no stream captures {u.subject}; does stream "
+                            f"{self.stream!r} still list it (`nats stream info {self.stream}`)?"
+                            if no_stream
+                            else f"help: is the NATS server at {self.url} up, with JetStream "
+                            "(-js)?"
+                        )
                     ) from exc
+                if no_stream:
+                    await self._recapture(u.subject)
                 await asyncio.sleep(0.1)
+
+    async def _recapture(self, subject: str) -> None:
+        """No stream answered a publish to ``subject``: the stream may have lost it since we
+        added it (an operator's edit, or another process's update written over ours from a
+        configuration it read before our change), and every publish to it would be retried
+        until ``flush_timeout_s`` and dropped. Add it again (once the server answers)."""
+        topic = subject.rpartition(".")[0]
+        self._stream_topics.discard(topic)
+        try:
+            await self._ensure_stream(topic)
+        except Exception as exc:  # a restarting server: the next retry tries again
+            self._stream_topics.discard(topic)
+            log.debug("re-adding %s to stream %s failed: %r", subject, self.stream, exc)
+        else:
+            self._in.count("stream_subject_restored")
 
     # -- own publishes coming back (a graceful shutdown waits for them) ----------------------
 
