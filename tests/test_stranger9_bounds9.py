@@ -19,8 +19,20 @@ from typing import Annotated, Any
 
 import zmq
 
-from mycelium_mono import U32, U64, Bytes, MessageBus, message
+from mycelium_mono import (
+    U32,
+    U64,
+    Bytes,
+    MessageBus,
+    QueueFullError,
+    ServiceContext,
+    ServiceRuntime,
+    message,
+    service,
+)
 from mycelium_mono.bus.hybrid import BackgroundBacklog
+
+pytest_plugins = ["conftest_distributed"]
 
 PIXELS = 8192
 
@@ -204,3 +216,164 @@ async def test_a_detector_polling_for_its_alert_consumer_does_not_grow_the_bus()
     await bus.wait_for_subscribers(1, Alert, timeout=1)  # still works once one comes
     sub.close()
     await bus.close()
+
+
+# -- JetStream: the publisher's outbox ----------------------------------------------------------
+
+
+async def test_sync_emits_and_deadline_publishes_keep_the_jetstream_outbox_bounded(
+    shared_nats: str, stream_name: str
+) -> None:
+    # The detector emits detections both ways: from sync code (publish_nowait, which the
+    # background sender drains) and with a deadline (`await publish` under a timeout).
+    # `max_in_flight` bounds the outbox (publish_nowait refuses past it); an `await publish`
+    # that found the outbox non-empty queued behind it and then waited, so every one that
+    # timed out added one: 977 queued against max_in_flight=8.
+    import nats
+
+    bus = MessageBus.with_nats(shared_nats, jetstream=True, stream=stream_name, max_in_flight=8)
+    await bus.start()
+    transport: Any = bus.transport
+    pub = bus.publisher(Detection)
+    peak = refused = 0
+    try:
+        for seq in range(1, 3_001):
+            msg = Detection(camera=2, seq=seq, score=seq % 100)
+            if seq % 2:
+                try:
+                    pub.publish_nowait(msg)
+                except QueueFullError:
+                    refused += 1
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pub.publish(msg), 0.00001)
+            peak = max(peak, len(transport._outbox))
+        assert peak <= 8, f"the outbox held {peak} detections against max_in_flight=8"
+        assert refused > 0  # the sync half really met a full outbox
+        await transport.flush()
+        sent = transport.stats.sent
+    finally:
+        await bus.close()
+    nc = await nats.connect(shared_nats)
+    try:
+        js = nc.jetstream()
+        stored = (await js.stream_info(stream_name)).state.messages
+        await js.delete_stream(stream_name)
+    finally:
+        await nc.close()
+    assert stored == sent  # what the transport counts as sent is what the stream holds
+
+
+# -- ServiceRuntime: a session service that ends ------------------------------------------------
+
+
+@service
+class CameraSession:
+    """Follows one camera's alerts while it is connected; returns when it disconnects."""
+
+    def __init__(self, camera: int, until_seq: int) -> None:
+        self.camera = camera
+        self.until_seq = until_seq
+        self.seen = 0
+
+    async def run(self, ctx: ServiceContext) -> None:
+        async for alert in ctx.subscribe(Alert, maxsize=8):
+            self.seen += 1
+            if alert.seq >= self.until_seq:
+                return  # the camera disconnected: this session is over
+
+
+async def test_camera_sessions_that_end_never_hold_back_the_alert_publisher() -> None:
+    # 200 cameras come and go; each session subscribes to alerts and returns when its camera
+    # disconnects. A session's subscription outlived it: open, unread, and "block", so after
+    # 8 more alerts it held every publisher of Alert for good (stuck at the 12th alert).
+    runtime = ServiceRuntime(MessageBus())
+    bus = runtime.bus
+    pub = bus.publisher(Alert)
+    monitor = bus.subscribe(Alert, maxsize=100_000, name="monitor")
+    seq = 0
+    try:
+        for camera in range(200):
+            session = CameraSession(camera, until_seq=seq + 3)
+            running = await runtime.spawn_service(session)
+            await bus.wait_for_subscribers(2, Alert, timeout=5)
+            for _ in range(3):
+                seq += 1
+                await asyncio.wait_for(pub.publish(Alert(camera=camera, seq=seq)), 5)
+            await asyncio.wait_for(running.task, 5)
+            assert session.seen == 3
+            # Alerts keep coming after the session ended: nobody may be held back by it.
+            for _ in range(20):
+                seq += 1
+                await asyncio.wait_for(pub.publish(Alert(camera=camera, seq=seq)), 5)
+            assert bus.stats.subscribers == 1, [s.name for s in bus.subscribers()]
+        assert len(monitor) == seq == 200 * 23
+        assert bus.stats.published == seq
+    finally:
+        await runtime.shutdown(timeout=5)
+
+
+# -- ZeroMQ: peers that come and go -------------------------------------------------------------
+
+
+async def test_a_hub_that_forgets_departed_cameras_stays_small_and_ready() -> None:
+    # The analytics hub connects to each camera's bus when it is plugged in (an ephemeral
+    # port each time) and stops when it is unplugged. Every departed camera stayed a peer:
+    # libzmq reconnected to all of them forever, and ready() waited for their
+    # acknowledgement of any type subscribed later, so the hub was never ready again.
+    hub = MessageBus.with_tcp("127.0.0.1:0", ready_timeout_s=3)
+    frames = hub.subscribe(Frame, maxsize=32, name="detector")
+    await hub.start()
+    transport: Any = hub.transport
+    got = 0
+
+    async def detector() -> None:
+        nonlocal got
+        async for _ in frames:
+            got += 1
+
+    consumer = asyncio.create_task(detector())
+    cameras, per_camera, marks = 50, 5, []
+    tracemalloc.start()
+    try:
+        for n in range(cameras):
+            cam = MessageBus.with_tcp("127.0.0.1:0", close_timeout_s=2)
+            await cam.start()
+            address = cam.transport.address  # type: ignore[attr-defined]
+            await hub.connect_to(address)
+            await hub.ready()
+            await cam.wait_for_subscribers(1, Frame, timeout=5)
+            pub = cam.publisher(Frame)
+            for seq in range(per_camera):
+                await pub.publish(frame(n, seq))
+            await asyncio.wait_for(_until(lambda n=n: got == (n + 1) * per_camera), 5)
+            await cam.close()
+            await hub.disconnect_from(address)
+            if n in (10, cameras - 1):
+                marks.append(traced())
+    finally:
+        tracemalloc.stop()
+    try:
+        assert transport.peers == [] and transport._peer_tokens == {}
+        assert all(not acked for acked in transport._acks.values()), transport._acks
+        assert marks[1] - marks[0] < 512 * 1024, f"grew {(marks[1] - marks[0]) // 1024} KiB"
+        # A new type subscribed now is ready as soon as the cameras still there ack it.
+        alerts = hub.subscribe(Alert, maxsize=4)
+        last = MessageBus.with_tcp("127.0.0.1:0")
+        await last.start()
+        await hub.connect_to(last.transport.address)  # type: ignore[attr-defined]
+        await hub.ready()
+        await last.wait_for_subscribers(1, Alert, timeout=5)
+        await last.publisher(Alert).publish(Alert(camera=99, seq=1))
+        assert (await asyncio.wait_for(alerts.recv(), 5)).camera == 99
+        await last.close()
+        assert got == cameras * per_camera
+    finally:
+        frames.close()
+        await asyncio.wait_for(consumer, 5)
+        await hub.close()
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.001)

@@ -886,6 +886,17 @@ class MessageBus:
         await self.start()
         await self._transport.connect_to(address)
 
+    async def disconnect_from(self, address: str) -> None:
+        """Forget a peer given to :meth:`connect_to` that has left for good.
+
+        A peer that restarts at its address is still that peer: keep it. One that is gone
+        (a camera unplugged, a process on an ephemeral port) is otherwise reconnected to
+        forever, and ``ready()`` waits for its acknowledgement of every type subscribed
+        from then on, which never comes.
+        """
+        await self.start()
+        await self._transport.disconnect_from(address)
+
     @staticmethod
     def _closed_error() -> BusClosedError:
         return BusClosedError(

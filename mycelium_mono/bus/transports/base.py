@@ -169,6 +169,10 @@ class Transport(ABC):
         """Connect to a peer's address (transports without peers refuse)."""
         raise NotImplementedError(f"{type(self).__name__} has no peers to connect to")
 
+    async def disconnect_from(self, address: str) -> None:
+        """Forget a peer given to :meth:`connect_to` (transports without peers refuse)."""
+        raise NotImplementedError(f"{type(self).__name__} has no peers to disconnect from")
+
     @abstractmethod
     async def close(self) -> None:
         """Flush what the policy requires and release sockets/connections."""

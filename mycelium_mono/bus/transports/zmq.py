@@ -340,6 +340,26 @@ class ZmqTransport(Transport):
         self._peer_tokens[endpoint_token(endpoint)] = endpoint
         self._schedule_drain()
 
+    async def disconnect_from(self, address: str) -> None:
+        """Stop connecting the SUB to a peer that left for good; forget what it acknowledged.
+
+        Without it every peer ever connected stayed in ``peers``: libzmq kept reconnecting to
+        each dead one, and ``ready()`` waited for its acknowledgement of any type subscribed
+        later, so after one camera went away no new subscription was ever ready
+        (tests/test_stranger9_bounds9.py). An address not connected to is a no-op.
+        """
+        sub = self._require(self._sub, "disconnect_from")
+        endpoint = endpoint_of(address, allow_public=self.allow_public)
+        if endpoint not in self.peers:
+            return
+        self.peers.remove(endpoint)
+        self._peer_tokens.pop(endpoint_token(endpoint), None)
+        for acked in self._acks.values():
+            acked.discard(("peer", endpoint))
+        with contextlib.suppress(zmq.ZMQError):  # libzmq: not connected (any more)
+            sub.disconnect(endpoint)
+        self._wake()
+
     async def close(self) -> None:
         """Flush (lossless: up to ``close_timeout_s``), report what was not sent, close.
 
