@@ -24,6 +24,7 @@ from mycelium_mono import (
     U64,
     Bytes,
     MessageBus,
+    MessageHandler,
     QueueFullError,
     ServiceContext,
     ServiceRuntime,
@@ -377,3 +378,74 @@ async def test_a_hub_that_forgets_departed_cameras_stays_small_and_ready() -> No
 async def _until(condition: Any) -> None:
     while not condition():
         await asyncio.sleep(0.001)
+
+
+# -- ServiceRuntime inputs under "drop_oldest": frames -> detections -> alerts ------------------
+
+
+class Detector(MessageHandler[Frame]):
+    """Sync, cheap: one detection per frame, emitted with the sync ``self.emit``."""
+
+    def handle(self, f: Frame) -> None:
+        self.emit(Detection(camera=f.camera, seq=f.seq, score=f.seq % 100))
+
+
+class Alerter(MessageHandler[Detection]):
+    """Slow (a model call per detection): an alert for every high score."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    async def handle(self, d: Detection) -> None:
+        self.seen += 1
+        if self.seen % 8 == 0:
+            await asyncio.sleep(0.0005)
+        if d.score >= 90:
+            self.emit(Alert(camera=d.camera, seq=d.seq))
+
+
+class Pager(MessageHandler[Alert]):
+    def __init__(self) -> None:
+        self.paged = 0
+
+    def handle(self, a: Alert) -> None:
+        self.paged += 1
+
+
+async def test_a_drop_oldest_pipeline_holds_every_bound_flat_memory_and_exact_drop_counts() -> None:
+    # The README: bounded per-subscriber queues, "every drop is counted". Through a runtime
+    # whose services all take "drop_oldest" inputs of 16, behind a camera that never waits:
+    # each queue is looked at every loop turn, memory is traced, and at the end what every
+    # stage received plus what its queue dropped equals what the stage before it emitted.
+    runtime = ServiceRuntime(MessageBus(), maxsize=16, policy="drop_oldest")
+    bus = runtime.bus
+    detector, alerter, pager = Detector(), Alerter(), Pager()
+    stages = [await runtime.spawn_service(h) for h in (detector, alerter, pager)]
+    queues = [s.context.subscriptions[0] for s in stages]
+    pub = bus.publisher(Frame)
+    total, marks = 12_000, []
+    biggest = [0, 0, 0]
+    tracemalloc.start()
+    try:
+        for seq in range(1, total + 1):
+            pub.publish_nowait(frame(seq % 4, seq))
+            for i, q in enumerate(queues):
+                biggest[i] = max(biggest[i], len(q))
+            if seq % 50 == 0:
+                await asyncio.sleep(0)  # the camera yields now and then, never waits
+            if seq in (2_000, total):
+                marks.append(traced())
+    finally:
+        tracemalloc.stop()
+    await runtime.shutdown(timeout=10)
+    assert max(biggest) <= 16 and all(q.stats.high_water <= 16 for q in queues), biggest
+    assert marks[1] - marks[0] < 512 * 1024, f"grew {(marks[1] - marks[0]) // 1024} KiB"
+    d, a, p = (q.stats for q in queues)
+    assert stages[0].handled == d.delivered and d.delivered + d.dropped == total
+    assert d.dropped > 0 and a.dropped > 0  # the inputs really overflowed
+    detections = d.delivered  # one per frame handled
+    assert alerter.seen == a.delivered and a.delivered + a.dropped == detections
+    alerts = bus.stats.published - total - detections
+    assert pager.paged == p.delivered and p.delivered + p.dropped == alerts
+    assert bus.stats.dropped == d.dropped + a.dropped + p.dropped
+    assert all(s.errors == 0 for s in stages)
