@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar, get_args, get_origin
 
 __all__ = [
     "BusDetachedError",
+    "EmitCycleError",
     "HandlerMethod",
     "HandlerOwnedError",
     "MessageHandler",
@@ -206,6 +207,20 @@ class BusDetachedError(RuntimeError):
     def __init__(self, message: str, source: object = None) -> None:
         super().__init__(message)
         self.source = source
+
+
+class EmitCycleError(RecursionError):
+    """Handlers of one monolith bus emit each other's messages in a cycle that never ends.
+
+    The monolith calls depth first, so ``A -> handler emits B -> handler emits A -> ...`` is a
+    recursion: it used to end in Python's ``RecursionError`` wrapped in one ExceptionGroup per
+    nested emit (hundreds; a traceback prints ten, so the RecursionError itself never showed).
+    ``cycle`` is the loop as ``("emit_a", "handler.handle", "emit_b", ...)``.
+    """
+
+    def __init__(self, message: str, cycle: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.cycle = cycle
 
 
 def owner_description(handler: object) -> str:

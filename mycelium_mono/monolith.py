@@ -11,10 +11,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from mycelium_mono.handlers import (
     BusDetachedError,
+    EmitCycleError,
     attach_emitter,
     detach_emitter,
     handled_messages,
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     # Only for the type checker: a bus without background routes never loads asyncio machinery.
     from mycelium_mono.bus.hybrid import BackgroundBacklog as BackgroundBacklog
 
-__all__ = ["BusDetachedError", "CallbackShape", "ErrorCallback", "GeneratedBus",
+__all__ = ["BusDetachedError", "CallbackShape", "EmitCycleError", "ErrorCallback", "GeneratedBus",
            "check_error_callback", "failed", "replace_service", "wrong_service"]
 
 ErrorCallback = Callable[[Exception, str, Any], None]
@@ -231,6 +233,12 @@ class GeneratedBus:
         attr, method = calls[index]
         if isinstance(exc, BusDetachedError) and type(getattr(self, attr)) is _DetachedSlot:
             raise exc  # a refused emit, not a handler's failure: no on_error, no group
+        if isinstance(exc, RecursionError) and (cycle := _emit_cycle(self, exc)) is not None:
+            # Handlers emitting in a cycle: a programming error, not one handler's failure.
+            # Raised as it is through every nested emit (no group per level, no on_error, no
+            # later handler run at each of hundreds of levels); its traceback reset, or it
+            # would print each of the ~1,000 frames of the recursion.
+            raise cycle.with_traceback(None) from None
         errors = failed(None, exc, self, f"{attr}.{method}")
         for attr, method in calls[index + 1 :]:
             try:
@@ -413,6 +421,65 @@ def _release_unless_used(bus: GeneratedBus, old: object) -> None:
 
 def _rebuild(cls: type[GeneratedBus], services: tuple[Any, ...], on_error: Any) -> GeneratedBus:
     return cls(*services, on_error=on_error)  # type: ignore[call-arg]
+
+
+def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None:
+    """The :class:`EmitCycleError` for a ``RecursionError`` raised while ``bus``'s emits
+    nested in a cycle (one already built by an inner emit passes through as it is); None for a
+    handler's own deep recursion, which is its failure like any other.
+
+    The stack says it: from the outermost emit (the frames above this call) down to where the
+    recursion limit struck (the traceback), the emit methods of ``bus`` and the handler each
+    one called. The first emit that comes round again closes the cycle.
+    """
+    if isinstance(exc, EmitCycleError):
+        return exc
+    frames: list[FrameType] = []
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    frames.reverse()
+    seen = {id(f) for f in frames}
+    tb = exc.__traceback__
+    while tb is not None:
+        if id(tb.tb_frame) not in seen:
+            frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    services = {id(getattr(bus, name)): name for name in bus.__mycelium_services__}
+    steps: list[str] = []
+    emits: list[tuple[int, str]] = []  # (index in steps, emit method)
+    after_emit = False
+    for frame in frames:
+        name = frame.f_code.co_name
+        if name.startswith("emit_") and frame.f_locals.get("self") is bus:
+            msg = frame.f_locals.get("msg")
+            emits.append((len(steps), name))
+            steps.append(f"{name}({type(msg).__name__})")
+            after_emit = True
+        elif after_emit:
+            after_emit = False
+            attr = services.get(id(frame.f_locals.get("self")))
+            if attr is not None:
+                steps.append(f"{attr}.{name}")
+    first: dict[str, int] = {}
+    for index, name in emits:
+        if name in first:
+            cycle = tuple(steps[first[name]:index + 1])
+            break
+        first[name] = index
+    else:
+        return None
+    depth = len(emits)
+    return EmitCycleError(
+        f"{type(bus).__name__}: its handlers emit each other's messages in a cycle that did "
+        f"not end: {depth} emits deep when Python's recursion limit "
+        f"({sys.getrecursionlimit()}) stopped it\n"
+        f"note: the cycle: {' → '.join(cycle)}\n"
+        "help: the monolith calls depth first, so every emit in the cycle waits for the next; "
+        "make one of these handlers emit only while the cycle should go on (a condition that "
+        "ends it, e.g. a hop count in the message), or route the message that closes the "
+        "cycle to a handler that does not emit back", cycle)
 
 
 def failed(

@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 from mycelium_mono.handlers import attach_emitter
 
 E = 10**18
-WETH, USDC, FOT = 1, 2, 7  # indices into bandit.tokens.TOKENS
+WETH, USDC, DAI, FOT = 1, 2, 3, 7  # indices into bandit.tokens.TOKENS
 
 
 # --------------------------------------------------------------------------- helpers
@@ -222,8 +222,10 @@ def test_a_hand_made_edge_feed_agrees_in_every_mode_and_with_the_reference(
     golden = assert_all_agree(every_mode(tmp_path, feed, {}))
     records = [json.loads(line) for line in golden.splitlines()]
     reasons = {r["reason"] for r in records}
-    # The feed reaches fills and both limits (the numbers of this hand-made market).
-    assert {"NONE", "POSITION_LIMIT", "EXPOSURE_LIMIT"} <= reasons, reasons
+    # The feed reaches fills, the position limit and the PnL bound (the numbers of this
+    # hand-made market): 63 micro-USDC into the dust pool promised 2 million USD. Before the
+    # bound that filled, and the inventory it booked then tripped the exposure limit.
+    assert {"NONE", "POSITION_LIMIT", "IMPLAUSIBLE"} <= reasons, reasons
     assert sum(r["status"] == "FILLED" for r in records) >= 2
 
 
@@ -244,6 +246,55 @@ def test_another_seed_with_halts_agrees_and_nothing_fills_after_a_permanent_halt
     after = records[first:]
     assert all(r["status"] == "REJECTED" and r["reason"] == "HALTED" for r in after)
     assert all(r["amount_out"] == 0 and r["pnl_usd_e6"] == 0 for r in after)
+
+
+def test_a_price_a_trillion_off_is_refused_in_every_mode_not_a_failed_handler(
+    tmp_path: Path,
+) -> None:
+    """With limits raised past the I64 a PnL is recorded in, a WETH/USDC pool priced 10**12
+    off the other promised a profit of 4.97e22 micro-USD: OrderExecution refused it, monolith
+    and hybrid stopped with a failed handler and inproc dropped that decision (0, 0 and 1
+    lines). Risk now refuses it as IMPLAUSIBLE, the same line in every mode."""
+    w, u = pair(WETH, USDC)
+
+    def r(weth: int, usdc: int) -> tuple[int, int]:
+        return (weth, usdc) if w == WETH else (usdc, weth)
+
+    # Two sane DAI/USDC pools 5 % apart fill as usual beside them.
+    d, c = pair(DAI, USDC)
+
+    def q(dai: int, usdc: int) -> tuple[int, int]:
+        return (dai, usdc) if d == DAI else (usdc, dai)
+
+    pools = [
+        (w, u, *r(10**30, 2 * 10**24)),  # 2 000 USDC a WETH, deep
+        (w, u, *r(10**30, 2 * 10**36)),  # a trillion times dearer
+        (d, c, *q(1_000_000 * E, 1_000_000 * 10**6)),
+        (d, c, *q(1_000_000 * E, 1_050_000 * 10**6)),
+    ]
+    zw, zd = w == WETH, d == DAI
+    swaps = [(0, zw, 1000, E), (1, zw, 1000, E), (0, not zw, 1000, 10**6)]
+    swaps += [(2, zd, 1000, 100 * E), (3, not zd, 1000, 100 * 10**6)]
+    feed = tmp_path / "absurd.bin"
+    feed.write_bytes(handmade_feed(pools, swaps))
+    risk = {"max_position_usd_e6": 10**18, "max_exposure_usd_e6": 10**18}
+    records = [
+        json.loads(line) for line in assert_all_agree(every_mode(tmp_path, feed, risk)).splitlines()
+    ]
+    reasons = [r["reason"] for r in records]
+    assert "IMPLAUSIBLE" in reasons, reasons
+    assert any(r["status"] == "FILLED" for r in records), "the sane pools never filled"
+    limit = 25_000_000_000  # RiskConfig.max_order_pnl_usd_e6's default
+    assert all(abs(r["pnl_usd_e6"]) <= limit for r in records)
+
+
+def test_a_pnl_bound_past_what_the_trail_can_record_is_refused_where_it_is_written() -> None:
+    from bandit.services.risk import RiskConfig
+
+    with pytest.raises(
+        ValueError, match=r"max_order_pnl_usd_e6 must be in 0\.\.9223372036854775807"
+    ):
+        RiskConfig(max_order_pnl_usd_e6=2**63)
 
 
 # --------------------------------------------------------------------------- the math

@@ -231,13 +231,14 @@ async def test_sync_emits_and_deadline_publishes_keep_the_jetstream_outbox_bound
     # that found the outbox non-empty queued behind it and then waited, so every one that
     # timed out added one: 977 queued against max_in_flight=8.
     import nats
+    from nats.js.errors import NotFoundError
 
     bus = MessageBus.with_nats(shared_nats, jetstream=True, stream=stream_name, max_in_flight=8)
-    await bus.start()
-    transport: Any = bus.transport
-    pub = bus.publisher(Detection)
     peak = refused = 0
     try:
+        await bus.start()
+        transport: Any = bus.transport
+        pub = bus.publisher(Detection)
         for seq in range(1, 3_001):
             msg = Detection(camera=2, seq=seq, score=seq % 100)
             if seq % 2:
@@ -253,15 +254,20 @@ async def test_sync_emits_and_deadline_publishes_keep_the_jetstream_outbox_bound
         assert refused > 0  # the sync half really met a full outbox
         await transport.flush()
         sent = transport.stats.sent
+        await bus.close()
+        nc = await nats.connect(shared_nats)
+        try:
+            stored = (await nc.jetstream().stream_info(stream_name)).state.messages
+        finally:
+            await nc.close()
     finally:
         await bus.close()
-    nc = await nats.connect(shared_nats)
-    try:
-        js = nc.jetstream()
-        stored = (await js.stream_info(stream_name)).state.messages
-        await js.delete_stream(stream_name)
-    finally:
-        await nc.close()
+        nc = await nats.connect(shared_nats)
+        try:  # never leave the stream behind: its subjects would clash with the next run's
+            with contextlib.suppress(NotFoundError):
+                await nc.jetstream().delete_stream(stream_name)
+        finally:
+            await nc.close()
     assert stored == sent  # what the transport counts as sent is what the stream holds
 
 
@@ -319,9 +325,10 @@ async def test_camera_sessions_that_end_never_hold_back_the_alert_publisher() ->
 
 async def test_a_hub_that_forgets_departed_cameras_stays_small_and_ready() -> None:
     # The analytics hub connects to each camera's bus when it is plugged in (an ephemeral
-    # port each time) and stops when it is unplugged. Every departed camera stayed a peer:
-    # libzmq reconnected to all of them forever, and ready() waited for their
-    # acknowledgement of any type subscribed later, so the hub was never ready again.
+    # port each time) and forgets it with disconnect_from (zmq9's fix, found here too) when
+    # it is unplugged. Without that, every departed camera stayed a peer: libzmq redialled
+    # all of them, and ready() waited for their acknowledgement of any type subscribed later,
+    # so the hub was never ready again. Held here to per-peer state that does not grow.
     hub = MessageBus.with_tcp("127.0.0.1:0", ready_timeout_s=3)
     frames = hub.subscribe(Frame, maxsize=32, name="detector")
     await hub.start()

@@ -87,6 +87,8 @@ class RejectReason(IntEnum):
     # Live mode: simulating the on-chain transaction first showed the cycle is gone (the
     # signal was priced between two legs of one transaction, or the pools moved since).
     STALE = 4
+    # The paper fill gains or loses more than ``risk.max_order_pnl_usd_e6``: a broken pool or price.
+    IMPLAUSIBLE = 5
 
 
 @message(type_id=21, topic="orders")

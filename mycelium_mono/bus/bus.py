@@ -887,14 +887,8 @@ class MessageBus:
         await self._transport.connect_to(address)
 
     async def disconnect_from(self, address: str) -> None:
-        """Forget a peer given to :meth:`connect_to` that has left for good.
-
-        A peer that restarts at its address is still that peer: keep it. One that is gone
-        (a camera unplugged, a process on an ephemeral port) is otherwise reconnected to
-        forever, and ``ready()`` waits for its acknowledgement of every type subscribed
-        from then on, which never comes.
-        """
-        await self.start()
+        """Forget a peer given to :meth:`connect_to`, e.g. one restarted at another address
+        (ZeroMQ would otherwise redial the old one for good; README: Across processes)."""
         await self._transport.disconnect_from(address)
 
     @staticmethod

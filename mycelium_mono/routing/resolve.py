@@ -237,9 +237,12 @@ class LiveScope(Scope):
         elif hasattr(builtins, head):
             obj = getattr(builtins, head)
         else:
+            modules = {getattr(v, "__module__", None) for v in self.namespace.values()
+                       if isinstance(v, type)}
             return Unresolved(f"unknown name `{head}`",
                               _did_you_mean(head, self.namespace)
-                              + f"import {head} or define it before the routing class",
+                              + (_imported_from(head, {m for m in modules if m})
+                                 or f"import {head} or define it before the routing class"),
                               unknown_name=True)
         return _getattr_chain(obj, rest, text)
 
@@ -250,6 +253,18 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, [k for k in known if not k.startswith("__")], n=1,
                                       cutoff=0.8)
     return f"did you mean `{close[0]}`? else " if close else ""
+
+
+def _imported_from(name: str, modules: Iterable[str]) -> str:
+    """``add `Pager` to `from ward.services import ...` `` when a module the routing module
+    already imports from defines ``name`` (the class was left out of that import); else
+    nothing. Only modules already imported are read: an unknown name imports nothing."""
+    for module in sorted(modules):
+        found = sys.modules.get(module)
+        if found is not None and isinstance(getattr(found, name, None), type):
+            return (f"add {name} to `from {module} import ...` above the routing class "
+                    f"({module} defines it)")
+    return ""
 
 
 @dataclass(frozen=True)
@@ -296,7 +311,8 @@ def _lookup(binding: _Import, rest: tuple[str, ...]) -> Symbol:
         module = importlib.import_module(binding.module)
     except ImportError as exc:
         return Unresolved(f"cannot import {binding.module!r}: {exc}",
-                          "check the module name and that its package is importable",
+                          _close_module(binding.module, exc)
+                          + "check the module name and that its package is importable",
                           code="E0012", note=import_failure_note(exc))
     obj: Any = module
     if binding.attr is not None:
@@ -312,6 +328,29 @@ def _lookup(binding: _Import, rest: tuple[str, ...]) -> Symbol:
         return obj
     text = ".".join([binding.attr or binding.module, *rest])
     return _getattr_chain(obj, list(rest), text)
+
+
+def _close_module(name: str, exc: ImportError) -> str:
+    """``did you mean `ward.services`? `` when the routing module itself names a module that
+    does not exist (``from ward.service import ...``) and its package has one spelled close to
+    it; else nothing. A module that exists but fails inside (its own import of a missing
+    module) is not a typo here: the note shows the line that failed."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not (name == missing or name.startswith(f"{missing}.")):
+        return ""
+    import pkgutil
+
+    parent, _, leaf = missing.rpartition(".")  # `wrd.services`: the typo is `wrd`
+    try:
+        path = getattr(importlib.import_module(parent), "__path__", None) if parent else None
+        siblings = [info.name for info in pkgutil.iter_modules(path)]
+    except Exception:  # the parent fails too: the message says so already
+        return ""
+    close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.8)
+    if not close:
+        return ""
+    fixed = f"{parent + '.' if parent else ''}{close[0]}{name[len(missing):]}"
+    return f"did you mean `{fixed}`? else "
 
 
 def _describe(symbol: Symbol) -> str:
@@ -454,9 +493,12 @@ class StaticScope(Scope):
                 return self._remember(star, tuple(rest), _getattr_chain(obj, rest, text))
         if hasattr(builtins, head):
             return _getattr_chain(getattr(builtins, head), rest, text)
+        modules = {b.module for b in self.bindings.values()
+                   if isinstance(b, _Import) and b.attr is not None}
         return Unresolved(f"unknown name `{head}`",
                           _did_you_mean(head, self.bindings)
-                          + f"import {head} (or define it) above the routing class",
+                          + (_imported_from(head, modules)
+                             or f"import {head} (or define it) above the routing class"),
                           unknown_name=True)
 
     def _import(self, binding: _Import) -> Symbol:

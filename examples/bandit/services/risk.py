@@ -9,6 +9,8 @@ from bandit.protocol import ArbitrageSignal, OrderRequest, RejectReason
 from bandit.tokens import token_by_address, usd_e6
 from mycelium_mono import MessageHandler
 
+I64_MAX = 2**63 - 1
+
 __all__ = ["RiskConfig", "RiskManager", "RiskState", "expected_fill"]
 
 
@@ -18,12 +20,25 @@ class RiskConfig:
 
     ``halt_cooldown_ns`` (feed time, never wall-clock) lifts a halt automatically; 0 means a
     halt lasts until :meth:`RiskManager.reset_halt` is called.
+
+    ``max_order_pnl_usd_e6`` refuses an order whose paper fill gains or loses more: a cycle
+    worth more than a whole position is a broken pool or price, not an opportunity. It also
+    keeps every PnL the trail records inside ``OrderExecution.pnl_usd_e6`` (an I64), so a feed
+    that absurd gives the same audited decisions in every mode instead of a failed handler.
     """
 
     max_position_usd_e6: int = 25_000_000_000
     max_exposure_usd_e6: int = 60_000_000_000
     max_drawdown_usd_e6: int = 150_000_000
     halt_cooldown_ns: int = 600_000_000_000
+    max_order_pnl_usd_e6: int = 25_000_000_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_order_pnl_usd_e6 <= I64_MAX:
+            raise ValueError(
+                f"risk.max_order_pnl_usd_e6 must be in 0..{I64_MAX} (an order's PnL is recorded "
+                f"as an I64), got {self.max_order_pnl_usd_e6}"
+            )
 
 
 @dataclass(frozen=True)
@@ -92,8 +107,15 @@ class RiskManager(MessageHandler[ArbitrageSignal]):
             self.reset_halt()
         reason = self.check(sig)
         if reason is RejectReason.NONE:
+            # The paper fill is priced once, here and not in check(): the limits above cost
+            # two multiplications, the fill a few dozen big-int operations.
+            pnl = expected_fill(sig) - sig.amount_in - sig.gas_cost
+            pnl_usd = usd_e6(sig.token_in, pnl)
+            if abs(pnl_usd) > self.config.max_order_pnl_usd_e6:
+                reason = RejectReason.IMPLAUSIBLE
+        if reason is RejectReason.NONE:
             self.approved += 1
-            self._book(sig)
+            self._book(sig, pnl, pnl_usd)
         else:
             self.rejected[reason.name] += 1
         self.emit(self._request(sig, reason))
@@ -110,10 +132,9 @@ class RiskManager(MessageHandler[ArbitrageSignal]):
             return RejectReason.EXPOSURE_LIMIT
         return RejectReason.NONE
 
-    def _book(self, sig: ArbitrageSignal) -> None:
-        pnl = expected_fill(sig) - sig.amount_in - sig.gas_cost
+    def _book(self, sig: ArbitrageSignal, pnl: int, pnl_usd: int) -> None:
         self.inventory[sig.token_in] = self.inventory.get(sig.token_in, 0) + pnl
-        self.pnl_usd_e6 += usd_e6(sig.token_in, pnl)
+        self.pnl_usd_e6 += pnl_usd
         self.peak_pnl_usd_e6 = max(self.peak_pnl_usd_e6, self.pnl_usd_e6)
         if self.peak_pnl_usd_e6 - self.pnl_usd_e6 > self.config.max_drawdown_usd_e6:
             self.halted = True

@@ -23,7 +23,8 @@ Choices, with the measurements behind them (pyzmq 27.3, 2-core build machine):
 - A restarted peer: ZeroMQ reconnects by itself and the SUB re-sends its subscriptions; the
   restarted process has a new random incarnation id in every header, so sequence tracking
   starts afresh for it (a replayed ``seq == 1`` from a live peer is a duplicate, not a
-  restart).
+  restart). A peer restarted at another address is :meth:`ZmqTransport.disconnect_from`
+  its old one: ZeroMQ would redial that for good, and hear whoever binds it next.
 
 Delivery guarantees (issue 12):
 
@@ -341,23 +342,25 @@ class ZmqTransport(Transport):
         self._schedule_drain()
 
     async def disconnect_from(self, address: str) -> None:
-        """Stop connecting the SUB to a peer that left for good; forget what it acknowledged.
+        """Forget a peer given to :meth:`connect_to` (one that moved to another address).
 
-        Without it every peer ever connected stayed in ``peers``: libzmq kept reconnecting to
-        each dead one, and ``ready()`` waited for its acknowledgement of any type subscribed
-        later, so after one camera went away no new subscription was ever ready
-        (tests/test_stranger9_bounds9.py). An address not connected to is a no-op.
+        ZeroMQ redials a connected address for good: without this, a peer restarted at a
+        new port left its old address in ``peers``, so ``ready()`` after a new
+        ``subscribe()`` waited for the dead one until it timed out, and whatever process
+        bound the old port next was subscribed to and heard as that peer (its messages
+        delivered). Frames that peer already delivered stay delivered; an address never
+        connected is ignored.
         """
         sub = self._require(self._sub, "disconnect_from")
         endpoint = endpoint_of(address, allow_public=self.allow_public)
         if endpoint not in self.peers:
             return
+        with contextlib.suppress(zmq.ZMQError):  # libzmq already gave up on it: nothing to do
+            sub.disconnect(endpoint)
         self.peers.remove(endpoint)
         self._peer_tokens.pop(endpoint_token(endpoint), None)
         for acked in self._acks.values():
-            acked.discard(("peer", endpoint))
-        with contextlib.suppress(zmq.ZMQError):  # libzmq: not connected (any more)
-            sub.disconnect(endpoint)
+            acked.discard(("peer", endpoint))  # a reconnect must be acknowledged afresh
         self._wake()
 
     async def close(self) -> None:

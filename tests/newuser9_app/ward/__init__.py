@@ -1,0 +1,1 @@
+"""A hospital ward: vitals readings -> triage -> pager alerts -> audit log."""
