@@ -22,6 +22,7 @@ is done with it — a raw subscriber when it asks for the next message or calls
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -592,6 +593,16 @@ class Publisher(Generic[M]):
         bus = self._bus
         if not bus._started:
             await bus.start()
+        if bus._remote and bus._transport.full():
+            # The transport's send queue is at its bound: wait for room before delivering
+            # anywhere, as publish_nowait refuses before any local delivery. A transport's
+            # publish queues the message before it waits, so each `await publish` cut short
+            # by a timeout (a frame with a deadline, a stalled ZeroMQ viewer) used to leave
+            # one more message queued past the bound: 4,700 frames against hwm=50, each sent
+            # later although its publish had failed (tests/test_stranger9_bounds9.py).
+            await bus._transport.wait_for_space()
+            if bus._closed:
+                raise bus._closed_error()
         topic = self._topic
         subscribers = topic.local
         bus._published += 1
@@ -854,7 +865,14 @@ class MessageBus:
                         )
                     waiter = loop.create_future()
                     self._subscription_waiters.append(waiter)
-                    await waiter
+                    try:
+                        await waiter
+                    finally:
+                        # Timed out, it stayed listed until the next subscribe: a producer
+                        # polling for a consumer that never comes grew the list per poll.
+                        if waiter.cancelled():
+                            with contextlib.suppress(ValueError):
+                                self._subscription_waiters.remove(waiter)
         except TimeoutError:
             raise TimeoutError(
                 f"{len(topic.subscribers)} of {n} subscribers to {message_type.__name__} "

@@ -168,8 +168,16 @@ class BackgroundBacklog:
         # asyncio.run ended right after the drain).
         while self._finished() < self._submitted:
             fut = asyncio.get_running_loop().create_future()
-            self._progress.append((self._submitted, fut))
-            await fut
+            entry = (self._submitted, fut)
+            self._progress.append(entry)
+            try:
+                await fut
+            finally:
+                if fut.cancelled():
+                    # A drain() under a timeout (a health check polling a stalled handler)
+                    # left its entry here until the backlog got that far: one per check.
+                    with contextlib.suppress(ValueError):
+                        self._progress.remove(entry)
 
     def _raise_failures(self) -> None:
         failures, self._unraised = self._unraised, []
@@ -225,7 +233,12 @@ class BackgroundBacklog:
         while len(self._queue) > self.maxsize - room:
             fut = asyncio.get_running_loop().create_future()
             self._space_waiters.append(fut)
-            await fut
+            try:
+                await fut
+            finally:
+                if fut.cancelled():  # as in _settle: a wait cut short leaves nothing behind
+                    with contextlib.suppress(ValueError):
+                        self._space_waiters.remove(fut)
 
     async def close(self, timeout: float | None = None) -> None:
         """Refuse new calls, run what is queued (up to ``timeout`` s), stop the worker.

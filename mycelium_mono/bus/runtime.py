@@ -432,11 +432,33 @@ class ServiceRuntime:
         """
         try:
             await body
-        except (asyncio.CancelledError, GeneratorExit):
-            raise  # cancelled (shutdown accounts for that), or its coroutine is being closed
+        except asyncio.CancelledError:
+            self._ended(running, "was cancelled")  # shutdown closed them already, or a caller
+            raise
+        except GeneratorExit:
+            raise  # its coroutine is being closed (the loop may be gone): touch nothing
         except BaseException as exc:
             self._give_up(running, exc, f"died of {type(exc).__name__}, which it did not catch")
             raise
+        self._ended(running, "returned")
+
+    def _ended(self, running: RunningService, how: str) -> None:
+        """The service's task is over: nobody reads its subscriptions again, so close them.
+
+        A ``run()`` that returned (a camera session whose camera went away) left its
+        subscriptions open and unread: a full "block" one then held every publisher of its
+        types for good, as one given up used to (tests/test_stranger9_bounds9.py). What they
+        still hold stays receivable through ``running.context.subscriptions``.
+        """
+        subs = [sub for sub in running.context.subscriptions if not sub.closed]
+        unread = sum(len(sub) for sub in subs)
+        for sub in subs:
+            sub.close()
+        if unread and not self._stopping.is_set():  # a shutdown says what it left itself
+            logger.warning(
+                "service %s %s with %d queued messages unhandled; its subscriptions are "
+                "closed", running.name, how, unread,
+            )
 
     # -- handler services --------------------------------------------------------------------
 

@@ -522,6 +522,16 @@ class NatsTransport(Transport):
         """``max_in_flight`` messages already wait in the background sender's outbox."""
         return len(self._outbox) >= self.max_in_flight
 
+    async def wait_for_space(self) -> None:
+        """Wait until the outbox is below ``max_in_flight``; a failed sender's error is raised.
+
+        Woken as the sender takes messages, not polled, and a sender that died is restarted
+        (or its failure raised) as :meth:`publish` does: polling :meth:`full` alone waited for
+        good behind a sender that had failed, since nothing else restarts it.
+        """
+        while self.full():
+            await self._until_taken(self._outbox_taken + 1)
+
     def publish_nowait(self, msg: Any) -> None:
         """Queue ``msg`` for a background sender; order with :meth:`publish` is kept."""
         if self._nc is None:

@@ -520,8 +520,11 @@ class ZmqTransport(Transport):
                 raise TimeoutError(message())
             waiter = loop.create_future()
             self._waiters.append(waiter)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, min(left, 0.05))
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, min(left, 0.05))
+            finally:
+                self._forget(waiter)
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -590,13 +593,32 @@ class ZmqTransport(Transport):
         if self._backlog:
             self._arm_guard()
 
+    async def wait_for_space(self) -> None:
+        """Wait until fewer than ``hwm`` frames wait here (woken by each flush, not polled)."""
+        while self.full() and self._ctx is not None:
+            await self._flushed()
+
     async def _wait_drained(self) -> None:
-        loop = self._require(self._loop, "publish")
         while self._backlog and self._ctx is not None:
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            self._arm_guard()
+            await self._flushed()
+
+    async def _flushed(self) -> None:
+        """Wait for the next wake-up (a flush, a subscription event, close)."""
+        loop = self._require(self._loop, "publish")
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        self._arm_guard()
+        try:
             await waiter
+        finally:
+            self._forget(waiter)
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        # A wait cut short (a publish under a timeout) left its future in _waiters until
+        # the next wake-up, which a stalled peer may never bring: one more per attempt.
+        if waiter.cancelled():
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
 
     def _flush_backlog(self, xpub: zmq.Socket[Any]) -> None:
         backlog = self._backlog
