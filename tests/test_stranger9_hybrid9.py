@@ -119,11 +119,14 @@ def _split() -> tuple[list[str], list[str]]:
 # -- findings ----------------------------------------------------------------------------
 
 
-def test_a_call_cut_off_when_asyncio_run_ends_is_dropped_and_the_next_drain_returns() -> None:
+@pytest.mark.parametrize("ending", ["asyncio.run", "loop left open"])
+def test_a_call_cut_off_when_its_loop_ends_is_dropped_and_the_next_drain_returns(
+        ending: str) -> None:  # fmt: skip
     # An app that ends asyncio.run without draining (a request handler's loop, a test) with a
     # background call in flight: asyncio.run cancels the worker inside that call. The call was
     # counted nowhere (not completed, not dropped), so drain() in the next asyncio.run waited
-    # for it for good: TimeoutError, with every other call already run.
+    # for it for good: TimeoutError, with every other call already run. The same with a loop
+    # run by run_until_complete and left open (its worker is never cancelled there).
     bus = _bus()
     bus.analytics.delay = 0.05
 
@@ -139,10 +142,21 @@ def test_a_call_cut_off_when_asyncio_run_ends_is_dropped_and_the_next_drain_retu
         bus.emit(BidRequest(99, floor=10))
         await asyncio.wait_for(bus.background.drain(), 5)
 
-    asyncio.run(first())
-    stats = bus.background.stats
-    assert (stats.submitted, stats.completed, stats.dropped, stats.queued) == (5, 0, 1, 4)
-    asyncio.run(second())
+    loop = asyncio.new_event_loop()
+    try:
+        if ending == "asyncio.run":
+            loop.close()
+            asyncio.run(first())
+            assert bus.background.stats.dropped == 1
+        else:
+            loop.run_until_complete(first())
+        stats = bus.background.stats
+        assert (stats.submitted, stats.completed, stats.queued) == (5, 0, 4)
+        asyncio.run(second())
+    finally:
+        if not loop.is_closed():
+            loop.run_until_complete(asyncio.sleep(0))  # the old worker takes its cancel
+            loop.close()
     stats = bus.background.stats
     assert (stats.submitted, stats.completed, stats.dropped, stats.failed) == (6, 5, 1, 0)
     assert _of("analytics") == [1, 2, 3, 4, 99]  # the queued ones ran in the next loop, once

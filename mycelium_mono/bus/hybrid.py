@@ -346,10 +346,14 @@ class BackgroundBacklog:
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         old = self._worker
-        if old is not None and not old.done() and not old.get_loop().is_closed():
-            # A different loop is running us now (e.g. a second asyncio.run): the old
-            # worker can no longer be woken from here.
-            old.cancel()
+        if old is not None and not old.done():
+            # A different loop is running us now (a second asyncio.run, after a loop that
+            # was stopped but not closed, or closed without cancelling its tasks): the old
+            # worker can no longer be woken from here, and a call it was inside is cut off.
+            # Counted here: that loop may never run again to tell (drain() hung for it).
+            self._drop_in_flight(old)
+            if not old.get_loop().is_closed():
+                old.cancel()
         self._loop = loop
         self._wakeup = None
         # A Task, not loop.create_task: an eager task factory (Python 3.12+) would run the
