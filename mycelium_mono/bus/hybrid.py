@@ -20,6 +20,11 @@ A generated bus's background call hands each failing handler's exception over it
 (:meth:`BackgroundBacklog.take_failures`), so ``on_error`` and that group hold the handlers'
 exceptions, not the bus's group around them, and a call whose failures the bus's own
 ``on_error`` took is still counted as ``failed``.
+
+The backlog belongs to one running loop at a time (tests/test_stranger9_hybrid9.py): a call
+cut off because its worker's loop ended is counted as ``dropped``; a submit from another
+thread's running loop is refused; ``drain()``, ``wait_for_space()`` and ``close()`` refuse to
+wait from inside a background handler, which would wait for itself.
 """
 
 from __future__ import annotations
