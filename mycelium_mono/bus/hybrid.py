@@ -20,6 +20,11 @@ A generated bus's background call hands each failing handler's exception over it
 (:meth:`BackgroundBacklog.take_failures`), so ``on_error`` and that group hold the handlers'
 exceptions, not the bus's group around them, and a call whose failures the bus's own
 ``on_error`` took is still counted as ``failed``.
+
+The backlog belongs to one running loop at a time (tests/test_stranger9_hybrid9.py): a call
+cut off because its worker's loop ended is counted as ``dropped``; a submit from another
+thread's running loop is refused; ``drain()``, ``wait_for_space()`` and ``close()`` refuse to
+wait from inside a background handler, which would wait for itself.
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ class BackgroundBacklog:
         self._progress: list[tuple[int, asyncio.Future[None]]] = []
         self._space_waiters: list[asyncio.Future[None]] = []
         self._closed = False
+        self._settling = False  # close() is running what is queued (and what that queues)
         self._submitted = 0
         self._completed = 0
         self._failed = 0
@@ -129,12 +135,22 @@ class BackgroundBacklog:
 
     def submit(self, fn: Callable[[M], Awaitable[None]], msg: M) -> None:
         """Queue ``await fn(msg)`` to run in the background; never blocks the caller."""
-        if self._closed:
+        if self._closed and not (self._settling and self._in_worker()):
+            # While close() runs what is queued, the calls those handlers queue (a background
+            # handler's emit into a hybrid route) are part of it, as they are of drain(): they
+            # used to be refused, each such handler failed with BacklogClosedError and its
+            # chain was left half run (the sync path of the nested emit done, its background
+            # path never).
             raise BacklogClosedError(
                 f"submit({_name(fn)}) after the backlog was closed\n"
                 "help: close the backlog only after the last emit"
             )
-        loop = _running_loop(fn)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or loop is not self._loop:
+            loop = _running_loop(fn, self._worker)  # or why it cannot be queued from here
         queue = self._queue
         if len(queue) >= self.maxsize:
             self._make_room(fn)
@@ -158,8 +174,35 @@ class BackgroundBacklog:
         Raises an :class:`ExceptionGroup` of the calls that failed since the last ``drain()``
         when there is no ``on_error`` callback (with one, the callback got them instead).
         """
+        self._refuse_in_worker("drain()")
         await self._settle()
         self._raise_failures()
+
+    def _in_worker(self) -> bool:
+        """True when called from a background handler this backlog is running."""
+        worker = self._worker
+        if worker is None:
+            return False
+        try:
+            return asyncio.current_task() is worker
+        except RuntimeError:  # no running loop in this thread
+            return False
+
+    def _refuse_in_worker(self, what: str) -> None:
+        # A background handler runs on the backlog's one worker task, so a wait for the
+        # backlog to move on (empty, room, closed) from inside one waits for itself: it
+        # used to hang for good, and every call behind it with it.
+        if self._in_worker():
+            current = self._current
+            handler = f" ({_name(current[0])})" if current is not None else ""
+            raise RuntimeError(
+                f"{what} called from inside a background handler{handler}: the backlog runs "
+                "its calls one at a time, so it would wait for this very call to finish, "
+                "forever\n"
+                "help: call it from the producer (the code that emits), not from a handler "
+                "the backlog runs; a background handler that needs another handler's result "
+                "can await that emit itself (await bus.emit_<message>_async(msg))"
+            )
 
     async def _settle(self) -> None:
         # Until nothing is left, not only what was submitted when the wait began: a
@@ -230,6 +273,8 @@ class BackgroundBacklog:
         if not isinstance(room, int) or isinstance(room, bool) or not 1 <= room <= self.maxsize:
             raise ValueError(f"wait_for_space(room={room!r}): room must be an int in "
                              f"1..{self.maxsize} (the backlog's maxsize)")
+        if len(self._queue) > self.maxsize - room:
+            self._refuse_in_worker(f"wait_for_space(room={room}) on a full backlog")
         while len(self._queue) > self.maxsize - room:
             fut = asyncio.get_running_loop().create_future()
             self._space_waiters.append(fut)
@@ -246,9 +291,14 @@ class BackgroundBacklog:
         Calls that did not finish by then (the one cut off and those never started) are
         counted as ``dropped``, and every ``drain()`` returns.
         """
+        self._refuse_in_worker("close()")
         self._closed = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settle(), timeout)
+        self._settling = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settle(), timeout)
+        finally:
+            self._settling = False
         worker, self._worker = self._worker, None
         if worker is not None and not worker.done():
             worker.cancel()
@@ -301,10 +351,14 @@ class BackgroundBacklog:
 
     def _start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         old = self._worker
-        if old is not None and not old.done() and not old.get_loop().is_closed():
-            # A different loop is running us now (e.g. a second asyncio.run): the old
-            # worker can no longer be woken from here.
-            old.cancel()
+        if old is not None and not old.done():
+            # A different loop is running us now (a second asyncio.run, after a loop that
+            # was stopped but not closed, or closed without cancelling its tasks): the old
+            # worker can no longer be woken from here, and a call it was inside is cut off.
+            # Counted here: that loop may never run again to tell (drain() hung for it).
+            self._drop_in_flight(old)
+            if not old.get_loop().is_closed():
+                old.cancel()
         self._loop = loop
         self._wakeup = None
         # A Task, not loop.create_task: an eager task factory (Python 3.12+) would run the
@@ -315,6 +369,7 @@ class BackgroundBacklog:
     async def _work(self) -> None:
         queue = self._queue
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
         while True:
             while not queue:
                 self._wakeup = loop.create_future()
@@ -332,12 +387,17 @@ class BackgroundBacklog:
                 self._report_call((exc,))
             except asyncio.CancelledError as exc:
                 if cancelling():
-                    raise  # the worker itself is being cancelled (close(), a new loop)
+                    # The worker itself is being cancelled (close(), asyncio.run ending with
+                    # the call in flight): the call was cut off. It was counted nowhere, so
+                    # the next drain() (in the next asyncio.run) waited for it forever.
+                    self._drop_in_flight(me)
+                    raise
                 # The handler's own CancelledError (something it awaited was cancelled) is
                 # that call's failure: it used to end the worker, and drain() then hung.
                 self._failed += 1
                 self._report_call((_cancelled_call(fn, exc),))
             except NEVER_A_FAILURE:
+                self._drop_in_flight(me)  # cut off too: the process or the loop is stopping
                 raise
             except BaseException as exc:
                 # Another BaseException (pytest.fail raises one) ended the worker: the calls
@@ -353,6 +413,20 @@ class BackgroundBacklog:
             self._completed += 1
             if self._progress:
                 self._notify_progress()
+
+    def _drop_in_flight(self, worker: asyncio.Task[Any] | None) -> None:
+        """The call ``worker`` was awaiting will never finish: count it as dropped.
+
+        Only while it is still the backlog's worker: close() took it off first and counts the
+        call itself, and a worker replaced on a new loop no longer owns ``_in_flight``.
+        """
+        if self._in_flight and worker is not None and worker is self._worker:
+            logger.warning("background call %s cut off: its worker task was stopped",
+                           _name(self._current[0]) if self._current else "?")
+            self._in_flight = 0
+            self._current = None
+            self._dropped += 1
+            self._notify_progress()
 
     def _report_call(self, errors: Sequence[Exception]) -> None:
         """One call failed with ``errors``: each to ``on_error``, or kept for drain()."""
@@ -428,19 +502,38 @@ def default_backlog() -> BackgroundBacklog:
     return BackgroundBacklog()
 
 
-def _running_loop(fn: Callable[..., Any]) -> asyncio.AbstractEventLoop:
+def _running_loop(fn: Callable[..., Any],
+                  worker: asyncio.Task[None] | None) -> asyncio.AbstractEventLoop:
+    """The caller's running loop, for a submit whose loop is not the worker's.
+
+    Refused when the worker runs on another loop that is still running (another thread's):
+    both threads would share one queue, and each submit from the other loop restarted the
+    worker there, cutting off the call in flight (10 of 20 calls lost, and drain() hung in
+    both threads).
+    """
     try:
-        return asyncio.get_running_loop()
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
-        name = _name(fn)
-        sync_name = name.removesuffix("_async") + "_sync" if name.endswith("_async") else None
-        hint = f"call {sync_name}(msg) for the sync handlers only" if sync_name else ""
+        loop = None
+    owner = worker.get_loop() if worker is not None and not worker.done() else None
+    if owner is not None and owner is not loop and owner.is_running():
         raise NoEventLoopError(
-            f"background handlers ({name}) need a running asyncio event loop, and there is "
-            "none in this thread\n"
-            f"help: {hint + ', or ' if hint else ''}run the caller inside asyncio "
-            "(asyncio.run(main()) with the emits inside main)"
-        ) from None
+            f"background handlers ({_name(fn)}) run on the event loop of another thread, "
+            f"which is still running, and this thread {'runs another loop' if loop else 'has none'}"
+            "\nhelp: hand the emit to that loop: loop.call_soon_threadsafe(bus.emit, msg), "
+            "with loop that thread's running loop (asyncio.get_running_loop() there)"
+        )
+    if loop is not None:
+        return loop
+    name = _name(fn)
+    sync_name = name.removesuffix("_async") + "_sync" if name.endswith("_async") else None
+    hint = f"call {sync_name}(msg) for the sync handlers only" if sync_name else ""
+    raise NoEventLoopError(
+        f"background handlers ({name}) need a running asyncio event loop, and there is "
+        "none in this thread\n"
+        f"help: {hint + ', or ' if hint else ''}run the caller inside asyncio "
+        "(asyncio.run(main()) with the emits inside main)"
+    )
 
 
 def _name(fn: Callable[..., Any]) -> str:
