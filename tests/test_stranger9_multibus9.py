@@ -1,0 +1,206 @@
+"""Round 9, multibus9: several monolith buses and shared instances, in a parcel-logistics app.
+
+A stranger's shapes of use: two routing classes in one module and one in another, the same
+handler class routed by several buses, hook and run-time builds (inlined and called) living
+in one process, a hybrid bus shared by two threads' event loops, copies and pickles of buses,
+a service replaced from inside a handler, a bus dropped while its handlers live on, emits
+from several threads. Every result is compared with the same handlers called by hand in route
+order. Type ids 39800-39899.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import gc
+import importlib
+import pickle
+import sys
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers_shapes import BUILDS, Build, load_build
+
+from mycelium_mono.pytest_plugin import forget_modules
+
+PACKAGE = "parcel9"
+
+MESSAGES = """
+from mycelium_mono import message, Text, U32, U64
+
+@message(type_id={a}, topic="logi.scan")
+class ParcelScanned:
+    parcel: U64
+    depot: U32
+
+@message(type_id={b}, topic="logi.plan")
+class RoutePlanned:
+    parcel: U64
+    stop: U32
+
+@message(type_id={c}, topic="logi.customs")
+class CustomsHold:
+    parcel: U64
+    reason: Text[16]
+"""
+
+HANDLERS = """
+import asyncio
+import threading
+
+from mycelium_mono import MessageHandler, handles
+from parcel9.messages import CustomsHold, ParcelScanned, RoutePlanned
+
+LOG = []
+
+
+class Scanner(MessageHandler[ParcelScanned]):
+    '''Scans a parcel: depot 7 is a customs depot, every other one plans the next stop.'''
+
+    def __init__(self, tag="scan"):
+        self.tag = tag
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += 1
+        LOG.append((self.tag, msg.parcel))
+        if msg.depot == 7:
+            self.emit(CustomsHold(msg.parcel, "depot7"))
+        else:
+            self.emit(RoutePlanned(msg.parcel, msg.depot + 1))
+
+
+class Planner(MessageHandler[RoutePlanned]):
+    def __init__(self, tag="plan"):
+        self.tag = tag
+        self.n = 0
+
+    def handle(self, msg):
+        self.n += 1
+        LOG.append((self.tag, msg.parcel, msg.stop))
+
+
+class Customs:
+    '''A plain class: no self.emit, so the README lets several buses share one.'''
+
+    def __init__(self):
+        self.held = []
+
+    @handles(CustomsHold)
+    def hold(self, msg):
+        self.held.append(msg.parcel)
+        LOG.append(("customs", msg.parcel))
+
+
+class Archive(MessageHandler[RoutePlanned]):
+    '''The background side of a hybrid route: which thread archived what.'''
+
+    def __init__(self):
+        self.got = []
+
+    async def handle(self, msg):
+        await asyncio.sleep(0)
+        self.got.append((msg.parcel, threading.current_thread().name))
+"""
+
+HYBRID_ROUTING = """
+from mycelium_mono import route, routing_config
+from parcel9.messages import CustomsHold, ParcelScanned, RoutePlanned  # noqa: F401
+from parcel9.handlers import Archive, Customs, Planner, Scanner
+
+
+@routing_config(inline=INLINE)
+class HubBus:
+    ParcelScanned = [Scanner]
+    RoutePlanned = route(sync=[Planner], background=[Archive])
+    CustomsHold = [Customs]
+"""
+
+
+@pytest.fixture(params=BUILDS, ids=lambda b: b.name)
+def build(request: pytest.FixtureRequest) -> Any:
+    yield request.param
+    forget_modules(PACKAGE)
+
+
+def load(tmp_path: Path, build: Build, routing: str, base: int,
+         extra: dict[str, str] | None = None) -> Any:
+    modules = {"messages": MESSAGES.format(a=base, b=base + 1, c=base + 2),
+               "handlers": HANDLERS, "routing": routing, **(extra or {})}
+    return load_build(tmp_path, PACKAGE, modules, build)
+
+
+def handlers_module() -> Any:
+    return sys.modules[f"{PACKAGE}.handlers"]
+
+
+def hub(routing: Any, **given: Any) -> Any:
+    h = handlers_module()
+    services = {"scanner": h.Scanner(), "planner": h.Planner(), "customs": h.Customs(),
+                "archive": h.Archive(), **given}
+    return routing.HubBus(**services)
+
+
+# --- one hybrid bus, two threads' event loops ---------------------------------------------
+
+
+def test_a_hybrid_bus_refuses_an_emit_from_a_second_threads_running_loop(
+        tmp_path: Path, build: Build) -> None:
+    """Found: two threads, each with its own asyncio.run, emitting into one hybrid bus moved
+    the backlog's worker from loop to loop (cancelling the other loop's task from the wrong
+    thread): 18-20 of 10,000 background calls were lost and both threads hung in drain().
+    Now the second loop's emit is refused before any handler ran, and once the first loop has
+    ended the bus works on the next one (a second asyncio.run, as before)."""
+    from mycelium_mono.bus import NoEventLoopError, OtherEventLoopError
+
+    routing = load(tmp_path, build, HYBRID_ROUTING, 39800)
+    h = handlers_module()
+    bus = hub(routing)
+    emitted = threading.Event()
+    release = threading.Event()
+    failures: list[BaseException] = []
+
+    async def depot_loop() -> None:
+        bus.emit(h.ParcelScanned(1, 1))
+        emitted.set()
+        await asyncio.to_thread(release.wait, 10)  # the loop runs on, waiting
+        bus.emit(h.ParcelScanned(2, 1))
+        await bus.background.drain()
+
+    def depot_thread() -> None:
+        try:
+            asyncio.run(depot_loop())
+        except BaseException as exc:  # reported by the assertions below
+            failures.append(exc)
+
+    first = threading.Thread(target=depot_thread, name="depot-a")
+    first.start()
+    try:
+        assert emitted.wait(10), "the first loop never emitted"
+
+        async def other_loop() -> None:
+            bus.emit(h.RoutePlanned(99, 5))  # the hybrid emit itself: its submit comes first
+
+        with pytest.raises(OtherEventLoopError, match=r"(?s)submit\(HubBus.emit_route_planned"
+                           r"_async\) from an event loop other than .* still running.*help: "
+                           r"a bus with background routes belongs to one event loop"):
+            asyncio.run(other_loop())
+        assert issubclass(OtherEventLoopError, NoEventLoopError)
+        assert bus.planner.n == 1  # refused before the sync handlers too
+    finally:
+        release.set()
+        first.join(15)
+    assert not first.is_alive(), "the first loop hung in drain()"
+    assert failures == []
+    assert sorted(bus.archive.got) == [(1, "depot-a"), (2, "depot-a")]
+
+    async def next_loop() -> None:  # the first loop is over: the next one takes the bus
+        bus.emit(h.ParcelScanned(3, 1))
+        await bus.background.drain()
+
+    asyncio.run(next_loop())
+    assert [p for p, _ in bus.archive.got] == [1, 2, 3]
+    assert (bus.scanner.n, bus.planner.n) == (3, 3)
