@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import gc
 import importlib
 import pickle
 import sys
 import threading
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +202,96 @@ def test_a_hybrid_bus_refuses_an_emit_from_a_second_threads_running_loop(
     asyncio.run(next_loop())
     assert [p for p, _ in bus.archive.got] == [1, 2, 3]
     assert (bus.scanner.n, bus.planner.n) == (3, 3)
+
+
+# --- copies and pickles of a bus --------------------------------------------------------
+
+
+def bus_on_error(exc: Exception, where: str, msg: object) -> None:
+    """A module-level callback: a pickled bus can carry it."""
+
+
+def backlog_on_error(exc: BaseException) -> None:
+    """The backlog's own callback, module-level for the same reason."""
+
+
+def test_a_pickled_or_deep_copied_hybrid_bus_keeps_its_backlog_settings(
+        tmp_path: Path, build: Build) -> None:
+    """Found: pickle and copy.deepcopy rebuilt the bus with the default backlog (10,000 calls,
+    "block", no on_error): the copy of a bus that drops the oldest of 3 queued calls queued
+    all 10 (dropped 0 of 7) and reported background failures to drain() instead of its
+    callback. The copy now behaves as the original: same handlers' results, same drops."""
+    from mycelium_mono import BackgroundBacklog
+
+    routing = load(tmp_path, build, HYBRID_ROUTING, 39810)
+    h = handlers_module()
+
+    def built() -> Any:
+        backlog = BackgroundBacklog(maxsize=3, policy="drop_oldest", on_error=backlog_on_error)
+        return routing.HubBus(
+            scanner=h.Scanner(), planner=h.Planner(), customs=h.Customs(),
+            archive=h.Archive(), background=backlog, on_error=bus_on_error)
+
+    async def ten_scans(bus: Any) -> tuple[Any, ...]:
+        for parcel in range(10):  # one loop turn: the worker runs only after the tenth
+            bus.emit(h.ParcelScanned(parcel, 1))
+        await bus.background.drain()
+        stats = bus.background.stats
+        return (bus.scanner.n, bus.planner.n, [p for p, _ in bus.archive.got],
+                stats.submitted, stats.completed, stats.dropped)
+
+    original = asyncio.run(ten_scans(built()))
+    assert original == (10, 10, [7, 8, 9], 10, 3, 7)
+    for copied in (copy.deepcopy(built()), pickle.loads(pickle.dumps(built()))):
+        backlog = copied.background
+        assert (type(backlog), backlog.maxsize, backlog.policy, backlog.on_error) == (
+            BackgroundBacklog, 3, "drop_oldest", backlog_on_error)
+        assert copied._on_error is bus_on_error
+        assert asyncio.run(ten_scans(copied)) == original
+
+
+def test_copy_copy_of_a_bus_with_message_handlers_says_to_deep_copy_and_plain_ones_share(
+        tmp_path: Path, build: Build) -> None:
+    """Found: copy.copy(bus) raised "already owned by HubBus at 0x...; it cannot also be
+    given to HubBus at 0x..." naming a copy the caller never received. It now names the
+    services and says what to do; a bus of plain @handles classes only is copied sharing
+    them (the README lets plain classes serve several buses)."""
+    from mycelium_mono import HandlerOwnedError
+
+    plain_routing = """
+from mycelium_mono import routing_config
+from parcel9.messages import CustomsHold  # noqa: F401
+from parcel9.handlers import Customs
+
+
+@routing_config(inline=INLINE)
+class CustomsDesk:
+    CustomsHold = [Customs]
+"""
+    routing = load(tmp_path, build, HYBRID_ROUTING, 39820,
+                   extra={"desk": plain_routing.replace("INLINE", str(build.inline))})
+    h = handlers_module()
+    bus = hub(routing)
+    with pytest.raises(HandlerOwnedError, match=r"(?s)^copy.copy\(\) of a HubBus would give "
+                       r"its MessageHandler services \(scanner, planner, archive\) to a second "
+                       r"bus.*help: copy.deepcopy\(bus\) builds a HubBus around copies"):
+        copy.copy(bus)
+    bus.emit(h.ParcelScanned(1, 7))  # the original is untouched
+    assert bus.customs.held == [1]
+    twin = copy.deepcopy(bus)
+    twin.emit(h.ParcelScanned(2, 7))
+    assert (bus.customs.held, twin.customs.held) == ([1], [1, 2])
+
+    if build.path == "hook":
+        from mycelium_mono.routing.hook import install_import_hook
+        with install_import_hook([PACKAGE]):
+            desk_module = importlib.import_module(f"{PACKAGE}.desk")
+    else:
+        desk_module = importlib.import_module(f"{PACKAGE}.desk")
+    shared = h.Customs()
+    desk = desk_module.CustomsDesk(customs=shared)
+    other = copy.copy(desk)
+    assert other is not desk and other.customs is shared
+    desk.emit(h.CustomsHold(3, "a"))
+    other.emit(h.CustomsHold(4, "b"))
+    assert shared.held == [3, 4]
