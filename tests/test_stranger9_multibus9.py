@@ -295,3 +295,116 @@ class CustomsDesk:
     desk.emit(h.CustomsHold(3, "a"))
     other.emit(h.CustomsHold(4, "b"))
     assert shared.held == [3, 4]
+
+
+# --- a bus dropped while its handlers live on; a handler replaced from inside an emit ----
+
+ROUTING = """
+from mycelium_mono import routing_config
+from parcel9.messages import CustomsHold, ParcelScanned, RoutePlanned  # noqa: F401
+from parcel9.handlers import Customs, Planner, Scanner
+
+
+@routing_config(inline=INLINE)
+class DepotBus:
+    ParcelScanned = [Scanner]
+    RoutePlanned = [Planner]
+    CustomsHold = [Customs]
+"""
+
+
+def test_a_dropped_bus_lives_on_in_its_handlers_and_the_error_says_how_to_free_them(
+        tmp_path: Path, build: Build) -> None:
+    """A bus the caller dropped is not collected while one of its handlers lives (its
+    self.emit is the bus's), so it still owns the handler and still delivers its emits, as
+    the README now says. Found: the refusal of a new bus said "free it from the first one with
+    bus.detach()", naming a bus the caller can no longer reach; it now says how."""
+    import gc
+    import weakref
+
+    from mycelium_mono import HandlerOwnedError
+
+    routing = load(tmp_path, build, ROUTING, 39830)
+    h = handlers_module()
+    scanner, planner = h.Scanner(), h.Planner("old-plan")
+    bus = routing.DepotBus(scanner=scanner, planner=planner, customs=h.Customs())
+    dropped = weakref.ref(bus)
+    del bus, planner
+    gc.collect()
+    assert dropped() is not None  # held by scanner.emit
+    scanner.handle(h.ParcelScanned(1, 2))  # by hand: its emit still reaches the dropped bus
+    assert h.LOG == [("scan", 1), ("old-plan", 1, 3)]
+    with pytest.raises(HandlerOwnedError, match=r"(?s)already owned by DepotBus at 0x.*"
+                       r"a bus you dropped still lives in its handlers and owns them: "
+                       r"<handler>.emit.__self__.detach\(\) reaches it"):
+        routing.DepotBus(scanner=scanner, planner=h.Planner(), customs=h.Customs())
+    scanner.emit.__self__.detach()
+    fresh = routing.DepotBus(scanner=scanner, planner=h.Planner("new-plan"),
+                             customs=h.Customs())
+    fresh.emit(h.ParcelScanned(2, 4))
+    assert h.LOG[2:] == [("scan", 2), ("new-plan", 2, 5)]
+    gc.collect()
+    assert dropped() is None  # detached, nothing holds it any more
+
+
+SHIFT_HANDLERS = """
+from mycelium_mono import MessageHandler
+from parcel9.messages import ParcelScanned, RoutePlanned
+
+BUSES = []
+LOG = []
+
+
+class Gate(MessageHandler[ParcelScanned]):
+    '''Hands its post to the next shift, then tries to emit: it is no longer the bus's.'''
+
+    def handle(self, msg):
+        LOG.append(("gate", msg.parcel))
+        BUSES[0].gate = Gate()
+        self.emit(RoutePlanned(msg.parcel, 0))
+
+
+class Sorter(MessageHandler[ParcelScanned]):
+    def handle(self, msg):
+        LOG.append(("sorter", msg.parcel))
+
+
+class Plan(MessageHandler[RoutePlanned]):
+    def handle(self, msg):
+        LOG.append(("plan", msg.parcel))
+"""
+
+SHIFT_ROUTING = """
+from mycelium_mono import routing_config
+from parcel9.messages import ParcelScanned, RoutePlanned  # noqa: F401
+from parcel9.shift import Gate, Plan, Sorter
+
+
+@routing_config(inline=INLINE)
+class ShiftBus:
+    ParcelScanned = [Gate, Sorter]
+    RoutePlanned = [Plan]
+"""
+
+
+def test_a_handler_that_replaces_itself_mid_emit_is_told_why_it_cannot_emit(
+        tmp_path: Path, build: Build) -> None:
+    """`bus.gate = Gate()` from inside Gate.handle frees the old gate at once (README: "the
+    old one is freed"), so its own emit after that fails; every build agrees, and the later
+    handler still runs. Found: the NotAttachedError listed "before one did, or after its bus
+    was detached or its runtime shut down" and told it to "pass the handler to a
+    MonolithBus", not that it had been replaced."""
+    from mycelium_mono.handlers import NotAttachedError
+
+    routing = load(tmp_path, build, SHIFT_ROUTING, 39840, extra={"shift": SHIFT_HANDLERS})
+    shift = sys.modules[f"{PACKAGE}.shift"]
+    first = shift.Gate()
+    bus = routing.ShiftBus(gate=first, sorter=shift.Sorter(), plan=shift.Plan())
+    shift.BUSES.append(bus)
+    with pytest.raises(ExceptionGroup) as caught:
+        bus.emit(shift.ParcelScanned(1, 1))
+    (error,) = caught.value.exceptions
+    assert isinstance(error, NotAttachedError)
+    assert "it was replaced on its bus (bus.<service> = ...)" in str(error)
+    assert shift.LOG == [("gate", 1), ("sorter", 1)]
+    assert bus.gate is not first
