@@ -408,3 +408,171 @@ def test_a_handler_that_replaces_itself_mid_emit_is_told_why_it_cannot_emit(
     assert "it was replaced on its bus (bus.<service> = ...)" in str(error)
     assert shift.LOG == [("gate", 1), ("sorter", 1)]
     assert bus.gate is not first
+
+
+# --- several buses, two build paths, one process ------------------------------------------
+
+TWO_CLASSES_ROUTING = """
+from mycelium_mono import routing_config
+from parcel9.messages import CustomsHold, ParcelScanned, RoutePlanned  # noqa: F401
+from parcel9.handlers import Customs, Planner, Scanner
+
+
+@routing_config(inline=INLINE)
+class DepotBus:
+    ParcelScanned = [Scanner]
+    RoutePlanned = [Planner]
+    CustomsHold = [Customs]
+
+
+@routing_config(inline=OTHER)
+class BorderBus:
+    CustomsHold = [Customs]
+    ParcelScanned = [Scanner]
+"""
+
+NIGHT_ROUTING = """
+from mycelium_mono import routing_config
+from parcel9.messages import CustomsHold, ParcelScanned, RoutePlanned  # noqa: F401
+from parcel9.handlers import Customs, Planner, Scanner
+
+
+@routing_config(inline=OTHER)
+class NightBus:
+    RoutePlanned = [Planner]
+    ParcelScanned = [Scanner]
+    CustomsHold = [Customs]
+"""
+
+
+def by_hand(scanner: Any, planner: Any, customs: Any, msg: Any) -> None:
+    """What a routing table means, written out: the scanner's emit calls the planner or the
+    customs desk before the scanner's next line (depth first); None: not routed there."""
+    def emit(m: Any) -> None:
+        kind = type(m).__name__
+        target = {"ParcelScanned": scanner, "RoutePlanned": planner,
+                  "CustomsHold": customs}[kind]
+        if target is None:
+            raise TypeError(f"no route for {kind}")
+        if kind == "CustomsHold":
+            target.hold(m)
+        else:
+            target.handle(m)
+
+    object.__setattr__(scanner, "emit", emit)
+    try:
+        emit(msg)
+    finally:
+        object.__delattr__(scanner, "emit")
+
+
+def test_three_buses_of_two_modules_and_both_build_paths_agree_with_hand_written_calls(
+        tmp_path: Path, build: Build) -> None:
+    """Two routing classes in one module (inlined and called), a third in another module built
+    by the other path (hook vs. run time) with the other inline setting, all in one process:
+    the same handler classes in each, one plain Customs desk shared by all three. A scan
+    whose plan BorderBus does not route fails there, as the README says, after the scanner
+    ran; the log is the hand-written calls' log."""
+    other = str(not build.inline)
+    routing = load(tmp_path, build, TWO_CLASSES_ROUTING.replace("OTHER", other), 39850,
+                   extra={"night": NIGHT_ROUTING.replace("OTHER", other)})
+    night_path = "runtime" if build.path == "hook" else "hook"
+    if night_path == "hook":
+        from mycelium_mono import MyceliumHookWarning
+        from mycelium_mono.routing.hook import install_import_hook
+        # The package's routing module was built at run time first: the hook says so, and
+        # still rewrites the module it imports now.
+        with pytest.warns(MyceliumHookWarning, match="imported before the mycelium-mono "
+                          "import hook was installed"), install_import_hook([PACKAGE]):
+            night = importlib.import_module(f"{PACKAGE}.night")
+    else:
+        night = importlib.import_module(f"{PACKAGE}.night")
+    assert night.NightBus.__mycelium_origin__ == ("import hook" if night_path == "hook"
+                                                  else "runtime")
+    h = handlers_module()
+    desk = h.Customs()
+    depot = routing.DepotBus(scanner=h.Scanner("depot"), planner=h.Planner("d-plan"),
+                             customs=desk)
+    border = routing.BorderBus(customs=desk, scanner=h.Scanner("border"))
+    nightly = night.NightBus(planner=h.Planner("n-plan"), scanner=h.Scanner("night"),
+                             customs=desk)
+    feed = [(depot, h.ParcelScanned(1, 3)), (border, h.ParcelScanned(2, 7)),
+            (nightly, h.ParcelScanned(3, 7)), (nightly, h.ParcelScanned(4, 1)),
+            (depot, h.ParcelScanned(5, 7)), (border, h.ParcelScanned(6, 2))]
+    outcomes = []
+    for bus, msg in feed:
+        try:
+            bus.emit(msg)
+            outcomes.append("ok")
+        except ExceptionGroup as group:
+            (error,) = group.exceptions
+            outcomes.append(str(error).splitlines()[0])
+    got = (list(h.LOG), list(desk.held), outcomes)
+
+    h.LOG.clear()
+    hand_desk = h.Customs()
+    hand = {"depot": (h.Scanner("depot"), h.Planner("d-plan")),
+            "border": (h.Scanner("border"), None),
+            "night": (h.Scanner("night"), h.Planner("n-plan"))}
+    names = {id(depot): "depot", id(border): "border", id(nightly): "night"}
+    hand_outcomes = []
+    for bus, msg in feed:
+        scanner, planner = hand[names[id(bus)]]
+        try:
+            by_hand(scanner, planner, hand_desk, msg)
+            hand_outcomes.append("ok")
+        except TypeError:
+            hand_outcomes.append("BorderBus has no route for RoutePlanned")
+    assert got == (list(h.LOG), list(hand_desk.held), hand_outcomes)
+    assert desk.held == [2, 3, 5]
+    assert outcomes.count("ok") == 5
+
+
+def test_emits_from_several_threads_into_one_sync_bus_are_each_threads_own_calls(
+        tmp_path: Path, build: Build) -> None:
+    """The README says the monolith runs on one thread and says no more. Held: a bus with no
+    background route keeps no state per emit, so four threads emitting at once (a thread
+    switch forced every 10 µs) lose nothing and raise nothing; each thread's messages reach
+    the handlers depth first, in that thread's order, as the same calls made by hand in each
+    thread would. (Handlers' own state is theirs to guard, as for any call.)"""
+    routing = load(tmp_path, build, ROUTING, 39860)
+    h = handlers_module()
+    bus = routing.DepotBus(scanner=h.Scanner(), planner=h.Planner(), customs=h.Customs())
+    threads_n, per_thread = 4, 3_000
+    start = threading.Barrier(threads_n)
+    failures: list[BaseException] = []
+
+    def feed(k: int) -> None:
+        start.wait(10)
+        try:
+            for i in range(per_thread):
+                bus.emit(h.ParcelScanned(k * per_thread + i, 7 if i % 10 == 0 else i % 5))
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        workers = [threading.Thread(target=feed, args=(k,)) for k in range(threads_n)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not any(w.is_alive() for w in workers) and failures == []
+
+    def expected(k: int) -> list[tuple[Any, ...]]:
+        log: list[tuple[Any, ...]] = []
+        for i in range(per_thread):
+            parcel, depot = k * per_thread + i, 7 if i % 10 == 0 else i % 5
+            log.append(("scan", parcel))
+            log.append(("customs", parcel) if depot == 7 else ("plan", parcel, depot + 1))
+        return log
+
+    for k in range(threads_n):
+        own = [entry for entry in h.LOG if k * per_thread <= entry[1] < (k + 1) * per_thread]
+        assert own == expected(k), f"thread {k}"
+    assert len(h.LOG) == 2 * threads_n * per_thread
+    assert sorted(bus.customs.held) == [p for k in range(threads_n) for p in
+                                        range(k * per_thread, (k + 1) * per_thread, 10)]
