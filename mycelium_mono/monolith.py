@@ -484,33 +484,44 @@ def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None
         if id(tb.tb_frame) not in seen:
             frames.append(tb.tb_frame)
         tb = tb.tb_next
-    services = {id(getattr(bus, name)): name for name in bus.__mycelium_services__}
+    # Every bus's emits count, not only ``bus``'s: a plain handler serving two buses that
+    # emits on the other one (``other_bus.emit(...)``) closes a cycle through both, and the
+    # note used to skip the other bus's part (``emit_a → relay.on_a → emit_a``, a handler
+    # that never emits A).
+    services: dict[int, dict[int, str]] = {}
     steps: list[str] = []
-    emits: list[tuple[int, str]] = []  # (index in steps, emit method)
-    after_emit = False
+    emits: list[tuple[int, tuple[int, str], str]] = []  # (index in steps, key, bus class)
+    receivers: dict[int, str] | None = None  # the services of the emit just above
     for frame in frames:
         name = frame.f_code.co_name
-        if name.startswith("emit_") and frame.f_locals.get("self") is bus:
+        owner = frame.f_locals.get("self") if name.startswith("emit_") else None
+        if isinstance(owner, GeneratedBus):
             msg = frame.f_locals.get("msg")
-            emits.append((len(steps), name))
-            steps.append(f"{name}({type(msg).__name__})")
-            after_emit = True
-        elif after_emit:
-            after_emit = False
-            attr = services.get(id(frame.f_locals.get("self")))
+            emits.append((len(steps), (id(owner), name), type(owner).__name__))
+            where = "" if owner is bus else f"{type(owner).__name__}."
+            steps.append(f"{where}{name}({type(msg).__name__})")
+            if id(owner) not in services:
+                services[id(owner)] = {id(getattr(owner, attr, None)): attr
+                                       for attr in owner.__mycelium_services__}
+            receivers = services[id(owner)]
+        elif receivers is not None:
+            attr = receivers.get(id(frame.f_locals.get("self")))
+            receivers = None
             if attr is not None:
                 steps.append(f"{attr}.{name}")
-    first: dict[str, int] = {}
-    for index, name in emits:
-        if name in first:
-            cycle = tuple(steps[first[name]:index + 1])
+    first: dict[tuple[int, str], int] = {}  # key → position in emits
+    for position, (index, key, _) in enumerate(emits):
+        if key in first:
+            cycle = tuple(steps[emits[first[key]][0]:index + 1])
+            buses = list(dict.fromkeys(kind for _, _, kind in emits[first[key]:position]))
             break
-        first[name] = index
+        first[key] = position
     else:
         return None
     depth = len(emits)
     return EmitCycleError(
-        f"{type(bus).__name__}: its handlers emit each other's messages in a cycle that did "
+        f"{' and '.join(buses)}: {'its' if len(buses) == 1 else 'their'} handlers emit each "
+        "other's messages in a cycle that did "
         f"not end: {depth} emits deep when Python's recursion limit "
         f"({sys.getrecursionlimit()}) stopped it\n"
         f"note: the cycle: {' → '.join(cycle)}\n"

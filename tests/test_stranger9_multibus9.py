@@ -576,3 +576,57 @@ def test_emits_from_several_threads_into_one_sync_bus_are_each_threads_own_calls
     assert len(h.LOG) == 2 * threads_n * per_thread
     assert sorted(bus.customs.held) == [p for k in range(threads_n) for p in
                                         range(k * per_thread, (k + 1) * per_thread, 10)]
+
+
+RELAY_ROUTING = """
+from mycelium_mono import handles, routing_config
+from parcel9.messages import ParcelScanned, RoutePlanned  # noqa: F401
+
+BUSES = {}
+
+
+class Relay:
+    '''A plain class serving two buses, forwarding each message to the other bus.'''
+
+    @handles(ParcelScanned)
+    def scanned(self, msg):
+        BUSES["plans"].emit(RoutePlanned(msg.parcel, 0))
+
+    @handles(RoutePlanned)
+    def planned(self, msg):
+        BUSES["scans"].emit(ParcelScanned(msg.parcel, 0))
+
+
+@routing_config(inline=INLINE)
+class ScanDesk:
+    ParcelScanned = [Relay]
+
+
+@routing_config(inline=INLINE)
+class PlanDesk:
+    RoutePlanned = [Relay]
+"""
+
+
+def test_a_cycle_through_two_buses_names_both_in_its_note(
+        tmp_path: Path, build: Build) -> None:
+    """Found: a plain handler shared by two buses, emitting on the other one, recursed until
+    Python's limit and the EmitCycleError's note read "emit_parcel_scanned(ParcelScanned) →
+    relay.scanned → emit_parcel_scanned(ParcelScanned)": a handler that never emits a scan,
+    the other bus's half of the cycle left out. The note now walks both buses."""
+    from mycelium_mono.handlers import EmitCycleError
+
+    routing = load(tmp_path, build, RELAY_ROUTING, 39870)
+    relay = routing.Relay()
+    routing.BUSES.update(scans=routing.ScanDesk(relay=relay),
+                         plans=routing.PlanDesk(relay=relay))
+    with pytest.raises(EmitCycleError) as raised:
+        routing.BUSES["scans"].emit(routing.ParcelScanned(1, 1))
+    assert raised.value.cycle == (
+        "emit_parcel_scanned(ParcelScanned)", "relay.scanned",
+        "PlanDesk.emit_route_planned(RoutePlanned)", "relay.planned",
+        "emit_parcel_scanned(ParcelScanned)")
+    assert str(raised.value).startswith("ScanDesk and PlanDesk: their handlers emit each "
+                                        "other's messages in a cycle that did not end")
+    assert "note: the cycle: emit_parcel_scanned(ParcelScanned) → relay.scanned → PlanDesk." \
+        in str(raised.value)
