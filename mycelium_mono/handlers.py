@@ -73,7 +73,8 @@ class MessageHandler(Generic[M]):
         """Send ``msg`` downstream through whichever bus owns this handler."""
         raise NotAttachedError(
             f"{type(self).__qualname__}.emit() was called while no bus owns this handler "
-            "(before one did, or after its bus was detached or its runtime shut down)\n"
+            "(before one did, or after its bus was detached, it was replaced on its bus "
+            "(bus.<service> = ...) or its runtime shut down)\n"
             "help: pass the handler to a MonolithBus(...) or spawn it on a ServiceRuntime first"
         )
 
@@ -273,10 +274,16 @@ def _domain(owner: object) -> object:
 
 
 def _release_call(owner: object) -> str:
-    """The call that frees a handler from ``owner``: a runtime has no ``detach()``."""
+    """The call that frees a handler from ``owner``: a runtime has no ``detach()``.
+
+    A bus the caller dropped is not collected while its handlers live (each one's
+    ``self.emit`` is bound to it), so "bus.detach()" named a bus the caller could no longer
+    reach (a rebuilt bus, a re-run notebook cell): the handler's own ``emit`` reaches it.
+    """
     if getattr(owner, "_runtime", None) is not None:
         return "`await runtime.shutdown()`"
-    return "bus.detach()"
+    return ("bus.detach() (a bus you dropped still lives in its handlers and owns them: "
+            "<handler>.emit.__self__.detach() reaches it)")
 
 
 def _describe(owner: object) -> str:

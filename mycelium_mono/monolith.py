@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from mycelium_mono.handlers import (
     BusDetachedError,
     EmitCycleError,
+    HandlerOwnedError,
+    MessageHandler,
     attach_emitter,
     detach_emitter,
     handled_messages,
@@ -295,10 +297,39 @@ class GeneratedBus:
 
 
     def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and ``copy.deepcopy``: a new bus around (copies of) the services, with the
+        same ``on_error`` and a new, empty backlog with the same settings. The backlog itself
+        belongs to an event loop; its settings used to be dropped, so the copy of a bus built
+        with ``BackgroundBacklog(maxsize=3, policy="drop_oldest", on_error=cb)`` queued 10,000
+        calls, blocked, and raised background failures from drain() instead of calling cb."""
         if self._detached():
             _DetachedSlot.refuse(self._background)
         services = tuple(getattr(self, name) for name in self.__mycelium_services__)
-        return (_rebuild, (type(self), services, self._on_error))
+        backlog = self._background
+        settings = None if backlog is None else (
+            type(backlog), backlog.maxsize, backlog.policy, backlog.on_error)
+        return (_rebuild, (type(self), services, self._on_error, settings))
+
+    def __copy__(self) -> GeneratedBus:
+        """``copy.copy(bus)``: a second bus around the same service instances, which only
+        plain ``@handles`` classes may be. A ``MessageHandler`` belongs to one bus: the copy
+        was refused with a ``HandlerOwnedError`` naming a bus at an address the caller never
+        saw; now it says what to do instead."""
+        if self._detached():
+            _DetachedSlot.refuse(self._background)
+        owned = [name for name in self.__mycelium_services__
+                 if isinstance(getattr(self, name), MessageHandler)]
+        if owned:
+            name = type(self).__name__
+            raise HandlerOwnedError(
+                f"copy.copy() of a {name} would give its MessageHandler services "
+                f"({', '.join(owned)}) to a second bus, and each belongs to one bus (its "
+                "self.emit reaches only that one)\n"
+                f"help: copy.deepcopy(bus) builds a {name} around copies of them; or build "
+                f"{name}(...) with new instances")
+        rebuild, args = self.__reduce__()
+        built: GeneratedBus = rebuild(*args)
+        return built
 
     def __repr__(self) -> str:
         if self._detached():
@@ -419,8 +450,15 @@ def _release_unless_used(bus: GeneratedBus, old: object) -> None:
         detach_emitter(old, bus)
 
 
-def _rebuild(cls: type[GeneratedBus], services: tuple[Any, ...], on_error: Any) -> GeneratedBus:
-    return cls(*services, on_error=on_error)  # type: ignore[call-arg]
+def _rebuild(cls: type[GeneratedBus], services: tuple[Any, ...], on_error: Any,
+             backlog: tuple[Any, int, str, Any] | None = None) -> GeneratedBus:
+    """The bus ``__reduce__`` describes (a pickle made before ``backlog`` was recorded gets
+    the default backlog, as it always did)."""
+    background = None
+    if backlog is not None:
+        kind, maxsize, policy, callback = backlog
+        background = kind(maxsize=maxsize, policy=policy, on_error=callback)
+    return cls(*services, on_error=on_error, background=background)  # type: ignore[call-arg]
 
 
 def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None:
@@ -446,33 +484,44 @@ def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None
         if id(tb.tb_frame) not in seen:
             frames.append(tb.tb_frame)
         tb = tb.tb_next
-    services = {id(getattr(bus, name)): name for name in bus.__mycelium_services__}
+    # Every bus's emits count, not only ``bus``'s: a plain handler serving two buses that
+    # emits on the other one (``other_bus.emit(...)``) closes a cycle through both, and the
+    # note used to skip the other bus's part (``emit_a → relay.on_a → emit_a``, a handler
+    # that never emits A).
+    services: dict[int, dict[int, str]] = {}
     steps: list[str] = []
-    emits: list[tuple[int, str]] = []  # (index in steps, emit method)
-    after_emit = False
+    emits: list[tuple[int, tuple[int, str], str]] = []  # (index in steps, key, bus class)
+    receivers: dict[int, str] | None = None  # the services of the emit just above
     for frame in frames:
         name = frame.f_code.co_name
-        if name.startswith("emit_") and frame.f_locals.get("self") is bus:
+        owner = frame.f_locals.get("self") if name.startswith("emit_") else None
+        if isinstance(owner, GeneratedBus):
             msg = frame.f_locals.get("msg")
-            emits.append((len(steps), name))
-            steps.append(f"{name}({type(msg).__name__})")
-            after_emit = True
-        elif after_emit:
-            after_emit = False
-            attr = services.get(id(frame.f_locals.get("self")))
+            emits.append((len(steps), (id(owner), name), type(owner).__name__))
+            where = "" if owner is bus else f"{type(owner).__name__}."
+            steps.append(f"{where}{name}({type(msg).__name__})")
+            if id(owner) not in services:
+                services[id(owner)] = {id(getattr(owner, attr, None)): attr
+                                       for attr in owner.__mycelium_services__}
+            receivers = services[id(owner)]
+        elif receivers is not None:
+            attr = receivers.get(id(frame.f_locals.get("self")))
+            receivers = None
             if attr is not None:
                 steps.append(f"{attr}.{name}")
-    first: dict[str, int] = {}
-    for index, name in emits:
-        if name in first:
-            cycle = tuple(steps[first[name]:index + 1])
+    first: dict[tuple[int, str], int] = {}  # key → position in emits
+    for position, (index, key, _) in enumerate(emits):
+        if key in first:
+            cycle = tuple(steps[emits[first[key]][0]:index + 1])
+            buses = list(dict.fromkeys(kind for _, _, kind in emits[first[key]:position]))
             break
-        first[name] = index
+        first[key] = position
     else:
         return None
     depth = len(emits)
     return EmitCycleError(
-        f"{type(bus).__name__}: its handlers emit each other's messages in a cycle that did "
+        f"{' and '.join(buses)}: {'its' if len(buses) == 1 else 'their'} handlers emit each "
+        "other's messages in a cycle that did "
         f"not end: {depth} emits deep when Python's recursion limit "
         f"({sys.getrecursionlimit()}) stopped it\n"
         f"note: the cycle: {' → '.join(cycle)}\n"

@@ -19,6 +19,7 @@ from mycelium_mono.bus.hybrid import (
     BacklogFull,
     BacklogStats,
     NoEventLoopError,
+    OtherEventLoopError,
     default_backlog,
 )
 from mycelium_mono.bus.latency import LatencyReport, LatencyTracker
@@ -35,6 +36,7 @@ __all__ = [
     "LatencyTracker",
     "MessageBus",
     "NoEventLoopError",
+    "OtherEventLoopError",
     "OverflowPolicy",
     "Publisher",
     "QueueFullError",
