@@ -560,12 +560,25 @@ def note_once(exc: BaseException, note: str) -> None:
 
 def wrong_service(bus: GeneratedBus, name: str, expected: type, got: object) -> TypeError:
     """The error for ``MonolithBus(risk_manager=<not a RiskManager>)``."""
-    return TypeError(
-        f"{type(bus).__name__}() argument {name!r} must be {_article(expected.__qualname__)} "
-        f"{expected.__qualname__} instance, "
-        f"got {type(got).__qualname__}\n"
-        f"help: pass {name}={expected.__name__}(...)"
-    )
+    head = (f"{type(bus).__name__}() argument {name!r} must be "
+            f"{_article(expected.__qualname__)} {expected.__qualname__} instance, ")
+    given = type(got)
+    if given.__qualname__ == expected.__qualname__:
+        # Same name, other class object: "must be a Planner instance, got Planner" told
+        # nothing. It comes from importlib.reload() of the handler module (the bus still
+        # names the class it was built from) or from one file imported under two names.
+        if given.__module__ != expected.__module__:
+            return TypeError(
+                f"{head}got {given.__module__}.{given.__qualname__}, a class of the same name "
+                f"from another module\nhelp: pass a {expected.__module__}.{expected.__qualname__}; "
+                "if both are one file, it was imported under two names (a sys.path entry "
+                "inside a package gives its modules a second one)")
+        return TypeError(
+            f"{head}got another class object named {given.__module__}.{given.__qualname__}: "
+            f"{expected.__module__} was reloaded (or re-run) after {type(bus).__name__} was "
+            f"built\nhelp: importlib.reload({type(bus).__module__}) too, so the bus routes to "
+            "the new classes, or build the services from the classes it was built with")
+    return TypeError(f"{head}got {given.__qualname__}\nhelp: pass {name}={expected.__name__}(...)")
 
 
 def _article(word: str) -> str:

@@ -54,6 +54,13 @@ def cache_status(path: str) -> str:
             data = file.read()
     except OSError:
         return f"orphan: {source} is gone"
+    tag = _cache_tag_of(path)
+    if tag and tag != sys.implementation.cache_tag:
+        # This Python's hook never opens that file (it reads its own tag's), so "stale
+        # (written by another Python version)" was wrong for a project run by 3.11 and 3.12
+        # alike: the other file is current for its own Python, which alone can judge it.
+        return (f"for another Python ({tag}): run `mycelium-mono cache info` with that "
+                "Python to judge it")
     # Judged for the level it was written for: `cache info` without -O must not call the
     # -O file stale.
     key = CacheKey.current(data, RewriteOptions().key(), optimize_level_of(path), source)
@@ -101,6 +108,15 @@ def _project_root(source: str, entry: CacheEntry) -> str:
             return os.path.dirname(directory)
         directory = os.path.dirname(directory)
     return root
+
+
+def _cache_tag_of(path: str) -> str:
+    """``cpython-312`` for ``routing.cpython-312[.opt-1].mycelium.pyc``."""
+    stem = os.path.basename(path).removesuffix(CACHE_SUFFIX)
+    parts = stem.split(".")
+    if len(parts) > 2 and parts[-1].startswith("opt-"):
+        parts.pop()
+    return parts[-1] if len(parts) > 1 else ""
 
 
 def _source_of(path: str) -> str | None:

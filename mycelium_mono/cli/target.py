@@ -249,6 +249,14 @@ def _target_from_module(name: str) -> Target:
     if spec is None:
         raise UsageError(f"no module named {name!r}\n{_search_help()}")
     origin = spec.origin
+    if origin is not None and origin.endswith(".py") and not os.path.exists(origin):
+        # "is not a Python source file ... help: routing modules are .py files" for a .py
+        # member of a zip: true of neither.
+        raise UsageError(f"module {name!r} is inside an archive (origin: {origin}): the import "
+                         "hook rewrites only files on disk, so its bus is built at run time, "
+                         "and this command reads files on disk too\n"
+                         "help: run it on the unpacked source tree (the directory the archive "
+                         "was built from)")
     if origin is None or not origin.endswith(".py") or not os.path.isfile(origin):
         raise UsageError(f"module {name!r} is not a Python source file (origin: {origin})\n"
                          "help: routing modules are .py files")

@@ -24,7 +24,8 @@ file whose checksum does not match is a miss, so the hook rewrites it.
 
 Nothing is unpickled: the metadata is JSON and the code is ``marshal``, exactly what importlib
 reads from a ``.pyc``. Writes are atomic (``{path}.{pid}.{thread}`` then :func:`os.replace`), so a
-reader in another process sees the old file or the new one, never half of one. Every
+reader in another process sees the old file or the new one, never half of one; a writer killed
+before its replace leaves its temporary file, which the next successful write removes. Every
 :class:`OSError` means "no cache": the import still works, it just rewrites again.
 """
 
@@ -244,7 +245,41 @@ def write_cache(path: str | None, entry: CacheEntry) -> CacheWrite:
         with suppress(OSError):
             os.unlink(temporary)
         return CacheWrite(WriteOutcome.OS_ERROR, path, str(exc))
+    _sweep_dead_writers(path)
     return CacheWrite(WriteOutcome.WRITTEN, path)
+
+
+def _sweep_dead_writers(path: str) -> None:
+    """Delete the temporary files of writers of ``path`` that died before their
+    :func:`os.replace` (SIGKILL, the OOM killer): each left up to a whole cache file behind,
+    one more per crash, until ``cache clean``. A process that is still alive keeps its file.
+    (A writer in another PID namespace sharing the directory may look dead: losing its
+    temporary file only fails its replace, which means "not written", never a torn cache.)"""
+    if os.name != "posix":
+        return  # os.kill(pid, 0) is no liveness probe elsewhere (Windows terminates pid)
+    directory, name = os.path.split(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for other in names:
+        pid, dot, thread = other.removeprefix(f"{name}.").partition(".")
+        if not (other.startswith(f"{name}.") and dot and pid.isdigit() and thread.isdigit()):
+            continue
+        if int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        with suppress(OSError):
+            os.unlink(os.path.join(directory, other))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (PermissionError: another user's)
+    return True
 
 
 def _encode(entry: CacheEntry) -> bytes:

@@ -238,11 +238,26 @@ def _dependencies(scopes: list[StaticScope], filename: str, inlined: Iterable[st
     """The files the rewrite read: every module it imported, and every file a body was
     inlined from (the routing module itself is the key's source digest)."""
     watched = [*(p for s in scopes for p in s.imported_files.values()), *inlined]
-    paths = sorted({p for p in watched if p != filename})
+    paths = sorted({_watched_file(p) for p in watched if p != filename})
     deps = []
     for path in paths:
         try:
             deps.append(Dependency(path, file_digest(path)))
         except OSError:
-            continue  # e.g. a module from a zip: not a file we can watch
+            continue  # not a file we can read: nothing to compare on the next import
     return tuple(deps)
+
+
+def _watched_file(path: str) -> str:
+    """``path``, or for a module inside a zip archive (``lib.zip/pkg/handlers.py``) the archive
+    itself. Such a member is no file to digest: it was left out, and a cache whose handlers
+    were inlined from the zip stayed "current" after the zip was rebuilt with other bodies
+    (the bus's guard then refused its inlined path on every run, blaming a replaced method)."""
+    if os.path.exists(path):
+        return path
+    head = os.path.dirname(path)
+    while head and os.path.dirname(head) != head:
+        if os.path.isfile(head):
+            return head
+        head = os.path.dirname(head)
+    return path

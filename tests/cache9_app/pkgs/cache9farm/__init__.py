@@ -1,0 +1,1 @@
+"""A smart farm: soil sensors report, a planner decides to irrigate, valves open."""
