@@ -522,7 +522,14 @@ def _imported_swaps(where: tuple[str, str], names: frozenset[str], module_name: 
         return None
     package = module_name.partition(".")[0]
     if isinstance(value, type):
-        candidates = list(_functions_of(value))
+        # Only the class's functions written in the package, as `_live_functions` follows
+        # them for a handler module's class. A `@message` class's generated `__new__` sets
+        # `self.__class__` on the record it builds (`__module__` None): read as a swap, every
+        # routing-module handler that built or matched a message of its package
+        # (`self.emit(Place(...))`) kept its call, where the same class in a handler module
+        # was inlined.
+        candidates = [(attr, fn) for attr, fn in _functions_of(value)
+                      if str(fn.__module__).partition(".")[0] == package]
     elif isinstance(value, types.FunctionType):
         candidates = [("", value)]
     else:
