@@ -1275,6 +1275,13 @@ def guard_failures(bus: Any) -> list[str]:
             problems.append(f"{attr} is a {type(service).__qualname__}, not exactly "
                             f"{routed.__qualname__}: its methods are called")
             continue
+        if getattr(routed, "__getattribute__", None) is not object.__getattribute__:
+            # The generator refuses a class that defines one, but a class of the routing
+            # module is read from its text: a class decorator or a base's __init_subclass__
+            # can install one the text does not show, and a call looks `handle` up through it.
+            problems.append(f"{routed.__qualname__} has its own __getattribute__: "
+                            "its methods are called")
+            continue
         fn = inspect.getattr_static(routed, method, None)
         code = getattr(fn, "__code__", None)
         if (not isinstance(fn, types.FunctionType) or code is None
