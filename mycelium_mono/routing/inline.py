@@ -460,6 +460,9 @@ def local_swapper(node: ast.ClassDef, method: str, module: ast.Module | None = N
                  if meta.id in imported else None)
         if found is not None:
             return f"its metaclass {meta.id}: {found}"
+    found = _decorator_swaps(node, names, module, module_name, imported, followed)
+    if found is not None:
+        return found
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
             swapped = _node_swaps(stmt, names)
@@ -481,6 +484,39 @@ def local_swapper(node: ast.ClassDef, method: str, module: ast.Module | None = N
                 swapped = _imported_swaps(imported[name], names, module_name, followed)
                 if swapped is not None:
                     return f"{node.name}.{stmt.name} calls {name}(), which {swapped}"
+    return None
+
+
+def _decorator_swaps(node: ast.ClassDef, names: frozenset[str], module: ast.Module | None,
+                     module_name: str, imported: dict[str, tuple[str, str]],
+                     followed: list[str] | None) -> str | None:
+    """What a class decorator of the class statement ``node`` sets, if a swap: a function of
+    the routing module or one it imports from its own package. It runs when the class is
+    made, as ``__init_subclass__`` does (what it sets then, the guard sees), but a method it
+    installs runs with the handler: ``cls.go_on_break = go_on_break``, whose body sets
+    ``self.handle``. A handler module's class is read after its decorators ran (the installed
+    method is among its functions); the routing module's text shows only the decorator's
+    name, and the nurse sent on break by it kept her inlined body."""
+    used = {n.id for d in node.decorator_list for n in ast.walk(d) if isinstance(n, ast.Name)}
+    if not used:
+        return None
+    for stmt in module.body if module is not None else ():
+        if not (isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name in used):
+            continue
+        functions = [stmt, *(f for _, f in _local_functions(stmt, module))]
+        functions += [n for f in functions for n in ast.walk(f)
+                      if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n is not f]
+        for function in functions:
+            swapped = _node_swaps(function, names)
+            if swapped is not None and not (swapped in _EXEMPT_SWAPS
+                                            and (function is stmt
+                                                 or function.name in _NAMES_FROM_CALLER)):
+                return f"its decorator {stmt.name} {_sets(swapped)}"
+    for name in sorted(used & imported.keys()):
+        swapped = _imported_swaps(imported[name], names, module_name, followed,
+                                  as_method="__init_subclass__")
+        if swapped is not None:
+            return f"its decorator {name} {swapped}"
     return None
 
 
@@ -507,15 +543,34 @@ def _module_bindings(module: ast.Module | None, module_name: str
             for alias in stmt.names:
                 if source == "builtins" and alias.name in _SETATTRS:
                     aliases.add(alias.asname or alias.name)
-                elif source.partition(".")[0] == package and alias.name != "*":
+                elif source.partition(".")[0] == package and alias.name == "*":
+                    # `from app.handlers import *`: the names it binds, as Python binds them.
+                    # Skipped, a `rotate(self)` or a class decorator imported so was never
+                    # read, and the nurse it sent on break kept her inlined body.
+                    imported.update((name, (source, name)) for name in _star_names(source))
+                elif source.partition(".")[0] == package:
                     imported[alias.asname or alias.name] = (source, alias.name)
     return aliases, imported
 
 
+def _star_names(module_name: str) -> list[str]:
+    """The names ``from module_name import *`` binds (read live, as :func:`_imported_swaps`
+    reads them: both builds import it before the routing module's code runs)."""
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:  # the routing module's own import will report it
+        return []
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [name for name in vars(module) if not name.startswith("_")]
+    return [name for name in names if isinstance(name, str)]
+
+
 def _imported_swaps(where: tuple[str, str], names: frozenset[str], module_name: str,
-                    followed: list[str] | None) -> str | None:
+                    followed: list[str] | None, *, as_method: str = "") -> str | None:
     """What the function or class a routing module imports from its own package sets (read
-    live: both builds import that module before the routing module's code runs)."""
+    live: both builds import that module before the routing module's code runs). A function
+    is read as the method ``as_method`` (a class decorator runs as ``__init_subclass__``)."""
     try:
         value = getattr(importlib.import_module(where[0]), where[1])
     except Exception:  # the routing module's own import will report it
@@ -530,8 +585,11 @@ def _imported_swaps(where: tuple[str, str], names: frozenset[str], module_name: 
         # was inlined.
         candidates = [(attr, fn) for attr, fn in _functions_of(value)
                       if str(fn.__module__).partition(".")[0] == package]
-    elif isinstance(value, types.FunctionType):
-        candidates = [("", value)]
+    elif (isinstance(value, types.FunctionType)
+            and str(value.__module__).partition(".")[0] == package):
+        # (Not a function the package only re-exports: `handles`, bound in a handler module
+        # by `from mycelium_mono import handles`, came with `from app.handlers import *`.)
+        candidates = [(as_method, value)]
     else:
         return None
     for as_method, fn in candidates:
