@@ -1137,3 +1137,41 @@ def test_a_robot_sent_to_charge_by_a_class_decorator_or_a_star_import_is_seen_by
         assert why["lifter"].startswith("Lifter.handle calls rotate(), which sets .handle"), why
         assert why["picker"].startswith("its decorator breakable sets .handle"), why
         assert why["shuttle"].startswith("its decorator local_breakable sets .__class__"), why
+
+
+# --- the note of a failure in a statement written over several lines -----------------------
+
+MULTI_LINE = """
+class Weigher(MessageHandler[Pick]):
+    def handle(self, pick):
+        LOG.append((
+            "kg per item",
+            10 // pick.value,
+        ))
+"""
+
+
+@pytest.mark.parametrize("where", ["handler module", "routing module"])
+def test_a_failure_in_a_multi_line_statement_is_noted_at_the_line_that_raised(
+        tmp_path: Path, where: str) -> None:
+    """The weigher divides on the third line of a four-line statement. Called, the traceback
+    names that line; inlined, the note named the statement's first line (``LOG.append((``):
+    the lines were told apart by statement only. Now by the line each node starts on."""
+    failures = []
+
+    def weigh(emit: Emit, services: dict[str, Any], handlers: ModuleType,
+              connect: Callable[[dict[str, Any]], Emit]) -> None:
+        run_messages([("Pick", 0)])(emit, services, handlers, connect)
+        try:
+            emit(sys.modules[f"{PACKAGE}.messages"].Pick(0))
+        except ExceptionGroup as group:
+            failures.append(group.exceptions[0])
+
+    compare_all(tmp_path, MULTI_LINE, "    Pick = [Weigher]\n", weigh, where=where)
+    for exc in failures:
+        assert raised_at(exc) is not None
+        notes = [n for n in getattr(exc, "__notes__", ()) if n.startswith("inlined ")]
+        assert all(n.split("\n")[0].endswith(": 10 // pick.value,") for n in notes), notes
+    # One bus of each inlining build (hook, run time, cached); hand-written and called: none.
+    assert len([e for e in failures if any(n.startswith("inlined ")
+                                           for n in getattr(e, "__notes__", ()))]) == 3
