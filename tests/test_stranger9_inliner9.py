@@ -1175,3 +1175,53 @@ def test_a_failure_in_a_multi_line_statement_is_noted_at_the_line_that_raised(
     # One bus of each inlining build (hook, run time, cached); hand-written and called: none.
     assert len([e for e in failures if any(n.startswith("inlined ")
                                            for n in getattr(e, "__notes__", ()))]) == 3
+
+
+# --- a local a generator expression reads: freed when the body is done, as in a call --------
+
+TICKETS = """
+class Ticket:
+    def __init__(self, n):
+        self.n = n
+
+    def __del__(self):
+        LOG.append(("ticket freed", self.n))
+
+
+class Issuer(MessageHandler[Pick]):
+    def handle(self, pick):
+        ticket = Ticket(pick.value)
+        total = sum(ticket.n * k for k in range(3))
+        LOG.append(("issued", total, any(ticket.n > k for k in range(2))))
+
+
+class Queuer(MessageHandler[Pick]):
+    def __init__(self):
+        self.pending = iter(())
+
+    def handle(self, pick):
+        LOG.append(("queued before", list(self.pending)))
+        ticket = Ticket(pick.value * 10)
+        self.pending = (ticket.n + k for k in range(2))
+
+
+class Auditor(MessageHandler[Pick]):
+    def handle(self, pick):
+        LOG.append(("audit", pick.value))
+"""
+
+
+@pytest.mark.parametrize("where", ["handler module", "routing module"])
+def test_a_ticket_read_by_a_generator_expression_is_freed_before_the_next_handler(
+        tmp_path: Path, where: str) -> None:
+    """The issuer's ``ticket`` is read by a generator expression, so it is a cell. Called,
+    the ticket is freed (its ``__del__`` logs) when ``handle`` returns, before the auditor
+    runs; inlined, the cell was the emit's and never emptied: freed after the auditor. A
+    generator used up by ``sum``/``any`` is gone when the body is done, so the cell is now
+    emptied; the queuer keeps its generator for the next message, and its cell is left
+    alone (emptied, its generator would read None)."""
+    loaded = compare_all(tmp_path, TICKETS, "    Pick = [Issuer, Queuer, Auditor]\n",
+                         run_messages([("Pick", 1), ("Pick", 2)]), where=where)
+    for name in ("hook-inline", "runtime-inline", "cached-inline"):
+        bus_cls = loaded[name].Cell
+        assert inlined(bus_cls) == {"issuer", "queuer", "auditor"}, reasons(bus_cls)

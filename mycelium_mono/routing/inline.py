@@ -918,6 +918,7 @@ class _Rewriter:
         self.modules: set[str] = set()
         self.read_as_builtins: set[str] = set()
         self.read_from_module: set[str] = set()
+        self.generators_used_up = False
 
     def run(self) -> InlinedBody | NotInlined:
         body = [s for s in self.node.body if not _is_docstring(s)] or [ast.Pass()]
@@ -928,6 +929,8 @@ class _Rewriter:
             return NotInlined("could not prove which names are local "
                               f"({sorted(scope.locals ^ expected)})")
         renames = self._renames(params, scope)
+        # Read before the rewrite renames the body in place (`sum` becomes a builtins read).
+        self.generators_used_up = self._generators_used_up(renames)
         prologue = self._prologue(params, scope, renames)
         try:
             renamed = [_Renamer(self, renames).visit(stmt) for stmt in body]
@@ -953,6 +956,17 @@ class _Rewriter:
                            self.code.co_firstlineno, code_crc(self.code), self.source.module,
                            tuple(sorted(self.read_as_builtins)),
                            tuple(sorted(self.read_from_module)), self.source.watched)
+
+    def _generators_used_up(self, renames: dict[str, str]) -> bool:
+        """Every generator expression of the body (if any) is an argument of a builtin that
+        keeps no reference to it once it returns (``sum``, ``any``, ``sorted``...), read as
+        the builtin (the guard checks the module still does not shadow it)."""
+        nodes = [n for stmt in self.node.body for n in ast.walk(stmt)]
+        consumed = {id(arg) for n in nodes if isinstance(n, ast.Call)
+                    and isinstance(n.func, ast.Name) and n.func.id in _CONSUMERS
+                    and n.func.id not in renames and not self.source.defines(n.func.id)
+                    for arg in n.args}
+        return all(id(n) in consumed for n in nodes if isinstance(n, ast.GeneratorExp))
 
     def _renames(self, params: list[str], scope: _FunctionScope) -> dict[str, str]:
         renames = {name: f"{self.instance}_{name}" for name in scope.locals}
@@ -981,13 +995,16 @@ class _Rewriter:
         ``WeakSet`` of open tickets sees that. Inlined, they lived on in the emit's frame
         until the emit returned. Released in the frame's order (``co_varnames``, then cells).
         A cell a generator expression may still read (it can outlive the body) is left
-        alone: emptying it would change what the generator sees. Not done when the body
+        alone: emptying it would change what the generator sees. One used up where it is made
+        (``sum(t.n * k for k in ks)``) is gone when the body is done: left alone, the
+        ``Ticket`` its cell held was freed after the next handlers, where a call frees it
+        before them. Not done when the body
         raises: the traceback keeps a called handler's frame alive too. A returned value
         (``returned``) goes last: a call's caller drops it after the frame is gone, and a
         ``with`` block's ``__exit__`` runs while it is still held."""
         code = self.code
         names = [*code.co_varnames, *(n for n in code.co_cellvars if n not in code.co_varnames)]
-        if any(isinstance(n, ast.GeneratorExp) for stmt in body for n in ast.walk(stmt)):
+        if not self.generators_used_up:
             names = [n for n in names if n not in code.co_cellvars]
         targets = [renames[n] for n in names
                    if n in renames and renames[n] not in (self.instance, self.message)]
@@ -1027,6 +1044,9 @@ class _Rewriter:
 
 
 _EMIT_LOCALS = frozenset({"self", "msg", "exc", "failure"})
+_CONSUMERS = frozenset({"sum", "any", "all", "min", "max", "sorted", "list", "tuple", "set",
+                        "frozenset", "dict"})
+"""Builtins that keep no reference to an iterable argument once they return."""
 _EMIT_LOCAL = re.compile(r"(returned_|returning_)?h\d+(_|$)")
 
 
