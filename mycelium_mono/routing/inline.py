@@ -32,18 +32,20 @@ emit's), nested functions, imports in the body, decorators, defaults or extra pa
 class with its own ``__getattribute__``, a name the module does not define, a class whose
 methods swap the instance's ``__class__`` or handler method (:func:`live_swapper`:
 ``self.handle =``, ``setattr`` with a computed name or looked up by name or under an alias, a
-write into ``self.__dict__``/``vars(self)``; in the methods, its metaclass's, and the functions
-and classes of the same top-level package they name as globals), a ``type X = ...`` statement, a
+write into ``self.__dict__``/``vars(self)``; in the methods, its metaclass's, a method its class
+decorator installs, and the functions and classes of the same top-level package they name as
+globals, star-imported ones included), a ``type X = ...`` statement, a
 handler module whose own module class answers attribute reads. A swap through code that check
 does not read (a method of an object reached through an attribute, ``self.rota.assign(self)``; a
 function of another package) is like patching after the build: not seen.
 
 At run time the bus takes the inlined path only while every inlined service passes
-:func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
-method on the class is still the one that was inlined, the instance has not replaced the
-method in its ``__dict__`` (with another instance's bound method either), and the handler
-module still binds the globals the body reads through it and none of those it reads as
-builtins (a cached bus may have been generated in a process where an optional import failed),
+:func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), which
+has no ``__getattribute__`` of its own (a class decorator may have installed one the routing
+module's text does not show), the method on the class is still the one that was inlined,
+the instance has not replaced the method in its ``__dict__`` (with another instance's bound
+method either), and the handler module still binds the globals the body reads through it and
+none of those it reads as builtins (a cached bus may have been generated in a process where an optional import failed),
 and reads through it as its own global lookups would. The guard runs when the bus is built
 and whenever a service attribute of the bus is reassigned — one flag test per emit instead of
 one type test per handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the 2-core box),
