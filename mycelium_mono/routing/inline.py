@@ -42,16 +42,17 @@ function of another package) is like patching after the build: not seen.
 At run time the bus takes the inlined path only while every inlined service passes
 :func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), which
 has no ``__getattribute__`` of its own (a class decorator may have installed one the routing
-module's text does not show), the method on the class is still the one that was inlined,
-the instance has not replaced the method in its ``__dict__`` (with another instance's bound
-method either), and the handler module still binds the globals the body reads through it and
-none of those it reads as builtins (a cached bus may have been generated in a process where an optional import failed),
-and reads through it as its own global lookups would. The guard runs when the bus is built
-and whenever a service attribute of the bus is reassigned — one flag test per emit instead of
-one type test per handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the 2-core box),
-and the same flag again before each inlined body after the first: a handler may replace a
-later service or detach the bus while the emit runs, and the rest is then called. Patching a
-method on a live handler *after* its bus was built is not seen; build the bus after patching.
+module's text does not show), the method on the class is still the one that was inlined, the
+instance has not replaced the method in its ``__dict__`` (with another instance's bound method
+either), and the handler module still binds the globals the body reads through it and none of
+those it reads as builtins (a cached bus may have been generated in a process where an optional
+import failed), and reads through it as its own global lookups would. The guard runs when the
+bus is built and whenever a service attribute of the bus is reassigned — one flag test per emit
+instead of one type test per handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the
+2-core box), and the same flag again before each inlined body after the first: a handler may
+replace a later service or detach the bus while the emit runs, and the rest is then called.
+Patching a method on a live handler *after* its bus was built is not seen; build the bus after
+patching.
 """
 
 from __future__ import annotations
