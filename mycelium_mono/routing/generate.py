@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import ast
 import copy
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import CodeType
 
@@ -564,26 +563,51 @@ def _replace_node(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
 
 @dataclass(frozen=True)
 class _Origins:
-    """Every statement of one inlined body, in order, with its line in the handler's file."""
+    """Every statement of one inlined body, in order, cut into *units*: the nodes of one
+    statement that start on one line of the handler's file. ``lines`` holds each unit's
+    line, ``units`` each node's unit (by ``id``). By statement alone, a failure in the third
+    line of a statement written over four was noted at its first, where the call's own
+    traceback names the line that raised."""
 
     node: ast.Try
     statements: tuple[ast.stmt, ...]
     lines: tuple[int, ...]
     body: InlinedBody
+    units: dict[int, int]
+    held: tuple[ast.AST, ...]
+    """The nodes ``units`` names, kept alive: an id is unique only while its node lives (a
+    later pass replaces some, ``_drop_single_use_aliases``)."""
 
     @classmethod
     def of(cls, node: ast.Try, statements: list[ast.stmt], body: InlinedBody) -> _Origins:
         found: list[ast.stmt] = []
         lines: list[int] = []
+        units: dict[int, int] = {}
+        held: list[ast.AST] = []
         for top in statements:
             for child in ast.walk(top):
-                if isinstance(child, ast.stmt):
-                    found.append(child)
-                    # Statements the rewrite added (``break`` for a return) have no line:
-                    # they report the line of the statement before them.
-                    lines.append(getattr(child, "lineno", None) or (lines[-1] if lines
-                                                                   else body.firstlineno))
-        return cls(node, tuple(found), tuple(lines), body)
+                if not isinstance(child, ast.stmt):
+                    continue
+                found.append(child)
+                # Statements the rewrite added (``break`` for a return) have no line:
+                # they report the line of the statement before them.
+                line = getattr(child, "lineno", None) or (lines[-1] if lines
+                                                          else body.firstlineno)
+                own: dict[int, int] = {}
+                # A node the rewrite made (a global read through its module) has the line
+                # of the node around it.
+                pending: list[tuple[ast.AST, int]] = [(child, line)]
+                while pending:
+                    each, around = pending.pop()
+                    at = getattr(each, "lineno", None) or around
+                    if at not in own:
+                        own[at] = len(lines)
+                        lines.append(at)
+                    units[id(each)] = own[at]
+                    held.append(each)
+                    pending.extend((sub, at) for sub in ast.iter_child_nodes(each)
+                                   if not isinstance(sub, ast.stmt))
+        return cls(node, tuple(found), tuple(lines), body, units, tuple(held))
 
 
 def _locate_origins(fn: ast.FunctionDef | ast.AsyncFunctionDef,
@@ -593,9 +617,10 @@ def _locate_origins(fn: ast.FunctionDef | ast.AsyncFunctionDef,
     Every inlined node carries the position of its handler's name in the routing table, so a
     traceback shows that line with the caret under the handler. Which inlined statement
     raised is told by the instruction that raised: a copy of the method is compiled with the
-    k-th inlined statement's *end line* set to ``routing line + 1 + k`` (unique across the
-    method's blocks), and its ``co_positions`` give, per instruction, the statement and so
-    the handler line. Those runs go to ``_mycelium_inline.located`` with a digest of the
+    nodes of the k-th unit (the nodes of one inlined statement on one handler line,
+    :class:`_Origins`) given the *end line* ``routing line + 1 + k`` (unique across the
+    method's blocks), and its ``co_positions`` give, per instruction, the unit and so the
+    handler line. Those runs go to ``_mycelium_inline.located`` with a digest of the
     bytecode they were read from. The method itself keeps plain positions: carrying the
     encoding in the real code put end lines past the routing file's last line and made
     tracebacks underline to the end of the line (issue 11.6).
@@ -669,30 +694,28 @@ def _set_origin_table(origins: _Origins, span: Span, table: tuple[object, ...]) 
 
 
 def _place_statements(origins: _Origins, span: Span, base: int | None) -> None:
-    """Every inlined node at the handler's name; with ``base``, statement k's end line is
-    ``span.lineno + 1 + base + k`` (the encoding :func:`_locate_origins` reads)."""
-    for k, statement in enumerate(origins.statements):
-        where = span if base is None else Span(span.lineno, span.col_offset,
-                                               span.lineno + 1 + base + k, span.end_col_offset)
-        nodes = list(_own_nodes(statement))
+    """Every inlined node at the handler's name; with ``base``, the end line of a node of unit
+    k is ``span.lineno + 1 + base + k`` (the encoding :func:`_locate_origins` reads)."""
+    for statement in origins.statements:
+        # Each node with its unit; one put in after the units were read (the service read
+        # in place of a single-use alias) goes with the node around it.
+        nodes: list[tuple[ast.AST, int]] = []
+        pending: list[tuple[ast.AST, int]] = [(statement, origins.units[id(statement)])]
+        while pending:
+            node, around = pending.pop()
+            unit = origins.units.get(id(node), around)
+            nodes.append((node, unit))
+            pending.extend((sub, unit) for sub in ast.iter_child_nodes(node)
+                           if not isinstance(sub, ast.stmt))
         # For `obj.method(...)` 3.11 starts the call's location at the attribute's *end*
         # line when the attribute spans lines: the attribute keeps the plain position.
-        methods = {id(n.func) for n in nodes if isinstance(n, ast.Call)
+        methods = {id(n.func) for n, _ in nodes if isinstance(n, ast.Call)
                    and isinstance(n.func, ast.Attribute)}
-        for node in nodes:
+        for node, k in nodes:
+            where = span if base is None else Span(span.lineno, span.col_offset,
+                                                   span.lineno + 1 + base + k,
+                                                   span.end_col_offset)
             _place(node, span if id(node) in methods else where, shallow=True)
-
-
-def _own_nodes(statement: ast.stmt) -> Iterator[ast.AST]:
-    """``statement`` and its sub-nodes, not those of the statements nested in it."""
-    yield statement
-    stack = [child for child in ast.iter_child_nodes(statement)
-             if not isinstance(child, ast.stmt)]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(child for child in ast.iter_child_nodes(node)
-                     if not isinstance(child, ast.stmt))
 
 
 def _place_handlers(fn: ast.FunctionDef | ast.AsyncFunctionDef,

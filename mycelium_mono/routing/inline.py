@@ -32,24 +32,27 @@ emit's), nested functions, imports in the body, decorators, defaults or extra pa
 class with its own ``__getattribute__``, a name the module does not define, a class whose
 methods swap the instance's ``__class__`` or handler method (:func:`live_swapper`:
 ``self.handle =``, ``setattr`` with a computed name or looked up by name or under an alias, a
-write into ``self.__dict__``/``vars(self)``; in the methods, its metaclass's, and the functions
-and classes of the same top-level package they name as globals), a ``type X = ...`` statement, a
+write into ``self.__dict__``/``vars(self)``; in the methods, its metaclass's, a method its class
+decorator installs, and the functions and classes of the same top-level package they name as
+globals, star-imported ones included), a ``type X = ...`` statement, a
 handler module whose own module class answers attribute reads. A swap through code that check
 does not read (a method of an object reached through an attribute, ``self.rota.assign(self)``; a
 function of another package) is like patching after the build: not seen.
 
 At run time the bus takes the inlined path only while every inlined service passes
-:func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), the
-method on the class is still the one that was inlined, the instance has not replaced the
-method in its ``__dict__`` (with another instance's bound method either), and the handler
-module still binds the globals the body reads through it and none of those it reads as
-builtins (a cached bus may have been generated in a process where an optional import failed),
-and reads through it as its own global lookups would. The guard runs when the bus is built
-and whenever a service attribute of the bus is reassigned — one flag test per emit instead of
-one type test per handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the 2-core box),
-and the same flag again before each inlined body after the first: a handler may replace a
-later service or detach the bus while the emit runs, and the rest is then called. Patching a
-method on a live handler *after* its bus was built is not seen; build the bus after patching.
+:func:`guard_failures`: its exact type is the routed class (not a subclass, not a mock), which
+has no ``__getattribute__`` of its own (a class decorator may have installed one the routing
+module's text does not show), the method on the class is still the one that was inlined, the
+instance has not replaced the method in its ``__dict__`` (with another instance's bound method
+either), and the handler module still binds the globals the body reads through it and none of
+those it reads as builtins (a cached bus may have been generated in a process where an optional
+import failed), and reads through it as its own global lookups would. The guard runs when the
+bus is built and whenever a service attribute of the bus is reassigned — one flag test per emit
+instead of one type test per handler (3 handlers: 0.58 vs 0.74 of hand-written calls on the
+2-core box), and the same flag again before each inlined body after the first: a handler may
+replace a later service or detach the bus while the emit runs, and the rest is then called.
+Patching a method on a live handler *after* its bus was built is not seen; build the bus after
+patching.
 """
 
 from __future__ import annotations
@@ -460,6 +463,9 @@ def local_swapper(node: ast.ClassDef, method: str, module: ast.Module | None = N
                  if meta.id in imported else None)
         if found is not None:
             return f"its metaclass {meta.id}: {found}"
+    found = _decorator_swaps(node, names, module, module_name, imported, followed)
+    if found is not None:
+        return found
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
             swapped = _node_swaps(stmt, names)
@@ -481,6 +487,39 @@ def local_swapper(node: ast.ClassDef, method: str, module: ast.Module | None = N
                 swapped = _imported_swaps(imported[name], names, module_name, followed)
                 if swapped is not None:
                     return f"{node.name}.{stmt.name} calls {name}(), which {swapped}"
+    return None
+
+
+def _decorator_swaps(node: ast.ClassDef, names: frozenset[str], module: ast.Module | None,
+                     module_name: str, imported: dict[str, tuple[str, str]],
+                     followed: list[str] | None) -> str | None:
+    """What a class decorator of the class statement ``node`` sets, if a swap: a function of
+    the routing module or one it imports from its own package. It runs when the class is
+    made, as ``__init_subclass__`` does (what it sets then, the guard sees), but a method it
+    installs runs with the handler: ``cls.go_on_break = go_on_break``, whose body sets
+    ``self.handle``. A handler module's class is read after its decorators ran (the installed
+    method is among its functions); the routing module's text shows only the decorator's
+    name, and the nurse sent on break by it kept her inlined body."""
+    used = {n.id for d in node.decorator_list for n in ast.walk(d) if isinstance(n, ast.Name)}
+    if not used:
+        return None
+    for stmt in module.body if module is not None else ():
+        if not (isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name in used):
+            continue
+        functions = [stmt, *(f for _, f in _local_functions(stmt, module))]
+        functions += [n for f in functions for n in ast.walk(f)
+                      if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n is not f]
+        for function in functions:
+            swapped = _node_swaps(function, names)
+            if swapped is not None and not (swapped in _EXEMPT_SWAPS
+                                            and (function is stmt
+                                                 or function.name in _NAMES_FROM_CALLER)):
+                return f"its decorator {stmt.name} {_sets(swapped)}"
+    for name in sorted(used & imported.keys()):
+        swapped = _imported_swaps(imported[name], names, module_name, followed,
+                                  as_method="__init_subclass__")
+        if swapped is not None:
+            return f"its decorator {name} {swapped}"
     return None
 
 
@@ -507,24 +546,53 @@ def _module_bindings(module: ast.Module | None, module_name: str
             for alias in stmt.names:
                 if source == "builtins" and alias.name in _SETATTRS:
                     aliases.add(alias.asname or alias.name)
-                elif source.partition(".")[0] == package and alias.name != "*":
+                elif source.partition(".")[0] == package and alias.name == "*":
+                    # `from app.handlers import *`: the names it binds, as Python binds them.
+                    # Skipped, a `rotate(self)` or a class decorator imported so was never
+                    # read, and the nurse it sent on break kept her inlined body.
+                    imported.update((name, (source, name)) for name in _star_names(source))
+                elif source.partition(".")[0] == package:
                     imported[alias.asname or alias.name] = (source, alias.name)
     return aliases, imported
 
 
+def _star_names(module_name: str) -> list[str]:
+    """The names ``from module_name import *`` binds (read live, as :func:`_imported_swaps`
+    reads them: both builds import it before the routing module's code runs)."""
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:  # the routing module's own import will report it
+        return []
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [name for name in vars(module) if not name.startswith("_")]
+    return [name for name in names if isinstance(name, str)]
+
+
 def _imported_swaps(where: tuple[str, str], names: frozenset[str], module_name: str,
-                    followed: list[str] | None) -> str | None:
+                    followed: list[str] | None, *, as_method: str = "") -> str | None:
     """What the function or class a routing module imports from its own package sets (read
-    live: both builds import that module before the routing module's code runs)."""
+    live: both builds import that module before the routing module's code runs). A function
+    is read as the method ``as_method`` (a class decorator runs as ``__init_subclass__``)."""
     try:
         value = getattr(importlib.import_module(where[0]), where[1])
     except Exception:  # the routing module's own import will report it
         return None
     package = module_name.partition(".")[0]
     if isinstance(value, type):
-        candidates = list(_functions_of(value))
-    elif isinstance(value, types.FunctionType):
-        candidates = [("", value)]
+        # Only the class's functions written in the package, as `_live_functions` follows
+        # them for a handler module's class. A `@message` class's generated `__new__` sets
+        # `self.__class__` on the record it builds (`__module__` None): read as a swap, every
+        # routing-module handler that built or matched a message of its package
+        # (`self.emit(Place(...))`) kept its call, where the same class in a handler module
+        # was inlined.
+        candidates = [(attr, fn) for attr, fn in _functions_of(value)
+                      if str(fn.__module__).partition(".")[0] == package]
+    elif (isinstance(value, types.FunctionType)
+            and str(value.__module__).partition(".")[0] == package):
+        # (Not a function the package only re-exports: `handles`, bound in a handler module
+        # by `from mycelium_mono import handles`, came with `from app.handlers import *`.)
+        candidates = [(as_method, value)]
     else:
         return None
     for as_method, fn in candidates:
@@ -853,6 +921,7 @@ class _Rewriter:
         self.modules: set[str] = set()
         self.read_as_builtins: set[str] = set()
         self.read_from_module: set[str] = set()
+        self.generators_used_up = False
 
     def run(self) -> InlinedBody | NotInlined:
         body = [s for s in self.node.body if not _is_docstring(s)] or [ast.Pass()]
@@ -863,6 +932,8 @@ class _Rewriter:
             return NotInlined("could not prove which names are local "
                               f"({sorted(scope.locals ^ expected)})")
         renames = self._renames(params, scope)
+        # Read before the rewrite renames the body in place (`sum` becomes a builtins read).
+        self.generators_used_up = self._generators_used_up(renames)
         prologue = self._prologue(params, scope, renames)
         try:
             renamed = [_Renamer(self, renames).visit(stmt) for stmt in body]
@@ -888,6 +959,17 @@ class _Rewriter:
                            self.code.co_firstlineno, code_crc(self.code), self.source.module,
                            tuple(sorted(self.read_as_builtins)),
                            tuple(sorted(self.read_from_module)), self.source.watched)
+
+    def _generators_used_up(self, renames: dict[str, str]) -> bool:
+        """Every generator expression of the body (if any) is an argument of a builtin that
+        keeps no reference to it once it returns (``sum``, ``any``, ``sorted``...), read as
+        the builtin (the guard checks the module still does not shadow it)."""
+        nodes = [n for stmt in self.node.body for n in ast.walk(stmt)]
+        consumed = {id(arg) for n in nodes if isinstance(n, ast.Call)
+                    and isinstance(n.func, ast.Name) and n.func.id in _CONSUMERS
+                    and n.func.id not in renames and not self.source.defines(n.func.id)
+                    for arg in n.args}
+        return all(id(n) in consumed for n in nodes if isinstance(n, ast.GeneratorExp))
 
     def _renames(self, params: list[str], scope: _FunctionScope) -> dict[str, str]:
         renames = {name: f"{self.instance}_{name}" for name in scope.locals}
@@ -916,13 +998,16 @@ class _Rewriter:
         ``WeakSet`` of open tickets sees that. Inlined, they lived on in the emit's frame
         until the emit returned. Released in the frame's order (``co_varnames``, then cells).
         A cell a generator expression may still read (it can outlive the body) is left
-        alone: emptying it would change what the generator sees. Not done when the body
+        alone: emptying it would change what the generator sees. One used up where it is made
+        (``sum(t.n * k for k in ks)``) is gone when the body is done: left alone, the
+        ``Ticket`` its cell held was freed after the next handlers, where a call frees it
+        before them. Not done when the body
         raises: the traceback keeps a called handler's frame alive too. A returned value
         (``returned``) goes last: a call's caller drops it after the frame is gone, and a
         ``with`` block's ``__exit__`` runs while it is still held."""
         code = self.code
         names = [*code.co_varnames, *(n for n in code.co_cellvars if n not in code.co_varnames)]
-        if any(isinstance(n, ast.GeneratorExp) for stmt in body for n in ast.walk(stmt)):
+        if not self.generators_used_up:
             names = [n for n in names if n not in code.co_cellvars]
         targets = [renames[n] for n in names
                    if n in renames and renames[n] not in (self.instance, self.message)]
@@ -962,6 +1047,9 @@ class _Rewriter:
 
 
 _EMIT_LOCALS = frozenset({"self", "msg", "exc", "failure"})
+_CONSUMERS = frozenset({"sum", "any", "all", "min", "max", "sorted", "list", "tuple", "set",
+                        "frozenset", "dict"})
+"""Builtins that keep no reference to an iterable argument once they return."""
 _EMIT_LOCAL = re.compile(r"(returned_|returning_)?h\d+(_|$)")
 
 
@@ -1267,6 +1355,13 @@ def guard_failures(bus: Any) -> list[str]:
         if type(service) is not routed:
             problems.append(f"{attr} is a {type(service).__qualname__}, not exactly "
                             f"{routed.__qualname__}: its methods are called")
+            continue
+        if getattr(routed, "__getattribute__", None) is not object.__getattribute__:
+            # The generator refuses a class that defines one, but a class of the routing
+            # module is read from its text: a class decorator or a base's __init_subclass__
+            # can install one the text does not show, and a call looks `handle` up through it.
+            problems.append(f"{routed.__qualname__} has its own __getattribute__: "
+                            "its methods are called")
             continue
         fn = inspect.getattr_static(routed, method, None)
         code = getattr(fn, "__code__", None)
