@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from types import FunctionType
 from typing import (
     Annotated,
     Any,
@@ -547,11 +548,71 @@ def _build_class(
     metaclass: Any = type(cls)
     new_cls: type[Any] = metaclass(cls.__name__, (slots_base,), namespace)
     new_cls.__qualname__ = cls.__qualname__
+    _check_abstract(new_cls, slots_base)
+    _retarget_class_cells(cls, new_cls)
     for method_name, method in _generate_methods(new_cls, fields, layout).items():
         if method_name == "__repr__" and "__repr__" in cls.__dict__:
             continue  # the class's own repr wins (it may mask a field, e.g. an id)
         setattr(new_cls, method_name, method)
     return new_cls
+
+
+def _retarget_class_cells(old: type[Any], new: type[Any]) -> None:
+    """Point the class body's ``__class__`` cells at the class @message returns.
+
+    Python gives every method that says ``super()`` or ``__class__`` a cell holding the class
+    the statement created; @message returns another class, so zero-argument ``super()`` in a
+    message's method raised "super(type, obj): obj must be an instance or subtype of type"
+    and ``__class__`` named a class no message is an instance of (as dataclasses' slots=True
+    did before Python 3.14, which fixes it the same way). Runs once per class statement.
+    """
+    for value in new.__dict__.values():
+        candidates = [value]
+        if isinstance(value, classmethod | staticmethod):
+            candidates = [value.__func__]
+        elif isinstance(value, property):
+            candidates = [value.fget, value.fset, value.fdel]
+        for func in candidates:
+            # Down a decorator chain (functools.wraps sets __wrapped__), boundedly.
+            for _ in range(64):
+                if not isinstance(func, FunctionType):
+                    break
+                _retarget_cell(func, old, new)
+                func = getattr(func, "__wrapped__", None)
+
+
+def _retarget_cell(func: FunctionType, old: type[Any], new: type[Any]) -> None:
+    code, closure = func.__code__, func.__closure__
+    if not closure or "__class__" not in code.co_freevars:
+        return
+    cell = closure[code.co_freevars.index("__class__")]
+    try:
+        if cell.cell_contents is old:
+            cell.cell_contents = new
+    except ValueError:  # an empty cell: nothing to retarget
+        pass
+
+
+def _check_abstract(new_cls: type[Any], slots_base: type[Any]) -> None:
+    """An ABC or Protocol mixin's abstract methods: the message must implement them all.
+
+    Every message is built as an instance of the private slots base (see ``_blank_maker``),
+    which inherits the mixin's abstract methods but none of the message's own methods, so
+    ``abc`` refused every construction and decode of a message that implemented them all
+    ("Can't instantiate abstract class ReadingFields"). The base is never used on its own:
+    it is made concrete, and the message class, which is final and so can never gain the
+    missing methods, is refused at the class statement if any remain abstract.
+    """
+    missing = sorted(getattr(new_cls, "__abstractmethods__", ()))
+    if missing:
+        raise MessageError(
+            f"{new_cls.__qualname__} does not implement the abstract method(s) "
+            f"{', '.join(missing)} of its bases; a message class is final, so no subclass "
+            "could ever implement them and it could never be built\n"
+            f"help: define {', '.join(missing)} in the class body of {new_cls.__qualname__}"
+        )
+    if getattr(slots_base, "__abstractmethods__", None):
+        slots_base.__abstractmethods__ = frozenset()
 
 
 def _refuse_subclass(cls: type[Any], /, **kwargs: Any) -> None:
