@@ -324,6 +324,17 @@ def _check_class_body(cls: type[Any]) -> None:
                 "be silently replaced\n"
                 f"help: remove {member} from the class body (or give the method another name)"
             )
+    for owner in cls.__mro__[:-1]:
+        if "__post_init__" in owner.__dict__:
+            # @message reads like @dataclass (dataclass_transform), so a dataclass habit
+            # validated in __post_init__, which nothing calls: every value it meant to
+            # refuse was built, sent and delivered without a word.
+            raise MessageError(
+                f"{cls.__qualname__}: {owner.__qualname__}.__post_init__ would never run "
+                "(@message is not @dataclass and does not call it)\n"
+                "help: rename it __init__(self, <the fields, in order>): it runs at each "
+                "construction, replace() and unpickling (decoding runs no user code)"
+            )
     for base in cls.__mro__[1:-1]:
         if "__new__" in base.__dict__:
             # The generated __new__ builds the object without calling a base's __new__ (and
