@@ -678,7 +678,7 @@ def _generate_methods(
         "_types": tuple(_EXACT_TYPES[spec.kind] for _, spec in fields),
         "_pack": layout.pack,
         "_unpack": layout.unpack,
-        "_struct_error": struct.error,
+        "_bad_buffer": (struct.error, TypeError, BufferError),
         "_F32_LIMIT": _F32_LIMIT,
         "_pack_f32": _F32_STRUCT.pack,
         "_unpack_f32": _F32_STRUCT.unpack,
@@ -857,7 +857,10 @@ def _decode_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
         f"\ndef _decode(buffer):\n    {names}, = _unpack(buffer)\n{build}"
         "\ndef from_bytes(buffer):\n"
         f"    try:\n        {names}, = _unpack(buffer)\n"
-        "    except _struct_error:\n        raise _buffer_error(_cls, buffer) from None\n"
+        # Not only struct.error: a str or None (TypeError) and a non-contiguous memoryview
+        # (BufferError) escaped as themselves, past an `except MessageError`. The tuple is
+        # looked at only once something has raised: decoding a good buffer costs the same.
+        "    except _bad_buffer:\n        raise _buffer_error(_cls, buffer) from None\n"
         f"{build}"
     )
 
@@ -989,14 +992,21 @@ def _conversion_hint(spec: FieldSpec, value: object) -> str:
 
 
 def _buffer_error(cls: type[Any], buffer: Any) -> MessageError:
-    # Bytes, not len(): a memoryview of one 4-byte item has len() 1 (struct reads bytes).
+    needs = f"{cls.__qualname__}.from_bytes() needs exactly {cls.SIZE} bytes"
     try:
-        got = memoryview(buffer).nbytes
+        view = memoryview(buffer)
     except TypeError:
-        got = len(buffer)
-    return MessageError(
-        f"{cls.__qualname__}.from_bytes() needs exactly {cls.SIZE} bytes, got {got}"
-    )
+        return MessageError(
+            f"{needs} (bytes, bytearray or memoryview), got {type(buffer).__name__}\n"
+            "help: pass the bytes that to_bytes() returned, as received"
+        )
+    # Bytes, not len(): a memoryview of one 4-byte item has len() 1 (struct reads bytes).
+    if not view.c_contiguous:
+        return MessageError(
+            f"{needs} in one contiguous buffer, got a non-contiguous memoryview of "
+            f"{view.nbytes} bytes\nhelp: pass bytes(view)"
+        )
+    return MessageError(f"{needs}, got {view.nbytes}")
 
 
 def _frozen(obj: object, name: str) -> AttributeError:
