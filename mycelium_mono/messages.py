@@ -324,6 +324,18 @@ def _check_class_body(cls: type[Any]) -> None:
                 "be silently replaced\n"
                 f"help: remove {member} from the class body (or give the method another name)"
             )
+    slots = own.get("__slots__", ())
+    if isinstance(slots, str):
+        slots = (slots,)
+    if slots:
+        # A field listed in __slots__ read as "message fields cannot have defaults" (its
+        # slot descriptor sits in the class body); any other slot, __weakref__ included,
+        # was dropped without a word, since the message's slots are its fields.
+        raise MessageError(
+            f"{cls.__qualname__}: __slots__ = {slots!r} in a message class: @message makes "
+            "the class slotted itself, with exactly its fields as slots\n"
+            "help: remove __slots__ (every field is a slot; a message holds nothing else)"
+        )
     for owner in cls.__mro__[:-1]:
         if "__post_init__" in owner.__dict__:
             # @message reads like @dataclass (dataclass_transform), so a dataclass habit

@@ -533,3 +533,50 @@ def test_text_and_bytes_capacity_and_bytes_n_take_their_sizes_exactly() -> None:
         Text(-1)
     assert reading(site="€" * 5).site == "€" * 5                 # 15 bytes
     assert reading(site="x" * 16).to_bytes() == reading(site="x" * 16).to_bytes()
+
+
+@pytest.mark.parametrize("slots", [("wh",), "wh", ("__weakref__",), ("wh", "cache")])
+def test_slots_written_in_the_class_body_are_refused_with_what_message_does_instead(
+    slots: Any,
+) -> None:
+    # Before: ("wh",) read "message fields cannot have defaults", and ("__weakref__",) or an
+    # extra slot was dropped without a word (weakref.ref(msg) then raised at run time).
+    with pytest.raises(MessageError, match=r"__slots__ = .* @message makes the class slotted"
+                                           r"[\s\S]*help: remove __slots__"):
+        message(type_id=39621, topic="grid.s")(type("Slotty", (), {
+            "__annotations__": {"wh": U64}, "__slots__": slots, "__module__": __name__}))
+
+
+class PlainMixin:
+    def kwh(self) -> float:
+        return float(getattr(self, "wh", 0)) / 1000
+
+
+class SlottedMixin:
+    __slots__ = ()
+
+    def kwh(self) -> float:
+        return float(getattr(self, "wh", 0)) / 1000
+
+
+@message(type_id=39622, topic="grid.meter")
+class PlainMixed(PlainMixin):
+    wh: U64
+
+
+@message(type_id=39623, topic="grid.meter")
+class SlottedMixed(SlottedMixin):
+    __slots__ = ()                     # empty: allowed, changes nothing
+    wh: U64
+
+
+def test_a_mixin_never_makes_a_field_writable_a_slotted_one_keeps_no_dict() -> None:
+    plain, slotted = PlainMixed(1500), SlottedMixed(1500)
+    assert plain.kwh() == slotted.kwh() == 1.5
+    # A mixin without __slots__ brings a __dict__ (Python's rule), but the fields are slots,
+    # which a __dict__ entry cannot shadow: the message still reads what it was built with.
+    plain.__dict__["wh"] = 7
+    assert plain.wh == 1500 and PlainMixed.from_bytes(plain.to_bytes()) == PlainMixed(1500)
+    assert not hasattr(slotted, "__dict__")
+    with pytest.raises(AttributeError, match="immutable"):
+        slotted.wh = 7  # type: ignore[misc]
