@@ -532,12 +532,16 @@ def _register(cls: type[Any]) -> None:
 # 300 instructions fewer per message; 10,841 / 9,177 now). Measured and dearer for the range
 # checks of the fast path: chained compares, bit_length, OR-ing same-width fields, one
 # struct.pack of the U64s, min/max; per-field `type(x) is T` tests instead of one tuple.
-# Only when a user's base class brings its own __new__ or __init__ would calling the base
-# run user code, so then the object is made by object.__new__ directly.
+# Only when a user's base class brings its own __new__ or __init__ (or its metaclass its own
+# __call__) would calling the base run user code, so then the object is made by
+# object.__new__ directly.
 def _blank_maker(fields_base: type[Any]) -> Any:
     own_new: object = fields_base.__new__
     own_init: object = fields_base.__init__
-    if own_new is object.__new__ and own_init is object.__init__:
+    # A mixin's metaclass with its own __call__ ran too: at every decode (which runs no user
+    # code), and a singleton metaclass handed every message the same object.
+    own_call: object = type(fields_base).__call__
+    if own_new is object.__new__ and own_init is object.__init__ and own_call is type.__call__:
         return fields_base
     return partial(object.__new__, fields_base)
 

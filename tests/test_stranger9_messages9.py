@@ -580,3 +580,37 @@ def test_a_mixin_never_makes_a_field_writable_a_slotted_one_keeps_no_dict() -> N
     assert not hasattr(slotted, "__dict__")
     with pytest.raises(AttributeError, match="immutable"):
         slotted.wh = 7  # type: ignore[misc]
+
+
+class CountsInstances(type):
+    """A metrics mixin's metaclass: counts the instances a class's callers build."""
+
+    built: dict[str, int] = {}
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        CountsInstances.built[cls.__name__] = CountsInstances.built.get(cls.__name__, 0) + 1
+        return super().__call__(*args, **kwargs)
+
+
+class Metered(metaclass=CountsInstances):
+    pass
+
+
+@message(type_id=39624, topic="grid.meter")
+class CountedReading(Metered):
+    meter: Address
+    wh: U64
+
+
+def test_a_metaclass_call_runs_once_per_construction_and_never_for_a_decode() -> None:
+    # Before: each construction ran CountsInstances.__call__ twice (the message class, then
+    # the private CountedReadingFields base the object is made from), and each decode ran it
+    # once: user code on the decoding path, under a class name nobody wrote.
+    CountsInstances.built.clear()
+    sent = [CountedReading(meter=bytes([i]) * 20, wh=i) for i in range(10)]
+    assert CountsInstances.built == {"CountedReading": 10}
+    frames = [Outbound().frame(m) for m in sent]
+    got = [r.message for r in map(decode_frame, frames) if isinstance(r, Decoded)]
+    assert got == sent and CountsInstances.built == {"CountedReading": 10}
+    assert [CountedReading.from_bytes(m.to_bytes()) for m in sent] == sent
+    assert CountsInstances.built == {"CountedReading": 10}
