@@ -37,6 +37,7 @@ from typing import (
     Any,
     ClassVar,
     Generic,
+    NewType,
     Self,
     TypeVar,
     get_args,
@@ -486,7 +487,12 @@ def _checked_python_type(cls: type[Any], name: str, declared: Any, spec: FieldSp
     """``Annotated[int, Text(12)]`` made a type checker see an int where the field holds a
     str: refused at the class statement, since every read of the field would be mistyped."""
     python = _EXACT_TYPES.get(spec.kind)
-    if python is None or declared is python:
+    # A NewType of the field's type (Sku = NewType("Sku", str)) is that type at run time, so
+    # a checker reading Annotated[Sku, Text(12)] is right about every read: it was refused.
+    underlying = declared
+    while isinstance(underlying, NewType):
+        underlying = underlying.__supertype__
+    if python is None or underlying is python:
         return spec
     shown = getattr(declared, "__name__", repr(declared))
     raise MessageError(

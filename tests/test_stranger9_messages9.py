@@ -18,7 +18,10 @@ import functools
 import math
 import pickle
 import struct
-from typing import Annotated, Any, Protocol
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NewType, Protocol
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -614,3 +617,49 @@ def test_a_metaclass_call_runs_once_per_construction_and_never_for_a_decode() ->
     assert got == sent and CountsInstances.built == {"CountedReading": 10}
     assert [CountedReading.from_bytes(m.to_bytes()) for m in sent] == sent
     assert CountsInstances.built == {"CountedReading": 10}
+
+
+Substation = NewType("Substation", str)
+MeterNo = NewType("MeterNo", bytes)
+
+NEWTYPE_PROGRAM = '''\
+from typing import Annotated, NewType, assert_type
+from mycelium_mono import Bytes, Message, Text, U32, message
+
+Substation = NewType("Substation", str)
+
+@message(type_id=39626, topic="grid.meter")
+class Tagged(Message):
+    substation: Annotated[Substation, Text(12)]
+    wh: U32
+
+t = Tagged(substation=Substation("Nord-3"), wh=1)
+assert_type(Tagged.from_bytes(t.to_bytes()).substation, Substation)
+Tagged(substation="Nord-3", wh=1)
+'''
+
+
+def test_a_newtype_of_the_fields_type_is_a_valid_annotated_declaration(tmp_path: Path) -> None:
+    # Before: "TaggedReading.substation: Annotated[Substation, Text(12)] declares Substation,
+    # but the field holds str", though a NewType is its base type at run time.
+    @message(type_id=39625, topic="grid.meter")
+    class TaggedReading(Message):
+        substation: Annotated[Substation, Text(12)]
+        meter: Annotated[MeterNo, Bytes(20)]
+        wh: U64
+
+    t = TaggedReading(substation=Substation("Nord-3"), meter=MeterNo(b"\x07" * 20), wh=5)
+    assert TaggedReading.from_bytes(t.to_bytes()) == t
+    with pytest.raises(MessageError, match=r"declares Wrong, but the field holds str"):
+        message(type_id=39627, topic="grid.x")(type("WrongBase", (), {
+            "__annotations__": {"x": Annotated[NewType("Wrong", int), Text(4)]},
+            "__module__": __name__}))
+    # And the checker reads it as the user meant: a Substation in, a Substation out.
+    path = tmp_path / "tagged.py"
+    path.write_text(NEWTYPE_PROGRAM)
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / ".mypy"),
+         str(path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    errors = [line for line in mypy.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and 'incompatible type "str"; expected "Substation"' in errors[0], (
+        mypy.stdout)
