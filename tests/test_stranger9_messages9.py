@@ -17,12 +17,14 @@ import enum
 import functools
 import math
 import pickle
+import socket
 import struct
 import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NewType, Protocol
 
+import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,6 +53,7 @@ from mycelium_mono import (
     Text,
     message,
 )
+from mycelium_mono.bus import MessageBus
 from mycelium_mono.bus.transports.base import TransportStats
 from mycelium_mono.bus.transports.wire import (
     HEADER,
@@ -663,3 +666,67 @@ def test_a_newtype_of_the_fields_type_is_a_valid_annotated_declaration(tmp_path:
     errors = [line for line in mypy.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1 and 'incompatible type "str"; expected "Substation"' in errors[0], (
         mypy.stdout)
+
+
+def _require_nats() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 4222), timeout=2).close()
+    except OSError as exc:
+        pytest.fail(f"NATS is not reachable at 127.0.0.1:4222 ({exc})\n"
+                    "help: start it with `nats-server -js -a 127.0.0.1 -p 4222 &`")
+
+
+async def test_a_bus_over_nats_drops_and_counts_each_forged_reading_and_delivers_the_rest() -> None:
+    # A meter gateway with a bug (or a hostile one) on the readings subject: every bad body is
+    # dropped under its reason, counted in bus.transport.stats, and the good ones arrive in
+    # order; none of it is unpickled.
+    _require_nats()
+    wt, echo = wire_type(MeterReading), wire_type(MeterEcho)
+    out = Outbound()
+    good = [out.body(reading(interval=i)) for i in range(1, 31)]
+
+    def header(type_id: int = wt.type_id, fp: int = wt.fingerprint, magic: bytes = MAGIC,
+               version: int = VERSION) -> bytes:
+        return HEADER.pack(magic, version, 0, type_id, fp, 4242, 1)
+
+    payload = reading().to_bytes()
+    forged = {
+        "truncated": header()[:11],
+        "bad_magic": header(magic=b"PK") + payload,
+        "bad_version": header(version=9) + payload,
+        "wrong_length": header() + payload[:-1],
+        "too_long": header() + payload + b"\0",
+        "bad_prefix": Outbound().body(MeterEcho.from_bytes(payload)),   # another type's body
+        "unknown_type": header(type_id=39699) + payload,
+        "fingerprint_mismatch": header(fp=echo.fingerprint ^ 1) + payload,
+        "pickle": pickle.dumps(reading()),
+    }
+    bus = MessageBus.with_nats("nats://127.0.0.1:4222")
+    raw = await nats.connect("nats://127.0.0.1:4222")
+    try:
+        sub = bus.subscribe(MeterReading)
+        await asyncio.wait_for(bus.ready(), 10)
+        bodies = list(good)
+        for i, body in enumerate(forged.values()):
+            bodies.insert(3 * i + 1, body)
+        for body in bodies:
+            await raw.publish(wt.subject, body)
+        await raw.flush()
+        got = [(await asyncio.wait_for(sub.recv(), 10)).interval for _ in good]
+        stats = bus.transport.stats
+        await until(lambda: sum(v for k, v in stats.extra.items() if k.startswith("drop_"))
+                    == len(forged))
+    finally:
+        await raw.close()
+        await bus.close()
+    assert got == list(range(1, 31))
+    assert stats.received == len(good)
+    malformed = {"truncated", "bad_magic", "bad_version", "wrong_length", "too_long",
+                 "bad_prefix", "pickle"}
+    assert stats.dropped_malformed == len(malformed), stats
+    assert stats.dropped_unknown_type == 1, stats
+    by_reason = {k.removeprefix("drop_"): v for k, v in stats.extra.items()
+                 if k.startswith("drop_")}
+    # The pickle is a body like any other: its first bytes are no "MY" magic.
+    assert by_reason == {"truncated": 1, "bad_magic": 2, "bad_version": 1, "wrong_length": 2,
+                         "bad_prefix": 1, "unknown_type": 1, "fingerprint_mismatch": 1}, by_reason
