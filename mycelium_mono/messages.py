@@ -31,11 +31,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from types import FunctionType
 from typing import (
     Annotated,
     Any,
     ClassVar,
     Generic,
+    NewType,
     Self,
     TypeVar,
     get_args,
@@ -323,6 +325,29 @@ def _check_class_body(cls: type[Any]) -> None:
                 "be silently replaced\n"
                 f"help: remove {member} from the class body (or give the method another name)"
             )
+    slots = own.get("__slots__", ())
+    if isinstance(slots, str):
+        slots = (slots,)
+    if slots:
+        # A field listed in __slots__ read as "message fields cannot have defaults" (its
+        # slot descriptor sits in the class body); any other slot, __weakref__ included,
+        # was dropped without a word, since the message's slots are its fields.
+        raise MessageError(
+            f"{cls.__qualname__}: __slots__ = {slots!r} in a message class: @message makes "
+            "the class slotted itself, with exactly its fields as slots\n"
+            "help: remove __slots__ (every field is a slot; a message holds nothing else)"
+        )
+    for owner in cls.__mro__[:-1]:
+        if "__post_init__" in owner.__dict__:
+            # @message reads like @dataclass (dataclass_transform), so a dataclass habit
+            # validated in __post_init__, which nothing calls: every value it meant to
+            # refuse was built, sent and delivered without a word.
+            raise MessageError(
+                f"{cls.__qualname__}: {owner.__qualname__}.__post_init__ would never run "
+                "(@message is not @dataclass and does not call it)\n"
+                "help: rename it __init__(self, <the fields, in order>): it runs at each "
+                "construction, replace() and unpickling (decoding runs no user code)"
+            )
     for base in cls.__mro__[1:-1]:
         if "__new__" in base.__dict__:
             # The generated __new__ builds the object without calling a base's __new__ (and
@@ -462,7 +487,12 @@ def _checked_python_type(cls: type[Any], name: str, declared: Any, spec: FieldSp
     """``Annotated[int, Text(12)]`` made a type checker see an int where the field holds a
     str: refused at the class statement, since every read of the field would be mistyped."""
     python = _EXACT_TYPES.get(spec.kind)
-    if python is None or declared is python:
+    # A NewType of the field's type (Sku = NewType("Sku", str)) is that type at run time, so
+    # a checker reading Annotated[Sku, Text(12)] is right about every read: it was refused.
+    underlying = declared
+    while isinstance(underlying, NewType):
+        underlying = underlying.__supertype__
+    if python is None or underlying is python:
         return spec
     shown = getattr(declared, "__name__", repr(declared))
     raise MessageError(
@@ -508,12 +538,16 @@ def _register(cls: type[Any]) -> None:
 # 300 instructions fewer per message; 10,841 / 9,177 now). Measured and dearer for the range
 # checks of the fast path: chained compares, bit_length, OR-ing same-width fields, one
 # struct.pack of the U64s, min/max; per-field `type(x) is T` tests instead of one tuple.
-# Only when a user's base class brings its own __new__ or __init__ would calling the base
-# run user code, so then the object is made by object.__new__ directly.
+# Only when a user's base class brings its own __new__ or __init__ (or its metaclass its own
+# __call__) would calling the base run user code, so then the object is made by
+# object.__new__ directly.
 def _blank_maker(fields_base: type[Any]) -> Any:
     own_new: object = fields_base.__new__
     own_init: object = fields_base.__init__
-    if own_new is object.__new__ and own_init is object.__init__:
+    # A mixin's metaclass with its own __call__ ran too: at every decode (which runs no user
+    # code), and a singleton metaclass handed every message the same object.
+    own_call: object = type(fields_base).__call__
+    if own_new is object.__new__ and own_init is object.__init__ and own_call is type.__call__:
         return fields_base
     return partial(object.__new__, fields_base)
 
@@ -547,11 +581,71 @@ def _build_class(
     metaclass: Any = type(cls)
     new_cls: type[Any] = metaclass(cls.__name__, (slots_base,), namespace)
     new_cls.__qualname__ = cls.__qualname__
+    _check_abstract(new_cls, slots_base)
+    _retarget_class_cells(cls, new_cls)
     for method_name, method in _generate_methods(new_cls, fields, layout).items():
         if method_name == "__repr__" and "__repr__" in cls.__dict__:
             continue  # the class's own repr wins (it may mask a field, e.g. an id)
         setattr(new_cls, method_name, method)
     return new_cls
+
+
+def _retarget_class_cells(old: type[Any], new: type[Any]) -> None:
+    """Point the class body's ``__class__`` cells at the class @message returns.
+
+    Python gives every method that says ``super()`` or ``__class__`` a cell holding the class
+    the statement created; @message returns another class, so zero-argument ``super()`` in a
+    message's method raised "super(type, obj): obj must be an instance or subtype of type"
+    and ``__class__`` named a class no message is an instance of (as dataclasses' slots=True
+    did before Python 3.14, which fixes it the same way). Runs once per class statement.
+    """
+    for value in new.__dict__.values():
+        candidates = [value]
+        if isinstance(value, classmethod | staticmethod):
+            candidates = [value.__func__]
+        elif isinstance(value, property):
+            candidates = [value.fget, value.fset, value.fdel]
+        for func in candidates:
+            # Down a decorator chain (functools.wraps sets __wrapped__), boundedly.
+            for _ in range(64):
+                if not isinstance(func, FunctionType):
+                    break
+                _retarget_cell(func, old, new)
+                func = getattr(func, "__wrapped__", None)
+
+
+def _retarget_cell(func: FunctionType, old: type[Any], new: type[Any]) -> None:
+    code, closure = func.__code__, func.__closure__
+    if not closure or "__class__" not in code.co_freevars:
+        return
+    cell = closure[code.co_freevars.index("__class__")]
+    try:
+        if cell.cell_contents is old:
+            cell.cell_contents = new
+    except ValueError:  # an empty cell: nothing to retarget
+        pass
+
+
+def _check_abstract(new_cls: type[Any], slots_base: type[Any]) -> None:
+    """An ABC or Protocol mixin's abstract methods: the message must implement them all.
+
+    Every message is built as an instance of the private slots base (see ``_blank_maker``),
+    which inherits the mixin's abstract methods but none of the message's own methods, so
+    ``abc`` refused every construction and decode of a message that implemented them all
+    ("Can't instantiate abstract class ReadingFields"). The base is never used on its own:
+    it is made concrete, and the message class, which is final and so can never gain the
+    missing methods, is refused at the class statement if any remain abstract.
+    """
+    missing = sorted(getattr(new_cls, "__abstractmethods__", ()))
+    if missing:
+        raise MessageError(
+            f"{new_cls.__qualname__} does not implement the abstract method(s) "
+            f"{', '.join(missing)} of its bases; a message class is final, so no subclass "
+            "could ever implement them and it could never be built\n"
+            f"help: define {', '.join(missing)} in the class body of {new_cls.__qualname__}"
+        )
+    if getattr(slots_base, "__abstractmethods__", None):
+        slots_base.__abstractmethods__ = frozenset()
 
 
 def _refuse_subclass(cls: type[Any], /, **kwargs: Any) -> None:
@@ -606,7 +700,7 @@ def _generate_methods(
         "_types": tuple(_EXACT_TYPES[spec.kind] for _, spec in fields),
         "_pack": layout.pack,
         "_unpack": layout.unpack,
-        "_struct_error": struct.error,
+        "_bad_buffer": (struct.error, TypeError, BufferError),
         "_F32_LIMIT": _F32_LIMIT,
         "_pack_f32": _F32_STRUCT.pack,
         "_unpack_f32": _F32_STRUCT.unpack,
@@ -785,7 +879,10 @@ def _decode_source(fields: tuple[tuple[str, FieldSpec], ...]) -> str:
         f"\ndef _decode(buffer):\n    {names}, = _unpack(buffer)\n{build}"
         "\ndef from_bytes(buffer):\n"
         f"    try:\n        {names}, = _unpack(buffer)\n"
-        "    except _struct_error:\n        raise _buffer_error(_cls, buffer) from None\n"
+        # Not only struct.error: a str or None (TypeError) and a non-contiguous memoryview
+        # (BufferError) escaped as themselves, past an `except MessageError`. The tuple is
+        # looked at only once something has raised: decoding a good buffer costs the same.
+        "    except _bad_buffer:\n        raise _buffer_error(_cls, buffer) from None\n"
         f"{build}"
     )
 
@@ -917,14 +1014,21 @@ def _conversion_hint(spec: FieldSpec, value: object) -> str:
 
 
 def _buffer_error(cls: type[Any], buffer: Any) -> MessageError:
-    # Bytes, not len(): a memoryview of one 4-byte item has len() 1 (struct reads bytes).
+    needs = f"{cls.__qualname__}.from_bytes() needs exactly {cls.SIZE} bytes"
     try:
-        got = memoryview(buffer).nbytes
+        view = memoryview(buffer)
     except TypeError:
-        got = len(buffer)
-    return MessageError(
-        f"{cls.__qualname__}.from_bytes() needs exactly {cls.SIZE} bytes, got {got}"
-    )
+        return MessageError(
+            f"{needs} (bytes, bytearray or memoryview), got {type(buffer).__name__}\n"
+            "help: pass the bytes that to_bytes() returned, as received"
+        )
+    # Bytes, not len(): a memoryview of one 4-byte item has len() 1 (struct reads bytes).
+    if not view.c_contiguous:
+        return MessageError(
+            f"{needs} in one contiguous buffer, got a non-contiguous memoryview of "
+            f"{view.nbytes} bytes\nhelp: pass bytes(view)"
+        )
+    return MessageError(f"{needs}, got {view.nbytes}")
 
 
 def _frozen(obj: object, name: str) -> AttributeError:
