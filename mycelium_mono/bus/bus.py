@@ -22,7 +22,6 @@ is done with it — a raw subscriber when it asks for the next message or calls
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -31,6 +30,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
 from mycelium_mono.bus.transports.base import NullTransport, Settle, Transport
+from mycelium_mono.bus.waiting import wait_listed
 from mycelium_mono.messages import is_message_class
 
 __all__ = [
@@ -864,15 +864,7 @@ class MessageBus:
                             "closed while waiting"
                         )
                     waiter = loop.create_future()
-                    self._subscription_waiters.append(waiter)
-                    try:
-                        await waiter
-                    finally:
-                        # Timed out, it stayed listed until the next subscribe: a producer
-                        # polling for a consumer that never comes grew the list per poll.
-                        if waiter.cancelled():
-                            with contextlib.suppress(ValueError):
-                                self._subscription_waiters.remove(waiter)
+                    await wait_listed(self._subscription_waiters, waiter, waiter)
         except TimeoutError:
             raise TimeoutError(
                 f"{len(topic.subscribers)} of {n} subscribers to {message_type.__name__} "

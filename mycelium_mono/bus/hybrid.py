@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mycelium_mono.bus.policy import OverflowPolicy, check_policy
+from mycelium_mono.bus.waiting import wait_listed
 from mycelium_mono.monolith import CallbackShape, check_error_callback
 
 __all__ = [
@@ -222,16 +223,7 @@ class BackgroundBacklog:
         # asyncio.run ended right after the drain).
         while self._finished() < self._submitted:
             fut = asyncio.get_running_loop().create_future()
-            entry = (self._submitted, fut)
-            self._progress.append(entry)
-            try:
-                await fut
-            finally:
-                if fut.cancelled():
-                    # A drain() under a timeout (a health check polling a stalled handler)
-                    # left its entry here until the backlog got that far: one per check.
-                    with contextlib.suppress(ValueError):
-                        self._progress.remove(entry)
+            await wait_listed(self._progress, (self._submitted, fut), fut)
 
     def _raise_failures(self) -> None:
         failures, self._unraised = self._unraised, []
@@ -288,13 +280,7 @@ class BackgroundBacklog:
             self._refuse_in_worker(f"wait_for_space(room={room}) on a full backlog")
         while len(self._queue) > self.maxsize - room:
             fut = asyncio.get_running_loop().create_future()
-            self._space_waiters.append(fut)
-            try:
-                await fut
-            finally:
-                if fut.cancelled():  # as in _settle: a wait cut short leaves nothing behind
-                    with contextlib.suppress(ValueError):
-                        self._space_waiters.remove(fut)
+            await wait_listed(self._space_waiters, fut, fut)
 
     async def close(self, timeout: float | None = None) -> None:
         """Refuse new calls, run what is queued (up to ``timeout`` s), stop the worker.

@@ -80,6 +80,7 @@ from mycelium_mono.bus.transports.zmq_security import (
     is_loopback,
     warn_if_exposed,
 )
+from mycelium_mono.bus.waiting import wait_listed
 from mycelium_mono.messages import message_class
 
 __all__ = ["CurveConfig", "CurveKeyPair", "WireMismatchError", "ZmqTransport", "endpoint_of"]
@@ -519,12 +520,8 @@ class ZmqTransport(Transport):
             if left <= 0:
                 raise TimeoutError(message())
             waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, min(left, 0.05))
-            finally:
-                self._forget(waiter)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wait_listed(self._waiters, waiter, waiter), min(left, 0.05))
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -606,19 +603,8 @@ class ZmqTransport(Transport):
         """Wait for the next wake-up (a flush, a subscription event, close)."""
         loop = self._require(self._loop, "publish")
         waiter = loop.create_future()
-        self._waiters.append(waiter)
         self._arm_guard()
-        try:
-            await waiter
-        finally:
-            self._forget(waiter)
-
-    def _forget(self, waiter: asyncio.Future[None]) -> None:
-        # A wait cut short (a publish under a timeout) left its future in _waiters until
-        # the next wake-up, which a stalled peer may never bring: one more per attempt.
-        if waiter.cancelled():
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
+        await wait_listed(self._waiters, waiter, waiter)
 
     def _flush_backlog(self, xpub: zmq.Socket[Any]) -> None:
         backlog = self._backlog
