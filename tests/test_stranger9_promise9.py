@@ -561,3 +561,101 @@ def test_drain_wait_for_space_and_close_from_inside_a_background_handler_raise(
     results = h().RESULTS
     assert [(d, kind) for d, kind, _ in results] == [
         (0, "RuntimeError"), (1, "RuntimeError"), (2, "RuntimeError")], results
+
+
+# --- "so are those of a run() that returned or was cancelled" -----------------------------
+
+
+@pytest.mark.parametrize("how", ["returned", "cancelled"])
+def test_a_run_service_that_returned_or_was_cancelled_no_longer_holds_back_publishers(
+        tmp_path: Path, how: str) -> None:
+    """README: a given-up service's "subscriptions are closed, so a full "block" one no
+    longer holds back every publisher of its types; so are those of a `run()` that returned
+    or was cancelled". A reading-room service subscribes (maxsize 2, "block") and ends; 20
+    overdue notices are then published without waiting."""
+    from mycelium_mono import MessageBus, ServiceRuntime, message
+    from mycelium_mono.messages import U32, U64
+
+    @message(type_id=38990 if how == "returned" else 38991, topic="lib.room")
+    class RoomNotice:
+        book: U64
+        days: U32
+
+    subscribed = asyncio.Event()
+
+    class ReadingRoom:
+        async def run(self, ctx: Any) -> None:
+            ctx.subscribe(RoomNotice, maxsize=2, policy="block")
+            subscribed.set()
+            if how == "cancelled":
+                await asyncio.Event().wait()
+
+    async def scenario() -> None:
+        bus = MessageBus()
+        runtime = ServiceRuntime(bus)
+        service = await runtime.spawn_service(ReadingRoom())
+        await asyncio.wait_for(subscribed.wait(), 5)
+        if how == "cancelled":
+            service.task.cancel()
+        await asyncio.wait(
+            [service.task], timeout=5)
+        assert service.done
+        publisher = bus.publisher(RoomNotice)
+        for book in range(20):
+            await asyncio.wait_for(publisher.publish(RoomNotice(book, 1)), 2)
+        assert all(sub.closed for sub in service.context.subscriptions)
+        await runtime.shutdown()
+
+    asyncio.run(scenario())
+
+
+# --- Bandit: "a per-order PnL bound ... IMPLAUSIBLE" --------------------------------------
+
+
+def test_bandit_refuses_a_fill_gaining_or_losing_more_than_the_bound_as_implausible() -> None:
+    """examples/bandit/README.md: "a paper fill gaining or losing more than
+    `max_order_pnl_usd_e6` is a broken pool or price: `IMPLAUSIBLE`, and every recorded PnL
+    fits the trail's I64". A gaining fill and a losing one (fee-on-transfer middle token),
+    each over a 1 USD bound, are both refused and booked nowhere; an absurd pool under the
+    default bound gives an order the trail can record."""
+    from bandit.protocol import ArbitrageSignal, OrderExecution, OrderRequest, RejectReason
+    from bandit.services import ExecutionService, RiskConfig, RiskManager
+    from bandit.tokens import TOKENS
+
+    from mycelium_mono.handlers import attach_emitter
+
+    e18 = 10**18
+    weth, usdc, fot = (next(t for t in TOKENS if t.symbol == s) for s in ("WETH", "USDC", "FOT"))
+
+    def book_signal(oid: int, mid: bytes, mid_reserves: tuple[int, int],
+                    amount_in: int = 10 * e18) -> ArbitrageSignal:
+        return ArbitrageSignal(
+            opportunity_id=oid, source_seq=oid, timestamp_ns=0, deadline_block=9,
+            buy_pool=b"\x01" * 20, sell_pool=b"\x02" * 20, token_in=weth.address,
+            token_mid=mid, amount_in=amount_in, expected_mid=0, expected_out=0, gas_cost=0,
+            buy_reserve_in=1000 * e18, buy_reserve_out=mid_reserves[0],
+            sell_reserve_in=mid_reserves[1], sell_reserve_out=1000 * e18)
+
+    risk = RiskManager(RiskConfig(max_order_pnl_usd_e6=10**6))
+    requests: list[Any] = []
+    attach_emitter(risk, requests.append)
+    risk.handle(book_signal(1, usdc.address, (2_100_000 * 10**6, 2_000_000 * 10**6)))  # gains
+    risk.handle(book_signal(2, fot.address, (2000 * e18, 2000 * e18)))  # loses fees and tax
+    assert [(r.approved, r.reason) for r in requests] == [
+        (False, RejectReason.IMPLAUSIBLE), (False, RejectReason.IMPLAUSIBLE)]
+    assert isinstance(requests[0], OrderRequest)
+    state = risk.state()
+    assert (state.approved, state.pnl_usd_e6, state.rejected["IMPLAUSIBLE"]) == (0, 0, 2)
+    assert not state.halted  # the loss was never booked
+
+    # A broken pool (a million times the price) under the default bound: refused, and the
+    # execution trail records it without overflowing its I64.
+    risk, ex = RiskManager(), ExecutionService()
+    executions: list[Any] = []
+    attach_emitter(risk, ex.handle)
+    attach_emitter(ex, executions.append)
+    risk.handle(book_signal(3, usdc.address, (2_000_000 * 10**12, 2_000_000 * 10**6)))
+    [order] = executions
+    assert isinstance(order, OrderExecution)
+    assert order.reason == RejectReason.IMPLAUSIBLE
+    assert -(2**63) <= order.pnl_usd_e6 < 2**63
