@@ -492,14 +492,23 @@ def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None
     steps: list[str] = []
     emits: list[tuple[int, tuple[int, str], str]] = []  # (index in steps, key, bus class)
     receivers: dict[int, str] | None = None  # the services of the emit just above
+    calls: tuple[tuple[str, str], ...] = ()  # the sync handlers of the emit just above
     for frame in frames:
         name = frame.f_code.co_name
-        owner = frame.f_locals.get("self") if name.startswith("emit_") else None
+        owner = frame.f_locals.get("self") if name.startswith("emit") else None
+        if name == "emit" and isinstance(owner, GeneratedBus):
+            continue  # the generic emit(msg) an inlined `self.emit(...)` goes through
         if isinstance(owner, GeneratedBus):
+            if receivers is not None and len(calls) == 1:
+                # An emit right inside an emit: the handler's body was inlined into the
+                # outer one, so it has no frame of its own. With one handler on that route
+                # it can only be that one (the note used to skip it on inlined buses).
+                steps.append(f"{calls[0][0]}.{calls[0][1]}")
+            calls = owner.__mycelium_calls__.get(name, ())
             msg = frame.f_locals.get("msg")
             emits.append((len(steps), (id(owner), name), type(owner).__name__))
-            where = "" if owner is bus else f"{type(owner).__name__}."
-            steps.append(f"{where}{name}({type(msg).__name__})")
+            # "\0<bus id>\0" stands for the bus's name until the cycle's own bus is known.
+            steps.append(f"\0{id(owner)}\0{type(owner).__name__}.{name}({type(msg).__name__})")
             if id(owner) not in services:
                 services[id(owner)] = {id(getattr(owner, attr, None)): attr
                                        for attr in owner.__mycelium_services__}
@@ -512,7 +521,13 @@ def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None
     first: dict[tuple[int, str], int] = {}  # key → position in emits
     for position, (index, key, _) in enumerate(emits):
         if key in first:
-            cycle = tuple(steps[emits[first[key]][0]:index + 1])
+            # The bus the cycle starts from is named by none of its emits, the others by
+            # each of theirs: not ``bus``, which is whichever bus's emit the recursion
+            # limit struck in (so the note changed with the stack's depth).
+            home = f"\0{key[0]}\0{emits[first[key]][2]}."
+            cycle = tuple(step.replace(home, "") if step.startswith(home)
+                          else step.split("\0", 2)[-1] if step.startswith("\0") else step
+                          for step in steps[emits[first[key]][0]:index + 1])
             buses = list(dict.fromkeys(kind for _, _, kind in emits[first[key]:position]))
             break
         first[key] = position
