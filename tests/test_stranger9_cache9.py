@@ -16,7 +16,6 @@ import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -202,27 +201,30 @@ def test_a_same_size_handler_edit_behind_a_stale_standard_pyc_is_called_not_inli
 def test_a_read_only_package_directory_imports_and_reuses_a_cache_written_before(
         farm: Path) -> None:
     setpriv = shutil.which("setpriv")
-    assert setpriv, "this test runs the child as `nobody` with setpriv (util-linux): install it"
-    # tmp_path is under a mode-700 directory: nobody could not even read the package there.
-    shared = Path(tempfile.mkdtemp(prefix="cache9-ro-"))
+    assert setpriv, "this test drops DAC capabilities with setpriv (util-linux): install it"
+    # The child runs as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, so the mode bits
+    # hold it as they hold any user. (Run as `nobody` it could not start the pyenv Pythons of
+    # this machine at all: they live under /root, mode 700, and CI's 3.12 session failed.)
+    held_to_modes = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    package = farm / "cache9farm"
+    os.chmod(package, 0o555)
     try:
-        shutil.copytree(farm / "cache9farm", shared / "cache9farm")
-        os.chmod(shared, 0o755)
-        as_nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-        first = child("import", [shared], prefix=as_nobody)
-        assert first["uid"] == 65534
+        first = child("import", [farm], prefix=held_to_modes)
         assert_like_by_hand(first)
         assert first["outcome"] == "REWRITTEN"
         assert "not written: the cache directory is not writable" in first["describe"]
         assert "Permission denied" in first["describe"]
-        assert not routing_cache(shared).exists()
-        child("import", [shared])  # root writes the cache; the tree stays read-only to nobody
-        assert routing_cache(shared).exists()
-        second = child("import", [shared], prefix=as_nobody)
+        assert not routing_cache(farm).exists()
+        child("import", [farm])  # root with its capabilities writes the cache
+        assert routing_cache(farm).exists()
+        os.chmod(routing_cache(farm).parent, 0o555)  # the whole tree read-only again
+        second = child("import", [farm], prefix=held_to_modes)
         assert_like_by_hand(second)
         assert second["outcome"] == "CACHE_HIT"
     finally:
-        shutil.rmtree(shared)
+        for directory in (routing_cache(farm).parent, package):
+            if directory.exists():
+                os.chmod(directory, 0o755)
 
 
 def test_the_bytecode_environment_variables_are_honoured_by_real_children(farm: Path) -> None:
