@@ -489,7 +489,8 @@ def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None
     # note used to skip the other bus's part (``emit_a → relay.on_a → emit_a``, a handler
     # that never emits A).
     services: dict[int, dict[int, str]] = {}
-    steps: list[str] = []
+    # (id of the bus an emit belongs to, that bus's class name, text); a handler: (None, "", text)
+    steps: list[tuple[int | None, str, str]] = []
     emits: list[tuple[int, tuple[int, str], str]] = []  # (index in steps, key, bus class)
     receivers: dict[int, str] | None = None  # the services of the emit just above
     calls: tuple[tuple[str, str], ...] = ()  # the sync handlers of the emit just above
@@ -503,12 +504,11 @@ def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None
                 # An emit right inside an emit: the handler's body was inlined into the
                 # outer one, so it has no frame of its own. With one handler on that route
                 # it can only be that one (the note used to skip it on inlined buses).
-                steps.append(f"{calls[0][0]}.{calls[0][1]}")
+                steps.append((None, "", f"{calls[0][0]}.{calls[0][1]}"))
             calls = owner.__mycelium_calls__.get(name, ())
             msg = frame.f_locals.get("msg")
             emits.append((len(steps), (id(owner), name), type(owner).__name__))
-            # "\0<bus id>\0" stands for the bus's name until the cycle's own bus is known.
-            steps.append(f"\0{id(owner)}\0{type(owner).__name__}.{name}({type(msg).__name__})")
+            steps.append((id(owner), type(owner).__name__, f"{name}({type(msg).__name__})"))
             if id(owner) not in services:
                 services[id(owner)] = {id(getattr(owner, attr, None)): attr
                                        for attr in owner.__mycelium_services__}
@@ -517,17 +517,16 @@ def _emit_cycle(bus: GeneratedBus, exc: RecursionError) -> EmitCycleError | None
             attr = receivers.get(id(frame.f_locals.get("self")))
             receivers = None
             if attr is not None:
-                steps.append(f"{attr}.{name}")
+                steps.append((None, "", f"{attr}.{name}"))
     first: dict[tuple[int, str], int] = {}  # key → position in emits
     for position, (index, key, _) in enumerate(emits):
         if key in first:
             # The bus the cycle starts from is named by none of its emits, the others by
             # each of theirs: not ``bus``, which is whichever bus's emit the recursion
             # limit struck in (so the note changed with the stack's depth).
-            home = f"\0{key[0]}\0{emits[first[key]][2]}."
-            cycle = tuple(step.replace(home, "") if step.startswith(home)
-                          else step.split("\0", 2)[-1] if step.startswith("\0") else step
-                          for step in steps[emits[first[key]][0]:index + 1])
+            home = key[0]
+            cycle = tuple(text if bus_id in (None, home) else f"{bus_name}.{text}"
+                          for bus_id, bus_name, text in steps[emits[first[key]][0]:index + 1])
             buses = list(dict.fromkeys(kind for _, _, kind in emits[first[key]:position]))
             break
         first[key] = position
